@@ -1,0 +1,69 @@
+"""login: phone + SMS code sign-in for the resident and staff mini-programs."""
+
+from __future__ import annotations
+
+from caiyun.clock import iso
+from caiyun.contract import login as api
+from caiyun.contract.common import Empty
+from caiyun.domain import signin
+from caiyun.runtime import Action, Call, CloudFunction, anyone, signed_in
+
+
+def check_account(call: Call, req: api.CheckAccount) -> api.CheckAccountReply:
+    exists = signin.check_account(call.services, call.rate_key, req.phone)
+    return api.CheckAccountReply(exists=exists)
+
+
+def send_code(call: Call, req: api.SendCode) -> api.SendCodeReply:
+    caller = call.account if req.purpose != "login" else None
+    issued = signin.send_code(call.services, call.rate_key, caller, req.phone, req.purpose)
+    return api.SendCodeReply(resend_after_s=issued.resend_after_s, expires_in_s=issued.expires_in_s)
+
+
+def login(call: Call, req: api.Login) -> api.LoginReply:
+    done = signin.login(
+        call.services, req.phone, req.code, req.app, call.invocation.openid, req.js_code
+    )
+    return api.LoginReply(
+        account=api.AccountSummary(**signin.summary(call.services, done.account)),
+        session_token=done.session.token,
+        expires_at=iso(done.session.expires_at),
+        first_login=done.first_login,
+    )
+
+
+def logout(call: Call, req: Empty) -> api.LogoutReply:
+    signin.logout(
+        call.services, call.require_account(), call.invocation.openid, call.invocation.bearer
+    )
+    return api.LogoutReply(logged_out=True)
+
+
+def me(call: Call, req: Empty) -> api.AccountSummary:
+    return api.AccountSummary(**signin.summary(call.services, call.require_account()))
+
+
+main_handler = CloudFunction(
+    "login",
+    {
+        "check_account": Action(
+            api.CheckAccount, anyone, check_account, api.CheckAccountReply, ("RATE_LIMITED",)
+        ),
+        "send_code": Action(
+            api.SendCode,
+            anyone,
+            send_code,
+            api.SendCodeReply,
+            ("ACCOUNT_NOT_FOUND", "RATE_LIMITED", "CONFLICT", "UNAVAILABLE"),
+        ),
+        "login": Action(
+            api.Login,
+            anyone,
+            login,
+            api.LoginReply,
+            ("ACCOUNT_NOT_FOUND", "CODE_INVALID", "FORBIDDEN"),
+        ),
+        "logout": Action(Empty, signed_in, logout, api.LogoutReply),
+        "me": Action(Empty, signed_in, me, api.AccountSummary),
+    },
+)

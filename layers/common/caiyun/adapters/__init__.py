@@ -1,0 +1,1 @@
+"""Adapters: the outside world (SMS, WeChat, ICBC, storage) behind small interfaces."""

@@ -1,0 +1,1 @@
+"""The request and reply models of every action: the interface the mini-programs see."""

@@ -1,0 +1,31 @@
+"""Opening the database a container uses: pymongo when MONGODB_URI is set, else embedded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from caiyun.settings import Settings
+
+
+def open_database(settings: Settings) -> Any:
+    """A pymongo ``Database`` (or the embedded engine's equivalent) for these settings.
+
+    The embedded engine gets its indexes at once; on MongoDB they are created by
+    ``caiyun db ensure-indexes`` at deploy time, not on every cold start.
+    """
+    if settings.mongodb_uri is not None and settings.mongodb_uri.get_secret_value():
+        from pymongo import MongoClient
+
+        client: MongoClient[Any] = MongoClient(
+            settings.mongodb_uri.get_secret_value(),
+            tz_aware=True,
+            serverSelectionTimeoutMS=5000,
+            appname="caiyun",
+        )
+        return client[settings.db_name]
+    from caiyun.data.embedded import EmbeddedEngine
+    from caiyun.data.schema import ensure_indexes
+
+    db = EmbeddedEngine(settings.data_dir or None, settings.db_name).database
+    ensure_indexes(db)
+    return db

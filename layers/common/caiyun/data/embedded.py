@@ -1,0 +1,297 @@
+"""The embedded database engine: mongomock's query engine made durable and thread-safe.
+
+Why this engine: mongomock covers the pymongo API the domain uses (conditional
+``find_one_and_update``, upserts, unique and multikey indexes, aggregation) far more completely
+than montydb or mongita, but it is memory-only and not safe for concurrent writers. This module
+adds the two missing pieces:
+
+* durability: every document a call writes is written through to SQLite (one row per document,
+  BSON-encoded) and committed before the call returns, so `caiyun dev` keeps its data across
+  restarts;
+* atomicity: every collection call runs under one engine-wide lock, so a conditional update is
+  atomic against other threads, as a single-document write is on a MongoDB server.
+
+Other processes (``caiyun admin`` while the sandbox runs) write to the same SQLite file; SQLite's
+``data_version`` tells us when that happened and the engine reloads before the next call.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import bson
+import mongomock
+from mongomock.store import CollectionStore, DatabaseStore, ServerStore
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    collection TEXT NOT NULL,
+    key BLOB NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (collection, key)
+)
+"""
+
+
+def _encode_key(key: Any) -> bytes:
+    return bson.encode({"k": key})
+
+
+def _decode_key(raw: bytes) -> Any:
+    return bson.decode(raw)["k"]
+
+
+class _Journal:
+    """Remembers which documents changed since the last flush."""
+
+    def __init__(self) -> None:
+        self.dirty: set[tuple[str, Any]] = set()
+
+    def touch(self, collection: str, key: Any) -> None:
+        self.dirty.add((collection, key))
+
+
+class _JournaledCollectionStore(CollectionStore):
+    def __init__(self, name: str, journal: _Journal) -> None:
+        super().__init__(name)
+        self._journal = journal
+
+    def __setitem__(self, key: Any, val: Any) -> None:
+        super().__setitem__(key, val)
+        self._journal.touch(self.name, key)
+
+    def __delitem__(self, key: Any) -> None:
+        super().__delitem__(key)
+        self._journal.touch(self.name, key)
+
+    def drop(self) -> None:
+        for key in list(self._documents):
+            self._journal.touch(self.name, key)
+        super().drop()
+
+
+class _JournaledDatabaseStore(DatabaseStore):
+    def __init__(self, journal: _Journal) -> None:
+        super().__init__()
+        self._journal = journal
+
+    def __getitem__(self, col_name: str) -> CollectionStore:
+        if col_name not in self._collections:
+            self._collections[col_name] = _JournaledCollectionStore(col_name, self._journal)
+        return self._collections[col_name]
+
+
+class _JournaledServerStore(ServerStore):
+    def __init__(self, journal: _Journal) -> None:
+        super().__init__()
+        self._journal = journal
+
+    def __getitem__(self, db_name: str) -> DatabaseStore:
+        if db_name not in self._databases:
+            self._databases[db_name] = _JournaledDatabaseStore(self._journal)
+        return self._databases[db_name]
+
+
+class EmbeddedEngine:
+    """One embedded database, in memory or persisted to ``<data_dir>/caiyun.sqlite3``."""
+
+    def __init__(self, data_dir: str | Path | None, db_name: str = "caiyun") -> None:
+        self._lock = threading.RLock()
+        self._journal = _Journal()
+        self._db_name = db_name
+        self._sqlite: sqlite3.Connection | None = None
+        self._data_version: int | None = None
+        self._server = self._new_server()
+        if data_dir:
+            path = Path(data_dir)
+            path.mkdir(parents=True, exist_ok=True)
+            self._sqlite = sqlite3.connect(
+                path / "caiyun.sqlite3", check_same_thread=False, timeout=30, isolation_level=None
+            )
+            self._sqlite.execute("PRAGMA journal_mode=WAL")
+            self._sqlite.execute("PRAGMA synchronous=NORMAL")
+            self._sqlite.execute(_SCHEMA)
+            self._reload()
+
+    def _new_server(self) -> tuple[mongomock.MongoClient, _JournaledServerStore]:
+        store = _JournaledServerStore(self._journal)
+        self._collections: dict[str, Any] = {}
+        return mongomock.MongoClient(tz_aware=True, _store=store), store
+
+    @property
+    def database(self) -> EmbeddedDatabase:
+        """The pymongo-compatible database object."""
+        return EmbeddedDatabase(self)
+
+    def mongomock_collection(self, name: str) -> Any:
+        """The underlying mongomock collection (used by the locked proxy only)."""
+        collection = self._collections.get(name)
+        if collection is None:
+            client, _ = self._server
+            collection = self._collections[name] = client[self._db_name][name]
+        return collection
+
+    def run(self, call: Callable[[], Any]) -> Any:
+        """Run one collection call atomically and make its writes durable."""
+        with self._lock:
+            self._sync_from_other_processes()
+            try:
+                return call()
+            finally:
+                self._flush()
+
+    def touch(self, collection: str, keys: list[Any]) -> None:
+        """Mark documents as changed by the current call (they are written at its end)."""
+        for key in keys:
+            self._journal.touch(collection, key)
+
+    def _sync_from_other_processes(self) -> None:
+        if self._sqlite is None:
+            return
+        version = self._sqlite.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._reload()
+
+    def _reload(self) -> None:
+        assert self._sqlite is not None
+        _, old_store = self._server
+        indexes = {
+            name: dict(coll.indexes) for name, coll in old_store[self._db_name]._collections.items()
+        }
+        self._server = self._new_server()
+        _, store = self._server
+        db_store = store[self._db_name]
+        for name, index_map in indexes.items():
+            for index_name, spec in index_map.items():
+                db_store[name].create_index(index_name, spec)
+        for collection, key, body in self._sqlite.execute(
+            "SELECT collection, key, body FROM documents ORDER BY rowid"
+        ):
+            db_store[collection]._documents[_decode_key(key)] = bson.decode(body)
+        self._journal.dirty.clear()
+        self._data_version = self._sqlite.execute("PRAGMA data_version").fetchone()[0]
+
+    def _flush(self) -> None:
+        dirty = self._journal.dirty
+        if not dirty:
+            return
+        self._journal.dirty = set()
+        if self._sqlite is None:
+            return
+        _, store = self._server
+        db_store = store[self._db_name]
+        upserts, deletes = [], []
+        for collection, key in dirty:
+            doc = db_store[collection]._documents.get(key)
+            if doc is None:
+                deletes.append((collection, _encode_key(key)))
+            else:
+                upserts.append((collection, _encode_key(key), bson.encode(doc)))
+        with self._sqlite:
+            self._sqlite.execute("BEGIN IMMEDIATE")
+            self._sqlite.executemany(
+                "DELETE FROM documents WHERE collection = ? AND key = ?", deletes
+            )
+            self._sqlite.executemany(
+                "INSERT INTO documents (collection, key, body) VALUES (?, ?, ?) "
+                "ON CONFLICT (collection, key) DO UPDATE SET body = excluded.body",
+                upserts,
+            )
+        self._data_version = self._sqlite.execute("PRAGMA data_version").fetchone()[0]
+
+    def close(self) -> None:
+        """Release the SQLite file."""
+        with self._lock:
+            if self._sqlite is not None:
+                self._sqlite.close()
+                self._sqlite = None
+
+
+# mongomock updates stored documents in place, which the store never sees; these calls have
+# their targets looked up first so the journal knows what to write through.
+_WRITES_ONE = frozenset(
+    {
+        "update_one",
+        "replace_one",
+        "delete_one",
+        "find_one_and_update",
+        "find_one_and_replace",
+        "find_one_and_delete",
+    }
+)
+_WRITES_MANY = frozenset({"update_many", "delete_many"})
+
+
+def _target_ids(collection: Any, attr: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list:
+    if attr == "bulk_write":
+        requests = args[0] if args else kwargs.get("requests", [])
+        ids: list[Any] = []
+        for request in requests:
+            query = getattr(request, "_filter", None)
+            if query is not None:
+                ids.extend(doc["_id"] for doc in collection.find(query, {"_id": 1}))
+        return ids
+    query = args[0] if args else kwargs.get("filter", {})
+    if attr in _WRITES_ONE:
+        cursor = collection.find(query, {"_id": 1}, sort=kwargs.get("sort")).limit(1)
+        return [doc["_id"] for doc in cursor]
+    return [doc["_id"] for doc in collection.find(query, {"_id": 1})]
+
+
+class EmbeddedCollection:
+    """A pymongo-style collection whose every call is atomic and durable."""
+
+    def __init__(self, engine: EmbeddedEngine, name: str) -> None:
+        self._engine = engine
+        self.name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        target = getattr(self._engine.mongomock_collection(self.name), attr)
+        if not callable(target):
+            return target
+        tracks = attr in _WRITES_ONE or attr in _WRITES_MANY or attr == "bulk_write"
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            def call() -> Any:
+                # Looked up again inside the lock: a reload may have replaced the collection.
+                collection = self._engine.mongomock_collection(self.name)
+                touched = _target_ids(collection, attr, args, kwargs) if tracks else []
+                try:
+                    return getattr(collection, attr)(*args, **kwargs)
+                finally:
+                    if attr == "bulk_write":
+                        touched += _target_ids(collection, attr, args, kwargs)
+                    self._engine.touch(self.name, touched)
+
+            return self._engine.run(call)
+
+        return locked
+
+
+class EmbeddedDatabase:
+    """A pymongo-style database over an :class:`EmbeddedEngine`."""
+
+    def __init__(self, engine: EmbeddedEngine) -> None:
+        self._engine = engine
+
+    @property
+    def engine(self) -> EmbeddedEngine:
+        """The engine behind this database."""
+        return self._engine
+
+    def __getitem__(self, name: str) -> EmbeddedCollection:
+        return EmbeddedCollection(self._engine, name)
+
+    def get_collection(self, name: str) -> EmbeddedCollection:
+        """The named collection."""
+        return self[name]
+
+    def list_collection_names(self) -> list[str]:
+        """Names of the collections that hold data or indexes."""
+        return self._engine.run(
+            lambda: self._engine.mongomock_collection("_").database.list_collection_names()
+        )

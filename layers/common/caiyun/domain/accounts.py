@@ -1,0 +1,136 @@
+"""Accounts: one per phone number, with the WeChat openids and sessions bound to it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pymongo import IndexModel, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from caiyun.data.schema import declare
+from caiyun.ids import new_id
+
+App = Literal["resident", "staff"]
+APPS: tuple[App, ...] = ("resident", "staff")
+
+# An openid belongs to one account at a time; each app (resident, staff) has its own openids.
+ACCOUNTS = declare(
+    "accounts",
+    IndexModel("phone", unique=True),
+    IndexModel(
+        "wx.resident", unique=True, partialFilterExpression={"wx.resident": {"$type": "string"}}
+    ),
+    IndexModel("wx.staff", unique=True, partialFilterExpression={"wx.staff": {"$type": "string"}}),
+)
+
+MAX_SESSIONS = 10
+
+
+def by_id(db: Any, account_id: str) -> dict[str, Any] | None:
+    """The account with this id."""
+    return db[ACCOUNTS].find_one({"_id": account_id})
+
+
+def by_phone(db: Any, phone: str) -> dict[str, Any] | None:
+    """The account registered for this phone number."""
+    return db[ACCOUNTS].find_one({"phone": phone})
+
+
+def by_openid(db: Any, openid: str) -> dict[str, Any] | None:
+    """The account a WeChat openid (of either mini-program) is bound to."""
+    return db[ACCOUNTS].find_one({"$or": [{f"wx.{app}": openid} for app in APPS]})
+
+
+def ensure_account(
+    db: Any, phone: str, now: datetime, name: str | None = None
+) -> tuple[dict[str, Any], bool]:
+    """The account for ``phone``, created if missing; returns (account, created).
+
+    Creation is an upsert on the unique phone, so two imports racing for one phone make one
+    account.
+    """
+    account_id = new_id()
+    fields = {
+        "_id": account_id,
+        "created_at": now,
+        "nickname": None,
+        "avatar": None,
+        "last_login_at": None,
+        "wx": {},
+        "sessions": [],
+        "realname_verified": False,
+    }
+    if name:
+        fields["name"] = name
+    for _ in range(2):
+        try:
+            account = db[ACCOUNTS].find_one_and_update(
+                {"phone": phone},
+                {"$setOnInsert": fields},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+            return account, account["_id"] == account_id
+        except DuplicateKeyError:
+            continue
+    raise RuntimeError("account upsert kept colliding")
+
+
+def bind_openid(db: Any, account_id: str, app: App, openid: str) -> None:
+    """Bind ``openid`` to this account, taking it from any account that held it before."""
+    field = f"wx.{app}"
+    for _ in range(3):
+        db[ACCOUNTS].update_many(
+            {field: openid, "_id": {"$ne": account_id}}, {"$unset": {field: ""}}
+        )
+        try:
+            db[ACCOUNTS].update_one({"_id": account_id}, {"$set": {field: openid}})
+            return
+        except DuplicateKeyError:
+            # Another login bound the same openid between our two writes; take it again.
+            continue
+    raise RuntimeError("openid binding kept colliding")
+
+
+def unbind_openid(db: Any, account: dict[str, Any], openid: str) -> None:
+    """Unbind ``openid`` from this account if it is bound there."""
+    for app in APPS:
+        if account.get("wx", {}).get(app) == openid:
+            db[ACCOUNTS].update_one(
+                {"_id": account["_id"], f"wx.{app}": openid}, {"$unset": {f"wx.{app}": ""}}
+            )
+
+
+def record_login(
+    db: Any, account_id: str, sid: str, now: datetime, expires_at: datetime
+) -> dict[str, Any]:
+    """Add a session and stamp the login; returns the account as it was *before* this login."""
+    return db[ACCOUNTS].find_one_and_update(
+        {"_id": account_id},
+        {
+            "$set": {"last_login_at": now},
+            "$push": {
+                "sessions": {
+                    "$each": [{"sid": sid, "created_at": now, "expires_at": expires_at}],
+                    "$slice": -MAX_SESSIONS,
+                }
+            },
+        },
+        return_document=ReturnDocument.BEFORE,
+    )
+
+
+def end_session(db: Any, account_id: str, sid: str) -> None:
+    """Revoke one session of this account."""
+    db[ACCOUNTS].update_one({"_id": account_id}, {"$pull": {"sessions": {"sid": sid}}})
+
+
+def with_live_session(db: Any, account_id: str, sid: str, now: datetime) -> dict[str, Any] | None:
+    """The account if ``sid`` is one of its sessions and has not expired."""
+    return db[ACCOUNTS].find_one(
+        {
+            "_id": account_id,
+            "sessions": {"$elemMatch": {"sid": sid, "expires_at": {"$gt": now}}},
+        }
+    )

@@ -1,0 +1,136 @@
+"""Signing in by phone and SMS code, and what a signed-in account looks like."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from caiyun.adapters.wechat import WeChatError, WeChatUnavailable
+from caiyun.domain import accounts, memberships, rate_limits, sessions, sms_codes, staff
+from caiyun.errors import AppError
+from caiyun.services import Services
+
+
+def _per_minute(services: Services, action: str, caller_key: str, limit: int) -> None:
+    now = services.clock.now()
+    minute = int(now.timestamp() // 60)
+    window_end = datetime.fromtimestamp((minute + 1) * 60, tz=now.tzinfo)
+    rate_limits.count_hit(services.db, f"{action}:{caller_key}:{minute}", limit, window_end, now)
+
+
+def check_account(services: Services, caller_key: str, phone: str) -> bool:
+    """Whether an account exists for ``phone``; limited per caller against enumeration."""
+    _per_minute(services, "check_account", caller_key, services.settings.check_account_per_minute)
+    return accounts.by_phone(services.db, phone) is not None
+
+
+def send_code(
+    services: Services,
+    caller_key: str,
+    caller: dict[str, Any] | None,
+    phone: str,
+    purpose: sms_codes.Purpose,
+) -> sms_codes.IssuedCode:
+    """Send a code for ``purpose`` after checking the phone fits it; no SMS on a refusal."""
+    _per_minute(services, "send_code", caller_key, services.settings.send_code_per_minute)
+    if purpose == "login":
+        if accounts.by_phone(services.db, phone) is None:
+            raise AppError("ACCOUNT_NOT_FOUND")
+    else:
+        if caller is None:
+            raise AppError("UNAUTHENTICATED")
+        if purpose == "change_phone_old" and phone != caller["phone"]:
+            raise AppError("FORBIDDEN", "请使用当前绑定的手机号接收验证码")
+        if purpose == "change_phone_new" and accounts.by_phone(services.db, phone) is not None:
+            raise AppError("CONFLICT", "该手机号已被其他账号使用")
+    return sms_codes.issue(services, phone, purpose)
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """The outcome of a successful login."""
+
+    account: dict[str, Any]
+    session: sessions.Session
+    first_login: bool
+
+
+def _openid_from_js_code(services: Services, app: accounts.App, js_code: str) -> str:
+    try:
+        return services.wechat.code2session(app, js_code).openid
+    except WeChatUnavailable:
+        raise AppError("UNAVAILABLE", "微信服务暂时不可用，请稍后重试") from None
+    except WeChatError:
+        raise AppError(
+            "INVALID_ARGUMENT",
+            "微信登录凭证无效，请重新进入小程序",
+            {"fields": {"js_code": "无效"}},
+        ) from None
+
+
+def login(
+    services: Services,
+    phone: str,
+    code: str,
+    app: accounts.App,
+    openid: str | None,
+    js_code: str | None,
+) -> SignedIn:
+    """Verify the code, bind the caller's WeChat openid and open a session."""
+    db = services.db
+    account = accounts.by_phone(db, phone)
+    if account is None:
+        raise AppError("ACCOUNT_NOT_FOUND")
+    # Checked before the code is spent, so a resident who opened the staff app by mistake can
+    # still use the same code in the resident app.
+    if app == "staff" and staff.get(db, account["_id"]) is None:
+        raise AppError("FORBIDDEN", "该账号不是物业工作人员")
+    if openid is None and js_code is not None:
+        openid = _openid_from_js_code(services, app, js_code)
+    sms_codes.verify(services, phone, "login", code)
+    if openid is not None:
+        accounts.bind_openid(db, account["_id"], app, openid)
+    session, before = sessions.open_session(services, account["_id"])
+    first_login = before.get("last_login_at") is None
+    return SignedIn(
+        account=accounts.by_id(db, account["_id"]) or before,
+        session=session,
+        first_login=first_login,
+    )
+
+
+def logout(
+    services: Services, account: dict[str, Any], openid: str | None, token: str | None
+) -> None:
+    """Unbind the caller's openid and revoke the session token the call came with."""
+    if openid is not None:
+        accounts.unbind_openid(services.db, account, openid)
+    if token is not None:
+        data = sessions.claims(services, token)
+        if data is not None and data["sub"] == account["_id"]:
+            accounts.end_session(services.db, account["_id"], data["sid"])
+
+
+def summary(services: Services, account: dict[str, Any]) -> dict[str, Any]:
+    """The account as the caller sees it: identity, houses with roles, staff role."""
+    record = staff.get(services.db, account["_id"])
+    return {
+        "account_id": account["_id"],
+        "phone": account["phone"],
+        "name": account.get("name"),
+        "nickname": account.get("nickname"),
+        "avatar": account.get("avatar"),
+        "realname_verified": bool(account.get("realname_verified")),
+        "houses": [
+            {"house_id": m["house_id"], "community_id": m["community_id"], "role": m["role"]}
+            for m in memberships.of_account(services.db, account["_id"])
+        ],
+        "staff": None
+        if record is None
+        else {
+            "role": record["role"],
+            "community_ids": record.get("community_ids", []),
+            "all_communities": bool(record.get("all_communities")),
+        },
+    }

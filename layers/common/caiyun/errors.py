@@ -1,0 +1,51 @@
+"""The error codes of the contract: one exception type, a stable code, a Chinese message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# code -> (HTTP status, default message shown to the resident)
+ERROR_CODES: dict[str, tuple[int, str]] = {
+    "INVALID_ARGUMENT": (400, "请求参数有误"),
+    "UNKNOWN_ACTION": (400, "不支持的操作"),
+    "UNAUTHENTICATED": (401, "请先登录"),
+    "FORBIDDEN": (403, "无权进行此操作"),
+    "NOT_FOUND": (404, "记录不存在"),
+    "CONFLICT": (409, "当前状态不允许此操作"),
+    "RATE_LIMITED": (429, "操作过于频繁，请稍后再试"),
+    "INTERNAL": (500, "系统繁忙，请稍后再试"),
+    "UNAVAILABLE": (503, "服务暂时不可用，请稍后再试"),
+    "ACCOUNT_NOT_FOUND": (403, "该手机号未登记，请前往物业中心授权"),
+    "CODE_INVALID": (403, "验证码错误或已过期"),
+    "OWNER_MISMATCH": (403, "业主信息不匹配，请核对后重试"),
+    "HOUSE_NOT_BOUND": (403, "请先绑定房屋"),
+    "REALNAME_REQUIRED": (403, "请先完成实名认证"),
+    "BILL_NOT_PAYABLE": (403, "账单当前不可支付"),
+    "NOT_ICBC_CARD": (403, "请使用工商银行一类借记卡"),
+}
+
+
+class AppError(Exception):
+    """A refusal the caller should see: stable code, Chinese message, optional details."""
+
+    def __init__(
+        self, code: str, message: str | None = None, details: dict[str, Any] | None = None
+    ) -> None:
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown error code {code}")
+        self.code = code
+        self.message = message or ERROR_CODES[code][1]
+        self.details = details or {}
+        super().__init__(code)
+
+    @property
+    def status(self) -> int:
+        """The HTTP status this code maps to."""
+        return ERROR_CODES[self.code][0]
+
+    def to_envelope(self) -> dict[str, Any]:
+        """The contract's failure envelope."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            error["details"] = self.details
+        return {"ok": False, "error": error}

@@ -1,0 +1,191 @@
+"""A cloud function as a table of actions, and the handler that serves every event shape."""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from caiyun.clock import iso
+from caiyun.errors import AppError
+from caiyun.runtime.events import Invocation, parse_event, parse_http_json
+from caiyun.runtime.logs import log_call
+from caiyun.runtime.policies import Policy
+from caiyun.runtime.validation import validate
+from caiyun.services import Services, current_services
+
+_UNSET = object()
+
+
+class Call:
+    """One call in progress: the services, the invocation and the caller behind it."""
+
+    def __init__(self, services: Services, invocation: Invocation) -> None:
+        self.services = services
+        self.invocation = invocation
+        self._account: Any = _UNSET
+
+    @property
+    def account(self) -> dict[str, Any] | None:
+        """The caller's account document, resolved on first use (None when anonymous)."""
+        if self._account is _UNSET:
+            from caiyun.domain import accounts, sessions
+
+            inv = self.invocation
+            account = None
+            if inv.kind == "cloudbase" and inv.openid:
+                account = accounts.by_openid(self.services.db, inv.openid)
+            elif inv.kind == "http" and inv.bearer:
+                account = sessions.account_for_token(self.services, inv.bearer)
+            self._account = account
+        return self._account
+
+    def require_account(self) -> dict[str, Any]:
+        """The caller's account, or UNAUTHENTICATED."""
+        account = self.account
+        if account is None:
+            raise AppError("UNAUTHENTICATED")
+        return account
+
+    @property
+    def known_account_id(self) -> str | None:
+        """The caller's account id if it was resolved during this call (for the log line)."""
+        if self._account is _UNSET or self._account is None:
+            return None
+        return self._account["_id"]
+
+    def forget_account(self) -> None:
+        """Drop the cached caller (after a call changed who the caller is)."""
+        self._account = _UNSET
+
+    @property
+    def rate_key(self) -> str:
+        """Who the caller is for per-caller rate limits: openid, else source address."""
+        inv = self.invocation
+        if inv.openid:
+            return f"openid:{inv.openid}"
+        if inv.source_ip:
+            return f"ip:{inv.source_ip}"
+        return "anonymous"
+
+
+Handler = Callable[[Call, Any], BaseModel | Mapping[str, Any] | None]
+HttpResponse = tuple[int, dict[str, str], str]
+
+
+@dataclass(frozen=True)
+class Action:
+    """One row of a function's action table."""
+
+    request: type[BaseModel]
+    allow: Policy
+    run: Handler
+    reply: type[BaseModel] | None = None
+    errors: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _data(result: BaseModel | Mapping[str, Any] | None) -> Any:
+    if result is None:
+        return {}
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    return dict(result)
+
+
+def _http_reply(status: int, envelope: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json; charset=utf-8"},
+        "body": json.dumps(envelope, ensure_ascii=False),
+        "isBase64Encoded": False,
+    }
+
+
+class CloudFunction:
+    """The ``main_handler`` of one cloud function, serving its action table.
+
+    ``timer`` serves the SCF timer event; ``http`` takes over every HTTP event with a raw handler
+    (the ICBC notify speaks forms, not the JSON API).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        actions: Mapping[str, Action],
+        *,
+        timer: Callable[[Call], Mapping[str, Any]] | None = None,
+        http: Callable[[Call], HttpResponse] | None = None,
+    ) -> None:
+        self.name = name
+        self.actions = dict(actions)
+        self.timer = timer
+        self.http = http
+
+    def __call__(self, event: Any, context: Any = None) -> dict[str, Any]:
+        started = time.perf_counter()
+        log: dict[str, Any] = {"function": self.name}
+        invocation: Invocation | None = None
+        call: Call | None = None
+        status = 200
+        try:
+            invocation = parse_event(event, context)
+            log.update(request_id=invocation.request_id, via=invocation.kind)
+            call = Call(current_services(), invocation)
+            if invocation.kind == "http" and self.http is not None:
+                status, headers, body = self.http(call)
+                log["code"] = "OK" if status < 400 else f"HTTP_{status}"
+                return {
+                    "statusCode": status,
+                    "headers": headers,
+                    "body": body,
+                    "isBase64Encoded": False,
+                }
+            envelope = {"ok": True, "data": _data(self._dispatch(call, log))}
+            log["code"] = "OK"
+        except AppError as error:
+            envelope, status = error.to_envelope(), error.status
+            log["code"] = error.code
+        except Exception as exc:
+            error = AppError("INTERNAL")
+            envelope, status = error.to_envelope(), error.status
+            log.update(
+                code="INTERNAL",
+                exception=type(exc).__name__,
+                error=f"{exc}\n{traceback.format_exc(limit=8)}",
+            )
+        finally:
+            if call is not None and call.known_account_id:
+                log["account"] = call.known_account_id
+            log.update(status=status, ms=round((time.perf_counter() - started) * 1000, 2))
+            if call is not None:
+                log["ts"] = iso(call.services.clock.now())
+            log_call(log)
+        if invocation is not None and invocation.kind == "http":
+            return _http_reply(status, envelope)
+        return envelope
+
+    def _dispatch(self, call: Call, log: dict[str, Any]) -> Any:
+        invocation = call.invocation
+        if invocation.kind == "timer":
+            if self.timer is None:
+                raise AppError("UNKNOWN_ACTION")
+            log["action"] = "timer"
+            return self.timer(call)
+        if invocation.kind == "http":
+            payload = parse_http_json(invocation.raw_body)
+            payload.pop("userInfo", None)  # identity over HTTP comes only from the token
+        else:
+            payload = dict(invocation.payload)
+        action_name = payload.pop("action", None)
+        action = self.actions.get(action_name) if isinstance(action_name, str) else None
+        if action is None:
+            raise AppError("UNKNOWN_ACTION")
+        log["action"] = action_name
+        action.allow(call)
+        request = validate(action.request, payload)
+        return action.run(call, request)

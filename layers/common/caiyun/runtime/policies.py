@@ -1,0 +1,33 @@
+"""Who may call an action: checked before the request is even validated."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from caiyun.runtime.actions import Call
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A named check on the caller; ``label`` is what the API reference shows."""
+
+    label: str
+    check: Callable[[Call], None]
+
+    def __call__(self, call: Call) -> None:
+        self.check(call)
+
+
+def _nobody_required(call: Call) -> None:
+    return None
+
+
+def _account_required(call: Call) -> None:
+    call.require_account()
+
+
+anyone = Policy("anyone", _nobody_required)
+signed_in = Policy("account", _account_required)

@@ -1,0 +1,232 @@
+"""A fake WeChat server API on loopback, for the tests and for `caiyun dev`.
+
+It speaks the request and reply shapes of the three endpoints the back end uses
+(``/sns/jscode2session``, ``/cgi-bin/stable_token``, ``/cgi-bin/message/subscribe/send``), with
+WeChat's error codes, and lets a test steer it: fixed openids for chosen login codes, limited
+consents, revoked tokens and one-off failures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlsplit
+
+Reply = dict[str, Any]
+
+_TOKEN_TTL_S = 7200
+
+
+def _error(errcode: int, errmsg: str) -> Reply:
+    return {"errcode": errcode, "errmsg": f"{errmsg} rid: {secrets.token_hex(4)}"}
+
+
+class FakeWeChat:
+    """A fake WeChat server API that knows the given ``appid -> secret`` pairs.
+
+    State a test may read or set: ``sent`` (every accepted subscription message, with the
+    ``appid`` that sent it), ``token_issues`` (how many tokens ``stable_token`` handed out) and
+    ``consents`` (``(touser, template_id) -> consents left``; a pair not listed is unlimited).
+    """
+
+    def __init__(self, apps: dict[str, str]) -> None:
+        self.apps = dict(apps)
+        self.sent: list[dict[str, Any]] = []
+        self.token_issues = 0
+        self.consents: dict[tuple[str, str], int] = {}
+        self._codes: dict[str, tuple[str, str | None]] = {}
+        self._used_codes: set[tuple[str, str]] = set()
+        self._tokens: dict[str, str] = {}  # token -> appid
+        self._failures: list[tuple[int, str | None]] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # Steering, for tests and the sandbox.
+
+    def register_code(self, js_code: str, openid: str, unionid: str | None = None) -> None:
+        """Make ``js_code`` log in as ``openid`` instead of the openid derived from it."""
+        with self._lock:
+            self._codes[js_code] = (openid, unionid)
+
+    def fail_next(self, errcode: int, endpoint: str | None = None) -> None:
+        """Answer the next call with ``errcode``: of any endpoint, or of the one whose path ends
+        with ``endpoint`` (``"jscode2session"``, ``"stable_token"``, ``"subscribe/send"``)."""
+        with self._lock:
+            self._failures.append((errcode, endpoint))
+
+    def revoke_tokens(self) -> None:
+        """Invalidate every access token issued so far."""
+        with self._lock:
+            self._tokens.clear()
+
+    @staticmethod
+    def openid_for(appid: str, js_code: str) -> str:
+        """The openid an unregistered login code of this app logs in as."""
+        return "o" + hashlib.sha256(f"{appid}:{js_code}".encode()).hexdigest()[:27]
+
+    # Serving.
+
+    @property
+    def url(self) -> str:
+        """The base URL of the running server."""
+        if self._server is None:
+            raise RuntimeError("the fake WeChat server is not running")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> str:
+        """Serve on a free loopback port in a daemon thread; returns the base URL."""
+        if self._server is None:
+            server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+            server.fake = self  # type: ignore[attr-defined]
+            self._server = server
+            # A short poll keeps stop() quick: tests start and stop one server each.
+            self._thread = threading.Thread(
+                target=server.serve_forever, args=(0.05,), name="fake-wechat", daemon=True
+            )
+            self._thread.start()
+        return self.url
+
+    def stop(self) -> None:
+        """Stop serving and close the port."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join()
+
+    def __enter__(self) -> FakeWeChat:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # The endpoints.
+
+    def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> Reply | None:
+        """One request's JSON reply, or ``None`` for an unknown endpoint."""
+        routes = {
+            ("GET", "/sns/jscode2session"): self._jscode2session,
+            ("POST", "/cgi-bin/stable_token"): self._stable_token,
+            ("POST", "/cgi-bin/message/subscribe/send"): self._subscribe_send,
+        }
+        endpoint = routes.get((method, path))
+        if endpoint is None:
+            return None
+        with self._lock:
+            for i, (errcode, only) in enumerate(self._failures):
+                if only is None or path.endswith(only):
+                    del self._failures[i]
+                    return _error(errcode, "injected failure")
+            return endpoint(query, body)
+
+    def _check_app(self, appid: Any, secret: Any) -> Reply | None:
+        if appid not in self.apps:
+            return _error(40013, "invalid appid")
+        if secret != self.apps[appid]:
+            return _error(40125, "invalid appsecret")
+        return None
+
+    def _jscode2session(self, query: dict[str, str], body: Any) -> Reply:
+        appid, js_code = query.get("appid"), query.get("js_code", "")
+        refusal = self._check_app(appid, query.get("secret"))
+        if refusal is not None:
+            return refusal
+        assert appid is not None
+        if query.get("grant_type") != "authorization_code":
+            return _error(40002, "invalid grant_type")
+        if not js_code:
+            return _error(41008, "missing code")
+        if js_code == "risky":
+            return _error(40226, "high risk user")
+        if (appid, js_code) in self._used_codes:
+            return _error(40163, "code been used")
+        self._used_codes.add((appid, js_code))
+        openid, unionid = self._codes.get(js_code, (self.openid_for(appid, js_code), None))
+        reply: Reply = {"openid": openid, "session_key": secrets.token_urlsafe(16)}
+        if unionid is not None:
+            reply["unionid"] = unionid
+        return reply
+
+    def _stable_token(self, query: dict[str, str], body: Any) -> Reply:
+        if not isinstance(body, dict):
+            return _error(47001, "data format error")
+        refusal = self._check_app(body.get("appid"), body.get("secret"))
+        if refusal is not None:
+            return refusal
+        if body.get("grant_type") != "client_credential":
+            return _error(40002, "invalid grant_type")
+        self.token_issues += 1
+        token = f"fake-token-{self.token_issues}-{secrets.token_hex(8)}"
+        self._tokens[token] = body["appid"]
+        return {"access_token": token, "expires_in": _TOKEN_TTL_S}
+
+    def _subscribe_send(self, query: dict[str, str], body: Any) -> Reply:
+        appid = self._tokens.get(query.get("access_token", ""))
+        if appid is None:
+            return _error(40001, "invalid credential, access_token is invalid or not latest")
+        if not isinstance(body, dict):
+            return _error(47001, "data format error")
+        touser, template_id, data = body.get("touser"), body.get("template_id"), body.get("data")
+        well_formed = (
+            isinstance(touser, str)
+            and touser
+            and isinstance(template_id, str)
+            and template_id
+            and isinstance(data, dict)
+            and all(
+                isinstance(item, dict) and isinstance(item.get("value"), str)
+                for item in data.values()
+            )
+        )
+        if not well_formed:
+            return _error(47003, "argument invalid! data invalid")
+        left = self.consents.get((touser, template_id))
+        if left is not None:
+            if left <= 0:
+                return _error(43101, "user refuse to accept the msg")
+            self.consents[(touser, template_id)] = left - 1
+        self.sent.append({"appid": appid, **body})
+        return {"errcode": 0, "errmsg": "ok"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self._answer(None)
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError:
+            body = None
+        self._answer(body)
+
+    def _answer(self, body: Any) -> None:
+        fake = cast(FakeWeChat, self.server.fake)  # type: ignore[attr-defined]
+        url = urlsplit(self.path)
+        reply = fake.handle(self.command, url.path, dict(parse_qsl(url.query)), body)
+        payload = json.dumps(reply if reply is not None else {"errmsg": "not found"}).encode()
+        self.send_response(200 if reply is not None else 404)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Request lines carry secrets and codes in their query; keep them off the console.
+        pass

@@ -1,0 +1,62 @@
+"""The outside world one warm container talks to, built once and shared by every call."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from caiyun.clock import Clock, SystemClock
+from caiyun.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from caiyun.adapters.sms import SmsSender
+    from caiyun.adapters.wechat import WeChatClient
+
+
+@dataclass
+class Services:
+    """Settings, database, clock and adapters of this container."""
+
+    settings: Settings
+    db: Any
+    clock: Clock
+    sms: SmsSender
+    wechat: WeChatClient
+
+
+_current: Services | None = None
+_lock = threading.Lock()
+
+
+def build_services(settings: Settings, clock: Clock | None = None, db: Any = None) -> Services:
+    """Assemble the services a settings profile asks for (real or sandbox adapters)."""
+    from caiyun.adapters.sms import SandboxSms, TencentSms
+    from caiyun.adapters.wechat import WeChatClient
+    from caiyun.data.connect import open_database
+
+    clock = clock or SystemClock()
+    db = db if db is not None else open_database(settings)
+    sms: SmsSender = (
+        TencentSms(settings) if settings.sms_provider == "tencent" else SandboxSms(db, clock)
+    )
+    return Services(
+        settings=settings, db=db, clock=clock, sms=sms, wechat=WeChatClient(settings, db, clock)
+    )
+
+
+def current_services() -> Services:
+    """This container's services, created on first use (the cold start)."""
+    global _current
+    if _current is None:
+        with _lock:
+            if _current is None:
+                _current = build_services(get_settings())
+    return _current
+
+
+def install_services(services: Services | None) -> None:
+    """Replace this process's services (the sandbox and the tests do; a deploy never does)."""
+    global _current
+    with _lock:
+        _current = services

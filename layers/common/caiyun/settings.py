@@ -1,0 +1,137 @@
+"""Configuration, read once from environment variables.
+
+Two profiles share one model: ``sandbox`` (the default; local keys and fake services) and
+``production`` (every secret must come from the environment and be strong enough, or the
+function refuses to start).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Used only in the sandbox profile so `caiyun dev` works with no set-up; production rejects them.
+_SANDBOX_TOKEN_SECRET = "sandbox-token-secret-not-for-production-use-0001"
+_SANDBOX_CODE_KEY = "sandbox-code-hash-key-not-for-production-use-0001"
+_SANDBOX_DATA_KEY = base64.b64encode(b"sandbox-data-key-0123456789abcde").decode()
+_MIN_SECRET_LEN = 32
+
+
+class Settings(BaseSettings):
+    """Every tunable of the back end. Field ``x`` is read from ``CAIYUN_X`` unless noted."""
+
+    model_config = SettingsConfigDict(env_prefix="CAIYUN_", extra="ignore", frozen=True)
+
+    env: Literal["sandbox", "production"] = "sandbox"
+
+    # Database: MONGODB_URI selects real MongoDB; otherwise the embedded engine persists in
+    # data_dir (or stays in memory when data_dir is empty, as the tests use it).
+    mongodb_uri: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("MONGODB_URI", "CAIYUN_MONGODB_URI")
+    )
+    db_name: str = "caiyun"
+    data_dir: str = ""
+
+    # Secrets.
+    token_secret: SecretStr = SecretStr("")
+    code_hash_key: SecretStr = SecretStr("")
+    data_key: SecretStr = SecretStr("")  # base64 of 32 bytes, AES-256-GCM for ID/card numbers
+
+    session_ttl_s: int = 30 * 24 * 3600
+
+    # SMS verification codes.
+    sms_code_ttl_s: int = 300
+    sms_resend_s: int = 60
+    sms_daily_limit: int = 10
+    sms_max_attempts: int = 5
+    # Per caller (openid, or source IP over HTTP): calls allowed per minute.
+    check_account_per_minute: int = 20
+    send_code_per_minute: int = 5
+
+    # Tencent Cloud SMS (sms v20210111).
+    sms_provider: Literal["sandbox", "tencent"] = "sandbox"
+    tencent_secret_id: SecretStr = SecretStr("")
+    tencent_secret_key: SecretStr = SecretStr("")
+    sms_region: str = "ap-guangzhou"
+    sms_endpoint: str = "sms.tencentcloudapi.com"
+    sms_scheme: Literal["https", "http"] = "https"
+    sms_sdk_app_id: str = ""
+    sms_sign_name: str = ""
+    sms_template_code: str = ""  # template with {1}=code, {2}=minutes valid
+
+    # WeChat mini-programs: the resident app and the staff app have their own appid/secret.
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    wechat_appid: str = ""
+    wechat_secret: SecretStr = SecretStr("")
+    wechat_staff_appid: str = ""
+    wechat_staff_secret: SecretStr = SecretStr("")
+    wechat_timeout_s: float = 5.0
+
+    @model_validator(mode="after")
+    def _secrets_for_profile(self) -> Settings:
+        if self.env == "sandbox":
+            defaults = {
+                "token_secret": _SANDBOX_TOKEN_SECRET,
+                "code_hash_key": _SANDBOX_CODE_KEY,
+                "data_key": _SANDBOX_DATA_KEY,
+            }
+            for name, value in defaults.items():
+                if not getattr(self, name).get_secret_value():
+                    object.__setattr__(self, name, SecretStr(value))
+            return self
+        problems = [*self._weak_secrets(), *self._missing_production_settings()]
+        if problems:
+            raise ValueError("production settings refused: " + "; ".join(problems))
+        return self
+
+    def _weak_secrets(self) -> list[str]:
+        problems = []
+        for name in ("token_secret", "code_hash_key"):
+            value = getattr(self, name).get_secret_value()
+            if len(value) < _MIN_SECRET_LEN or value.startswith("sandbox-"):
+                problems.append(f"CAIYUN_{name.upper()} must be at least {_MIN_SECRET_LEN} chars")
+        if self.token_secret.get_secret_value() == self.code_hash_key.get_secret_value():
+            problems.append("CAIYUN_TOKEN_SECRET and CAIYUN_CODE_HASH_KEY must differ")
+        try:
+            key = base64.b64decode(self.data_key.get_secret_value(), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != 32 or self.data_key.get_secret_value() == _SANDBOX_DATA_KEY:
+            problems.append("CAIYUN_DATA_KEY must be base64 of 32 random bytes")
+        return problems
+
+    def _missing_production_settings(self) -> list[str]:
+        required = {
+            "MONGODB_URI": self.mongodb_uri and self.mongodb_uri.get_secret_value(),
+            "CAIYUN_TENCENT_SECRET_ID": self.tencent_secret_id.get_secret_value(),
+            "CAIYUN_TENCENT_SECRET_KEY": self.tencent_secret_key.get_secret_value(),
+            "CAIYUN_SMS_SDK_APP_ID": self.sms_sdk_app_id,
+            "CAIYUN_SMS_SIGN_NAME": self.sms_sign_name,
+            "CAIYUN_SMS_TEMPLATE_CODE": self.sms_template_code,
+            "CAIYUN_WECHAT_APPID": self.wechat_appid,
+            "CAIYUN_WECHAT_SECRET": self.wechat_secret.get_secret_value(),
+        }
+        problems = [f"{name} is required" for name, value in required.items() if not value]
+        if self.sms_provider != "tencent":
+            problems.append("CAIYUN_SMS_PROVIDER must be tencent")
+        return problems
+
+    @property
+    def is_sandbox(self) -> bool:
+        """True for the local sandbox profile, where /dev routes and fake services exist."""
+        return self.env == "sandbox"
+
+    def data_key_bytes(self) -> bytes:
+        """The AES-256 key for personal data at rest."""
+        return base64.b64decode(self.data_key.get_secret_value())
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this warm container, read from the environment once."""
+    return Settings()
