@@ -43,8 +43,12 @@ def declared_collections() -> list[CollectionSpec]:
 
 def ensure_indexes(db: Any) -> dict[str, list[str]]:
     """Create every declared index; safe to run again (existing indexes are kept)."""
-    created = {}
+    created: dict[str, list[str]] = {}
     for spec in declared_collections():
-        if spec.indexes:
-            created[spec.name] = db[spec.name].create_indexes(list(spec.indexes))
+        for model in spec.indexes:
+            # One create_index per model with its options spelled out: mongomock's
+            # create_indexes drops options such as partialFilterExpression.
+            options = {k: v for k, v in model.document.items() if k != "key"}
+            name = db[spec.name].create_index(list(model.document["key"].items()), **options)
+            created.setdefault(spec.name, []).append(name)
     return created

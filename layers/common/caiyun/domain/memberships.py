@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pymongo import IndexModel
+from pymongo.errors import DuplicateKeyError
 
 from caiyun.data.schema import declare
+from caiyun.ids import new_id
 
 ResidentRole = Literal["owner", "family", "tenant"]
 
@@ -14,10 +17,67 @@ MEMBERSHIPS = declare(
     "memberships",
     IndexModel([("house_id", 1), ("account_id", 1)], unique=True),
     IndexModel([("account_id", 1), ("community_id", 1)]),
-    IndexModel([("community_id", 1), ("role", 1)]),
+    IndexModel([("house_id", 1), ("role", 1)]),
 )
 
 
 def of_account(db: Any, account_id: str) -> list[dict[str, Any]]:
     """Every house membership of an account, oldest first."""
     return list(db[MEMBERSHIPS].find({"account_id": account_id}).sort("_id", 1))
+
+
+def of_house(db: Any, house_id: str) -> list[dict[str, Any]]:
+    """Every member of a house, owner first, then by when they joined."""
+    members = list(db[MEMBERSHIPS].find({"house_id": house_id}).sort("_id", 1))
+    return sorted(members, key=lambda m: m["role"] != "owner")
+
+
+def role_on(db: Any, account_id: str, house_id: str) -> ResidentRole | None:
+    """The account's role on the house, if it is a member."""
+    doc = db[MEMBERSHIPS].find_one({"house_id": house_id, "account_id": account_id}, {"role": 1})
+    return None if doc is None else doc["role"]
+
+
+def add(
+    db: Any,
+    house: dict[str, Any],
+    account_id: str,
+    role: ResidentRole,
+    now: datetime,
+    added_by: str,
+) -> tuple[dict[str, Any], bool]:
+    """Make the account a member of the house; returns (membership, created).
+
+    The unique house+account index decides a race: an existing membership is returned as is.
+    """
+    doc = {
+        "_id": new_id(),
+        "house_id": house["_id"],
+        "community_id": house["community_id"],
+        "account_id": account_id,
+        "role": role,
+        "added_by": added_by,
+        "created_at": now,
+    }
+    try:
+        db[MEMBERSHIPS].insert_one(doc)
+        return doc, True
+    except DuplicateKeyError:
+        existing = db[MEMBERSHIPS].find_one({"house_id": house["_id"], "account_id": account_id})
+        return existing, False
+
+
+def remove(db: Any, house_id: str, account_id: str, roles: tuple[str, ...]) -> bool:
+    """Remove a member holding one of ``roles``; False if there was none."""
+    result = db[MEMBERSHIPS].delete_one(
+        {"house_id": house_id, "account_id": account_id, "role": {"$in": list(roles)}}
+    )
+    return result.deleted_count == 1
+
+
+def remove_owners_except(db: Any, house_id: str, account_id: str | None) -> int:
+    """Drop owner memberships of a house whose owner record changed to someone else."""
+    query: dict[str, Any] = {"house_id": house_id, "role": "owner"}
+    if account_id is not None:
+        query["account_id"] = {"$ne": account_id}
+    return db[MEMBERSHIPS].delete_many(query).deleted_count

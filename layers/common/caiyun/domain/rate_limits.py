@@ -42,6 +42,13 @@ def count_hit(db: Any, key: str, limit: int, window_end: datetime, now: datetime
     return int(doc["count"])
 
 
+def limit_per_window(db: Any, key: str, limit: int, window_s: int, now: datetime) -> int:
+    """Allow ``limit`` hits of ``key`` per fixed window of ``window_s`` seconds."""
+    window = int(now.timestamp() // window_s)
+    window_end = datetime.fromtimestamp((window + 1) * window_s, tz=now.tzinfo)
+    return count_hit(db, f"{key}:{window}", limit, window_end, now)
+
+
 def undo_hit(db: Any, key: str) -> None:
     """Give back a hit whose action did not happen (the SMS provider failed)."""
     db[RATE_LIMITS].update_one({"_id": key, "count": {"$gt": 0}}, {"$inc": {"count": -1}})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from caiyun.adapters.wechat import WeChatError, WeChatUnavailable
@@ -13,10 +12,9 @@ from caiyun.services import Services
 
 
 def _per_minute(services: Services, action: str, caller_key: str, limit: int) -> None:
-    now = services.clock.now()
-    minute = int(now.timestamp() // 60)
-    window_end = datetime.fromtimestamp((minute + 1) * 60, tz=now.tzinfo)
-    rate_limits.count_hit(services.db, f"{action}:{caller_key}:{minute}", limit, window_end, now)
+    rate_limits.limit_per_window(
+        services.db, f"{action}:{caller_key}", limit, 60, services.clock.now()
+    )
 
 
 def check_account(services: Services, caller_key: str, phone: str) -> bool:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pymongo import IndexModel, ReturnDocument
 
 from caiyun.data.schema import declare
+from caiyun.errors import AppError
 
 StaffRole = Literal["admin", "repairman", "guard"]
 STAFF_ROLES: tuple[StaffRole, ...] = ("admin", "repairman", "guard")
@@ -60,3 +61,9 @@ def upsert(
 def remove(db: Any, account_id: str) -> bool:
     """Take away the account's staff role; False if it had none."""
     return db[STAFF].delete_one({"_id": account_id}).deleted_count == 1
+
+
+def require_scope(record: dict[str, Any], community_id: str) -> None:
+    """FORBIDDEN unless this staff member may act on the community."""
+    if not covers(record, community_id):
+        raise AppError("FORBIDDEN", "不在您负责的小区范围内")

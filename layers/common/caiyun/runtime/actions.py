@@ -29,6 +29,7 @@ class Call:
         self.services = services
         self.invocation = invocation
         self._account: Any = _UNSET
+        self._staff: Any = _UNSET
 
     @property
     def account(self) -> dict[str, Any] | None:
@@ -53,15 +54,29 @@ class Call:
         return account
 
     @property
+    def staff(self) -> dict[str, Any] | None:
+        """The caller's staff record (role and communities), if the caller is staff."""
+        if self._staff is _UNSET:
+            from caiyun.domain import staff
+
+            account = self.account
+            self._staff = None if account is None else staff.get(self.services.db, account["_id"])
+        return self._staff
+
+    def require_staff(self, *roles: str) -> dict[str, Any]:
+        """The caller's staff record if it has one of ``roles``; else FORBIDDEN."""
+        self.require_account()
+        record = self.staff
+        if record is None or record["role"] not in roles:
+            raise AppError("FORBIDDEN")
+        return record
+
+    @property
     def known_account_id(self) -> str | None:
         """The caller's account id if it was resolved during this call (for the log line)."""
         if self._account is _UNSET or self._account is None:
             return None
         return self._account["_id"]
-
-    def forget_account(self) -> None:
-        """Drop the cached caller (after a call changed who the caller is)."""
-        self._account = _UNSET
 
     @property
     def rate_key(self) -> str:

@@ -31,3 +31,15 @@ def _account_required(call: Call) -> None:
 
 anyone = Policy("anyone", _nobody_required)
 signed_in = Policy("account", _account_required)
+
+
+def staff_role(*roles: str) -> Policy:
+    """Only staff holding one of ``roles`` (their community scope is checked per request)."""
+
+    def check(call: Call) -> None:
+        call.require_staff(*roles)
+
+    return Policy("staff:" + "/".join(roles), check)
+
+
+admin_only = staff_role("admin")

@@ -1,0 +1,95 @@
+"""bind_house: community and house pickers, owner binding, family and tenant members."""
+
+from __future__ import annotations
+
+from caiyun.contract import bind_house as api
+from caiyun.contract.common import Empty
+from caiyun.domain import communities, households, houses
+from caiyun.errors import AppError
+from caiyun.runtime import Action, Call, CloudFunction, signed_in
+
+
+def list_communities(call: Call, req: api.Communities) -> api.CommunitiesReply:
+    found = communities.find(call.services.db, req.model_dump())
+    return api.CommunitiesReply(
+        items=[
+            api.CommunityItem(
+                community_id=c["_id"],
+                **{k: c.get(k, "") for k in ("name", "province", "city", "district", "address")},
+            )
+            for c in found
+        ]
+    )
+
+
+def house_tree(call: Call, req: api.HouseTree) -> api.HouseTreeReply:
+    if communities.get(call.services.db, req.community_id) is None:
+        raise AppError("NOT_FOUND", "小区不存在")
+    tree = houses.tree(call.services.db, req.community_id)
+    return api.HouseTreeReply.model_validate({"community_id": req.community_id, "buildings": tree})
+
+
+def bind(call: Call, req: api.Bind) -> api.MyHousesReply:
+    households.bind_owner(
+        call.services,
+        call.require_account(),
+        req.community_id,
+        (req.building, req.unit, req.room),
+        req.owner_name,
+        req.owner_phone,
+    )
+    return my_houses(call, Empty())
+
+
+def my_houses(call: Call, req: Empty) -> api.MyHousesReply:
+    items = households.my_houses(call.services, call.require_account())
+    return api.MyHousesReply.model_validate({"items": items})
+
+
+def members(call: Call, req: api.Members) -> api.MembersReply:
+    items = households.members(call.services, call.require_account(), req.house_id)
+    return api.MembersReply.model_validate({"house_id": req.house_id, "items": items})
+
+
+def add_member(call: Call, req: api.AddMember) -> api.Member:
+    added = households.add_member(
+        call.services, call.require_account(), req.house_id, req.name, req.phone, req.role
+    )
+    return api.Member.model_validate(added)
+
+
+def remove_member(call: Call, req: api.RemoveMember) -> api.RemoveMemberReply:
+    households.remove_member(call.services, call.require_account(), req.house_id, req.account_id)
+    return api.RemoveMemberReply(removed=True)
+
+
+MANAGE_ERRORS = ("NOT_FOUND", "FORBIDDEN")
+
+main_handler = CloudFunction(
+    "bind_house",
+    {
+        "communities": Action(api.Communities, signed_in, list_communities, api.CommunitiesReply),
+        "house_tree": Action(
+            api.HouseTree, signed_in, house_tree, api.HouseTreeReply, ("NOT_FOUND",)
+        ),
+        "bind": Action(
+            api.Bind,
+            signed_in,
+            bind,
+            api.MyHousesReply,
+            ("OWNER_MISMATCH", "NOT_FOUND", "RATE_LIMITED"),
+        ),
+        "my_houses": Action(Empty, signed_in, my_houses, api.MyHousesReply),
+        "members": Action(api.Members, signed_in, members, api.MembersReply, MANAGE_ERRORS),
+        "add_member": Action(
+            api.AddMember, signed_in, add_member, api.Member, (*MANAGE_ERRORS, "CONFLICT")
+        ),
+        "remove_member": Action(
+            api.RemoveMember,
+            signed_in,
+            remove_member,
+            api.RemoveMemberReply,
+            (*MANAGE_ERRORS, "CONFLICT"),
+        ),
+    },
+)

@@ -1,0 +1,74 @@
+"""Communities (小区): the region → community level of the selection lists."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import IndexModel, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from caiyun.data.schema import declare
+from caiyun.ids import new_id
+
+COMMUNITIES = declare(
+    "communities",
+    IndexModel([("province", 1), ("city", 1), ("district", 1), ("name", 1)], unique=True),
+    IndexModel("name"),
+)
+
+
+def get(db: Any, community_id: str) -> dict[str, Any] | None:
+    """The community with this id."""
+    return db[COMMUNITIES].find_one({"_id": community_id})
+
+
+def find(db: Any, region: dict[str, str]) -> list[dict[str, Any]]:
+    """Communities in a region (any of province, city, district), by region then name."""
+    return list(
+        db[COMMUNITIES]
+        .find({k: v for k, v in region.items() if v})
+        .sort([("province", 1), ("city", 1), ("district", 1), ("name", 1)])
+    )
+
+
+def names(db: Any, community_ids: list[str]) -> dict[str, str]:
+    """Community names by id, in one query."""
+    return {
+        c["_id"]: c["name"]
+        for c in db[COMMUNITIES].find({"_id": {"$in": community_ids}}, {"name": 1})
+    }
+
+
+def upsert(db: Any, fields: dict[str, str], now: datetime) -> tuple[dict[str, Any], bool]:
+    """The community with this region and name, created if new; the address is updated.
+
+    Returns (community, created). Keyed on the unique region+name, so racing imports of the
+    same community make one.
+    """
+    key = {k: fields[k] for k in ("province", "city", "district", "name")}
+    new = new_id()
+    for _ in range(2):
+        try:
+            doc = db[COMMUNITIES].find_one_and_update(
+                key,
+                {
+                    "$set": {"address": fields.get("address", "")},
+                    "$setOnInsert": {"_id": new, "created_at": now},
+                },
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+            return doc, doc["_id"] == new
+        except DuplicateKeyError:
+            continue
+    raise RuntimeError("community upsert kept colliding")
+
+
+def by_id_or_name(db: Any, ref: str) -> dict[str, Any] | None:
+    """A community by id, else by its exact name when that name is unique."""
+    found = get(db, ref)
+    if found is not None:
+        return found
+    matches = list(db[COMMUNITIES].find({"name": ref}).limit(2))
+    return matches[0] if len(matches) == 1 else None

@@ -1,0 +1,58 @@
+"""Houses (房屋): building → unit → room within a community, with the imported owner record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import IndexModel
+
+from caiyun.data.schema import declare
+
+HOUSES = declare(
+    "houses",
+    IndexModel([("community_id", 1), ("building", 1), ("unit", 1), ("room", 1)], unique=True),
+    IndexModel("owner_phone"),
+)
+
+
+def label(house: dict[str, Any]) -> str:
+    """How a house is named to people: ``3栋-2单元-1201``."""
+    return f"{house['building']}-{house['unit']}-{house['room']}"
+
+
+def get(db: Any, house_id: str) -> dict[str, Any] | None:
+    """The house with this id."""
+    return db[HOUSES].find_one({"_id": house_id})
+
+
+def by_address(
+    db: Any, community_id: str, building: str, unit: str, room: str
+) -> dict[str, Any] | None:
+    """The house at this address."""
+    return db[HOUSES].find_one(
+        {"community_id": community_id, "building": building, "unit": unit, "room": room}
+    )
+
+
+def many(db: Any, house_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Houses by id, in one query."""
+    return {h["_id"]: h for h in db[HOUSES].find({"_id": {"$in": house_ids}})}
+
+
+def tree(db: Any, community_id: str) -> list[dict[str, Any]]:
+    """Buildings → units → rooms of a community, for the picker; no owner data."""
+    cursor = (
+        db[HOUSES]
+        .find({"community_id": community_id}, {"building": 1, "unit": 1, "room": 1})
+        .sort([("building", 1), ("unit", 1), ("room", 1)])
+    )
+    buildings: dict[str, dict[str, list[dict[str, str]]]] = {}
+    for house in cursor:
+        units = buildings.setdefault(house["building"], {})
+        units.setdefault(house["unit"], []).append(
+            {"room": house["room"], "house_id": house["_id"]}
+        )
+    return [
+        {"building": b, "units": [{"unit": u, "rooms": rooms} for u, rooms in units.items()]}
+        for b, units in buildings.items()
+    ]

@@ -1,0 +1,96 @@
+"""Managing staff (维修员、门岗、管理员) within an admin's own communities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from caiyun.contract.common import mask_phone
+from caiyun.domain import accounts, communities, staff
+from caiyun.errors import AppError
+from caiyun.services import Services
+
+
+def _within_scope(admin: dict[str, Any], target: dict[str, Any]) -> bool:
+    if admin.get("all_communities"):
+        return True
+    if target.get("all_communities"):
+        return False
+    return set(target.get("community_ids", [])) <= set(admin.get("community_ids", []))
+
+
+def add_staff(
+    services: Services,
+    admin: dict[str, Any],
+    phone: str,
+    name: str,
+    role: staff.StaffRole,
+    community_ids: list[str],
+) -> dict[str, Any]:
+    """Make the person at ``phone`` staff of the given communities (creating their account).
+
+    An admin grants only communities they cover; only a company-wide admin appoints admins.
+    """
+    db, now = services.db, services.clock.now()
+    for community_id in community_ids:
+        staff.require_scope(admin, community_id)
+    known = communities.names(db, community_ids)
+    missing = [c for c in community_ids if c not in known]
+    if missing:
+        raise AppError("NOT_FOUND", "小区不存在", {"community_ids": missing})
+    if role == "admin" and not admin.get("all_communities"):
+        raise AppError("FORBIDDEN", "只有总部管理员可以任命小区管理员")
+    account, _ = accounts.ensure_account(db, phone, now, name)
+    existing = staff.get(db, account["_id"])
+    if existing is not None and not _within_scope(admin, existing):
+        raise AppError("CONFLICT", "该手机号已是其他小区的工作人员")
+    record = staff.upsert(db, account["_id"], name, role, community_ids, now)
+    return view(record, phone)
+
+
+def view(record: dict[str, Any], phone: str | None) -> dict[str, Any]:
+    """A staff record as the staff app lists it."""
+    return {
+        "account_id": record["_id"],
+        "name": record["name"],
+        "phone": mask_phone(phone),
+        "role": record["role"],
+        "community_ids": record.get("community_ids", []),
+        "all_communities": bool(record.get("all_communities")),
+    }
+
+
+def list_staff(
+    services: Services, admin: dict[str, Any], role: str | None, page: int, page_size: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Staff whose communities overlap the admin's (all staff for a company-wide admin)."""
+    db = services.db
+    query: dict[str, Any] = {}
+    if role:
+        query["role"] = role
+    if not admin.get("all_communities"):
+        query["community_ids"] = {"$in": admin.get("community_ids", [])}
+    total = db[staff.STAFF].count_documents(query)
+    records = list(
+        db[staff.STAFF].find(query).sort("_id", 1).skip((page - 1) * page_size).limit(page_size)
+    )
+    phones = {
+        a["_id"]: a["phone"]
+        for a in db[accounts.ACCOUNTS].find(
+            {"_id": {"$in": [r["_id"] for r in records]}}, {"phone": 1}
+        )
+    }
+    return [view(r, phones.get(r["_id"])) for r in records], total
+
+
+def remove_staff(services: Services, admin: dict[str, Any], account_id: str) -> None:
+    """Take the staff role away from someone within the admin's scope (never oneself)."""
+    if account_id == admin["_id"]:
+        raise AppError("CONFLICT", "不能移除自己")
+    target = staff.get(services.db, account_id)
+    if target is None:
+        raise AppError("NOT_FOUND", "该工作人员不存在")
+    if not _within_scope(admin, target) or (
+        target["role"] == "admin" and not admin.get("all_communities")
+    ):
+        raise AppError("FORBIDDEN", "无权移除该工作人员")
+    staff.remove(services.db, account_id)
