@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     wechat_staff_appid: str = ""
     wechat_staff_secret: SecretStr = SecretStr("")
     wechat_timeout_s: float = 5.0
+    # Subscription message templates by purpose (bill, repair, complaint, reminder, payment,
+    # notice), as JSON in CAIYUN_WECHAT_TEMPLATES; a purpose without one goes to the inbox only.
+    wechat_templates: dict[str, str] = {}
+    wechat_miniprogram_state: Literal["developer", "trial", "formal"] = "formal"
 
     @model_validator(mode="after")
     def _secrets_for_profile(self) -> Settings:
