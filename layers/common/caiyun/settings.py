@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     check_account_per_minute: int = 20
     send_code_per_minute: int = 5
 
+    # Payments: how long an unpaid ICBC order holds its bills, and when a pending order with no
+    # notify is reconciled by querying ICBC instead.
+    order_ttl_s: int = 15 * 60
+    order_query_after_s: int = 30
+    # Payment reminders: each house at most once per window.
+    reminder_window_s: int = 24 * 3600
+
     # Tencent Cloud SMS (sms v20210111).
     sms_provider: Literal["sandbox", "tencent"] = "sandbox"
     tencent_secret_id: SecretStr = SecretStr("")

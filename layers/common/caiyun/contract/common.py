@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +26,42 @@ ObjectKey = Annotated[
 ]
 ShortText = Annotated[StrictStr, StringConstraints(strip_whitespace=True, max_length=64)]
 LongText = Annotated[StrictStr, StringConstraints(strip_whitespace=True, max_length=2000)]
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+
+
+def _resident_id(value: str) -> str:
+    # GB 11643: 17 digits and a check character from the weighted sum mod 11.
+    value = value.upper()
+    if len(value) != 18 or not value[:17].isdigit():
+        raise ValueError("身份证号码格式不正确")
+    total = sum(int(d) * w for d, w in zip(value[:17], _ID_WEIGHTS, strict=True))
+    if _ID_CHECK[total % 11] != value[17]:
+        raise ValueError("身份证号码校验位不正确")
+    return value
+
+
+def _luhn(value: str) -> str:
+    if not value.isdigit() or not 12 <= len(value) <= 19:
+        raise ValueError("银行卡号格式不正确")
+    total = 0
+    for index, digit in enumerate(reversed(value)):
+        n = int(digit)
+        if index % 2 == 1:
+            n = n * 2 - 9 if n > 4 else n * 2
+        total += n
+    if total % 10:
+        raise ValueError("银行卡号校验不通过")
+    return value
+
+
+IdNumber = Annotated[
+    StrictStr, StringConstraints(strip_whitespace=True, max_length=18), AfterValidator(_resident_id)
+]
+CardNo = Annotated[
+    StrictStr, StringConstraints(strip_whitespace=True, max_length=19), AfterValidator(_luhn)
+]
+Money = Annotated[StrictInt, Field(ge=1, le=100_000_000)]
 Flag = StrictBool
 Count = StrictInt
 

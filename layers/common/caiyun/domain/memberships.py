@@ -9,6 +9,7 @@ from pymongo import IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from caiyun.data.schema import declare
+from caiyun.errors import AppError
 from caiyun.ids import new_id
 
 ResidentRole = Literal["owner", "family", "tenant"]
@@ -36,6 +37,20 @@ def role_on(db: Any, account_id: str, house_id: str) -> ResidentRole | None:
     """The account's role on the house, if it is a member."""
     doc = db[MEMBERSHIPS].find_one({"house_id": house_id, "account_id": account_id}, {"role": 1})
     return None if doc is None else doc["role"]
+
+
+def require_member(db: Any, account_id: str, house_id: str) -> dict[str, Any]:
+    """The account's membership of the house, for actions only a member may take.
+
+    HOUSE_NOT_BOUND when the account holds no house at all (the app then offers binding);
+    FORBIDDEN when it holds others but not this one, whether or not the house exists.
+    """
+    membership = db[MEMBERSHIPS].find_one({"house_id": house_id, "account_id": account_id})
+    if membership is not None:
+        return membership
+    if db[MEMBERSHIPS].find_one({"account_id": account_id}, {"_id": 1}) is None:
+        raise AppError("HOUSE_NOT_BOUND")
+    raise AppError("FORBIDDEN", "您不是该房屋的成员")
 
 
 def add(

@@ -41,9 +41,17 @@ class CommunityRecord(BaseModel):
     address: Annotated[str, StringConstraints(strip_whitespace=True, max_length=128)] = ""
 
 
-def _with_suffix(value: str, suffix: str) -> str:
+def with_suffix(value: str, suffix: str) -> str:
+    """``3`` → ``3栋``: a bare number in an address column gets its unit word."""
     # Spreadsheets often hold bare numbers ("3", 3.0); the product always shows "3栋".
     return f"{value}{suffix}" if re.fullmatch(r"\d+", value) else value
+
+
+def whole_number_text(value: Any) -> Any:
+    """Excel hands ``3.0`` for a typed 3; an address part wants ``"3"``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return value
 
 
 class OwnerRow(BaseModel):
@@ -57,22 +65,17 @@ class OwnerRow(BaseModel):
     owner_name: _Name
     owner_phone: _Phone
 
-    @field_validator("building", "unit", "room", mode="before")
-    @classmethod
-    def _whole_numbers_as_text(cls, value: Any) -> Any:
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value))
-        return value
+    _numbers = field_validator("building", "unit", "room", mode="before")(whole_number_text)
 
     @field_validator("building")
     @classmethod
     def _building_suffix(cls, value: str) -> str:
-        return _with_suffix(value, "栋")
+        return with_suffix(value, "栋")
 
     @field_validator("unit")
     @classmethod
     def _unit_suffix(cls, value: str) -> str:
-        return _with_suffix(value, "单元")
+        return with_suffix(value, "单元")
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,8 @@ class ImportReport:
         return totals
 
 
-def _row_error(number: int, exc: ValidationError) -> RowResult:
+def row_error(number: int, exc: ValidationError) -> RowResult:
+    """An error result naming the row's bad fields."""
     fields = invalid_argument(exc).details["fields"]
     reason = "；".join(f"{name}{why}" for name, why in fields.items())
     return RowResult(row=number, status="error", reason=reason)
@@ -187,7 +191,7 @@ def _import_one(services: Services, community_id: str, number: int, raw: Any) ->
     try:
         row = OwnerRow.model_validate(raw)
     except ValidationError as exc:
-        return _row_error(number, exc)
+        return row_error(number, exc)
     return _apply_row(services, community_id, row, number)
 
 

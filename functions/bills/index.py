@@ -1,0 +1,70 @@
+"""bills: residents list and pay their bills through ICBC; admins see who has paid."""
+
+from __future__ import annotations
+
+from caiyun.contract import bills as api
+from caiyun.domain import billing_staff, bills, payments, staff
+from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in
+
+
+def list_bills(call: Call, req: api.ListBills) -> api.BillsReply:
+    items, unpaid = bills.resident_bills(
+        call.services, call.require_account(), req.house_id, req.status
+    )
+    return api.BillsReply.model_validate({"items": items, "unpaid_total_fen": unpaid})
+
+
+def pay(call: Call, req: api.Pay) -> api.Order:
+    order = payments.open_order(call.services, call.require_account(), req.bill_ids, req.method)
+    return api.Order.model_validate(payments.view(order))
+
+
+def order(call: Call, req: api.GetOrder) -> api.Order:
+    found = payments.payer_order(call.services, call.require_account(), req.order_no)
+    return api.Order.model_validate(payments.view(found))
+
+
+def staff_summary(call: Call, req: api.StaffSummary) -> api.SummaryReply:
+    staff.require_scope(call.require_staff("admin"), req.community_id)
+    totals = billing_staff.summary(call.services, req.community_id, req.period)
+    return api.SummaryReply.model_validate(totals)
+
+
+def staff_list(call: Call, req: api.StaffList) -> api.StaffListReply:
+    staff.require_scope(call.require_staff("admin"), req.community_id)
+    items, total = billing_staff.listing(
+        call.services,
+        req.community_id,
+        req.status,
+        req.building,
+        req.period,
+        req.page,
+        req.page_size,
+    )
+    return api.StaffListReply.model_validate(
+        {"items": items, "total": total, "page": req.page, "page_size": req.page_size}
+    )
+
+
+main_handler = CloudFunction(
+    "bills",
+    {
+        "list": Action(
+            api.ListBills, signed_in, list_bills, api.BillsReply, ("HOUSE_NOT_BOUND", "FORBIDDEN")
+        ),
+        "pay": Action(
+            api.Pay,
+            signed_in,
+            pay,
+            api.Order,
+            ("REALNAME_REQUIRED", "BILL_NOT_PAYABLE", "NOT_FOUND", "FORBIDDEN", "UNAVAILABLE"),
+        ),
+        "order": Action(api.GetOrder, signed_in, order, api.Order, ("NOT_FOUND",)),
+        "staff_summary": Action(
+            api.StaffSummary, admin_only, staff_summary, api.SummaryReply, ("FORBIDDEN",)
+        ),
+        "staff_list": Action(
+            api.StaffList, admin_only, staff_list, api.StaffListReply, ("FORBIDDEN",)
+        ),
+    },
+)

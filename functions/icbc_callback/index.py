@@ -1,0 +1,19 @@
+"""icbc_callback: ICBC's payment notify (HTTP trigger POST /icbc/notify)."""
+
+from __future__ import annotations
+
+from caiyun.domain import icbc_notifies
+from caiyun.runtime import Call, CloudFunction
+from caiyun.runtime.actions import HttpResponse
+
+
+def notify(call: Call) -> HttpResponse:
+    """Verify and apply the notify, then answer in ICBC's signed form (success stops resends)."""
+    if call.invocation.method != "POST":
+        return 405, {"Content-Type": "text/plain; charset=utf-8"}, "method not allowed"
+    outcome = icbc_notifies.receive(call.services, call.invocation.raw_body)
+    body = call.services.icbc.notify_reply(outcome.success, outcome.msg_id, outcome.message)
+    return 200, {"Content-Type": "application/json; charset=utf-8"}, body
+
+
+main_handler = CloudFunction("icbc_callback", {}, http=notify)

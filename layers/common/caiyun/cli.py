@@ -1,0 +1,267 @@
+"""The ``caiyun`` command line: the local sandbox and the operator's tools.
+
+Every command works on a sandbox data directory. Errors are printed as one Chinese/English line
+and end with a non-zero exit status, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+DEFAULT_DATA_DIR = ".caiyun/data"
+_PHONE = re.compile(r"1[3-9]\d{9}")
+
+
+class CliError(Exception):
+    """A refusal shown to the operator as is (Chinese / English)."""
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+# caiyun dev
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from caiyun.sandbox.server import create_server
+
+    server = create_server(args.host, args.port, args.data_dir, seed=not args.no_seed)
+    print(_banner(server.url, str(server.sandbox.data_dir), not args.no_seed, server.seeded))
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("\n沙箱已停止 / sandbox stopped")
+    finally:
+        server.shutdown()
+    return 0
+
+
+def _banner(url: str, data_dir: str, demo: bool, seeded: bool) -> str:
+    from caiyun.sandbox.functions import function_names
+
+    lines = [
+        f"彩云居家沙箱 / Caiyun sandbox: {url}",
+        f"  数据目录 / data dir: {data_dir}",
+        f"  云函数 / functions: {', '.join(function_names())}",
+    ]
+    if demo:
+        lines += _demo_lines(seeded)
+    lines += [
+        "",
+        "路由 / routes:",
+        "  POST /invoke/<function>        body = event; header X-WX-OpenID (and X-WX-AppID)",
+        "  POST /api/<function>           JSON body; header Authorization: Bearer <token>",
+        "  POST /icbc/notify              the ICBC notify trigger",
+        "  POST /timer/<function>         fire that function's timer now",
+        "  GET  /dev/sms?phone=P          the SMS outbox of a phone, newest first",
+        '  POST /dev/clock                {"advance_seconds": N}',
+        '  POST /dev/icbc/complete        {"order_no": ..., "result": "success" | "fail"}',
+        "",
+        "Ctrl-C 停止 / to stop",
+    ]
+    return "\n".join(lines)
+
+
+def _demo_lines(seeded: bool) -> list[str]:
+    from caiyun.sandbox.seed import DEMO_COMMUNITIES, DEMO_STAFF
+
+    state = "已写入 / seeded now" if seeded else "已存在则保留 / kept as found"
+    lines = ["", f"演示账号 / demo logins ({state}; codes at /dev/sms):"]
+    for community in DEMO_COMMUNITIES:
+        for house in community.houses:
+            lines.append(
+                f"  业主 owner      {house.owner_phone}  {house.owner_name}  "
+                f"{community.name} {house.label}"
+            )
+    for member in DEMO_STAFF:
+        scope = "全部小区 / all" if member.communities is None else "、".join(member.communities)
+        lines.append(f"  员工 {member.role:<10} {member.phone}  {member.name}  {scope}")
+    return lines
+
+
+def _add_dev(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("dev", help="本地沙箱 / serve every function on localhost")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8787)
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    parser.add_argument(
+        "--no-seed", action="store_true", help="不写入演示数据 / skip the demo data set"
+    )
+    parser.set_defaults(run=_dev)
+
+
+# caiyun admin add-staff
+
+
+def _add_staff(args: argparse.Namespace) -> int:
+    from caiyun.domain import accounts, staff
+    from caiyun.sandbox.server import open_sandbox
+
+    if not _PHONE.fullmatch(args.phone):
+        raise CliError(f"手机号格式不正确 / not a mainland mobile number: {args.phone}")
+    name = args.name.strip()
+    if not name or len(name) > 32:
+        raise CliError("姓名须为 1–32 个字符 / the name must be 1–32 characters")
+    if args.role != "admin" and not args.community:
+        raise CliError("维修员和门岗须指定 --community / --community is required for this role")
+    with open_sandbox(args.data_dir) as sandbox:
+        db, now = sandbox.services.db, sandbox.services.clock.now()
+        scope = None
+        if args.community:
+            scope = [_community_id(db, ref) for ref in args.community]
+        account, created = accounts.ensure_account(db, args.phone, now, name)
+        staff.upsert(db, account["_id"], name, args.role, scope, now)
+    where = "全部小区 / every community" if scope is None else ", ".join(scope)
+    fresh = "新账号 / new account" if created else "已有账号 / existing account"
+    print(f"已添加工作人员 / staff added: {name} {args.phone} {args.role} → {where}")
+    print(f"  account_id: {account['_id']} ({fresh})")
+    return 0
+
+
+def _community_id(db: Any, ref: str) -> str:
+    from caiyun.domain import communities
+
+    found = communities.by_id_or_name(db, ref)
+    if found is None:
+        raise CliError(
+            f"找不到小区“{ref}”（或有同名小区，请用小区 id）/ "
+            f"no community with id or unique name {ref!r}"
+        )
+    return found["_id"]
+
+
+def _add_admin(commands: argparse._SubParsersAction) -> None:
+    from caiyun.domain.staff import STAFF_ROLES
+
+    parser = commands.add_parser("admin", help="运营工具 / operator tools")
+    actions = parser.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    add = actions.add_parser(
+        "add-staff",
+        help="添加物业工作人员 / make someone staff",
+        description="无 --community 的管理员覆盖全部小区 / an admin without --community "
+        "covers every community, including ones imported later.",
+    )
+    add.add_argument("--phone", required=True)
+    add.add_argument("--name", required=True)
+    add.add_argument("--role", required=True, choices=STAFF_ROLES)
+    add.add_argument(
+        "--community",
+        nargs="+",
+        metavar="ID_OR_NAME",
+        help="小区 id 或名称 / community id or exact name",
+    )
+    add.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    add.set_defaults(run=_add_staff)
+
+
+# caiyun invoke
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    from caiyun.sandbox.functions import function_names, handler
+    from caiyun.sandbox.server import SANDBOX_APPID, open_sandbox
+    from caiyun.services import install_services
+
+    if args.function not in function_names():
+        raise CliError(f"云函数不存在 / no such function: {args.function}")
+    try:
+        event = json.loads(args.event)
+    except ValueError:
+        raise CliError("--event 不是有效的 JSON / --event is not valid JSON") from None
+    if not isinstance(event, dict):
+        raise CliError("--event 必须是 JSON 对象 / --event must be a JSON object")
+    # As on /invoke, only the caller's openid (here --openid) plays the platform's userInfo.
+    event.pop("userInfo", None)
+    if args.openid:
+        event["userInfo"] = {"openId": args.openid, "appId": SANDBOX_APPID}
+    _function_logs_to_stderr()
+    with open_sandbox(args.data_dir) as sandbox:
+        install_services(sandbox.services)
+        try:
+            context = {"request_id": uuid.uuid4().hex, "function_name": args.function}
+            reply = handler(args.function)(event, context)
+        finally:
+            install_services(None)
+    print(json.dumps(reply, ensure_ascii=False, indent=2))
+    return 1 if isinstance(reply, dict) and reply.get("ok") is False else 0
+
+
+def _function_logs_to_stderr() -> None:
+    # stdout carries only the envelope, so it can be piped (jq); the call's log line goes aside.
+    logger = logging.getLogger("caiyun")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def _add_invoke(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("invoke", help="调用一个云函数 / call one function in-process")
+    parser.add_argument("function")
+    parser.add_argument("--event", required=True, help='JSON, e.g. {"action": "me"}')
+    parser.add_argument("--openid", help="调用者的 openid / the caller's WeChat openid")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    parser.set_defaults(run=_invoke)
+
+
+# Each entry adds one subcommand; `caiyun import owners|bills FILE` joins this list.
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_dev,
+    _add_admin,
+    _add_invoke,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="caiyun", description="彩云居家 / Caiyun Home back end")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
+    run: Command = args.run
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        print(f"错误 / error: {_describe(exc)}", file=sys.stderr)
+        return 1
+
+
+def _describe(exc: Exception) -> str:
+    from caiyun.errors import AppError
+    from caiyun.sandbox.server import SandboxError
+
+    if isinstance(exc, CliError | SandboxError):
+        return str(exc)
+    if isinstance(exc, AppError):
+        return f"{exc.message} ({exc.code})"
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc} / {type(exc).__name__}"
+    # Unexpected: name it so it can be reported, without a traceback or personal data.
+    from caiyun.runtime.logs import redact
+
+    return f"内部错误 / internal error: {type(exc).__name__}: {redact(str(exc))}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""What property staff see of bills: 已交/未交 counts and sums by building, and the lists."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from caiyun.contract.common import mask_phone
+from caiyun.domain import bills, houses
+from caiyun.services import Services
+
+_UNPAID = ["unpaid", "locked"]
+
+
+def summary(services: Services, community_id: str, period: str | None) -> dict[str, Any]:
+    """Paid and unpaid counts and sums for the community, in total and per building."""
+    match: dict[str, Any] = {"community_id": community_id}
+    if period:
+        match["period"] = period
+    rows = services.db[bills.BILLS].aggregate(
+        [
+            {"$match": match},
+            {
+                "$group": {
+                    "_id": {"building": "$building", "status": "$status"},
+                    "count": {"$sum": 1},
+                    "amount": {"$sum": "$amount_fen"},
+                }
+            },
+        ]
+    )
+    empty = {"paid_count": 0, "paid_fen": 0, "unpaid_count": 0, "unpaid_fen": 0}
+    total = dict(empty)
+    buildings: dict[str, dict[str, int]] = {}
+    for row in rows:
+        side = "paid" if row["_id"]["status"] == "paid" else "unpaid"
+        per = buildings.setdefault(row["_id"]["building"], dict(empty))
+        for target in (per, total):
+            target[f"{side}_count"] += row["count"]
+            target[f"{side}_fen"] += row["amount"]
+    return {
+        "community_id": community_id,
+        "period": period,
+        **total,
+        "by_building": [{"building": b, **v} for b, v in sorted(buildings.items())],
+    }
+
+
+def listing(
+    services: Services,
+    community_id: str,
+    status: Literal["paid", "unpaid"],
+    building: str | None,
+    period: str | None,
+    page: int,
+    page_size: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of the community's paid or unpaid bills with house label and owner."""
+    db = services.db
+    query: dict[str, Any] = {
+        "community_id": community_id,
+        "status": "paid" if status == "paid" else {"$in": _UNPAID},
+    }
+    if building:
+        query["building"] = building
+    if period:
+        query["period"] = period
+    total = db[bills.BILLS].count_documents(query)
+    found = list(
+        db[bills.BILLS]
+        .find(query)
+        .sort([("building", 1), ("house_id", 1), ("period", -1)])
+        .skip((page - 1) * page_size)
+        .limit(page_size)
+    )
+    by_id = houses.many(db, sorted({b["house_id"] for b in found}))
+    items = []
+    for bill in found:
+        house = by_id.get(bill["house_id"], {})
+        items.append(
+            {
+                **bills.view(bill, house or None),
+                "owner_name": house.get("owner_name"),
+                "owner_phone": mask_phone(house.get("owner_phone")),
+            }
+        )
+    return items, total

@@ -1,0 +1,111 @@
+"""Bills (账单): one row per house, period and fee item, in integer fen.
+
+A bill is ``unpaid``, ``locked`` into one live payment order, or ``paid``. Locking and paying are
+conditional updates, so a bill can be in one live order at a time and is settled once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pymongo import IndexModel
+
+from caiyun.clock import iso
+from caiyun.data.schema import declare
+from caiyun.domain import houses, memberships
+from caiyun.errors import AppError
+from caiyun.services import Services
+
+BillStatus = Literal["unpaid", "locked", "paid"]
+
+BILLS = declare(
+    "bills",
+    IndexModel([("house_id", 1), ("period", 1), ("item", 1)], unique=True),
+    IndexModel([("house_id", 1), ("status", 1), ("due_date", 1)]),
+    IndexModel([("community_id", 1), ("status", 1), ("building", 1)]),
+    IndexModel([("community_id", 1), ("period", 1), ("status", 1)]),
+    IndexModel([("status", 1), ("due_date", 1)]),
+    IndexModel("order_no"),
+)
+
+
+def view(bill: dict[str, Any], house: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A bill as the apps show it; ``locked`` shows as ``paying`` (支付中)."""
+    shown = {
+        "bill_id": bill["_id"],
+        "house_id": bill["house_id"],
+        "community_id": bill["community_id"],
+        "period": bill["period"],
+        "item": bill["item"],
+        "amount_fen": bill["amount_fen"],
+        "due_date": bill["due_date"],
+        "status": "paying" if bill["status"] == "locked" else bill["status"],
+        "paid_at": iso(bill.get("paid_at")),
+    }
+    if house is not None:
+        shown["house_label"] = houses.label(house)
+    return shown
+
+
+def resident_bills(
+    services: Services, account: dict[str, Any], house_id: str | None, status: str | None
+) -> tuple[list[dict[str, Any]], int]:
+    """Bills of the caller's houses (or one of them), newest period first, with the unpaid sum."""
+    db = services.db
+    links = memberships.of_account(db, account["_id"])
+    if not links:
+        raise AppError("HOUSE_NOT_BOUND")
+    house_ids = [m["house_id"] for m in links]
+    if house_id is not None:
+        if house_id not in house_ids:
+            raise AppError("FORBIDDEN", "只能查看自己房屋的账单")
+        house_ids = [house_id]
+    query: dict[str, Any] = {"house_id": {"$in": house_ids}}
+    if status == "unpaid":
+        query["status"] = {"$in": ["unpaid", "locked"]}
+    elif status == "paid":
+        query["status"] = "paid"
+    found = list(db[BILLS].find(query).sort([("period", -1), ("item", 1)]).limit(500))
+    by_id = houses.many(db, house_ids)
+    unpaid_total = sum(b["amount_fen"] for b in found if b["status"] != "paid")
+    return [view(b, by_id.get(b["house_id"])) for b in found], unpaid_total
+
+
+def lock_for_order(db: Any, bill_ids: list[str], order_no: str) -> bool:
+    """Lock every bill into the order, or none of them (False if any was taken)."""
+    result = db[BILLS].update_many(
+        {"_id": {"$in": bill_ids}, "status": "unpaid"},
+        {"$set": {"status": "locked", "order_no": order_no}},
+    )
+    if result.modified_count == len(bill_ids):
+        return True
+    release(db, order_no)
+    return False
+
+
+def release(db: Any, order_no: str) -> int:
+    """Give the bills of an order that will not be paid back to ``unpaid``."""
+    result = db[BILLS].update_many(
+        {"order_no": order_no, "status": "locked"},
+        {"$set": {"status": "unpaid"}, "$unset": {"order_no": ""}},
+    )
+    return result.modified_count
+
+
+def settle(db: Any, bill_ids: list[str], order_no: str, paid_at: Any) -> tuple[int, int]:
+    """Mark the order's bills paid; safe to repeat. Returns (newly paid, paid elsewhere).
+
+    A bill released by an expired order and still unpaid is settled too (the money arrived
+    late); one paid by another order meanwhile is counted so the order can be refunded.
+    """
+    result = db[BILLS].update_many(
+        {
+            "_id": {"$in": bill_ids},
+            "$or": [{"status": "locked", "order_no": order_no}, {"status": "unpaid"}],
+        },
+        {"$set": {"status": "paid", "order_no": order_no, "paid_at": paid_at}},
+    )
+    elsewhere = db[BILLS].count_documents(
+        {"_id": {"$in": bill_ids}, "status": "paid", "order_no": {"$ne": order_no}}
+    )
+    return result.modified_count, elsewhere

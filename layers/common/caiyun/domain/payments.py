@@ -1,0 +1,258 @@
+"""Payment orders through ICBC: lock bills into an order, settle it exactly once.
+
+The order is written to the database before ICBC is called, so a late or repeated notify always
+finds it. An order is settled by ICBC's notify or, when none arrives, by querying ICBC; both go
+through :func:`apply_result`, whose first step is one conditional update that only one caller
+can win however many notifies race.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pymongo import DESCENDING, IndexModel, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from caiyun.clock import SHANGHAI, iso
+from caiyun.data.schema import declare
+from caiyun.domain import bills, memberships, messaging
+from caiyun.errors import AppError
+from caiyun.services import Services
+
+PayMethod = Literal["card", "wallet", "autodebit"]
+OrderStatus = Literal["pending", "paid", "failed", "closed"]
+
+ORDERS = declare(
+    "payment_orders",
+    IndexModel([("status", 1), ("_id", 1)]),
+    IndexModel([("account_id", 1), ("created_at", DESCENDING)]),
+)
+TRANSACTIONS = declare("payment_transactions", IndexModel("order_no"))
+
+MAX_BILLS_PER_ORDER = 50
+
+
+@dataclass(frozen=True)
+class BankResult:
+    """What ICBC says happened to an order, from a notify or a query."""
+
+    order_no: str
+    status: OrderStatus
+    amount_fen: int
+    transaction_id: str | None
+    paid_at: datetime | None
+
+
+def _new_order_no(now: datetime) -> str:
+    return "CY" + now.astimezone(SHANGHAI).strftime("%Y%m%d%H%M%S") + secrets.token_hex(4).upper()
+
+
+def _bank_unavailable() -> AppError:
+    return AppError("UNAVAILABLE", "银行服务暂时不可用，请稍后重试", {"retryable": True})
+
+
+def view(order: dict[str, Any]) -> dict[str, Any]:
+    """An order as the payer sees it."""
+    return {
+        "order_no": order["_id"],
+        "status": order["status"],
+        "amount_fen": order["amount_fen"],
+        "method": order["method"],
+        "bill_ids": order["bill_ids"],
+        "created_at": iso(order["created_at"]),
+        "expires_at": iso(order["expires_at"]),
+        "paid_at": iso(order.get("paid_at")),
+        "icbc": order.get("icbc") or {},
+    }
+
+
+def _payable_bills(
+    services: Services, account: dict[str, Any], bill_ids: list[str]
+) -> list[dict[str, Any]]:
+    db = services.db
+    found = list(db[bills.BILLS].find({"_id": {"$in": bill_ids}}))
+    if len(found) != len(bill_ids):
+        raise AppError("NOT_FOUND", "账单不存在")
+    mine = {m["house_id"] for m in memberships.of_account(db, account["_id"])}
+    if any(b["house_id"] not in mine for b in found):
+        raise AppError("FORBIDDEN", "只能支付自己房屋的账单")
+    if any(b["status"] != "unpaid" for b in found):
+        raise AppError("BILL_NOT_PAYABLE", "账单已支付或正在支付中")
+    if len({b["community_id"] for b in found}) != 1:
+        raise AppError(
+            "INVALID_ARGUMENT", "一次只能支付同一小区的账单", {"fields": {"bill_ids": "跨小区"}}
+        )
+    return found
+
+
+def open_order(
+    services: Services, account: dict[str, Any], bill_ids: list[str], method: PayMethod
+) -> dict[str, Any]:
+    """Lock the bills into a new order and ask ICBC to take the payment."""
+    from caiyun.adapters.icbc import IcbcError
+
+    if not account.get("realname_verified"):
+        raise AppError("REALNAME_REQUIRED")
+    bill_ids = list(dict.fromkeys(bill_ids))
+    found = _payable_bills(services, account, bill_ids)
+    db, now = services.db, services.clock.now()
+    order = {
+        "_id": _new_order_no(now),
+        "account_id": account["_id"],
+        "community_id": found[0]["community_id"],
+        "house_ids": sorted({b["house_id"] for b in found}),
+        "bill_ids": bill_ids,
+        "amount_fen": sum(b["amount_fen"] for b in found),
+        "method": method,
+        "status": "pending",
+        "created_at": now,
+        "expires_at": now + timedelta(seconds=services.settings.order_ttl_s),
+    }
+    db[ORDERS].insert_one(order)
+    if not bills.lock_for_order(db, bill_ids, order["_id"]):
+        db[ORDERS].update_one({"_id": order["_id"]}, {"$set": {"status": "closed"}})
+        raise AppError("BILL_NOT_PAYABLE", "账单正在被其他人支付")
+    subject = f"物业费 {len(found)} 笔"
+    try:
+        params = services.icbc.create_payment(
+            order["_id"],
+            order["amount_fen"],
+            subject,
+            account.get("wx", {}).get("resident"),
+            method,
+            order["expires_at"],
+        )
+    except IcbcError:
+        close(services, order["_id"], "failed")
+        raise _bank_unavailable() from None
+    db[ORDERS].update_one({"_id": order["_id"]}, {"$set": {"icbc": params}})
+    order["icbc"] = params
+    return order
+
+
+def close(services: Services, order_no: str, status: Literal["failed", "closed"]) -> bool:
+    """End a pending order without payment and release its bills; False if not pending."""
+    ended = services.db[ORDERS].find_one_and_update(
+        {"_id": order_no, "status": "pending"},
+        {"$set": {"status": status, "ended_at": services.clock.now()}},
+    )
+    if ended is None:
+        return False
+    bills.release(services.db, order_no)
+    return True
+
+
+def apply_result(services: Services, result: BankResult) -> Literal["applied", "duplicate"]:
+    """Apply ICBC's word on an order exactly once; repeating it changes nothing more.
+
+    A success is recorded even on an order that had expired: the money arrived, so its bills are
+    settled (or the order is flagged for refund when they were paid by another order meanwhile).
+    """
+    db = services.db
+    if result.status != "paid":
+        return "applied" if close(services, result.order_no, "failed") else "duplicate"
+    paid_at = result.paid_at or services.clock.now()
+    won = db[ORDERS].find_one_and_update(
+        {"_id": result.order_no, "status": {"$ne": "paid"}},
+        {"$set": {"status": "paid", "paid_at": paid_at, "transaction_id": result.transaction_id}},
+        return_document=ReturnDocument.AFTER,
+    )
+    order = won or db[ORDERS].find_one({"_id": result.order_no})
+    # Repeated on every success so a crash between the two writes is mended by the next notify.
+    _, elsewhere = bills.settle(db, order["bill_ids"], order["_id"], paid_at)
+    if elsewhere:
+        db[ORDERS].update_one({"_id": order["_id"]}, {"$set": {"needs_refund": True}})
+    with contextlib.suppress(DuplicateKeyError):
+        db[TRANSACTIONS].insert_one(
+            {
+                "_id": f"icbc:{result.transaction_id or order['_id']}",
+                "order_no": order["_id"],
+                "account_id": order["account_id"],
+                "community_id": order["community_id"],
+                "amount_fen": result.amount_fen,
+                "paid_at": paid_at,
+            }
+        )
+    if won is None:
+        return "duplicate"
+    messaging.notify(
+        services,
+        [order["account_id"]],
+        "payment",
+        "缴费成功",
+        f"您已成功缴纳物业费 {order['amount_fen'] / 100:.2f} 元。",
+        f"/pages/bills/order?order_no={order['_id']}",
+        messaging.Push(
+            "payment",
+            {
+                "character_string1": order["_id"],
+                "amount2": f"{order['amount_fen'] / 100:.2f}元",
+                "thing3": "物业费缴纳成功",
+            },
+        ),
+        community_id=order["community_id"],
+    )
+    return "applied"
+
+
+def payer_order(services: Services, account: dict[str, Any], order_no: str) -> dict[str, Any]:
+    """The caller's own order, reconciled with ICBC when its notify is overdue."""
+    db = services.db
+    order = db[ORDERS].find_one({"_id": order_no, "account_id": account["_id"]})
+    if order is None:
+        raise AppError("NOT_FOUND", "订单不存在")
+    waited = (services.clock.now() - order["created_at"]).total_seconds()
+    if order["status"] == "pending" and waited >= services.settings.order_query_after_s:
+        reconcile(services, order)
+        order = db[ORDERS].find_one({"_id": order_no})
+    return order
+
+
+def reconcile(services: Services, order: dict[str, Any]) -> None:
+    """Ask ICBC about a pending order and apply what it says; an expired unpaid one closes."""
+    from caiyun.adapters.icbc import IcbcError
+
+    try:
+        status = services.icbc.query_payment(order["_id"])
+    except IcbcError:
+        return
+    if status.status == "paid" and status.amount_fen == order["amount_fen"]:
+        apply_result(
+            services,
+            BankResult(
+                order["_id"], "paid", status.amount_fen, status.transaction_id, status.paid_at
+            ),
+        )
+    elif status.status in ("failed", "closed"):
+        close(services, order["_id"], "failed" if status.status == "failed" else "closed")
+    elif order["expires_at"] <= services.clock.now():
+        close(services, order["_id"], "closed")
+
+
+def expire_orders(services: Services, batch_size: int = 200) -> int:
+    """Reconcile every pending order past its expiry, in batches; returns how many ended.
+
+    Pages by ``_id`` so an order ICBC could not be asked about stays pending for the next run
+    without stopping this one.
+    """
+    db, ended, last_id = services.db, 0, ""
+    now = services.clock.now()
+    while True:
+        due = list(
+            db[ORDERS]
+            .find({"status": "pending", "expires_at": {"$lte": now}, "_id": {"$gt": last_id}})
+            .sort("_id", 1)
+            .limit(batch_size)
+        )
+        for order in due:
+            reconcile(services, order)
+        if due:
+            ids = [o["_id"] for o in due]
+            ended += db[ORDERS].count_documents({"_id": {"$in": ids}, "status": {"$ne": "pending"}})
+            last_id = ids[-1]
+        if len(due) < batch_size:
+            return ended

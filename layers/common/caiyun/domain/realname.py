@@ -1,0 +1,223 @@
+"""Real-name verification through ICBC, the e-wallet, and the auto-debit (代扣) consent.
+
+ID and card numbers are encrypted at rest (AES-GCM) and only ever shown masked. The agreements
+and the auto-debit consent are recorded with their version and time.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal
+
+from pymongo import IndexModel
+
+from caiyun import crypto
+from caiyun.data.schema import declare
+from caiyun.domain import accounts
+from caiyun.errors import AppError
+from caiyun.services import Services
+
+Method = Literal["card", "wallet"]
+
+TICKETS = declare(
+    "realname_tickets", IndexModel("account_id"), IndexModel("expires_at", expireAfterSeconds=0)
+)
+
+# The agreements a resident signs, by the version shown in the app.
+AGREEMENTS = {"wallet_service": "2026.1", "autodebit": "2026.1", "privacy": "2026.1"}
+_TICKET_TTL = timedelta(minutes=10)
+_AUTODEBIT_LIMIT_FEN = 500_000
+_AUTODEBIT_YEARS = 3
+
+
+def _bank_error(exc: Any) -> AppError:
+    code = getattr(exc, "code", "")
+    if code == "NOT_ICBC_CARD":
+        return AppError("NOT_ICBC_CARD")
+    if code == "SMS_CODE_INVALID":
+        return AppError("CODE_INVALID")
+    if getattr(exc, "retryable", False):
+        return AppError("UNAVAILABLE", "银行服务暂时不可用，请稍后重试", {"retryable": True})
+    return AppError("INVALID_ARGUMENT", "银行未通过核验，请检查填写的信息")
+
+
+def start(
+    services: Services,
+    account: dict[str, Any],
+    method: Method,
+    name: str,
+    id_number: str,
+    card_no: str,
+    bank_phone: str,
+) -> str:
+    """Ask ICBC to verify the person (it sends an SMS to the bank phone); returns a ticket."""
+    from caiyun.adapters.icbc import IcbcError
+
+    if account.get("realname_verified"):
+        raise AppError("CONFLICT", "已完成实名认证")
+    try:
+        ticket = services.icbc.realname_start(method, name, id_number, card_no, bank_phone)
+    except IcbcError as exc:
+        raise _bank_error(exc) from None
+    now, settings = services.clock.now(), services.settings
+    services.db[TICKETS].insert_one(
+        {
+            "_id": ticket,
+            "account_id": account["_id"],
+            "method": method,
+            "name": name,
+            "id_number": crypto.encrypt(settings, id_number, "id_number"),
+            "id_masked": crypto.mask_id_number(id_number),
+            "card_no": crypto.encrypt(settings, card_no, "card_no"),
+            "card_masked": crypto.mask_card(card_no),
+            "created_at": now,
+            "expires_at": now + _TICKET_TTL,
+        }
+    )
+    return ticket
+
+
+def confirm(
+    services: Services,
+    account: dict[str, Any],
+    ticket: str,
+    sms_code: str,
+    agreements: list[str],
+    autodebit: bool,
+) -> dict[str, Any]:
+    """Finish verification with the bank's SMS code; record agreements and the consent."""
+    from caiyun.adapters.icbc import IcbcError
+
+    db, now = services.db, services.clock.now()
+    pending = db[TICKETS].find_one(
+        {"_id": ticket, "account_id": account["_id"], "expires_at": {"$gt": now}}
+    )
+    if pending is None:
+        raise AppError("NOT_FOUND", "认证已过期，请重新提交")
+    required = {"wallet_service", "privacy"} | ({"autodebit"} if autodebit else set())
+    missing = sorted(required - set(agreements))
+    if missing:
+        raise AppError(
+            "INVALID_ARGUMENT", "请阅读并同意相关协议", {"fields": {"agreements": missing}}
+        )
+    try:
+        wallet = services.icbc.realname_confirm(ticket, sms_code)
+        agreement_no = (
+            services.icbc.sign_autodebit(
+                wallet.wallet_no,
+                _AUTODEBIT_LIMIT_FEN,
+                (now + timedelta(days=365 * _AUTODEBIT_YEARS)).date(),
+            )
+            if autodebit
+            else None
+        )
+    except IcbcError as exc:
+        raise _bank_error(exc) from None
+    signed = [
+        {"name": name, "version": AGREEMENTS[name], "signed_at": now}
+        for name in sorted(set(agreements) & set(AGREEMENTS))
+    ]
+    update = {
+        "realname_verified": True,
+        "realname": {
+            "method": pending["method"],
+            "name": pending["name"],
+            "id_number": pending["id_number"],
+            "id_masked": pending["id_masked"],
+            "verified_at": now,
+        },
+        "wallet": {
+            "wallet_no": wallet.wallet_no,
+            "wallet_class": wallet.wallet_class,
+            "linked_card": pending["card_no"],
+            "linked_card_masked": wallet.linked_card_masked or pending["card_masked"],
+        },
+        "agreements": signed,
+        "autodebit": {
+            "enabled": autodebit,
+            "agreement_no": agreement_no,
+            "version": AGREEMENTS["autodebit"],
+            "changed_at": now,
+        },
+    }
+    db[accounts.ACCOUNTS].update_one({"_id": account["_id"]}, {"$set": update})
+    db[TICKETS].delete_one({"_id": ticket})
+    return wallet_summary({**account, **update})
+
+
+def wallet_summary(account: dict[str, Any]) -> dict[str, Any] | None:
+    """The wallet as the 我的 page shows it (no balance: that needs a bank call)."""
+    wallet = account.get("wallet")
+    if not wallet:
+        return None
+    return {
+        "wallet_no": wallet["wallet_no"][:4] + "****" + wallet["wallet_no"][-4:],
+        "wallet_class": wallet["wallet_class"],
+        "linked_card": wallet["linked_card_masked"],
+        "autodebit": bool(account.get("autodebit", {}).get("enabled")),
+        "realname": account.get("realname", {}).get("id_masked"),
+    }
+
+
+def _verified_wallet(account: dict[str, Any]) -> dict[str, Any]:
+    if not account.get("realname_verified") or not account.get("wallet"):
+        raise AppError("REALNAME_REQUIRED")
+    return account["wallet"]
+
+
+def wallet(services: Services, account: dict[str, Any]) -> dict[str, Any]:
+    """Wallet summary with its balance from ICBC."""
+    from caiyun.adapters.icbc import IcbcError
+
+    info = _verified_wallet(account)
+    try:
+        balance = services.icbc.wallet_balance(info["wallet_no"])
+    except IcbcError as exc:
+        raise _bank_error(exc) from None
+    return {**(wallet_summary(account) or {}), "balance_fen": balance}
+
+
+def transactions(
+    services: Services, account: dict[str, Any], page: int, page_size: int
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of ICBC's transaction details for the wallet."""
+    from caiyun.adapters.icbc import IcbcError
+
+    info = _verified_wallet(account)
+    try:
+        return services.icbc.wallet_transactions(info["wallet_no"], page, page_size)
+    except IcbcError as exc:
+        raise _bank_error(exc) from None
+
+
+def set_autodebit(services: Services, account: dict[str, Any], enabled: bool) -> dict[str, Any]:
+    """Sign or cancel the auto-debit agreement with ICBC and record the change."""
+    from caiyun.adapters.icbc import IcbcError
+
+    info = _verified_wallet(account)
+    now = services.clock.now()
+    current = account.get("autodebit") or {}
+    if bool(current.get("enabled")) == enabled:
+        return wallet_summary(account) or {}
+    try:
+        if enabled:
+            agreement_no = services.icbc.sign_autodebit(
+                info["wallet_no"],
+                _AUTODEBIT_LIMIT_FEN,
+                (now + timedelta(days=365 * _AUTODEBIT_YEARS)).date(),
+            )
+        else:
+            services.icbc.cancel_autodebit(current["agreement_no"])
+            agreement_no = None
+    except IcbcError as exc:
+        raise _bank_error(exc) from None
+    autodebit = {
+        "enabled": enabled,
+        "agreement_no": agreement_no,
+        "version": AGREEMENTS["autodebit"],
+        "changed_at": now,
+    }
+    services.db[accounts.ACCOUNTS].update_one(
+        {"_id": account["_id"]}, {"$set": {"autodebit": autodebit}}
+    )
+    return wallet_summary({**account, "autodebit": autodebit}) or {}

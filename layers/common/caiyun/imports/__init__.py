@@ -1,0 +1,1 @@
+"""Reading the property company's import files (spreadsheets and CSV) row by row."""
