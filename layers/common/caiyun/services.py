@@ -11,6 +11,7 @@ from caiyun.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from caiyun.adapters.sms import SmsSender
+    from caiyun.adapters.storage import Storage
     from caiyun.adapters.wechat import WeChatClient
 
 
@@ -23,6 +24,7 @@ class Services:
     clock: Clock
     sms: SmsSender
     wechat: WeChatClient
+    storage: Storage
 
 
 _current: Services | None = None
@@ -32,6 +34,7 @@ _lock = threading.Lock()
 def build_services(settings: Settings, clock: Clock | None = None, db: Any = None) -> Services:
     """Assemble the services a settings profile asks for (real or sandbox adapters)."""
     from caiyun.adapters.sms import SandboxSms, TencentSms
+    from caiyun.adapters.storage import build_storage
     from caiyun.adapters.wechat import WeChatClient
     from caiyun.data.connect import open_database
 
@@ -41,7 +44,12 @@ def build_services(settings: Settings, clock: Clock | None = None, db: Any = Non
         TencentSms(settings) if settings.sms_provider == "tencent" else SandboxSms(db, clock)
     )
     return Services(
-        settings=settings, db=db, clock=clock, sms=sms, wechat=WeChatClient(settings, db, clock)
+        settings=settings,
+        db=db,
+        clock=clock,
+        sms=sms,
+        wechat=WeChatClient(settings, db, clock),
+        storage=build_storage(settings),
     )
 
 

@@ -83,6 +83,44 @@ class Settings(BaseSettings):
     wechat_templates: dict[str, str] = {}
     wechat_miniprogram_state: Literal["developer", "trial", "formal"] = "formal"
 
+    # ICBC Open Platform (工行 API 开放平台); see caiyun.adapters.icbc. Keys are PEM (or ICBC's
+    # bare base64 DER): ours signs requests and notify replies, the gateway's verifies ICBC.
+    icbc_gateway: str = "https://gw.open.icbc.com.cn"
+    icbc_app_id: str = ""
+    icbc_private_key: SecretStr = SecretStr("")
+    icbc_gateway_public_key: str = ""
+    # Implementations disagree on the algorithms and on which path a notify is signed over.
+    icbc_response_sign_alg: Literal["SHA1", "SHA256"] = "SHA1"
+    icbc_notify_sign_alg: Literal["SHA1", "SHA256"] = "SHA256"
+    icbc_notify_sign_path: str = "/icbc/notify"
+    icbc_merchant_id: str = ""
+    icbc_notify_url: str = ""
+    icbc_timeout_s: float = 10.0
+    # Interface paths: the branch contract decides which interfaces an app may call, and the
+    # names of those without public documentation, so each one is configurable.
+    icbc_pay_path: str = "/api/cardbusiness/aggregatepay/b2c/online/consumepurchase/V1"
+    icbc_query_path: str = "/api/cardbusiness/aggregatepay/b2c/online/orderqry/V1"
+    icbc_wallet_open_path: str = "/api/jft/wallet/api/openacct/V1"
+    icbc_wallet_confirm_path: str = "/api/jft/wallet/api/openacctconfirm/V1"
+    icbc_wallet_balance_path: str = "/api/jft/wallet/api/balancequery/V1"
+    icbc_wallet_transactions_path: str = "/api/jft/wallet/api/detailquery/V1"
+    icbc_autodebit_agreement_path: str = "/api/entrustprtl/mng/V1"
+    icbc_autodebit_pay_path: str = "/api/b2c/passfree/payment/pay/V1"
+
+    # Files (repair photos and the like) are uploaded by the mini-program; actions accept only
+    # file ids of this deployment's storage (see caiyun.adapters.storage for the id forms).
+    storage_provider: Literal["sandbox", "cloudbase", "cos"] = "sandbox"
+    cloudbase_env: str = ""  # CloudBase environment id: cloud://<env>.<bucket>/<path>
+    cos_bucket: str = ""  # <name>-<appid>: cos://<bucket>/<key>
+    cos_region: str = "ap-guangzhou"
+    cos_endpoint: str = ""  # empty: https://cos.<region>.myqcloud.com
+    cos_secret_id: SecretStr = SecretStr("")
+    cos_secret_key: SecretStr = SecretStr("")
+    upload_url_ttl_s: int = 900
+
+    # Timer jobs work through due records in batches of this many.
+    scheduler_batch_size: int = 500
+
     @model_validator(mode="after")
     def _secrets_for_profile(self) -> Settings:
         if self.env == "sandbox":
@@ -126,11 +164,28 @@ class Settings(BaseSettings):
             "CAIYUN_SMS_TEMPLATE_CODE": self.sms_template_code,
             "CAIYUN_WECHAT_APPID": self.wechat_appid,
             "CAIYUN_WECHAT_SECRET": self.wechat_secret.get_secret_value(),
+            "CAIYUN_ICBC_APP_ID": self.icbc_app_id,
+            "CAIYUN_ICBC_PRIVATE_KEY": self.icbc_private_key.get_secret_value(),
+            "CAIYUN_ICBC_GATEWAY_PUBLIC_KEY": self.icbc_gateway_public_key,
+            "CAIYUN_ICBC_MERCHANT_ID": self.icbc_merchant_id,
+            "CAIYUN_ICBC_NOTIFY_URL": self.icbc_notify_url,
         }
         problems = [f"{name} is required" for name, value in required.items() if not value]
         if self.sms_provider != "tencent":
             problems.append("CAIYUN_SMS_PROVIDER must be tencent")
-        return problems
+        return problems + self._missing_storage_settings()
+
+    def _missing_storage_settings(self) -> list[str]:
+        required: dict[str, str] = {}
+        if self.storage_provider == "cloudbase":
+            required = {"CAIYUN_CLOUDBASE_ENV": self.cloudbase_env}
+        elif self.storage_provider == "cos":
+            required = {
+                "CAIYUN_COS_BUCKET": self.cos_bucket,
+                "CAIYUN_COS_SECRET_ID": self.cos_secret_id.get_secret_value(),
+                "CAIYUN_COS_SECRET_KEY": self.cos_secret_key.get_secret_value(),
+            }
+        return [f"{name} is required" for name, value in required.items() if not value]
 
     @property
     def is_sandbox(self) -> bool:

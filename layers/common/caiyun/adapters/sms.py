@@ -57,10 +57,19 @@ class _Template:
     params: int  # how many parameters the template takes
     text: str  # the sandbox rendering; {0}, {1}... are the parameters
     code_param: int | None  # which parameter is a verification code, if any
+    # The signature the sandbox shows; a bank's own messages carry the bank's, not ours.
+    sign: str = _SANDBOX_SIGN
 
 
 _TEMPLATES = {
     "code": _Template(params=2, text="您的验证码为{0}，{1}分钟内有效，请勿泄露。", code_param=0),
+    # Sent by the ICBC sandbox to the bank-reserved phone; in production ICBC sends it itself.
+    "icbc_realname": _Template(
+        params=1,
+        text="您正在进行实名认证，验证码{0}，5分钟内有效。",
+        code_param=0,
+        sign="工商银行",
+    ),
 }
 
 
@@ -193,7 +202,7 @@ class SandboxSms:
             {
                 "_id": new_id(),
                 "phone": _bare_mobile(phone),
-                "text": f"【{_SANDBOX_SIGN}】" + spec.text.format(*params),
+                "text": f"【{spec.sign}】" + spec.text.format(*params),
                 "code": None if spec.code_param is None else params[spec.code_param],
                 "template": template,
                 "sent_at": self._clock.now(),

@@ -25,7 +25,25 @@ from typing import Any
 
 import bson
 import mongomock
+import mongomock.helpers
+from mongomock.collection import BulkOperationBuilder
 from mongomock.store import CollectionStore, DatabaseStore, ServerStore
+from pymongo.errors import OperationFailure
+
+
+def _without_sort(add: Callable[..., Any]) -> Callable[..., Any]:
+    # pymongo 4.11+ hands bulk builders a ``sort`` (for UpdateOne/ReplaceOne(sort=...)), which
+    # mongomock 4.3 predates; without one the operation means the same, so drop it.
+    def added(self: BulkOperationBuilder, *args: Any, sort: Any = None, **kwargs: Any) -> Any:
+        if sort is not None:
+            raise ValueError("the embedded engine has no sort in bulk_write operations")
+        return add(self, *args, **kwargs)
+
+    return added
+
+
+BulkOperationBuilder.add_update = _without_sort(BulkOperationBuilder.add_update)
+BulkOperationBuilder.add_replace = _without_sort(BulkOperationBuilder.add_replace)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -201,7 +219,8 @@ class EmbeddedEngine:
                 "ON CONFLICT (collection, key) DO UPDATE SET body = excluded.body",
                 upserts,
             )
-        self._data_version = self._sqlite.execute("PRAGMA data_version").fetchone()[0]
+        # data_version is left alone: it moves only for other connections' commits, and one
+        # that landed during this call must still trigger a reload on the next.
 
     def close(self) -> None:
         """Release the SQLite file."""
@@ -248,6 +267,28 @@ class EmbeddedCollection:
     def __init__(self, engine: EmbeddedEngine, name: str) -> None:
         self._engine = engine
         self.name = name
+
+    def create_index(self, keys: Any, **options: Any) -> str:
+        """Like pymongo's; a partial unique index is registered without mongomock's check of
+        existing documents, which ignores the partial filter and would refuse valid data."""
+        if "partialFilterExpression" not in options:
+            return self._engine.run(
+                lambda: self._engine.mongomock_collection(self.name).create_index(keys, **options)
+            )
+        index_list = mongomock.helpers.create_index_list(keys)
+        name = options.pop("name", None) or mongomock.helpers.gen_index_name(index_list)
+        spec = {"key": index_list, **options}
+
+        def register() -> str:
+            store = self._engine.mongomock_collection(self.name)._store
+            if store.indexes.get(name, spec) != spec:
+                raise OperationFailure(
+                    f"Index with name: {name} already exists with different options"
+                )
+            store.create_index(name, spec)
+            return name
+
+        return self._engine.run(register)
 
     def __getattr__(self, attr: str) -> Any:
         target = getattr(self._engine.mongomock_collection(self.name), attr)

@@ -22,6 +22,7 @@ ACCOUNTS = declare(
         "wx.resident", unique=True, partialFilterExpression={"wx.resident": {"$type": "string"}}
     ),
     IndexModel("wx.staff", unique=True, partialFilterExpression={"wx.staff": {"$type": "string"}}),
+    IndexModel([("autodebit.enabled", 1), ("_id", 1)]),
 )
 
 MAX_SESSIONS = 10

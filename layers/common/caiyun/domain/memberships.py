@@ -90,9 +90,10 @@ def remove(db: Any, house_id: str, account_id: str, roles: tuple[str, ...]) -> b
     return result.deleted_count == 1
 
 
-def remove_owners_except(db: Any, house_id: str, account_id: str | None) -> int:
-    """Drop owner memberships of a house whose owner record changed to someone else."""
-    query: dict[str, Any] = {"house_id": house_id, "role": "owner"}
-    if account_id is not None:
-        query["account_id"] = {"$ne": account_id}
-    return db[MEMBERSHIPS].delete_many(query).deleted_count
+def remove_all_except(db: Any, house_id: str, account_id: str) -> int:
+    """Drop every membership of a house but this account's (the house changed owner)."""
+    return (
+        db[MEMBERSHIPS]
+        .delete_many({"house_id": house_id, "account_id": {"$ne": account_id}})
+        .deleted_count
+    )

@@ -105,16 +105,33 @@ class ImportReport:
         return totals
 
 
+# How the template's columns are named to the people who fill it in.
+COLUMN_LABELS = {
+    "building": "楼栋",
+    "unit": "单元",
+    "room": "房号",
+    "owner_name": "业主姓名",
+    "owner_phone": "业主手机号",
+    "period": "账期",
+    "item": "收费项目",
+    "amount_fen": "金额（分）",
+    "due_date": "缴费截止日",
+}
+
+
 def row_error(number: int, exc: ValidationError) -> RowResult:
     """An error result naming the row's bad fields."""
     fields = invalid_argument(exc).details["fields"]
-    reason = "；".join(f"{name}{why}" for name, why in fields.items())
+    reason = "；".join(f"{COLUMN_LABELS.get(name, name)}{why}" for name, why in fields.items())
     return RowResult(row=number, status="error", reason=reason)
 
 
 def _apply_row(services: Services, community_id: str, row: OwnerRow, number: int) -> RowResult:
     db, now = services.db, services.clock.now()
     owner, _ = accounts.ensure_account(db, row.owner_phone, now, row.owner_name)
+    if owner.get("name") != row.owner_name:
+        # The company's record is the authority on an owner's name.
+        db[accounts.ACCOUNTS].update_one({"_id": owner["_id"]}, {"$set": {"name": row.owner_name}})
     address = {
         "community_id": community_id,
         "building": row.building,
@@ -145,7 +162,8 @@ def _apply_row(services: Services, community_id: str, row: OwnerRow, number: int
         {"$set": {"owner_name": row.owner_name, "owner_phone": row.owner_phone, "updated_at": now}},
     )
     if current["owner_phone"] != row.owner_phone:
-        memberships.remove_owners_except(db, current["_id"], owner["_id"])
+        # A new owner: the previous owner's household no longer lives there.
+        memberships.remove_all_except(db, current["_id"], owner["_id"])
     return RowResult(number, "updated", current["_id"], houses.label(current))
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from caiyun.clock import SHANGHAI, iso
+from caiyun.clock import SHANGHAI, business_date, iso
 from caiyun.data.schema import declare
 from caiyun.domain import bills, memberships, messaging
 from caiyun.errors import AppError
@@ -89,6 +89,30 @@ def _payable_bills(
     return found
 
 
+def _place_order(
+    services: Services, account: dict[str, Any], found: list[dict[str, Any]], method: PayMethod
+) -> dict[str, Any]:
+    """Write the order, then lock its bills into it (all or none)."""
+    db, now = services.db, services.clock.now()
+    order = {
+        "_id": _new_order_no(now),
+        "account_id": account["_id"],
+        "community_id": found[0]["community_id"],
+        "house_ids": sorted({b["house_id"] for b in found}),
+        "bill_ids": [b["_id"] for b in found],
+        "amount_fen": sum(b["amount_fen"] for b in found),
+        "method": method,
+        "status": "pending",
+        "created_at": now,
+        "expires_at": now + timedelta(seconds=services.settings.order_ttl_s),
+    }
+    db[ORDERS].insert_one(order)
+    if not bills.lock_for_order(db, order["bill_ids"], order["_id"]):
+        db[ORDERS].update_one({"_id": order["_id"]}, {"$set": {"status": "closed"}})
+        raise AppError("BILL_NOT_PAYABLE", "账单正在被其他人支付")
+    return order
+
+
 def open_order(
     services: Services, account: dict[str, Any], bill_ids: list[str], method: PayMethod
 ) -> dict[str, Any]:
@@ -97,25 +121,8 @@ def open_order(
 
     if not account.get("realname_verified"):
         raise AppError("REALNAME_REQUIRED")
-    bill_ids = list(dict.fromkeys(bill_ids))
-    found = _payable_bills(services, account, bill_ids)
-    db, now = services.db, services.clock.now()
-    order = {
-        "_id": _new_order_no(now),
-        "account_id": account["_id"],
-        "community_id": found[0]["community_id"],
-        "house_ids": sorted({b["house_id"] for b in found}),
-        "bill_ids": bill_ids,
-        "amount_fen": sum(b["amount_fen"] for b in found),
-        "method": method,
-        "status": "pending",
-        "created_at": now,
-        "expires_at": now + timedelta(seconds=services.settings.order_ttl_s),
-    }
-    db[ORDERS].insert_one(order)
-    if not bills.lock_for_order(db, bill_ids, order["_id"]):
-        db[ORDERS].update_one({"_id": order["_id"]}, {"$set": {"status": "closed"}})
-        raise AppError("BILL_NOT_PAYABLE", "账单正在被其他人支付")
+    found = _payable_bills(services, account, list(dict.fromkeys(bill_ids)))
+    order = _place_order(services, account, found, method)
     subject = f"物业费 {len(found)} 笔"
     try:
         params = services.icbc.create_payment(
@@ -129,9 +136,92 @@ def open_order(
     except IcbcError:
         close(services, order["_id"], "failed")
         raise _bank_unavailable() from None
-    db[ORDERS].update_one({"_id": order["_id"]}, {"$set": {"icbc": params}})
+    services.db[ORDERS].update_one({"_id": order["_id"]}, {"$set": {"icbc": params}})
     order["icbc"] = params
     return order
+
+
+def charge_autodebit(
+    services: Services, account: dict[str, Any], found: list[dict[str, Any]]
+) -> str:
+    """Charge due bills through the account's auto-debit agreement; returns the order status.
+
+    Bills that could not be charged are stamped for today so the daily run tries them once.
+    """
+    from caiyun.adapters.icbc import IcbcError
+
+    today = business_date(services.clock.now()).isoformat()
+    services.db[bills.BILLS].update_many(
+        {"_id": {"$in": [b["_id"] for b in found]}}, {"$set": {"autodebit_tried": today}}
+    )
+    try:
+        order = _place_order(services, account, found, "autodebit")
+    except AppError:
+        return "skipped"
+    try:
+        status = services.icbc.autodebit_charge(
+            account["autodebit"]["agreement_no"],
+            order["_id"],
+            order["amount_fen"],
+            f"物业费自动扣缴 {len(found)} 笔",
+        )
+    except IcbcError as exc:
+        if not exc.retryable:
+            close(services, order["_id"], "failed")
+            return "failed"
+        return "pending"  # the expiry run asks ICBC what happened
+    if status.status == "paid":
+        apply_result(
+            services,
+            BankResult(
+                order["_id"], "paid", status.amount_fen, status.transaction_id, status.paid_at
+            ),
+        )
+    elif status.status in ("failed", "closed"):
+        close(services, order["_id"], "failed")
+    return status.status
+
+
+def run_autodebit(services: Services, batch_size: int = 200) -> dict[str, int]:
+    """Charge every consenting account's due bills, one order per account and community."""
+    from caiyun.domain import accounts
+
+    db = services.db
+    today = business_date(services.clock.now()).isoformat()
+    counts = {"autodebit_accounts": 0, "autodebit_paid": 0, "autodebit_failed": 0}
+    last_id = ""
+    while True:
+        batch = list(
+            db[accounts.ACCOUNTS]
+            .find({"autodebit.enabled": True, "_id": {"$gt": last_id}})
+            .sort("_id", 1)
+            .limit(batch_size)
+        )
+        for account in batch:
+            house_ids = [m["house_id"] for m in memberships.of_account(db, account["_id"])]
+            due = list(
+                db[bills.BILLS].find(
+                    {
+                        "house_id": {"$in": house_ids},
+                        "status": "unpaid",
+                        "due_date": {"$lte": today},
+                        "autodebit_tried": {"$ne": today},
+                    }
+                )
+            )
+            by_community: dict[str, list[dict[str, Any]]] = {}
+            for bill in due:
+                by_community.setdefault(bill["community_id"], []).append(bill)
+            for group in by_community.values():
+                counts["autodebit_accounts"] += 1
+                outcome = charge_autodebit(services, account, group)
+                if outcome == "paid":
+                    counts["autodebit_paid"] += 1
+                elif outcome == "failed":
+                    counts["autodebit_failed"] += 1
+        if len(batch) < batch_size:
+            return counts
+        last_id = batch[-1]["_id"]
 
 
 def close(services: Services, order_no: str, status: Literal["failed", "closed"]) -> bool:

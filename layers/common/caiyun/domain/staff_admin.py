@@ -43,6 +43,9 @@ def add_staff(
     existing = staff.get(db, account["_id"])
     if existing is not None and not _within_scope(admin, existing):
         raise AppError("CONFLICT", "该手机号已是其他小区的工作人员")
+    if existing is not None and existing["role"] == "admin" and not admin.get("all_communities"):
+        # Changing an admin's role would let one community admin demote another.
+        raise AppError("FORBIDDEN", "只有总部管理员可以调整管理员")
     record = staff.upsert(db, account["_id"], name, role, community_ids, now)
     return view(record, phone)
 

@@ -98,6 +98,16 @@ def _bearer(headers: dict[str, str]) -> str | None:
     return None
 
 
+def _has_caller(event: dict[str, Any], context: dict[str, Any]) -> bool:
+    # A mini-program's callFunction data becomes the event, so it can claim {"Type": "Timer"}
+    # too; only the platform's timer comes with no caller at all.
+    user_info = event.get("userInfo")
+    return bool(
+        _platform_environment(context).get("WX_OPENID")
+        or (isinstance(user_info, dict) and user_info.get("openId"))
+    )
+
+
 def parse_http_json(raw_body: str) -> dict[str, Any]:
     """The JSON object an HTTP caller sent, or INVALID_ARGUMENT."""
     if len(raw_body.encode("utf-8")) > MAX_BODY_BYTES:
@@ -125,7 +135,7 @@ def parse_event(event: Any, context: Any) -> Invocation:
         raise AppError("INVALID_ARGUMENT", "事件格式无效")
     request_id = _request_id(event, ctx)
 
-    if event.get("Type") == "Timer":
+    if event.get("Type") == "Timer" and not _has_caller(event, ctx):
         name = event.get("TriggerName")
         return Invocation(
             kind="timer", request_id=request_id, timer_name=name if isinstance(name, str) else None

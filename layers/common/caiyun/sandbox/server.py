@@ -49,8 +49,9 @@ ICBC_FUNCTION = "icbc_callback"
 # Larger over-limit bodies are not read at all; smaller ones are drained so the client sees the
 # 413 instead of a connection reset in the middle of its upload.
 _DRAIN_LIMIT_BYTES = 8 * MAX_BODY_BYTES
-# Far enough for any time rule (a 3-day repair, a month of bills), short of datetime overflow.
-_MAX_ADVANCE_S = 10 * 366 * 24 * 3600
+# How far ahead of the real time the sandbox may run in total: far enough for any time rule (a
+# 3-day repair, a year of bills), short of datetime overflow.
+_MAX_OFFSET_S = 10 * 366 * 24 * 3600
 _PHONE = re.compile(r"1[3-9]\d{9}")
 _FUNCTION_NAME = r"(?P<name>[A-Za-z0-9_-]{1,64})"
 # Hop-by-hop headers are the server's own business, not part of a function's reply.
@@ -68,15 +69,16 @@ class SandboxRefused(SandboxError):
 def sandbox_settings(data_dir: str | Path, wechat_api_base: str) -> Settings:
     """The sandbox profile over the embedded database in ``data_dir``.
 
-    The database, SMS provider and WeChat endpoint are pinned here, so a production variable
-    left in the shell (``MONGODB_URI``, ``CAIYUN_SMS_PROVIDER``) can never point the sandbox,
-    and its ``/dev`` routes, at real data or real phones.
+    The database, SMS, storage and WeChat endpoints are pinned here, so a production variable
+    left in the shell (``MONGODB_URI``, ``CAIYUN_SMS_PROVIDER``...) can never point the sandbox,
+    and its ``/dev`` routes, at real data, real phones or real files.
     """
     return Settings(
         env="sandbox",
         data_dir=str(data_dir),
         mongodb_uri=None,
         sms_provider="sandbox",
+        storage_provider="sandbox",
         wechat_api_base=wechat_api_base,
         wechat_appid=SANDBOX_APPID,
         wechat_secret=SANDBOX_SECRET,
@@ -94,7 +96,7 @@ def load_clock(data_dir: str | Path) -> OffsetClock:
         offset = json.loads(path.read_text(encoding="utf-8"))["offset_s"]
     except (OSError, ValueError, KeyError, TypeError):
         offset = None
-    if not _valid_offset(offset):
+    if not _is_seconds(offset) or offset > _MAX_OFFSET_S:
         raise SandboxError(f"沙箱时钟文件无效，请删除后重试 / invalid sandbox clock file: {path}")
     return OffsetClock(float(offset))
 
@@ -109,12 +111,13 @@ def save_clock(data_dir: str | Path, clock: OffsetClock) -> None:
     os.replace(temporary, path)
 
 
-def _valid_offset(value: Any) -> bool:
+def _is_seconds(value: Any) -> bool:
+    """A finite, non-negative number of seconds (JSON ``true`` is not a number here)."""
     return (
         isinstance(value, int | float)
         and not isinstance(value, bool)
         and math.isfinite(value)
-        and 0 <= value <= _MAX_ADVANCE_S
+        and value >= 0
     )
 
 
@@ -294,11 +297,19 @@ class SandboxServer:
         install_services(None)
         self.sandbox.close()
 
-    def advance_clock(self, seconds: float) -> None:
-        """Move the sandbox clock forward and persist the new offset."""
+    def advance_clock(self, seconds: Any) -> None:
+        """Move the sandbox clock forward by ``seconds`` and persist the new offset.
+
+        INVALID_ARGUMENT for a negative or non-numeric amount, or one that would put the sandbox
+        more than ten years ahead of the real time.
+        """
         with self._clock_lock:
-            self.sandbox.clock.advance(seconds)
-            save_clock(self.sandbox.data_dir, self.sandbox.clock)
+            clock = self.sandbox.clock
+            if not _is_seconds(seconds) or clock.offset_s + seconds > _MAX_OFFSET_S:
+                why = "须为不小于 0 的秒数，且沙箱时间最多快于真实时间十年"
+                raise AppError("INVALID_ARGUMENT", details={"fields": {"advance_seconds": why}})
+            clock.advance(float(seconds))
+            save_clock(self.sandbox.data_dir, clock)
 
 
 def create_server(
@@ -430,13 +441,7 @@ def _dev_sms(server: SandboxServer, request: Request) -> Reply:
 
 
 def _dev_clock(server: SandboxServer, request: Request) -> Reply:
-    seconds = request.json_object().get("advance_seconds")
-    if not _valid_offset(seconds):
-        raise AppError(
-            "INVALID_ARGUMENT",
-            details={"fields": {"advance_seconds": f"须为 0 到 {_MAX_ADVANCE_S} 之间的秒数"}},
-        )
-    server.advance_clock(float(seconds))
+    server.advance_clock(request.json_object().get("advance_seconds"))
     clock = server.sandbox.clock
     return json_reply(
         200, {"ok": True, "data": {"now": iso(clock.now()), "offset_s": clock.offset_s}}

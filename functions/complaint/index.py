@@ -1,0 +1,82 @@
+"""complaint: residents file complaints and suggestions; admins answer and resolve them."""
+
+from __future__ import annotations
+
+from caiyun.contract import complaint as api
+from caiyun.contract.common import Empty
+from caiyun.domain import complaints
+from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in
+
+
+def types(call: Call, req: Empty) -> api.TypesReply:
+    return api.TypesReply.model_validate({"items": complaints.types()})
+
+
+def create(call: Call, req: api.Create) -> api.Detail:
+    filed = complaints.create(
+        call.services,
+        call.require_account(),
+        req.model_dump(exclude={"request_id"}),
+        req.request_id,
+    )
+    return api.Detail.model_validate(filed)
+
+
+def my_list(call: Call, req: api.MyList) -> api.Page:
+    items, total = complaints.my_list(
+        call.services, call.require_account(), req.status, req.page, req.page_size
+    )
+    return api.Page.model_validate(
+        {"items": items, "total": total, "page": req.page, "page_size": req.page_size}
+    )
+
+
+def detail(call: Call, req: api.DetailRequest) -> api.Detail:
+    found = complaints.detail(call.services, call.require_account(), req.complaint_id)
+    return api.Detail.model_validate(found)
+
+
+def staff_list(call: Call, req: api.StaffList) -> api.Page:
+    items, total = complaints.staff_list(
+        call.services,
+        call.require_staff("admin"),
+        req.community_id,
+        req.status,
+        req.page,
+        req.page_size,
+    )
+    return api.Page.model_validate(
+        {"items": items, "total": total, "page": req.page, "page_size": req.page_size}
+    )
+
+
+def reply(call: Call, req: api.ReplyRequest) -> api.Detail:
+    answered = complaints.reply(
+        call.services, call.require_staff("admin"), req.complaint_id, req.reply, req.status
+    )
+    return api.Detail.model_validate(answered)
+
+
+main_handler = CloudFunction(
+    "complaint",
+    {
+        "types": Action(Empty, signed_in, types, api.TypesReply),
+        "create": Action(
+            api.Create,
+            signed_in,
+            create,
+            api.Detail,
+            ("HOUSE_NOT_BOUND", "FORBIDDEN", "NOT_FOUND", "CONFLICT"),
+        ),
+        "my_list": Action(api.MyList, signed_in, my_list, api.Page),
+        "detail": Action(api.DetailRequest, signed_in, detail, api.Detail, ("NOT_FOUND",)),
+        "staff_list": Action(api.StaffList, admin_only, staff_list, api.Page, ("FORBIDDEN",)),
+        "reply": Action(
+            api.ReplyRequest,
+            admin_only,
+            reply,
+            api.Detail,
+            ("NOT_FOUND", "FORBIDDEN", "CONFLICT"),
+        ),
+    },
+)

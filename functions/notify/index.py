@@ -1,0 +1,97 @@
+"""notify: community notices, the in-app inbox and WeChat subscription consents."""
+
+from __future__ import annotations
+
+from caiyun.clock import iso
+from caiyun.contract import notify as api
+from caiyun.contract.common import Empty
+from caiyun.domain import messaging, notices
+from caiyun.errors import AppError
+from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in
+
+
+def list_notices(call: Call, req: Empty) -> api.NoticesReply:
+    groups = notices.for_resident(call.services, call.require_account())
+    return api.NoticesReply.model_validate({"groups": groups})
+
+
+def notice_detail(call: Call, req: api.NoticeDetailRequest) -> api.NoticeDetail:
+    found = notices.detail(call.services, call.require_account(), req.notice_id)
+    return api.NoticeDetail.model_validate(found)
+
+
+def publish_notice(call: Call, req: api.PublishNotice) -> api.NoticeDetail:
+    published = notices.publish(
+        call.services,
+        call.require_staff("admin"),
+        req.community_id,
+        req.title,
+        req.content,
+        req.request_id,
+    )
+    return api.NoticeDetail.model_validate(published)
+
+
+def messages(call: Call, req: api.Messages) -> api.MessagesPage:
+    items, total, unread = messaging.inbox(
+        call.services, call.require_account()["_id"], req.unread_only, req.page, req.page_size
+    )
+    return api.MessagesPage(
+        items=[
+            api.Message(
+                message_id=m["_id"],
+                kind=m["kind"],
+                title=m["title"],
+                body=m["body"],
+                page=m["page"],
+                created_at=iso(m["created_at"]),
+                read=m["read_at"] is not None,
+            )
+            for m in items
+        ],
+        total=total,
+        page=req.page,
+        page_size=req.page_size,
+        unread=unread,
+    )
+
+
+def mark_read(call: Call, req: api.MarkRead) -> api.MarkReadReply:
+    marked = messaging.mark_read(call.services, call.require_account()["_id"], req.message_ids)
+    return api.MarkReadReply(marked=marked)
+
+
+def subscribe(call: Call, req: api.Subscribe) -> api.SubscribeReply:
+    # Only our own templates: a consent counted for any other id could never be spent.
+    configured = set(call.services.settings.wechat_templates.values())
+    if not set(req.template_ids) <= configured:
+        raise AppError(
+            "INVALID_ARGUMENT",
+            "订阅消息模板无效",
+            {"fields": {"template_ids": "包含未配置的模板"}},
+        )
+    left = messaging.add_consents(
+        call.services, call.require_account()["_id"], list(dict.fromkeys(req.template_ids))
+    )
+    return api.SubscribeReply(remaining=left)
+
+
+main_handler = CloudFunction(
+    "notify",
+    {
+        "notices": Action(Empty, signed_in, list_notices, api.NoticesReply),
+        "notice_detail": Action(
+            api.NoticeDetailRequest, signed_in, notice_detail, api.NoticeDetail, ("NOT_FOUND",)
+        ),
+        "publish_notice": Action(
+            api.PublishNotice,
+            admin_only,
+            publish_notice,
+            api.NoticeDetail,
+            ("FORBIDDEN", "NOT_FOUND", "CONFLICT"),
+        ),
+        "messages": Action(api.Messages, signed_in, messages, api.MessagesPage),
+        "mark_read": Action(api.MarkRead, signed_in, mark_read, api.MarkReadReply),
+        "subscribe": Action(api.Subscribe, signed_in, subscribe, api.SubscribeReply),
+    },
+)

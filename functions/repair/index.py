@@ -1,0 +1,139 @@
+"""repair: residents report, follow and rate repairs; admins dispatch; repairmen finish them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from caiyun.contract import repair as api
+from caiyun.contract.common import Empty
+from caiyun.domain import repairs
+from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in, staff_role
+
+repairman_only = staff_role("repairman")
+
+
+def categories(call: Call, req: Empty) -> api.CategoriesReply:
+    return api.CategoriesReply.model_validate({"items": repairs.categories()})
+
+
+def upload_url(call: Call, req: api.UploadUrl) -> api.UploadUrlReply:
+    target = repairs.upload_target(call.services, call.require_account(), req.purpose, req.filename)
+    return api.UploadUrlReply.model_validate(asdict(target))
+
+
+def create(call: Call, req: api.Create) -> api.RepairDetail:
+    created = repairs.create(
+        call.services,
+        call.require_account(),
+        req.house_id,
+        req.category,
+        req.description,
+        req.contact_phone,
+        req.images,
+        req.request_id,
+    )
+    return api.RepairDetail.model_validate(created)
+
+
+def my_list(call: Call, req: api.MyList) -> api.RepairPage:
+    items, total = repairs.my_list(
+        call.services, call.require_account(), req.status, req.page, req.page_size
+    )
+    return api.RepairPage.model_validate(
+        {"items": items, "total": total, "page": req.page, "page_size": req.page_size}
+    )
+
+
+def detail(call: Call, req: api.RepairRef) -> api.RepairDetail:
+    found = repairs.detail(call.services, call.require_account(), req.repair_id)
+    return api.RepairDetail.model_validate(found)
+
+
+def cancel(call: Call, req: api.RepairRef) -> api.RepairDetail:
+    done = repairs.cancel(call.services, call.require_account(), req.repair_id)
+    return api.RepairDetail.model_validate(done)
+
+
+def rate(call: Call, req: api.Rate) -> api.RepairDetail:
+    done = repairs.rate(
+        call.services, call.require_account(), req.repair_id, req.stars, req.comment
+    )
+    return api.RepairDetail.model_validate(done)
+
+
+def staff_list(call: Call, req: api.StaffList) -> api.StaffRepairPage:
+    items, total = repairs.staff_list(
+        call.services,
+        call.require_staff("admin"),
+        req.community_id,
+        req.status,
+        req.page,
+        req.page_size,
+    )
+    return api.StaffRepairPage.model_validate(
+        {"items": items, "total": total, "page": req.page, "page_size": req.page_size}
+    )
+
+
+def repairmen(call: Call, req: api.Repairmen) -> api.RepairmenReply:
+    items = repairs.repairmen(call.services, call.require_staff("admin"), req.community_id)
+    return api.RepairmenReply.model_validate({"community_id": req.community_id, "items": items})
+
+
+def dispatch(call: Call, req: api.Dispatch) -> api.RepairDetail:
+    done = repairs.dispatch(
+        call.services, call.require_staff("admin"), req.repair_id, req.repairman_id
+    )
+    return api.RepairDetail.model_validate(done)
+
+
+def assigned(call: Call, req: api.Assigned) -> api.StaffRepairPage:
+    items, total = repairs.assigned(
+        call.services, call.require_staff("repairman"), req.status, req.page, req.page_size
+    )
+    return api.StaffRepairPage.model_validate(
+        {"items": items, "total": total, "page": req.page, "page_size": req.page_size}
+    )
+
+
+def complete(call: Call, req: api.Complete) -> api.RepairDetail:
+    done = repairs.complete(
+        call.services, call.require_staff("repairman"), req.repair_id, req.photos, req.note
+    )
+    return api.RepairDetail.model_validate(done)
+
+
+READ_ERRORS = ("NOT_FOUND",)
+MOVE_ERRORS = ("NOT_FOUND", "CONFLICT")
+
+main_handler = CloudFunction(
+    "repair",
+    {
+        "categories": Action(Empty, signed_in, categories, api.CategoriesReply),
+        "upload_url": Action(api.UploadUrl, signed_in, upload_url, api.UploadUrlReply),
+        "create": Action(
+            api.Create,
+            signed_in,
+            create,
+            api.RepairDetail,
+            ("HOUSE_NOT_BOUND", "FORBIDDEN", "NOT_FOUND", "CONFLICT"),
+        ),
+        "my_list": Action(api.MyList, signed_in, my_list, api.RepairPage),
+        "detail": Action(api.RepairRef, signed_in, detail, api.RepairDetail, READ_ERRORS),
+        "cancel": Action(api.RepairRef, signed_in, cancel, api.RepairDetail, MOVE_ERRORS),
+        "rate": Action(api.Rate, signed_in, rate, api.RepairDetail, MOVE_ERRORS),
+        "staff_list": Action(
+            api.StaffList, admin_only, staff_list, api.StaffRepairPage, ("FORBIDDEN",)
+        ),
+        "repairmen": Action(
+            api.Repairmen, admin_only, repairmen, api.RepairmenReply, ("FORBIDDEN", "NOT_FOUND")
+        ),
+        "dispatch": Action(
+            api.Dispatch, admin_only, dispatch, api.RepairDetail, ("FORBIDDEN", *MOVE_ERRORS)
+        ),
+        "assigned": Action(api.Assigned, repairman_only, assigned, api.StaffRepairPage),
+        "complete": Action(
+            api.Complete, repairman_only, complete, api.RepairDetail, ("FORBIDDEN", *MOVE_ERRORS)
+        ),
+    },
+)

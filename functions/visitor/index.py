@@ -1,0 +1,54 @@
+"""visitor: residents register visitors and share a pass; guards verify it at the gate."""
+
+from __future__ import annotations
+
+from caiyun.contract import visitor as api
+from caiyun.domain import visitors
+from caiyun.runtime import Action, Call, CloudFunction, anyone, signed_in, staff_role
+
+
+def register(call: Call, req: api.Register) -> api.RegisterReply:
+    issued = visitors.register(
+        call.services,
+        call.require_account(),
+        req.house_id,
+        req.model_dump(include={"name", "phone", "count", "plate"}),
+        req.visit_date,
+        req.request_id,
+    )
+    return api.RegisterReply.model_validate(issued)
+
+
+def show_pass(call: Call, req: api.PassRequest) -> api.PassView:
+    return api.PassView.model_validate(visitors.pass_view(call.services, req.token))
+
+
+def verify(call: Call, req: api.PassRequest) -> api.VerifyReply:
+    checked = visitors.verify(call.services, call.require_staff("guard", "admin"), req.token)
+    return api.VerifyReply.model_validate(checked)
+
+
+def history(call: Call, req: api.History) -> api.HistoryPage:
+    items, total = visitors.history(call.services, call.require_account(), req.page, req.page_size)
+    return api.HistoryPage.model_validate(
+        {"items": items, "total": total, "page": req.page, "page_size": req.page_size}
+    )
+
+
+main_handler = CloudFunction(
+    "visitor",
+    {
+        "register": Action(
+            api.Register,
+            signed_in,
+            register,
+            api.RegisterReply,
+            ("HOUSE_NOT_BOUND", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED", "CONFLICT"),
+        ),
+        "pass": Action(api.PassRequest, anyone, show_pass, api.PassView, ("NOT_FOUND",)),
+        "verify": Action(
+            api.PassRequest, staff_role("guard", "admin"), verify, api.VerifyReply, ("FORBIDDEN",)
+        ),
+        "history": Action(api.History, signed_in, history, api.HistoryPage),
+    },
+)

@@ -1,0 +1,112 @@
+"""The complaint function: complaints and suggestions (投诉建议) and the property's replies."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StrictStr, StringConstraints
+
+from caiyun.contract.common import ObjectKey, PageRequest, Phone, Reply, Request
+
+Kind = Literal["complaint", "suggestion"]
+Status = Literal["submitted", "processing", "resolved"]
+TypeCode = Literal[
+    "engineering",
+    "service_staff",
+    "environment",
+    "security",
+    "parking",
+    "facilities",
+    "noise",
+    "other",
+]
+
+# A file id of this deployment's storage; its form is checked against the storage in use.
+FileId = Annotated[StrictStr, StringConstraints(min_length=1, max_length=1100)]
+Text = Annotated[StrictStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+
+# WeChat's image picker hands over at most nine pictures.
+MAX_IMAGES = 9
+
+
+class TypeItem(Reply):
+    type: TypeCode
+    name: str
+
+
+class TypesReply(Reply):
+    items: list[TypeItem]
+
+
+class Create(Request):
+    """A complaint or suggestion about one of the caller's houses."""
+
+    house_id: ObjectKey
+    kind: Kind
+    type: TypeCode
+    contact_phone: Phone
+    content: Text
+    images: Annotated[list[FileId], Field(max_length=MAX_IMAGES, default_factory=list)]
+    request_id: ObjectKey | None = None
+
+
+class StaffReply(Reply):
+    """One answer from the property, as the resident sees it."""
+
+    staff_name: str
+    text: str
+    status: Status
+    replied_at: str
+
+
+class Item(Reply):
+    complaint_id: str
+    community_id: str
+    house_id: str
+    house_label: str
+    kind: Kind
+    type: TypeCode
+    type_name: str
+    content: str
+    contact_phone: str
+    status: Status
+    reply_count: int
+    created_at: str
+    updated_at: str
+
+
+class Detail(Item):
+    community_name: str
+    images: list[str]
+    replies: list[StaffReply]
+    resolved_at: str | None
+
+
+class MyList(PageRequest):
+    status: Status | None = None
+
+
+class Page(Reply):
+    items: list[Item]
+    total: int
+    page: int
+    page_size: int
+
+
+class DetailRequest(Request):
+    complaint_id: ObjectKey
+
+
+class StaffList(PageRequest):
+    """Complaints of one community, or of every community the admin covers."""
+
+    community_id: ObjectKey | None = None
+    status: Status | None = None
+
+
+class ReplyRequest(Request):
+    """Answer a complaint and move it on; it never goes back to ``submitted``."""
+
+    complaint_id: ObjectKey
+    reply: Text
+    status: Literal["processing", "resolved"]

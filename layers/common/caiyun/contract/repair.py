@@ -1,0 +1,199 @@
+"""The repair function: residents report and rate repairs, admins dispatch, repairmen finish.
+
+A repair goes ``pending`` 待处理 → ``dispatched`` 待上门 → ``awaiting_rating`` 待评价 →
+``completed`` 已完成, or ``pending`` → ``cancelled`` 已取消. One left unrated for three days is
+completed by the scheduler and shows ``auto_closed: true``.
+
+Files (report images, completion photos) are file ids of this deployment's storage: upload
+first (``upload_url`` says where), then pass the ids.
+
+Phones: lists mask other people's phones. ``detail`` shows the phones the people working on a
+repair need to call each other: the resident sees the assigned repairman's, the repairman and
+admins see the contact phone the resident gave for this repair.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StrictInt, StrictStr, StringConstraints
+
+from caiyun.contract.common import ObjectKey, PageRequest, Phone, Reply, Request
+
+RepairStatus = Literal["pending", "dispatched", "awaiting_rating", "completed", "cancelled"]
+Category = Literal[
+    "water_electric", "door_window", "pipe_unclog", "appliance", "public_facility", "other"
+]
+FileId = Annotated[StrictStr, StringConstraints(min_length=1, max_length=1100)]
+Description = Annotated[
+    StrictStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)
+]
+Note = Annotated[StrictStr, StringConstraints(strip_whitespace=True, max_length=500)]
+
+MAX_IMAGES = 9
+
+
+class CategoryItem(Reply):
+    code: Category
+    name: str
+
+
+class CategoriesReply(Reply):
+    items: list[CategoryItem]
+
+
+class UploadUrl(Request):
+    """Where to upload one image: ``report`` for a resident's report, ``completion`` for a
+    repairman's photo. CloudBase: call ``wx.cloud.uploadFile({cloudPath: path})`` and use its
+    fileID. COS: PUT the bytes to ``url`` with ``headers`` and use ``file_id``. Sandbox: use
+    ``file_id`` as it is."""
+
+    purpose: Literal["report", "completion"]
+    filename: Annotated[StrictStr, StringConstraints(min_length=1, max_length=255)]
+
+
+class UploadUrlReply(Reply):
+    provider: Literal["sandbox", "cloudbase", "cos"]
+    path: str
+    file_id: str | None
+    url: str | None
+    method: str | None
+    headers: dict[str, str]
+    expires_in_s: int | None
+
+
+class Create(Request):
+    """Report a repair for a house the caller lives in (any role)."""
+
+    house_id: ObjectKey
+    category: Category
+    description: Description
+    contact_phone: Phone
+    images: Annotated[list[FileId], Field(max_length=MAX_IMAGES, default_factory=list)]
+    request_id: ObjectKey | None = None
+
+
+class MyList(PageRequest):
+    status: RepairStatus | None = None
+
+
+class RepairRef(Request):
+    repair_id: ObjectKey
+
+
+class Rate(Request):
+    repair_id: ObjectKey
+    stars: Annotated[StrictInt, Field(ge=1, le=5)]
+    comment: Note = ""
+
+
+class StaffList(PageRequest):
+    """Repairs of one community, or of every community the admin covers."""
+
+    community_id: ObjectKey | None = None
+    status: RepairStatus | None = None
+
+
+class Repairmen(Request):
+    community_id: ObjectKey
+
+
+class Dispatch(Request):
+    repair_id: ObjectKey
+    repairman_id: ObjectKey
+
+
+class Assigned(PageRequest):
+    status: RepairStatus | None = None
+
+
+class Complete(Request):
+    repair_id: ObjectKey
+    photos: Annotated[list[FileId], Field(min_length=1, max_length=MAX_IMAGES)]
+    note: Note = ""
+
+
+class RepairSummary(Reply):
+    repair_id: str
+    community_id: str
+    community_name: str
+    house_id: str
+    house_label: str
+    category: Category
+    category_name: str
+    description: str
+    status: RepairStatus
+    status_name: str
+    auto_closed: bool
+    created_at: str
+    updated_at: str
+
+
+class StaffRepairItem(RepairSummary):
+    contact_phone: str
+    repairman_id: str | None
+    repairman_name: str | None
+
+
+class RepairPage(Reply):
+    items: list[RepairSummary]
+    total: int
+    page: int
+    page_size: int
+
+
+class StaffRepairPage(Reply):
+    items: list[StaffRepairItem]
+    total: int
+    page: int
+    page_size: int
+
+
+class TimelineEntry(Reply):
+    event: Literal[
+        "created", "dispatched", "redispatched", "work_done", "rated", "auto_closed", "cancelled"
+    ]
+    status: RepairStatus
+    actor_role: Literal["resident", "admin", "repairman", "system"]
+    at: str
+    note: str | None
+
+
+class Person(Reply):
+    account_id: str
+    name: str
+    phone: str | None
+
+
+class Completion(Reply):
+    photos: list[str]
+    note: str
+    at: str
+
+
+class Rating(Reply):
+    stars: int
+    comment: str
+    at: str
+
+
+class RepairDetail(RepairSummary):
+    contact_phone: str
+    images: list[str]
+    timeline: list[TimelineEntry]
+    repairman: Person | None
+    completion: Completion | None
+    rating: Rating | None
+    auto_close_at: str | None
+
+
+class RepairmanItem(Reply):
+    account_id: str
+    name: str
+    phone: str | None
+    open_repairs: int
+
+
+class RepairmenReply(Reply):
+    community_id: str
+    items: list[RepairmanItem]

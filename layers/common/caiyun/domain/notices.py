@@ -1,0 +1,166 @@
+"""Community notices (小区公告): published by an admin, read by the community's residents.
+
+A notice belongs to one community. Residents read the notices of the communities where they
+hold a house; staff read those of the communities they cover. Anyone else is told the notice
+does not exist (NOT_FOUND), so notice ids of other communities cannot be probed.
+
+Publishing also drops a message in the inbox of every account bound to a house of the
+community, streamed in bounded batches. The notice list stays the record: if that delivery is
+cut short, the notice is still published and a retry does not deliver it twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pymongo import DESCENDING, IndexModel, ReturnDocument
+
+from caiyun.clock import iso
+from caiyun.data.schema import declare
+from caiyun.domain import communities, houses, idempotency, memberships, messaging, staff
+from caiyun.errors import AppError
+from caiyun.ids import new_id
+from caiyun.services import Services
+
+NOTICES = declare("notices", IndexModel([("community_id", 1), ("_id", DESCENDING)]))
+
+# Newest notices shown per community on the resident's notice page.
+GROUP_LIMIT = 20
+# Houses whose accounts are looked up, and inbox messages written, per batch.
+DELIVERY_BATCH = 500
+_SUMMARY_CHARS = 60
+
+
+def publish(
+    services: Services,
+    admin: dict[str, Any],
+    community_id: str,
+    title: str,
+    content: str,
+    request_id: str | None,
+) -> dict[str, Any]:
+    """Publish a notice to a community the admin covers and tell its residents' inboxes."""
+    staff.require_scope(admin, community_id)
+    db = services.db
+    if communities.get(db, community_id) is None:
+        raise AppError("NOT_FOUND", "小区不存在")
+
+    def make() -> dict[str, Any]:
+        doc = {
+            "_id": new_id(),
+            "community_id": community_id,
+            "title": title,
+            "content": content,
+            "author_id": admin["_id"],
+            "published_at": services.clock.now(),
+            "inbox": "pending",
+            "inbox_count": 0,
+        }
+        db[NOTICES].insert_one(doc)
+        return {"notice_id": doc["_id"]}
+
+    created = idempotency.once(services, "notice.publish", admin["_id"], request_id, make)
+    _deliver(services, created["notice_id"])
+    return _detail(services, db[NOTICES].find_one({"_id": created["notice_id"]}))
+
+
+def _batches(cursor: Iterator[dict[str, Any]], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for doc in cursor:
+        batch.append(doc["_id"])
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _deliver(services: Services, notice_id: str) -> None:
+    db = services.db
+    # Claimed once: a retried publish (same request_id) finds it taken and delivers nothing.
+    notice = db[NOTICES].find_one_and_update(
+        {"_id": notice_id, "inbox": "pending"},
+        {"$set": {"inbox": "sending"}},
+        return_document=ReturnDocument.AFTER,
+    )
+    if notice is None:
+        return
+    community_id = notice["community_id"]
+    summary = notice["content"][:_SUMMARY_CHARS]
+    page = f"/pages/notice/detail?id={notice_id}"
+    told: set[str] = set()
+    house_ids = db[houses.HOUSES].find({"community_id": community_id}, {"_id": 1})
+    for batch in _batches(house_ids, DELIVERY_BATCH):
+        links = db[memberships.MEMBERSHIPS].find({"house_id": {"$in": batch}}, {"account_id": 1})
+        # One message per account, however many houses it holds in the community.
+        fresh = sorted({m["account_id"] for m in links} - told)
+        told.update(fresh)
+        messaging.notify(
+            services, fresh, "notice", notice["title"], summary, page, community_id=community_id
+        )
+    db[NOTICES].update_one(
+        {"_id": notice_id}, {"$set": {"inbox": "sent", "inbox_count": len(told)}}
+    )
+
+
+def _detail(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
+    names = communities.names(services.db, [doc["community_id"]])
+    return {
+        "notice_id": doc["_id"],
+        "community_id": doc["community_id"],
+        "community_name": names.get(doc["community_id"], ""),
+        "title": doc["title"],
+        "content": doc["content"],
+        "published_at": iso(doc["published_at"]),
+    }
+
+
+def for_resident(services: Services, account: dict[str, Any]) -> list[dict[str, Any]]:
+    """One group per community where the caller holds a house: its newest notices (title and
+    publish time, at most ``GROUP_LIMIT``) and how many it has in all."""
+    db = services.db
+    community_ids = list(
+        dict.fromkeys(m["community_id"] for m in memberships.of_account(db, account["_id"]))
+    )
+    names = communities.names(db, community_ids)
+    groups = []
+    for community_id in community_ids:
+        query = {"community_id": community_id}
+        latest = (
+            db[NOTICES]
+            .find(query, {"title": 1, "published_at": 1})
+            .sort("_id", DESCENDING)
+            .limit(GROUP_LIMIT)
+        )
+        groups.append(
+            {
+                "community_id": community_id,
+                "community_name": names.get(community_id, ""),
+                "total": db[NOTICES].count_documents(query),
+                "items": [
+                    {
+                        "notice_id": n["_id"],
+                        "title": n["title"],
+                        "published_at": iso(n["published_at"]),
+                    }
+                    for n in latest
+                ],
+            }
+        )
+    return groups
+
+
+def detail(services: Services, account: dict[str, Any], notice_id: str) -> dict[str, Any]:
+    """A notice of a community where the caller holds a house, or which the caller staffs."""
+    db = services.db
+    doc = db[NOTICES].find_one({"_id": notice_id})
+    if doc is None:
+        raise AppError("NOT_FOUND", "公告不存在")
+    community_id = doc["community_id"]
+    resident = db[memberships.MEMBERSHIPS].find_one(
+        {"account_id": account["_id"], "community_id": community_id}, {"_id": 1}
+    )
+    if resident is None and not staff.covers(staff.get(db, account["_id"]), community_id):
+        raise AppError("NOT_FOUND", "公告不存在")
+    return _detail(services, doc)

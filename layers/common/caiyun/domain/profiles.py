@@ -1,0 +1,84 @@
+"""The 我的 page: what an account shows of itself, its nickname and avatar, and its phone."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from caiyun.domain import accounts, realname, sms_codes
+from caiyun.errors import AppError
+from caiyun.services import Services
+
+# Avatars WeChat hands out (wx.getUserProfile's avatarUrl) live on qlogo.cn. Spelt out in full
+# so that no userinfo, port or backslash trick can make a browser fetch another host.
+_WECHAT_AVATAR = re.compile(r"^https://(?:[a-z0-9-]+\.)*qlogo\.cn/[A-Za-z0-9._~%/+=&?-]*$")
+
+
+def profile(account: dict[str, Any]) -> dict[str, Any]:
+    """The account as its 我的 page shows it, with the wallet summary once there is a wallet."""
+    return {
+        "account_id": account["_id"],
+        "phone": account["phone"],
+        "name": account.get("name"),
+        "nickname": account.get("nickname"),
+        "avatar": account.get("avatar"),
+        "realname_verified": bool(account.get("realname_verified")),
+        "wallet": realname.wallet_summary(account),
+    }
+
+
+def update_profile(
+    services: Services, account: dict[str, Any], nickname: str | None, avatar: str | None
+) -> dict[str, Any]:
+    """Set the nickname and/or avatar; the avatar is a file id of this deployment's storage or
+    a WeChat avatar URL. Returns the profile."""
+    changes: dict[str, Any] = {"profile_updated_at": services.clock.now()}
+    if nickname is not None:
+        changes["nickname"] = nickname
+    if avatar is not None:
+        if not (_WECHAT_AVATAR.match(avatar) or services.storage.owns(avatar)):
+            raise AppError(
+                "INVALID_ARGUMENT",
+                "头像须为上传的图片或微信头像",
+                {"fields": {"avatar": "不是本应用上传的文件或微信头像"}},
+            )
+        changes["avatar"] = avatar
+    updated = services.db[accounts.ACCOUNTS].find_one_and_update(
+        {"_id": account["_id"]}, {"$set": changes}, return_document=ReturnDocument.AFTER
+    )
+    return profile(updated)
+
+
+def change_phone(
+    services: Services, account: dict[str, Any], old_code: str, new_phone: str, new_code: str
+) -> dict[str, Any]:
+    """Move the account to ``new_phone`` once both numbers prove themselves by SMS code.
+
+    The new number must be free: checked first so no code is spent on a hopeless change, and
+    decided finally by the unique phone index, so of two accounts racing for one number exactly
+    one gets it (the other: CONFLICT). Returns the profile.
+    """
+    db = services.db
+    if new_phone == account["phone"]:
+        raise AppError(
+            "INVALID_ARGUMENT", "新手机号与当前手机号相同", {"fields": {"new_phone": "与当前相同"}}
+        )
+    if accounts.by_phone(db, new_phone) is not None:
+        raise AppError("CONFLICT", "该手机号已被其他账号使用")
+    sms_codes.verify(services, account["phone"], "change_phone_old", old_code)
+    sms_codes.verify(services, new_phone, "change_phone_new", new_code)
+    try:
+        updated = db[accounts.ACCOUNTS].find_one_and_update(
+            {"_id": account["_id"], "phone": account["phone"]},
+            {"$set": {"phone": new_phone, "phone_changed_at": services.clock.now()}},
+            return_document=ReturnDocument.AFTER,
+        )
+    except DuplicateKeyError:
+        raise AppError("CONFLICT", "该手机号已被其他账号使用") from None
+    if updated is None:
+        # Another change of this account's phone won the race.
+        raise AppError("CONFLICT", "手机号已变更，请刷新后重试")
+    return profile(updated)

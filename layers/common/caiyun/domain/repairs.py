@@ -1,0 +1,542 @@
+"""Repairs (报修): the state machine, who may move it, and the job that closes unrated ones.
+
+``pending`` → ``dispatched`` → ``awaiting_rating`` → ``completed``, and ``pending`` →
+``cancelled``. Each transition is one conditional update on the state it expects, and appends
+its timeline entry (who, when, what) in that same update: two callers racing (a resident rating
+while the timer closes the repair, two timers at once) can never both win, and a transition not
+allowed now answers CONFLICT and changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pymongo import DESCENDING, IndexModel, ReturnDocument, UpdateOne
+
+from caiyun.adapters.storage import UploadTarget
+from caiyun.clock import SHANGHAI
+from caiyun.contract.common import mask_phone
+from caiyun.data.schema import declare
+from caiyun.domain import accounts, communities, houses, idempotency, memberships, messaging, staff
+from caiyun.domain import repair_views as views
+from caiyun.errors import AppError
+from caiyun.ids import new_id
+from caiyun.services import Services
+
+ActorRole = Literal["resident", "admin", "repairman", "system"]
+
+# Lists page newest first by _id (ids are time-ordered), so every list query has an index
+# that both filters and sorts; the last one also serves the auto-close scan.
+REPAIRS = declare(
+    "repairs",
+    IndexModel([("reporter_id", 1), ("_id", DESCENDING)]),
+    IndexModel([("reporter_id", 1), ("status", 1), ("_id", DESCENDING)]),
+    IndexModel([("community_id", 1), ("_id", DESCENDING)]),
+    IndexModel([("community_id", 1), ("status", 1), ("_id", DESCENDING)]),
+    IndexModel([("repairman_id", 1), ("_id", DESCENDING)]),
+    IndexModel([("repairman_id", 1), ("status", 1), ("_id", DESCENDING)]),
+    IndexModel([("status", 1), ("_id", 1), ("awaiting_since", 1)]),
+)
+
+RESIDENT_PAGE = "pages/repair/detail?repair_id={}"
+STAFF_PAGE = "pages/repair/detail?repair_id={}"
+
+
+def categories() -> list[dict[str, str]]:
+    """The repair categories a resident picks from."""
+    return [{"code": code, "name": name} for code, name in views.CATEGORIES.items()]
+
+
+def _entry(
+    event: str,
+    status: str,
+    actor_id: str | None,
+    actor_role: ActorRole,
+    now: datetime,
+    note: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "event": event,
+        "status": status,
+        "actor_id": actor_id,
+        "actor_role": actor_role,
+        "at": now,
+        "note": note,
+    }
+
+
+def _get(db: Any, repair_id: str) -> dict[str, Any]:
+    doc = db[REPAIRS].find_one({"_id": repair_id})
+    if doc is None:
+        raise AppError("NOT_FOUND", "报修单不存在")
+    return doc
+
+
+def _reported_by(db: Any, account: dict[str, Any], repair_id: str) -> dict[str, Any]:
+    # Someone else's repair answers as if it did not exist: ids reveal nothing.
+    doc = db[REPAIRS].find_one({"_id": repair_id})
+    if doc is None or doc["reporter_id"] != account["_id"]:
+        raise AppError("NOT_FOUND", "报修单不存在")
+    return doc
+
+
+def _conflict(doc: dict[str, Any] | None) -> AppError:
+    status = None if doc is None else views.STATUS_NAMES[doc["status"]]
+    message = f"报修单当前为{status}，不能进行此操作" if status else None
+    return AppError("CONFLICT", message)
+
+
+def _time(moment: datetime) -> str:
+    return moment.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+
+
+def _tell_resident(services: Services, doc: dict[str, Any], title: str, remark: str) -> None:
+    """The reporter's inbox, and the ``repair`` subscription message.
+
+    Template keys: thing1 category, phrase2 status, time3 when, thing4 remark.
+    """
+    category = views.CATEGORIES[doc["category"]]
+    messaging.notify(
+        services,
+        [doc["reporter_id"]],
+        "repair",
+        title,
+        f"{category}（{doc['house_label']}）：{remark}",
+        RESIDENT_PAGE.format(doc["_id"]),
+        push=messaging.Push(
+            template="repair",
+            data={
+                "thing1": category,
+                "phrase2": views.STATUS_NAMES[doc["status"]],
+                "time3": _time(doc["updated_at"]),
+                "thing4": remark,
+            },
+        ),
+        community_id=doc["community_id"],
+    )
+
+
+def _tell_repairman(services: Services, doc: dict[str, Any]) -> None:
+    """The assigned repairman's inbox, and the staff app's ``repair_assigned`` message.
+
+    Template keys: thing1 category, thing2 where, time3 when, thing4 the resident's words.
+    """
+    category = views.CATEGORIES[doc["category"]]
+    where = f"{doc['community_name']}{doc['house_label']}"
+    messaging.notify(
+        services,
+        [doc["repairman_id"]],
+        "repair",
+        "新的维修工单",
+        f"{where}：{category}，{doc['description']}",
+        STAFF_PAGE.format(doc["_id"]),
+        push=messaging.Push(
+            template="repair_assigned",
+            data={
+                "thing1": category,
+                "thing2": where,
+                "time3": _time(doc["updated_at"]),
+                "thing4": doc["description"],
+            },
+        ),
+        app="staff",
+        community_id=doc["community_id"],
+    )
+
+
+def create(
+    services: Services,
+    account: dict[str, Any],
+    house_id: str,
+    category: str,
+    description: str,
+    contact_phone: str,
+    images: list[str],
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """Report a repair for a house the caller lives in; returns its detail.
+
+    HOUSE_NOT_BOUND when the caller has no house at all, FORBIDDEN for a house that is not
+    theirs, INVALID_ARGUMENT for an image not in this deployment's storage. The same
+    ``request_id`` again returns the first result and creates nothing.
+    """
+    db = services.db
+    memberships.require_member(db, account["_id"], house_id)
+    house = houses.get(db, house_id)
+    if house is None:
+        raise AppError("NOT_FOUND", "未找到该房屋")
+    images = services.storage.check_file_ids(images, "images")
+
+    def make() -> dict[str, Any]:
+        now = services.clock.now()
+        community = communities.get(db, house["community_id"]) or {}
+        doc = {
+            "_id": new_id(),
+            "community_id": house["community_id"],
+            "community_name": community.get("name", ""),
+            "house_id": house["_id"],
+            "house_label": houses.label(house),
+            "reporter_id": account["_id"],
+            "category": category,
+            "description": description,
+            "contact_phone": contact_phone,
+            "images": images,
+            "status": "pending",
+            "repairman_id": None,
+            "created_at": now,
+            "updated_at": now,
+            "timeline": [_entry("created", "pending", account["_id"], "resident", now)],
+        }
+        db[REPAIRS].insert_one(doc)
+        return views.detail(doc)
+
+    return idempotency.once(services, "repair.create", account["_id"], request_id, make)
+
+
+def cancel(services: Services, account: dict[str, Any], repair_id: str) -> dict[str, Any]:
+    """The reporter withdraws a repair nobody has been sent to yet (CONFLICT afterwards)."""
+    db, now = services.db, services.clock.now()
+    _reported_by(db, account, repair_id)
+    done = db[REPAIRS].find_one_and_update(
+        {"_id": repair_id, "reporter_id": account["_id"], "status": "pending"},
+        {
+            "$set": {"status": "cancelled", "cancelled_at": now, "updated_at": now},
+            "$push": {
+                "timeline": _entry("cancelled", "cancelled", account["_id"], "resident", now)
+            },
+        },
+        return_document=ReturnDocument.AFTER,
+    )
+    if done is None:
+        raise _conflict(db[REPAIRS].find_one({"_id": repair_id}))
+    return views.detail(done)
+
+
+def rate(
+    services: Services, account: dict[str, Any], repair_id: str, stars: int, comment: str
+) -> dict[str, Any]:
+    """The reporter rates the finished work: ``awaiting_rating`` → ``completed``.
+
+    CONFLICT when the repair is not awaiting a rating, including when the timer closed it first.
+    """
+    db, now = services.db, services.clock.now()
+    _reported_by(db, account, repair_id)
+    done = db[REPAIRS].find_one_and_update(
+        {"_id": repair_id, "reporter_id": account["_id"], "status": "awaiting_rating"},
+        {
+            "$set": {
+                "status": "completed",
+                "auto_closed": False,
+                "closed_at": now,
+                "rating": {"stars": stars, "comment": comment, "at": now},
+                "updated_at": now,
+            },
+            "$push": {
+                "timeline": _entry(
+                    "rated", "completed", account["_id"], "resident", now, f"{stars}星"
+                )
+            },
+        },
+        return_document=ReturnDocument.AFTER,
+    )
+    if done is None:
+        raise _conflict(db[REPAIRS].find_one({"_id": repair_id}))
+    return views.detail(done)
+
+
+def _repairman_for(db: Any, repairman_id: str, community_id: str) -> dict[str, Any]:
+    record = staff.get(db, repairman_id)
+    if record is None or record["role"] != "repairman":
+        raise AppError("NOT_FOUND", "维修员不存在")
+    if not staff.covers(record, community_id):
+        raise AppError("FORBIDDEN", "该维修员不负责此小区")
+    return record
+
+
+def dispatch(
+    services: Services, admin: dict[str, Any], repair_id: str, repairman_id: str
+) -> dict[str, Any]:
+    """Send a repairman of the repair's community: ``pending`` → ``dispatched``.
+
+    While dispatched it may be sent to someone else (the previous repairman is told); sending
+    it again to the same repairman changes nothing. The update expects exactly the state read
+    here, so two admins dispatching at once cannot both win: the loser gets CONFLICT.
+    """
+    db, now = services.db, services.clock.now()
+    doc = _get(db, repair_id)
+    staff.require_scope(admin, doc["community_id"])
+    record = _repairman_for(db, repairman_id, doc["community_id"])
+    if doc["status"] == "dispatched" and doc["repairman_id"] == repairman_id:
+        return views.detail(doc)
+    if doc["status"] not in ("pending", "dispatched"):
+        raise _conflict(doc)
+    person = accounts.by_id(db, repairman_id) or {}
+    event = "dispatched" if doc["status"] == "pending" else "redispatched"
+    done = db[REPAIRS].find_one_and_update(
+        {"_id": repair_id, "status": doc["status"], "repairman_id": doc["repairman_id"]},
+        {
+            "$set": {
+                "status": "dispatched",
+                "repairman_id": repairman_id,
+                "repairman_name": record["name"],
+                "repairman_phone": person.get("phone"),
+                "dispatched_at": now,
+                "dispatched_by": admin["_id"],
+                "updated_at": now,
+            },
+            "$push": {
+                "timeline": _entry(
+                    event, "dispatched", admin["_id"], "admin", now, f"维修员：{record['name']}"
+                )
+            },
+        },
+        return_document=ReturnDocument.AFTER,
+    )
+    if done is None:
+        raise AppError("CONFLICT", "报修单状态已变化，请刷新后重试")
+    _tell_resident(services, done, "报修已派单", f"已安排维修员{record['name']}上门")
+    _tell_repairman(services, done)
+    if doc["repairman_id"]:
+        messaging.notify(
+            services,
+            [doc["repairman_id"]],
+            "repair",
+            "工单已改派",
+            f"{done['community_name']}{done['house_label']}的维修工单已改派他人",
+            STAFF_PAGE.format(repair_id),
+            app="staff",
+            community_id=done["community_id"],
+        )
+    return views.detail(done)
+
+
+def complete(
+    services: Services,
+    repairman: dict[str, Any],
+    repair_id: str,
+    photos: list[str],
+    note: str,
+) -> dict[str, Any]:
+    """The assigned repairman reports the work done: ``dispatched`` → ``awaiting_rating``.
+
+    FORBIDDEN for anyone else (or a repairman no longer covering the community); the rating
+    window starts now.
+    """
+    db, now = services.db, services.clock.now()
+    doc = _get(db, repair_id)
+    if doc.get("repairman_id") != repairman["_id"] or not staff.covers(
+        repairman, doc["community_id"]
+    ):
+        raise AppError("FORBIDDEN", "该工单未派给您")
+    photos = services.storage.check_file_ids(photos, "photos")
+    done = db[REPAIRS].find_one_and_update(
+        {"_id": repair_id, "status": "dispatched", "repairman_id": repairman["_id"]},
+        {
+            "$set": {
+                "status": "awaiting_rating",
+                "awaiting_since": now,
+                "completion": {"photos": photos, "note": note, "at": now},
+                "updated_at": now,
+            },
+            "$push": {
+                "timeline": _entry(
+                    "work_done", "awaiting_rating", repairman["_id"], "repairman", now, note or None
+                )
+            },
+        },
+        return_document=ReturnDocument.AFTER,
+    )
+    if done is None:
+        raise _conflict(db[REPAIRS].find_one({"_id": repair_id}))
+    _tell_resident(services, done, "维修已完成，请评价", f"请在{views.RATING_WINDOW.days}天内评价")
+    return views.detail(done)
+
+
+def detail(services: Services, account: dict[str, Any], repair_id: str) -> dict[str, Any]:
+    """A repair for its reporter, an admin of its community or its assigned repairman.
+
+    Anyone else is told it does not exist.
+    """
+    db = services.db
+    doc = db[REPAIRS].find_one({"_id": repair_id})
+    if doc is not None and doc["reporter_id"] != account["_id"]:
+        record = staff.get(db, account["_id"])
+        working_on_it = (
+            record is not None
+            and staff.covers(record, doc["community_id"])
+            and (
+                record["role"] == "admin"
+                or (record["role"] == "repairman" and doc.get("repairman_id") == account["_id"])
+            )
+        )
+        if not working_on_it:
+            doc = None
+    if doc is None:
+        raise AppError("NOT_FOUND", "报修单不存在")
+    return views.detail(doc)
+
+
+def _page(
+    db: Any, query: dict[str, Any], page: int, page_size: int
+) -> tuple[list[dict[str, Any]], int]:
+    total = db[REPAIRS].count_documents(query)
+    docs = list(
+        db[REPAIRS]
+        .find(query, {"timeline": 0})
+        .sort("_id", DESCENDING)
+        .skip((page - 1) * page_size)
+        .limit(page_size)
+    )
+    return docs, total
+
+
+def my_list(
+    services: Services, account: dict[str, Any], status: str | None, page: int, page_size: int
+) -> tuple[list[dict[str, Any]], int]:
+    """The caller's own repairs, newest first; returns (items, total)."""
+    query: dict[str, Any] = {"reporter_id": account["_id"]}
+    if status:
+        query["status"] = status
+    docs, total = _page(services.db, query, page, page_size)
+    return [views.summary(d) for d in docs], total
+
+
+def staff_list(
+    services: Services,
+    admin: dict[str, Any],
+    community_id: str | None,
+    status: str | None,
+    page: int,
+    page_size: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """Repairs of one community the admin covers, or of all of them; newest first."""
+    query: dict[str, Any] = {}
+    if community_id is not None:
+        staff.require_scope(admin, community_id)
+        query["community_id"] = community_id
+    elif not admin.get("all_communities"):
+        query["community_id"] = {"$in": admin.get("community_ids", [])}
+    if status:
+        query["status"] = status
+    docs, total = _page(services.db, query, page, page_size)
+    return [views.staff_item(d) for d in docs], total
+
+
+def assigned(
+    services: Services, repairman: dict[str, Any], status: str | None, page: int, page_size: int
+) -> tuple[list[dict[str, Any]], int]:
+    """The repairs assigned to this repairman now, newest first."""
+    query: dict[str, Any] = {"repairman_id": repairman["_id"]}
+    if status:
+        query["status"] = status
+    docs, total = _page(services.db, query, page, page_size)
+    return [views.staff_item(d) for d in docs], total
+
+
+def repairmen(services: Services, admin: dict[str, Any], community_id: str) -> list[dict[str, Any]]:
+    """The repairmen who cover a community, with how many repairs each has open to visit."""
+    db = services.db
+    staff.require_scope(admin, community_id)
+    if communities.get(db, community_id) is None:
+        raise AppError("NOT_FOUND", "小区不存在")
+    records = list(
+        db[staff.STAFF].find(
+            {
+                "role": "repairman",
+                "$or": [{"community_ids": community_id}, {"all_communities": True}],
+            }
+        )
+    )
+    phones = {
+        a["_id"]: a.get("phone")
+        for a in db[accounts.ACCOUNTS].find(
+            {"_id": {"$in": [r["_id"] for r in records]}}, {"phone": 1}
+        )
+    }
+    items = [
+        {
+            "account_id": r["_id"],
+            "name": r["name"],
+            "phone": mask_phone(phones.get(r["_id"])),
+            "open_repairs": db[REPAIRS].count_documents(
+                {"repairman_id": r["_id"], "status": "dispatched"}
+            ),
+        }
+        for r in records
+    ]
+    return sorted(items, key=lambda item: (item["open_repairs"], item["name"]))
+
+
+def upload_target(
+    services: Services, account: dict[str, Any], purpose: str, filename: str
+) -> UploadTarget:
+    """Where the caller uploads one repair image (``report``) or completion photo."""
+    return services.storage.upload_target(f"repair/{purpose}/{account['_id']}", filename)
+
+
+def auto_close_due(services: Services, batch_size: int | None = None) -> dict[str, int]:
+    """Complete every repair left in ``awaiting_rating`` for the rating window; tell each reporter.
+
+    Works in batches (``scheduler_batch_size`` by default) with one bulk write each, paging
+    by ``_id`` through every due repair. Each update still requires ``awaiting_rating`` and the
+    deadline, so a resident rating at the same moment, or a second run overlapping this one,
+    leaves exactly one completion; the run's own mark on what it closed decides who is told.
+    """
+    db, now = services.db, services.clock.now()
+    size = batch_size or services.settings.scheduler_batch_size
+    deadline = now - views.RATING_WINDOW
+    run_id = new_id()
+    closed, last_id = 0, ""
+    note = f"超过{views.RATING_WINDOW.days}天未评价，已自动完成"
+    while True:
+        due = [
+            d["_id"]
+            for d in db[REPAIRS]
+            .find(
+                {
+                    "status": "awaiting_rating",
+                    "_id": {"$gt": last_id},
+                    "awaiting_since": {"$lte": deadline},
+                },
+                {"_id": 1},
+            )
+            .sort("_id", 1)
+            .limit(size)
+        ]
+        if not due:
+            break
+        db[REPAIRS].bulk_write(
+            [
+                UpdateOne(
+                    {
+                        "_id": repair_id,
+                        "status": "awaiting_rating",
+                        "awaiting_since": {"$lte": deadline},
+                    },
+                    {
+                        "$set": {
+                            "status": "completed",
+                            "auto_closed": True,
+                            "auto_close_run": run_id,
+                            "closed_at": now,
+                            "updated_at": now,
+                        },
+                        "$push": {
+                            "timeline": _entry(
+                                "auto_closed", "completed", None, "system", now, note
+                            )
+                        },
+                    },
+                )
+                for repair_id in due
+            ],
+            ordered=False,
+        )
+        for doc in db[REPAIRS].find(
+            {"_id": {"$in": due}, "auto_close_run": run_id}, {"timeline": 0}
+        ):
+            closed += 1
+            _tell_resident(services, doc, "报修已自动完成", note)
+        break
+    return {"repairs_auto_closed": closed}

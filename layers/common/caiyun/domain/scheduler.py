@@ -1,0 +1,56 @@
+"""The timer's work: a list of jobs, each safe to run again or twice at once.
+
+A job takes the services and returns counts (``{"repairs_auto_closed": 3}``); the timer's reply
+merges them. A job works through what is due in bounded batches (``scheduler_batch_size``)
+with conditional writes, so an overlapping run or a retry never applies anything twice. Adding
+a job is adding an entry to :data:`JOBS`.
+
+One failing job does not stop the others: its error is logged and its name is listed under
+``failed_jobs``; what it left undone is still due at the next run.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from caiyun.domain import repairs
+from caiyun.runtime.logs import log_call
+from caiyun.services import Services
+
+
+@dataclass(frozen=True)
+class Job:
+    """One piece of timer work: a name for the logs and the function that does it."""
+
+    name: str
+    run: Callable[[Services], Mapping[str, int]]
+
+
+JOBS: tuple[Job, ...] = (Job("repairs_auto_close", repairs.auto_close_due),)
+
+
+def run_jobs(services: Services, jobs: Sequence[Job] = JOBS) -> dict[str, Any]:
+    """Run every job in order; returns their merged counts and ``failed_jobs``."""
+    counts: dict[str, Any] = {}
+    failed: list[str] = []
+    for job in jobs:
+        started = time.perf_counter()
+        try:
+            counts.update(job.run(services))
+        except Exception as exc:
+            failed.append(job.name)
+            log_call(
+                {
+                    "function": "scheduler",
+                    "job": job.name,
+                    "code": "INTERNAL",
+                    "exception": type(exc).__name__,
+                    "error": f"{exc}\n{traceback.format_exc(limit=8)}",
+                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                }
+            )
+    return {**counts, "failed_jobs": failed}

@@ -1,0 +1,298 @@
+"""Visitor registration (访客登记) and the signed pass a guard checks at the gate.
+
+A pass is good for one entry of the whole party, from registration until the end of its visit
+date (Asia/Shanghai): the first guard to verify it records the entry, and every later scan
+answers ``used``, so a forwarded screenshot cannot let a second party in. The token names the
+registration and its expiry and carries an HMAC under a key derived from the token secret for
+this purpose alone, so it cannot be forged or altered, and a session token can never pass for
+a visitor pass or the other way round.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import re
+from datetime import date, datetime, time, timedelta
+from typing import Any, Literal
+from urllib.parse import quote
+
+from pymongo import DESCENDING, IndexModel, ReturnDocument
+
+from caiyun.clock import SHANGHAI, business_date, iso
+from caiyun.contract.common import mask_phone
+from caiyun.data.schema import declare
+from caiyun.domain import (
+    communities,
+    houses,
+    idempotency,
+    memberships,
+    messaging,
+    rate_limits,
+    staff,
+)
+from caiyun.errors import AppError
+from caiyun.ids import new_id
+from caiyun.services import Services
+from caiyun.settings import Settings
+
+PassStatus = Literal["valid", "used", "expired"]
+
+VISITORS = declare("visitors", IndexModel([("host_id", 1), ("_id", DESCENDING)]))
+
+_KEY_PURPOSE = b"caiyun/visitor-pass/v1"
+# 128 bits of HMAC-SHA256 cannot be guessed, and a shorter token makes a QR code that scans
+# more easily on a worn phone screen.
+_TAG_BYTES = 16
+_TOKEN = re.compile(r"^([0-9a-f]{24})\.([0-9]{1,12})\.([A-Za-z0-9_-]{22})$")
+DAYS_AHEAD = 7
+# Registrations per host per day: generous for a party, a stop for a script.
+DAILY_LIMIT = 50
+SHARE_PAGE = "/pages/visitor/pass"
+
+
+def _key(settings: Settings) -> bytes:
+    secret = settings.token_secret.get_secret_value().encode()
+    return hmac.new(secret, _KEY_PURPOSE, hashlib.sha256).digest()
+
+
+def _sign(settings: Settings, visitor_id: str, expires: int) -> str:
+    body = f"{visitor_id}.{expires}"
+    tag = hmac.new(_key(settings), body.encode(), hashlib.sha256).digest()[:_TAG_BYTES]
+    return f"{body}.{base64.urlsafe_b64encode(tag).rstrip(b'=').decode()}"
+
+
+def open_token(settings: Settings, token: str) -> str | None:
+    """The visitor id a genuine pass token names, or None for a forged or altered one."""
+    match = _TOKEN.match(token)
+    if match is None:
+        return None
+    expected = _sign(settings, match.group(1), int(match.group(2)))
+    if not hmac.compare_digest(expected.encode(), token.encode()):
+        return None
+    return match.group(1)
+
+
+def qr_png_base64(text: str) -> str:
+    """A QR code of ``text`` as a base64 PNG (the mini-program shows it as a data URL)."""
+    # Imported here: qrcode is only needed by this action, and importing a function is cheap.
+    import qrcode
+    from qrcode.image.pure import PyPNGImage
+
+    code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, box_size=8, border=4)
+    code.add_data(text)
+    code.make(fit=True)
+    buffer = io.BytesIO()
+    code.make_image(image_factory=PyPNGImage).save(buffer)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _end_of(day: date) -> datetime:
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=SHANGHAI)
+
+
+def register(
+    services: Services,
+    account: dict[str, Any],
+    house_id: str,
+    visitor: dict[str, Any],
+    visit_date: str | None,
+    request_id: str | None,
+) -> dict[str, Any]:
+    """Register a visitor (name, phone, count, plate) to one of the caller's houses.
+
+    ``visit_date`` is today (the default) up to a week ahead, in Asia/Shanghai. Returns the
+    pass: its token, a QR code of it, the share page path and when it stops working.
+    """
+    db = services.db
+    membership = memberships.require_member(db, account["_id"], house_id)
+    house = houses.get(db, membership["house_id"])
+    if house is None:
+        raise AppError("NOT_FOUND", "未找到该房屋")
+    today = business_date(services.clock.now())
+    day = date.fromisoformat(visit_date) if visit_date else today
+    if not today <= day <= today + timedelta(days=DAYS_AHEAD):
+        raise AppError(
+            "INVALID_ARGUMENT",
+            f"来访日期须在今天起{DAYS_AHEAD}天内",
+            {"fields": {"visit_date": "超出允许范围"}},
+        )
+
+    def make() -> dict[str, Any]:
+        now = services.clock.now()
+        rate_limits.count_hit(
+            db, f"visitor-register:{account['_id']}:{today}", DAILY_LIMIT, _end_of(today), now
+        )
+        valid_until = _end_of(day)
+        doc = {
+            "_id": new_id(),
+            "community_id": house["community_id"],
+            "house_id": house["_id"],
+            "house_label": houses.label(house),
+            "host_id": account["_id"],
+            "name": visitor["name"],
+            "phone": visitor["phone"],
+            "count": visitor["count"],
+            "plate": visitor.get("plate"),
+            "visit_date": day.isoformat(),
+            "valid_until": valid_until,
+            "status": "registered",
+            "entry": None,
+            "created_at": now,
+        }
+        db[VISITORS].insert_one(doc)
+        token = _sign(services.settings, doc["_id"], int(valid_until.timestamp()))
+        return {
+            "visitor_id": doc["_id"],
+            "pass_token": token,
+            "qr_png_base64": qr_png_base64(token),
+            "share_path": f"{SHARE_PAGE}?token={quote(token, safe='')}",
+            "visit_date": doc["visit_date"],
+            "valid_until": iso(valid_until),
+        }
+
+    return idempotency.once(services, "visitor.register", account["_id"], request_id, make)
+
+
+def _status(doc: dict[str, Any], now: datetime) -> PassStatus:
+    if doc["status"] == "entered":
+        return "used"
+    return "expired" if now >= doc["valid_until"] else "valid"
+
+
+def _mask_plate(plate: str | None) -> str | None:
+    # The shared page may be forwarded: enough of the plate to recognise, not to copy.
+    if plate is None:
+        return None
+    return plate[:2] + "*" * (len(plate) - 4) + plate[-2:]
+
+
+def _genuine(services: Services, token: str) -> dict[str, Any] | None:
+    visitor_id = open_token(services.settings, token)
+    if visitor_id is None:
+        return None
+    return services.db[VISITORS].find_one({"_id": visitor_id})
+
+
+def pass_view(services: Services, token: str) -> dict[str, Any]:
+    """What anyone holding the token sees: the visit, the community and the house label.
+
+    A forged or altered token answers NOT_FOUND. The plate is partly masked and nothing about
+    the host (name, phone) is shown.
+    """
+    doc = _genuine(services, token)
+    if doc is None:
+        raise AppError("NOT_FOUND", "通行证无效")
+    names = communities.names(services.db, [doc["community_id"]])
+    return {
+        "status": _status(doc, services.clock.now()),
+        "visitor_name": doc["name"],
+        "count": doc["count"],
+        "plate": _mask_plate(doc["plate"]),
+        "visit_date": doc["visit_date"],
+        "valid_until": iso(doc["valid_until"]),
+        "community_name": names.get(doc["community_id"], ""),
+        "house_label": doc["house_label"],
+    }
+
+
+def _gate_view(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
+    names = communities.names(services.db, [doc["community_id"]])
+    entry = doc.get("entry") or {}
+    return {
+        "visitor_id": doc["_id"],
+        "visitor_name": doc["name"],
+        "count": doc["count"],
+        "plate": doc["plate"],
+        "visit_date": doc["visit_date"],
+        "valid_until": iso(doc["valid_until"]),
+        "community_name": names.get(doc["community_id"], ""),
+        "house_label": doc["house_label"],
+        "entered_at": iso(entry.get("at")),
+    }
+
+
+def verify(services: Services, guard: dict[str, Any], token: str) -> dict[str, Any]:
+    """A guard or admin checks a pass at the gate: ``valid`` (entry recorded), ``used``,
+    ``expired`` or ``forged``.
+
+    Only staff of the pass's community may check it (FORBIDDEN otherwise, nothing recorded).
+    The entry is a conditional update, so of two guards scanning one pass at once exactly one
+    sees ``valid``.
+    """
+    doc = _genuine(services, token)
+    if doc is None:
+        return {"result": "forged", "visitor": None}
+    staff.require_scope(guard, doc["community_id"])
+    now = services.clock.now()
+    if doc["status"] == "registered" and now >= doc["valid_until"]:
+        return {"result": "expired", "visitor": _gate_view(services, doc)}
+    entered = services.db[VISITORS].find_one_and_update(
+        {"_id": doc["_id"], "status": "registered", "valid_until": {"$gt": now}},
+        {
+            "$set": {
+                "status": "entered",
+                "entry": {"at": now, "by": guard["_id"], "by_name": guard.get("name")},
+            }
+        },
+        return_document=ReturnDocument.AFTER,
+    )
+    if entered is None:
+        latest = services.db[VISITORS].find_one({"_id": doc["_id"]}) or doc
+        result = _status(latest, now)
+        return {"result": result, "visitor": _gate_view(services, latest)}
+    view = _gate_view(services, entered)
+    _tell_host(services, entered, view["community_name"])
+    return {"result": "valid", "visitor": view}
+
+
+def _tell_host(services: Services, doc: dict[str, Any], community_name: str) -> None:
+    arrived = doc["entry"]["at"].astimezone(SHANGHAI)
+    messaging.notify(
+        services,
+        [doc["host_id"]],
+        "visitor",
+        "访客已到达",
+        f"{doc['name']}一行{doc['count']}人已于{arrived:%H:%M}进入{community_name}",
+        "/pages/visitor/history",
+        # Keys of the 访客到访提醒 template: visitor, arrival time, house.
+        push=messaging.Push(
+            template="visitor",
+            data={
+                "name1": doc["name"],
+                "time2": f"{arrived:%Y-%m-%d %H:%M}",
+                "thing3": f"{community_name}{doc['house_label']}",
+            },
+        ),
+        community_id=doc["community_id"],
+    )
+
+
+def history(
+    services: Services, account: dict[str, Any], page: int, page_size: int
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of the caller's registrations, newest first; visitors' phones are masked."""
+    query = {"host_id": account["_id"]}
+    collection = services.db[VISITORS]
+    total = collection.count_documents(query)
+    docs = collection.find(query).sort("_id", DESCENDING).skip((page - 1) * page_size)
+    now = services.clock.now()
+    items = [
+        {
+            "visitor_id": doc["_id"],
+            "house_id": doc["house_id"],
+            "house_label": doc["house_label"],
+            "name": doc["name"],
+            "phone": mask_phone(doc["phone"]),
+            "count": doc["count"],
+            "plate": doc["plate"],
+            "visit_date": doc["visit_date"],
+            "registered_at": iso(doc["created_at"]),
+            "status": _status(doc, now),
+            "entered_at": iso((doc.get("entry") or {}).get("at")),
+        }
+        for doc in docs.limit(page_size)
+    ]
+    return items, total

@@ -1,0 +1,473 @@
+"""The embedded database engine: durable across restarts, atomic across threads, shared with a
+second process on the same data directory, and faithful to pymongo where the domain relies on it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import (
+    DeleteMany,
+    DeleteOne,
+    InsertOne,
+    ReplaceOne,
+    ReturnDocument,
+    UpdateMany,
+    UpdateOne,
+)
+from pymongo.errors import DuplicateKeyError
+
+from caiyun.data.connect import open_database
+from caiyun.data.embedded import EmbeddedEngine
+from caiyun.data.schema import ensure_indexes
+from caiyun.domain.accounts import bind_openid, ensure_account
+from caiyun.settings import Settings
+
+SHANGHAI_OFFSET = timezone(timedelta(hours=8))
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def engines(data_dir: Path) -> Iterator[list[EmbeddedEngine]]:
+    """Engines opened by a test on ``data_dir``; all closed at the end."""
+    opened: list[EmbeddedEngine] = []
+    yield opened
+    for engine in opened:
+        engine.close()
+
+
+def open_engine(engines: list[EmbeddedEngine], data_dir: Path) -> Any:
+    engine = EmbeddedEngine(data_dir)
+    engines.append(engine)
+    return engine.database
+
+
+def restart(engines: list[EmbeddedEngine], data_dir: Path) -> Any:
+    """Close every open engine (the process ends) and open the directory again."""
+    for engine in engines:
+        engine.close()
+    engines.clear()
+    return open_engine(engines, data_dir)
+
+
+def contents(db: Any, name: str) -> list[dict[str, Any]]:
+    return list(db[name].find({}, sort=[("_id", 1)]))
+
+
+# ---------------------------------------------------------------------------- durability
+
+
+def test_inserts_survive_a_restart(engines: list[EmbeddedEngine], data_dir: Path) -> None:
+    db = open_engine(engines, data_dir)
+    db["notes"].insert_one({"_id": "a", "text": "一"})
+    db["notes"].insert_many([{"_id": "b", "n": 1}, {"_id": "c", "nested": {"list": [1, 2]}}])
+
+    db = restart(engines, data_dir)
+
+    assert contents(db, "notes") == [
+        {"_id": "a", "text": "一"},
+        {"_id": "b", "n": 1},
+        {"_id": "c", "nested": {"list": [1, 2]}},
+    ]
+
+
+def test_in_place_updates_survive_a_restart(engines: list[EmbeddedEngine], data_dir: Path) -> None:
+    # mongomock changes stored documents in place; each of these must still reach the disk.
+    db = open_engine(engines, data_dir)
+    db["c"].insert_many([{"_id": i, "n": 0, "tags": []} for i in range(6)])
+
+    db["c"].update_one({"_id": 0}, {"$set": {"n": 1}})
+    db["c"].find_one_and_update({"_id": 1}, {"$inc": {"n": 5}, "$push": {"tags": "x"}})
+    db["c"].update_many({"_id": {"$in": [2, 3]}}, {"$set": {"n": 7}, "$unset": {"tags": ""}})
+    db["c"].replace_one({"_id": 4}, {"n": 11})
+    db["c"].find_one_and_replace({"_id": 5}, {"n": 12})
+    expected = contents(db, "c")
+
+    db = restart(engines, data_dir)
+
+    assert contents(db, "c") == expected
+    assert expected == [
+        {"_id": 0, "n": 1, "tags": []},
+        {"_id": 1, "n": 5, "tags": ["x"]},
+        {"_id": 2, "n": 7},
+        {"_id": 3, "n": 7},
+        {"_id": 4, "n": 11},
+        {"_id": 5, "n": 12},
+    ]
+
+
+def test_updates_chosen_by_sort_survive_a_restart(
+    engines: list[EmbeddedEngine], data_dir: Path
+) -> None:
+    db = open_engine(engines, data_dir)
+    db["codes"].insert_many([{"_id": i, "at": i, "used": False} for i in range(3)])
+
+    newest = db["codes"].find_one_and_update(
+        {"used": False},
+        {"$set": {"used": True}},
+        sort=[("at", -1)],
+        return_document=ReturnDocument.AFTER,
+    )
+
+    db = restart(engines, data_dir)
+    assert newest == {"_id": 2, "at": 2, "used": True}
+    assert [d["used"] for d in contents(db, "codes")] == [False, False, True]
+
+
+def test_upserts_survive_a_restart(engines: list[EmbeddedEngine], data_dir: Path) -> None:
+    db = open_engine(engines, data_dir)
+
+    db["c"].update_one({"_id": "u1"}, {"$set": {"n": 1}}, upsert=True)
+    db["c"].find_one_and_update({"_id": "u2"}, {"$inc": {"n": 2}}, upsert=True)
+    db["c"].update_many({"kind": "k"}, {"$set": {"n": 3}}, upsert=True)
+    db["c"].replace_one({"_id": "u4"}, {"n": 4}, upsert=True)
+    expected = contents(db, "c")
+
+    db = restart(engines, data_dir)
+
+    assert len(expected) == 4
+    assert contents(db, "c") == expected
+
+
+def test_deletes_survive_a_restart(engines: list[EmbeddedEngine], data_dir: Path) -> None:
+    db = open_engine(engines, data_dir)
+    db["c"].insert_many([{"_id": i, "odd": i % 2 == 1} for i in range(6)])
+
+    db["c"].delete_one({"_id": 0})
+    db["c"].delete_many({"odd": True})
+    db["c"].find_one_and_delete({"_id": 2})
+
+    db = restart(engines, data_dir)
+
+    assert contents(db, "c") == [{"_id": 4, "odd": False}]
+
+
+def test_a_dropped_collection_stays_dropped(engines: list[EmbeddedEngine], data_dir: Path) -> None:
+    db = open_engine(engines, data_dir)
+    db["gone"].insert_many([{"_id": 1}, {"_id": 2}])
+    db["kept"].insert_one({"_id": 1})
+
+    db["gone"].drop()
+
+    db = restart(engines, data_dir)
+    assert contents(db, "gone") == []
+    assert contents(db, "kept") == [{"_id": 1}]
+
+
+def test_bulk_write_inserts_updates_and_deletes_survive_a_restart(
+    engines: list[EmbeddedEngine], data_dir: Path
+) -> None:
+    db = open_engine(engines, data_dir)
+    db["c"].insert_many([{"_id": i, "n": 0} for i in range(4)])
+
+    result = db["c"].bulk_write(
+        [
+            InsertOne({"_id": 10, "n": 10}),
+            UpdateMany({"_id": {"$in": [0, 1]}}, {"$inc": {"n": 5}}),
+            UpdateMany({"_id": 20}, {"$set": {"n": 20}}, upsert=True),
+            DeleteOne({"_id": 2}),
+            DeleteMany({"_id": 3}),
+        ]
+    )
+    expected = contents(db, "c")
+
+    db = restart(engines, data_dir)
+
+    assert (result.inserted_count, result.modified_count, result.deleted_count) == (1, 2, 2)
+    assert contents(db, "c") == expected
+    assert expected == [
+        {"_id": 0, "n": 5},
+        {"_id": 1, "n": 5},
+        {"_id": 10, "n": 10},
+        {"_id": 20, "n": 20},
+    ]
+
+
+def test_bulk_write_update_one_and_replace_one_survive_a_restart(
+    engines: list[EmbeddedEngine], data_dir: Path
+) -> None:
+    db = open_engine(engines, data_dir)
+    db["c"].insert_many([{"_id": i, "n": 0} for i in range(3)])
+
+    db["c"].bulk_write(
+        [
+            UpdateOne({"_id": 0}, {"$set": {"n": 1}}),
+            ReplaceOne({"_id": 1}, {"n": 2}),
+            UpdateOne({"_id": 30}, {"$set": {"n": 3}}, upsert=True),
+        ]
+    )
+
+    db = restart(engines, data_dir)
+
+    assert contents(db, "c") == [
+        {"_id": 0, "n": 1},
+        {"_id": 1, "n": 2},
+        {"_id": 2, "n": 0},
+        {"_id": 30, "n": 3},
+    ]
+
+
+def test_domain_writes_survive_a_restart(engines: list[EmbeddedEngine], data_dir: Path) -> None:
+    db = open_engine(engines, data_dir)
+    ensure_indexes(db)
+    now = datetime.now(timezone.utc)
+    account, created = ensure_account(db, "13800001111", now, "张三")
+    bind_openid(db, account["_id"], "resident", "o-1")
+
+    db = restart(engines, data_dir)
+    ensure_indexes(db)
+
+    assert created
+    stored = db["accounts"].find_one({"wx.resident": "o-1"})
+    assert stored is not None
+    assert stored["_id"] == account["_id"]
+    assert ensure_account(db, "13800001111", now)[1] is False  # still there: not made again
+
+
+def test_a_data_directory_with_several_accounts_opens_again(data_dir: Path) -> None:
+    # What `caiyun dev` does on every start: open the directory, then ensure every index.
+    settings = Settings(env="sandbox", data_dir=str(data_dir))
+    db = open_database(settings)
+    now = datetime.now(timezone.utc)
+    first, _ = ensure_account(db, "13800000001", now, "张三")
+    ensure_account(db, "13800000002", now, "李四")  # neither has an openid bound yet
+    ensure_account(db, "13800000003", now, "王五")
+    bind_openid(db, first["_id"], "resident", "o-1")
+    db.engine.close()
+
+    db = open_database(settings)
+    try:
+        phones = sorted(a["phone"] for a in db["accounts"].find({}))
+        assert phones == ["13800000001", "13800000002", "13800000003"]
+        with pytest.raises(DuplicateKeyError):
+            db["accounts"].insert_one({"_id": "dup", "phone": "13800000002"})
+    finally:
+        db.engine.close()
+
+
+# ---------------------------------------------------------------------------- indexes
+
+
+def test_unique_phone_index_raises_duplicate_key_error(
+    engines: list[EmbeddedEngine], data_dir: Path
+) -> None:
+    db = open_engine(engines, data_dir)
+    ensure_indexes(db)
+    db["accounts"].insert_one({"_id": "a1", "phone": "13800001111"})
+    db["accounts"].insert_one({"_id": "a2", "phone": "13900002222"})
+
+    with pytest.raises(DuplicateKeyError):
+        db["accounts"].insert_one({"_id": "a3", "phone": "13800001111"})
+    with pytest.raises(DuplicateKeyError):
+        db["accounts"].update_one({"_id": "a2"}, {"$set": {"phone": "13800001111"}})
+
+    assert db["accounts"].count_documents({"phone": "13800001111"}) == 1
+    assert db["accounts"].find_one({"_id": "a2"})["phone"] == "13900002222"
+
+
+def test_unique_phone_index_still_holds_after_a_restart(
+    engines: list[EmbeddedEngine], data_dir: Path
+) -> None:
+    db = open_engine(engines, data_dir)
+    ensure_indexes(db)
+    db["accounts"].insert_one({"_id": "a1", "phone": "13800001111"})
+
+    db = restart(engines, data_dir)
+    ensure_indexes(db)
+
+    with pytest.raises(DuplicateKeyError):
+        db["accounts"].insert_one({"_id": "a2", "phone": "13800001111"})
+
+
+def test_openid_index_is_unique_only_among_bound_accounts(
+    engines: list[EmbeddedEngine], data_dir: Path
+) -> None:
+    db = open_engine(engines, data_dir)
+    ensure_indexes(db)
+    db["accounts"].insert_many(
+        [{"_id": "a1", "phone": "13800000001", "wx": {}}, {"_id": "a2", "phone": "13800000002"}]
+    )
+    db["accounts"].update_one({"_id": "a1"}, {"$set": {"wx.resident": "o-1"}})
+
+    with pytest.raises(DuplicateKeyError):
+        db["accounts"].update_one({"_id": "a2"}, {"$set": {"wx.resident": "o-1"}})
+
+
+def test_ensure_indexes_is_idempotent(engines: list[EmbeddedEngine], data_dir: Path) -> None:
+    db = open_engine(engines, data_dir)
+    first = ensure_indexes(db)
+    info = {name: db[name].index_information() for name in first}
+    db["accounts"].insert_one({"_id": "a1", "phone": "13800001111"})
+
+    second = ensure_indexes(db)
+    db = restart(engines, data_dir)
+    third = ensure_indexes(db)
+
+    assert first == second == third
+    assert "accounts" in first
+    assert {name: db[name].index_information() for name in first} == info
+
+
+# ---------------------------------------------------------------------------- other processes
+
+
+def test_a_write_by_a_second_engine_is_seen_on_the_next_call(
+    engines: list[EmbeddedEngine], data_dir: Path
+) -> None:
+    first = open_engine(engines, data_dir)
+    first["staff"].insert_one({"_id": "s1", "role": "guard"})
+    second = open_engine(engines, data_dir)  # e.g. `caiyun admin add-staff` while `dev` runs
+    assert second["staff"].find_one({"_id": "s1"}) == {"_id": "s1", "role": "guard"}
+
+    second["staff"].insert_one({"_id": "s2", "role": "admin"})
+    second["staff"].update_one({"_id": "s1"}, {"$set": {"role": "repairman"}})
+
+    assert contents(first, "staff") == [
+        {"_id": "s1", "role": "repairman"},
+        {"_id": "s2", "role": "admin"},
+    ]
+    first["staff"].delete_one({"_id": "s2"})
+    assert contents(second, "staff") == [{"_id": "s1", "role": "repairman"}]
+
+
+def test_a_write_by_another_process_is_seen_on_the_next_call(
+    engines: list[EmbeddedEngine], data_dir: Path
+) -> None:
+    db = open_engine(engines, data_dir)
+    ensure_indexes(db)
+    db["accounts"].insert_one({"_id": "a1", "phone": "13800001111"})
+    script = textwrap.dedent(
+        f"""
+        from caiyun.data.embedded import EmbeddedEngine
+        from caiyun.data.schema import ensure_indexes
+        db = EmbeddedEngine({str(data_dir)!r}).database
+        ensure_indexes(db)
+        db["accounts"].update_one({{"_id": "a1"}}, {{"$set": {{"name": "张三"}}}})
+        db["accounts"].insert_one({{"_id": "a2", "phone": "13900002222"}})
+        """
+    )
+
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+    assert contents(db, "accounts") == [
+        {"_id": "a1", "phone": "13800001111", "name": "张三"},
+        {"_id": "a2", "phone": "13900002222"},
+    ]
+    with pytest.raises(DuplicateKeyError):  # indexes survive the reload
+        db["accounts"].insert_one({"_id": "a3", "phone": "13900002222"})
+
+
+def test_writes_by_a_second_engine_are_not_missed_while_the_first_is_busy(
+    engines: list[EmbeddedEngine], data_dir: Path
+) -> None:
+    # The sandbox keeps writing (rate limits, codes, sessions) while `caiyun admin` writes too:
+    # a commit made by the other process during one of our calls must still be picked up.
+    busy = open_engine(engines, data_dir)
+    other = open_engine(engines, data_dir)
+    busy["rate_limits"].insert_many([{"_id": f"old-{i}", "n": 0} for i in range(2000)])
+    done = threading.Event()
+
+    def admin() -> None:
+        for i in range(100):
+            other["staff"].insert_one({"_id": i})
+        done.set()
+
+    thread = threading.Thread(target=admin)
+    thread.start()
+    while not done.is_set():
+        busy["rate_limits"].find_one_and_update({"_id": "k"}, {"$inc": {"n": 1}}, upsert=True)
+    thread.join()
+
+    assert busy["staff"].count_documents({}) == 100
+
+
+# ---------------------------------------------------------------------------- threads and types
+
+
+def test_parallel_increments_on_one_document_are_exact(
+    engines: list[EmbeddedEngine], data_dir: Path
+) -> None:
+    db = open_engine(engines, data_dir)
+    db["counters"].insert_one({"_id": "c", "n": 0})
+    start = threading.Barrier(8)
+
+    def bump() -> None:
+        start.wait()
+        for _ in range(50):
+            db["counters"].find_one_and_update({"_id": "c"}, {"$inc": {"n": 1}})
+
+    threads = [threading.Thread(target=bump) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert db["counters"].find_one({"_id": "c"})["n"] == 400
+    assert restart(engines, data_dir)["counters"].find_one({"_id": "c"})["n"] == 400
+
+
+def test_parallel_conditional_updates_let_exactly_one_thread_win(
+    engines: list[EmbeddedEngine], data_dir: Path
+) -> None:
+    db = open_engine(engines, data_dir)
+    db["orders"].insert_one({"_id": "o", "status": "pending"})
+    start = threading.Barrier(8)
+    winners: list[Any] = []
+
+    def settle(i: int) -> None:
+        start.wait()
+        won = db["orders"].find_one_and_update(
+            {"_id": "o", "status": "pending"}, {"$set": {"status": "paid", "by": i}}
+        )
+        if won is not None:
+            winners.append(i)
+
+    threads = [threading.Thread(target=settle, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(winners) == 1
+    assert db["orders"].find_one({"_id": "o"})["by"] == winners[0]
+
+
+def test_aware_datetimes_come_back_aware_in_utc(
+    engines: list[EmbeddedEngine], data_dir: Path
+) -> None:
+    db = open_engine(engines, data_dir)
+    local = datetime(2026, 11, 24, 9, 30, 15, 123000, tzinfo=SHANGHAI_OFFSET)
+    db["events"].insert_one({"_id": "e", "at": local, "nested": {"at": local}})
+
+    for source in (db, restart(engines, data_dir)):
+        doc = source["events"].find_one({"_id": "e"})
+        for value in (doc["at"], doc["nested"]["at"]):
+            assert value.tzinfo is not None
+            assert value.utcoffset() == timedelta(0)
+            assert value == local
+            assert value.replace(tzinfo=None) == datetime(2026, 11, 24, 1, 30, 15, 123000)
+
+
+def test_aware_datetimes_compare_in_queries(engines: list[EmbeddedEngine], data_dir: Path) -> None:
+    db = open_engine(engines, data_dir)
+    base = datetime(2026, 11, 24, 0, 0, tzinfo=timezone.utc)
+    db["events"].insert_many([{"_id": i, "at": base + timedelta(hours=i)} for i in range(4)])
+
+    db = restart(engines, data_dir)
+    # 10:00 Shanghai is 02:00 UTC: hours 0, 1 are before it; 2 is not.
+    before = db["events"].find(
+        {"at": {"$lt": datetime(2026, 11, 24, 10, 0, tzinfo=SHANGHAI_OFFSET)}}, sort=[("_id", 1)]
+    )
+
+    assert [d["_id"] for d in before] == [0, 1]

@@ -1,0 +1,327 @@
+"""The inbox always, WeChat subscription messages when consented: driven through the real
+WeChat client against the fake WeChat server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import invoke, make_settings
+
+from caiyun.clock import OffsetClock
+from caiyun.domain import accounts, houses, memberships, messaging, staff
+from caiyun.domain.owner_import import import_owners
+from caiyun.sandbox.fake_wechat import FakeWeChat
+from caiyun.services import Services, build_services, install_services
+
+RESIDENT_APPID, RESIDENT_SECRET = "wxresident", "resident-secret-0123456789abcdef"
+STAFF_APPID, STAFF_SECRET = "wxstaff", "staff-secret-0123456789abcdef"
+TEMPLATES = {"complaint": "tmpl-complaint", "visitor": "tmpl-visitor", "notice": "tmpl-notice"}
+GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
+RESIDENT_OPENID = "o-resident-alice"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeWeChat]:
+    with FakeWeChat(apps={RESIDENT_APPID: RESIDENT_SECRET, STAFF_APPID: STAFF_SECRET}) as server:
+        yield server
+
+
+@pytest.fixture
+def services(fake: FakeWeChat) -> Iterator[Services]:
+    """Services whose WeChat is the fake server, with a template per purpose."""
+    settings = make_settings(
+        wechat_api_base=fake.url,
+        wechat_appid=RESIDENT_APPID,
+        wechat_secret=RESIDENT_SECRET,
+        wechat_staff_appid=STAFF_APPID,
+        wechat_staff_secret=STAFF_SECRET,
+        wechat_templates=TEMPLATES,
+        wechat_timeout_s=2.0,
+    )
+    svc = build_services(settings, clock=OffsetClock())
+    install_services(svc)
+    yield svc
+    install_services(None)
+
+
+def ok(reply: dict[str, Any]) -> Any:
+    assert reply["ok"] is True, reply
+    return reply["data"]
+
+
+def refused(reply: dict[str, Any]) -> str:
+    assert reply["ok"] is False, reply
+    return reply["error"]["code"]
+
+
+@pytest.fixture
+def world(services: Services) -> dict[str, Any]:
+    row = {
+        "building": 1,
+        "unit": 1,
+        "room": 101,
+        "owner_name": "张伟",
+        "owner_phone": "13800000001",
+    }
+    report = import_owners(services, GARDEN, [row])
+    house = houses.get(services.db, report.rows[0].house_id)
+    db, now = services.db, services.clock.now()
+    alice = accounts.by_phone(db, "13800000001")
+    memberships.add(db, house, alice["_id"], "owner", now, alice["_id"])
+    accounts.bind_openid(db, alice["_id"], "resident", RESIDENT_OPENID)
+    admin, _ = accounts.ensure_account(db, "13900000001", now)
+    staff.upsert(db, admin["_id"], "王经理", "admin", [house["community_id"]], now)
+    accounts.bind_openid(db, admin["_id"], "staff", "o-staff-admin")
+    guard, _ = accounts.ensure_account(db, "13900000002", now)
+    staff.upsert(db, guard["_id"], "李保安", "guard", [house["community_id"]], now)
+    accounts.bind_openid(db, guard["_id"], "staff", "o-staff-guard")
+    return {
+        "house": house,
+        "alice": alice["_id"],
+        "admin": "o-staff-admin",
+        "guard": "o-staff-guard",
+    }
+
+
+def subscribe(*template_ids: str) -> dict[str, Any]:
+    event = {"action": "subscribe", "template_ids": list(template_ids)}
+    return invoke("notify", event, RESIDENT_OPENID)
+
+
+def complain(world: dict[str, Any]) -> str:
+    event = {
+        "action": "create",
+        "house_id": world["house"]["_id"],
+        "kind": "complaint",
+        "type": "environment",
+        "contact_phone": "13800000001",
+        "content": "小区东门的绿化带长期无人修剪，杂草已经长到半人高了",
+    }
+    return ok(invoke("complaint", event, RESIDENT_OPENID))["complaint_id"]
+
+
+def reply(world: dict[str, Any], complaint_id: str, text: str = "已安排处理") -> dict[str, Any]:
+    event = {"action": "reply", "complaint_id": complaint_id, "reply": text, "status": "processing"}
+    return invoke("complaint", event, world["admin"])
+
+
+def consents_left(services: Services, account_id: str, template_id: str) -> int:
+    doc = services.db[messaging.CONSENTS].find_one({"_id": f"{account_id}:{template_id}"})
+    return 0 if doc is None else doc["remaining"]
+
+
+def inbox_count(services: Services, account_id: str) -> int:
+    return messaging.inbox(services, account_id, False, 1, 1)[1]
+
+
+# ------------------------------------------------------------------------------ subscribe
+
+
+def test_subscribe_counts_one_consent_per_template_and_call(
+    services: Services, world: dict[str, Any]
+) -> None:
+    assert ok(subscribe("tmpl-complaint", "tmpl-visitor"))["remaining"] == {
+        "tmpl-complaint": 1,
+        "tmpl-visitor": 1,
+    }
+    assert ok(subscribe("tmpl-complaint", "tmpl-complaint"))["remaining"] == {"tmpl-complaint": 2}
+
+
+def test_subscribe_refuses_templates_that_are_not_ours(
+    services: Services, world: dict[str, Any]
+) -> None:
+    reply = subscribe("tmpl-complaint", "tmpl-somebody-elses")
+
+    assert refused(reply) == "INVALID_ARGUMENT"
+    assert "template_ids" in reply["error"]["details"]["fields"]
+    assert services.db[messaging.CONSENTS].count_documents({}) == 0
+
+
+def test_subscribe_needs_an_account(world: dict[str, Any]) -> None:
+    event = {"action": "subscribe", "template_ids": ["tmpl-complaint"]}
+    assert refused(invoke("notify", event, "o-nobody")) == "UNAUTHENTICATED"
+
+
+# ------------------------------------------------------------------------------ pushing
+
+
+def test_consented_reply_is_pushed_once_and_spends_the_consent(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    complaint_id = complain(world)
+    ok(subscribe("tmpl-complaint"))
+
+    ok(reply(world, complaint_id, "已通知绿化组，本周内修剪完毕"))
+    ok(reply(world, complaint_id, "绿化组已到场"))
+
+    assert len(fake.sent) == 1
+    sent = fake.sent[0]
+    assert (sent["appid"], sent["touser"], sent["template_id"]) == (
+        RESIDENT_APPID,
+        RESIDENT_OPENID,
+        "tmpl-complaint",
+    )
+    assert complaint_id in sent["page"]
+    assert sent["data"]["phrase2"]["value"] == "处理中"
+    assert all(len(item["value"]) <= 20 for item in sent["data"].values())
+    assert consents_left(services, world["alice"], "tmpl-complaint") == 0
+    assert inbox_count(services, world["alice"]) == 2
+
+
+def test_without_consent_nothing_is_pushed_but_the_inbox_has_it(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    ok(reply(world, complain(world)))
+
+    assert fake.sent == []
+    assert inbox_count(services, world["alice"]) == 1
+
+
+def test_consent_for_another_template_is_not_spent(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    ok(subscribe("tmpl-visitor"))
+
+    ok(reply(world, complain(world)))
+
+    assert fake.sent == []
+    assert consents_left(services, world["alice"], "tmpl-visitor") == 1
+
+
+def test_signed_out_resident_keeps_the_consent(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    complaint_id = complain(world)
+    ok(subscribe("tmpl-complaint"))
+    alice = accounts.by_id(services.db, world["alice"])
+    accounts.unbind_openid(services.db, alice, RESIDENT_OPENID)
+
+    ok(reply(world, complaint_id))
+
+    assert fake.sent == []
+    assert consents_left(services, world["alice"], "tmpl-complaint") == 1
+    assert inbox_count(services, world["alice"]) == 1
+
+
+def test_wechat_down_never_fails_the_reply_and_keeps_the_consent(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    complaint_id = complain(world)
+    ok(subscribe("tmpl-complaint"))
+    fake.stop()
+
+    data = ok(reply(world, complaint_id))
+
+    assert data["status"] == "processing"
+    assert inbox_count(services, world["alice"]) == 1
+    assert consents_left(services, world["alice"], "tmpl-complaint") == 1
+
+
+def test_wechat_busy_never_fails_the_reply(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    complaint_id = complain(world)
+    ok(subscribe("tmpl-complaint"))
+    fake.fail_next(-1, endpoint="subscribe/send")
+
+    ok(reply(world, complaint_id))
+
+    assert fake.sent == []
+    assert inbox_count(services, world["alice"]) == 1
+    assert consents_left(services, world["alice"], "tmpl-complaint") == 1
+
+
+def test_consent_refused_by_wechat_is_forgotten(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    complaint_id = complain(world)
+    ok(subscribe("tmpl-complaint"))
+    ok(subscribe("tmpl-complaint"))
+    fake.consents[(RESIDENT_OPENID, "tmpl-complaint")] = 0  # the user withdrew it in WeChat
+
+    ok(reply(world, complaint_id))
+
+    assert fake.sent == []
+    assert consents_left(services, world["alice"], "tmpl-complaint") == 0
+    assert inbox_count(services, world["alice"]) == 1
+
+
+def test_visitor_arrival_is_pushed_to_the_consenting_host(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    ok(subscribe("tmpl-visitor"))
+    event = {
+        "action": "register",
+        "house_id": world["house"]["_id"],
+        "name": "王芳",
+        "phone": "13612345678",
+        "count": 3,
+    }
+    token = ok(invoke("visitor", event, RESIDENT_OPENID))["pass_token"]
+
+    checked = ok(invoke("visitor", {"action": "verify", "token": token}, world["guard"]))
+
+    assert checked["result"] == "valid"
+    assert [(m["touser"], m["template_id"]) for m in fake.sent] == [
+        (RESIDENT_OPENID, "tmpl-visitor")
+    ]
+    assert fake.sent[0]["data"]["name1"]["value"] == "王芳"
+
+
+# ------------------------------------------------------------------------------ the inbox
+
+
+def fill_inbox(services: Services, world: dict[str, Any], n: int) -> None:
+    for i in range(n):
+        messaging.notify(services, [world["alice"]], "notice", f"通知{i}", "正文", "/pages/x")
+        services.clock.advance(1)
+
+
+def messages(**fields: Any) -> dict[str, Any]:
+    return ok(invoke("notify", {"action": "messages", **fields}, RESIDENT_OPENID))
+
+
+def test_messages_are_newest_first_with_the_unread_count(
+    services: Services, world: dict[str, Any]
+) -> None:
+    fill_inbox(services, world, 3)
+
+    first = messages(page_size=2)
+    second = messages(page=2, page_size=2)
+
+    assert (first["total"], first["unread"], first["page"], first["page_size"]) == (3, 3, 1, 2)
+    assert [m["title"] for m in first["items"] + second["items"]] == ["通知2", "通知1", "通知0"]
+    item = first["items"][0]
+    assert set(item) == {"message_id", "kind", "title", "body", "page", "created_at", "read"}
+    assert item["read"] is False and item["created_at"].endswith("+08:00")
+
+
+def test_mark_read_some_then_all(services: Services, world: dict[str, Any]) -> None:
+    fill_inbox(services, world, 3)
+    newest = messages()["items"][0]["message_id"]
+
+    marked = invoke("notify", {"action": "mark_read", "message_ids": [newest]}, RESIDENT_OPENID)
+
+    assert ok(marked) == {"marked": 1}
+    unread = messages(unread_only=True)
+    assert (unread["total"], unread["unread"]) == (2, 2)
+    assert newest not in [m["message_id"] for m in unread["items"]]
+    assert [m["read"] for m in messages()["items"]] == [True, False, False]
+    assert ok(invoke("notify", {"action": "mark_read"}, RESIDENT_OPENID)) == {"marked": 2}
+    assert messages()["unread"] == 0
+
+
+def test_mark_read_never_touches_another_accounts_messages(
+    services: Services, world: dict[str, Any]
+) -> None:
+    admin_id = accounts.by_openid(services.db, world["admin"])["_id"]
+    messaging.notify(services, [admin_id], "repair", "派单", "正文", "/pages/x", app="staff")
+    theirs = messaging.inbox(services, admin_id, False, 1, 20)[0][0]["_id"]
+
+    reply = invoke("notify", {"action": "mark_read", "message_ids": [theirs]}, RESIDENT_OPENID)
+
+    assert ok(reply) == {"marked": 0}
+    assert messaging.inbox(services, admin_id, True, 1, 20)[2] == 1
+    assert messages()["total"] == 0

@@ -1,0 +1,322 @@
+"""Signing in: openid binding, the staff app, session tokens over HTTP, logout."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import pytest
+from conftest import http, invoke, make_settings
+
+from caiyun.adapters.sms import sandbox_outbox
+from caiyun.clock import OffsetClock
+from caiyun.domain import staff
+from caiyun.domain.accounts import ensure_account
+from caiyun.services import Services, build_services, install_services
+
+PHONE = "13800001111"
+OTHER_PHONE = "13900002222"
+OPENID = "o-resident-1"
+
+
+@pytest.fixture
+def services() -> Iterator[Services]:
+    """Fresh services without the 60 s resend rule: these tests sign in again and again.
+
+    (The SMS rules themselves are proven in test_sms_code_rules.py; here a second login must
+    not need the clock moved, so that every token is issued at the wall-clock time.)
+    """
+    svc = build_services(make_settings(sms_resend_s=0), clock=OffsetClock())
+    install_services(svc)
+    yield svc
+    install_services(None)
+
+
+def new_account(services: Services, phone: str = PHONE, name: str = "张三") -> dict[str, Any]:
+    account, _ = ensure_account(services.db, phone, services.clock.now(), name)
+    return account
+
+
+def fresh_code(services: Services, phone: str = PHONE, openid: str | None = OPENID) -> str:
+    """Send a login code and read it from the sandbox outbox."""
+    reply = invoke("login", {"action": "send_code", "phone": phone}, openid=openid)
+    assert reply["ok"], reply
+    return sandbox_outbox(services.db, phone)[0]["code"]
+
+
+def login(
+    services: Services, phone: str = PHONE, openid: str | None = OPENID, **extra: Any
+) -> dict[str, Any]:
+    code = fresh_code(services, phone, openid)
+    reply = invoke("login", {"action": "login", "phone": phone, "code": code, **extra}, openid)
+    assert reply["ok"], reply
+    return reply["data"]
+
+
+def me(openid: str | None = OPENID) -> dict[str, Any]:
+    return invoke("login", {"action": "me"}, openid=openid)
+
+
+def http_me(token: str) -> tuple[int, Any]:
+    return http("login", {"action": "me"}, token=token)
+
+
+# ---------------------------------------------------------------------------- openid binding
+
+
+def test_first_login_binds_the_callers_openid(services: Services) -> None:
+    account = new_account(services)
+    assert me()["error"]["code"] == "UNAUTHENTICATED"
+
+    data = login(services)
+
+    assert data["account"]["account_id"] == account["_id"]
+    reply = me()
+    assert reply["ok"]
+    assert reply["data"]["account_id"] == account["_id"]
+    assert reply["data"]["phone"] == PHONE
+    assert reply["data"]["name"] == "张三"
+
+
+def test_first_login_is_true_only_the_first_time(services: Services) -> None:
+    new_account(services)
+
+    assert login(services)["first_login"] is True
+    assert login(services)["first_login"] is False
+    assert login(services, openid="o-another-phone")["first_login"] is False
+
+
+def test_login_reply_has_account_token_and_expiry(services: Services) -> None:
+    account = new_account(services)
+
+    data = login(services)
+
+    assert set(data) == {"account", "session_token", "expires_at", "first_login"}
+    assert data["account"] == {
+        "account_id": account["_id"],
+        "phone": PHONE,
+        "name": "张三",
+        "nickname": None,
+        "avatar": None,
+        "realname_verified": False,
+        "houses": [],
+        "staff": None,
+    }
+    assert data["expires_at"].endswith("+08:00")
+
+
+def test_logging_in_to_another_account_moves_the_openid_binding(services: Services) -> None:
+    first = new_account(services)
+    second = new_account(services, OTHER_PHONE, "李四")
+    login(services, PHONE)
+    assert me()["data"]["account_id"] == first["_id"]
+
+    login(services, OTHER_PHONE)
+
+    assert me()["data"]["account_id"] == second["_id"]
+    assert services.db["accounts"].count_documents({"wx.resident": OPENID}) == 1
+    login(services, PHONE)
+    assert me()["data"]["account_id"] == first["_id"]
+
+
+def test_logout_over_cloudbase_unbinds_the_openid(services: Services) -> None:
+    new_account(services)
+    login(services)
+
+    reply = invoke("login", {"action": "logout"}, openid=OPENID)
+
+    assert reply == {"ok": True, "data": {"logged_out": True}}
+    assert me()["error"]["code"] == "UNAUTHENTICATED"
+    assert invoke("login", {"action": "logout"}, openid=OPENID)["error"]["code"] == (
+        "UNAUTHENTICATED"
+    )
+
+
+def test_staff_app_refuses_an_account_without_a_staff_record(services: Services) -> None:
+    new_account(services)
+    code = fresh_code(services)
+
+    reply = invoke("login", {"action": "login", "phone": PHONE, "code": code, "app": "staff"})
+
+    assert reply["ok"] is False
+    assert reply["error"]["code"] == "FORBIDDEN"
+    assert me("o-test-openid")["error"]["code"] == "UNAUTHENTICATED"  # nothing was bound
+
+
+def test_staff_app_refusal_does_not_spend_the_code(services: Services) -> None:
+    account = new_account(services)
+    code = fresh_code(services)
+    refused = invoke("login", {"action": "login", "phone": PHONE, "code": code, "app": "staff"})
+    assert refused["error"]["code"] == "FORBIDDEN"
+
+    reply = invoke("login", {"action": "login", "phone": PHONE, "code": code, "app": "resident"})
+
+    assert reply["ok"], reply
+    assert reply["data"]["account"]["account_id"] == account["_id"]
+
+
+def test_staff_app_signs_in_an_account_with_a_staff_record(services: Services) -> None:
+    account = new_account(services, name="王师傅")
+    staff.upsert(services.db, account["_id"], "王师傅", "repairman", ["c-1"], services.clock.now())
+
+    data = login(services, app="staff", openid="o-staff-app")
+
+    assert data["account"]["staff"] == {
+        "role": "repairman",
+        "community_ids": ["c-1"],
+        "all_communities": False,
+    }
+    assert me("o-staff-app")["data"]["account_id"] == account["_id"]
+    assert http_me(data["session_token"])[0] == 200
+
+
+# ---------------------------------------------------------------------------- session tokens
+
+
+def test_session_token_signs_in_over_http(services: Services) -> None:
+    account = new_account(services)
+    token = login(services)["session_token"]
+
+    status, body = http_me(token)
+
+    assert status == 200
+    assert body["ok"] is True
+    assert body["data"]["account_id"] == account["_id"]
+
+
+def test_http_call_without_a_token_is_unauthenticated(services: Services) -> None:
+    new_account(services)
+    login(services)
+
+    status, body = http("login", {"action": "me"})
+
+    assert status == 401
+    assert body["error"]["code"] == "UNAUTHENTICATED"
+
+
+def test_session_token_expires_after_the_session_ttl(services: Services) -> None:
+    new_account(services)
+    token = login(services)["session_token"]
+    ttl = services.settings.session_ttl_s
+
+    services.clock.advance(ttl - 120)
+    assert http_me(token)[0] == 200
+    services.clock.advance(121)
+
+    status, body = http_me(token)
+
+    assert status == 401
+    assert body["error"]["code"] == "UNAUTHENTICATED"
+
+
+def test_logout_over_http_revokes_the_token_at_once(services: Services) -> None:
+    new_account(services)
+    token = login(services)["session_token"]
+    assert http_me(token)[0] == 200
+
+    status, body = http("login", {"action": "logout"}, token=token)
+
+    assert (status, body) == (200, {"ok": True, "data": {"logged_out": True}})
+    assert http_me(token)[0] == 401
+    assert http("login", {"action": "logout"}, token=token)[0] == 401
+
+
+def test_logout_over_http_keeps_the_accounts_other_sessions(services: Services) -> None:
+    new_account(services)
+    kept = login(services, openid="o-phone-a")["session_token"]
+    ended = login(services, openid="o-phone-b")["session_token"]
+
+    assert http("login", {"action": "logout"}, token=ended)[0] == 200
+
+    assert http_me(ended)[0] == 401
+    assert http_me(kept)[0] == 200
+
+
+def test_login_over_http_binds_no_openid(services: Services) -> None:
+    new_account(services)
+    code = fresh_code(services)
+
+    status, body = http(
+        "login",
+        {
+            "action": "login",
+            "phone": PHONE,
+            "code": code,
+            "userInfo": {"openId": "o-claimed-over-http", "appId": "wx-resident"},
+        },
+    )
+
+    assert status == 200, body
+    assert me("o-claimed-over-http")["error"]["code"] == "UNAUTHENTICATED"
+    assert http_me(body["data"]["session_token"])[0] == 200
+
+
+def _segments(token: str) -> list[str]:
+    return token.split(".")
+
+
+def _b64(data: dict[str, Any]) -> str:
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(segment: str) -> dict[str, Any]:
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+def test_a_token_signed_with_another_key_is_refused(services: Services) -> None:
+    new_account(services)
+    genuine = login(services)["session_token"]
+    claims = jwt.decode(genuine, options={"verify_signature": False})
+
+    forged = jwt.encode(claims, "an-attackers-own-key-of-sufficient-length!", algorithm="HS256")
+
+    status, body = http_me(forged)
+    assert status == 401
+    assert body["error"]["code"] == "UNAUTHENTICATED"
+    assert http_me(genuine)[0] == 200
+
+
+def test_a_tampered_token_is_refused(services: Services) -> None:
+    new_account(services)
+    victim = new_account(services, OTHER_PHONE, "李四")
+    login(services, OTHER_PHONE, openid="o-victim")
+    header, payload, signature = _segments(login(services)["session_token"])
+    claims = _unb64(payload)
+
+    as_victim = ".".join([header, _b64({**claims, "sub": victim["_id"]}), signature])
+    longer = ".".join([header, _b64({**claims, "exp": claims["exp"] + 10**8}), signature])
+
+    assert http_me(as_victim)[0] == 401
+    assert http_me(longer)[0] == 401
+
+
+def test_an_unsigned_token_is_refused(services: Services) -> None:
+    new_account(services)
+    _, payload, _ = _segments(login(services)["session_token"])
+
+    unsigned = ".".join([_b64({"alg": "none", "typ": "JWT"}), payload, ""])
+
+    assert http_me(unsigned)[0] == 401
+
+
+def test_garbage_in_the_authorization_header_is_unauthenticated(services: Services) -> None:
+    for token in ["x", "a.b.c", "Bearer", "🙂" * 10, "." * 300]:
+        status, body = http_me(token)
+        assert status == 401
+        assert body["error"]["code"] == "UNAUTHENTICATED"
+
+
+def test_token_issued_while_the_sandbox_clock_is_ahead_is_accepted(services: Services) -> None:
+    # The sandbox clock moves every time rule together (/dev/clock); a token it issues must
+    # work at once, like one issued by a container whose clock runs a little fast.
+    new_account(services)
+    services.clock.advance(3600)  # POST /dev/clock {"advance_seconds": 3600}
+    token = login(services)["session_token"]
+
+    status, body = http_me(token)
+
+    assert status == 200, body

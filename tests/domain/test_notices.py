@@ -1,0 +1,203 @@
+"""Community notices: published by an admin of the community, read by its residents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import invoke
+
+from caiyun.domain import accounts, houses, memberships, messaging, notices, staff
+from caiyun.domain.owner_import import import_owners
+from caiyun.services import Services
+
+GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
+BAY = {"province": "广东省", "city": "广州市", "district": "天河区", "name": "星河湾"}
+HOST = "13700000000"
+
+
+def ok(reply: dict[str, Any]) -> Any:
+    assert reply["ok"] is True, reply
+    return reply["data"]
+
+
+def refused(reply: dict[str, Any]) -> str:
+    assert reply["ok"] is False, reply
+    return reply["error"]["code"]
+
+
+def community(services: Services, record: dict[str, str], rooms: int) -> list[dict[str, Any]]:
+    rows = [
+        {"building": 1, "unit": 1, "room": 101 + i, "owner_name": "业主", "owner_phone": HOST}
+        for i in range(rooms)
+    ]
+    report = import_owners(services, record, rows)
+    return [houses.get(services.db, row.house_id) for row in report.rows]
+
+
+def resident(services: Services, phone: str, *homes: dict[str, Any]) -> str:
+    now = services.clock.now()
+    account, _ = accounts.ensure_account(services.db, phone, now)
+    for house in homes:
+        memberships.add(services.db, house, account["_id"], "family", now, account["_id"])
+    openid = f"o-res-{phone}"
+    accounts.bind_openid(services.db, account["_id"], "resident", openid)
+    return openid
+
+
+def staffer(services: Services, phone: str, role: str, community_ids: list[str] | None) -> str:
+    now = services.clock.now()
+    account, _ = accounts.ensure_account(services.db, phone, now)
+    staff.upsert(services.db, account["_id"], "物业", role, community_ids, now)
+    openid = f"o-staff-{phone}"
+    accounts.bind_openid(services.db, account["_id"], "staff", openid)
+    return openid
+
+
+def account_id(services: Services, openid: str) -> str:
+    return accounts.by_openid(services.db, openid)["_id"]
+
+
+@pytest.fixture
+def world(services: Services) -> dict[str, Any]:
+    garden = community(services, GARDEN, 3)
+    bay = community(services, BAY, 1)
+    garden_id, bay_id = garden[0]["community_id"], bay[0]["community_id"]
+    return {
+        "garden": garden,
+        "bay": bay,
+        "garden_id": garden_id,
+        "bay_id": bay_id,
+        # Two houses in the garden and one in the bay: two groups, one inbox message per notice.
+        "both": resident(services, "13800000001", garden[0], garden[1], bay[0]),
+        "garden_only": resident(services, "13800000002", garden[2]),
+        "bay_only": resident(services, "13800000003", bay[0]),
+        "admin": staffer(services, "13900000001", "admin", [garden_id]),
+        "boss": staffer(services, "13900000002", "admin", None),
+        "guard": staffer(services, "13900000003", "guard", [garden_id]),
+    }
+
+
+def publish(world: dict[str, Any], community: str, title: str, who: str = "admin", **extra: Any):
+    event = {
+        "action": "publish_notice",
+        "community_id": world[community],
+        "title": title,
+        "content": f"{title}：详情请见物业服务中心公告栏。",
+        **extra,
+    }
+    return invoke("notify", event, world[who])
+
+
+def groups(world: dict[str, Any], who: str) -> list[dict[str, Any]]:
+    return ok(invoke("notify", {"action": "notices"}, world[who]))["groups"]
+
+
+def test_admin_publishes_a_notice(services: Services, world: dict[str, Any]) -> None:
+    data = ok(publish(world, "garden_id", "停水通知"))
+
+    assert data["title"] == "停水通知"
+    assert data["community_id"] == world["garden_id"]
+    assert data["community_name"] == "彩云花园"
+    assert data["content"].startswith("停水通知：")
+    assert data["published_at"].endswith("+08:00")
+
+
+def test_residents_see_one_group_per_community_newest_first(
+    services: Services, world: dict[str, Any]
+) -> None:
+    ok(publish(world, "garden_id", "停水通知"))
+    services.clock.advance(60)
+    ok(publish(world, "bay_id", "消防演练", who="boss"))
+    services.clock.advance(60)
+    ok(publish(world, "garden_id", "电梯检修"))
+
+    both = groups(world, "both")
+    garden_only = groups(world, "garden_only")
+
+    assert [(g["community_name"], g["total"]) for g in both] == [("彩云花园", 2), ("星河湾", 1)]
+    assert [n["title"] for n in both[0]["items"]] == ["电梯检修", "停水通知"]
+    assert both[0]["items"][0]["published_at"] > both[0]["items"][1]["published_at"]
+    assert set(both[0]["items"][0]) == {"notice_id", "title", "published_at"}
+    assert [g["community_name"] for g in garden_only] == ["彩云花园"]
+    assert groups(world, "admin") == []
+
+
+def test_each_group_is_bounded(
+    monkeypatch: pytest.MonkeyPatch, services: Services, world: dict[str, Any]
+) -> None:
+    monkeypatch.setattr(notices, "GROUP_LIMIT", 3)
+    for i in range(5):
+        ok(publish(world, "garden_id", f"第{i}号通知"))
+
+    garden = groups(world, "garden_only")[0]
+
+    assert garden["total"] == 5
+    assert [n["title"] for n in garden["items"]] == ["第4号通知", "第3号通知", "第2号通知"]
+
+
+def test_notice_detail_only_for_that_communitys_residents_and_staff(
+    services: Services, world: dict[str, Any]
+) -> None:
+    notice_id = ok(publish(world, "garden_id", "停水通知"))["notice_id"]
+    ask = {"action": "notice_detail", "notice_id": notice_id}
+
+    for reader in ("both", "garden_only", "admin", "guard", "boss"):
+        assert ok(invoke("notify", ask, world[reader]))["title"] == "停水通知", reader
+    assert refused(invoke("notify", ask, world["bay_only"])) == "NOT_FOUND"
+    assert refused(invoke("notify", {**ask, "notice_id": "missing"}, world["both"])) == "NOT_FOUND"
+    assert refused(invoke("notify", ask, None)) == "UNAUTHENTICATED"
+
+
+def test_publishing_is_for_admins_of_that_community(
+    services: Services, world: dict[str, Any]
+) -> None:
+    assert refused(publish(world, "bay_id", "越权通知")) == "FORBIDDEN"
+    assert refused(publish(world, "garden_id", "保安通知", who="guard")) == "FORBIDDEN"
+    assert refused(publish(world, "garden_id", "住户通知", who="both")) == "FORBIDDEN"
+    world["nowhere"] = "no-such-community"
+    assert refused(publish(world, "nowhere", "空通知", who="boss")) == "NOT_FOUND"
+    assert services.db[notices.NOTICES].count_documents({}) == 0
+
+
+@pytest.mark.parametrize(
+    "fields, bad",
+    [({"title": "  "}, "title"), ({"title": "长" * 65}, "title"), ({"content": ""}, "content")],
+)
+def test_bad_notice_fields_are_refused(
+    world: dict[str, Any], fields: dict[str, Any], bad: str
+) -> None:
+    event = {"action": "publish_notice", "community_id": world["garden_id"], "title": "通知"}
+    reply = invoke("notify", {**event, "content": "内容", **fields}, world["admin"])
+
+    assert refused(reply) == "INVALID_ARGUMENT"
+    assert bad in reply["error"]["details"]["fields"]
+
+
+def test_publishing_tells_each_resident_of_the_community_once(
+    monkeypatch: pytest.MonkeyPatch, services: Services, world: dict[str, Any]
+) -> None:
+    monkeypatch.setattr(notices, "DELIVERY_BATCH", 1)  # a resident's two houses in two batches
+    notice_id = ok(publish(world, "garden_id", "停水通知"))["notice_id"]
+
+    def inbox(who: str) -> list[dict[str, Any]]:
+        return messaging.inbox(services, account_id(services, world[who]), False, 1, 20)[0]
+
+    for who in ("both", "garden_only"):
+        assert [(m["kind"], m["title"]) for m in inbox(who)] == [("notice", "停水通知")], who
+        assert notice_id in inbox(who)[0]["page"]
+    assert inbox("bay_only") == []
+    stored = services.db[notices.NOTICES].find_one({"_id": notice_id})
+    assert (stored["inbox"], stored["inbox_count"]) == ("sent", 2)
+
+
+def test_same_request_id_publishes_and_delivers_once(
+    services: Services, world: dict[str, Any]
+) -> None:
+    first = ok(publish(world, "garden_id", "停水通知", request_id="notice-1"))
+    again = ok(publish(world, "garden_id", "停水通知", request_id="notice-1"))
+
+    assert again == first
+    assert services.db[notices.NOTICES].count_documents({}) == 1
+    garden_only = account_id(services, world["garden_only"])
+    assert messaging.inbox(services, garden_only, False, 1, 20)[1] == 1

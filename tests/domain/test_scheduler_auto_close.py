@@ -1,0 +1,276 @@
+"""The timer closes repairs left unrated for three days: every one, once, whoever races it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import invoke
+
+from caiyun.clock import OffsetClock
+from caiyun.domain import accounts, houses, memberships, messaging, repairs, scheduler, staff
+from caiyun.domain.owner_import import import_owners
+from caiyun.sandbox.functions import handler
+from caiyun.services import Services, install_services
+
+GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
+DAY = 24 * 3600
+OWNER_OPENID = "o-res-owner"
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    house_id: str
+    owner: dict[str, Any]
+    admin: dict[str, Any]
+    fixer: dict[str, Any]
+
+
+@pytest.fixture
+def world(services: Services) -> World:
+    db, now = services.db, services.clock.now()
+    rows = [
+        {
+            "building": 1,
+            "unit": 1,
+            "room": "101",
+            "owner_name": "张三",
+            "owner_phone": "13800000101",
+        }
+    ]
+    report = import_owners(services, GARDEN, rows)
+    house = houses.get(db, report.rows[0].house_id or "")
+    assert house is not None
+    owner = accounts.by_phone(db, "13800000101")
+    assert owner is not None
+    memberships.add(db, house, owner["_id"], "owner", now, "test")
+    accounts.bind_openid(db, owner["_id"], "resident", OWNER_OPENID)
+    people = {}
+    for phone, name, role in (
+        ("13700000001", "物业小王", "admin"),
+        ("13700000002", "李师傅", "repairman"),
+    ):
+        account, _ = accounts.ensure_account(db, phone, now, name)
+        people[role] = staff.upsert(db, account["_id"], name, role, [report.community_id], now)
+    return World(house["_id"], owner, people["admin"], people["repairman"])
+
+
+def awaiting_rating(services: Services, world: World, count: int) -> list[str]:
+    """``count`` repairs the repairman has just finished."""
+    photo = services.storage.upload_target("test", "done.jpg").file_id
+    assert photo is not None
+    ids = []
+    for i in range(count):
+        created = repairs.create(
+            services, world.owner, world.house_id, "other", f"问题{i}", "13800000101", []
+        )
+        rid = created["repair_id"]
+        repairs.dispatch(services, world.admin, rid, world.fixer["_id"])
+        repairs.complete(services, world.fixer, rid, [photo], "")
+        ids.append(rid)
+    return ids
+
+
+def advance(services: Services, seconds: float) -> None:
+    """Move the sandbox clock, as ``POST /dev/clock`` does."""
+    assert isinstance(services.clock, OffsetClock)
+    services.clock.advance(seconds)
+
+
+def fire_timer() -> dict[str, Any]:
+    """The SCF timer event, as the platform delivers it."""
+    event = {"Type": "Timer", "TriggerName": "scheduler-timer", "Time": "2026-01-01T00:00:00Z"}
+    reply = handler("scheduler")(event, {"request_id": "timer"})
+    assert reply["ok"] is True, reply
+    return reply["data"]
+
+
+def doc(services: Services, rid: str) -> dict[str, Any]:
+    found = services.db[repairs.REPAIRS].find_one({"_id": rid})
+    assert found is not None
+    return found
+
+
+def completions(services: Services, rid: str) -> list[str]:
+    """The timeline entries that completed this repair."""
+    return [e["event"] for e in doc(services, rid)["timeline"] if e["status"] == "completed"]
+
+
+def auto_close_messages(services: Services, world: World) -> int:
+    items, _, _ = messaging.inbox(services, world.owner["_id"], False, 1, 100)
+    return sum(1 for m in items if m["title"] == "报修已自动完成")
+
+
+def run_together(*targets: Callable[[], Any]) -> list[Any]:
+    """Start every target at the same moment in its own thread; their results in order."""
+    barrier = threading.Barrier(len(targets))
+    results: list[Any] = [None] * len(targets)
+
+    def run(i: int, target: Callable[[], Any]) -> None:
+        barrier.wait()
+        results[i] = target()
+
+    threads = [threading.Thread(target=run, args=(i, t)) for i, t in enumerate(targets)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_after_three_days_the_timer_closes_the_repair_and_tells_the_resident(
+    services: Services, world: World
+) -> None:
+    [rid] = awaiting_rating(services, world, 1)
+    advance(services, 3 * DAY - 60)
+    assert fire_timer() == {"repairs_auto_closed": 0, "failed_jobs": []}
+    assert doc(services, rid)["status"] == "awaiting_rating"
+
+    advance(services, 61)
+    assert fire_timer() == {"repairs_auto_closed": 1, "failed_jobs": []}
+    detail = repairs.detail(services, world.owner, rid)
+    assert detail["status"] == "completed" and detail["auto_closed"] is True
+    assert detail["rating"] is None
+    last = detail["timeline"][-1]
+    assert (last["event"], last["status"], last["actor_role"]) == (
+        "auto_closed",
+        "completed",
+        "system",
+    )
+    assert auto_close_messages(services, world) == 1
+    # Rating afterwards is refused and changes nothing; a later run finds nothing to do.
+    reply = invoke("repair", {"action": "rate", "repair_id": rid, "stars": 5}, OWNER_OPENID)
+    assert reply["error"]["code"] == "CONFLICT"
+    assert fire_timer()["repairs_auto_closed"] == 0
+    assert completions(services, rid) == ["auto_closed"]
+
+
+def test_the_three_days_count_from_the_finished_work_not_the_report(
+    services: Services, world: World
+) -> None:
+    created = repairs.create(
+        services, world.owner, world.house_id, "other", "旧问题", "13800000101", []
+    )
+    rid = created["repair_id"]
+    advance(services, 5 * DAY)  # pending for days: not a rating window
+    assert fire_timer()["repairs_auto_closed"] == 0
+    repairs.dispatch(services, world.admin, rid, world.fixer["_id"])
+    advance(services, 5 * DAY)  # dispatched for days: not a rating window either
+    photo = services.storage.upload_target("test", "done.jpg").file_id
+    assert photo is not None
+    repairs.complete(services, world.fixer, rid, [photo], "")
+    advance(services, 2 * DAY)
+    assert fire_timer()["repairs_auto_closed"] == 0
+    advance(services, DAY + 1)
+    assert fire_timer()["repairs_auto_closed"] == 1
+
+
+def test_a_rated_repair_is_left_alone(services: Services, world: World) -> None:
+    [rid] = awaiting_rating(services, world, 1)
+    repairs.rate(services, world.owner, rid, 4, "好")
+    advance(services, 4 * DAY)
+    assert fire_timer()["repairs_auto_closed"] == 0
+    assert completions(services, rid) == ["rated"]
+    assert doc(services, rid)["auto_closed"] is False
+
+
+def test_more_than_one_batch_is_closed_in_one_run(
+    services: Services, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small = dataclasses.replace(
+        services, settings=services.settings.model_copy(update={"scheduler_batch_size": 3})
+    )
+    install_services(small)
+    ids = awaiting_rating(small, world, 8)
+    advance(small, 3 * DAY)
+    fresh = awaiting_rating(small, world, 1)  # finished just now: not due
+    batches: list[int] = []
+    if not os.environ.get("MONGODB_URI"):
+        from caiyun.data.embedded import EmbeddedCollection
+
+        real = EmbeddedCollection.__getattr__
+
+        def spy(self: EmbeddedCollection, attr: str) -> Any:
+            target = real(self, attr)
+            if attr != "bulk_write":
+                return target
+
+            def counted(requests: list[Any], **kwargs: Any) -> Any:
+                batches.append(len(requests))
+                return target(requests, **kwargs)
+
+            return counted
+
+        monkeypatch.setattr(EmbeddedCollection, "__getattr__", spy)
+
+    assert fire_timer() == {"repairs_auto_closed": 8, "failed_jobs": []}
+    assert all(doc(small, rid)["status"] == "completed" for rid in ids)
+    assert doc(small, fresh[0])["status"] == "awaiting_rating"
+    if batches:
+        assert batches == [3, 3, 2]
+
+
+def test_a_rating_racing_the_timer_leaves_exactly_one_completion(
+    services: Services, world: World
+) -> None:
+    ids = awaiting_rating(services, world, 24)
+    advance(services, 3 * DAY + 1)
+
+    def rate(rid: str) -> Callable[[], dict[str, Any]]:
+        return lambda: invoke(
+            "repair", {"action": "rate", "repair_id": rid, "stars": 5, "comment": ""}, OWNER_OPENID
+        )
+
+    # Rates for the repairs in reverse order so the timer (going forward) meets them midway.
+    results = run_together(
+        lambda: repairs.auto_close_due(services, batch_size=4),
+        *[rate(rid) for rid in reversed(ids)],
+    )
+    closed = results[0]["repairs_auto_closed"]
+    rated = {rid for rid, reply in zip(reversed(ids), results[1:], strict=True) if reply["ok"]}
+    refused = [r for r in results[1:] if not r["ok"]]
+    assert all(r["error"]["code"] == "CONFLICT" for r in refused)
+    assert closed + len(rated) == len(ids)
+    for rid in ids:
+        expected = ["rated"] if rid in rated else ["auto_closed"]
+        assert completions(services, rid) == expected
+        assert doc(services, rid)["auto_closed"] is (rid not in rated)
+    assert auto_close_messages(services, world) == closed
+
+
+def test_two_timer_runs_at_once_close_each_repair_once(services: Services, world: World) -> None:
+    small = dataclasses.replace(
+        services, settings=services.settings.model_copy(update={"scheduler_batch_size": 3})
+    )
+    install_services(small)
+    ids = awaiting_rating(small, world, 20)
+    advance(small, 3 * DAY + 1)
+
+    first, second = run_together(fire_timer, fire_timer)
+    assert first["repairs_auto_closed"] + second["repairs_auto_closed"] == len(ids)
+    for rid in ids:
+        assert completions(small, rid) == ["auto_closed"]
+    assert auto_close_messages(small, world) == len(ids)
+
+
+def test_a_failing_job_does_not_stop_the_others(services: Services, world: World) -> None:
+    [rid] = awaiting_rating(services, world, 1)
+    advance(services, 3 * DAY + 1)
+
+    def broken(_: Services) -> dict[str, int]:
+        raise RuntimeError("bank unreachable")
+
+    jobs = (scheduler.Job("broken", broken), *scheduler.JOBS)
+    assert scheduler.run_jobs(services, jobs) == {
+        "repairs_auto_closed": 1,
+        "failed_jobs": ["broken"],
+    }
+    assert doc(services, rid)["status"] == "completed"
+
+
+def test_the_repair_job_is_an_entry_of_the_timer_job_list() -> None:
+    assert "repairs_auto_close" in [job.name for job in scheduler.JOBS]
