@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 SANDBOX_OUTBOX = declare("sandbox_sms", IndexModel([("phone", 1), ("sent_at", -1)]))
 
 _SANDBOX_SIGN = "彩云居家"
-_MAINLAND_MOBILE = re.compile(r"1\d{10}")
+_MAINLAND_MOBILE = re.compile(r"1[0-9]{10}")
 _OK = "Ok"
 _RATE_LIMIT_PREFIX = "LimitExceeded."
 # Codes that will fail the same way on every retry: a bad number, template, signature or account.

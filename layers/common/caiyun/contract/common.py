@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import (
@@ -15,12 +16,12 @@ from pydantic import (
     StringConstraints,
 )
 
-PHONE_PATTERN = r"^1[3-9]\d{9}$"
+PHONE_PATTERN = r"^1[3-9][0-9]{9}$"
 
 # Strict types: a mini-program sending 123 where "123" is expected has a bug we want to see, and
 # a dict where a string is expected ({"$gt": ""}) must never reach a query.
 Phone = Annotated[StrictStr, StringConstraints(pattern=PHONE_PATTERN)]
-SmsCode = Annotated[StrictStr, StringConstraints(pattern=r"^\d{6}$")]
+SmsCode = Annotated[StrictStr, StringConstraints(pattern=r"^[0-9]{6}$")]
 ObjectKey = Annotated[
     StrictStr, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 ]
@@ -33,7 +34,7 @@ _ID_CHECK = "10X98765432"
 def _resident_id(value: str) -> str:
     # GB 11643: 17 digits and a check character from the weighted sum mod 11.
     value = value.upper()
-    if len(value) != 18 or not value[:17].isdigit():
+    if len(value) != 18 or not re.fullmatch(r"[0-9]{17}[0-9X]", value):
         raise ValueError("身份证号码格式不正确")
     total = sum(int(d) * w for d, w in zip(value[:17], _ID_WEIGHTS, strict=True))
     if _ID_CHECK[total % 11] != value[17]:
@@ -42,7 +43,7 @@ def _resident_id(value: str) -> str:
 
 
 def _luhn(value: str) -> str:
-    if not value.isdigit() or not 12 <= len(value) <= 19:
+    if not re.fullmatch(r"[0-9]{12,19}", value):
         raise ValueError("银行卡号格式不正确")
     total = 0
     for index, digit in enumerate(reversed(value)):

@@ -12,7 +12,7 @@ from caiyun.contract.common import CardNo, Flag, IdNumber, PageRequest, Phone, R
 Ticket = Annotated[
     StrictStr, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 ]
-BankSmsCode = Annotated[StrictStr, StringConstraints(pattern=r"^\d{6}$")]
+BankSmsCode = Annotated[StrictStr, StringConstraints(pattern=r"^[0-9]{6}$")]
 
 
 class RealnameStart(Request):

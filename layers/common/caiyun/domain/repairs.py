@@ -538,5 +538,7 @@ def auto_close_due(services: Services, batch_size: int | None = None) -> dict[st
         ):
             closed += 1
             _tell_resident(services, doc, "报修已自动完成", note)
-        break
+        last_id = due[-1]
+        if len(due) < size:
+            break
     return {"repairs_auto_closed": closed}

@@ -78,14 +78,16 @@ def issue(services: Services, phone: str, purpose: Purpose) -> IssuedCode:
     minutes = str(max(1, settings.sms_code_ttl_s // 60))
     try:
         services.sms.send(phone, "code", [code, minutes])
-    except SmsError as exc:
+    except Exception as exc:
         # Nothing was delivered: the code must not work, and the caller may try again at once.
         db[SMS_CODES].update_one({"_id": code_id}, {"$set": {"used": True}})
         rate_limits.release_lease(db, resend_key)
         rate_limits.undo_hit(db, daily_key)
         if isinstance(exc, SmsRateLimited):
             raise AppError("RATE_LIMITED", "短信发送过于频繁，请稍后再试") from None
-        raise AppError("UNAVAILABLE", "短信发送失败，请稍后重试") from None
+        if isinstance(exc, SmsError):
+            raise AppError("UNAVAILABLE", "短信发送失败，请稍后重试") from None
+        raise
     return IssuedCode(resend_after_s=settings.sms_resend_s, expires_in_s=settings.sms_code_ttl_s)
 
 

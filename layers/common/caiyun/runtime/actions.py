@@ -180,7 +180,9 @@ class CloudFunction:
             if call is not None:
                 log["ts"] = iso(call.services.clock.now())
             log_call(log)
-        if invocation is not None and invocation.kind == "http":
+        if (invocation is not None and invocation.kind == "http") or (
+            invocation is None and isinstance(event, dict) and "httpMethod" in event
+        ):
             return _http_reply(status, envelope)
         return envelope
 

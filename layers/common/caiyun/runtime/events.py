@@ -141,7 +141,8 @@ def parse_event(event: Any, context: Any) -> Invocation:
             kind="timer", request_id=request_id, timer_name=name if isinstance(name, str) else None
         )
 
-    if "httpMethod" in event:
+    # The platform's caller wins: a mini-program's callFunction data could carry httpMethod too.
+    if "httpMethod" in event and not _has_caller(event, ctx):
         headers = _lower_headers(event.get("headers"))
         request_context = event.get("requestContext")
         source_ip = None

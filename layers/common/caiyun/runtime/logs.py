@@ -10,7 +10,8 @@ from typing import Any
 
 _logger = logging.getLogger("caiyun")
 
-_PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+# A mainland mobile, bare or in the +86 form SMS providers use.
+_PHONE = re.compile(r"(?:(?<=86)|(?<!\d))(1[3-9]\d)\d{4}(\d{4})(?!\d)")
 _ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])(\d{4})\d{10}(\d{3}[\dXx])(?![0-9A-Za-z])")
 _CARD = re.compile(r"(?<!\d)(\d{4})\d{8,11}(\d{4})(?!\d)")
 _SHORT_CODE = re.compile(r"(?<!\d)\d{4,8}(?!\d)")
@@ -26,8 +27,15 @@ def redact(text: str) -> str:
     return _SHORT_CODE.sub("******", text)
 
 
+_configured = False
+
+
 def _ensure_handler() -> None:
-    if not _logger.handlers:
+    # Our own flag, not "has any handler": a handler added by a host (or a test runner) must
+    # not silently stop the structured line from reaching stdout, where SCF collects it.
+    global _configured
+    if not _configured:
+        _configured = True
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(message)s"))
         _logger.addHandler(handler)
