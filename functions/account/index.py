@@ -1,4 +1,12 @@
-"""account: the 我的 page (profile, nickname and avatar, phone number)."""
+"""account: the 我的 page: profile, nickname and avatar, and changing the phone number.
+
+``profile.wallet`` is null until the account has finished real-name verification.
+``update_profile.avatar`` is a file id of this deployment's storage or a WeChat avatar URL
+(``https://…qlogo.cn/…``). ``change_phone`` needs a code sent by ``login.send_code`` with purpose
+``change_phone_old`` to the current phone and one with ``change_phone_new`` to the new phone;
+a new phone already in use is ``CONFLICT`` (and no code is spent). Sign-in then uses the new
+phone; the account, its houses and its sessions stay as they are.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,16 @@
-"""complaint: residents file complaints and suggestions; admins answer and resolve them."""
+"""complaint: residents file complaints and suggestions (投诉建议); admins answer and resolve them.
+
+A complaint goes ``submitted`` 已提交 → ``processing`` 处理中 → ``resolved`` 已解决 and never
+back; each reply may move it forward (``submitted`` straight to ``resolved`` is allowed), and a
+resolved one takes no more replies (``CONFLICT``), as does one that already has 50. Every reply is
+kept with the staff member's name and time and shown to the resident, who is told in the inbox
+and, with a consent for the ``complaint`` template, on WeChat.
+
+``images`` are file ids of this deployment's storage, uploaded first. ``detail`` is for the
+reporter and the admins of the complaint's community; to anyone else a complaint does not exist
+(``NOT_FOUND``). ``staff_list`` masks the contact phone; ``detail`` shows it to the admin in full
+so they can call back. Lists are newest first.
+"""
 
 from __future__ import annotations
 

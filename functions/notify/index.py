@@ -1,4 +1,15 @@
-"""notify: community notices, the in-app inbox and WeChat subscription consents."""
+"""notify: community notices, the in-app inbox and WeChat subscription consents.
+
+``notices`` returns one group per community where the caller holds a house, each with its 20
+newest notices (title and publish time) and its ``total``. ``notice_detail`` is for residents
+and staff of the notice's community; to anyone else it does not exist (``NOT_FOUND``).
+``publish_notice`` also puts a message in the inbox of every account bound to a house of the
+community (once per account).
+
+The inbox keeps every message, whether or not it was also pushed on WeChat. ``subscribe``
+records the one-time consents the user accepted in ``wx.requestSubscribeMessage`` (one per
+template per call; only this deployment's template ids); each consent allows one WeChat message.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,18 @@
-"""visitor: residents register visitors and share a pass; guards verify it at the gate."""
+"""visitor: residents register visitors and share a pass; guards verify it at the gate.
+
+``pass_token`` is opaque and signed: it cannot be forged or altered. A pass admits the whole
+party once, from registration until the end of its ``visit_date`` (Asia/Shanghai; today by
+default, at most 7 days ahead): the first ``verify`` by a guard or admin of the pass's community
+answers ``valid`` and records the entry (who, when) and tells the host; later scans answer
+``used``, so a forwarded screenshot cannot admit a second party. A pass past its day answers
+``expired`` and a forged or altered one ``forged`` (``visitor`` is then null). Staff of another
+community get ``FORBIDDEN`` and nothing is recorded.
+
+``pass`` is for anyone holding the token (no sign-in needed): it shows the visit, the community
+and the house label, the plate partly masked, and nothing about the host; a forged token is
+``NOT_FOUND``. ``share_path`` is the page to share, with the token in its query. ``history``
+masks the visitors' phones. At most 50 registrations per account per day.
+"""
 
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ import requests
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
+from hypothesis import given
+from hypothesis import strategies as st
 
 from caiyun.adapters.icbc import (
     IcbcClient,
@@ -278,6 +280,34 @@ def test_slicer_takes_the_top_level_member_only() -> None:
     assert raw_json_member('{"a":1,"c": null }', "c") == "null"
 
 
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(
+    before=st.dictionaries(st.text(), JSON_VALUES, max_size=3),
+    value=st.dictionaries(st.text(), JSON_VALUES, max_size=4),
+    indent=st.sampled_from([None, 0, 2]),
+    ascii_only=st.booleans(),
+)
+def test_slice_is_exactly_the_value_text_however_it_is_written(
+    before: dict[str, Any], value: dict[str, Any], indent: int | None, ascii_only: bool
+) -> None:
+    members = {k: v for k, v in before.items() if k != "response_biz_content"}
+    members["response_biz_content"] = value
+    document = json.dumps(members, indent=indent, ensure_ascii=ascii_only)
+
+    sliced = raw_json_member(document, "response_biz_content")
+
+    assert json.loads(sliced) == value
+    assert sliced in document
+    if indent is None:
+        assert sliced == json.dumps(value, ensure_ascii=ascii_only)
+
+
 @pytest.mark.parametrize(
     "document",
     [
@@ -287,6 +317,7 @@ def test_slicer_takes_the_top_level_member_only() -> None:
         '{"response_biz_content":{"a":"unterminated}',
         '{"response_biz_content":{"a":1}',
         '["response_biz_content"]',
+        '{"\\x":1,"response_biz_content":{}}',  # a member name with a bad escape
         "",
     ],
 )

@@ -3,6 +3,7 @@ WeChat client against the fake WeChat server."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from conftest import invoke, make_settings
 
 from caiyun.clock import OffsetClock
+from caiyun.data.schema import ensure_indexes
 from caiyun.domain import accounts, houses, memberships, messaging, staff
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.fake_wechat import FakeWeChat
@@ -41,6 +43,9 @@ def services(fake: FakeWeChat) -> Iterator[Services]:
         wechat_timeout_s=2.0,
     )
     svc = build_services(settings, clock=OffsetClock())
+    if os.environ.get("MONGODB_URI"):
+        svc.db.client.drop_database(svc.db.name)
+        ensure_indexes(svc.db)
     install_services(svc)
     yield svc
     install_services(None)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from conftest import invoke
 
 from caiyun.clock import OffsetClock
 from caiyun.domain import accounts, houses, memberships, messaging, repairs, scheduler, staff
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.functions import handler
+from caiyun.sandbox.server import create_server
 from caiyun.services import Services, install_services
 
 GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
@@ -30,8 +32,8 @@ class World:
     fixer: dict[str, Any]
 
 
-@pytest.fixture
-def world(services: Services) -> World:
+def build_world(services: Services) -> World:
+    """One owned house in 彩云花园 with its admin and repairman."""
     db, now = services.db, services.clock.now()
     rows = [
         {
@@ -57,6 +59,11 @@ def world(services: Services) -> World:
         account, _ = accounts.ensure_account(db, phone, now, name)
         people[role] = staff.upsert(db, account["_id"], name, role, [report.community_id], now)
     return World(house["_id"], owner, people["admin"], people["repairman"])
+
+
+@pytest.fixture
+def world(services: Services) -> World:
+    return build_world(services)
 
 
 def awaiting_rating(services: Services, world: World, count: int) -> list[str]:
@@ -149,6 +156,28 @@ def test_after_three_days_the_timer_closes_the_repair_and_tells_the_resident(
     assert completions(services, rid) == ["auto_closed"]
 
 
+def test_over_the_sandbox_routes_moving_the_clock_three_days_lets_the_timer_close(
+    tmp_path: Path,
+) -> None:
+    server = create_server("127.0.0.1", 0, tmp_path / "sandbox", seed=False)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        [rid] = awaiting_rating(server.services, build_world(server.services), 1)
+        timer = requests.post(f"{server.url}/timer/scheduler", timeout=10).json()
+        assert timer == {"ok": True, "data": {"repairs_auto_closed": 0, "failed_jobs": []}}
+        moved = requests.post(
+            f"{server.url}/dev/clock", json={"advance_seconds": 3 * DAY}, timeout=10
+        )
+        assert moved.status_code == 200
+        timer = requests.post(f"{server.url}/timer/scheduler", timeout=10).json()
+        assert timer == {"ok": True, "data": {"repairs_auto_closed": 1, "failed_jobs": []}}
+        assert completions(server.services, rid) == ["auto_closed"]
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
 def test_the_three_days_count_from_the_finished_work_not_the_report(
     services: Services, world: World
 ) -> None:
@@ -178,83 +207,140 @@ def test_a_rated_repair_is_left_alone(services: Services, world: World) -> None:
     assert doc(services, rid)["auto_closed"] is False
 
 
-def test_more_than_one_batch_is_closed_in_one_run(
-    services: Services, world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    small = dataclasses.replace(
-        services, settings=services.settings.model_copy(update={"scheduler_batch_size": 3})
+class BulkWriteHook:
+    """A database whose repairs collection calls ``before(requests)`` ahead of each bulk write.
+
+    It stands between the timer's read of a batch and its write, where races happen, on the
+    embedded engine and on MongoDB alike.
+    """
+
+    def __init__(self, db: Any, before: Callable[[list[Any]], None]) -> None:
+        self._db = db
+        self._before = before
+
+    def __getitem__(self, name: str) -> Any:
+        collection = self._db[name]
+        return (
+            _HookedCollection(collection, self._before) if name == repairs.REPAIRS else collection
+        )
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._db, attr)
+
+
+class _HookedCollection:
+    def __init__(self, collection: Any, before: Callable[[list[Any]], None]) -> None:
+        self._collection = collection
+        self._before = before
+
+    def bulk_write(self, requests: list[Any], **kwargs: Any) -> Any:
+        self._before(requests)
+        return self._collection.bulk_write(requests, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._collection, attr)
+
+
+def hooked(services: Services, before: Callable[[list[Any]], None], batch: int) -> Services:
+    """These services with the bulk-write hook and ``batch``-sized timer batches, installed."""
+    changed = dataclasses.replace(
+        services,
+        db=BulkWriteHook(services.db, before),
+        settings=services.settings.model_copy(update={"scheduler_batch_size": batch}),
     )
-    install_services(small)
-    ids = awaiting_rating(small, world, 8)
-    advance(small, 3 * DAY)
-    fresh = awaiting_rating(small, world, 1)  # finished just now: not due
+    install_services(changed)
+    return changed
+
+
+def test_more_than_one_batch_is_closed_in_one_run(services: Services, world: World) -> None:
+    ids = awaiting_rating(services, world, 8)
+    advance(services, 3 * DAY)
+    fresh = awaiting_rating(services, world, 1)  # finished just now: not due
     batches: list[int] = []
-    if not os.environ.get("MONGODB_URI"):
-        from caiyun.data.embedded import EmbeddedCollection
-
-        real = EmbeddedCollection.__getattr__
-
-        def spy(self: EmbeddedCollection, attr: str) -> Any:
-            target = real(self, attr)
-            if attr != "bulk_write":
-                return target
-
-            def counted(requests: list[Any], **kwargs: Any) -> Any:
-                batches.append(len(requests))
-                return target(requests, **kwargs)
-
-            return counted
-
-        monkeypatch.setattr(EmbeddedCollection, "__getattr__", spy)
+    hooked(services, lambda requests: batches.append(len(requests)), batch=3)
 
     assert fire_timer() == {"repairs_auto_closed": 8, "failed_jobs": []}
-    assert all(doc(small, rid)["status"] == "completed" for rid in ids)
-    assert doc(small, fresh[0])["status"] == "awaiting_rating"
-    if batches:
-        assert batches == [3, 3, 2]
+    assert batches == [3, 3, 2]
+    assert all(completions(services, rid) == ["auto_closed"] for rid in ids)
+    assert doc(services, fresh[0])["status"] == "awaiting_rating"
 
 
-def test_a_rating_racing_the_timer_leaves_exactly_one_completion(
+def test_a_rating_between_the_timers_read_and_write_wins_alone(
+    services: Services, world: World
+) -> None:
+    ids = awaiting_rating(services, world, 6)
+    advance(services, 3 * DAY + 1)
+    timer_has_read, rated = threading.Event(), threading.Event()
+
+    def hold_first_batch(requests: list[Any]) -> None:
+        if not timer_has_read.is_set():
+            timer_has_read.set()
+            assert rated.wait(10)
+
+    hooked(services, hold_first_batch, batch=3)
+    replies: list[dict[str, Any]] = []
+
+    def resident() -> None:
+        # Rates one repair of the batch the timer holds, and one it has not read yet.
+        assert timer_has_read.wait(10)
+        for rid in (ids[1], ids[4]):
+            event = {"action": "rate", "repair_id": rid, "stars": 4, "comment": ""}
+            replies.append(invoke("repair", event, OWNER_OPENID))
+        rated.set()
+
+    timer, _ = run_together(fire_timer, resident)
+    assert [r["ok"] for r in replies] == [True, True]
+    assert timer["repairs_auto_closed"] == 4
+    for rid in ids:
+        expected = ["rated"] if rid in (ids[1], ids[4]) else ["auto_closed"]
+        assert completions(services, rid) == expected
+    assert auto_close_messages(services, world) == 4
+
+
+def test_ratings_racing_the_timer_in_threads_leave_exactly_one_completion(
     services: Services, world: World
 ) -> None:
     ids = awaiting_rating(services, world, 24)
     advance(services, 3 * DAY + 1)
 
     def rate(rid: str) -> Callable[[], dict[str, Any]]:
-        return lambda: invoke(
-            "repair", {"action": "rate", "repair_id": rid, "stars": 5, "comment": ""}, OWNER_OPENID
-        )
+        event = {"action": "rate", "repair_id": rid, "stars": 5, "comment": ""}
+        return lambda: invoke("repair", event, OWNER_OPENID)
 
-    # Rates for the repairs in reverse order so the timer (going forward) meets them midway.
+    # The resident rates in reverse order, so the timer (paging forward) meets them midway.
     results = run_together(
         lambda: repairs.auto_close_due(services, batch_size=4),
         *[rate(rid) for rid in reversed(ids)],
     )
     closed = results[0]["repairs_auto_closed"]
     rated = {rid for rid, reply in zip(reversed(ids), results[1:], strict=True) if reply["ok"]}
-    refused = [r for r in results[1:] if not r["ok"]]
-    assert all(r["error"]["code"] == "CONFLICT" for r in refused)
+    assert all(r["error"]["code"] == "CONFLICT" for r in results[1:] if not r["ok"])
     assert closed + len(rated) == len(ids)
     for rid in ids:
-        expected = ["rated"] if rid in rated else ["auto_closed"]
-        assert completions(services, rid) == expected
+        assert completions(services, rid) == (["rated"] if rid in rated else ["auto_closed"])
         assert doc(services, rid)["auto_closed"] is (rid not in rated)
     assert auto_close_messages(services, world) == closed
 
 
 def test_two_timer_runs_at_once_close_each_repair_once(services: Services, world: World) -> None:
-    small = dataclasses.replace(
-        services, settings=services.settings.model_copy(update={"scheduler_batch_size": 3})
-    )
-    install_services(small)
-    ids = awaiting_rating(small, world, 20)
-    advance(small, 3 * DAY + 1)
+    ids = awaiting_rating(services, world, 10)
+    advance(services, 3 * DAY + 1)
+    both_read = threading.Barrier(2, timeout=10)
+    waited: set[int] = set()
 
+    def meet_on_first_batch(requests: list[Any]) -> None:
+        # Each run reads its first batch before either writes it: they hold the same repairs.
+        me = threading.get_ident()
+        if me not in waited:
+            waited.add(me)
+            both_read.wait()
+
+    hooked(services, meet_on_first_batch, batch=3)
     first, second = run_together(fire_timer, fire_timer)
     assert first["repairs_auto_closed"] + second["repairs_auto_closed"] == len(ids)
     for rid in ids:
-        assert completions(small, rid) == ["auto_closed"]
-    assert auto_close_messages(small, world) == len(ids)
+        assert completions(services, rid) == ["auto_closed"]
+    assert auto_close_messages(services, world) == len(ids)
 
 
 def test_a_failing_job_does_not_stop_the_others(services: Services, world: World) -> None:

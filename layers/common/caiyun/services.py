@@ -10,6 +10,7 @@ from caiyun.clock import Clock, SystemClock
 from caiyun.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from caiyun.adapters.icbc import IcbcClient
     from caiyun.adapters.sms import SmsSender
     from caiyun.adapters.storage import Storage
     from caiyun.adapters.wechat import WeChatClient
@@ -25,6 +26,7 @@ class Services:
     sms: SmsSender
     wechat: WeChatClient
     storage: Storage
+    icbc: IcbcClient
 
 
 _current: Services | None = None
@@ -33,6 +35,7 @@ _lock = threading.Lock()
 
 def build_services(settings: Settings, clock: Clock | None = None, db: Any = None) -> Services:
     """Assemble the services a settings profile asks for (real or sandbox adapters)."""
+    from caiyun.adapters.icbc import IcbcClient
     from caiyun.adapters.sms import SandboxSms, TencentSms
     from caiyun.adapters.storage import build_storage
     from caiyun.adapters.wechat import WeChatClient
@@ -50,6 +53,7 @@ def build_services(settings: Settings, clock: Clock | None = None, db: Any = Non
         sms=sms,
         wechat=WeChatClient(settings, db, clock),
         storage=build_storage(settings),
+        icbc=IcbcClient(settings, clock),
     )
 
 

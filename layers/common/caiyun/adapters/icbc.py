@@ -363,7 +363,10 @@ def raw_json_member(document: str, key: str) -> str:
             if not document.startswith('"', i):
                 raise IcbcMalformed("ICBC's reply has a member without a name")
             name_end = _end_of_string(document, i)
-            name = json.loads(document[i:name_end])
+            try:
+                name = json.loads(document[i:name_end])
+            except ValueError:
+                raise IcbcMalformed("ICBC's reply has a badly escaped member name") from None
             i = _skip_ws(document, name_end)
             if not document.startswith(":", i):
                 raise IcbcMalformed("ICBC's reply has a member without a value")

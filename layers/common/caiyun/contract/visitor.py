@@ -16,17 +16,17 @@ from caiyun.contract.common import ObjectKey, PageRequest, Phone, Reply, Request
 # large ones; the 2022 series also uses A–K for that letter).
 _PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
 _PLATE = re.compile(
-    rf"^[{_PROVINCES}][A-HJ-NP-Z]"
+    rf"[{_PROVINCES}][A-HJ-NP-Z]"
     r"(?:[A-HJ-NP-Z0-9]{4}[A-HJ-NP-Z0-9挂学警港澳]"
-    r"|[A-HJK][A-HJ-NP-Z0-9]\d{4}"
-    r"|\d{5}[A-HJK])$"
+    r"|[A-HJK][A-HJ-NP-Z0-9][0-9]{4}"
+    r"|[0-9]{5}[A-HJK])"
 )
 
 
 def _plate(value: str) -> str:
     # People type plates as "粤B·12345" or "粤b 12345"; keep one canonical form.
     plate = re.sub(r"[\s·.\-]", "", value).upper()
-    if not _PLATE.match(plate):
+    if not _PLATE.fullmatch(plate):
         raise ValueError("车牌号格式不正确")
     return plate
 
@@ -41,7 +41,9 @@ def _visit_date(value: str) -> str:
 
 Plate = Annotated[StrictStr, StringConstraints(max_length=16), AfterValidator(_plate)]
 VisitDate = Annotated[
-    StrictStr, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$"), AfterValidator(_visit_date)
+    StrictStr,
+    StringConstraints(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"),
+    AfterValidator(_visit_date),
 ]
 # A pass token: bounded here, checked by its signature in the domain.
 PassToken = Annotated[StrictStr, StringConstraints(min_length=1, max_length=256)]
@@ -70,6 +72,8 @@ class RegisterReply(Reply):
 
 
 class PassRequest(Request):
+    """A pass token, as scanned from the QR code or taken from ``share_path``."""
+
     token: PassToken
 
 

@@ -68,11 +68,11 @@ def create(
     complaint instead of filing again.
     """
     db = services.db
-    images = services.storage.check_file_ids(fields["images"])
     membership = memberships.require_member(db, account["_id"], fields["house_id"])
     house = houses.get(db, membership["house_id"])
     if house is None:
         raise AppError("NOT_FOUND", "未找到该房屋")
+    images = services.storage.check_file_ids(fields["images"])
 
     def file() -> dict[str, Any]:
         now = services.clock.now()

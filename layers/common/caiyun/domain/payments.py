@@ -114,7 +114,10 @@ def _place_order(
 
 
 def open_order(
-    services: Services, account: dict[str, Any], bill_ids: list[str], method: PayMethod
+    services: Services,
+    account: dict[str, Any],
+    bill_ids: list[str],
+    method: Literal["card", "wallet"],
 ) -> dict[str, Any]:
     """Lock the bills into a new order and ask ICBC to take the payment."""
     from caiyun.adapters.icbc import IcbcError

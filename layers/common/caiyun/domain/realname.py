@@ -30,15 +30,22 @@ _AUTODEBIT_LIMIT_FEN = 500_000
 _AUTODEBIT_YEARS = 3
 
 
+# ICBC's answers that mean the details the resident typed were refused.
+_VERIFICATION_REFUSALS = frozenset(
+    {"CARD_INVALID", "ID_NUMBER_INVALID", "PHONE_INVALID", "REQUEST_INVALID", "WALLET_NOT_FOUND"}
+)
+
+
 def _bank_error(exc: Any) -> AppError:
     code = getattr(exc, "code", "")
     if code == "NOT_ICBC_CARD":
         return AppError("NOT_ICBC_CARD")
     if code == "SMS_CODE_INVALID":
         return AppError("CODE_INVALID")
-    if getattr(exc, "retryable", False):
-        return AppError("UNAVAILABLE", "银行服务暂时不可用，请稍后重试", {"retryable": True})
-    return AppError("INVALID_ARGUMENT", "银行未通过核验，请检查填写的信息")
+    if code in _VERIFICATION_REFUSALS:
+        return AppError("INVALID_ARGUMENT", "银行未通过核验，请检查填写的信息")
+    # Our side or the link to the bank failed, not the resident's details.
+    return AppError("UNAVAILABLE", "银行服务暂时不可用，请稍后重试", {"retryable": True})
 
 
 def start(

@@ -1,4 +1,5 @@
-"""How a repair is shown: the names of its states and categories, and its reply shapes."""
+"""How a repair is shown: its reply shapes, and the fixed facts they share with the rules
+(category and state names, the rating window)."""
 
 from __future__ import annotations
 

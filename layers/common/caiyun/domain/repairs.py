@@ -39,6 +39,7 @@ REPAIRS = declare(
     IndexModel([("status", 1), ("_id", 1), ("awaiting_since", 1)]),
 )
 
+# Where a message opens, in the resident app and in the staff app.
 RESIDENT_PAGE = "pages/repair/detail?repair_id={}"
 STAFF_PAGE = "pages/repair/detail?repair_id={}"
 
@@ -73,12 +74,11 @@ def _get(db: Any, repair_id: str) -> dict[str, Any]:
     return doc
 
 
-def _reported_by(db: Any, account: dict[str, Any], repair_id: str) -> dict[str, Any]:
+def _require_reporter(db: Any, account: dict[str, Any], repair_id: str) -> None:
     # Someone else's repair answers as if it did not exist: ids reveal nothing.
-    doc = db[REPAIRS].find_one({"_id": repair_id})
+    doc = db[REPAIRS].find_one({"_id": repair_id}, {"reporter_id": 1})
     if doc is None or doc["reporter_id"] != account["_id"]:
         raise AppError("NOT_FOUND", "报修单不存在")
-    return doc
 
 
 def _conflict(doc: dict[str, Any] | None) -> AppError:
@@ -197,7 +197,7 @@ def create(
 def cancel(services: Services, account: dict[str, Any], repair_id: str) -> dict[str, Any]:
     """The reporter withdraws a repair nobody has been sent to yet (CONFLICT afterwards)."""
     db, now = services.db, services.clock.now()
-    _reported_by(db, account, repair_id)
+    _require_reporter(db, account, repair_id)
     done = db[REPAIRS].find_one_and_update(
         {"_id": repair_id, "reporter_id": account["_id"], "status": "pending"},
         {
@@ -221,7 +221,7 @@ def rate(
     CONFLICT when the repair is not awaiting a rating, including when the timer closed it first.
     """
     db, now = services.db, services.clock.now()
-    _reported_by(db, account, repair_id)
+    _require_reporter(db, account, repair_id)
     done = db[REPAIRS].find_one_and_update(
         {"_id": repair_id, "reporter_id": account["_id"], "status": "awaiting_rating"},
         {

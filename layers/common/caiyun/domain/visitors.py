@@ -46,7 +46,7 @@ _KEY_PURPOSE = b"caiyun/visitor-pass/v1"
 # 128 bits of HMAC-SHA256 cannot be guessed, and a shorter token makes a QR code that scans
 # more easily on a worn phone screen.
 _TAG_BYTES = 16
-_TOKEN = re.compile(r"^([0-9a-f]{24})\.([0-9]{1,12})\.([A-Za-z0-9_-]{22})$")
+_TOKEN = re.compile(r"([0-9a-f]{24})\.([0-9]{1,12})\.([A-Za-z0-9_-]{22})")
 DAYS_AHEAD = 7
 # Registrations per host per day: generous for a party, a stop for a script.
 DAILY_LIMIT = 50
@@ -66,7 +66,7 @@ def _sign(settings: Settings, visitor_id: str, expires: int) -> str:
 
 def open_token(settings: Settings, token: str) -> str | None:
     """The visitor id a genuine pass token names, or None for a forged or altered one."""
-    match = _TOKEN.match(token)
+    match = _TOKEN.fullmatch(token)
     if match is None:
         return None
     expected = _sign(settings, match.group(1), int(match.group(2)))
@@ -227,8 +227,9 @@ def verify(services: Services, guard: dict[str, Any], token: str) -> dict[str, A
         return {"result": "forged", "visitor": None}
     staff.require_scope(guard, doc["community_id"])
     now = services.clock.now()
-    if doc["status"] == "registered" and now >= doc["valid_until"]:
-        return {"result": "expired", "visitor": _gate_view(services, doc)}
+    status = _status(doc, now)
+    if status != "valid":
+        return {"result": status, "visitor": _gate_view(services, doc)}
     entered = services.db[VISITORS].find_one_and_update(
         {"_id": doc["_id"], "status": "registered", "valid_until": {"$gt": now}},
         {
@@ -240,9 +241,9 @@ def verify(services: Services, guard: dict[str, Any], token: str) -> dict[str, A
         return_document=ReturnDocument.AFTER,
     )
     if entered is None:
-        latest = services.db[VISITORS].find_one({"_id": doc["_id"]}) or doc
-        result = _status(latest, now)
-        return {"result": result, "visitor": _gate_view(services, latest)}
+        # Another scan won (used) or the day ended meanwhile (expired); registrations are kept.
+        latest = services.db[VISITORS].find_one({"_id": doc["_id"]})
+        return {"result": _status(latest, now), "visitor": _gate_view(services, latest)}
     view = _gate_view(services, entered)
     _tell_host(services, entered, view["community_name"])
     return {"result": "valid", "visitor": view}

@@ -279,7 +279,8 @@ class FakeIcbc:
 
     def fail_next(self, name: str, path: str | None = None) -> None:
         """Answer the next verified request (to ``path``, or any) with the refusal ``name``."""
-        RETURN_CODE_OF[name]  # an unknown name fails here, not in the middle of a request
+        if name not in RETURN_CODE_OF:
+            raise ValueError(f"unknown refusal {name!r}")
         with self._lock:
             self._failures.append((name, path))
 

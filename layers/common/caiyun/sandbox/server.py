@@ -9,8 +9,6 @@ here: a production profile is refused before anything is served.
 from __future__ import annotations
 
 import base64
-import importlib
-import importlib.util
 import json
 import math
 import os
@@ -29,10 +27,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import OffsetClock, iso
+from caiyun.data.connect import open_database
 from caiyun.errors import ERROR_CODES, AppError
 from caiyun.runtime.logs import redact
+from caiyun.sandbox import icbc as icbc_sandbox
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.sandbox.functions import function_names, handler
+from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services, build_services, install_services
 from caiyun.settings import Settings
 
@@ -130,15 +131,17 @@ def _close_database(db: Any) -> None:
 
 @dataclass
 class Sandbox:
-    """Sandbox services over one data directory, with the fake WeChat they talk to."""
+    """Sandbox services over one data directory, with the fake WeChat and ICBC they talk to."""
 
     data_dir: Path
     services: Services
     clock: OffsetClock
     wechat: FakeWeChat
+    icbc: FakeIcbc
 
     def close(self) -> None:
-        """Stop the fake WeChat and release the database file."""
+        """Stop the fake services and release the database file."""
+        self.icbc.stop()
         self.wechat.stop()
         _close_database(self.services.db)
 
@@ -176,18 +179,27 @@ def open_sandbox(data_dir: str | Path, settings: Settings | None = None) -> Sand
     clock = load_clock(root)
     wechat = FakeWeChat(_wechat_apps(settings))
     wechat.start()
+    icbc: FakeIcbc | None = None
     try:
         if settings is None:
-            final = sandbox_settings(root, wechat.url)
+            base = sandbox_settings(root, wechat.url)
         else:
-            final = settings.model_copy(
+            base = settings.model_copy(
                 update={"data_dir": str(root), "wechat_api_base": wechat.url}
             )
-        services = build_services(final, clock=clock)
+        db = open_database(base)
+        # The local ICBC keeps its key pair under the data dir, so its signatures (and ours,
+        # which it verifies) stay valid across restarts.
+        icbc = FakeIcbc(db, clock, key_dir=root / "icbc")
+        icbc.start()
+        final = base.model_copy(update=icbc.settings_overrides())
+        services = build_services(final, clock=clock, db=db)
     except BaseException:
+        if icbc is not None:
+            icbc.stop()
         wechat.stop()
         raise
-    return Sandbox(data_dir=root, services=services, clock=clock, wechat=wechat)
+    return Sandbox(data_dir=root, services=services, clock=clock, wechat=wechat, icbc=icbc)
 
 
 @dataclass(frozen=True)
@@ -449,12 +461,6 @@ def _dev_clock(server: SandboxServer, request: Request) -> Reply:
 
 
 def _dev_icbc_complete(server: SandboxServer, request: Request) -> Reply:
-    # The ICBC sandbox is optional: this route answers only once that module exists.
-    complete = None
-    if importlib.util.find_spec("caiyun.sandbox.icbc") is not None:
-        complete = getattr(importlib.import_module("caiyun.sandbox.icbc"), "complete", None)
-    if not callable(complete):
-        return error_reply("NOT_FOUND", "工行沙箱尚未提供")
     payload = request.json_object()
     order_no, result = payload.get("order_no"), payload.get("result")
     bad = {}
@@ -464,7 +470,7 @@ def _dev_icbc_complete(server: SandboxServer, request: Request) -> Reply:
         bad["result"] = "须为 success 或 fail"
     if bad:
         raise AppError("INVALID_ARGUMENT", details={"fields": bad})
-    data = complete(server.services, server.url, order_no, result)
+    data = icbc_sandbox.complete(server.services, server.url, order_no, result)
     return json_reply(200, {"ok": True, "data": data if isinstance(data, dict) else {}})
 
 
