@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from caiyun.contract import admin as api
-from caiyun.domain import owner_import, staff_admin
+from caiyun.domain import bill_import, owner_import, staff_admin
 from caiyun.runtime import Action, Call, CloudFunction, admin_only
 
 
@@ -15,8 +15,21 @@ def import_owners(call: Call, req: api.ImportOwners) -> api.ImportOwnersReply:
         {
             "community_id": report.community_id,
             "community_created": report.community_created,
-            "counts": report.counts(),
-            "rows": list(owner_import.iter_results(report)),
+            "counts": owner_import.count_statuses(report.rows),
+            "rows": [owner_import.result_dict(r) for r in report.rows],
+        }
+    )
+
+
+def import_bills(call: Call, req: api.ImportBills) -> api.ImportBillsReply:
+    results = bill_import.import_bills(
+        call.services, req.community_id, req.rows, importer=call.require_staff("admin")
+    )
+    return api.ImportBillsReply.model_validate(
+        {
+            "community_id": req.community_id,
+            "counts": owner_import.count_statuses(results),
+            "rows": [owner_import.result_dict(r) for r in results],
         }
     )
 
@@ -47,6 +60,13 @@ main_handler = CloudFunction(
     {
         "import_owners": Action(
             api.ImportOwners, admin_only, import_owners, api.ImportOwnersReply, ("FORBIDDEN",)
+        ),
+        "import_bills": Action(
+            api.ImportBills,
+            admin_only,
+            import_bills,
+            api.ImportBillsReply,
+            ("FORBIDDEN", "NOT_FOUND"),
         ),
         "add_staff": Action(
             api.AddStaff,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from caiyun.clock import iso
 from caiyun.contract import notify as api
 from caiyun.contract.common import Empty
-from caiyun.domain import messaging, notices
+from caiyun.domain import messaging, notices, reminders, staff
 from caiyun.errors import AppError
 from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in
 
@@ -87,6 +87,12 @@ def subscribe(call: Call, req: api.Subscribe) -> api.SubscribeReply:
     return api.SubscribeReply(remaining=left)
 
 
+def remind_unpaid(call: Call, req: api.RemindUnpaid) -> api.RemindReply:
+    staff.require_scope(call.require_staff("admin"), req.community_id)
+    counts = reminders.remind_community(call.services, req.community_id, req.house_ids)
+    return api.RemindReply.model_validate(counts)
+
+
 main_handler = CloudFunction(
     "notify",
     {
@@ -104,5 +110,8 @@ main_handler = CloudFunction(
         "messages": Action(api.Messages, signed_in, messages, api.MessagesPage),
         "mark_read": Action(api.MarkRead, signed_in, mark_read, api.MarkReadReply),
         "subscribe": Action(api.Subscribe, signed_in, subscribe, api.SubscribeReply),
+        "remind_unpaid": Action(
+            api.RemindUnpaid, admin_only, remind_unpaid, api.RemindReply, ("FORBIDDEN",)
+        ),
     },
 )

@@ -70,3 +70,17 @@ class RemoveStaff(Request):
 
 class RemoveStaffReply(Reply):
     removed: bool
+
+
+class ImportBills(Request):
+    """Bills per house: ``building``, ``unit``, ``room``, ``period`` (``2026-11``), ``item``,
+    ``amount_fen``, ``due_date`` (``2026-11-30``). Each row is checked on its own."""
+
+    community_id: ObjectKey
+    rows: Annotated[list[Any], Field(max_length=MAX_IMPORT_ROWS)]
+
+
+class ImportBillsReply(Reply):
+    community_id: str
+    counts: dict[str, int]
+    rows: list[RowReport]

@@ -94,3 +94,18 @@ class Subscribe(Request):
 
 class SubscribeReply(Reply):
     remaining: dict[str, int]
+
+
+class RemindUnpaid(Request):
+    """催交通知 to every account bound to each unpaid house of the community (or the listed
+    houses). A house already reminded within the reminder window is skipped."""
+
+    community_id: ObjectKey
+    house_ids: Annotated[list[ObjectKey], Field(min_length=1, max_length=1000)] | None = None
+
+
+class RemindReply(Reply):
+    houses_unpaid: int
+    houses_reminded: int
+    houses_skipped: int
+    accounts_notified: int

@@ -7,8 +7,8 @@ changes nothing; a corrected row updates its house (a new owner replaces the old
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
@@ -96,13 +96,6 @@ class ImportReport:
     community_id: str
     community_created: bool
     rows: list[RowResult] = field(default_factory=list)
-
-    def counts(self) -> dict[str, int]:
-        """How many rows ended in each status."""
-        totals = {"created": 0, "updated": 0, "unchanged": 0, "error": 0}
-        for result in self.rows:
-            totals[result.status] += 1
-        return totals
 
 
 # How the template's columns are named to the people who fill it in.
@@ -213,7 +206,14 @@ def _import_one(services: Services, community_id: str, number: int, raw: Any) ->
     return _apply_row(services, community_id, row, number)
 
 
-def iter_results(report: ImportReport) -> Iterator[dict[str, Any]]:
-    """Row results as plain dicts for a reply or a printed report."""
-    for result in report.rows:
-        yield {k: v for k, v in result.__dict__.items() if v is not None}
+def count_statuses(results: list[RowResult]) -> dict[str, int]:
+    """How many rows ended in each status."""
+    totals = {"created": 0, "updated": 0, "unchanged": 0, "error": 0}
+    for result in results:
+        totals[result.status] += 1
+    return totals
+
+
+def result_dict(result: RowResult) -> dict[str, Any]:
+    """A row result as a plain dict for a reply or a printed report (empty fields left out)."""
+    return {k: v for k, v in asdict(result).items() if v is not None}
