@@ -14,6 +14,9 @@ from caiyun.sandbox.functions import handler
 from caiyun.services import Services, build_services, install_services
 from caiyun.settings import Settings
 
+# The running-sandbox fixtures (`sandbox`, `data_dir`) for the journey tests.
+pytest_plugins = ["sandbox_client"]
+
 
 def make_settings(**overrides: Any) -> Settings:
     """Sandbox settings for a test; MONGODB_URI in the environment selects a real MongoDB."""

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from sandbox_client import (
+    TIMEOUT_S,
+    Running,
+    advance,
+    api,
+    invoke,
+    latest_code,
+    login_by_api,
+    login_by_invoke,
+    send_code,
+)
 
 from caiyun import cli
 from caiyun.domain import accounts, communities, houses, staff
@@ -27,97 +36,6 @@ from caiyun.settings import Settings
 
 OWNER = DEMO_COMMUNITIES[0].houses[0].owner_phone
 OTHER_OWNER = DEMO_COMMUNITIES[0].houses[1].owner_phone
-TIMEOUT_S = 10
-
-
-class Running:
-    """A sandbox server serving in a background thread."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.server: SandboxServer = create_server("127.0.0.1", 0, data_dir, seed=True)
-        self.url = self.server.url
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Shut the server down and wait for its thread."""
-        self.server.shutdown()
-        self._thread.join(TIMEOUT_S)
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    """A fresh sandbox data directory."""
-    return tmp_path / "sandbox-data"
-
-
-@pytest.fixture
-def sandbox(data_dir: Path) -> Iterator[Running]:
-    """A seeded sandbox server on a free port."""
-    running = Running(data_dir)
-    yield running
-    running.stop()
-
-
-def invoke(
-    base: str, function: str, event: Any, openid: str | None = None, **headers: str
-) -> tuple[int, Any]:
-    """``POST /invoke/<function>``, as ``wx.cloud.callFunction`` from ``openid``."""
-    if openid is not None:
-        headers["X-WX-OpenID"] = openid
-    reply = requests.post(
-        f"{base}/invoke/{function}", json=event, headers=headers, timeout=TIMEOUT_S
-    )
-    return reply.status_code, reply.json()
-
-
-def api(base: str, function: str, body: Any, token: str | None = None) -> tuple[int, Any]:
-    """``POST /api/<function>`` with an optional bearer token."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    reply = requests.post(f"{base}/api/{function}", json=body, headers=headers, timeout=TIMEOUT_S)
-    return reply.status_code, reply.json()
-
-
-def latest_code(base: str, phone: str) -> str:
-    """The newest verification code in the sandbox outbox for ``phone``."""
-    reply = requests.get(f"{base}/dev/sms", params={"phone": phone}, timeout=TIMEOUT_S)
-    assert reply.status_code == 200
-    items = reply.json()["data"]["items"]
-    assert items, f"no SMS for {phone}"
-    return items[0]["code"]
-
-
-def send_code(base: str, phone: str, openid: str | None = None) -> str:
-    """Ask for a login code over /invoke and read it from the outbox."""
-    status, body = invoke(base, "login", {"action": "send_code", "phone": phone}, openid)
-    assert (status, body["ok"]) == (200, True), body
-    return latest_code(base, phone)
-
-
-def advance(base: str, seconds: Any) -> tuple[int, Any]:
-    """``POST /dev/clock``."""
-    reply = requests.post(f"{base}/dev/clock", json={"advance_seconds": seconds}, timeout=TIMEOUT_S)
-    return reply.status_code, reply.json()
-
-
-def login_by_invoke(base: str, phone: str, openid: str, app: str = "resident") -> dict[str, Any]:
-    """The whole resident-app login over /invoke; returns the login data."""
-    code = send_code(base, phone, openid)
-    status, body = invoke(
-        base, "login", {"action": "login", "phone": phone, "code": code, "app": app}, openid
-    )
-    assert (status, body["ok"]) == (200, True), body
-    return body["data"]
-
-
-def login_by_api(base: str, phone: str) -> str:
-    """The login over /api; returns the session token."""
-    status, body = api(base, "login", {"action": "send_code", "phone": phone})
-    assert status == 200, body
-    code = latest_code(base, phone)
-    status, body = api(base, "login", {"action": "login", "phone": phone, "code": code})
-    assert status == 200, body
-    return body["data"]["session_token"]
 
 
 def community_id(server: SandboxServer, name: str) -> str:

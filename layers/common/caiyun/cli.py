@@ -11,12 +11,14 @@ import json
 import logging
 import re
 import sys
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 DEFAULT_DATA_DIR = ".caiyun/data"
-_PHONE = re.compile(r"1[3-9]\d{9}")
+_PHONE = re.compile(r"1[3-9][0-9]{9}")
 
 
 class CliError(Exception):
@@ -214,11 +216,136 @@ def _add_invoke(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_invoke)
 
 
-# Each entry adds one subcommand; `caiyun import owners|bills FILE` joins this list.
+# caiyun import owners|bills FILE
+
+
+class _Progress:
+    """Counts rows as the import pulls them and redraws one status line on stderr."""
+
+    def __init__(self, label: str, every: int = 500) -> None:
+        self.label, self.every, self.count = label, every, 0
+        self.lines: list[int] = []
+        self._started = time.monotonic()
+
+    def track(self, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Pass rows through, remembering each one's line in the file."""
+        for row in rows:
+            self.count += 1
+            self.lines.append(row.pop("line", self.count))
+            if self.count % self.every == 0:
+                self._draw()
+            yield row
+
+    def _draw(self, end: str = "") -> None:
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        print(
+            f"\r{self.label}：已处理 {self.count} 行（{self.count / elapsed:.0f} 行/秒）",
+            end=end,
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def finish(self) -> None:
+        """Draw the final count and end the status line."""
+        self._draw(end="\n")
+
+
+def _print_report(results: list[Any], progress: _Progress) -> int:
+    from caiyun.domain.owner_import import count_statuses
+
+    counts = count_statuses(results)
+    print(
+        f"新增 {counts['created']}，更新 {counts['updated']}，未变 {counts['unchanged']}，"
+        f"错误 {counts['error']} / created, updated, unchanged, errors"
+    )
+    errors = [r for r in results if r.status == "error"]
+    for result in errors[:_MAX_ERRORS_SHOWN]:
+        print(f"  第 {progress.lines[result.row - 1]} 行 / line: {result.reason}")
+    if len(errors) > _MAX_ERRORS_SHOWN:
+        print(f"  …… 另有 {len(errors) - _MAX_ERRORS_SHOWN} 行错误 / more errors")
+    return 1 if errors else 0
+
+
+_MAX_ERRORS_SHOWN = 50
+
+
+def _import_owners(args: argparse.Namespace) -> int:
+    from caiyun.domain import owner_import
+    from caiyun.imports.files import OWNER_COLUMNS, read_rows
+    from caiyun.sandbox.server import open_sandbox
+
+    rows = read_rows(Path(args.file), OWNER_COLUMNS, line_field="line")
+    community = {
+        "province": args.province,
+        "city": args.city,
+        "district": args.district,
+        "name": args.name,
+        "address": args.address,
+    }
+    progress = _Progress("导入业主 / owners")
+    with open_sandbox(args.data_dir) as sandbox:
+        report = owner_import.import_owners(sandbox.services, community, progress.track(rows))
+    progress.finish()
+    print(f"小区 / community: {args.name} ({report.community_id})")
+    return _print_report(report.rows, progress)
+
+
+def _import_bills(args: argparse.Namespace) -> int:
+    from caiyun.domain import bill_import
+    from caiyun.imports.files import BILL_COLUMNS, read_rows
+    from caiyun.sandbox.server import open_sandbox
+
+    rows = read_rows(Path(args.file), BILL_COLUMNS, line_field="line")
+    progress = _Progress("导入账单 / bills")
+    with open_sandbox(args.data_dir) as sandbox:
+        community_id = _community_id(sandbox.services.db, args.community)
+        results = bill_import.import_bills(sandbox.services, community_id, progress.track(rows))
+    progress.finish()
+    return _print_report(results, progress)
+
+
+def _add_import(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "import", help="从 Excel/CSV 导入业主或账单 / import owners or bills from .xlsx/.csv"
+    )
+    kinds = parser.add_subparsers(dest="import_kind", required=True, metavar="KIND")
+    owners = kinds.add_parser("owners", help="业主与房屋 / houses and their owners")
+    owners.add_argument("file")
+    for region in ("province", "city", "district", "name"):
+        owners.add_argument(f"--{region}", required=True)
+    owners.add_argument("--address", default="")
+    owners.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    owners.set_defaults(run=_import_owners)
+    bills = kinds.add_parser("bills", help="账单 / bills of one community")
+    bills.add_argument("file")
+    bills.add_argument("--community", required=True, metavar="ID_OR_NAME")
+    bills.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    bills.set_defaults(run=_import_bills)
+
+
+# caiyun docs
+
+
+def _docs(args: argparse.Namespace) -> int:
+    from caiyun import apidoc
+
+    for path in apidoc.write(Path(args.out)):
+        print(path)
+    return 0
+
+
+def _add_docs(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("docs", help="生成 API 参考 / write the API reference")
+    parser.add_argument("--out", default="docs/api")
+    parser.set_defaults(run=_docs)
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_dev,
     _add_admin,
     _add_invoke,
+    _add_import,
+    _add_docs,
 )
 
 

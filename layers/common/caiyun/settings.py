@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     order_query_after_s: int = 30
     # Payment reminders: each house at most once per window.
     reminder_window_s: int = 24 * 3600
+    reminder_start_hour: int = 9
+    reminder_end_hour: int = 20
 
     # Tencent Cloud SMS (sms v20210111).
     sms_provider: Literal["sandbox", "tencent"] = "sandbox"

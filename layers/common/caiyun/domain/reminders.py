@@ -8,7 +8,7 @@ from typing import Any
 from pymongo import IndexModel
 from pymongo.errors import BulkWriteError
 
-from caiyun.clock import business_date
+from caiyun.clock import SHANGHAI, business_date
 from caiyun.data.schema import declare
 from caiyun.domain import bills, memberships, messaging
 from caiyun.services import Services
@@ -105,6 +105,22 @@ def remind_community(
 
 
 def remind_overdue(services: Services) -> dict[str, int]:
-    """The daily run: every house with a bill due today or earlier."""
-    today = business_date(services.clock.now()).isoformat()
-    return remind(services, {"due_date": {"$lte": today}})
+    """The timer's run: every house with a bill due today or earlier, in daytime only.
+
+    The timer fires around the clock; a reminder at 3 a.m. would wake people, so outside the
+    configured hours (Asia/Shanghai) nothing is sent and the next daytime run does it.
+    """
+    now = services.clock.now()
+    settings = services.settings
+    if (
+        not settings.reminder_start_hour
+        <= now.astimezone(SHANGHAI).hour
+        < settings.reminder_end_hour
+    ):
+        return {
+            "houses_unpaid": 0,
+            "houses_reminded": 0,
+            "houses_skipped": 0,
+            "accounts_notified": 0,
+        }
+    return remind(services, {"due_date": {"$lte": business_date(now).isoformat()}})

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from caiyun.domain import repairs
+from caiyun.domain import payments, reminders, repairs
 from caiyun.runtime.logs import log_call
 from caiyun.services import Services
 
@@ -30,7 +30,22 @@ class Job:
     run: Callable[[Services], Mapping[str, int]]
 
 
-JOBS: tuple[Job, ...] = (Job("repairs_auto_close", repairs.auto_close_due),)
+def _expire_orders(services: Services) -> dict[str, int]:
+    return {"orders_ended": payments.expire_orders(services)}
+
+
+def _remind_overdue(services: Services) -> dict[str, int]:
+    return {f"reminders_{k}": v for k, v in reminders.remind_overdue(services).items()}
+
+
+# Orders are settled or released before auto-debit runs, and auto-debit before reminders, so
+# nobody is reminded of a bill that was just paid.
+JOBS: tuple[Job, ...] = (
+    Job("repairs_auto_close", repairs.auto_close_due),
+    Job("orders_expire", _expire_orders),
+    Job("autodebit", payments.run_autodebit),
+    Job("payment_reminders", _remind_overdue),
+)
 
 
 def run_jobs(services: Services, jobs: Sequence[Job] = JOBS) -> dict[str, Any]:

@@ -40,6 +40,17 @@ OWNER_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# The bill template: one bill per row, for the house at 楼栋-单元-房号.
+BILL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "building": OWNER_COLUMNS["building"],
+    "unit": OWNER_COLUMNS["unit"],
+    "room": OWNER_COLUMNS["room"],
+    "period": ("账期", "计费周期", "所属期", "月份", "period"),
+    "item": ("收费项目", "费用项目", "项目", "item"),
+    "amount_fen": ("金额（分）", "金额(分)", "应收金额（分）", "金额分", "amount_fen"),
+    "due_date": ("缴费截止日", "截止日期", "到期日", "due_date"),
+}
+
 # The header is the first row, among this many, that has at least one known column name; rows
 # above it (a title such as "彩云花园业主信息") are skipped.
 HEADER_SEARCH_ROWS = 20

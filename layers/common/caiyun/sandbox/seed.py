@@ -9,7 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from caiyun.domain import accounts, communities, owner_import, staff
+from caiyun.domain import (
+    accounts,
+    bill_import,
+    communities,
+    houses,
+    memberships,
+    owner_import,
+    staff,
+)
 from caiyun.services import Services
 
 
@@ -116,6 +124,27 @@ DEMO_STAFF: tuple[DemoStaff, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class DemoBill:
+    """A bill every demo house gets."""
+
+    period: str
+    item: str
+    amount_fen: int
+    due_date: str
+
+
+DEMO_BILLS: tuple[DemoBill, ...] = (
+    DemoBill("2026-10", "物业费", 26800, "2026-10-31"),
+    DemoBill("2026-11", "物业费", 26800, "2026-11-30"),
+    DemoBill("2026-11", "公摊水电费", 3560, "2026-11-30"),
+)
+
+# Owners whose houses are already bound, so bills, notices and repairs work at once; every other
+# owner binds through bind_house.bind (the details are in DEMO_COMMUNITIES).
+DEMO_BOUND_OWNERS: tuple[str, ...] = ("13800000001",)
+
+
 def needs_seed(db: Any) -> bool:
     """Whether the database holds no community yet (a fresh sandbox).
 
@@ -140,6 +169,34 @@ def seed_demo(services: Services) -> bool:
         if failed:
             raise RuntimeError(f"demo row {failed[0].row} of {community.name}: {failed[0].reason}")
         ids[community.name] = report.community_id
+        bill_import.import_bills(
+            services,
+            report.community_id,
+            [
+                {
+                    "building": h.building,
+                    "unit": h.unit,
+                    "room": h.room,
+                    "period": b.period,
+                    "item": b.item,
+                    "amount_fen": b.amount_fen,
+                    "due_date": b.due_date,
+                }
+                for h in community.houses
+                for b in DEMO_BILLS
+            ],
+        )
+        for result, house in zip(report.rows, community.houses, strict=True):
+            if house.owner_phone in DEMO_BOUND_OWNERS and result.house_id:
+                owner = accounts.by_phone(services.db, house.owner_phone)
+                memberships.add(
+                    services.db,
+                    houses.get(services.db, result.house_id) or {},
+                    owner["_id"],
+                    "owner",
+                    services.clock.now(),
+                    owner["_id"],
+                )
     for member in DEMO_STAFF:
         now = services.clock.now()
         account, _ = accounts.ensure_account(services.db, member.phone, now, member.name)
