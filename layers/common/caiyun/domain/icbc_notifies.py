@@ -55,10 +55,10 @@ def receive(services: Services, raw_body: str) -> NotifyOutcome:
     )
 
     def record(
-        outcome: str, success: bool, msg_id: str = "", message: str = "", **extra: Any
+        outcome: str, success: bool, reply_to: str = "", message: str = "", **extra: Any
     ) -> NotifyOutcome:
         db[NOTIFIES].update_one({"_id": audit_id}, {"$set": {"outcome": outcome, **extra}})
-        return NotifyOutcome(success, msg_id, message or outcome)
+        return NotifyOutcome(success, reply_to, message or outcome)
 
     form = _parse_form(raw_body)
     if form is None:
