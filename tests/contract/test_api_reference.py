@@ -18,9 +18,7 @@ def test_checked_in_api_reference_matches_the_action_tables() -> None:
         if not (REFERENCE / name).is_file()
         or (REFERENCE / name).read_text(encoding="utf-8") != text
     ]
-    extra = sorted(
-        p.name for p in REFERENCE.iterdir() if p.is_file() and p.name not in generated
-    )
+    extra = sorted(p.name for p in REFERENCE.iterdir() if p.is_file() and p.name not in generated)
     assert (stale, extra) == ([], []), "run `caiyun docs` and commit docs/api"
 
 
