@@ -44,7 +44,8 @@ def with_luhn(partial: str) -> str:
 def with_id_check(first17: str) -> str:
     """A GB 11643 resident ID number: 17 digits and their check character."""
     weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-    return first17 + "10X98765432"[sum(int(d) * w for d, w in zip(first17, weights, strict=True)) % 11]
+    total = sum(int(d) * w for d, w in zip(first17, weights, strict=True))
+    return first17 + "10X98765432"[total % 11]
 
 
 def person(n: int, name: str) -> SimpleNamespace:

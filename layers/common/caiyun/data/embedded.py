@@ -176,6 +176,9 @@ class EmbeddedEngine:
 
     def _reload(self) -> None:
         assert self._sqlite is not None
+        # Noted before reading: a commit landing while we read moves it again, and the next
+        # call reloads once more instead of missing that commit.
+        self._data_version = self._sqlite.execute("PRAGMA data_version").fetchone()[0]
         _, old_store = self._server
         indexes = {
             name: dict(coll.indexes) for name, coll in old_store[self._db_name]._collections.items()
@@ -191,7 +194,6 @@ class EmbeddedEngine:
         ):
             db_store[collection]._documents[_decode_key(key)] = bson.decode(body)
         self._journal.dirty.clear()
-        self._data_version = self._sqlite.execute("PRAGMA data_version").fetchone()[0]
 
     def _flush(self) -> None:
         dirty = self._journal.dirty
