@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from caiyun.contract import account as api
 from caiyun.contract import wallet as wallet_api
-from caiyun.contract.common import Empty
+from caiyun.contract.common import Empty, page_reply
 from caiyun.domain import profiles, realname
 from caiyun.runtime import Action, Call, CloudFunction, signed_in
 
@@ -74,9 +74,7 @@ def wallet_transactions(
     items, total = realname.transactions(
         call.services, call.require_account(), req.page, req.page_size
     )
-    return wallet_api.TransactionsReply(
-        items=items, total=total, page=req.page, page_size=req.page_size
-    )
+    return page_reply(wallet_api.TransactionsReply, req, items, total)
 
 
 def set_autodebit(call: Call, req: wallet_api.SetAutodebit) -> wallet_api.WalletSummary:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from caiyun.contract import admin as api
+from caiyun.contract.common import page_reply
 from caiyun.domain import bill_import, owner_import, staff_admin
 from caiyun.runtime import Action, Call, CloudFunction, admin_only
 
@@ -45,9 +46,7 @@ def list_staff(call: Call, req: api.ListStaff) -> api.StaffPage:
     items, total = staff_admin.list_staff(
         call.services, call.require_staff("admin"), req.role, req.page, req.page_size
     )
-    return api.StaffPage.model_validate(
-        {"items": items, "total": total, "page": req.page, "page_size": req.page_size}
-    )
+    return page_reply(api.StaffPage, req, items, total)
 
 
 def remove_staff(call: Call, req: api.RemoveStaff) -> api.RemoveStaffReply:

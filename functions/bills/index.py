@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from caiyun.contract import bills as api
+from caiyun.contract.common import page_reply
 from caiyun.domain import billing_staff, bills, payments, staff
 from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in
 
@@ -41,9 +42,7 @@ def staff_list(call: Call, req: api.StaffList) -> api.StaffListReply:
         req.page,
         req.page_size,
     )
-    return api.StaffListReply.model_validate(
-        {"items": items, "total": total, "page": req.page, "page_size": req.page_size}
-    )
+    return page_reply(api.StaffListReply, req, items, total)
 
 
 main_handler = CloudFunction(

@@ -15,7 +15,7 @@ so they can call back. Lists are newest first.
 from __future__ import annotations
 
 from caiyun.contract import complaint as api
-from caiyun.contract.common import Empty
+from caiyun.contract.common import Empty, page_reply
 from caiyun.domain import complaints
 from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in
 
@@ -38,9 +38,7 @@ def my_list(call: Call, req: api.MyList) -> api.Page:
     items, total = complaints.my_list(
         call.services, call.require_account(), req.status, req.page, req.page_size
     )
-    return api.Page.model_validate(
-        {"items": items, "total": total, "page": req.page, "page_size": req.page_size}
-    )
+    return page_reply(api.Page, req, items, total)
 
 
 def detail(call: Call, req: api.DetailRequest) -> api.Detail:
@@ -57,9 +55,7 @@ def staff_list(call: Call, req: api.StaffList) -> api.Page:
         req.page,
         req.page_size,
     )
-    return api.Page.model_validate(
-        {"items": items, "total": total, "page": req.page, "page_size": req.page_size}
-    )
+    return page_reply(api.Page, req, items, total)
 
 
 def reply(call: Call, req: api.ReplyRequest) -> api.Detail:

@@ -13,9 +13,8 @@ template per call; only this deployment's template ids); each consent allows one
 
 from __future__ import annotations
 
-from caiyun.clock import iso
 from caiyun.contract import notify as api
-from caiyun.contract.common import Empty
+from caiyun.contract.common import Empty, page_reply
 from caiyun.domain import messaging, notices, reminders, staff
 from caiyun.errors import AppError
 from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in
@@ -47,23 +46,8 @@ def messages(call: Call, req: api.Messages) -> api.MessagesPage:
     items, total, unread = messaging.inbox(
         call.services, call.require_account()["_id"], req.unread_only, req.page, req.page_size
     )
-    return api.MessagesPage(
-        items=[
-            api.Message(
-                message_id=m["_id"],
-                kind=m["kind"],
-                title=m["title"],
-                body=m["body"],
-                page=m["page"],
-                created_at=iso(m["created_at"]),
-                read=m["read_at"] is not None,
-            )
-            for m in items
-        ],
-        total=total,
-        page=req.page,
-        page_size=req.page_size,
-        unread=unread,
+    return page_reply(
+        api.MessagesPage, req, [messaging.view(m) for m in items], total, unread=unread
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from caiyun.contract import repair as api
-from caiyun.contract.common import Empty
+from caiyun.contract.common import Empty, page_reply
 from caiyun.domain import repairs
 from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in, staff_role
 
@@ -39,9 +39,7 @@ def my_list(call: Call, req: api.MyList) -> api.RepairPage:
     items, total = repairs.my_list(
         call.services, call.require_account(), req.status, req.page, req.page_size
     )
-    return api.RepairPage.model_validate(
-        {"items": items, "total": total, "page": req.page, "page_size": req.page_size}
-    )
+    return page_reply(api.RepairPage, req, items, total)
 
 
 def detail(call: Call, req: api.RepairRef) -> api.RepairDetail:
@@ -70,9 +68,7 @@ def staff_list(call: Call, req: api.StaffList) -> api.StaffRepairPage:
         req.page,
         req.page_size,
     )
-    return api.StaffRepairPage.model_validate(
-        {"items": items, "total": total, "page": req.page, "page_size": req.page_size}
-    )
+    return page_reply(api.StaffRepairPage, req, items, total)
 
 
 def repairmen(call: Call, req: api.Repairmen) -> api.RepairmenReply:
@@ -91,9 +87,7 @@ def assigned(call: Call, req: api.Assigned) -> api.StaffRepairPage:
     items, total = repairs.assigned(
         call.services, call.require_staff("repairman"), req.status, req.page, req.page_size
     )
-    return api.StaffRepairPage.model_validate(
-        {"items": items, "total": total, "page": req.page, "page_size": req.page_size}
-    )
+    return page_reply(api.StaffRepairPage, req, items, total)
 
 
 def complete(call: Call, req: api.Complete) -> api.RepairDetail:

@@ -17,6 +17,7 @@ masks the visitors' phones. At most 50 registrations per account per day.
 from __future__ import annotations
 
 from caiyun.contract import visitor as api
+from caiyun.contract.common import page_reply
 from caiyun.domain import visitors
 from caiyun.runtime import Action, Call, CloudFunction, anyone, signed_in, staff_role
 
@@ -44,9 +45,7 @@ def verify(call: Call, req: api.PassRequest) -> api.VerifyReply:
 
 def history(call: Call, req: api.History) -> api.HistoryPage:
     items, total = visitors.history(call.services, call.require_account(), req.page, req.page_size)
-    return api.HistoryPage.model_validate(
-        {"items": items, "total": total, "page": req.page, "page_size": req.page_size}
-    )
+    return page_reply(api.HistoryPage, req, items, total)
 
 
 main_handler = CloudFunction(

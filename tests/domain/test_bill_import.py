@@ -97,10 +97,16 @@ def bank(services: Services, keys: dict[str, str]) -> Iterator[FakeIcbc]:
     fake.stop()
 
 
-@pytest.fixture
-def wechat() -> Iterator[FakeWeChat]:
+@pytest.fixture(scope="module")
+def wechat_server() -> Iterator[FakeWeChat]:
     with FakeWeChat(apps={RESIDENT_APPID: RESIDENT_SECRET}) as server:
         yield server
+
+
+@pytest.fixture
+def wechat(wechat_server: FakeWeChat) -> FakeWeChat:
+    wechat_server.sent.clear()
+    return wechat_server
 
 
 @pytest.fixture
@@ -126,15 +132,35 @@ def svc(services: Services, bank: FakeIcbc, wechat: FakeWeChat) -> Services:
 def world(svc: Services) -> SimpleNamespace:
     db, now = svc.db, svc.clock.now()
     rows = [
-        {"building": 1, "unit": 1, "room": 101, "owner_name": ALICE.name, "owner_phone": ALICE.phone},
+        {
+            "building": 1,
+            "unit": 1,
+            "room": 101,
+            "owner_name": ALICE.name,
+            "owner_phone": ALICE.phone,
+        },
         {"building": 1, "unit": 1, "room": 102, "owner_name": BOB.name, "owner_phone": BOB.phone},
-        {"building": 2, "unit": 1, "room": 201, "owner_name": CAROL.name, "owner_phone": CAROL.phone},
+        {
+            "building": 2,
+            "unit": 1,
+            "room": 201,
+            "owner_name": CAROL.name,
+            "owner_phone": CAROL.phone,
+        },
     ]
     garden = import_owners(svc, GARDEN, rows)
     maple = import_owners(
         svc,
         MAPLE,
-        [{"building": 1, "unit": 1, "room": 101, "owner_name": DAVE.name, "owner_phone": DAVE.phone}],
+        [
+            {
+                "building": 1,
+                "unit": 1,
+                "room": 101,
+                "owner_name": DAVE.name,
+                "owner_phone": DAVE.phone,
+            }
+        ],
     )
     h101, h102, h201 = (houses.get(db, r.house_id) for r in garden.rows)
     m101 = houses.get(db, maple.rows[0].house_id)
@@ -233,3 +259,314 @@ def messages(who: SimpleNamespace, kind: str) -> list[dict[str, Any]]:
     return [m for m in items if m["kind"] == kind]
 
 
+def row(room: int = 101, item: str = "物业费", amount: Any = 12000, **extra: Any) -> dict[str, Any]:
+    building = 2 if room == 201 else 1
+    return {
+        "building": building,
+        "unit": 1,
+        "room": room,
+        "period": "2026-11",
+        "item": item,
+        "amount_fen": amount,
+        "due_date": "2026-11-30",
+        **extra,
+    }
+
+
+def import_bills(rows: list[Any], community_id: str, openid: str = ADMIN) -> dict[str, Any]:
+    event = {"action": "import_bills", "community_id": community_id, "rows": rows}
+    return invoke("admin", event, openid)
+
+
+def all_bills(svc: Services) -> dict[tuple[str, str, str], dict[str, Any]]:
+    return {(b["house_id"], b["period"], b["item"]): b for b in svc.db["bills"].find({})}
+
+
+def inbox_total(svc: Services) -> int:
+    return svc.db["messages"].count_documents({"kind": "bill"})
+
+
+# ------------------------------------------------------------------------------ keyed import
+
+
+def test_import_creates_one_bill_per_house_period_and_item(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    rows = [row(101), row(101, "停车费", 5000), row(102, amount=15000), row(201, amount="9000")]
+
+    report = ok(import_bills(rows, world.garden))
+
+    assert report["community_id"] == world.garden
+    assert report["counts"] == {"created": 4, "updated": 0, "unchanged": 0, "error": 0}
+    assert [r["row"] for r in report["rows"]] == [1, 2, 3, 4]
+    assert report["rows"][0]["house_id"] == world.h101["_id"]
+    assert report["rows"][0]["label"] == houses.label(world.h101)
+    bills = all_bills(svc)
+    assert len(bills) == 4
+    fee = bills[(world.h101["_id"], "2026-11", "物业费")]
+    assert fee["amount_fen"] == 12000
+    assert fee["due_date"] == "2026-11-30"
+    assert fee["status"] == "unpaid"
+    assert fee["community_id"] == world.garden
+    assert bills[(world.h201["_id"], "2026-11", "物业费")]["amount_fen"] == 9000
+    assert ok(list_bills(ALICE))["unpaid_total_fen"] == 17000
+
+
+def test_reimporting_the_same_rows_creates_no_duplicates(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    rows = [row(101), row(101, "停车费", 5000), row(102, amount=15000)]
+    ok(import_bills(rows, world.garden))
+    before = {k: b["_id"] for k, b in all_bills(svc).items()}
+    announced = inbox_total(svc)
+
+    report = ok(import_bills(rows, world.garden))
+
+    assert report["counts"] == {"created": 0, "updated": 0, "unchanged": 3, "error": 0}
+    assert {k: b["_id"] for k, b in all_bills(svc).items()} == before
+    assert inbox_total(svc) == announced  # nothing new to announce
+
+
+def test_corrected_amount_updates_the_unpaid_bill_in_place(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    ok(import_bills([row(101), row(102, amount=15000)], world.garden))
+    before = all_bills(svc)[(world.h101["_id"], "2026-11", "物业费")]
+
+    report = ok(
+        import_bills(
+            [row(101, amount=11800, due_date="2026-12-05"), row(102, amount=15000)], world.garden
+        )
+    )
+
+    assert report["counts"] == {"created": 0, "updated": 1, "unchanged": 1, "error": 0}
+    assert report["rows"][0]["status"] == "updated"
+    after = all_bills(svc)[(world.h101["_id"], "2026-11", "物业费")]
+    assert after["_id"] == before["_id"]
+    assert after["amount_fen"] == 11800
+    assert after["due_date"] == "2026-12-05"
+    assert len(all_bills(svc)) == 2
+    assert ok(list_bills(ALICE))["unpaid_total_fen"] == 11800
+
+
+def test_same_bill_twice_in_one_file_is_one_bill(svc: Services, world: SimpleNamespace) -> None:
+    report = ok(import_bills([row(101), row(101, amount=12300)], world.garden))
+
+    assert [r["status"] for r in report["rows"]] == ["created", "updated"]
+    assert len(all_bills(svc)) == 1
+    assert all_bills(svc)[(world.h101["_id"], "2026-11", "物业费")]["amount_fen"] == 12300
+
+
+def test_reimport_never_touches_a_paid_bill(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    ok(import_bills([row(101), row(101, "停车费", 5000)], world.garden))
+    bill_id = all_bills(svc)[(world.h101["_id"], "2026-11", "物业费")]["_id"]
+    verify(svc, ALICE)
+    order = ok(pay(ALICE, bill_id))
+    post_notify(urlencode(bank.notify_form(bank.settle(order["order_no"], "success"), NOTIFY_URL)))
+    paid = svc.db["bills"].find_one({"_id": bill_id})
+    assert paid["status"] == "paid"
+
+    report = ok(
+        import_bills(
+            [row(101, amount=99900, due_date="2026-12-31"), row(101, "停车费", 5200)], world.garden
+        )
+    )
+
+    assert report["rows"][0]["status"] == "error"
+    assert report["rows"][0]["reason"]
+    assert report["rows"][0]["house_id"] == world.h101["_id"]
+    assert report["rows"][1]["status"] == "updated"  # the good row still lands
+    assert svc.db["bills"].find_one({"_id": bill_id}) == paid
+
+
+def test_reimport_never_touches_a_bill_being_paid(svc: Services, world: SimpleNamespace) -> None:
+    ok(import_bills([row(101)], world.garden))
+    bill_id = all_bills(svc)[(world.h101["_id"], "2026-11", "物业费")]["_id"]
+    verify(svc, ALICE)
+    order = ok(pay(ALICE, bill_id))
+
+    report = ok(import_bills([row(101, amount=1)], world.garden))
+
+    assert report["counts"]["error"] == 1
+    bill = svc.db["bills"].find_one({"_id": bill_id})
+    assert bill["amount_fen"] == 12000  # the order's amount still matches its bills
+    assert bill["status"] == "locked"
+    assert ok(get_order(ALICE, order["order_no"]))["amount_fen"] == 12000
+
+
+def test_unknown_house_is_an_error_row_and_the_good_rows_still_land(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    rows = [row(101), {**row(101), "building": 9}, {**row(102), "room": 1999}, row(102)]
+
+    report = ok(import_bills(rows, world.garden))
+
+    assert [r["status"] for r in report["rows"]] == ["created", "error", "error", "created"]
+    assert "房屋不存在" in report["rows"][1]["reason"]
+    assert len(all_bills(svc)) == 2
+
+
+def test_house_of_another_community_is_unknown_here(svc: Services, world: SimpleNamespace) -> None:
+    # 枫林苑 has a 1栋-1单元-101 too; a 彩云花园 import must never bill it.
+    ok(import_bills([row(101)], world.garden))
+
+    assert ok(list_bills(DAVE))["items"] == []
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [12.5, -100, 0, "一百元", "12.50", "1e3", "", None, True, [1200], {"$gt": 0}, 100_000_001],
+    ids=[
+        "float-with-fraction",
+        "negative",
+        "zero",
+        "text",
+        "decimal-text",
+        "exponent-text",
+        "empty",
+        "missing",
+        "boolean",
+        "list",
+        "operator",
+        "too-large",
+    ],
+)
+def test_bad_amount_is_an_error_row_and_the_good_rows_still_land(
+    svc: Services, world: SimpleNamespace, amount: Any
+) -> None:
+    rows = [row(101), row(101, "停车费", amount), row(102, amount=15000)]
+
+    report = ok(import_bills(rows, world.garden))
+
+    assert [r["status"] for r in report["rows"]] == ["created", "error", "created"]
+    assert "金额" in report["rows"][1]["reason"]
+    assert (world.h101["_id"], "2026-11", "停车费") not in all_bills(svc)
+    assert len(all_bills(svc)) == 2
+
+
+@pytest.mark.parametrize("amount", [1200.0, "1200", " 1200 "])
+def test_whole_amounts_from_a_spreadsheet_are_accepted(
+    svc: Services, world: SimpleNamespace, amount: Any
+) -> None:
+    report = ok(import_bills([row(101, amount=amount)], world.garden))
+
+    assert report["counts"]["created"] == 1
+    assert all_bills(svc)[(world.h101["_id"], "2026-11", "物业费")]["amount_fen"] == 1200
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "column"),
+    [
+        ("period", "2026-13", "账期"),
+        ("period", "202611", "账期"),
+        ("due_date", "2026-02-30", "缴费截止日"),
+        ("item", "", "收费项目"),
+        ("room", None, "房号"),
+    ],
+)
+def test_other_bad_fields_are_error_rows_naming_the_column(
+    svc: Services, world: SimpleNamespace, field: str, value: Any, column: str
+) -> None:
+    report = ok(import_bills([{**row(101), field: value}, row(102)], world.garden))
+
+    assert report["rows"][0]["status"] == "error"
+    assert column in report["rows"][0]["reason"]
+    assert report["rows"][1]["status"] == "created"
+
+
+def test_row_that_is_not_an_object_is_an_error_row(svc: Services, world: SimpleNamespace) -> None:
+    report = ok(import_bills(["1栋,1单元,101", row(101)], world.garden))
+
+    assert [r["status"] for r in report["rows"]] == ["error", "created"]
+
+
+def test_too_many_rows_in_one_call_are_refused(svc: Services, world: SimpleNamespace) -> None:
+    reply = import_bills([row(101)] * 2001, world.garden)
+
+    assert refused(reply) == "INVALID_ARGUMENT"
+    assert "rows" in reply["error"]["details"]["fields"]
+    assert all_bills(svc) == {}
+
+
+# ------------------------------------------------------------------------------ announcing
+
+
+def test_each_new_bill_is_announced_to_every_account_bound_to_the_house(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    rows = [row(101), row(101, "停车费", 5000), row(102, amount=15000), row(201, amount=9000)]
+
+    ok(import_bills(rows, world.garden))
+
+    for who in (ALICE, ERIN):
+        told = messages(who, "bill")
+        assert len(told) == 1
+        assert "2026-11 物业费" in told[0]["body"]
+        assert "2026-11 停车费" in told[0]["body"]
+        assert told[0]["page"] == "/pages/bills/index"
+    bob = messages(BOB, "bill")
+    assert len(bob) == 1 and "物业费" in bob[0]["body"]
+    assert messages(DAVE, "bill") == []
+    # 2栋-1单元-201 has no account bound yet: nobody to tell, nothing fails.
+    assert inbox_total(svc) == 3
+
+
+def test_updated_and_unchanged_bills_are_not_announced_again(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    ok(import_bills([row(101)], world.garden))
+
+    ok(import_bills([row(101, amount=12100)], world.garden))
+    ok(import_bills([row(101, amount=12100), row(101, "停车费", 5000)], world.garden))
+
+    bodies = [m["body"] for m in messages(ALICE, "bill")]
+    assert len(bodies) == 2
+    assert "停车费" in bodies[0] and "物业费" not in bodies[0]
+
+
+def test_new_bill_is_pushed_on_wechat_only_to_consenting_accounts(
+    svc: Services, wechat: FakeWeChat, world: SimpleNamespace
+) -> None:
+    ok(invoke("notify", {"action": "subscribe", "template_ids": [BILL_TEMPLATE]}, ALICE.openid))
+
+    ok(import_bills([row(101)], world.garden))
+    ok(import_bills([row(101, "停车费", 5000)], world.garden))
+
+    assert [(m["touser"], m["template_id"]) for m in wechat.sent] == [
+        (ALICE.openid, BILL_TEMPLATE)
+    ]  # one consent, one push; ERIN never consented
+    assert all(len(v["value"]) <= 20 for v in wechat.sent[0]["data"].values())
+    assert len(messages(ALICE, "bill")) == 2
+    assert len(messages(ERIN, "bill")) == 2
+
+
+# ------------------------------------------------------------------------------ who may import
+
+
+def test_admin_of_another_community_is_forbidden(svc: Services, world: SimpleNamespace) -> None:
+    reply = import_bills([row(101)], world.garden, MAPLE_ADMIN)
+
+    assert refused(reply) == "FORBIDDEN"
+    assert all_bills(svc) == {}
+    assert inbox_total(svc) == 0
+
+
+def test_residents_cannot_import_bills(svc: Services, world: SimpleNamespace) -> None:
+    assert refused(import_bills([row(101)], world.garden, ALICE.openid)) == "FORBIDDEN"
+    assert refused(import_bills([row(101)], world.garden, "o-nobody")) == "UNAUTHENTICATED"
+    assert all_bills(svc) == {}
+
+
+def test_company_wide_admin_imports_for_any_community(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    report = ok(import_bills([row(101, amount=8800)], world.maple, CHIEF))
+
+    assert report["counts"]["created"] == 1
+    assert ok(list_bills(DAVE))["unpaid_total_fen"] == 8800
+
+
+def test_unknown_community_is_not_found(svc: Services, world: SimpleNamespace) -> None:
+    assert refused(import_bills([row(101)], "no-such-community", CHIEF)) == "NOT_FOUND"

@@ -8,7 +8,7 @@ from pydantic import Field, StrictStr, StringConstraints
 
 from caiyun.contract.common import ObjectKey, PageRequest, Reply, Request
 
-Period = Annotated[StrictStr, StringConstraints(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+Period = Annotated[StrictStr, StringConstraints(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
 OrderNo = Annotated[StrictStr, StringConstraints(pattern=r"^CY[0-9A-F]{22}$")]
 
 

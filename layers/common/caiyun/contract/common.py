@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -88,6 +88,16 @@ class PageRequest(Request):
 
     page: Annotated[StrictInt, Field(ge=1, le=100_000)] = 1
     page_size: Annotated[StrictInt, Field(ge=1, le=100)] = 20
+
+
+R = TypeVar("R", bound=BaseModel)
+
+
+def page_reply(model: type[R], req: PageRequest, items: list[Any], total: int, **extra: Any) -> R:
+    """A list reply in the contract's shape: ``items``, ``total``, ``page``, ``page_size``."""
+    return model.model_validate(
+        {"items": items, "total": total, "page": req.page, "page_size": req.page_size, **extra}
+    )
 
 
 def mask_phone(phone: str | None) -> str | None:

@@ -10,8 +10,6 @@ from datetime import date
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
@@ -20,40 +18,21 @@ from pydantic import (
 from pymongo.errors import DuplicateKeyError
 
 from caiyun.domain import bills, communities, houses, memberships, messaging, staff
-from caiyun.domain.owner_import import RowResult, row_error, whole_number_text, with_suffix
+from caiyun.domain.owner_import import AddressRow, RowResult, row_error
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
 
-_Part = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16)]
 
-
-class BillRow(BaseModel):
+class BillRow(AddressRow):
     """One bill, as a row of the bill template."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=True)
-
-    building: _Part
-    unit: _Part
-    room: _Part
     period: Annotated[
-        str, StringConstraints(strip_whitespace=True, pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+        str, StringConstraints(strip_whitespace=True, pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")
     ]
     item: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
     amount_fen: Annotated[int, Field(ge=1, le=100_000_000, strict=False)]
     due_date: date
-
-    _numbers = field_validator("building", "unit", "room", mode="before")(whole_number_text)
-
-    @field_validator("building")
-    @classmethod
-    def _building_suffix(cls, value: str) -> str:
-        return with_suffix(value, "栋")
-
-    @field_validator("unit")
-    @classmethod
-    def _unit_suffix(cls, value: str) -> str:
-        return with_suffix(value, "单元")
 
     @field_validator("amount_fen", mode="before")
     @classmethod
@@ -63,7 +42,7 @@ class BillRow(BaseModel):
             if not value.is_integer():
                 raise ValueError("金额须为整数（分）")
             return int(value)
-        if isinstance(value, str) and not re.fullmatch(r"\d+", value.strip()):
+        if isinstance(value, str) and not re.fullmatch(r"[0-9]+", value.strip()):
             raise ValueError("金额须为整数（分）")
         return value
 

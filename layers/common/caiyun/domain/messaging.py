@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 
 from caiyun.adapters.wechat import WeChatError, WeChatNoConsent
+from caiyun.clock import iso
 from caiyun.data.schema import declare
 from caiyun.domain import accounts
 from caiyun.ids import new_id
@@ -168,6 +169,19 @@ def inbox(
         .limit(page_size)
     )
     return items, total, unread
+
+
+def view(message: dict[str, Any]) -> dict[str, Any]:
+    """An inbox message as the apps show it."""
+    return {
+        "message_id": message["_id"],
+        "kind": message["kind"],
+        "title": message["title"],
+        "body": message["body"],
+        "page": message["page"],
+        "created_at": iso(message["created_at"]),
+        "read": message["read_at"] is not None,
+    }
 
 
 def mark_read(services: Services, account_id: str, message_ids: list[str] | None) -> int:

@@ -44,7 +44,7 @@ class CommunityRecord(BaseModel):
 def with_suffix(value: str, suffix: str) -> str:
     """``3`` → ``3栋``: a bare number in an address column gets its unit word."""
     # Spreadsheets often hold bare numbers ("3", 3.0); the product always shows "3栋".
-    return f"{value}{suffix}" if re.fullmatch(r"\d+", value) else value
+    return f"{value}{suffix}" if re.fullmatch(r"[0-9]+", value) else value
 
 
 def whole_number_text(value: Any) -> Any:
@@ -54,16 +54,14 @@ def whole_number_text(value: Any) -> Any:
     return value
 
 
-class OwnerRow(BaseModel):
-    """One house with its owner, as a row of the import template."""
+class AddressRow(BaseModel):
+    """A spreadsheet row naming a house by building, unit and room."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=True)
 
     building: _Part
     unit: _Part
     room: _Part
-    owner_name: _Name
-    owner_phone: _Phone
 
     _numbers = field_validator("building", "unit", "room", mode="before")(whole_number_text)
 
@@ -76,6 +74,13 @@ class OwnerRow(BaseModel):
     @classmethod
     def _unit_suffix(cls, value: str) -> str:
         return with_suffix(value, "单元")
+
+
+class OwnerRow(AddressRow):
+    """One house with its owner, as a row of the owner template."""
+
+    owner_name: _Name
+    owner_phone: _Phone
 
 
 @dataclass(frozen=True)
