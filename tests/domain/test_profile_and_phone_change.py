@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 from conftest import invoke
 
 from caiyun.adapters.sms import sandbox_outbox
-from caiyun.domain import accounts, profiles, sms_codes
+from caiyun.domain import accounts, sms_codes
 from caiyun.services import Services
 
 PHONE = "13800001111"
@@ -212,23 +213,34 @@ def test_number_taken_meanwhile_is_a_conflict_and_spends_no_code(
     assert live == 2
 
 
-def test_unique_phone_decides_a_race_for_the_number(
-    monkeypatch: pytest.MonkeyPatch, services: Services, me: dict[str, Any]
+def test_a_change_racing_an_import_of_the_new_number_leaves_one_account_with_it(
+    services: Services, me: dict[str, Any]
 ) -> None:
     old_code, new_code = codes(services)
-    real_verify = sms_codes.verify
+    start = threading.Barrier(2)
+    replies: list[dict[str, Any]] = []
 
-    def verify_then_lose_the_race(svc: Services, phone: str, purpose: Any, code: str) -> None:
-        real_verify(svc, phone, purpose, code)
-        if purpose == "change_phone_new":
-            # Someone else is given the number between our check and our write.
-            accounts.ensure_account(svc.db, phone, svc.clock.now())
+    def change_it() -> None:
+        start.wait()
+        replies.append(change(old_code, new_code))
 
-    monkeypatch.setattr(profiles.sms_codes, "verify", verify_then_lose_the_race)
+    def import_it() -> None:
+        start.wait()
+        accounts.ensure_account(services.db, NEW_PHONE, services.clock.now(), "新业主")
 
-    assert refused(change(old_code, new_code)) == "CONFLICT"
-    assert accounts.by_id(services.db, me["_id"])["phone"] == PHONE
-    assert accounts.by_phone(services.db, NEW_PHONE)["_id"] != me["_id"]
+    threads = [threading.Thread(target=change_it), threading.Thread(target=import_it)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    holders = list(services.db[accounts.ACCOUNTS].find({"phone": NEW_PHONE}))
+    assert len(holders) == 1
+    if replies[0]["ok"]:
+        assert holders[0]["_id"] == me["_id"]
+    else:
+        assert refused(replies[0]) == "CONFLICT"
+        assert accounts.by_id(services.db, me["_id"])["phone"] == PHONE
 
 
 def test_same_number_is_refused(services: Services, me: dict[str, Any]) -> None:

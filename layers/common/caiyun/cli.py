@@ -340,12 +340,222 @@ def _add_docs(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_docs)
 
 
+# caiyun build
+
+
+def _build(args: argparse.Namespace) -> int:
+    from caiyun import packaging
+
+    platforms = args.platform or [packaging.DEFAULT_PLATFORM]
+    try:
+        built = packaging.build(
+            Path(args.out),
+            python_version=args.python_version,
+            platforms=platforms,
+            wheels=not args.no_wheels,
+        )
+    except packaging.PackagingError as exc:
+        raise CliError(str(exc)) from None
+    for package in built:
+        print(f"{package.path}  {_size(package.size)}  ({package.files} files)")
+    if args.no_wheels:
+        print("注意：--no-wheels 的层只含本项目代码 / note: with --no-wheels the layer holds only "
+              "our code; the functions also need the dependencies (see docs/deploy.md)")
+    return 0
+
+
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KiB"
+    return f"{size / 1024 / 1024:.1f} MiB"
+
+
+def _add_build(commands: argparse._SubParsersAction) -> None:
+    from caiyun.packaging import DEFAULT_PLATFORM, DEFAULT_PYTHON_VERSION
+
+    parser = commands.add_parser(
+        "build",
+        help="打包层与云函数 / build layer.zip and one zip per function",
+        description="层解压到 /opt（SCF 的 PYTHONPATH=/var/user:/opt），caiyun/ 与依赖位于 zip 根目录 / "
+        "the layer unpacks to /opt, so caiyun/ and the dependencies sit at the zip's root.",
+    )
+    parser.add_argument("--out", default="build", help="输出目录 / output directory")
+    parser.add_argument(
+        "--python-version",
+        default=DEFAULT_PYTHON_VERSION,
+        help="SCF 运行时的 Python 版本 / the SCF runtime's Python (wheels are chosen for it)",
+    )
+    parser.add_argument(
+        "--platform",
+        action="append",
+        metavar="TAG",
+        help=f"wheel 平台标签，可重复 / wheel platform tag, repeatable (default {DEFAULT_PLATFORM})",
+    )
+    parser.add_argument(
+        "--no-wheels",
+        action="store_true",
+        help="不安装依赖（无需网络）/ skip the dependencies (no network needed)",
+    )
+    parser.set_defaults(run=_build)
+
+
+# caiyun db ensure-indexes | add-admin
+
+
+def _open_database(data_dir: str | None) -> tuple[Any, str]:
+    """The database an operator command works on, and a description of it for the output.
+
+    ``--data-dir`` selects a sandbox's embedded database; otherwise MONGODB_URI (read through
+    the settings, like a function does) must be set. Nothing falls back silently to an
+    embedded database, so a missing variable can never make a production command touch a
+    local file instead.
+    """
+    from caiyun.data.connect import open_database
+    from caiyun.settings import Settings
+
+    if data_dir is not None:
+        path = Path(data_dir)
+        if path.exists() and not path.is_dir():
+            raise CliError(f"--data-dir 不是目录 / --data-dir is not a directory: {data_dir}")
+        settings = Settings(env="sandbox", mongodb_uri=None, data_dir=str(path.resolve()))
+        return open_database(settings), f"嵌入式数据库 / embedded database in {path.resolve()}"
+    settings = Settings(env="sandbox")
+    if settings.mongodb_uri is None or not settings.mongodb_uri.get_secret_value():
+        raise CliError(
+            "未设置 MONGODB_URI；沙箱数据请用 --data-dir DIR / "
+            "MONGODB_URI is not set (use --data-dir DIR for a sandbox data directory)"
+        )
+    return open_database(settings), f"MongoDB, database {settings.db_name}"
+
+
+def _close_database(db: Any) -> None:
+    from caiyun.data.embedded import EmbeddedDatabase
+
+    if isinstance(db, EmbeddedDatabase):
+        db.engine.close()
+    else:
+        db.client.close()
+
+
+def _database_failure(exc: Exception) -> CliError:
+    # pymongo's messages name hosts, never the password; redact() masks anything else.
+    from caiyun.runtime.logs import redact
+
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
+    return CliError(
+        f"数据库操作失败 / the database refused or is unreachable: "
+        f"{type(exc).__name__}: {redact(first_line)[:300]}"
+    )
+
+
+def _ensure_indexes(args: argparse.Namespace) -> int:
+    from pymongo.errors import PyMongoError
+
+    from caiyun.data.schema import ensure_indexes
+
+    db, where = _open_database(args.data_dir)
+    try:
+        ensured = ensure_indexes(db)
+        print(f"索引已就绪 / indexes in place: {where}")
+        for collection in sorted(ensured):
+            print(f"{collection}")
+            for name, spec in sorted(db[collection].index_information().items()):
+                keys = ", ".join(f"{field} {direction}" for field, direction in spec["key"])
+                flags = " unique" if spec.get("unique") else ""
+                if "expireAfterSeconds" in spec:
+                    flags += f" ttl={spec['expireAfterSeconds']}s"
+                print(f"  {name}: {keys}{flags}")
+    except PyMongoError as exc:
+        raise _database_failure(exc) from None
+    finally:
+        _close_database(db)
+    return 0
+
+
+def _add_admin_account(args: argparse.Namespace) -> int:
+    from pymongo.errors import PyMongoError
+
+    from caiyun.clock import SystemClock
+    from caiyun.domain import accounts, staff
+
+    if not _PHONE.fullmatch(args.phone):
+        raise CliError(f"手机号格式不正确 / not a mainland mobile number: {args.phone}")
+    name = args.name.strip()
+    if not name or len(name) > 32:
+        raise CliError("姓名须为 1–32 个字符 / the name must be 1–32 characters")
+    db, where = _open_database(args.data_dir)
+    try:
+        if args.data_dir is None:
+            _require_account_indexes(db)
+            now = SystemClock().now()
+        else:
+            from caiyun.sandbox.server import load_clock
+
+            now = load_clock(args.data_dir).now()
+        account, created = accounts.ensure_account(db, args.phone, now, name)
+        staff.upsert(db, account["_id"], name, "admin", None, now)
+    except PyMongoError as exc:
+        raise _database_failure(exc) from None
+    finally:
+        _close_database(db)
+    fresh = "新账号 / new account" if created else "已有账号 / existing account"
+    print(f"已添加管理员 / admin added: {name} {args.phone} → 全部小区 / every community")
+    print(f"  account_id: {account['_id']} ({fresh})")
+    print(f"  {where}")
+    return 0
+
+
+def _require_account_indexes(db: Any) -> None:
+    """Refuse to write accounts into a MongoDB whose unique phone index is missing."""
+    from caiyun.domain.accounts import ACCOUNTS
+
+    for spec in db[ACCOUNTS].index_information().values():
+        if spec.get("unique") and [field for field, _ in spec["key"]] == ["phone"]:
+            return
+    raise CliError(
+        "accounts 集合缺少手机号唯一索引，请先运行 caiyun db ensure-indexes / "
+        "the accounts collection has no unique phone index yet: run caiyun db ensure-indexes first"
+    )
+
+
+def _add_db(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "db",
+        help="生产数据库工具 / database tools (MONGODB_URI, or --data-dir for a sandbox)",
+    )
+    actions = parser.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    ensure = actions.add_parser(
+        "ensure-indexes",
+        help="创建全部索引（可重复运行）/ create every declared index (idempotent)",
+    )
+    ensure.add_argument(
+        "--data-dir", help="沙箱数据目录（代替 MONGODB_URI）/ a sandbox data dir instead"
+    )
+    ensure.set_defaults(run=_ensure_indexes)
+    admin = actions.add_parser(
+        "add-admin",
+        help="添加覆盖全部小区的管理员 / make someone an admin of every community",
+        description="首个管理员的引导：直接写入 MONGODB_URI 指向的数据库 / bootstraps the first "
+        "admin straight into the database MONGODB_URI names (or --data-dir's sandbox).",
+    )
+    admin.add_argument("--phone", required=True)
+    admin.add_argument("--name", required=True)
+    admin.add_argument(
+        "--data-dir", help="沙箱数据目录（代替 MONGODB_URI）/ a sandbox data dir instead"
+    )
+    admin.set_defaults(run=_add_admin_account)
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_dev,
     _add_admin,
     _add_invoke,
     _add_import,
     _add_docs,
+    _add_build,
+    _add_db,
 )
 
 

@@ -68,8 +68,12 @@ def change_phone(
         )
     if accounts.by_phone(db, new_phone) is not None:
         raise AppError("CONFLICT", "该手机号已被其他账号使用")
-    sms_codes.verify(services, account["phone"], "change_phone_old", old_code)
-    sms_codes.verify(services, new_phone, "change_phone_new", new_code)
+    # Both codes are checked before either is spent, so a mistyped new code can be retyped
+    # without asking for a new code on the old phone.
+    old_id = sms_codes.check(services, account["phone"], "change_phone_old", old_code)
+    new_id = sms_codes.check(services, new_phone, "change_phone_new", new_code)
+    sms_codes.spend(services, old_id)
+    sms_codes.spend(services, new_id)
     try:
         updated = db[accounts.ACCOUNTS].find_one_and_update(
             {"_id": account["_id"], "phone": account["phone"]},

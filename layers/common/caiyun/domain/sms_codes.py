@@ -91,11 +91,11 @@ def issue(services: Services, phone: str, purpose: Purpose) -> IssuedCode:
     return IssuedCode(resend_after_s=settings.sms_resend_s, expires_in_s=settings.sms_code_ttl_s)
 
 
-def verify(services: Services, phone: str, purpose: Purpose, code: str) -> None:
-    """Spend the live code for ``phone`` if ``code`` matches it; CODE_INVALID otherwise.
+def check(services: Services, phone: str, purpose: Purpose, code: str) -> str:
+    """Count one try against the live code for ``phone``; its id if ``code`` matches it.
 
-    Every try, right or wrong, is counted atomically before comparing, so parallel guesses
-    cannot exceed the allowance.
+    The code stays live until :func:`spend`. Every try, right or wrong, is counted atomically
+    before comparing, so parallel guesses cannot exceed the allowance. CODE_INVALID otherwise.
     """
     db, settings, now = services.db, services.settings, services.clock.now()
     doc = db[SMS_CODES].find_one_and_update(
@@ -114,8 +114,19 @@ def verify(services: Services, phone: str, purpose: Purpose, code: str) -> None:
         doc["code_hash"], _hash(services, phone, purpose, code)
     ):
         raise AppError("CODE_INVALID")
-    spent = db[SMS_CODES].find_one_and_update(
-        {"_id": doc["_id"], "used": False}, {"$set": {"used": True, "used_at": now}}
+    return doc["_id"]
+
+
+def spend(services: Services, code_id: str) -> None:
+    """Use up a checked code; CODE_INVALID if a parallel call spent it first."""
+    spent = services.db[SMS_CODES].find_one_and_update(
+        {"_id": code_id, "used": False},
+        {"$set": {"used": True, "used_at": services.clock.now()}},
     )
     if spent is None:
         raise AppError("CODE_INVALID")
+
+
+def verify(services: Services, phone: str, purpose: Purpose, code: str) -> None:
+    """Spend the live code for ``phone`` if ``code`` matches it; CODE_INVALID otherwise."""
+    spend(services, check(services, phone, purpose, code))

@@ -12,10 +12,11 @@ import hashlib
 import json
 import secrets
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
+
+from caiyun.sandbox.loopback import LoopbackService
 
 Reply = dict[str, Any]
 
@@ -26,7 +27,7 @@ def _error(errcode: int, errmsg: str) -> Reply:
     return {"errcode": errcode, "errmsg": f"{errmsg} rid: {secrets.token_hex(4)}"}
 
 
-class FakeWeChat:
+class FakeWeChat(LoopbackService):
     """A fake WeChat server API that knows the given ``appid -> secret`` pairs.
 
     State a test may read or set: ``sent`` (every accepted subscription message, with the
@@ -34,7 +35,10 @@ class FakeWeChat:
     ``consents`` (``(touser, template_id) -> consents left``; a pair not listed is unlimited).
     """
 
+    thread_name = "fake-wechat"
+
     def __init__(self, apps: dict[str, str]) -> None:
+        super().__init__()
         self.apps = dict(apps)
         self.sent: list[dict[str, Any]] = []
         self.token_issues = 0
@@ -44,8 +48,6 @@ class FakeWeChat:
         self._tokens: dict[str, str] = {}  # token -> appid
         self._failures: list[tuple[int, str | None]] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # Steering, for tests and the sandbox.
 
@@ -71,49 +73,6 @@ class FakeWeChat:
         return "o" + hashlib.sha256(f"{appid}:{js_code}".encode()).hexdigest()[:27]
 
     # Serving.
-
-    @property
-    def url(self) -> str:
-        """The base URL of the running server."""
-        if self._server is None:
-            raise RuntimeError("the fake WeChat server is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> str:
-        """Serve on a free loopback port in a daemon thread; returns the base URL."""
-        if self._server is None:
-            server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-            server.fake = self  # type: ignore[attr-defined]
-            self._server = server
-            # A short poll keeps stop() quick: tests start and stop one server each.
-            self._thread = threading.Thread(
-                target=server.serve_forever, args=(0.05,), name="fake-wechat", daemon=True
-            )
-            self._thread.start()
-        return self.url
-
-    def stop(self) -> None:
-        """Stop serving and close the port."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join()
-
-    def __enter__(self) -> FakeWeChat:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # The endpoints.
 
@@ -230,3 +189,6 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         # Request lines carry secrets and codes in their query; keep them off the console.
         pass
+
+
+FakeWeChat.handler_class = _Handler

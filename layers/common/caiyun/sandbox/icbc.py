@@ -30,9 +30,8 @@ import secrets
 import string
 import threading
 from datetime import date, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, urlsplit
 
@@ -64,6 +63,7 @@ from caiyun.clock import SHANGHAI, Clock, business_date
 from caiyun.data.schema import declare
 from caiyun.errors import AppError
 from caiyun.ids import new_id
+from caiyun.sandbox.loopback import LoopbackService
 from caiyun.settings import Settings
 
 Reply = dict[str, Any]
@@ -155,7 +155,7 @@ class _Refusal(Exception):
         self.message = message
 
 
-class FakeIcbc:
+class FakeIcbc(LoopbackService):
     """A fake ICBC gateway over ``db`` and ``clock`` (share the sandbox's, so time rules agree).
 
     Keys: ``gateway_private_key`` / ``merchant_private_key`` when given (tests reuse keys to stay
@@ -164,6 +164,8 @@ class FakeIcbc:
     ``notify_signs_api_path`` makes notifies signed over the pay interface's path instead of the
     notify URL's, the other behaviour seen in the wild.
     """
+
+    thread_name = "fake-icbc"
 
     def __init__(
         self,
@@ -179,6 +181,7 @@ class FakeIcbc:
         notify_signs_api_path: bool = False,
         paths: dict[str, str] | None = None,
     ) -> None:
+        super().__init__()
         self.db = db
         self.clock = clock
         self.app_id = app_id
@@ -204,8 +207,6 @@ class FakeIcbc:
         }
         self._failures: list[tuple[str, str | None]] = []
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         _ensure_indexes(db)
 
     # Wiring.
@@ -226,54 +227,15 @@ class FakeIcbc:
             **{f"icbc_{name}_path": path for name, path in self.paths.items()},
         }
 
-    @property
-    def url(self) -> str:
-        """The base URL of the running server."""
-        if self._server is None:
-            raise RuntimeError("the fake ICBC gateway is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+    def started(self) -> None:
+        """Register this bank so ``complete`` finds it by the gateway URL."""
+        with _running_lock:
+            _running[self.url] = self
 
-    def start(self) -> str:
-        """Serve on a free loopback port in a daemon thread; returns the base URL."""
-        if self._server is None:
-            server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-            server.daemon_threads = True
-            server.fake = self  # type: ignore[attr-defined]
-            self._server = server
-            # A short poll keeps stop() quick: tests start and stop one server each.
-            self._thread = threading.Thread(
-                target=server.serve_forever, args=(0.05,), name="fake-icbc", daemon=True
-            )
-            self._thread.start()
-            with _running_lock:
-                _running[self.url] = self
-        return self.url
-
-    def stop(self) -> None:
-        """Stop serving and close the port."""
-        server, thread = self._server, self._thread
-        if server is not None:
-            with _running_lock:
-                _running.pop(self.url, None)
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join()
-
-    def __enter__(self) -> FakeIcbc:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def stopping(self) -> None:
+        """Forget this bank's registration."""
+        with _running_lock:
+            _running.pop(self.url, None)
 
     # Steering, for tests and demos.
 
@@ -868,3 +830,6 @@ def _luhn(value: str) -> bool:
             n = n * 2 - 9 if n > 4 else n * 2
         total += n
     return total % 10 == 0
+
+
+FakeIcbc.handler_class = _Handler

@@ -1,0 +1,629 @@
+"""Real-name verification through ICBC, the e-wallet, the auto-debit (代扣) consent and the
+daily auto-debit run: the account function against the real ICBC client and the ICBC sandbox."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from conftest import invoke, make_settings
+
+from caiyun.adapters.icbc import generate_private_key_pem
+from caiyun.adapters.sms import sandbox_outbox
+from caiyun.clock import business_date
+from caiyun.domain import accounts, houses, memberships, payments, realname, staff
+from caiyun.domain.owner_import import import_owners
+from caiyun.sandbox.functions import handler
+from caiyun.sandbox.icbc import OPENING_BALANCE_FEN, FakeIcbc
+from caiyun.services import Services, build_services, install_services
+
+GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
+NOTIFY_URL = "https://caiyun.example.com/icbc/notify"
+ADMIN = "o-staff-admin"
+
+
+def with_luhn(partial: str) -> str:
+    """``partial`` plus the Luhn check digit that makes it a valid card number."""
+    total = 0
+    for index, digit in enumerate(reversed(partial)):
+        n = int(digit)
+        if index % 2 == 0:  # doubled once the check digit is appended
+            n = n * 2 - 9 if n > 4 else n * 2
+        total += n
+    return partial + str((10 - total % 10) % 10)
+
+
+def with_id_check(first17: str) -> str:
+    """A GB 11643 resident ID number: 17 digits and their check character."""
+    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+    total = sum(int(d) * w for d, w in zip(first17, weights, strict=True))
+    return first17 + "10X98765432"[total % 11]
+
+
+def person(n: int, name: str) -> SimpleNamespace:
+    return SimpleNamespace(
+        name=name,
+        phone=f"1380000000{n}",
+        bank_phone=f"1370000000{n}",
+        openid=f"o-resident-{n}",
+        id_number=with_id_check(f"44030519900101{n:02d}3"),
+        card=with_luhn(f"622202000012345{n:02d}"),
+    )
+
+
+ALICE = person(1, "张伟")  # owner of 1栋-1单元-101
+ERIN = person(5, "陈芳")  # family of 1栋-1单元-101
+BOB = person(2, "李娜")  # owner of 1栋-1单元-102
+CAROL = person(3, "王强")  # owner of 2栋-1单元-201, never bound in the app
+DAVE = person(4, "赵敏")  # owner in 枫林苑
+NOBODY = person(9, "孙丽")  # an account with no house
+OTHER_BANK_CARD = with_luhn("622848000012345670")  # Agricultural Bank, not ICBC
+
+
+def ok(reply: dict[str, Any]) -> Any:
+    assert reply["ok"] is True, reply
+    return reply["data"]
+
+
+def refused(reply: dict[str, Any]) -> str:
+    assert reply["ok"] is False, reply
+    return reply["error"]["code"]
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, str]:
+    return {"gateway": generate_private_key_pem(), "merchant": generate_private_key_pem()}
+
+
+@pytest.fixture
+def bank(services: Services, keys: dict[str, str]) -> Iterator[FakeIcbc]:
+    fake = FakeIcbc(
+        services.db,
+        services.clock,
+        gateway_private_key=keys["gateway"],
+        merchant_private_key=keys["merchant"],
+    )
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def svc(services: Services, bank: FakeIcbc) -> Services:
+    """The test's services, with the real ICBC client pointed at the running sandbox bank."""
+    settings = make_settings(
+        **bank.settings_overrides(), icbc_notify_url=NOTIFY_URL, icbc_timeout_s=5.0
+    )
+    wired = build_services(settings, clock=services.clock, db=services.db)
+    install_services(wired)
+    return wired
+
+
+@pytest.fixture
+def world(svc: Services) -> SimpleNamespace:
+    db, now = svc.db, svc.clock.now()
+    rows = [
+        {
+            "building": 1,
+            "unit": 1,
+            "room": 101,
+            "owner_name": ALICE.name,
+            "owner_phone": ALICE.phone,
+        },
+        {"building": 1, "unit": 1, "room": 102, "owner_name": BOB.name, "owner_phone": BOB.phone},
+    ]
+    garden = import_owners(svc, GARDEN, rows)
+    h101, h102 = (houses.get(db, r.house_id) for r in garden.rows)
+    ids = {}
+    for who, house, role in (
+        (ALICE, h101, "owner"),
+        (ERIN, h101, "family"),
+        (BOB, h102, "owner"),
+        (NOBODY, None, None),
+    ):
+        account, _ = accounts.ensure_account(db, who.phone, now, who.name)
+        if house is not None:
+            memberships.add(db, house, account["_id"], role, now, account["_id"])
+        accounts.bind_openid(db, account["_id"], "resident", who.openid)
+        ids[who.openid] = account["_id"]
+    admin, _ = accounts.ensure_account(db, "13900000001", now)
+    staff.upsert(db, admin["_id"], "王经理", "admin", [garden.community_id], now)
+    accounts.bind_openid(db, admin["_id"], "staff", ADMIN)
+    return SimpleNamespace(ids=ids, garden=garden.community_id, h101=h101, h102=h102)
+
+
+def list_bills(who: SimpleNamespace, **filters: Any) -> dict[str, Any]:
+    return invoke("bills", {"action": "list", **filters}, who.openid)
+
+
+def pay(who: SimpleNamespace, *bill_ids: str, method: str = "card") -> dict[str, Any]:
+    return invoke(
+        "bills", {"action": "pay", "bill_ids": list(bill_ids), "method": method}, who.openid
+    )
+
+
+def get_order(who: SimpleNamespace, order_no: str) -> dict[str, Any]:
+    return invoke("bills", {"action": "order", "order_no": order_no}, who.openid)
+
+
+def post_notify(body: str) -> dict[str, Any]:
+    """ICBC's notify as the API Gateway trigger delivers it: ``POST /icbc/notify``, a form."""
+    event = {
+        "httpMethod": "POST",
+        "path": "/icbc/notify",
+        "headers": {"content-type": "application/x-www-form-urlencoded; charset=UTF-8"},
+        "queryStringParameters": {},
+        "body": body,
+        "isBase64Encoded": False,
+        "requestContext": {"sourceIp": "202.106.0.20", "requestId": "apigw-notify"},
+    }
+    return handler("icbc_callback")(event, {})
+
+
+def bill_status(svc: Services, bill_id: str) -> str:
+    return svc.db["bills"].find_one({"_id": bill_id})["status"]
+
+
+def status_of(who: SimpleNamespace, bill_id: str) -> str:
+    items = ok(list_bills(who))["items"]
+    return next(b["status"] for b in items if b["bill_id"] == bill_id)
+
+
+def messages(who: SimpleNamespace, kind: str) -> list[dict[str, Any]]:
+    items = ok(invoke("notify", {"action": "messages", "page_size": 100}, who.openid))["items"]
+    return [m for m in items if m["kind"] == kind]
+
+
+ALL_AGREEMENTS = ["wallet_service", "privacy", "autodebit"]
+
+
+def start(
+    who: SimpleNamespace, method: str = "card", card: str | None = None, **changes: Any
+) -> dict[str, Any]:
+    event = {
+        "action": "realname_start",
+        "method": method,
+        "name": who.name,
+        "id_number": who.id_number,
+        "card_no": card or who.card,
+        "bank_phone": who.bank_phone,
+        **changes,
+    }
+    return invoke("account", event, who.openid)
+
+
+def bank_code(svc: Services, who: SimpleNamespace) -> str:
+    return sandbox_outbox(svc.db, who.bank_phone)[0]["code"]
+
+
+def confirm(
+    who: SimpleNamespace,
+    ticket: str,
+    code: str,
+    agreements: list[str] | None = None,
+    autodebit: bool = False,
+) -> dict[str, Any]:
+    event = {
+        "action": "realname_confirm",
+        "ticket": ticket,
+        "sms_code": code,
+        "agreements": ["wallet_service", "privacy"] if agreements is None else agreements,
+        "autodebit": autodebit,
+    }
+    return invoke("account", event, who.openid)
+
+
+def verify(
+    svc: Services, who: SimpleNamespace, method: str = "card", autodebit: bool = False
+) -> dict[str, Any]:
+    card = who.card if method == "card" else OTHER_BANK_CARD
+    ticket = ok(start(who, method, card))["ticket"]
+    agreements = ALL_AGREEMENTS if autodebit else ["wallet_service", "privacy"]
+    return ok(confirm(who, ticket, bank_code(svc, who), agreements, autodebit))
+
+
+def account_doc(svc: Services, who: SimpleNamespace) -> dict[str, Any]:
+    return svc.db[accounts.ACCOUNTS].find_one({"phone": who.phone})
+
+
+def wallet_of(who: SimpleNamespace) -> dict[str, Any]:
+    return invoke("account", {"action": "wallet"}, who.openid)
+
+
+def set_autodebit(who: SimpleNamespace, enabled: bool) -> dict[str, Any]:
+    return invoke("account", {"action": "set_autodebit", "enabled": enabled}, who.openid)
+
+
+def transactions(who: SimpleNamespace, page: int, page_size: int) -> dict[str, Any]:
+    event = {"action": "wallet_transactions", "page": page, "page_size": page_size}
+    return invoke("account", event, who.openid)
+
+
+def wallet_no(svc: Services, who: SimpleNamespace) -> str:
+    return account_doc(svc, who)["wallet"]["wallet_no"]
+
+
+def masked_id(who: SimpleNamespace) -> str:
+    return who.id_number[:4] + "*" * 10 + who.id_number[-4:]
+
+
+def masked_card(card: str) -> str:
+    return f"{card[:4]} **** **** {card[-4:]}"
+
+
+# ------------------------------------------------------------------------------ verification
+
+
+def test_card_method_verifies_with_an_icbc_class_i_card(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    ticket = ok(start(ALICE))["ticket"]
+    texts = sandbox_outbox(svc.db, ALICE.bank_phone)
+    assert len(texts) == 1 and texts[0]["code"]
+    assert not account_doc(svc, ALICE)["realname_verified"]
+
+    summary = ok(confirm(ALICE, ticket, texts[0]["code"]))
+
+    assert summary["wallet_class"] == "I"
+    assert summary["linked_card"] == masked_card(ALICE.card)
+    assert summary["realname"] == masked_id(ALICE)
+    assert summary["autodebit"] is False
+    assert summary["wallet_no"].count("*") == 4
+    profile = ok(invoke("account", {"action": "profile"}, ALICE.openid))
+    assert profile["realname_verified"] is True
+    assert profile["wallet"] == summary
+    assert svc.db[realname.TICKETS].count_documents({}) == 0  # the ticket is spent
+
+
+def test_card_method_refuses_a_card_of_another_bank(svc: Services, world: SimpleNamespace) -> None:
+    reply = start(ALICE, "card", OTHER_BANK_CARD)
+
+    assert refused(reply) == "NOT_ICBC_CARD"
+    assert reply["error"]["message"]
+    assert sandbox_outbox(svc.db, ALICE.bank_phone) == []
+    assert svc.db[realname.TICKETS].count_documents({}) == 0
+    assert refused(wallet_of(ALICE)) == "REALNAME_REQUIRED"
+
+
+def test_wallet_method_opens_an_e_wallet_linked_to_another_banks_card(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    summary = verify(svc, ALICE, "wallet")
+
+    assert summary["wallet_class"] == "II"
+    assert summary["linked_card"] == masked_card(OTHER_BANK_CARD)
+    assert account_doc(svc, ALICE)["realname"]["method"] == "wallet"
+    assert ok(wallet_of(ALICE))["balance_fen"] == OPENING_BALANCE_FEN
+
+
+def test_wrong_bank_code_is_code_invalid_and_the_right_one_still_works(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    ticket = ok(start(ALICE))["ticket"]
+    code = bank_code(svc, ALICE)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+
+    assert refused(confirm(ALICE, ticket, wrong)) == "CODE_INVALID"
+    assert not account_doc(svc, ALICE)["realname_verified"]
+    assert ok(confirm(ALICE, ticket, code))["wallet_class"] == "I"
+
+
+def test_bank_code_is_burnt_after_five_wrong_tries(svc: Services, world: SimpleNamespace) -> None:
+    ticket = ok(start(ALICE))["ticket"]
+    code = bank_code(svc, ALICE)
+    for n in range(1, 6):
+        assert refused(confirm(ALICE, ticket, f"{(int(code) + n) % 1_000_000:06d}")) == (
+            "CODE_INVALID"
+        )
+
+    assert refused(confirm(ALICE, ticket, code)) == "CODE_INVALID"
+    assert not account_doc(svc, ALICE)["realname_verified"]
+
+
+def test_someone_elses_ticket_cannot_be_confirmed(svc: Services, world: SimpleNamespace) -> None:
+    ticket = ok(start(ALICE))["ticket"]
+    code = bank_code(svc, ALICE)
+
+    assert refused(confirm(ERIN, ticket, code)) == "NOT_FOUND"
+    assert not account_doc(svc, ERIN)["realname_verified"]
+    assert ok(confirm(ALICE, ticket, code))["wallet_class"] == "I"
+
+
+def test_verified_account_cannot_start_again(svc: Services, world: SimpleNamespace) -> None:
+    verify(svc, ALICE)
+
+    assert refused(start(ALICE)) == "CONFLICT"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("id_number", ALICE.id_number[:17] + ("0" if ALICE.id_number[17] != "0" else "1")),
+        ("id_number", "44030519900101013"),
+        ("card_no", ALICE.card[:-1] + str((int(ALICE.card[-1]) + 1) % 10)),
+        ("card_no", "6222-0200-0012-3450"),
+        ("bank_phone", "12345678901"),
+        ("method", "cash"),
+    ],
+    ids=["id-check-char", "id-too-short", "card-luhn", "card-not-digits", "phone", "method"],
+)
+def test_invalid_details_are_refused_naming_the_field_before_the_bank_is_asked(
+    svc: Services, world: SimpleNamespace, field: str, value: str
+) -> None:
+    reply = start(ALICE, **{field: value})
+
+    assert refused(reply) == "INVALID_ARGUMENT"
+    assert list(reply["error"]["details"]["fields"]) == [field]
+    assert sandbox_outbox(svc.db, ALICE.bank_phone) == []
+    assert value not in json.dumps(reply, ensure_ascii=False) or field == "method"
+
+
+def test_lowercase_x_check_character_is_accepted(svc: Services, world: SimpleNamespace) -> None:
+    first17 = next(
+        f"4403051990010{n:04d}"
+        for n in range(10_000)
+        if with_id_check(f"4403051990010{n:04d}").endswith("X")
+    )
+    who = SimpleNamespace(**{**vars(NOBODY), "id_number": with_id_check(first17).lower()})
+
+    assert ok(start(who))["ticket"]
+
+
+def test_agreements_are_required_and_recorded_with_version_and_time(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    ticket = ok(start(ALICE))["ticket"]
+    code = bank_code(svc, ALICE)
+
+    missing = confirm(ALICE, ticket, code, ["privacy"])
+    no_consent_text = confirm(ALICE, ticket, code, ["wallet_service", "privacy"], autodebit=True)
+    assert refused(missing) == "INVALID_ARGUMENT"
+    assert "agreements" in missing["error"]["details"]["fields"]
+    assert refused(no_consent_text) == "INVALID_ARGUMENT"
+    assert not account_doc(svc, ALICE)["realname_verified"]
+
+    ok(confirm(ALICE, ticket, code, ALL_AGREEMENTS, autodebit=True))
+
+    doc = account_doc(svc, ALICE)
+    signed = {a["name"]: a for a in doc["agreements"]}
+    assert set(signed) == {"wallet_service", "privacy", "autodebit"}
+    for name, agreement in signed.items():
+        assert agreement["version"] == realname.AGREEMENTS[name]
+        assert agreement["signed_at"] is not None
+    assert doc["autodebit"]["enabled"] is True
+    assert doc["autodebit"]["version"] == realname.AGREEMENTS["autodebit"]
+    assert doc["autodebit"]["changed_at"] is not None
+    assert doc["autodebit"]["agreement_no"]
+    at_bank = svc.db["sandbox_icbc_agreements"].find_one({"_id": doc["autodebit"]["agreement_no"]})
+    assert at_bank["status"] == "active"
+    assert at_bank["wallet_no"] == doc["wallet"]["wallet_no"]
+
+
+# ------------------------------------------------------------------------------ personal data
+
+
+def test_id_and_card_numbers_are_unreadable_at_rest_and_masked_in_every_reply(
+    svc: Services, world: SimpleNamespace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secrets_ = [ALICE.id_number, ALICE.card]
+    replies = [start(ALICE)]
+    ticket = replies[0]["data"]["ticket"]
+
+    def stored() -> str:
+        documents = {
+            name: list(svc.db[name].find({}))
+            for name in svc.db.list_collection_names()
+            if not name.startswith("sandbox_")  # the bank's own books
+        }
+        return json.dumps(documents, default=str, ensure_ascii=False)
+
+    pending = stored()
+    assert svc.db[realname.TICKETS].count_documents({}) == 1
+    replies.append(confirm(ALICE, ticket, bank_code(svc, ALICE), ALL_AGREEMENTS, True))
+    done = stored()
+    replies += [
+        invoke("account", {"action": "profile"}, ALICE.openid),
+        wallet_of(ALICE),
+        transactions(ALICE, 1, 20),
+        set_autodebit(ALICE, False),
+    ]
+    logged = capsys.readouterr()
+
+    for plain in secrets_:
+        assert plain not in pending
+        assert plain not in done
+        assert plain not in logged.out + logged.err
+        for reply in replies:
+            assert reply["ok"] is True, reply
+            assert plain not in json.dumps(reply, ensure_ascii=False)
+    doc = account_doc(svc, ALICE)
+    assert doc["realname"]["id_number"].startswith("v1:")
+    assert doc["wallet"]["linked_card"].startswith("v1:")
+    for reply in replies[1:3]:
+        text = json.dumps(reply, ensure_ascii=False)
+        assert masked_id(ALICE) in text
+        assert masked_card(ALICE.card) in text
+
+
+# ------------------------------------------------------------------------------ wallet
+
+
+def test_wallet_needs_real_name_verification(svc: Services, world: SimpleNamespace) -> None:
+    assert refused(wallet_of(ALICE)) == "REALNAME_REQUIRED"
+    assert refused(transactions(ALICE, 1, 20)) == "REALNAME_REQUIRED"
+    assert refused(set_autodebit(ALICE, True)) == "REALNAME_REQUIRED"
+
+
+def test_wallet_shows_the_balance_icbc_reports(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    verify(svc, ALICE)
+    assert ok(wallet_of(ALICE))["balance_fen"] == OPENING_BALANCE_FEN
+
+    bank.set_balance(wallet_no(svc, ALICE), 12345)
+    wallet = ok(wallet_of(ALICE))
+
+    assert wallet["balance_fen"] == 12345
+    assert wallet["wallet_class"] == "I"
+    assert wallet["linked_card"] == masked_card(ALICE.card)
+    assert wallet["autodebit"] is False
+
+
+def test_set_autodebit_signs_and_cancels_the_icbc_agreement(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    verify(svc, ALICE)
+
+    on = ok(set_autodebit(ALICE, True))
+    agreement_no = account_doc(svc, ALICE)["autodebit"]["agreement_no"]
+    again = ok(set_autodebit(ALICE, True))
+    off = ok(set_autodebit(ALICE, False))
+
+    assert on["autodebit"] is True and again["autodebit"] is True
+    assert off["autodebit"] is False
+    assert ok(wallet_of(ALICE))["autodebit"] is False
+    doc = account_doc(svc, ALICE)
+    assert doc["autodebit"]["enabled"] is False
+    assert doc["autodebit"]["agreement_no"] is None
+    assert doc["autodebit"]["version"] == realname.AGREEMENTS["autodebit"]
+    at_bank = svc.db["sandbox_icbc_agreements"].find_one({"_id": agreement_no})
+    assert at_bank["status"] == "cancelled"
+    assert svc.db["sandbox_icbc_agreements"].count_documents({}) == 1  # asked again: no new one
+
+
+# ------------------------------------------------------------------------------ auto-debit
+
+
+def import_due_bills(
+    svc: Services, world: SimpleNamespace, *rows: tuple[int, str, int, int]
+) -> None:
+    """Bills as ``(room, item, amount_fen, days until due)``."""
+    today = business_date(svc.clock.now())
+    event = {
+        "action": "import_bills",
+        "community_id": world.garden,
+        "rows": [
+            {
+                "building": 1,
+                "unit": 1,
+                "room": room,
+                "period": "2026-11",
+                "item": item,
+                "amount_fen": amount,
+                "due_date": (today + timedelta(days=days)).isoformat(),
+            }
+            for room, item, amount, days in rows
+        ],
+    }
+    ok(invoke("admin", event, ADMIN))
+
+
+def bill_by_item(svc: Services, house: dict[str, Any], item: str) -> dict[str, Any]:
+    return svc.db["bills"].find_one({"house_id": house["_id"], "item": item})
+
+
+def test_autodebit_charges_a_consenting_accounts_due_bills(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    import_due_bills(svc, world, (101, "物业费", 12000, -1), (101, "停车费", 5000, 0))
+    import_due_bills(svc, world, (101, "水费", 3000, 5), (102, "物业费", 15000, -1))
+    verify(svc, ALICE, autodebit=True)
+    verify(svc, BOB)  # verified, but no 代扣 consent
+
+    counts = payments.run_autodebit(svc)
+
+    assert counts == {"autodebit_accounts": 1, "autodebit_paid": 1, "autodebit_failed": 0}
+    assert bill_by_item(svc, world.h101, "物业费")["status"] == "paid"
+    assert bill_by_item(svc, world.h101, "停车费")["status"] == "paid"
+    assert bill_by_item(svc, world.h101, "水费")["status"] == "unpaid"  # not due yet
+    assert bill_by_item(svc, world.h102, "物业费")["status"] == "unpaid"  # BOB never consented
+    assert ok(wallet_of(ALICE))["balance_fen"] == OPENING_BALANCE_FEN - 17000
+    order = svc.db[payments.ORDERS].find_one({"method": "autodebit"})
+    assert order["status"] == "paid" and order["amount_fen"] == 17000
+    assert svc.db[payments.TRANSACTIONS].count_documents({"order_no": order["_id"]}) == 1
+    assert len(messages(ALICE, "payment")) == 1
+    assert ok(list_bills(ALICE))["unpaid_total_fen"] == 3000
+
+
+def test_autodebit_runs_once_a_day(svc: Services, bank: FakeIcbc, world: SimpleNamespace) -> None:
+    import_due_bills(svc, world, (101, "物业费", 12000, -1))
+    verify(svc, ALICE, autodebit=True)
+    bank.set_balance(wallet_no(svc, ALICE), 100)  # not enough: ICBC declines
+
+    first = payments.run_autodebit(svc)
+    second = payments.run_autodebit(svc)
+
+    assert first == {"autodebit_accounts": 1, "autodebit_paid": 0, "autodebit_failed": 1}
+    assert second["autodebit_accounts"] == 0  # not charged twice the same day
+    assert bill_by_item(svc, world.h101, "物业费")["status"] == "unpaid"
+    assert svc.db[payments.ORDERS].count_documents({}) == 1
+    assert svc.db[payments.ORDERS].find_one({})["status"] == "failed"
+    assert ok(wallet_of(ALICE))["balance_fen"] == 100
+
+    bank.set_balance(wallet_no(svc, ALICE), 50_000)
+    svc.clock.advance(24 * 3600)
+    third = payments.run_autodebit(svc)
+    fourth = payments.run_autodebit(svc)
+
+    assert third == {"autodebit_accounts": 1, "autodebit_paid": 1, "autodebit_failed": 0}
+    assert fourth["autodebit_accounts"] == 0
+    assert bill_by_item(svc, world.h101, "物业费")["status"] == "paid"
+    assert ok(wallet_of(ALICE))["balance_fen"] == 50_000 - 12000
+
+
+def test_autodebit_skips_bills_the_resident_is_paying(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    import_due_bills(svc, world, (101, "物业费", 12000, -1))
+    verify(svc, ALICE, autodebit=True)
+    bill = bill_by_item(svc, world.h101, "物业费")
+    order = ok(pay(ALICE, bill["_id"]))
+
+    counts = payments.run_autodebit(svc)
+
+    assert counts["autodebit_paid"] == 0
+    assert ok(wallet_of(ALICE))["balance_fen"] == OPENING_BALANCE_FEN
+    assert ok(get_order(ALICE, order["order_no"]))["status"] == "pending"
+
+
+def test_autodebit_stops_after_consent_is_withdrawn(svc: Services, world: SimpleNamespace) -> None:
+    import_due_bills(svc, world, (101, "物业费", 12000, -1))
+    verify(svc, ALICE, autodebit=True)
+    ok(set_autodebit(ALICE, False))
+
+    counts = payments.run_autodebit(svc)
+
+    assert counts["autodebit_accounts"] == 0
+    assert bill_by_item(svc, world.h101, "物业费")["status"] == "unpaid"
+    assert ok(wallet_of(ALICE))["balance_fen"] == OPENING_BALANCE_FEN
+
+
+def test_wallet_transactions_page_through_icbcs_details(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    import_due_bills(svc, world, (101, "物业费", 12000, -1))
+    verify(svc, ALICE, autodebit=True)
+    payments.run_autodebit(svc)  # one charge on top of the opening deposit
+    import_due_bills(svc, world, (101, "停车费", 5000, 0))
+    svc.clock.advance(24 * 3600)
+    payments.run_autodebit(svc)  # and a second one the next day
+
+    first = ok(transactions(ALICE, 1, 2))
+    second = ok(transactions(ALICE, 2, 2))
+    beyond = ok(transactions(ALICE, 3, 2))
+
+    assert (first["total"], first["page"], first["page_size"]) == (3, 1, 2)
+    assert [t["direction"] for t in first["items"]] == ["out", "out"]
+    assert [t["amount_fen"] for t in first["items"]] == [5000, 12000]  # newest first
+    assert first["items"][0]["balance_fen"] == OPENING_BALANCE_FEN - 17000
+    assert [(t["direction"], t["amount_fen"]) for t in second["items"]] == [
+        ("in", OPENING_BALANCE_FEN)
+    ]
+    assert beyond["items"] == [] and beyond["total"] == 3
+    assert all(t["occurred_at"].endswith("+08:00") for t in first["items"])
+    too_big = transactions(ALICE, 1, 101)
+    assert refused(too_big) == "INVALID_ARGUMENT"
