@@ -14,10 +14,12 @@ phone; the account, its houses and its sessions stay as they are.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from caiyun.contract import account as api
 from caiyun.contract import wallet as wallet_api
-from caiyun.contract.common import Empty, page_reply
-from caiyun.domain import profiles, realname
+from caiyun.contract.common import Empty, UploadUrlReply, page_reply
+from caiyun.domain import profiles, realname, uploads
 from caiyun.runtime import Action, Call, CloudFunction, signed_in
 
 
@@ -82,6 +84,11 @@ def set_autodebit(call: Call, req: wallet_api.SetAutodebit) -> wallet_api.Wallet
     return wallet_api.WalletSummary.model_validate(summary)
 
 
+def upload_url(call: Call, req: api.UploadUrl) -> UploadUrlReply:
+    target = uploads.target(call.services, call.require_account(), req.purpose, req.filename)
+    return UploadUrlReply.model_validate(asdict(target))
+
+
 BANK_ERRORS = ("REALNAME_REQUIRED", "UNAVAILABLE")
 
 main_handler = CloudFunction(
@@ -96,6 +103,7 @@ main_handler = CloudFunction(
             api.Profile,
             ("CODE_INVALID", "CONFLICT"),
         ),
+        "upload_url": Action(api.UploadUrl, signed_in, upload_url, UploadUrlReply),
         "realname_start": Action(
             wallet_api.RealnameStart,
             signed_in,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from caiyun.contract import repair as api
-from caiyun.contract.common import Empty, page_reply
+from caiyun.contract.common import Empty, UploadUrlReply, page_reply
 from caiyun.domain import repairs
 from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in, staff_role
 
@@ -16,9 +16,9 @@ def categories(call: Call, req: Empty) -> api.CategoriesReply:
     return api.CategoriesReply.model_validate({"items": repairs.categories()})
 
 
-def upload_url(call: Call, req: api.UploadUrl) -> api.UploadUrlReply:
+def upload_url(call: Call, req: api.UploadUrl) -> UploadUrlReply:
     target = repairs.upload_target(call.services, call.require_account(), req.purpose, req.filename)
-    return api.UploadUrlReply.model_validate(asdict(target))
+    return UploadUrlReply.model_validate(asdict(target))
 
 
 def create(call: Call, req: api.Create) -> api.RepairDetail:
@@ -104,7 +104,7 @@ main_handler = CloudFunction(
     "repair",
     {
         "categories": Action(Empty, signed_in, categories, api.CategoriesReply),
-        "upload_url": Action(api.UploadUrl, signed_in, upload_url, api.UploadUrlReply),
+        "upload_url": Action(api.UploadUrl, signed_in, upload_url, UploadUrlReply),
         "create": Action(
             api.Create,
             signed_in,

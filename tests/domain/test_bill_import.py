@@ -379,6 +379,8 @@ def test_reimport_never_touches_a_paid_bill(
     assert report["rows"][0]["house_id"] == world.h101["_id"]
     assert report["rows"][1]["status"] == "updated"  # the good row still lands
     assert svc.db["bills"].find_one({"_id": bill_id}) == paid
+    same = ok(import_bills([row(101)], world.garden))
+    assert same["rows"][0]["status"] == "unchanged"  # the same row again is no error
 
 
 def test_reimport_never_touches_a_bill_being_paid(svc: Services, world: SimpleNamespace) -> None:

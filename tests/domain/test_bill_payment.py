@@ -534,3 +534,73 @@ def test_unpaid_order_stays_pending_when_icbc_says_pending(
 
     assert ok(get_order(ALICE, order["order_no"]))["status"] == "pending"
     assert status_of(ALICE, world.oct_fee) == "paying"
+
+
+def test_the_same_bill_listed_twice_is_charged_once(svc: Services, world: SimpleNamespace) -> None:
+    verify(svc, ALICE)
+
+    order = ok(pay(ALICE, world.oct_fee, world.oct_fee, world.oct_parking))
+
+    assert order["amount_fen"] == 17000
+    assert sorted(order["bill_ids"]) == sorted([world.oct_fee, world.oct_parking])
+
+
+def test_bills_of_two_communities_cannot_share_an_order(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    verify(svc, ALICE)
+    alice = world.ids[ALICE.openid]
+    memberships.add(svc.db, world.m101, alice, "tenant", svc.clock.now(), alice)
+
+    reply = pay(ALICE, world.oct_fee, world.dave_fee)
+
+    assert refused(reply) == "INVALID_ARGUMENT"
+    assert "bill_ids" in reply["error"]["details"]["fields"]
+    assert bill_status(svc, world.oct_fee) == "unpaid"
+    assert ok(pay(ALICE, world.dave_fee))["amount_fen"] == 8800  # one community at a time
+
+
+def test_bank_unavailable_at_pay_releases_the_bills(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    verify(svc, ALICE)
+    bank.fail_next("SYSTEM_BUSY", svc.settings.icbc_pay_path)
+
+    reply = pay(ALICE, world.oct_fee)
+
+    assert refused(reply) == "UNAVAILABLE"
+    assert reply["error"]["details"]["retryable"] is True
+    assert bill_status(svc, world.oct_fee) == "unpaid"
+    assert svc.db[payments.ORDERS].find_one({})["status"] == "failed"
+    assert ok(pay(ALICE, world.oct_fee))["status"] == "pending"  # the retry works
+
+
+def test_expiry_waits_for_icbc_when_it_cannot_be_asked(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    verify(svc, ALICE)
+    order = ok(pay(ALICE, world.oct_fee))
+    svc.clock.advance(svc.settings.order_ttl_s + 1)
+    bank.fail_next("SYSTEM_BUSY", svc.settings.icbc_query_path)
+
+    assert payments.expire_orders(svc) == 0  # ICBC busy: maybe paid, so keep the lock
+    assert status_of(ALICE, world.oct_fee) == "paying"
+    assert payments.expire_orders(svc) == 1  # the next run gets an answer
+    assert ok(get_order(ALICE, order["order_no"]))["status"] == "closed"
+    assert status_of(ALICE, world.oct_fee) == "unpaid"
+
+
+def test_timer_releases_expired_orders(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    verify(svc, ALICE)
+    order = ok(pay(ALICE, world.oct_fee))
+    svc.clock.advance(svc.settings.order_ttl_s + 1)
+
+    timer = {"Type": "Timer", "TriggerName": "every-5-min", "Time": "2026-11-25T02:00:00Z"}
+    reply = handler("scheduler")(timer, {})
+
+    assert reply["ok"] is True and reply["data"]["failed_jobs"] == []
+    assert reply["data"]["orders_ended"] == 1
+    assert ok(get_order(ALICE, order["order_no"]))["status"] == "closed"
+    assert status_of(ALICE, world.oct_fee) == "unpaid"

@@ -669,3 +669,34 @@ def test_late_success_for_bills_paid_meanwhile_never_settles_them_twice(
     assert first_order["status"] == "paid"
     assert first_order["needs_refund"] is True
     assert svc.db[payments.ORDERS].find_one({"_id": second["order_no"]}).get("needs_refund") is None
+
+
+def test_late_success_for_bills_now_in_another_live_order_is_flagged_for_refund(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    """The money of an expired order arrives while its bill sits in a newer, unpaid order.
+
+    Whatever happens next, a paid order either settled all its bills or is flagged for refund:
+    otherwise the resident who pays the newer order has paid the bill twice and nobody knows.
+    """
+    verify(svc, ALICE)
+    verify(svc, ERIN)
+    first = ok(pay(ALICE, world.oct_fee))
+    svc.clock.advance(svc.settings.order_ttl_s + 1)
+    payments.expire_orders(svc)
+    second = ok(pay(ERIN, world.oct_fee))  # the bill is 支付中 again, in ERIN's order
+
+    late = bank.notify_form(as_paid(svc, first["order_no"]), NOTIFY_URL)
+    assert reply_of(post_notify(urlencode(late)), bank)["return_code"] == 0
+    paid = bank.notify_form(bank.settle(second["order_no"], "success"), NOTIFY_URL)
+    assert reply_of(post_notify(urlencode(paid)), bank)["return_code"] == 0
+
+    bill = svc.db["bills"].find_one({"_id": world.oct_fee})
+    assert bill["status"] == "paid"
+    for order_no in (first["order_no"], second["order_no"]):
+        order = svc.db[payments.ORDERS].find_one({"_id": order_no})
+        assert order["status"] == "paid"
+        settled_here = bill["order_no"] == order_no
+        assert settled_here or order.get("needs_refund") is True, (
+            f"order {order_no} took the money but settled no bill and is not flagged for refund"
+        )

@@ -5,7 +5,7 @@ The real-name and wallet actions of the same function are in ``caiyun.contract.w
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import StrictStr, StringConstraints, model_validator
 
@@ -53,3 +53,10 @@ class ChangePhone(Request):
     old_code: SmsCode
     new_phone: Phone
     new_code: SmsCode
+
+
+class UploadUrl(Request):
+    """Where to upload an avatar or a complaint image (repairs have ``repair.upload_url``)."""
+
+    purpose: Literal["avatar", "complaint"]
+    filename: Annotated[StrictStr, StringConstraints(min_length=1, max_length=255)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -88,6 +88,20 @@ class PageRequest(Request):
 
     page: Annotated[StrictInt, Field(ge=1, le=100_000)] = 1
     page_size: Annotated[StrictInt, Field(ge=1, le=100)] = 20
+
+
+class UploadUrlReply(Reply):
+    """Where to upload one file. CloudBase: ``wx.cloud.uploadFile({cloudPath: path})`` and use
+    its fileID. COS: PUT the bytes to ``url`` with ``headers`` and use ``file_id``. Sandbox:
+    use ``file_id`` as it is."""
+
+    provider: Literal["sandbox", "cloudbase", "cos"]
+    path: str
+    file_id: str | None
+    url: str | None
+    method: str | None
+    headers: dict[str, str]
+    expires_in_s: int | None
 
 
 R = TypeVar("R", bound=BaseModel)

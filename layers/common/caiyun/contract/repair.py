@@ -52,16 +52,6 @@ class UploadUrl(Request):
     filename: Annotated[StrictStr, StringConstraints(min_length=1, max_length=255)]
 
 
-class UploadUrlReply(Reply):
-    provider: Literal["sandbox", "cloudbase", "cos"]
-    path: str
-    file_id: str | None
-    url: str | None
-    method: str | None
-    headers: dict[str, str]
-    expires_in_s: int | None
-
-
 class Create(Request):
     """Report a repair for a house the caller lives in (any role)."""
 

@@ -92,8 +92,15 @@ def _push(
         return False
     data = {key: _fit(key, value) for key, value in push.data.items()}
     try:
+        # The inbox keeps an absolute path for wx.navigateTo; a subscribe message's page is
+        # written without the leading slash.
         services.wechat.send_subscribe(
-            app, openid, template_id, page, data, services.settings.wechat_miniprogram_state
+            app,
+            openid,
+            template_id,
+            page.lstrip("/"),
+            data,
+            services.settings.wechat_miniprogram_state,
         )
         return True
     except WeChatNoConsent:

@@ -18,7 +18,16 @@ from caiyun.adapters.storage import UploadTarget
 from caiyun.clock import SHANGHAI
 from caiyun.contract.common import mask_phone
 from caiyun.data.schema import declare
-from caiyun.domain import accounts, communities, houses, idempotency, memberships, messaging, staff
+from caiyun.domain import (
+    accounts,
+    communities,
+    houses,
+    idempotency,
+    memberships,
+    messaging,
+    staff,
+    uploads,
+)
 from caiyun.domain import repair_views as views
 from caiyun.errors import AppError
 from caiyun.ids import new_id
@@ -40,8 +49,8 @@ REPAIRS = declare(
 )
 
 # Where a message opens, in the resident app and in the staff app.
-RESIDENT_PAGE = "pages/repair/detail?repair_id={}"
-STAFF_PAGE = "pages/repair/detail?repair_id={}"
+RESIDENT_PAGE = "/pages/repair/detail?id={}"
+STAFF_PAGE = "/pages/repair/detail?id={}"
 
 
 def categories() -> list[dict[str, str]]:
@@ -472,7 +481,7 @@ def upload_target(
     services: Services, account: dict[str, Any], purpose: str, filename: str
 ) -> UploadTarget:
     """Where the caller uploads one repair image (``report``) or completion photo."""
-    return services.storage.upload_target(f"repair/{purpose}/{account['_id']}", filename)
+    return uploads.target(services, account, f"repair/{purpose}", filename)
 
 
 def auto_close_due(services: Services, batch_size: int | None = None) -> dict[str, int]:

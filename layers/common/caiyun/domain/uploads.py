@@ -1,0 +1,13 @@
+"""Where the mini-programs upload files (images, photos, avatars) before naming them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from caiyun.adapters.storage import UploadTarget
+from caiyun.services import Services
+
+
+def target(services: Services, account: dict[str, Any], folder: str, filename: str) -> UploadTarget:
+    """An upload slot in ``folder``, under the caller's own prefix so files never collide."""
+    return services.storage.upload_target(f"{folder}/{account['_id']}", filename)
