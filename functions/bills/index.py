@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from caiyun.contract import bills as api
 from caiyun.contract.common import page_reply
-from caiyun.domain import billing_staff, bills, payments, staff
+from caiyun.domain import billing_staff, bills, idempotency, payments, staff
 from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in
 
 
@@ -16,8 +16,17 @@ def list_bills(call: Call, req: api.ListBills) -> api.BillsReply:
 
 
 def pay(call: Call, req: api.Pay) -> api.Order:
-    order = payments.open_order(call.services, call.require_account(), req.bill_ids, req.method)
-    return api.Order.model_validate(payments.view(order))
+    account = call.require_account()
+    order = idempotency.once(
+        call.services,
+        "bills.pay",
+        account["_id"],
+        req.request_id,
+        lambda: payments.view(
+            payments.open_order(call.services, account, req.bill_ids, req.method)
+        ),
+    )
+    return api.Order.model_validate(order)
 
 
 def order(call: Call, req: api.GetOrder) -> api.Order:

@@ -604,3 +604,24 @@ def test_timer_releases_expired_orders(
     assert reply["data"]["orders_ended"] == 1
     assert ok(get_order(ALICE, order["order_no"]))["status"] == "closed"
     assert status_of(ALICE, world.oct_fee) == "unpaid"
+
+
+def test_pay_retried_with_the_same_request_id_returns_the_first_order(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    """CONTRACT §1: actions that create something accept an optional request_id; the same
+    caller sending it again gets the first result back and nothing is created twice."""
+    verify(svc, ALICE)
+    event = {
+        "action": "pay",
+        "bill_ids": [world.oct_fee],
+        "method": "card",
+        "request_id": "7f1c2d3e-0a1b-4c5d-9e8f-001122334455",
+    }
+
+    first = invoke("bills", event, ALICE.openid)
+    retry = invoke("bills", event, ALICE.openid)
+
+    assert ok(first)["status"] == "pending"
+    assert ok(retry)["order_no"] == first["data"]["order_no"]
+    assert svc.db[payments.ORDERS].count_documents({}) == 1

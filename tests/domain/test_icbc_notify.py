@@ -700,3 +700,20 @@ def test_late_success_for_bills_now_in_another_live_order_is_flagged_for_refund(
         assert settled_here or order.get("needs_refund") is True, (
             f"order {order_no} took the money but settled no bill and is not flagged for refund"
         )
+
+
+def test_sign_with_unescaped_plus_signs_still_verifies(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    """Some senders leave the base64 ``+`` of the signature unescaped in the form; a form
+    decoder turns it into a space. The notify must still verify (and nothing else loosens)."""
+    verify(svc, ALICE)
+    order = ok(pay(ALICE, world.oct_fee))
+    form = bank.notify_form(bank.settle(order["order_no"], "success"), NOTIFY_URL)
+    sign = form.pop("sign")
+    body = urlencode(form) + "&sign=" + quote(sign, safe="+/=")
+
+    answer = reply_of(post_notify(body), bank)
+
+    assert answer["return_code"] == 0
+    assert ok(get_order(ALICE, order["order_no"]))["status"] == "paid"

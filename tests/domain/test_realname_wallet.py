@@ -4,6 +4,7 @@ daily auto-debit run: the account function against the real ICBC client and the 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from types import SimpleNamespace
@@ -406,8 +407,28 @@ def test_agreements_are_required_and_recorded_with_version_and_time(
 # ------------------------------------------------------------------------------ personal data
 
 
+class LogLines(logging.Handler):
+    """Collects the structured log lines the functions write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def log_lines() -> Iterator[LogLines]:
+    collector = LogLines()
+    logger = logging.getLogger("caiyun")
+    logger.addHandler(collector)
+    yield collector
+    logger.removeHandler(collector)
+
+
 def test_id_and_card_numbers_are_unreadable_at_rest_and_masked_in_every_reply(
-    svc: Services, world: SimpleNamespace, capsys: pytest.CaptureFixture[str]
+    svc: Services, world: SimpleNamespace, log_lines: LogLines
 ) -> None:
     secrets_ = [ALICE.id_number, ALICE.card]
     replies = [start(ALICE)]
@@ -431,12 +452,13 @@ def test_id_and_card_numbers_are_unreadable_at_rest_and_masked_in_every_reply(
         transactions(ALICE, 1, 20),
         set_autodebit(ALICE, False),
     ]
-    logged = capsys.readouterr()
+    logged = "\n".join(log_lines.lines)
+    assert "realname_confirm" in logged  # the calls were logged
 
     for plain in secrets_:
         assert plain not in pending
         assert plain not in done
-        assert plain not in logged.out + logged.err
+        assert plain not in logged
         for reply in replies:
             assert reply["ok"] is True, reply
             assert plain not in json.dumps(reply, ensure_ascii=False)
@@ -627,3 +649,30 @@ def test_wallet_transactions_page_through_icbcs_details(
     assert all(t["occurred_at"].endswith("+08:00") for t in first["items"])
     too_big = transactions(ALICE, 1, 101)
     assert refused(too_big) == "INVALID_ARGUMENT"
+
+
+def test_a_second_pending_ticket_cannot_replace_a_verified_identity(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    """``realname_start`` refuses a verified account; a ticket started before verification
+    finished must not get around that and swap the identity, wallet and 代扣 agreement."""
+    first = ok(start(ALICE))["ticket"]
+    first_code = bank_code(svc, ALICE)
+    someone = {
+        "name": NOBODY.name,
+        "id_number": NOBODY.id_number,
+        "card_no": NOBODY.card,
+        "bank_phone": NOBODY.bank_phone,
+    }
+    second = ok(start(ALICE, **someone))["ticket"]
+    second_code = sandbox_outbox(svc.db, NOBODY.bank_phone)[0]["code"]
+    ok(confirm(ALICE, first, first_code, ALL_AGREEMENTS, autodebit=True))
+    verified = account_doc(svc, ALICE)
+
+    reply = confirm(ALICE, second, second_code)
+
+    assert refused(reply) == "CONFLICT"
+    after = account_doc(svc, ALICE)
+    assert after["realname"]["id_masked"] == masked_id(ALICE)
+    assert after["wallet"]["wallet_no"] == verified["wallet"]["wallet_no"]
+    assert after["autodebit"] == verified["autodebit"]

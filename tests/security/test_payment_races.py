@@ -21,7 +21,7 @@ from caiyun.clock import business_date
 from caiyun.domain import accounts, houses, icbc_notifies, memberships, payments, staff
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.functions import handler
-from caiyun.sandbox.icbc import FakeIcbc
+from caiyun.sandbox.icbc import OPENING_BALANCE_FEN, FakeIcbc
 from caiyun.services import Services, build_services, install_services
 
 GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
@@ -454,3 +454,36 @@ def test_expiry_jobs_running_twice_at_once_release_each_order_once(
         assert ok(get_order(who, order["order_no"]))["status"] == "closed"
         assert status_of(who, bill) == "unpaid"
     assert svc.db[payments.ORDERS].count_documents({"status": "pending"}) == 0
+
+
+def test_autodebit_runs_at_once_charge_each_bill_once(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    verify(svc, ALICE)
+    ok(invoke("account", {"action": "set_autodebit", "enabled": True}, ALICE.openid))
+    svc.clock.advance(11 * 24 * 3600)  # the world's bills are now due
+
+    race([lambda: payments.run_autodebit(svc)] * 4, 4)
+
+    paid = list(svc.db[payments.ORDERS].find({"status": "paid"}))
+    assert len(paid) == 1
+    assert paid[0]["amount_fen"] == 12000 + 5000 + 12500
+    assert svc.db[payments.ORDERS].count_documents({"status": "pending"}) == 0
+    balance = ok(invoke("account", {"action": "wallet"}, ALICE.openid))["balance_fen"]
+    assert balance == OPENING_BALANCE_FEN - 29500
+    assert svc.db[payments.TRANSACTIONS].count_documents({}) == 1
+    assert ok(list_bills(ALICE))["unpaid_total_fen"] == 0
+
+
+def test_admins_reminding_at_once_reach_each_account_once(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    event = {"action": "remind_unpaid", "community_id": world.h101["community_id"]}
+
+    replies = race([lambda: invoke("notify", event, ADMIN)] * 6, 6)
+
+    counts = [ok(r) for r in replies]
+    assert sum(c["accounts_notified"] for c in counts) == 3  # ALICE, ERIN, BOB
+    assert sum(c["houses_reminded"] for c in counts) == 3
+    for who in (ALICE, ERIN, BOB):
+        assert len(messages(who, "reminder")) == 1

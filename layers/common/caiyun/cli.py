@@ -359,8 +359,10 @@ def _build(args: argparse.Namespace) -> int:
     for package in built:
         print(f"{package.path}  {_size(package.size)}  ({package.files} files)")
     if args.no_wheels:
-        print("注意：--no-wheels 的层只含本项目代码 / note: with --no-wheels the layer holds only "
-              "our code; the functions also need the dependencies (see docs/deploy.md)")
+        print(
+            "注意：--no-wheels 的层只含本项目代码 / note: with --no-wheels the layer holds only "
+            "our code; the functions also need the dependencies (see docs/deploy.md)"
+        )
     return 0
 
 
@@ -378,8 +380,9 @@ def _add_build(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "build",
         help="打包层与云函数 / build layer.zip and one zip per function",
-        description="层解压到 /opt（SCF 的 PYTHONPATH=/var/user:/opt），caiyun/ 与依赖位于 zip 根目录 / "
-        "the layer unpacks to /opt, so caiyun/ and the dependencies sit at the zip's root.",
+        description="层解压到 /opt（SCF 的 PYTHONPATH=/var/user:/opt），"
+        "caiyun/ 与依赖位于 zip 根目录 / the layer unpacks to /opt, so caiyun/ and the "
+        "dependencies sit at the zip's root.",
     )
     parser.add_argument("--out", default="build", help="输出目录 / output directory")
     parser.add_argument(
@@ -391,7 +394,7 @@ def _add_build(commands: argparse._SubParsersAction) -> None:
         "--platform",
         action="append",
         metavar="TAG",
-        help=f"wheel 平台标签，可重复 / wheel platform tag, repeatable (default {DEFAULT_PLATFORM})",
+        help=f"wheel 平台标签，可重复 / wheel platform tag, repeatable ({DEFAULT_PLATFORM})",
     )
     parser.add_argument(
         "--no-wheels",
@@ -444,6 +447,8 @@ def _database_failure(exc: Exception) -> CliError:
     from caiyun.runtime.logs import redact
 
     first_line = str(exc).splitlines()[0] if str(exc) else ""
+    # A server-selection timeout goes on to list its timeouts and topology: keep the cause.
+    first_line = first_line.split(" (configured timeouts", 1)[0]
     return CliError(
         f"数据库操作失败 / the database refused or is unreachable: "
         f"{type(exc).__name__}: {redact(first_line)[:300]}"

@@ -103,7 +103,9 @@ def build(
     on this machine; without it the layer holds only our code and nothing touches the network.
     """
     if not _PYTHON_VERSION.fullmatch(python_version):
-        raise PackagingError(f"--python-version 应形如 3.10 / must look like 3.10: {python_version}")
+        raise PackagingError(
+            f"--python-version 应形如 3.10 / must look like 3.10: {python_version}"
+        )
     root = root or project_root()
     names = function_names(root)
     if not names:
@@ -153,9 +155,9 @@ def install_wheels(
         subprocess.run(command, check=True)
     except (OSError, subprocess.CalledProcessError) as exc:
         raise PackagingError(
-            f"pip 未能安装 Python {python_version} / {', '.join(platforms)} 的依赖（见上方 pip 输出）"
-            f" / pip could not install the dependencies as wheels for that Python and platform "
-            f"(see pip's output above): {exc}"
+            f"pip 未能安装 Python {python_version} / {', '.join(platforms)} 的依赖"
+            f"（见上方 pip 输出）/ pip could not install the dependencies as wheels for that "
+            f"Python and platform (see pip's output above): {exc}"
         ) from None
 
 

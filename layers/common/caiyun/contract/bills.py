@@ -40,6 +40,7 @@ class Pay(Request):
 
     bill_ids: Annotated[list[ObjectKey], Field(min_length=1, max_length=50)]
     method: Literal["card", "wallet"]
+    request_id: ObjectKey | None = None
 
 
 class Order(Reply):

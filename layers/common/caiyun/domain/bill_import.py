@@ -37,7 +37,10 @@ class BillRow(AddressRow):
     @field_validator("amount_fen", mode="before")
     @classmethod
     def _whole_fen(cls, value: Any) -> Any:
-        # Money is integer fen: 12.5 fen in a spreadsheet is a mistake, not something to round.
+        # Money is integer fen: 12.5 fen in a spreadsheet is a mistake, not something to round,
+        # and a TRUE cell is not 1 fen.
+        if isinstance(value, bool):
+            raise ValueError("金额须为整数（分）")
         if isinstance(value, float):
             if not value.is_integer():
                 raise ValueError("金额须为整数（分）")
@@ -112,10 +115,11 @@ def import_bills(
 
     ``importer`` is the admin's staff record (scope-checked) or None for the operator CLI.
     """
-    if communities.get(services.db, community_id) is None:
-        raise AppError("NOT_FOUND", "小区不存在")
+    # Scope first, so an admin cannot tell which other communities exist.
     if importer is not None:
         staff.require_scope(importer, community_id)
+    if communities.get(services.db, community_id) is None:
+        raise AppError("NOT_FOUND", "小区不存在")
     results: list[RowResult] = []
     fresh: dict[str, list[str]] = defaultdict(list)
     for number, raw in enumerate(rows, start=1):

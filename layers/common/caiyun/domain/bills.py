@@ -93,10 +93,11 @@ def release(db: Any, order_no: str) -> int:
 
 
 def settle(db: Any, bill_ids: list[str], order_no: str, paid_at: Any) -> tuple[int, int]:
-    """Mark the order's bills paid; safe to repeat. Returns (newly paid, paid elsewhere).
+    """Mark the order's bills paid; safe to repeat. Returns (newly paid, not settled by it).
 
     A bill released by an expired order and still unpaid is settled too (the money arrived
-    late); one paid by another order meanwhile is counted so the order can be refunded.
+    late); one paid by, or locked in, another order meanwhile is counted so the order can be
+    refunded.
     """
     result = db[BILLS].update_many(
         {
@@ -105,7 +106,12 @@ def settle(db: Any, bill_ids: list[str], order_no: str, paid_at: Any) -> tuple[i
         },
         {"$set": {"status": "paid", "order_no": order_no, "paid_at": paid_at}},
     )
+    # Anything not now paid by this order (paid by another, or locked in another live order)
+    # means this payment covers bills it cannot settle: the order must be refunded.
     elsewhere = db[BILLS].count_documents(
-        {"_id": {"$in": bill_ids}, "status": "paid", "order_no": {"$ne": order_no}}
+        {
+            "_id": {"$in": bill_ids},
+            "$or": [{"status": {"$ne": "paid"}}, {"order_no": {"$ne": order_no}}],
+        }
     )
     return result.modified_count, elsewhere

@@ -96,6 +96,8 @@ def confirm(
     from caiyun.adapters.icbc import IcbcError
 
     db, now = services.db, services.clock.now()
+    if account.get("realname_verified"):
+        raise AppError("CONFLICT", "已完成实名认证")
     pending = db[TICKETS].find_one(
         {"_id": ticket, "account_id": account["_id"], "expires_at": {"$gt": now}}
     )
@@ -147,8 +149,15 @@ def confirm(
             "changed_at": now,
         },
     }
-    db[accounts.ACCOUNTS].update_one({"_id": account["_id"]}, {"$set": update})
     db[TICKETS].delete_one({"_id": ticket})
+    # Conditional: of two tickets confirmed at once, only the first identity is kept.
+    written = db[accounts.ACCOUNTS].update_one(
+        {"_id": account["_id"], "realname_verified": {"$ne": True}}, {"$set": update}
+    )
+    if written.matched_count == 0:
+        if agreement_no is not None:
+            services.icbc.cancel_autodebit(agreement_no)
+        raise AppError("CONFLICT", "已完成实名认证")
     return wallet_summary({**account, **update})
 
 

@@ -71,24 +71,30 @@ def remind(services: Services, match: dict[str, Any]) -> dict[str, int]:
         links = services.db[memberships.MEMBERSHIPS].find(
             {"house_id": {"$in": [h["_id"] for h in fresh]}}, {"house_id": 1, "account_id": 1}
         )
+        # One reminder per account, summing every house of this batch it belongs to.
         by_account: dict[str, dict[str, Any]] = {}
         houses_by_id = {h["_id"]: h for h in fresh}
         for link in links:
-            by_account.setdefault(link["account_id"], houses_by_id[link["house_id"]])
+            house = houses_by_id[link["house_id"]]
+            due = by_account.setdefault(
+                link["account_id"], {"count": 0, "total": 0, "community_id": house["community_id"]}
+            )
+            due["count"] += house["count"]
+            due["total"] += house["total"]
         accounts_won = _claim(services, [f"account:{a}:{window}" for a in by_account])
-        for account_id, house in by_account.items():
+        for account_id, due in by_account.items():
             if f"account:{account_id}:{window}" not in accounts_won:
                 continue
-            amount = f"{house['total'] / 100:.2f}"
+            amount = f"{due['total'] / 100:.2f}"
             messaging.notify(
                 services,
                 [account_id],
                 "reminder",
                 "缴费提醒",
-                f"您有 {house['count']} 笔物业费待缴，共 {amount} 元，请及时缴纳。",
+                f"您有 {due['count']} 笔物业费待缴，共 {amount} 元，请及时缴纳。",
                 "/pages/bills/index",
                 messaging.Push("reminder", {"amount1": f"{amount}元", "thing2": "物业费待缴"}),
-                community_id=house["community_id"],
+                community_id=due["community_id"],
             )
             counts["accounts_notified"] += 1
     return counts
