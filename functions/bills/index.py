@@ -22,7 +22,8 @@ def pay(call: Call, req: api.Pay) -> api.Order:
         "bills.pay",
         account["_id"],
         req.request_id,
-        lambda: payments.view(
+        # The order number is made by open_order (ICBC's format), not from the record id.
+        lambda _record_id: payments.view(
             payments.open_order(call.services, account, req.bill_ids, req.method)
         ),
     )

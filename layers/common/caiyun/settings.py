@@ -25,7 +25,10 @@ _MIN_SECRET_LEN = 32
 class Settings(BaseSettings):
     """Every tunable of the back end. Field ``x`` is read from ``CAIYUN_X`` unless noted."""
 
-    model_config = SettingsConfigDict(env_prefix="CAIYUN_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused value (a secret) must never reach the cold-start log.
+    model_config = SettingsConfigDict(
+        env_prefix="CAIYUN_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     env: Literal["sandbox", "production"] = "sandbox"
 
@@ -175,6 +178,14 @@ class Settings(BaseSettings):
         problems = [f"{name} is required" for name, value in required.items() if not value]
         if self.sms_provider != "tencent":
             problems.append("CAIYUN_SMS_PROVIDER must be tencent")
+        if self.storage_provider == "sandbox":
+            problems.append("CAIYUN_STORAGE_PROVIDER must be cloudbase or cos")
+        if self.icbc_private_key.get_secret_value() and self.icbc_gateway_public_key:
+            from caiyun.adapters.icbc import key_problems
+
+            problems += key_problems(
+                self.icbc_private_key.get_secret_value(), self.icbc_gateway_public_key
+            )
         return problems + self._missing_storage_settings()
 
     def _missing_storage_settings(self) -> list[str]:

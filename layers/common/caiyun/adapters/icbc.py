@@ -236,6 +236,27 @@ def _private_key(pem: str) -> Any:
     return key
 
 
+_MIN_RSA_BITS = 2048
+
+
+def key_problems(private_pem: str, public_pem: str) -> list[str]:
+    """Why these ICBC keys cannot be used (not RSA, unreadable, shorter than 2048 bits);
+    empty when they are fine. Never repeats the key text."""
+    problems = []
+    for name, load, text in (
+        ("CAIYUN_ICBC_PRIVATE_KEY", _private_key, private_pem),
+        ("CAIYUN_ICBC_GATEWAY_PUBLIC_KEY", _public_key, public_pem),
+    ):
+        try:
+            key = load(text)
+        except IcbcError:
+            problems.append(f"{name} is not a readable RSA key")
+            continue
+        if key.key_size < _MIN_RSA_BITS:
+            problems.append(f"{name} must be an RSA key of at least {_MIN_RSA_BITS} bits")
+    return problems
+
+
 @lru_cache(maxsize=8)
 def _public_key(pem: str) -> Any:
     from cryptography.hazmat.primitives import serialization

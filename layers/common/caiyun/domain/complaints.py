@@ -74,10 +74,10 @@ def create(
         raise AppError("NOT_FOUND", "未找到该房屋")
     images = services.storage.check_file_ids(fields["images"])
 
-    def file() -> dict[str, Any]:
+    def file(record_id: str) -> dict[str, Any]:
         now = services.clock.now()
         doc = {
-            "_id": new_id(),
+            "_id": record_id,
             "community_id": house["community_id"],
             "house_id": house["_id"],
             "house_label": houses.label(house),
@@ -93,8 +93,8 @@ def create(
             "updated_at": now,
             "resolved_at": None,
         }
-        db[COMPLAINTS].insert_one(doc)
-        return {"complaint_id": doc["_id"]}
+        stored = idempotency.insert_once(db[COMPLAINTS], doc)
+        return {"complaint_id": stored["_id"]}
 
     created = idempotency.once(services, "complaint.create", account["_id"], request_id, file)
     return detail(services, account, created["complaint_id"])

@@ -1,26 +1,67 @@
 """Making create actions safe to retry: the same caller and ``request_id`` get the first result.
 
-The first call claims the key with an insert on a unique ``_id``; a retry that arrives while the
-first is still running is told to wait (CONFLICT), and one that arrives after gets the stored
-result. A failed first call releases the key so the retry can do the work.
+The first call claims the key with an insert on a unique ``_id`` and is handed the id its new
+record must have. A retry that arrives while the first is still running is told to wait
+(CONFLICT, retryable); one that arrives after gets the stored result. A first call refused by a
+rule releases the key at once. One that died with its outcome unknown (the database went away)
+keeps it for a short lease; then a retry takes over with the same record id, and
+:func:`insert_once` makes sure the record is not created twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from pymongo import IndexModel
-from pymongo.errors import DuplicateKeyError
+from pymongo import IndexModel, ReturnDocument
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from caiyun.data.schema import declare
 from caiyun.errors import AppError
+from caiyun.ids import new_id
 from caiyun.services import Services
 
 IDEMPOTENCY = declare("idempotency_keys", IndexModel("expires_at", expireAfterSeconds=0))
 
 _KEEP = timedelta(days=1)
+_LEASE = timedelta(seconds=30)
+
+
+def _busy() -> AppError:
+    return AppError("CONFLICT", "请求正在处理，请稍后刷新", {"retryable": True})
+
+
+def _claim(services: Services, key: str) -> dict[str, Any] | None:
+    """The claim this call holds on ``key``, or the finished first call's document."""
+    db, now = services.db, services.clock.now()
+    claim = {
+        "_id": key,
+        "state": "running",
+        "record_id": new_id(),
+        "lease_until": now + _LEASE,
+        "created_at": now,
+        "expires_at": now + _KEEP,
+    }
+    try:
+        db[IDEMPOTENCY].insert_one(claim)
+        return claim
+    except DuplicateKeyError:
+        pass
+    first = db[IDEMPOTENCY].find_one({"_id": key}) or {}
+    if first.get("state") == "done":
+        return first
+    if first.get("lease_until", now) > now:
+        raise _busy() from None
+    taken = db[IDEMPOTENCY].find_one_and_update(
+        {"_id": key, "state": "running", "lease_until": first["lease_until"]},
+        {"$set": {"lease_until": now + _LEASE}},
+        return_document=ReturnDocument.AFTER,
+    )
+    if taken is None:
+        raise _busy()
+    return taken
 
 
 def once(
@@ -28,26 +69,39 @@ def once(
     scope: str,
     caller_id: str,
     request_id: str | None,
-    create: Callable[[], dict[str, Any]],
+    create: Callable[[str], dict[str, Any]],
 ) -> dict[str, Any]:
-    """Run ``create`` once per (scope, caller, request_id); without a request_id, just run it."""
+    """Run ``create(record_id)`` once per (scope, caller, request_id); without a request_id,
+    just run it. ``create`` should store its record under ``record_id`` with
+    :func:`insert_once`."""
     if request_id is None:
-        return create()
+        return create(new_id())
     key = f"{scope}:{caller_id}:{request_id}"
-    db, now = services.db, services.clock.now()
+    db = services.db
+    claim = _claim(services, key)
+    if claim.get("state") == "done":
+        return claim["result"]
     try:
-        db[IDEMPOTENCY].insert_one(
-            {"_id": key, "state": "running", "created_at": now, "expires_at": now + _KEEP}
-        )
-    except DuplicateKeyError:
-        first = db[IDEMPOTENCY].find_one({"_id": key}) or {}
-        if first.get("state") == "done":
-            return first["result"]
-        raise AppError("CONFLICT", "请求正在处理，请稍后刷新", {"retryable": True}) from None
-    try:
-        result = create()
-    except BaseException:
-        db[IDEMPOTENCY].delete_one({"_id": key, "state": "running"})
+        result = create(claim["record_id"])
+    except AppError:
+        # Refused by a rule: nothing was created, so the same request may be sent again now.
+        with contextlib.suppress(PyMongoError):
+            db[IDEMPOTENCY].delete_one({"_id": key, "state": "running"})
         raise
-    db[IDEMPOTENCY].update_one({"_id": key}, {"$set": {"state": "done", "result": result}})
+    # Best effort: if this write is lost, a retry after the lease finds the record by its id.
+    with contextlib.suppress(PyMongoError):
+        db[IDEMPOTENCY].update_one({"_id": key}, {"$set": {"state": "done", "result": result}})
     return result
+
+
+def insert_once(collection: Any, doc: dict[str, Any]) -> dict[str, Any]:
+    """Insert ``doc``, or return the record already stored under its ``_id`` (a retry of the
+    same request that took over after the first died)."""
+    try:
+        collection.insert_one(doc)
+        return doc
+    except DuplicateKeyError:
+        existing = collection.find_one({"_id": doc["_id"]})
+        if existing is None:
+            raise
+        return existing

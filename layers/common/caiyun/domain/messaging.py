@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pymongo import DESCENDING, IndexModel, ReturnDocument
+from pymongo.errors import BulkWriteError
 
 from caiyun.adapters.wechat import WeChatError, WeChatNoConsent
 from caiyun.clock import iso
@@ -126,36 +127,49 @@ def notify(
     push: Push | None = None,
     app: accounts.App = "resident",
     community_id: str | None = None,
+    message_key: str | None = None,
 ) -> dict[str, int]:
     """Put a message in each account's inbox and push it on WeChat where consented.
 
+    With ``message_key`` the message is sent at most once per account however often this is
+    called (its inbox id is made from the key), so a retried step can always call it again.
     Returns counts: ``inbox`` messages written and ``pushed`` WeChat messages sent.
     """
     unique_ids = list(dict.fromkeys(account_ids))
     if not unique_ids:
         return {"inbox": 0, "pushed": 0}
     now = services.clock.now()
-    services.db[MESSAGES].insert_many(
-        [
-            {
-                "_id": new_id(),
-                "account_id": account_id,
-                "community_id": community_id,
-                "kind": kind,
-                "title": title,
-                "body": body,
-                "page": page,
-                "created_at": now,
-                "read_at": None,
-            }
-            for account_id in unique_ids
-        ]
-    )
+    docs = [
+        {
+            "_id": f"{message_key}-{account_id}" if message_key else new_id(),
+            "account_id": account_id,
+            "community_id": community_id,
+            "kind": kind,
+            "title": title,
+            "body": body,
+            "page": page,
+            "created_at": now,
+            "read_at": None,
+        }
+        for account_id in unique_ids
+    ]
+    try:
+        services.db[MESSAGES].insert_many(docs, ordered=False)
+        fresh = unique_ids
+    except BulkWriteError as exc:
+        told = {
+            docs[e["index"]]["account_id"]
+            for e in exc.details.get("writeErrors", [])
+            if e.get("code") == 11000
+        }
+        if len(told) != len(exc.details.get("writeErrors", [])):
+            raise
+        fresh = [a for a in unique_ids if a not in told]
     pushed = 0
-    if push is not None:
-        for account in services.db[accounts.ACCOUNTS].find({"_id": {"$in": unique_ids}}, {"wx": 1}):
+    if push is not None and fresh:
+        for account in services.db[accounts.ACCOUNTS].find({"_id": {"$in": fresh}}, {"wx": 1}):
             pushed += _push(services, account, push, page, app)
-    return {"inbox": len(unique_ids), "pushed": pushed}
+    return {"inbox": len(fresh), "pushed": pushed}
 
 
 def inbox(

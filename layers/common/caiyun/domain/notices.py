@@ -20,7 +20,6 @@ from caiyun.clock import iso
 from caiyun.data.schema import declare
 from caiyun.domain import communities, houses, idempotency, memberships, messaging, staff
 from caiyun.errors import AppError
-from caiyun.ids import new_id
 from caiyun.services import Services
 
 NOTICES = declare("notices", IndexModel([("community_id", 1), ("_id", DESCENDING)]))
@@ -46,9 +45,9 @@ def publish(
     if communities.get(db, community_id) is None:
         raise AppError("NOT_FOUND", "小区不存在")
 
-    def make() -> dict[str, Any]:
+    def make(record_id: str) -> dict[str, Any]:
         doc = {
-            "_id": new_id(),
+            "_id": record_id,
             "community_id": community_id,
             "title": title,
             "content": content,
@@ -57,8 +56,8 @@ def publish(
             "inbox": "pending",
             "inbox_count": 0,
         }
-        db[NOTICES].insert_one(doc)
-        return {"notice_id": doc["_id"]}
+        stored = idempotency.insert_once(db[NOTICES], doc)
+        return {"notice_id": stored["_id"]}
 
     created = idempotency.once(services, "notice.publish", admin["_id"], request_id, make)
     _deliver(services, created["notice_id"])

@@ -270,8 +270,8 @@ def apply_result(services: Services, result: BankResult) -> Literal["applied", "
                 "paid_at": paid_at,
             }
         )
-    if won is None:
-        return "duplicate"
+    # Sent on every success, duplicates included: the message has a fixed id, so the payer is
+    # told once even when the first notify died between marking the order and telling them.
     messaging.notify(
         services,
         [order["account_id"]],
@@ -288,8 +288,9 @@ def apply_result(services: Services, result: BankResult) -> Literal["applied", "
             },
         ),
         community_id=order["community_id"],
+        message_key=f"pay-{order['_id']}",
     )
-    return "applied"
+    return "applied" if won is not None else "duplicate"
 
 
 def payer_order(services: Services, account: dict[str, Any], order_no: str) -> dict[str, Any]:
@@ -311,7 +312,11 @@ def reconcile(services: Services, order: dict[str, Any]) -> None:
 
     try:
         status = services.icbc.query_payment(order["_id"])
-    except IcbcError:
+    except IcbcError as exc:
+        # ICBC never saw this order (the request to open or charge it was lost): once expired
+        # it can only end unpaid, and its bills go back to the resident.
+        if exc.code == "ORDER_NOT_FOUND" and order["expires_at"] <= services.clock.now():
+            close(services, order["_id"], "closed")
         return
     if status.status == "paid" and status.amount_fen == order["amount_fen"]:
         apply_result(

@@ -177,11 +177,11 @@ def create(
         raise AppError("NOT_FOUND", "未找到该房屋")
     images = services.storage.check_file_ids(images, "images")
 
-    def make() -> dict[str, Any]:
+    def make(record_id: str) -> dict[str, Any]:
         now = services.clock.now()
         community = communities.get(db, house["community_id"]) or {}
         doc = {
-            "_id": new_id(),
+            "_id": record_id,
             "community_id": house["community_id"],
             "community_name": community.get("name", ""),
             "house_id": house["_id"],
@@ -197,8 +197,7 @@ def create(
             "updated_at": now,
             "timeline": [_entry("created", "pending", account["_id"], "resident", now)],
         }
-        db[REPAIRS].insert_one(doc)
-        return views.detail(doc)
+        return views.detail(idempotency.insert_once(db[REPAIRS], doc))
 
     return idempotency.once(services, "repair.create", account["_id"], request_id, make)
 

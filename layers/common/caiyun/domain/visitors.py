@@ -34,7 +34,6 @@ from caiyun.domain import (
     staff,
 )
 from caiyun.errors import AppError
-from caiyun.ids import new_id
 from caiyun.services import Services
 from caiyun.settings import Settings
 
@@ -120,14 +119,14 @@ def register(
             {"fields": {"visit_date": "超出允许范围"}},
         )
 
-    def make() -> dict[str, Any]:
+    def make(record_id: str) -> dict[str, Any]:
         now = services.clock.now()
         rate_limits.count_hit(
             db, f"visitor-register:{account['_id']}:{today}", DAILY_LIMIT, _end_of(today), now
         )
         valid_until = _end_of(day)
         doc = {
-            "_id": new_id(),
+            "_id": record_id,
             "community_id": house["community_id"],
             "house_id": house["_id"],
             "house_label": houses.label(house),
@@ -142,7 +141,8 @@ def register(
             "entry": None,
             "created_at": now,
         }
-        db[VISITORS].insert_one(doc)
+        doc = idempotency.insert_once(db[VISITORS], doc)
+        valid_until = doc["valid_until"]
         token = _sign(services.settings, doc["_id"], int(valid_until.timestamp()))
         return {
             "visitor_id": doc["_id"],

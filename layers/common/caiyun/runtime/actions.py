@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
+from pymongo.errors import ConnectionFailure
 
 from caiyun.clock import iso
 from caiyun.errors import AppError
@@ -165,6 +166,11 @@ class CloudFunction:
         except AppError as error:
             envelope, status = error.to_envelope(), error.status
             log["code"] = error.code
+        except ConnectionFailure as exc:
+            # The database is failing over or out of reach: worth a retry, not a crash report.
+            error = AppError("UNAVAILABLE", details={"retryable": True})
+            envelope, status = error.to_envelope(), error.status
+            log.update(code="UNAVAILABLE", exception=type(exc).__name__, error=str(exc))
         except Exception as exc:
             error = AppError("INTERNAL")
             envelope, status = error.to_envelope(), error.status

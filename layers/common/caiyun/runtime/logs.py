@@ -30,12 +30,19 @@ def redact(text: str) -> str:
 _configured = False
 
 
+def _quiet_http_client_logs() -> None:
+    # At DEBUG, urllib3 logs every request line, and WeChat wants its secret, login code and
+    # access token in the query string: those lines must never be written.
+    logging.getLogger("urllib3").setLevel(max(logging.getLogger("urllib3").level, logging.INFO))
+
+
 def _ensure_handler() -> None:
     # Our own flag, not "has any handler": a handler added by a host (or a test runner) must
     # not silently stop the structured line from reaching stdout, where SCF collects it.
     global _configured
     if not _configured:
         _configured = True
+        _quiet_http_client_logs()
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(message)s"))
         _logger.addHandler(handler)
