@@ -12,26 +12,14 @@ from typing import Any
 
 import pytest
 from conftest import http, invoke
+from worlds import BAY, GARDEN, log_in, ok, owner_row, staff_account
+from worlds import refused as code
 
-from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import OffsetClock
 from caiyun.domain import accounts, houses, memberships, repairs, staff
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.functions import handler
 from caiyun.services import Services
-
-GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
-BAY = {"province": "广东省", "city": "广州市", "district": "天河区", "name": "星河湾"}
-
-
-def ok(reply: dict[str, Any]) -> Any:
-    assert reply["ok"] is True, reply
-    return reply["data"]
-
-
-def code(reply: dict[str, Any]) -> str:
-    assert reply["ok"] is False, reply
-    return reply["error"]["code"]
 
 
 @dataclass(frozen=True)
@@ -45,12 +33,7 @@ class Person:
 
 def sign_in(services: Services, phone: str, app: str) -> tuple[Person, str]:
     """A real login (code from the sandbox outbox); returns the person and their token."""
-    openid = f"o-{app}-{phone}"
-    ok(invoke("login", {"action": "send_code", "phone": phone}, openid))
-    sms_code = sandbox_outbox(services.db, phone)[0]["code"]
-    data = ok(
-        invoke("login", {"action": "login", "phone": phone, "code": sms_code, "app": app}, openid)
-    )
+    openid, data = log_in(services, phone, app)
     return Person(data["account"]["account_id"], openid), data["session_token"]
 
 
@@ -75,22 +58,7 @@ def scene(services: Services) -> Scene:
     garden = import_owners(
         services,
         GARDEN,
-        [
-            {
-                "building": 1,
-                "unit": 1,
-                "room": "101",
-                "owner_name": "张三",
-                "owner_phone": "13800000101",
-            },
-            {
-                "building": 1,
-                "unit": 1,
-                "room": "102",
-                "owner_name": "李四",
-                "owner_phone": "13800000102",
-            },
-        ],
+        [owner_row("101", "张三", "13800000101"), owner_row("102", "李四", "13800000102")],
     )
     bay = import_owners(services, BAY, [])
     h101 = houses.get(db, garden.rows[0].house_id or "")
@@ -108,8 +76,7 @@ def scene(services: Services) -> Scene:
         ("13700000003", "李师傅", "repairman", garden.community_id),
         ("13700000004", "吴师傅", "repairman", bay.community_id),
     ):
-        account, _ = accounts.ensure_account(db, phone, now, name)
-        staff.upsert(db, account["_id"], name, role, [community], now)
+        staff_account(services, phone, name, role, [community], account_name=name, now=now)
     reporter, token = sign_in(services, "13800000101", "resident")
     created = ok(
         reporter.call(

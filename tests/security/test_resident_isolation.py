@@ -8,26 +8,15 @@ from typing import Any
 
 import pytest
 from conftest import http, invoke
+from worlds import BAY, GARDEN, ok, refused, resident_account, staff_account
 
-from caiyun.domain import accounts, houses, memberships, sessions, staff
+from caiyun.domain import accounts, houses, sessions, staff
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services
 
-GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
-BAY = {"province": "广东省", "city": "广州市", "district": "天河区", "name": "星河湾"}
 ALICE_PHONE, BOB_PHONE, CAROL_PHONE = "13800000001", "13800000002", "13800000003"
 VISITOR_PHONE = "13612345678"
 SECRET_CONTENT = "隔壁装修噪音从早上七点开始"
-
-
-def ok(reply: dict[str, Any]) -> Any:
-    assert reply["ok"] is True, reply
-    return reply["data"]
-
-
-def refused(reply: dict[str, Any]) -> str:
-    assert reply["ok"] is False, reply
-    return reply["error"]["code"]
 
 
 def house_in(services: Services, record: dict[str, str], room: str, phone: str) -> dict:
@@ -36,10 +25,7 @@ def house_in(services: Services, record: dict[str, str], room: str, phone: str) 
 
 
 def resident(services: Services, phone: str, name: str, house: dict[str, Any]) -> dict:
-    db, now = services.db, services.clock.now()
-    account, _ = accounts.ensure_account(db, phone, now, name)
-    memberships.add(db, house, account["_id"], "owner", now, account["_id"])
-    accounts.bind_openid(db, account["_id"], "resident", f"o-{phone}")
+    account = resident_account(services, phone, name, f"o-{phone}", [house])
     token = sessions.open_session(services, account["_id"])[0].token
     return {"id": account["_id"], "openid": f"o-{phone}", "token": token, "house": house}
 
@@ -53,10 +39,7 @@ def world(services: Services) -> dict[str, Any]:
     alice = resident(services, ALICE_PHONE, "张伟", house_in(services, GARDEN, "301", ALICE_PHONE))
     bob = resident(services, BOB_PHONE, "李娜", house_in(services, GARDEN, "302", BOB_PHONE))
     carol = resident(services, CAROL_PHONE, "王芳", house_in(services, BAY, "101", CAROL_PHONE))
-    now = services.clock.now()
-    boss, _ = accounts.ensure_account(services.db, "13900000001", now)
-    staff.upsert(services.db, boss["_id"], "总部", "admin", None, now)
-    accounts.bind_openid(services.db, boss["_id"], "staff", "o-boss")
+    staff_account(services, "13900000001", "总部", "admin", None, "o-boss")
     complaint = ok(
         invoke(
             "complaint",

@@ -14,7 +14,7 @@ from caiyun.errors import AppError
 EventKind = Literal["cloudbase", "http", "timer"]
 
 # A CloudBase request body larger than this is refused before parsing.
-MAX_BODY_BYTES = 256 * 1024
+MAX_BODY_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,9 @@ def parse_http_json(raw_body: str) -> dict[str, Any]:
         return {}
     try:
         payload = json.loads(raw_body)
-    except ValueError as exc:
-        raise AppError("INVALID_ARGUMENT", "请求体不是有效的 JSON") from exc
+    except (ValueError, RecursionError):
+        # RecursionError: a small body of a thousand nested brackets.
+        raise AppError("INVALID_ARGUMENT", "请求体不是有效的 JSON") from None
     if not isinstance(payload, dict):
         raise AppError("INVALID_ARGUMENT", "请求体必须是 JSON 对象")
     return payload

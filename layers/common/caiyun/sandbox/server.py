@@ -29,6 +29,7 @@ from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import OffsetClock, iso
 from caiyun.data.connect import open_database
 from caiyun.errors import ERROR_CODES, AppError
+from caiyun.runtime.events import MAX_BODY_BYTES, parse_http_json
 from caiyun.runtime.logs import redact
 from caiyun.sandbox import icbc as icbc_sandbox
 from caiyun.sandbox.fake_wechat import FakeWeChat
@@ -43,7 +44,6 @@ SANDBOX_SECRET = "sandbox-wechat-secret-resident"
 SANDBOX_STAFF_APPID = "wx-sandbox-staff"
 SANDBOX_STAFF_SECRET = "sandbox-wechat-secret-staff"
 
-MAX_BODY_BYTES = 1024 * 1024
 CLOCK_FILE = "clock.json"
 ICBC_FUNCTION = "icbc_callback"
 
@@ -250,15 +250,11 @@ class Request:
 
     def json_object(self) -> dict[str, Any]:
         """The body as a JSON object (empty body = ``{}``), or INVALID_ARGUMENT."""
-        if not self.body.strip():
-            return {}
         try:
-            payload = json.loads(self.body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+            text = self.body.decode("utf-8")
+        except UnicodeDecodeError:
             raise AppError("INVALID_ARGUMENT", "请求体不是有效的 JSON") from None
-        if not isinstance(payload, dict):
-            raise AppError("INVALID_ARGUMENT", "请求体必须是 JSON 对象")
-        return payload
+        return parse_http_json(text)
 
 
 Route = Callable[["SandboxServer", Request], Reply]
