@@ -14,8 +14,12 @@ from caiyun.sandbox.functions import handler
 from caiyun.services import Services, build_services, install_services
 from caiyun.settings import Settings
 
-# The running-sandbox fixtures (`sandbox`, `data_dir`) for the journey tests.
-pytest_plugins = ["sandbox_client"]
+# worlds.py's asserts report like the tests' own (the pytest_plugins modules' are rewritten too).
+pytest.register_assert_rewrite("worlds")
+
+# Shared fixtures: the running sandbox (`sandbox`, `data_dir`) for the journey tests, and the
+# ICBC sandbox wired into the services (`keys`, `bank`, `svc`) for the billing tests.
+pytest_plugins = ["sandbox_client", "billing"]
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -23,10 +27,9 @@ def make_settings(**overrides: Any) -> Settings:
     return Settings(env="sandbox", data_dir="", **overrides)
 
 
-@pytest.fixture
-def services() -> Iterator[Services]:
-    """Fresh services with an empty database and a clock the test can move."""
-    settings = make_settings()
+def fresh_services(settings: Settings) -> Iterator[Services]:
+    """Services on ``settings`` with an empty database and a clock the test can move, installed
+    for the functions until the test is done: a fixture's body, as ``yield from``."""
     svc = build_services(settings, clock=OffsetClock())
     if os.environ.get("MONGODB_URI"):
         svc.db.client.drop_database(svc.db.name)
@@ -36,6 +39,12 @@ def services() -> Iterator[Services]:
     install_services(svc)
     yield svc
     install_services(None)
+
+
+@pytest.fixture
+def services() -> Iterator[Services]:
+    """Fresh services with an empty database and a clock the test can move."""
+    yield from fresh_services(make_settings())
 
 
 def invoke(function: str, event: dict[str, Any], openid: str | None = "o-test-openid") -> Any:

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from caiyun.sandbox.server import SandboxServer, create_server
+from caiyun.sandbox.server import (
+    SANDBOX_APPID,
+    SANDBOX_STAFF_APPID,
+    SandboxServer,
+    create_server,
+)
 
 TIMEOUT_S = 10
 
@@ -81,14 +87,60 @@ def login_by_invoke(base: str, phone: str, openid: str, app: str = "resident") -
     return body["data"]
 
 
-def login_by_api(base: str, phone: str) -> str:
-    """The login over /api; returns the session token."""
+def login_by_api(base: str, phone: str, app: str | None = None) -> str:
+    """The login over /api (to ``app``, if given); returns the session token."""
     status, body = api(base, "login", {"action": "send_code", "phone": phone})
     assert status == 200, body
-    code = latest_code(base, phone)
-    status, body = api(base, "login", {"action": "login", "phone": phone, "code": code})
+    login = {"action": "login", "phone": phone, "code": latest_code(base, phone)}
+    if app is not None:
+        login["app"] = app
+    status, body = api(base, "login", login)
     assert status == 200, body
     return body["data"]["session_token"]
+
+
+@dataclass
+class App:
+    """One signed-in user of a mini-program: over /invoke by openid, or over /api by token."""
+
+    base: str
+    openid: str | None = None
+    token: str | None = None
+    appid: str = SANDBOX_APPID
+
+    def call(self, function: str, action: str, **fields: Any) -> tuple[int, dict[str, Any]]:
+        event = {"action": action, **fields}
+        if self.token is not None:
+            return api(self.base, function, event, self.token)
+        return invoke(self.base, function, event, self.openid, **{"X-WX-AppID": self.appid})
+
+    def ok(self, function: str, action: str, **fields: Any) -> dict[str, Any]:
+        status, body = self.call(function, action, **fields)
+        assert (status, body["ok"]) == (200, True), body
+        return body["data"]
+
+    def refused(self, function: str, action: str, **fields: Any) -> tuple[int, str]:
+        status, body = self.call(function, action, **fields)
+        assert body["ok"] is False, body
+        return status, body["error"]["code"]
+
+
+def resident(base: str, phone: str, openid: str) -> App:
+    """The resident app, signed in through wx.cloud.callFunction."""
+    login_by_invoke(base, phone, openid)
+    return App(base, openid=openid)
+
+
+def staff_by_invoke(base: str, phone: str, openid: str) -> App:
+    """The staff app, signed in through wx.cloud.callFunction."""
+    data = login_by_invoke(base, phone, openid, app="staff")
+    assert data["account"]["staff"] is not None
+    return App(base, openid=openid, appid=SANDBOX_STAFF_APPID)
+
+
+def staff_by_api(base: str, phone: str) -> App:
+    """The staff app over the HTTP path: a bearer token from a staff login."""
+    return App(base, token=login_by_api(base, phone, app="staff"))
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ from caiyun.adapters.icbc import (
     NotifyPayload,
     PaymentStatus,
     WalletInfo,
-    generate_private_key_pem,
     icbc_time,
     sign_params,
     verify_response,
@@ -57,15 +56,6 @@ class ManualClock:
         self.moment += timedelta(seconds=seconds)
 
 
-@pytest.fixture(scope="module")
-def keys() -> dict[str, str]:
-    return {
-        "gateway": generate_private_key_pem(),
-        "merchant": generate_private_key_pem(),
-        "stranger": generate_private_key_pem(),
-    }
-
-
 @pytest.fixture
 def db() -> Any:
     return EmbeddedEngine(None).database
@@ -76,6 +66,7 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
+# `keys` (ICBC's gateway key, our merchant key, a stranger's) is the fixture in billing.py.
 def start_fake(db: Any, clock: ManualClock, keys: dict[str, str], **options: Any) -> FakeIcbc:
     fake = FakeIcbc(
         db,

@@ -7,24 +7,13 @@ from typing import Any
 
 import pytest
 from conftest import invoke
+from worlds import BAY, GARDEN, ok, refused, resident_account, staff_account
 
-from caiyun.domain import accounts, complaints, houses, memberships, messaging, staff
+from caiyun.domain import accounts, complaints, houses, messaging
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services
 
-GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
-BAY = {"province": "广东省", "city": "广州市", "district": "天河区", "name": "星河湾"}
 IMAGE = "sandbox://files/complaints/a1.jpg"
-
-
-def ok(reply: dict[str, Any]) -> Any:
-    assert reply["ok"] is True, reply
-    return reply["data"]
-
-
-def refused(reply: dict[str, Any]) -> str:
-    assert reply["ok"] is False, reply
-    return reply["error"]["code"]
 
 
 def community(services: Services, record: dict[str, str], rooms: list[str]) -> list[dict]:
@@ -45,21 +34,16 @@ def community(services: Services, record: dict[str, str], rooms: list[str]) -> l
 
 def resident(services: Services, phone: str, *homes: dict) -> str:
     """An account bound to ``homes`` as owner, signed in to the resident app; returns openid."""
-    now = services.clock.now()
-    account, _ = accounts.ensure_account(services.db, phone, now, "居民" + phone[-4:])
-    for house in homes:
-        memberships.add(services.db, house, account["_id"], "owner", now, account["_id"])
     openid = f"o-res-{phone}"
-    accounts.bind_openid(services.db, account["_id"], "resident", openid)
+    resident_account(services, phone, "居民" + phone[-4:], openid, homes)
     return openid
 
 
 def staffer(services: Services, phone: str, role: str, community_ids: list[str] | None) -> str:
-    now = services.clock.now()
-    account, _ = accounts.ensure_account(services.db, phone, now, "员工" + phone[-4:])
-    staff.upsert(services.db, account["_id"], "王经理", role, community_ids, now)
     openid = f"o-staff-{phone}"
-    accounts.bind_openid(services.db, account["_id"], "staff", openid)
+    staff_account(
+        services, phone, "王经理", role, community_ids, openid, account_name="员工" + phone[-4:]
+    )
     return openid
 
 

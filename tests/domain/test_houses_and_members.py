@@ -7,26 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import worlds
 from conftest import invoke
+from worlds import Person, make_staff, ok, refused, sign_in
 
-from caiyun.adapters.sms import sandbox_outbox
-from caiyun.domain import accounts, staff
+from caiyun.domain import accounts
 from caiyun.services import Services
 
-GARDEN = {
-    "province": "广东省",
-    "city": "深圳市",
-    "district": "南山区",
-    "name": "彩云花园",
-    "address": "科技南路 1 号",
-}
-BAY = {
-    "province": "广东省",
-    "city": "广州市",
-    "district": "天河区",
-    "name": "星河湾",
-    "address": "天河路 8 号",
-}
+GARDEN = {**worlds.GARDEN, "address": "科技南路 1 号"}
+BAY = {**worlds.BAY, "address": "天河路 8 号"}
 GARDEN_ROWS = [
     {"building": 1, "unit": 1, "room": "101", "owner_name": "张三", "owner_phone": "13800000001"},
     {"building": 1, "unit": 1, "room": "102", "owner_name": "李四", "owner_phone": "13800000002"},
@@ -35,47 +24,6 @@ GARDEN_ROWS = [
 BAY_ROWS = [
     {"building": 1, "unit": 1, "room": "101", "owner_name": "赵六", "owner_phone": "13800000004"},
 ]
-
-
-def ok(reply: dict[str, Any]) -> Any:
-    assert reply["ok"] is True, reply
-    return reply["data"]
-
-
-def refused(reply: dict[str, Any]) -> str:
-    assert reply["ok"] is False, reply
-    return reply["error"]["code"]
-
-
-@dataclass(frozen=True)
-class Person:
-    """Someone signed in through the login function, with an openid of their own."""
-
-    phone: str
-    openid: str
-    account_id: str
-
-    def call(self, function: str, action: str, **fields: Any) -> dict[str, Any]:
-        return invoke(function, {"action": action, **fields}, self.openid)
-
-
-def sign_in(services: Services, phone: str, app: str = "resident") -> Person:
-    openid = f"o-{app}-{phone}"
-    ok(invoke("login", {"action": "send_code", "phone": phone}, openid))
-    code = sandbox_outbox(services.db, phone)[0]["code"]
-    data = ok(
-        invoke("login", {"action": "login", "phone": phone, "code": code, "app": app}, openid)
-    )
-    return Person(phone, openid, data["account"]["account_id"])
-
-
-def make_staff(
-    services: Services, phone: str, role: str, community_ids: list[str] | None
-) -> Person:
-    now = services.clock.now()
-    account, _ = accounts.ensure_account(services.db, phone, now, "工作人员")
-    staff.upsert(services.db, account["_id"], "工作人员", role, community_ids, now)
-    return sign_in(services, phone, app="staff")
 
 
 @dataclass(frozen=True)

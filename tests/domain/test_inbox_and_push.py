@@ -3,24 +3,21 @@ WeChat client against the fake WeChat server."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import invoke, make_settings
+from conftest import fresh_services, invoke, make_settings
+from worlds import GARDEN, ok, owner_row, refused, staff_account
 
-from caiyun.clock import OffsetClock
-from caiyun.data.schema import ensure_indexes
-from caiyun.domain import accounts, houses, memberships, messaging, staff
+from caiyun.domain import accounts, houses, memberships, messaging
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.fake_wechat import FakeWeChat
-from caiyun.services import Services, build_services, install_services
+from caiyun.services import Services
 
 RESIDENT_APPID, RESIDENT_SECRET = "wxresident", "resident-secret-0123456789abcdef"
 STAFF_APPID, STAFF_SECRET = "wxstaff", "staff-secret-0123456789abcdef"
 TEMPLATES = {"complaint": "tmpl-complaint", "visitor": "tmpl-visitor", "notice": "tmpl-notice"}
-GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
 RESIDENT_OPENID = "o-resident-alice"
 
 
@@ -42,46 +39,20 @@ def services(fake: FakeWeChat) -> Iterator[Services]:
         wechat_templates=TEMPLATES,
         wechat_timeout_s=2.0,
     )
-    svc = build_services(settings, clock=OffsetClock())
-    if os.environ.get("MONGODB_URI"):
-        svc.db.client.drop_database(svc.db.name)
-        ensure_indexes(svc.db)
-    install_services(svc)
-    yield svc
-    install_services(None)
-
-
-def ok(reply: dict[str, Any]) -> Any:
-    assert reply["ok"] is True, reply
-    return reply["data"]
-
-
-def refused(reply: dict[str, Any]) -> str:
-    assert reply["ok"] is False, reply
-    return reply["error"]["code"]
+    yield from fresh_services(settings)
 
 
 @pytest.fixture
 def world(services: Services) -> dict[str, Any]:
-    row = {
-        "building": 1,
-        "unit": 1,
-        "room": 101,
-        "owner_name": "张伟",
-        "owner_phone": "13800000001",
-    }
-    report = import_owners(services, GARDEN, [row])
+    report = import_owners(services, GARDEN, [owner_row(101, "张伟", "13800000001")])
     house = houses.get(services.db, report.rows[0].house_id)
     db, now = services.db, services.clock.now()
     alice = accounts.by_phone(db, "13800000001")
     memberships.add(db, house, alice["_id"], "owner", now, alice["_id"])
     accounts.bind_openid(db, alice["_id"], "resident", RESIDENT_OPENID)
-    admin, _ = accounts.ensure_account(db, "13900000001", now)
-    staff.upsert(db, admin["_id"], "王经理", "admin", [house["community_id"]], now)
-    accounts.bind_openid(db, admin["_id"], "staff", "o-staff-admin")
-    guard, _ = accounts.ensure_account(db, "13900000002", now)
-    staff.upsert(db, guard["_id"], "李保安", "guard", [house["community_id"]], now)
-    accounts.bind_openid(db, guard["_id"], "staff", "o-staff-guard")
+    scope = [house["community_id"]]
+    staff_account(services, "13900000001", "王经理", "admin", scope, "o-staff-admin", now=now)
+    staff_account(services, "13900000002", "李保安", "guard", scope, "o-staff-guard", now=now)
     return {
         "house": house,
         "alice": alice["_id"],

@@ -6,24 +6,13 @@ from typing import Any
 
 import pytest
 from conftest import invoke
+from worlds import BAY, GARDEN, ok, refused, resident_account, staff_account
 
-from caiyun.domain import accounts, houses, memberships, messaging, notices, staff
+from caiyun.domain import accounts, houses, messaging, notices
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services
 
-GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
-BAY = {"province": "广东省", "city": "广州市", "district": "天河区", "name": "星河湾"}
 HOST = "13700000000"
-
-
-def ok(reply: dict[str, Any]) -> Any:
-    assert reply["ok"] is True, reply
-    return reply["data"]
-
-
-def refused(reply: dict[str, Any]) -> str:
-    assert reply["ok"] is False, reply
-    return reply["error"]["code"]
 
 
 def community(services: Services, record: dict[str, str], rooms: int) -> list[dict[str, Any]]:
@@ -36,21 +25,14 @@ def community(services: Services, record: dict[str, str], rooms: int) -> list[di
 
 
 def resident(services: Services, phone: str, *homes: dict[str, Any]) -> str:
-    now = services.clock.now()
-    account, _ = accounts.ensure_account(services.db, phone, now)
-    for house in homes:
-        memberships.add(services.db, house, account["_id"], "family", now, account["_id"])
     openid = f"o-res-{phone}"
-    accounts.bind_openid(services.db, account["_id"], "resident", openid)
+    resident_account(services, phone, None, openid, homes, "family")
     return openid
 
 
 def staffer(services: Services, phone: str, role: str, community_ids: list[str] | None) -> str:
-    now = services.clock.now()
-    account, _ = accounts.ensure_account(services.db, phone, now)
-    staff.upsert(services.db, account["_id"], "物业", role, community_ids, now)
     openid = f"o-staff-{phone}"
-    accounts.bind_openid(services.db, account["_id"], "staff", openid)
+    staff_account(services, phone, "物业", role, community_ids, openid)
     return openid
 
 

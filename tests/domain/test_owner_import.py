@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import worlds
 from conftest import invoke
+from worlds import ok, refused
+from worlds import owner_row as row
 
-from caiyun.adapters.sms import sandbox_outbox
 from caiyun.contract.admin import MAX_IMPORT_ROWS
-from caiyun.domain import accounts, staff
+from caiyun.domain import accounts
 from caiyun.services import Services
 
-GARDEN = {
-    "province": "广东省",
-    "city": "深圳市",
-    "district": "南山区",
-    "name": "彩云花园",
-    "address": "科技南路 1 号",
-}
-
-
-def row(room: str, name: str, phone: str, building: Any = 1, unit: Any = 1) -> dict[str, Any]:
-    return {
-        "building": building,
-        "unit": unit,
-        "room": room,
-        "owner_name": name,
-        "owner_phone": phone,
-    }
-
-
+GARDEN = {**worlds.GARDEN, "address": "科技南路 1 号"}
 ROWS = [
     row("101", "张三", "13800000001"),
     row("102", "李四", "13800000002"),
@@ -39,46 +22,21 @@ ROWS = [
 ]
 
 
-def ok(reply: dict[str, Any]) -> Any:
-    assert reply["ok"] is True, reply
-    return reply["data"]
-
-
-def refused(reply: dict[str, Any]) -> str:
-    assert reply["ok"] is False, reply
-    return reply["error"]["code"]
-
-
-@dataclass(frozen=True)
-class Person:
-    phone: str
-    openid: str
-    account_id: str
-
-    def call(self, function: str, action: str, **fields: Any) -> dict[str, Any]:
-        return invoke(function, {"action": action, **fields}, self.openid)
+class Person(worlds.Person):
+    """Someone signed in, who may try an owner import."""
 
     def import_owners(self, rows: list[Any], community: dict[str, Any] = GARDEN) -> Any:
         return self.call("admin", "import_owners", community=community, rows=rows)
 
 
 def sign_in(services: Services, phone: str, app: str = "resident") -> Person:
-    openid = f"o-{app}-{phone}"
-    ok(invoke("login", {"action": "send_code", "phone": phone}, openid))
-    code = sandbox_outbox(services.db, phone)[0]["code"]
-    data = ok(
-        invoke("login", {"action": "login", "phone": phone, "code": code, "app": app}, openid)
-    )
-    return Person(phone, openid, data["account"]["account_id"])
+    return worlds.sign_in(services, phone, app, Person)
 
 
 def make_staff(
     services: Services, phone: str, role: str, community_ids: list[str] | None
 ) -> Person:
-    now = services.clock.now()
-    account, _ = accounts.ensure_account(services.db, phone, now, "工作人员")
-    staff.upsert(services.db, account["_id"], "工作人员", role, community_ids, now)
-    return sign_in(services, phone, app="staff")
+    return worlds.make_staff(services, phone, role, community_ids, person=Person)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from conftest import invoke
+from worlds import ok, refused
 
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.domain import accounts, sms_codes
@@ -15,16 +16,6 @@ from caiyun.services import Services
 PHONE = "13800001111"
 NEW_PHONE = "13900002222"
 OPENID = "o-me"
-
-
-def ok(reply: dict[str, Any]) -> Any:
-    assert reply["ok"] is True, reply
-    return reply["data"]
-
-
-def refused(reply: dict[str, Any]) -> str:
-    assert reply["ok"] is False, reply
-    return reply["error"]["code"]
 
 
 @pytest.fixture

@@ -8,24 +8,12 @@ from typing import Any
 
 import pytest
 from conftest import invoke
+from worlds import BAY, GARDEN, ok, owner_row, refused, resident_account, staff_account
 
-from caiyun.domain import accounts, houses, memberships, messaging, staff
+from caiyun.domain import houses, memberships, messaging, staff
 from caiyun.domain.owner_import import import_owners
 from caiyun.domain.repairs import REPAIRS
 from caiyun.services import Services
-
-GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
-BAY = {"province": "广东省", "city": "广州市", "district": "天河区", "name": "星河湾"}
-
-
-def ok(reply: dict[str, Any]) -> Any:
-    assert reply["ok"] is True, reply
-    return reply["data"]
-
-
-def refused(reply: dict[str, Any]) -> str:
-    assert reply["ok"] is False, reply
-    return reply["error"]["code"]
 
 
 @dataclass(frozen=True)
@@ -57,9 +45,8 @@ class World:
 
 
 def _resident(services: Services, phone: str, name: str) -> Person:
-    account, _ = accounts.ensure_account(services.db, phone, services.clock.now(), name)
     openid = f"o-res-{phone}"
-    accounts.bind_openid(services.db, account["_id"], "resident", openid)
+    account = resident_account(services, phone, name, openid)
     return Person(account["_id"], openid, phone)
 
 
@@ -70,11 +57,8 @@ def _staff(
     role: staff.StaffRole,
     communities: list[str] | None,
 ) -> Person:
-    now = services.clock.now()
-    account, _ = accounts.ensure_account(services.db, phone, now, name)
-    staff.upsert(services.db, account["_id"], name, role, communities, now)
     openid = f"o-staff-{phone}"
-    accounts.bind_openid(services.db, account["_id"], "staff", openid)
+    account = staff_account(services, phone, name, role, communities, openid, account_name=name)
     return Person(account["_id"], openid, phone)
 
 
@@ -89,35 +73,11 @@ def _member(
 @pytest.fixture
 def world(services: Services) -> World:
     rows = [
-        {
-            "building": 3,
-            "unit": 2,
-            "room": "101",
-            "owner_name": "张三",
-            "owner_phone": "13800000101",
-        },
-        {
-            "building": 3,
-            "unit": 2,
-            "room": "102",
-            "owner_name": "李四",
-            "owner_phone": "13800000102",
-        },
+        owner_row("101", "张三", "13800000101", building=3, unit=2),
+        owner_row("102", "李四", "13800000102", building=3, unit=2),
     ]
     garden = import_owners(services, GARDEN, rows)
-    bay = import_owners(
-        services,
-        BAY,
-        [
-            {
-                "building": 1,
-                "unit": 1,
-                "room": "901",
-                "owner_name": "王五",
-                "owner_phone": "13800000901",
-            }
-        ],
-    )
+    bay = import_owners(services, BAY, [owner_row("901", "王五", "13800000901")])
     h101, h102 = (r.house_id for r in garden.rows)
     hbay = bay.rows[0].house_id
     assert h101 and h102 and hbay

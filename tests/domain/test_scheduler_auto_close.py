@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 from conftest import invoke
+from worlds import GARDEN
 
 from caiyun.clock import OffsetClock
 from caiyun.domain import accounts, houses, memberships, messaging, repairs, scheduler, staff
@@ -19,7 +20,6 @@ from caiyun.sandbox.functions import handler
 from caiyun.sandbox.server import create_server
 from caiyun.services import Services, install_services
 
-GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
 DAY = 24 * 3600
 OWNER_OPENID = "o-res-owner"
 

@@ -6,51 +6,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import worlds
 from conftest import http, invoke
+from worlds import ok, owner_row, refused
 
 from caiyun.adapters.sms import sandbox_outbox
-from caiyun.domain import accounts, staff
+from caiyun.domain import accounts
 from caiyun.services import Services
 
-GARDEN = {
-    "province": "广东省",
-    "city": "深圳市",
-    "district": "南山区",
-    "name": "彩云花园",
-    "address": "科技南路 1 号",
-}
-BAY = {
-    "province": "广东省",
-    "city": "广州市",
-    "district": "天河区",
-    "name": "星河湾",
-    "address": "天河路 8 号",
-}
+GARDEN = {**worlds.GARDEN, "address": "科技南路 1 号"}
+BAY = {**worlds.BAY, "address": "天河路 8 号"}
 
 
-def owner_row(room: str, name: str, phone: str) -> dict[str, Any]:
-    return {"building": 1, "unit": 1, "room": room, "owner_name": name, "owner_phone": phone}
-
-
-def ok(reply: dict[str, Any]) -> Any:
-    assert reply["ok"] is True, reply
-    return reply["data"]
-
-
-def refused(reply: dict[str, Any]) -> str:
-    assert reply["ok"] is False, reply
-    return reply["error"]["code"]
-
-
-@dataclass(frozen=True)
-class Person:
-    phone: str
-    openid: str
-    account_id: str
-    token: str
-
-    def call(self, function: str, action: str, **fields: Any) -> dict[str, Any]:
-        return invoke(function, {"action": action, **fields}, self.openid)
+class Person(worlds.Person):
+    """Someone signed in, who may try to manage staff."""
 
     def add_staff(self, phone: str, role: str, community_ids: list[str], name: str = "员工") -> Any:
         return self.call(
@@ -64,13 +33,7 @@ class Person:
 
 
 def sign_in(services: Services, phone: str, app: str = "resident") -> Person:
-    openid = f"o-{app}-{phone}"
-    ok(invoke("login", {"action": "send_code", "phone": phone}, openid))
-    code = sandbox_outbox(services.db, phone)[0]["code"]
-    data = ok(
-        invoke("login", {"action": "login", "phone": phone, "code": code, "app": app}, openid)
-    )
-    return Person(phone, openid, data["account"]["account_id"], data["session_token"])
+    return worlds.sign_in(services, phone, app, Person)
 
 
 @dataclass(frozen=True)
@@ -83,10 +46,7 @@ class Company:
 
 @pytest.fixture
 def company(services: Services) -> Company:
-    now = services.clock.now()
-    account, _ = accounts.ensure_account(services.db, "13700000000", now, "总部")
-    staff.upsert(services.db, account["_id"], "总部", "admin", None, now)
-    hq = sign_in(services, "13700000000", app="staff")
+    hq = worlds.make_staff(services, "13700000000", "admin", None, name="总部", person=Person)
     garden = ok(
         hq.call(
             "admin",

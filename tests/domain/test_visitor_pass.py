@@ -12,26 +12,15 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import pytest
 from conftest import invoke, make_settings
+from worlds import BAY, GARDEN, ok, refused
 
 from caiyun.clock import SHANGHAI, business_date
 from caiyun.domain import accounts, houses, memberships, messaging, sessions, staff, visitors
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services
 
-GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
-BAY = {"province": "广东省", "city": "广州市", "district": "天河区", "name": "星河湾"}
 HOST_PHONE = "13800000001"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def ok(reply: dict[str, Any]) -> Any:
-    assert reply["ok"] is True, reply
-    return reply["data"]
-
-
-def refused(reply: dict[str, Any]) -> str:
-    assert reply["ok"] is False, reply
-    return reply["error"]["code"]
 
 
 def community(services: Services, record: dict[str, str], room: str) -> dict[str, Any]:

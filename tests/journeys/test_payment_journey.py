@@ -5,31 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import requests
+from billing import card_number, with_id_check
 from sandbox_client import TIMEOUT_S, Running, invoke, latest_code, login_by_invoke
 
 from caiyun.sandbox.seed import DEMO_BILLS, DEMO_COMMUNITIES
 
 OWNER = "13800000001"  # 张伟, bound to a house in each demo community
 ADMIN = "13900000002"  # 吴刚, admin of 彩云花园
-
-
-def id_number(body17: str) -> str:
-    """A resident ID number with its GB 11643 check character."""
-    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-    total = sum(int(d) * w for d, w in zip(body17, weights, strict=True))
-    return body17 + "10X98765432"[total % 11]
-
-
-def card_number(prefix: str, length: int = 19) -> str:
-    """A card number of ``length`` digits starting ``prefix`` with a valid Luhn digit."""
-    body = prefix.ljust(length - 1, "0")
-    total = 0
-    for index, digit in enumerate(reversed(body)):
-        n = int(digit)
-        if index % 2 == 0:
-            n = n * 2 - 9 if n > 4 else n * 2
-        total += n
-    return body + str((10 - total % 10) % 10)
 
 
 def ok(status_and_body: tuple[int, Any]) -> Any:
@@ -49,7 +31,7 @@ def verify_realname(base: str, openid: str) -> None:
                 "action": "realname_start",
                 "method": "card",
                 "name": "张伟",
-                "id_number": id_number("44030519900101123"),
+                "id_number": with_id_check("44030519900101123"),
                 "card_no": card_number("6222"),
                 "bank_phone": OWNER,
             },

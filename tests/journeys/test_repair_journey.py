@@ -8,11 +8,18 @@ the scheduler's timer completes it on its own. Every transition lands in the inb
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import requests
-from sandbox_client import TIMEOUT_S, Running, advance, api, invoke, latest_code, login_by_invoke
+from sandbox_client import (
+    TIMEOUT_S,
+    App,
+    Running,
+    advance,
+    resident,
+    staff_by_api,
+    staff_by_invoke,
+)
 
 from caiyun.sandbox.seed import (
     CAIYUN_GARDEN,
@@ -20,7 +27,6 @@ from caiyun.sandbox.seed import (
     DEMO_STAFF,
     YUNQI_COURT,
 )
-from caiyun.sandbox.server import SANDBOX_APPID, SANDBOX_STAFF_APPID
 
 OWNER = DEMO_BOUND_OWNERS[0]  # 张伟: bound to a house in each demo community
 STAFF = {member.name: member.phone for member in DEMO_STAFF}
@@ -28,55 +34,6 @@ COMPANY_ADMIN = STAFF["周敏"]  # every community
 GARDEN_ADMIN = STAFF["吴刚"]  # 彩云花园 only
 REPAIRMAN = STAFF["郑师傅"]  # both communities
 THREE_DAYS_S = 3 * 86400
-
-
-@dataclass
-class App:
-    """One signed-in user of a mini-program: over /invoke by openid, or over /api by token."""
-
-    base: str
-    openid: str | None = None
-    token: str | None = None
-    appid: str = SANDBOX_APPID
-
-    def call(self, function: str, action: str, **fields: Any) -> tuple[int, dict[str, Any]]:
-        event = {"action": action, **fields}
-        if self.token is not None:
-            return api(self.base, function, event, self.token)
-        return invoke(self.base, function, event, self.openid, **{"X-WX-AppID": self.appid})
-
-    def ok(self, function: str, action: str, **fields: Any) -> dict[str, Any]:
-        status, body = self.call(function, action, **fields)
-        assert (status, body["ok"]) == (200, True), body
-        return body["data"]
-
-    def refused(self, function: str, action: str, **fields: Any) -> tuple[int, str]:
-        status, body = self.call(function, action, **fields)
-        assert body["ok"] is False, body
-        return status, body["error"]["code"]
-
-
-def resident(base: str, phone: str, openid: str) -> App:
-    """The resident app, signed in through wx.cloud.callFunction."""
-    login_by_invoke(base, phone, openid)
-    return App(base, openid=openid)
-
-
-def staff_by_invoke(base: str, phone: str, openid: str) -> App:
-    """The staff app, signed in through wx.cloud.callFunction."""
-    data = login_by_invoke(base, phone, openid, app="staff")
-    assert data["account"]["staff"] is not None
-    return App(base, openid=openid, appid=SANDBOX_STAFF_APPID)
-
-
-def staff_by_api(base: str, phone: str) -> App:
-    """The staff app over the HTTP path: a bearer token from a staff login."""
-    status, body = api(base, "login", {"action": "send_code", "phone": phone})
-    assert status == 200, body
-    login = {"action": "login", "phone": phone, "code": latest_code(base, phone), "app": "staff"}
-    status, body = api(base, "login", login)
-    assert status == 200, body
-    return App(base, token=body["data"]["session_token"])
 
 
 def house_in(app: App, community_name: str) -> dict[str, Any]:

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 from typing import Any
 
-from sandbox_client import Running, advance, api, invoke, latest_code, login_by_api, login_by_invoke
+from sandbox_client import (
+    App,
+    Running,
+    advance,
+    invoke,
+    latest_code,
+    login_by_api,
+    login_by_invoke,
+    resident,
+    staff_by_invoke,
+)
 
 from caiyun.sandbox.seed import (
     CAIYUN_GARDEN,
@@ -22,7 +31,6 @@ from caiyun.sandbox.seed import (
     DemoCommunity,
     DemoHouse,
 )
-from caiyun.sandbox.server import SANDBOX_APPID, SANDBOX_STAFF_APPID
 
 GARDEN = next(c for c in DEMO_COMMUNITIES if c.name == CAIYUN_GARDEN)
 TWO_COMMUNITY_OWNER = DEMO_BOUND_OWNERS[0]  # 张伟: a house in each demo community
@@ -34,45 +42,6 @@ GARDEN_GUARD = STAFF["孙立"]
 def garden_house(owner_phone: str) -> DemoHouse:
     """A demo house of 彩云花园, as the property's import file records it."""
     return next(h for h in GARDEN.houses if h.owner_phone == owner_phone)
-
-
-@dataclass
-class App:
-    """One signed-in user of a mini-program: over /invoke by openid, or over /api by token."""
-
-    base: str
-    openid: str | None = None
-    token: str | None = None
-    appid: str = SANDBOX_APPID
-
-    def call(self, function: str, action: str, **fields: Any) -> tuple[int, dict[str, Any]]:
-        event = {"action": action, **fields}
-        if self.token is not None:
-            return api(self.base, function, event, self.token)
-        return invoke(self.base, function, event, self.openid, **{"X-WX-AppID": self.appid})
-
-    def ok(self, function: str, action: str, **fields: Any) -> dict[str, Any]:
-        status, body = self.call(function, action, **fields)
-        assert (status, body["ok"]) == (200, True), body
-        return body["data"]
-
-    def refused(self, function: str, action: str, **fields: Any) -> tuple[int, str]:
-        status, body = self.call(function, action, **fields)
-        assert body["ok"] is False, body
-        return status, body["error"]["code"]
-
-
-def resident(base: str, phone: str, openid: str) -> App:
-    """The resident app, signed in through wx.cloud.callFunction."""
-    login_by_invoke(base, phone, openid)
-    return App(base, openid=openid)
-
-
-def staff(base: str, phone: str, openid: str) -> App:
-    """The staff app, signed in through wx.cloud.callFunction."""
-    data = login_by_invoke(base, phone, openid, app="staff")
-    assert data["account"]["staff"] is not None
-    return App(base, openid=openid, appid=SANDBOX_STAFF_APPID)
 
 
 def pick_community(app: App, community: DemoCommunity) -> str:
@@ -215,7 +184,7 @@ def test_a_complaint_is_answered_taken_up_and_resolved_and_the_resident_reads_th
     listed = owner.ok("complaint", "my_list", status="submitted")["items"]
     assert [c["complaint_id"] for c in listed] == [complaint_id]
 
-    admin = staff(base, GARDEN_ADMIN, "o-wugang")
+    admin = staff_by_invoke(base, GARDEN_ADMIN, "o-wugang")
     queue = admin.ok("complaint", "staff_list", status="submitted")["items"]
     assert [(c["complaint_id"], c["contact_phone"]) for c in queue] == [
         (complaint_id, "138****0003")
@@ -250,7 +219,7 @@ def test_a_notice_published_in_one_community_shows_in_that_group_of_a_two_commun
 ) -> None:
     base = sandbox.url
     owner = resident(base, TWO_COMMUNITY_OWNER, "o-zhangwei")
-    admin = staff(base, GARDEN_ADMIN, "o-wugang")
+    admin = staff_by_invoke(base, GARDEN_ADMIN, "o-wugang")
     communities = {
         c["name"]: c["community_id"] for c in owner.ok("bind_house", "communities")["items"]
     }
@@ -317,7 +286,7 @@ def test_a_visitor_pass_shows_no_host_admits_once_at_the_gate_and_appears_in_his
     page = json.dumps(view, ensure_ascii=False)
     assert "张伟" not in page and TWO_COMMUNITY_OWNER not in page
 
-    guard = staff(base, GARDEN_GUARD, "o-sunli")
+    guard = staff_by_invoke(base, GARDEN_GUARD, "o-sunli")
     first = guard.ok("visitor", "verify", token=token)
     assert first["result"] == "valid"
     assert (first["visitor"]["plate"], first["visitor"]["house_label"]) == (
