@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import os
+from typing import TYPE_CHECKING
 
-from caiyun.settings import Settings
+if TYPE_CHECKING:
+    from caiyun.settings import Settings
+
 
 _NONCE_BYTES = 12
 

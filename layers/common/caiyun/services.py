@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from caiyun.clock import Clock, SystemClock
-from caiyun.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from caiyun.adapters.icbc import IcbcClient
     from caiyun.adapters.sms import SmsSender
     from caiyun.adapters.storage import Storage
     from caiyun.adapters.wechat import WeChatClient
+    from caiyun.settings import Settings
 
 
 @dataclass
@@ -63,6 +63,8 @@ def current_services() -> Services:
     if _current is None:
         with _lock:
             if _current is None:
+                from caiyun.settings import get_settings
+
                 _current = build_services(get_settings())
     return _current
 

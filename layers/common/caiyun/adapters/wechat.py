@@ -10,13 +10,15 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
-
-import requests
+from typing import TYPE_CHECKING, Any, Literal
 
 from caiyun.clock import Clock
 from caiyun.data.schema import declare
-from caiyun.settings import Settings
+
+if TYPE_CHECKING:
+    import requests
+
+    from caiyun.settings import Settings
 
 App = Literal["resident", "staff"]
 
@@ -94,7 +96,7 @@ class WeChatClient:
         self._settings = settings
         self._db = db
         self._clock = clock
-        self._http = session or requests.Session()
+        self._http = session or _new_session()
         self._base = settings.wechat_api_base.rstrip("/")
         self._tokens: dict[str, tuple[str, datetime]] = {}
         self._refresh_lock = threading.Lock()
@@ -249,7 +251,7 @@ class WeChatClient:
                 json=json,
                 timeout=self._settings.wechat_timeout_s,
             )
-        except requests.RequestException as error:
+        except _request_errors() as error:
             # The exception text holds the URL, whose query carries the secret, code or token:
             # report only its type, and drop it as the cause so tracebacks don't print it.
             raise WeChatUnavailable(f"WeChat {name} unreachable ({type(error).__name__})") from None
@@ -289,3 +291,16 @@ def _redact(text: str, hide: tuple[str, ...]) -> str:
 def _aware(moment: datetime) -> datetime:
     # A MongoDB client opened without tz_aware hands back naive UTC datetimes.
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def _new_session() -> requests.Session:
+    # requests is imported on first use: a function that never calls WeChat need not load it.
+    import requests
+
+    return requests.Session()
+
+
+def _request_errors() -> type[Exception]:
+    import requests
+
+    return requests.RequestException

@@ -70,13 +70,15 @@ Count = StrictInt
 class Request(BaseModel):
     """Base of every request: unknown fields are refused, strings are bounded."""
 
-    model_config = ConfigDict(extra="forbid", str_max_length=2000, frozen=True)
+    # defer_build: a model's validator is built on its first use, not when a function is
+    # imported, so a cold start pays only for the actions it serves.
+    model_config = ConfigDict(extra="forbid", str_max_length=2000, frozen=True, defer_build=True)
 
 
 class Reply(BaseModel):
     """Base of every reply model."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class Empty(Request):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from caiyun.settings import Settings
+if TYPE_CHECKING:
+    from caiyun.settings import Settings
 
 
 def open_database(settings: Settings) -> Any:

@@ -16,7 +16,7 @@ import hmac
 import io
 import re
 from datetime import date, datetime, time, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from pymongo import DESCENDING, IndexModel, ReturnDocument
@@ -35,7 +35,9 @@ from caiyun.domain import (
 )
 from caiyun.errors import AppError
 from caiyun.services import Services
-from caiyun.settings import Settings
+
+if TYPE_CHECKING:
+    from caiyun.settings import Settings
 
 PassStatus = Literal["valid", "used", "expired"]
 
