@@ -183,7 +183,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
 # Where the contract itself shows an outsider something of the target house:
 # - house_tree is the public room picker (region → community → building → unit → room); each
 #   room carries its house_id. Binding goes by address, not by id, so this exposure is not
-#   needed; see docs/security-matrix.md.
+#   needed; see docs/security.md (finding M2).
 # - pass shows the visit to whoever holds the pass token (the visitor): their own name.
 LEAK_EXEMPT: dict[str, frozenset[str]] = {
     "bind_house.house_tree": frozenset({"house_id"}),
