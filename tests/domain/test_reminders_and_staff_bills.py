@@ -27,7 +27,7 @@ from billing import (
 from conftest import invoke
 from worlds import ok, refused
 
-from caiyun.domain import houses
+from caiyun.domain import houses, reminders
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services
@@ -215,6 +215,24 @@ def test_remind_tells_every_account_bound_to_each_unpaid_house(
         assert told[0]["page"] == "/pages/bills/index"
     assert messages(DAVE, "reminder") == []  # another community
     assert messages(NOBODY, "reminder") == []
+
+
+def test_remind_goes_through_every_batch_of_unpaid_houses(
+    svc: Services, world: SimpleNamespace, garden: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One house per batch: the same outcome as one batch, so no batch is lost or repeated.
+    monkeypatch.setattr(reminders, "BATCH", 1)
+
+    counts = ok(remind(garden))
+
+    assert counts == {
+        "houses_unpaid": 3,
+        "houses_reminded": 3,
+        "houses_skipped": 0,
+        "accounts_notified": 3,
+    }
+    for who in (ALICE, ERIN, BOB):
+        assert len(messages(who, "reminder")) == 1, who
 
 
 def test_second_remind_within_the_window_skips_the_houses(

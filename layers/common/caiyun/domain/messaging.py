@@ -76,45 +76,121 @@ def add_consents(services: Services, account_id: str, template_ids: list[str]) -
     return left
 
 
-def _spend_consent(services: Services, account_id: str, template_id: str) -> bool:
-    spent = services.db[CONSENTS].find_one_and_update(
-        {"_id": f"{account_id}:{template_id}", "remaining": {"$gt": 0}},
-        {"$inc": {"remaining": -1}},
-    )
-    return spent is not None
-
-
-def _push(
-    services: Services, account: dict[str, Any], push: Push, page: str, app: accounts.App
-) -> bool:
-    template_id = services.settings.wechat_templates.get(push.template)
-    openid = account.get("wx", {}).get(app)
-    if not template_id or not openid or not _spend_consent(services, account["_id"], template_id):
-        return False
-    data = {key: _fit(key, value) for key, value in push.data.items()}
+def _send(services: Services, note: Note, template_id: str, openid: str) -> bool:
+    data = {key: _fit(key, value) for key, value in (note.push.data if note.push else {}).items()}
+    consent = {"_id": f"{note.account_id}:{template_id}"}
     try:
         # The inbox keeps an absolute path for wx.navigateTo; a subscribe message's page is
         # written without the leading slash.
         services.wechat.send_subscribe(
-            app,
+            note.app,
             openid,
             template_id,
-            page.lstrip("/"),
+            note.page.lstrip("/"),
             data,
             services.settings.wechat_miniprogram_state,
         )
         return True
     except WeChatNoConsent:
-        services.db[CONSENTS].update_one(
-            {"_id": f"{account['_id']}:{template_id}"}, {"$set": {"remaining": 0}}
-        )
+        services.db[CONSENTS].update_one(consent, {"$set": {"remaining": 0}})
     except WeChatError as error:
         if error.retryable:
             # Not delivered: the consent was not used up on WeChat's side either.
-            services.db[CONSENTS].update_one(
-                {"_id": f"{account['_id']}:{template_id}"}, {"$inc": {"remaining": 1}}
-            )
+            services.db[CONSENTS].update_one(consent, {"$inc": {"remaining": 1}})
     return False
+
+
+@dataclass(frozen=True)
+class Note:
+    """One message to one account. With ``key`` it is sent at most once however often the
+    sending step runs (its inbox id is made from the key)."""
+
+    account_id: str
+    kind: MessageKind
+    title: str
+    body: str
+    page: str
+    push: Push | None = None
+    app: accounts.App = "resident"
+    community_id: str | None = None
+    key: str | None = None
+
+
+def _store(services: Services, notes: list[Note]) -> list[Note]:
+    """Write the inbox messages; returns the notes that were new (not sent before by key)."""
+    now = services.clock.now()
+    docs = [
+        {
+            "_id": f"{n.key}-{n.account_id}" if n.key else new_id(),
+            "account_id": n.account_id,
+            "community_id": n.community_id,
+            "kind": n.kind,
+            "title": n.title,
+            "body": n.body,
+            "page": n.page,
+            "created_at": now,
+            "read_at": None,
+        }
+        for n in notes
+    ]
+    try:
+        services.db[MESSAGES].insert_many(docs, ordered=False)
+        return notes
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != 11000 for e in errors):
+            raise
+        sent_before = {e["index"] for e in errors}
+        return [n for i, n in enumerate(notes) if i not in sent_before]
+
+
+def notify_many(services: Services, notes: list[Note]) -> dict[str, int]:
+    """Put each note in its account's inbox and push it on WeChat where a consent is left.
+
+    A batch costs one write for the inbox and, when some notes have a template, one read of
+    the accounts and one of their consents; only consents actually spent are written one by
+    one. WeChat being down never raises: the inbox has the message either way.
+    Returns counts: ``inbox`` messages written and ``pushed`` WeChat messages sent.
+    """
+    if not notes:
+        return {"inbox": 0, "pushed": 0}
+    fresh = _store(services, notes)
+    templates = services.settings.wechat_templates
+    pushable = [n for n in fresh if n.push is not None and templates.get(n.push.template)]
+    if not pushable:
+        return {"inbox": len(fresh), "pushed": 0}
+    db = services.db
+    openids = {
+        a["_id"]: a.get("wx", {})
+        for a in db[accounts.ACCOUNTS].find(
+            {"_id": {"$in": sorted({n.account_id for n in pushable})}}, {"wx": 1}
+        )
+    }
+    wanted = {
+        f"{n.account_id}:{templates[n.push.template]}": n
+        for n in pushable
+        if n.push is not None and openids.get(n.account_id, {}).get(n.app)
+    }
+    with_consent = [
+        c["_id"]
+        for c in db[CONSENTS].find(
+            {"_id": {"$in": list(wanted)}, "remaining": {"$gt": 0}}, {"_id": 1}
+        )
+    ]
+    pushed = 0
+    for consent_id in with_consent:
+        note = wanted[consent_id]
+        # Spent atomically: two features sharing a template cannot both use one consent.
+        if (
+            db[CONSENTS].find_one_and_update(
+                {"_id": consent_id, "remaining": {"$gt": 0}}, {"$inc": {"remaining": -1}}
+            )
+            is None
+        ):
+            continue
+        template_id = consent_id.split(":", 1)[1]
+        pushed += _send(services, note, template_id, openids[note.account_id][note.app])
+    return {"inbox": len(fresh), "pushed": pushed}
 
 
 def notify(
@@ -129,47 +205,14 @@ def notify(
     community_id: str | None = None,
     message_key: str | None = None,
 ) -> dict[str, int]:
-    """Put a message in each account's inbox and push it on WeChat where consented.
-
-    With ``message_key`` the message is sent at most once per account however often this is
-    called (its inbox id is made from the key), so a retried step can always call it again.
-    Returns counts: ``inbox`` messages written and ``pushed`` WeChat messages sent.
-    """
-    unique_ids = list(dict.fromkeys(account_ids))
-    if not unique_ids:
-        return {"inbox": 0, "pushed": 0}
-    now = services.clock.now()
-    docs = [
-        {
-            "_id": f"{message_key}-{account_id}" if message_key else new_id(),
-            "account_id": account_id,
-            "community_id": community_id,
-            "kind": kind,
-            "title": title,
-            "body": body,
-            "page": page,
-            "created_at": now,
-            "read_at": None,
-        }
-        for account_id in unique_ids
-    ]
-    try:
-        services.db[MESSAGES].insert_many(docs, ordered=False)
-        fresh = unique_ids
-    except BulkWriteError as exc:
-        told = {
-            docs[e["index"]]["account_id"]
-            for e in exc.details.get("writeErrors", [])
-            if e.get("code") == 11000
-        }
-        if len(told) != len(exc.details.get("writeErrors", [])):
-            raise
-        fresh = [a for a in unique_ids if a not in told]
-    pushed = 0
-    if push is not None and fresh:
-        for account in services.db[accounts.ACCOUNTS].find({"_id": {"$in": fresh}}, {"wx": 1}):
-            pushed += _push(services, account, push, page, app)
-    return {"inbox": len(fresh), "pushed": pushed}
+    """The same message to several accounts (see :func:`notify_many`)."""
+    return notify_many(
+        services,
+        [
+            Note(account_id, kind, title, body, page, push, app, community_id, message_key)
+            for account_id in dict.fromkeys(account_ids)
+        ],
+    )
 
 
 def inbox(

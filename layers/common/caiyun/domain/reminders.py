@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
+from itertools import islice
 from typing import Any
 
 from pymongo import IndexModel
@@ -37,66 +39,81 @@ def _window(services: Services) -> int:
     return int(services.clock.now().timestamp() // services.settings.reminder_window_s)
 
 
-def _unpaid_houses(services: Services, match: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(
-        services.db[bills.BILLS].aggregate(
-            [
-                {"$match": {**match, "status": {"$in": ["unpaid", "locked"]}}},
-                {
-                    "$group": {
-                        "_id": "$house_id",
-                        "community_id": {"$first": "$community_id"},
-                        "total": {"$sum": "$amount_fen"},
-                        "count": {"$sum": 1},
-                    }
-                },
-                {"$sort": {"_id": 1}},
-            ]
+def _unpaid_houses(services: Services, match: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+    """Houses with unpaid bills matching ``match``, with their count and sum, in batches.
+
+    The aggregate's cursor is consumed batch by batch, so memory stays bounded however many
+    houses owe.
+    """
+    cursor = services.db[bills.BILLS].aggregate(
+        [
+            {"$match": {**match, "status": {"$in": ["unpaid", "locked"]}}},
+            {
+                "$group": {
+                    "_id": "$house_id",
+                    "community_id": {"$first": "$community_id"},
+                    "total": {"$sum": "$amount_fen"},
+                    "count": {"$sum": 1},
+                }
+            },
+            {"$sort": {"_id": 1}},
+        ],
+        batchSize=BATCH,
+    )
+    iterator = iter(cursor)
+    while batch := list(islice(iterator, BATCH)):
+        yield batch
+
+
+def _owed_by_account(services: Services, houses: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What each account bound to these houses owes, summed over the houses."""
+    by_house = {h["_id"]: h for h in houses}
+    owed: dict[str, dict[str, Any]] = {}
+    for link in services.db[memberships.MEMBERSHIPS].find(
+        {"house_id": {"$in": list(by_house)}}, {"house_id": 1, "account_id": 1}
+    ):
+        house = by_house[link["house_id"]]
+        entry = owed.setdefault(
+            link["account_id"], {"count": 0, "total": 0, "community_id": house["community_id"]}
         )
+        entry["count"] += house["count"]
+        entry["total"] += house["total"]
+    return owed
+
+
+def _reminder(account_id: str, owed: dict[str, Any]) -> messaging.Note:
+    amount = f"{owed['total'] / 100:.2f}"
+    return messaging.Note(
+        account_id=account_id,
+        kind="reminder",
+        title="缴费提醒",
+        body=f"您有 {owed['count']} 笔物业费待缴，共 {amount} 元，请及时缴纳。",
+        page="/pages/bills/index",
+        push=messaging.Push("reminder", {"amount1": f"{amount}元", "thing2": "物业费待缴"}),
+        community_id=owed["community_id"],
     )
 
 
 def remind(services: Services, match: dict[str, Any]) -> dict[str, int]:
-    """Remind every account bound to each house with unpaid bills matching ``match``."""
+    """Remind every account bound to each house with unpaid bills matching ``match``: each
+    house and each account at most once per reminder window, in batches."""
     window = _window(services)
     counts = {"houses_unpaid": 0, "houses_reminded": 0, "houses_skipped": 0, "accounts_notified": 0}
-    due = _unpaid_houses(services, match)
-    counts["houses_unpaid"] = len(due)
-    for start in range(0, len(due), BATCH):
-        batch = due[start : start + BATCH]
+    for batch in _unpaid_houses(services, match):
+        counts["houses_unpaid"] += len(batch)
         won = _claim(services, [f"house:{h['_id']}:{window}" for h in batch])
         fresh = [h for h in batch if f"house:{h['_id']}:{window}" in won]
         counts["houses_reminded"] += len(fresh)
         counts["houses_skipped"] += len(batch) - len(fresh)
-        links = services.db[memberships.MEMBERSHIPS].find(
-            {"house_id": {"$in": [h["_id"] for h in fresh]}}, {"house_id": 1, "account_id": 1}
-        )
-        # One reminder per account, summing every house of this batch it belongs to.
-        by_account: dict[str, dict[str, Any]] = {}
-        houses_by_id = {h["_id"]: h for h in fresh}
-        for link in links:
-            house = houses_by_id[link["house_id"]]
-            due = by_account.setdefault(
-                link["account_id"], {"count": 0, "total": 0, "community_id": house["community_id"]}
-            )
-            due["count"] += house["count"]
-            due["total"] += house["total"]
-        accounts_won = _claim(services, [f"account:{a}:{window}" for a in by_account])
-        for account_id, due in by_account.items():
-            if f"account:{account_id}:{window}" not in accounts_won:
-                continue
-            amount = f"{due['total'] / 100:.2f}"
-            messaging.notify(
-                services,
-                [account_id],
-                "reminder",
-                "缴费提醒",
-                f"您有 {due['count']} 笔物业费待缴，共 {amount} 元，请及时缴纳。",
-                "/pages/bills/index",
-                messaging.Push("reminder", {"amount1": f"{amount}元", "thing2": "物业费待缴"}),
-                community_id=due["community_id"],
-            )
-            counts["accounts_notified"] += 1
+        owed = _owed_by_account(services, fresh)
+        accounts_won = _claim(services, [f"account:{a}:{window}" for a in owed])
+        notes = [
+            _reminder(account_id, entry)
+            for account_id, entry in owed.items()
+            if f"account:{account_id}:{window}" in accounts_won
+        ]
+        messaging.notify_many(services, notes)
+        counts["accounts_notified"] += len(notes)
     return counts
 
 

@@ -100,19 +100,18 @@ def _time(moment: datetime) -> str:
     return moment.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
 
 
-def _tell_resident(services: Services, doc: dict[str, Any], title: str, remark: str) -> None:
-    """The reporter's inbox, and the ``repair`` subscription message.
+def _resident_note(doc: dict[str, Any], title: str, remark: str) -> messaging.Note:
+    """The reporter's inbox message, with the ``repair`` subscription message.
 
     Template keys: thing1 category, phrase2 status, time3 when, thing4 remark.
     """
     category = views.CATEGORIES[doc["category"]]
-    messaging.notify(
-        services,
-        [doc["reporter_id"]],
-        "repair",
-        title,
-        f"{category}（{doc['house_label']}）：{remark}",
-        RESIDENT_PAGE.format(doc["_id"]),
+    return messaging.Note(
+        account_id=doc["reporter_id"],
+        kind="repair",
+        title=title,
+        body=f"{category}（{doc['house_label']}）：{remark}",
+        page=RESIDENT_PAGE.format(doc["_id"]),
         push=messaging.Push(
             template="repair",
             data={
@@ -124,6 +123,11 @@ def _tell_resident(services: Services, doc: dict[str, Any], title: str, remark: 
         ),
         community_id=doc["community_id"],
     )
+
+
+def _tell_resident(services: Services, doc: dict[str, Any], title: str, remark: str) -> None:
+    """Tell the reporter about a step of their repair."""
+    messaging.notify_many(services, [_resident_note(doc, title, remark)])
 
 
 def _tell_repairman(services: Services, doc: dict[str, Any]) -> None:
@@ -541,11 +545,14 @@ def auto_close_due(services: Services, batch_size: int | None = None) -> dict[st
             ],
             ordered=False,
         )
-        for doc in db[REPAIRS].find(
-            {"_id": {"$in": due}, "auto_close_run": run_id}, {"timeline": 0}
-        ):
-            closed += 1
-            _tell_resident(services, doc, "报修已自动完成", note)
+        notes = [
+            _resident_note(doc, "报修已自动完成", note)
+            for doc in db[REPAIRS].find(
+                {"_id": {"$in": due}, "auto_close_run": run_id}, {"timeline": 0}
+            )
+        ]
+        closed += len(notes)
+        messaging.notify_many(services, notes)
         last_id = due[-1]
         if len(due) < size:
             break
