@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import bson
 import mongomock
 import mongomock.helpers
+from bson import ObjectId
 from mongomock.collection import BulkOperationBuilder
+from mongomock.filtering import filter_applies
 from mongomock.store import CollectionStore, DatabaseStore, ServerStore
 from pymongo.errors import OperationFailure
 
@@ -43,6 +45,28 @@ def _without_sort(add: Callable[..., Any]) -> Callable[..., Any]:
 
 
 BulkOperationBuilder.add_update = _without_sort(BulkOperationBuilder.add_update)
+
+_scan = mongomock.collection.Collection._iter_documents
+
+
+def _iter_documents(self: Any, query: Any) -> Any:
+    # mongomock scans every document for every query; a lookup by _id (or a list of them),
+    # the commonest query there is, goes straight to the stored document instead.
+    wanted = query.get("_id") if isinstance(query, dict) else None
+    if isinstance(wanted, str | ObjectId):
+        keys = [wanted]
+    elif isinstance(wanted, dict) and set(wanted) == {"$in"} and isinstance(wanted["$in"], list):
+        keys = [k for k in wanted["$in"] if isinstance(k, str | ObjectId)]
+        if len(keys) != len(wanted["$in"]):
+            return _scan(self, query)
+    else:
+        return _scan(self, query)
+    stored = self._store._documents
+    found = [stored[k] for k in dict.fromkeys(keys) if k in stored]
+    return (doc for doc in found if filter_applies(query, doc))
+
+
+mongomock.collection.Collection._iter_documents = _iter_documents
 BulkOperationBuilder.add_replace = _without_sort(BulkOperationBuilder.add_replace)
 
 _SCHEMA = """
@@ -292,6 +316,14 @@ class EmbeddedCollection:
 
         return self._engine.run(register)
 
+    def find(self, *args: Any, **kwargs: Any) -> LockedCursor:
+        """Like pymongo's ``find``; the documents are read under the engine lock when the cursor
+        is first iterated (mongomock reads lazily, which would race other threads' writes)."""
+        cursor = self._engine.run(
+            lambda: self._engine.mongomock_collection(self.name).find(*args, **kwargs)
+        )
+        return LockedCursor(self._engine, cursor)
+
     def __getattr__(self, attr: str) -> Any:
         target = getattr(self._engine.mongomock_collection(self.name), attr)
         if not callable(target):
@@ -313,6 +345,43 @@ class EmbeddedCollection:
             return self._engine.run(call)
 
         return locked
+
+
+class LockedCursor:
+    """A cursor whose chained options apply at once and whose reading happens under the lock."""
+
+    def __init__(self, engine: EmbeddedEngine, cursor: Any) -> None:
+        self._engine = engine
+        self._cursor = cursor
+        self._rows: Iterator[dict[str, Any]] | None = None
+
+    def _chain(self, name: str, *args: Any, **kwargs: Any) -> LockedCursor:
+        getattr(self._cursor, name)(*args, **kwargs)
+        return self
+
+    def sort(self, *args: Any, **kwargs: Any) -> LockedCursor:
+        """Order the results (as pymongo's ``Cursor.sort``)."""
+        return self._chain("sort", *args, **kwargs)
+
+    def skip(self, count: int) -> LockedCursor:
+        """Skip results (as pymongo's ``Cursor.skip``)."""
+        return self._chain("skip", count)
+
+    def limit(self, count: int) -> LockedCursor:
+        """Cap the results (as pymongo's ``Cursor.limit``)."""
+        return self._chain("limit", count)
+
+    def batch_size(self, size: int) -> LockedCursor:
+        """Accepted for pymongo compatibility; the embedded engine reads in one go."""
+        return self
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if self._rows is None:
+            self._rows = iter(self._engine.run(lambda: list(self._cursor)))
+        return next(self._rows)
 
 
 class EmbeddedDatabase:
