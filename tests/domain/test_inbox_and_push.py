@@ -292,7 +292,7 @@ def test_mark_read_some_then_all(services: Services, world: dict[str, Any]) -> N
 def test_mark_read_never_touches_another_accounts_messages(
     services: Services, world: dict[str, Any]
 ) -> None:
-    admin_id = accounts.by_openid(services.db, world["admin"])["_id"]
+    admin_id = accounts.caller_by_openid(services.db, world["admin"])[0]["_id"]
     messaging.notify(services, [admin_id], "repair", "派单", "正文", "/pages/x", app="staff")
     theirs = messaging.inbox(services, admin_id, False, 1, 20)[0][0]["_id"]
 

@@ -37,7 +37,7 @@ def staffer(services: Services, phone: str, role: str, community_ids: list[str] 
 
 
 def account_id(services: Services, openid: str) -> str:
-    return accounts.by_openid(services.db, openid)["_id"]
+    return accounts.caller_by_openid(services.db, openid)[0]["_id"]
 
 
 @pytest.fixture

@@ -287,7 +287,7 @@ def test_guard_admits_a_pass_once_and_records_the_entry(
     assert second["visitor"]["entered_at"] == first["visitor"]["entered_at"]
     stored = services.db[visitors.VISITORS].find_one({"_id": data["visitor_id"]})
     assert stored["status"] == "entered"
-    assert stored["entry"]["by"] == accounts.by_openid(services.db, world["guard"])["_id"]
+    assert stored["entry"]["by"] == accounts.caller_by_openid(services.db, world["guard"])[0]["_id"]
     assert ok(show(data["pass_token"]))["status"] == "used"
 
 
@@ -296,7 +296,7 @@ def test_host_is_told_when_the_visitor_arrives(services: Services, world: dict[s
 
     ok(verify(world, token))
 
-    host_id = accounts.by_openid(services.db, world["host"])["_id"]
+    host_id = accounts.caller_by_openid(services.db, world["host"])[0]["_id"]
     items, _, _ = messaging.inbox(services, host_id, True, 1, 20)
     assert [(m["kind"], m["title"]) for m in items] == [("visitor", "访客已到达")]
     assert "王芳" in items[0]["body"] and "彩云花园" in items[0]["body"]

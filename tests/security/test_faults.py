@@ -409,7 +409,9 @@ def acknowledged(response: dict[str, Any], bank: FakeIcbc) -> bool:
 
 
 def inbox(svc: Services, openid: str, **query: Any) -> list[dict[str, Any]]:
-    found = svc.db["messages"].find({"account_id": accounts.by_openid(svc.db, openid)["_id"]})
+    found = svc.db["messages"].find(
+        {"account_id": accounts.caller_by_openid(svc.db, openid)[0]["_id"]}
+    )
     return [m for m in found if all(m.get(k) == v for k, v in query.items())]
 
 
@@ -500,11 +502,11 @@ def test_icbc_down_during_real_name_verification_is_retryable_and_keeps_the_tick
     install_services(svc)
     assert refused["error"]["code"] == "UNAVAILABLE"
     assert refused["error"]["details"]["retryable"] is True
-    assert accounts.by_openid(svc.db, BOB.openid)["realname_verified"] is False
+    assert accounts.caller_by_openid(svc.db, BOB.openid)[0]["realname_verified"] is False
 
     # The same ticket and code work once ICBC is back.
     ok(invoke("account", confirm, BOB.openid))
-    assert accounts.by_openid(svc.db, BOB.openid)["realname_verified"] is True
+    assert accounts.caller_by_openid(svc.db, BOB.openid)[0]["realname_verified"] is True
 
 
 def test_icbc_unreachable_during_auto_debit_frees_the_bills_once_the_order_expires(
@@ -709,7 +711,7 @@ def test_database_failing_at_any_point_of_login_leaves_the_resident_able_to_sign
         if not retry["ok"]:
             problems.append(f"{where}: a fresh code then answered {retry['error']['code']}")
             continue
-        bound = accounts.by_openid(svc.db, openid)
+        bound = accounts.caller_by_openid(svc.db, openid)[0]
         if bound is None or bound["phone"] != BOB.phone:
             problems.append(f"{where}: the openid is not bound to the account after login")
     assert problems == [], "\n".join(problems)

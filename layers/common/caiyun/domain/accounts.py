@@ -43,6 +43,50 @@ def by_openid(db: Any, openid: str) -> dict[str, Any] | None:
     return db[ACCOUNTS].find_one({"$or": [{f"wx.{app}": openid} for app in APPS]})
 
 
+Caller = tuple[dict[str, Any] | None, dict[str, Any] | None]
+
+
+def _caller(db: Any, query: dict[str, Any]) -> Caller:
+    # One command for who is calling: the account and, joined in, its staff record, so a
+    # staff action does not spend a second round trip before its own work.
+    from caiyun.domain.staff import STAFF
+
+    rows = list(
+        db[ACCOUNTS].aggregate(
+            [
+                {"$match": query},
+                {"$limit": 1},
+                {
+                    "$lookup": {
+                        "from": STAFF,
+                        "localField": "_id",
+                        "foreignField": "_id",
+                        "as": "_staff",
+                    }
+                },
+            ]
+        )
+    )
+    if not rows:
+        return None, None
+    account = rows[0]
+    joined = account.pop("_staff")
+    return account, joined[0] if joined else None
+
+
+def caller_by_openid(db: Any, openid: str) -> Caller:
+    """The account (and staff record) a WeChat openid of either mini-program is bound to."""
+    return _caller(db, {"$or": [{f"wx.{app}": openid} for app in APPS]})
+
+
+def caller_with_session(db: Any, account_id: str, sid: str, now: datetime) -> Caller:
+    """The account (and staff record) if ``sid`` is one of its live sessions."""
+    return _caller(
+        db,
+        {"_id": account_id, "sessions": {"$elemMatch": {"sid": sid, "expires_at": {"$gt": now}}}},
+    )
+
+
 def ensure_account(
     db: Any, phone: str, now: datetime, name: str | None = None
 ) -> tuple[dict[str, Any], bool]:
@@ -125,13 +169,3 @@ def record_login(
 def end_session(db: Any, account_id: str, sid: str) -> None:
     """Revoke one session of this account."""
     db[ACCOUNTS].update_one({"_id": account_id}, {"$pull": {"sessions": {"sid": sid}}})
-
-
-def with_live_session(db: Any, account_id: str, sid: str, now: datetime) -> dict[str, Any] | None:
-    """The account if ``sid`` is one of its sessions and has not expired."""
-    return db[ACCOUNTS].find_one(
-        {
-            "_id": account_id,
-            "sessions": {"$elemMatch": {"sid": sid, "expires_at": {"$gt": now}}},
-        }
-    )

@@ -77,9 +77,9 @@ def claims(services: Services, token: str) -> dict[str, Any] | None:
     return data
 
 
-def account_for_token(services: Services, token: str) -> dict[str, Any] | None:
-    """The account a live session token belongs to."""
+def caller_for_token(services: Services, token: str) -> accounts.Caller:
+    """The account (and staff record) a live session token belongs to."""
     data = claims(services, token)
     if data is None:
-        return None
-    return accounts.with_live_session(services.db, data["sub"], data["sid"], services.clock.now())
+        return None, None
+    return accounts.caller_with_session(services.db, data["sub"], data["sid"], services.clock.now())

@@ -32,19 +32,23 @@ class Call:
         self._account: Any = _UNSET
         self._staff: Any = _UNSET
 
+    def _resolve(self) -> None:
+        # One lookup answers both who the caller is and whether they are staff.
+        from caiyun.domain import accounts, sessions
+
+        inv = self.invocation
+        account, staff = None, None
+        if inv.kind == "cloudbase" and inv.openid:
+            account, staff = accounts.caller_by_openid(self.services.db, inv.openid)
+        elif inv.kind == "http" and inv.bearer:
+            account, staff = sessions.caller_for_token(self.services, inv.bearer)
+        self._account, self._staff = account, staff
+
     @property
     def account(self) -> dict[str, Any] | None:
         """The caller's account document, resolved on first use (None when anonymous)."""
         if self._account is _UNSET:
-            from caiyun.domain import accounts, sessions
-
-            inv = self.invocation
-            account = None
-            if inv.kind == "cloudbase" and inv.openid:
-                account = accounts.by_openid(self.services.db, inv.openid)
-            elif inv.kind == "http" and inv.bearer:
-                account = sessions.account_for_token(self.services, inv.bearer)
-            self._account = account
+            self._resolve()
         return self._account
 
     def require_account(self) -> dict[str, Any]:
@@ -57,11 +61,8 @@ class Call:
     @property
     def staff(self) -> dict[str, Any] | None:
         """The caller's staff record (role and communities), if the caller is staff."""
-        if self._staff is _UNSET:
-            from caiyun.domain import staff
-
-            account = self.account
-            self._staff = None if account is None else staff.get(self.services.db, account["_id"])
+        if self._account is _UNSET:
+            self._resolve()
         return self._staff
 
     def require_staff(self, *roles: str) -> dict[str, Any]:
