@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from caiyun.contract.common import mask_phone
+from caiyun.data import paging
 from caiyun.domain import bills, houses
 from caiyun.services import Services
 
@@ -64,13 +65,12 @@ def listing(
         query["building"] = building
     if period:
         query["period"] = period
-    total = db[bills.BILLS].count_documents(query)
-    found = list(
-        db[bills.BILLS]
-        .find(query)
-        .sort([("building", 1), ("house_id", 1), ("period", -1)])
-        .skip((page - 1) * page_size)
-        .limit(page_size)
+    found, total, _ = paging.page(
+        db[bills.BILLS],
+        query,
+        [("building", 1), ("house_id", 1), ("period", -1)],
+        page,
+        page_size,
     )
     by_id = houses.many(db, sorted({b["house_id"] for b in found}))
     items = []

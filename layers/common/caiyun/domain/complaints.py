@@ -14,6 +14,7 @@ from pymongo import DESCENDING, IndexModel, ReturnDocument
 
 from caiyun.clock import SHANGHAI, iso
 from caiyun.contract.common import mask_phone
+from caiyun.data import paging
 from caiyun.data.schema import declare
 from caiyun.domain import communities, houses, idempotency, memberships, messaging, staff
 from caiyun.errors import AppError
@@ -103,10 +104,10 @@ def create(
 def _page(
     services: Services, query: dict[str, Any], page: int, page_size: int
 ) -> tuple[list[dict[str, Any]], int]:
-    collection = services.db[COMPLAINTS]
-    total = collection.count_documents(query)
-    docs = collection.find(query).sort("_id", DESCENDING).skip((page - 1) * page_size)
-    return list(docs.limit(page_size)), total
+    docs, total, _ = paging.page(
+        services.db[COMPLAINTS], query, [("_id", DESCENDING)], page, page_size
+    )
+    return docs, total
 
 
 def my_list(

@@ -15,6 +15,7 @@ from pymongo.errors import BulkWriteError
 
 from caiyun.adapters.wechat import WeChatError, WeChatNoConsent
 from caiyun.clock import iso
+from caiyun.data import paging
 from caiyun.data.schema import declare
 from caiyun.domain import accounts
 from caiyun.ids import new_id
@@ -221,18 +222,18 @@ def inbox(
     """A page of the account's messages, newest first; returns (items, total, unread)."""
     db = services.db
     query: dict[str, Any] = {"account_id": account_id}
-    unread = db[MESSAGES].count_documents({"account_id": account_id, "read_at": None})
     if unread_only:
         query["read_at"] = None
-    total = unread if unread_only else db[MESSAGES].count_documents(query)
-    items = list(
-        db[MESSAGES]
-        .find(query)
-        .sort("created_at", DESCENDING)
-        .skip((page - 1) * page_size)
-        .limit(page_size)
+    # Unread only: the total is the unread count; otherwise unread is counted alongside.
+    items, total, counts = paging.page(
+        db[MESSAGES],
+        query,
+        [("created_at", DESCENDING)],
+        page,
+        page_size,
+        extra_counts=None if unread_only else {"unread": {"read_at": None}},
     )
-    return items, total, unread
+    return items, total, total if unread_only else counts["unread"]
 
 
 def view(message: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 
 from caiyun.clock import iso
+from caiyun.data import paging
 from caiyun.data.schema import declare
 from caiyun.domain import communities, houses, idempotency, memberships, messaging, staff
 from caiyun.errors import AppError
@@ -125,18 +126,19 @@ def for_resident(services: Services, account: dict[str, Any]) -> list[dict[str, 
     names = communities.names(db, community_ids)
     groups = []
     for community_id in community_ids:
-        query = {"community_id": community_id}
-        latest = (
-            db[NOTICES]
-            .find(query, {"title": 1, "published_at": 1})
-            .sort("_id", DESCENDING)
-            .limit(GROUP_LIMIT)
+        latest, total, _ = paging.page(
+            db[NOTICES],
+            {"community_id": community_id},
+            [("_id", DESCENDING)],
+            1,
+            GROUP_LIMIT,
+            {"title": 1, "published_at": 1},
         )
         groups.append(
             {
                 "community_id": community_id,
                 "community_name": names.get(community_id, ""),
-                "total": db[NOTICES].count_documents(query),
+                "total": total,
                 "items": [
                     {
                         "notice_id": n["_id"],

@@ -17,6 +17,7 @@ from pymongo import DESCENDING, IndexModel, ReturnDocument, UpdateOne
 from caiyun.adapters.storage import UploadTarget
 from caiyun.clock import SHANGHAI
 from caiyun.contract.common import mask_phone
+from caiyun.data import paging
 from caiyun.data.schema import declare
 from caiyun.domain import (
     accounts,
@@ -392,13 +393,8 @@ def detail(services: Services, account: dict[str, Any], repair_id: str) -> dict[
 def _page(
     db: Any, query: dict[str, Any], page: int, page_size: int
 ) -> tuple[list[dict[str, Any]], int]:
-    total = db[REPAIRS].count_documents(query)
-    docs = list(
-        db[REPAIRS]
-        .find(query, {"timeline": 0})
-        .sort("_id", DESCENDING)
-        .skip((page - 1) * page_size)
-        .limit(page_size)
+    docs, total, _ = paging.page(
+        db[REPAIRS], query, [("_id", DESCENDING)], page, page_size, {"timeline": 0}
     )
     return docs, total
 

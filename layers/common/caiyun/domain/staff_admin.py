@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from caiyun.contract.common import mask_phone
+from caiyun.data import paging
 from caiyun.domain import accounts, communities, staff
 from caiyun.errors import AppError
 from caiyun.services import Services
@@ -72,10 +73,7 @@ def list_staff(
         query["role"] = role
     if not admin.get("all_communities"):
         query["community_ids"] = {"$in": admin.get("community_ids", [])}
-    total = db[staff.STAFF].count_documents(query)
-    records = list(
-        db[staff.STAFF].find(query).sort("_id", 1).skip((page - 1) * page_size).limit(page_size)
-    )
+    records, total, _ = paging.page(db[staff.STAFF], query, [("_id", 1)], page, page_size)
     phones = {
         a["_id"]: a["phone"]
         for a in db[accounts.ACCOUNTS].find(

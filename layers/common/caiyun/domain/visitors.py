@@ -23,6 +23,7 @@ from pymongo import DESCENDING, IndexModel, ReturnDocument
 
 from caiyun.clock import SHANGHAI, business_date, iso
 from caiyun.contract.common import mask_phone
+from caiyun.data import paging
 from caiyun.data.schema import declare
 from caiyun.domain import (
     communities,
@@ -278,9 +279,9 @@ def history(
 ) -> tuple[list[dict[str, Any]], int]:
     """A page of the caller's registrations, newest first; visitors' phones are masked."""
     query = {"host_id": account["_id"]}
-    collection = services.db[VISITORS]
-    total = collection.count_documents(query)
-    docs = collection.find(query).sort("_id", DESCENDING).skip((page - 1) * page_size)
+    docs, total, _ = paging.page(
+        services.db[VISITORS], query, [("_id", DESCENDING)], page, page_size
+    )
     now = services.clock.now()
     items = [
         {
@@ -296,6 +297,6 @@ def history(
             "status": _status(doc, now),
             "entered_at": iso((doc.get("entry") or {}).get("at")),
         }
-        for doc in docs.limit(page_size)
+        for doc in docs
     ]
     return items, total
