@@ -169,6 +169,8 @@ class Settings(BaseSettings):
             "CAIYUN_SMS_TEMPLATE_CODE": self.sms_template_code,
             "CAIYUN_WECHAT_APPID": self.wechat_appid,
             "CAIYUN_WECHAT_SECRET": self.wechat_secret.get_secret_value(),
+            "CAIYUN_WECHAT_STAFF_APPID": self.wechat_staff_appid,
+            "CAIYUN_WECHAT_STAFF_SECRET": self.wechat_staff_secret.get_secret_value(),
             "CAIYUN_ICBC_APP_ID": self.icbc_app_id,
             "CAIYUN_ICBC_PRIVATE_KEY": self.icbc_private_key.get_secret_value(),
             "CAIYUN_ICBC_GATEWAY_PUBLIC_KEY": self.icbc_gateway_public_key,

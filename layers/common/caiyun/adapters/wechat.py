@@ -96,7 +96,7 @@ class WeChatClient:
         self._settings = settings
         self._db = db
         self._clock = clock
-        self._http = session or _new_session()
+        self._session = session
         self._base = settings.wechat_api_base.rstrip("/")
         self._tokens: dict[str, tuple[str, datetime]] = {}
         self._refresh_lock = threading.Lock()
@@ -244,7 +244,11 @@ class WeChatClient:
         hide: tuple[str, ...] = (),
     ) -> dict[str, Any]:
         try:
-            response = self._http.request(
+            if self._session is None:
+                # Made on the first WeChat call, not at start-up: requests is not loaded by a
+                # cold start that never talks to WeChat.
+                self._session = _new_session()
+            response = self._session.request(
                 method,
                 self._base + path,
                 params=params,

@@ -38,11 +38,6 @@ def by_phone(db: Any, phone: str) -> dict[str, Any] | None:
     return db[ACCOUNTS].find_one({"phone": phone})
 
 
-def by_openid(db: Any, openid: str) -> dict[str, Any] | None:
-    """The account a WeChat openid (of either mini-program) is bound to."""
-    return db[ACCOUNTS].find_one({"$or": [{f"wx.{app}": openid} for app in APPS]})
-
-
 Caller = tuple[dict[str, Any] | None, dict[str, Any] | None]
 
 

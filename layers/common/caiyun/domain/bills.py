@@ -71,13 +71,20 @@ def resident_bills(
     return [view(b, by_id.get(b["house_id"])) for b in found], unpaid_total
 
 
-def lock_for_order(db: Any, bill_ids: list[str], order_no: str) -> bool:
-    """Lock every bill into the order, or none of them (False if any was taken)."""
+def lock_for_order(db: Any, found: list[dict[str, Any]], order_no: str) -> bool:
+    """Lock every bill into the order, or none of them (False if any was taken or changed).
+
+    Each bill is locked only at the amount the order was priced from: a re-import that changed
+    an unpaid bill meanwhile makes the lock fail instead of undercharging.
+    """
     result = db[BILLS].update_many(
-        {"_id": {"$in": bill_ids}, "status": "unpaid"},
+        {
+            "$or": [{"_id": b["_id"], "amount_fen": b["amount_fen"]} for b in found],
+            "status": "unpaid",
+        },
         {"$set": {"status": "locked", "order_no": order_no}},
     )
-    if result.modified_count == len(bill_ids):
+    if result.modified_count == len(found):
         return True
     release(db, order_no)
     return False

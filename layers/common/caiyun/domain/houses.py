@@ -11,7 +11,6 @@ from caiyun.data.schema import declare
 HOUSES = declare(
     "houses",
     IndexModel([("community_id", 1), ("building", 1), ("unit", 1), ("room", 1)], unique=True),
-    IndexModel("owner_phone"),
 )
 
 

@@ -44,12 +44,18 @@ def _claim(services: Services, key: str) -> dict[str, Any] | None:
         "created_at": now,
         "expires_at": now + _KEEP,
     }
-    try:
-        db[IDEMPOTENCY].insert_one(claim)
-        return claim
-    except DuplicateKeyError:
-        pass
-    first = db[IDEMPOTENCY].find_one({"_id": key}) or {}
+    for _ in range(3):
+        try:
+            db[IDEMPOTENCY].insert_one(claim)
+            return claim
+        except DuplicateKeyError:
+            pass
+        first = db[IDEMPOTENCY].find_one({"_id": key})
+        if first is not None:
+            break
+        # The first call was refused and let the key go between our insert and our read.
+    else:
+        raise _busy()
     if first.get("state") == "done":
         return first
     if first.get("lease_until", now) > now:

@@ -95,8 +95,8 @@ def _send(services: Services, note: Note, template_id: str, openid: str) -> bool
     except WeChatNoConsent:
         services.db[CONSENTS].update_one(consent, {"$set": {"remaining": 0}})
     except WeChatError as error:
-        if error.retryable:
-            # Not delivered: the consent was not used up on WeChat's side either.
+        if error.retryable or error.errcode is None:
+            # Not delivered (WeChat down, or never asked): the consent was not used up.
             services.db[CONSENTS].update_one(consent, {"$inc": {"remaining": 1}})
     return False
 

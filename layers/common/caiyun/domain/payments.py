@@ -107,7 +107,7 @@ def _place_order(
         "expires_at": now + timedelta(seconds=services.settings.order_ttl_s),
     }
     db[ORDERS].insert_one(order)
-    if not bills.lock_for_order(db, order["bill_ids"], order["_id"]):
+    if not bills.lock_for_order(db, found, order["_id"]):
         db[ORDERS].update_one({"_id": order["_id"]}, {"$set": {"status": "closed"}})
         raise AppError("BILL_NOT_PAYABLE", "账单正在被其他人支付")
     return order
@@ -299,11 +299,25 @@ def payer_order(services: Services, account: dict[str, Any], order_no: str) -> d
     order = db[ORDERS].find_one({"_id": order_no, "account_id": account["_id"]})
     if order is None:
         raise AppError("NOT_FOUND", "订单不存在")
-    waited = (services.clock.now() - order["created_at"]).total_seconds()
-    if order["status"] == "pending" and waited >= services.settings.order_query_after_s:
-        reconcile(services, order)
-        order = db[ORDERS].find_one({"_id": order_no})
-    return order
+    now, after = services.clock.now(), services.settings.order_query_after_s
+    if order["status"] != "pending" or (now - order["created_at"]).total_seconds() < after:
+        return order
+    # An app polling every second asks ICBC at most once per interval, however many polls race.
+    due = db[ORDERS].find_one_and_update(
+        {
+            "_id": order_no,
+            "status": "pending",
+            "$or": [
+                {"queried_at": {"$exists": False}},
+                {"queried_at": {"$lte": now - timedelta(seconds=after)}},
+            ],
+        },
+        {"$set": {"queried_at": now}},
+    )
+    if due is None:
+        return order
+    reconcile(services, order)
+    return db[ORDERS].find_one({"_id": order_no})
 
 
 def reconcile(services: Services, order: dict[str, Any]) -> None:
@@ -318,7 +332,13 @@ def reconcile(services: Services, order: dict[str, Any]) -> None:
         if exc.code == "ORDER_NOT_FOUND" and order["expires_at"] <= services.clock.now():
             close(services, order["_id"], "closed")
         return
-    if status.status == "paid" and status.amount_fen == order["amount_fen"]:
+    if status.status == "paid" and status.amount_fen != order["amount_fen"]:
+        # ICBC holds money that does not match the order: never settle, never close quietly.
+        services.db[ORDERS].update_one(
+            {"_id": order["_id"]},
+            {"$set": {"needs_review": True, "bank_amount_fen": status.amount_fen}},
+        )
+    elif status.status == "paid":
         apply_result(
             services,
             BankResult(

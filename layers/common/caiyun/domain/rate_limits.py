@@ -37,6 +37,8 @@ def count_hit(db: Any, key: str, limit: int, window_end: datetime, now: datetime
         except DuplicateKeyError:
             # Two first hits raced on the upsert; the second try finds the document.
             continue
+    else:
+        raise AppError("RATE_LIMITED", details={"retry_after_s": 1})
     if doc["count"] > limit:
         raise AppError("RATE_LIMITED", details={"retry_after_s": _seconds_until(window_end, now)})
     return int(doc["count"])

@@ -6,12 +6,13 @@ and the auto-debit consent are recorded with their version and time.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from pymongo import IndexModel
 
 from caiyun import crypto
+from caiyun.clock import business_date
 from caiyun.data.schema import declare
 from caiyun.domain import accounts
 from caiyun.errors import AppError
@@ -34,6 +35,11 @@ _AUTODEBIT_YEARS = 3
 _VERIFICATION_REFUSALS = frozenset(
     {"CARD_INVALID", "ID_NUMBER_INVALID", "PHONE_INVALID", "REQUEST_INVALID", "WALLET_NOT_FOUND"}
 )
+
+
+def _agreement_end(now: datetime) -> date:
+    # The bank's end date is a Shanghai calendar date, not the UTC one.
+    return business_date(now) + timedelta(days=365 * _AUTODEBIT_YEARS)
 
 
 def _bank_error(exc: Any) -> AppError:
@@ -115,7 +121,7 @@ def confirm(
             services.icbc.sign_autodebit(
                 wallet.wallet_no,
                 _AUTODEBIT_LIMIT_FEN,
-                (now + timedelta(days=365 * _AUTODEBIT_YEARS)).date(),
+                _agreement_end(now),
             )
             if autodebit
             else None
@@ -220,7 +226,7 @@ def set_autodebit(services: Services, account: dict[str, Any], enabled: bool) ->
             agreement_no = services.icbc.sign_autodebit(
                 info["wallet_no"],
                 _AUTODEBIT_LIMIT_FEN,
-                (now + timedelta(days=365 * _AUTODEBIT_YEARS)).date(),
+                _agreement_end(now),
             )
         else:
             services.icbc.cancel_autodebit(current["agreement_no"])
@@ -233,7 +239,14 @@ def set_autodebit(services: Services, account: dict[str, Any], enabled: bool) ->
         "version": AGREEMENTS["autodebit"],
         "changed_at": now,
     }
-    services.db[accounts.ACCOUNTS].update_one(
-        {"_id": account["_id"]}, {"$set": {"autodebit": autodebit}}
+    # Conditional on the agreement we saw: of two changes racing, one wins; the loser undoes
+    # what it did at the bank so ICBC and our record never disagree.
+    written = services.db[accounts.ACCOUNTS].update_one(
+        {"_id": account["_id"], "autodebit.agreement_no": current.get("agreement_no")},
+        {"$set": {"autodebit": autodebit}},
     )
+    if written.matched_count == 0:
+        if agreement_no is not None:
+            services.icbc.cancel_autodebit(agreement_no)
+        raise AppError("CONFLICT", "代扣设置已被更改，请刷新后重试")
     return wallet_summary({**account, "autodebit": autodebit}) or {}

@@ -49,9 +49,8 @@ REPAIRS = declare(
     IndexModel([("status", 1), ("_id", 1), ("awaiting_since", 1)]),
 )
 
-# Where a message opens, in the resident app and in the staff app.
-RESIDENT_PAGE = "/pages/repair/detail?id={}"
-STAFF_PAGE = "/pages/repair/detail?id={}"
+# Where a message opens; the page has the same path in the resident and the staff app.
+REPAIR_PAGE = "/pages/repair/detail?id={}"
 
 
 def categories() -> list[dict[str, str]]:
@@ -112,7 +111,7 @@ def _resident_note(doc: dict[str, Any], title: str, remark: str) -> messaging.No
         kind="repair",
         title=title,
         body=f"{category}（{doc['house_label']}）：{remark}",
-        page=RESIDENT_PAGE.format(doc["_id"]),
+        page=REPAIR_PAGE.format(doc["_id"]),
         push=messaging.Push(
             template="repair",
             data={
@@ -144,7 +143,7 @@ def _tell_repairman(services: Services, doc: dict[str, Any]) -> None:
         "repair",
         "新的维修工单",
         f"{where}：{category}，{doc['description']}",
-        STAFF_PAGE.format(doc["_id"]),
+        REPAIR_PAGE.format(doc["_id"]),
         push=messaging.Push(
             template="repair_assigned",
             data={
@@ -317,7 +316,7 @@ def dispatch(
             "repair",
             "工单已改派",
             f"{done['community_name']}{done['house_label']}的维修工单已改派他人",
-            STAFF_PAGE.format(repair_id),
+            REPAIR_PAGE.format(repair_id),
             app="staff",
             community_id=done["community_id"],
         )

@@ -13,7 +13,8 @@ from caiyun.errors import AppError
 
 EventKind = Literal["cloudbase", "http", "timer"]
 
-# A CloudBase request body larger than this is refused before parsing.
+# An HTTP request body larger than this is refused before parsing (the platform bounds
+# CloudBase payloads itself).
 MAX_BODY_BYTES = 1024 * 1024
 
 
