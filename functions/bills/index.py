@@ -9,10 +9,10 @@ from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in
 
 
 def list_bills(call: Call, req: api.ListBills) -> api.BillsReply:
-    items, unpaid = bills.resident_bills(
-        call.services, call.require_account(), req.house_id, req.status
+    items, total, unpaid = bills.resident_bills(
+        call.services, call.require_account(), req.house_id, req.status, req.page, req.page_size
     )
-    return api.BillsReply.model_validate({"items": items, "unpaid_total_fen": unpaid})
+    return page_reply(api.BillsReply, req, items, total, unpaid_total_fen=unpaid)
 
 
 def pay(call: Call, req: api.Pay) -> api.Order:

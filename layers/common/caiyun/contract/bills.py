@@ -12,7 +12,10 @@ Period = Annotated[StrictStr, StringConstraints(pattern=r"^[0-9]{4}-(0[1-9]|1[0-
 OrderNo = Annotated[StrictStr, StringConstraints(pattern=r"^CY[0-9A-F]{22}$")]
 
 
-class ListBills(Request):
+class ListBills(PageRequest):
+    """A page of the caller's bills (all houses, or ``house_id``), newest period first;
+    ``unpaid_total_fen`` is everything still owed on those houses."""
+
     house_id: ObjectKey | None = None
     status: Literal["unpaid", "paid"] | None = None
 
@@ -32,6 +35,9 @@ class Bill(Reply):
 
 class BillsReply(Reply):
     items: list[Bill]
+    total: int
+    page: int
+    page_size: int
     unpaid_total_fen: int
 
 

@@ -11,12 +11,15 @@ from typing import Any, Literal
 from pymongo import IndexModel
 
 from caiyun.clock import iso
+from caiyun.data import paging
 from caiyun.data.schema import declare
 from caiyun.domain import houses, memberships
 from caiyun.errors import AppError
 from caiyun.services import Services
 
 BillStatus = Literal["unpaid", "locked", "paid"]
+# Bills a resident still owes: not yet paid, or in a payment not yet finished.
+_UNPAID = ["unpaid", "locked"]
 
 BILLS = declare(
     "bills",
@@ -48,9 +51,18 @@ def view(bill: dict[str, Any], house: dict[str, Any] | None = None) -> dict[str,
 
 
 def resident_bills(
-    services: Services, account: dict[str, Any], house_id: str | None, status: str | None
-) -> tuple[list[dict[str, Any]], int]:
-    """Bills of the caller's houses (or one of them), newest period first, with the unpaid sum."""
+    services: Services,
+    account: dict[str, Any],
+    house_id: str | None,
+    status: str | None,
+    page: int,
+    page_size: int,
+) -> tuple[list[dict[str, Any]], int, int]:
+    """A page of the bills of the caller's houses (or one of them), newest period first.
+
+    Returns (items, total, unpaid_total_fen); the unpaid sum covers every unpaid bill of those
+    houses whatever ``status`` filters the page.
+    """
     db = services.db
     links = memberships.of_account(db, account["_id"])
     if not links:
@@ -60,15 +72,24 @@ def resident_bills(
         if house_id not in house_ids:
             raise AppError("FORBIDDEN", "只能查看自己房屋的账单")
         house_ids = [house_id]
-    query: dict[str, Any] = {"house_id": {"$in": house_ids}}
+    mine = {"house_id": {"$in": house_ids}}
+    query: dict[str, Any] = dict(mine)
     if status == "unpaid":
-        query["status"] = {"$in": ["unpaid", "locked"]}
+        query["status"] = {"$in": _UNPAID}
     elif status == "paid":
         query["status"] = "paid"
-    found = list(db[BILLS].find(query).sort([("period", -1), ("item", 1)]).limit(500))
-    by_id = houses.many(db, house_ids)
-    unpaid_total = sum(b["amount_fen"] for b in found if b["status"] != "paid")
-    return [view(b, by_id.get(b["house_id"])) for b in found], unpaid_total
+    found, total, _ = paging.page(db[BILLS], query, [("period", -1), ("item", 1)], page, page_size)
+    owed = list(
+        db[BILLS].aggregate(
+            [
+                {"$match": {**mine, "status": {"$in": _UNPAID}}},
+                {"$group": {"_id": None, "fen": {"$sum": "$amount_fen"}}},
+            ]
+        )
+    )
+    by_id = houses.many(db, sorted({b["house_id"] for b in found}))
+    items = [view(b, by_id.get(b["house_id"])) for b in found]
+    return items, total, owed[0]["fen"] if owed else 0
 
 
 def lock_for_order(db: Any, found: list[dict[str, Any]], order_no: str) -> bool:
