@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from caiyun.contract import bills as api
 from caiyun.contract.common import page_reply
-from caiyun.domain import billing_staff, bills, idempotency, payments, staff
+from caiyun.domain import billing_staff, bills, idempotency, payments
 from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in
 
 
@@ -36,15 +36,16 @@ def order(call: Call, req: api.GetOrder) -> api.Order:
 
 
 def staff_summary(call: Call, req: api.StaffSummary) -> api.SummaryReply:
-    staff.require_scope(call.require_staff("admin"), req.community_id)
-    totals = billing_staff.summary(call.services, req.community_id, req.period)
+    totals = billing_staff.summary(
+        call.services, call.require_staff("admin"), req.community_id, req.period
+    )
     return api.SummaryReply.model_validate(totals)
 
 
 def staff_list(call: Call, req: api.StaffList) -> api.StaffListReply:
-    staff.require_scope(call.require_staff("admin"), req.community_id)
     items, total = billing_staff.listing(
         call.services,
+        call.require_staff("admin"),
         req.community_id,
         req.status,
         req.building,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from caiyun.contract import notify as api
 from caiyun.contract.common import Empty, page_reply
-from caiyun.domain import messaging, notices, reminders, staff
+from caiyun.domain import messaging, notices, reminders
 from caiyun.errors import AppError
 from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in
 
@@ -72,8 +72,9 @@ def subscribe(call: Call, req: api.Subscribe) -> api.SubscribeReply:
 
 
 def remind_unpaid(call: Call, req: api.RemindUnpaid) -> api.RemindReply:
-    staff.require_scope(call.require_staff("admin"), req.community_id)
-    counts = reminders.remind_community(call.services, req.community_id, req.house_ids)
+    counts = reminders.remind_community(
+        call.services, call.require_staff("admin"), req.community_id, req.house_ids
+    )
     return api.RemindReply.model_validate(counts)
 
 

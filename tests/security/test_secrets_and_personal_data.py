@@ -728,3 +728,14 @@ def test_no_cloud_function_serves_a_dev_route_over_http(
             assert name == "icbc_callback", (name, answer)
             assert answer["response_biz_content"]["return_code"] != 0
     assert services.clock.offset_s == offset
+
+
+def test_the_sandbox_profile_refuses_to_run_on_a_cloud_function(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    # SCF and CloudBase set TENCENTCLOUD_RUNENV: a deploy that forgot CAIYUN_ENV must not
+    # start with the sandbox's well-known keys.
+    clean_env.setenv("TENCENTCLOUD_RUNENV", "SCF")
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert "CAIYUN_ENV=production" in str(refused.value)

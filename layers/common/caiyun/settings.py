@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from functools import lru_cache
 from typing import Literal
 
@@ -129,6 +130,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _secrets_for_profile(self) -> Settings:
         if self.env == "sandbox":
+            # The sandbox profile fills in well-known keys: on a real cloud function (SCF and
+            # CloudBase set TENCENTCLOUD_RUNENV) a forgotten CAIYUN_ENV must fail, not run open.
+            if os.environ.get("TENCENTCLOUD_RUNENV"):
+                raise ValueError("CAIYUN_ENV=production is required on a cloud function")
             defaults = {
                 "token_secret": _SANDBOX_TOKEN_SECRET,
                 "code_hash_key": _SANDBOX_CODE_KEY,

@@ -6,14 +6,17 @@ from typing import Any, Literal
 
 from caiyun.contract.common import mask_phone
 from caiyun.data import paging
-from caiyun.domain import bills, houses
+from caiyun.domain import bills, houses, staff
 from caiyun.services import Services
 
 _UNPAID = ["unpaid", "locked"]
 
 
-def summary(services: Services, community_id: str, period: str | None) -> dict[str, Any]:
-    """Paid and unpaid counts and sums for the community, in total and per building."""
+def summary(
+    services: Services, admin: dict[str, Any], community_id: str, period: str | None
+) -> dict[str, Any]:
+    """Paid and unpaid counts and sums for a community the admin covers, by building."""
+    staff.require_scope(admin, community_id)
     match: dict[str, Any] = {"community_id": community_id}
     if period:
         match["period"] = period
@@ -48,6 +51,7 @@ def summary(services: Services, community_id: str, period: str | None) -> dict[s
 
 def listing(
     services: Services,
+    admin: dict[str, Any],
     community_id: str,
     status: Literal["paid", "unpaid"],
     building: str | None,
@@ -55,7 +59,9 @@ def listing(
     page: int,
     page_size: int,
 ) -> tuple[list[dict[str, Any]], int]:
-    """A page of the community's paid or unpaid bills with house label and owner."""
+    """A page of the paid or unpaid bills of a community the admin covers, with house label
+    and owner."""
+    staff.require_scope(admin, community_id)
     db = services.db
     query: dict[str, Any] = {
         "community_id": community_id,

@@ -12,7 +12,7 @@ from pymongo.errors import BulkWriteError
 
 from caiyun.clock import SHANGHAI, business_date
 from caiyun.data.schema import declare
-from caiyun.domain import bills, memberships, messaging
+from caiyun.domain import bills, memberships, messaging, staff
 from caiyun.services import Services
 
 REMINDERS = declare("payment_reminders", IndexModel("expires_at", expireAfterSeconds=0))
@@ -118,9 +118,10 @@ def remind(services: Services, match: dict[str, Any]) -> dict[str, int]:
 
 
 def remind_community(
-    services: Services, community_id: str, house_ids: list[str] | None
+    services: Services, admin: dict[str, Any], community_id: str, house_ids: list[str] | None
 ) -> dict[str, int]:
-    """An admin's 催交: unpaid houses of one community (or the listed ones)."""
+    """An admin's 催交: unpaid houses of a community they cover (or the listed ones)."""
+    staff.require_scope(admin, community_id)
     match: dict[str, Any] = {"community_id": community_id}
     if house_ids:
         match["house_id"] = {"$in": house_ids}
