@@ -19,7 +19,7 @@ from pymongo.errors import DuplicateKeyError
 
 from caiyun.clock import SHANGHAI, business_date, iso
 from caiyun.data.schema import declare
-from caiyun.domain import bills, memberships, messaging
+from caiyun.domain import bills, memberships, messaging, rate_limits
 from caiyun.errors import AppError
 from caiyun.services import Services
 
@@ -190,8 +190,15 @@ def run_autodebit(services: Services, batch_size: int = 200) -> dict[str, int]:
     from caiyun.domain import accounts
 
     db = services.db
-    today = business_date(services.clock.now()).isoformat()
+    now = services.clock.now()
+    today = business_date(now).isoformat()
     counts = {"autodebit_accounts": 0, "autodebit_paid": 0, "autodebit_failed": 0}
+    # Once per business day: the timer fires every few minutes, and every run after the first
+    # would only re-read every consenting account to find nothing to charge.
+    try:
+        rate_limits.take_lease(db, f"job:autodebit:{today}", 24 * 3600, now)
+    except AppError:
+        return counts
     last_id = ""
     while True:
         batch = list(

@@ -12,12 +12,19 @@ from pymongo.errors import BulkWriteError
 
 from caiyun.clock import SHANGHAI, business_date
 from caiyun.data.schema import declare
-from caiyun.domain import bills, memberships, messaging, staff
+from caiyun.domain import bills, memberships, messaging, rate_limits, staff
+from caiyun.errors import AppError
 from caiyun.services import Services
 
 REMINDERS = declare("payment_reminders", IndexModel("expires_at", expireAfterSeconds=0))
 
 BATCH = 500
+_NO_REMINDERS = {
+    "houses_unpaid": 0,
+    "houses_reminded": 0,
+    "houses_skipped": 0,
+    "accounts_notified": 0,
+}
 
 
 def _claim(services: Services, keys: list[str]) -> set[str]:
@@ -98,7 +105,7 @@ def remind(services: Services, match: dict[str, Any]) -> dict[str, int]:
     """Remind every account bound to each house with unpaid bills matching ``match``: each
     house and each account at most once per reminder window, in batches."""
     window = _window(services)
-    counts = {"houses_unpaid": 0, "houses_reminded": 0, "houses_skipped": 0, "accounts_notified": 0}
+    counts = dict(_NO_REMINDERS)
     for batch in _unpaid_houses(services, match):
         counts["houses_unpaid"] += len(batch)
         won = _claim(services, [f"house:{h['_id']}:{window}" for h in batch])
@@ -141,10 +148,13 @@ def remind_overdue(services: Services) -> dict[str, int]:
         <= now.astimezone(SHANGHAI).hour
         < settings.reminder_end_hour
     ):
-        return {
-            "houses_unpaid": 0,
-            "houses_reminded": 0,
-            "houses_skipped": 0,
-            "accounts_notified": 0,
-        }
+        return dict(_NO_REMINDERS)
+    # Once per reminder window: every house and account is claimed per window anyway, so a
+    # second run in the window would only regroup every overdue bill to send nothing.
+    try:
+        rate_limits.take_lease(
+            services.db, f"job:reminders:{_window(services)}", settings.reminder_window_s, now
+        )
+    except AppError:
+        return dict(_NO_REMINDERS)
     return remind(services, {"due_date": {"$lte": business_date(now).isoformat()}})
