@@ -11,7 +11,8 @@ from conftest import http, invoke
 from worlds import ok, owner_row, refused
 
 from caiyun.adapters.sms import sandbox_outbox
-from caiyun.domain import accounts
+from caiyun.domain import accounts, staff
+from caiyun.errors import AppError
 from caiyun.services import Services
 
 GARDEN = {**worlds.GARDEN, "address": "科技南路 1 号"}
@@ -320,3 +321,21 @@ def test_over_http_scope_refusals_are_403_and_missing_tokens_401(company: Compan
     assert (anonymous_status, anonymous_body["error"]["code"]) == (401, "UNAUTHENTICATED")
     status, body = http("admin", {"action": "list_staff"}, token=company.garden_admin.token)
     assert status == 200 and body["data"]["total"] == 1
+
+
+def test_a_staff_change_made_on_a_stale_reading_is_refused(services: Services) -> None:
+    # Two admins read the same record and both decide to change it: the second write was
+    # checked against a record that no longer exists, so it must not land.
+    db, now = services.db, services.clock.now()
+    person, _ = accounts.ensure_account(db, "13700000077", now, "周师傅")
+    first = staff.change_checked(db, person["_id"], None, "周师傅", "repairman", ["c1"], now)
+    staff.change_checked(db, person["_id"], first, "周师傅", "guard", ["c1"], now)
+
+    with pytest.raises(AppError) as stale:
+        staff.change_checked(db, person["_id"], first, "周师傅", "repairman", ["c2"], now)
+    with pytest.raises(AppError) as gone:
+        staff.remove_checked(db, first)
+
+    assert stale.value.code == gone.value.code == "CONFLICT"
+    assert staff.get(db, person["_id"])["role"] == "guard"
+    assert staff.get(db, person["_id"])["community_ids"] == ["c1"]

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pymongo import IndexModel, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from caiyun.data.schema import declare
 from caiyun.errors import AppError
@@ -58,9 +59,53 @@ def upsert(
     )
 
 
-def remove(db: Any, account_id: str) -> bool:
-    """Take away the account's staff role; False if it had none."""
-    return db[STAFF].delete_one({"_id": account_id}).deleted_count == 1
+def _as_seen(seen: dict[str, Any]) -> dict[str, Any]:
+    # The fields the checks were made on; a write conditional on them fails if anything the
+    # checks relied on changed in between.
+    return {
+        "_id": seen["_id"],
+        "role": seen["role"],
+        "community_ids": seen.get("community_ids", []),
+        "all_communities": bool(seen.get("all_communities")),
+    }
+
+
+def change_checked(
+    db: Any,
+    account_id: str,
+    seen: dict[str, Any] | None,
+    name: str,
+    role: StaffRole,
+    community_ids: list[str],
+    now: datetime,
+) -> dict[str, Any]:
+    """Set the record as :func:`upsert` does, but only if it is still what the caller checked
+    (``seen``; None = there was none). CONFLICT when another change got there first."""
+    fields = {
+        "name": name,
+        "role": role,
+        "community_ids": sorted(set(community_ids)),
+        "all_communities": False,
+        "updated_at": now,
+    }
+    if seen is None:
+        try:
+            db[STAFF].insert_one({"_id": account_id, **fields, "created_at": now})
+            return {"_id": account_id, **fields, "created_at": now}
+        except DuplicateKeyError:
+            raise AppError("CONFLICT", "该工作人员刚被修改，请刷新后重试") from None
+    changed = db[STAFF].find_one_and_update(
+        _as_seen(seen), {"$set": fields}, return_document=ReturnDocument.AFTER
+    )
+    if changed is None:
+        raise AppError("CONFLICT", "该工作人员刚被修改，请刷新后重试")
+    return changed
+
+
+def remove_checked(db: Any, seen: dict[str, Any]) -> None:
+    """Remove the record if it is still what the caller checked; CONFLICT otherwise."""
+    if db[STAFF].delete_one(_as_seen(seen)).deleted_count != 1:
+        raise AppError("CONFLICT", "该工作人员刚被修改，请刷新后重试")
 
 
 def require_scope(record: dict[str, Any], community_id: str) -> None:

@@ -47,7 +47,7 @@ def add_staff(
     if existing is not None and existing["role"] == "admin" and not admin.get("all_communities"):
         # Changing an admin's role would let one community admin demote another.
         raise AppError("FORBIDDEN", "只有总部管理员可以调整管理员")
-    record = staff.upsert(db, account["_id"], name, role, community_ids, now)
+    record = staff.change_checked(db, account["_id"], existing, name, role, community_ids, now)
     return view(record, phone)
 
 
@@ -94,4 +94,4 @@ def remove_staff(services: Services, admin: dict[str, Any], account_id: str) -> 
         target["role"] == "admin" and not admin.get("all_communities")
     ):
         raise AppError("FORBIDDEN", "无权移除该工作人员")
-    staff.remove(services.db, account_id)
+    staff.remove_checked(services.db, target)
