@@ -173,6 +173,29 @@ def test_publishing_tells_each_resident_of_the_community_once(
     assert (stored["inbox"], stored["inbox_count"]) == ("sent", 2)
 
 
+def test_a_delivery_cut_short_is_finished_by_the_timer_without_repeats(
+    services: Services, world: dict[str, Any]
+) -> None:
+    notice_id = ok(publish(world, "garden_id", "停电通知"))["notice_id"]
+    garden_only = account_id(services, world["garden_only"])
+    both = account_id(services, world["both"])
+    # As if the sender died after reaching "both" but before "garden_only".
+    services.db[messaging.MESSAGES].delete_many({"account_id": garden_only})
+    services.db[notices.NOTICES].update_one(
+        {"_id": notice_id}, {"$set": {"inbox": "sending", "sending_since": services.clock.now()}}
+    )
+
+    too_soon = invoke("scheduler", {"Type": "Timer", "TriggerName": "t"}, openid=None)
+    services.clock.advance(6 * 60)
+    later = invoke("scheduler", {"Type": "Timer", "TriggerName": "t"}, openid=None)
+
+    assert too_soon["data"]["notices_resumed"] == 0
+    assert later["data"]["notices_resumed"] == 1
+    for who in (garden_only, both):
+        assert messaging.inbox(services, who, False, 1, 20)[1] == 1, who
+    assert services.db[notices.NOTICES].find_one({"_id": notice_id})["inbox"] == "sent"
+
+
 def test_same_request_id_publishes_and_delivers_once(
     services: Services, world: dict[str, Any]
 ) -> None:

@@ -12,6 +12,7 @@ cut short, the notice is still published and a retry does not deliver it twice.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 from pymongo import DESCENDING, IndexModel, ReturnDocument
@@ -23,7 +24,13 @@ from caiyun.domain import communities, houses, idempotency, memberships, messagi
 from caiyun.errors import AppError
 from caiyun.services import Services
 
-NOTICES = declare("notices", IndexModel([("community_id", 1), ("_id", DESCENDING)]))
+NOTICES = declare(
+    "notices",
+    IndexModel([("community_id", 1), ("_id", DESCENDING)]),
+    IndexModel([("inbox", 1), ("sending_since", 1)]),
+)
+# How long a delivery may run before another sender may take it over.
+_DELIVERY_LEASE = timedelta(minutes=5)
 
 # Newest notices shown per community on the resident's notice page.
 GROUP_LIMIT = 20
@@ -77,11 +84,19 @@ def _batches(cursor: Iterator[dict[str, Any]], size: int) -> Iterator[list[str]]
 
 
 def _deliver(services: Services, notice_id: str) -> None:
-    db = services.db
-    # Claimed once: a retried publish (same request_id) finds it taken and delivers nothing.
+    db, now = services.db, services.clock.now()
+    # Claimed by one sender at a time; a delivery cut short is taken over once its claim is
+    # stale (by a retried publish or the timer), and the fixed message ids make the second
+    # pass skip everyone the first pass reached.
     notice = db[NOTICES].find_one_and_update(
-        {"_id": notice_id, "inbox": "pending"},
-        {"$set": {"inbox": "sending"}},
+        {
+            "_id": notice_id,
+            "$or": [
+                {"inbox": "pending"},
+                {"inbox": "sending", "sending_since": {"$lte": now - _DELIVERY_LEASE}},
+            ],
+        },
+        {"$set": {"inbox": "sending", "sending_since": now}},
         return_document=ReturnDocument.AFTER,
     )
     if notice is None:
@@ -97,11 +112,32 @@ def _deliver(services: Services, notice_id: str) -> None:
         fresh = sorted({m["account_id"] for m in links} - told)
         told.update(fresh)
         messaging.notify(
-            services, fresh, "notice", notice["title"], summary, page, community_id=community_id
+            services,
+            fresh,
+            "notice",
+            notice["title"],
+            summary,
+            page,
+            community_id=community_id,
+            message_key=f"notice-{notice_id}",
         )
     db[NOTICES].update_one(
         {"_id": notice_id}, {"$set": {"inbox": "sent", "inbox_count": len(told)}}
     )
+
+
+def resume_deliveries(services: Services) -> dict[str, int]:
+    """The timer's part: finish every notice delivery that was cut short."""
+    stale = services.clock.now() - _DELIVERY_LEASE
+    resumed = 0
+    for doc in (
+        services.db[NOTICES]
+        .find({"inbox": "sending", "sending_since": {"$lte": stale}}, {"_id": 1})
+        .limit(100)
+    ):
+        _deliver(services, doc["_id"])
+        resumed += 1
+    return {"notices_resumed": resumed}
 
 
 def _detail(services: Services, doc: dict[str, Any]) -> dict[str, Any]:

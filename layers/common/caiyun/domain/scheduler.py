@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from caiyun.domain import payments, reminders, repairs
+from caiyun.domain import notices, payments, reminders, repairs
 from caiyun.runtime.logs import log_call
 from caiyun.services import Services
 
@@ -45,6 +45,7 @@ JOBS: tuple[Job, ...] = (
     Job("orders_expire", _expire_orders),
     Job("autodebit", payments.run_autodebit),
     Job("payment_reminders", _remind_overdue),
+    Job("notice_deliveries", notices.resume_deliveries),
 )
 
 
