@@ -38,6 +38,9 @@ def by_phone(db: Any, phone: str) -> dict[str, Any] | None:
     return db[ACCOUNTS].find_one({"phone": phone})
 
 
+# The key under which a caller's account carries the staff record joined in by the lookup.
+STAFF_JOINED = "_staff_record"
+
 Caller = tuple[dict[str, Any] | None, dict[str, Any] | None]
 
 
@@ -66,7 +69,10 @@ def _caller(db: Any, query: dict[str, Any]) -> Caller:
         return None, None
     account = rows[0]
     joined = account.pop("_staff")
-    return account, joined[0] if joined else None
+    record = joined[0] if joined else None
+    # Kept on the caller's account too, so the domain's staff checks need no second read.
+    account[STAFF_JOINED] = record
+    return account, record
 
 
 def caller_by_openid(db: Any, openid: str) -> Caller:

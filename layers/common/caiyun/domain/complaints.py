@@ -152,12 +152,7 @@ def _readable(services: Services, account: dict[str, Any], complaint_id: str) ->
         raise AppError("NOT_FOUND", "投诉建议不存在")
     if doc["account_id"] == account["_id"]:
         return doc
-    record = staff.get(services.db, account["_id"])
-    if (
-        record is not None
-        and record["role"] == "admin"
-        and staff.covers(record, doc["community_id"])
-    ):
+    if staff.is_admin_of(staff.of_account(services.db, account), doc["community_id"]):
         return doc
     raise AppError("NOT_FOUND", "投诉建议不存在")
 

@@ -73,12 +73,7 @@ def _managed_house(services: Services, account: dict[str, Any], house_id: str) -
         raise AppError("NOT_FOUND", "未找到该房屋")
     if memberships.role_on(services.db, account["_id"], house_id) == "owner":
         return house
-    record = staff.get(services.db, account["_id"])
-    if (
-        record is not None
-        and record["role"] == "admin"
-        and staff.covers(record, house["community_id"])
-    ):
+    if staff.is_admin_of(staff.of_account(services.db, account), house["community_id"]):
         return house
     raise AppError("FORBIDDEN", "只有业主或物业管理员可以管理房屋成员")
 

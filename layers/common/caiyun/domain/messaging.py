@@ -25,7 +25,7 @@ MessageKind = Literal["bill", "payment", "reminder", "repair", "complaint", "not
 
 MESSAGES = declare(
     "messages",
-    IndexModel([("account_id", 1), ("created_at", DESCENDING)]),
+    IndexModel([("account_id", 1), ("created_at", DESCENDING), ("_id", DESCENDING)]),
     IndexModel([("account_id", 1), ("read_at", 1)]),
 )
 CONSENTS = declare("subscription_consents", IndexModel("account_id"))
@@ -228,7 +228,8 @@ def inbox(
     items, total, counts = paging.page(
         db[MESSAGES],
         query,
-        [("created_at", DESCENDING)],
+        # _id breaks ties between messages written in the same millisecond.
+        [("created_at", DESCENDING), ("_id", DESCENDING)],
         page,
         page_size,
         extra_counts=None if unread_only else {"unread": {"read_at": None}},

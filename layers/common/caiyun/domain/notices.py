@@ -198,6 +198,6 @@ def detail(services: Services, account: dict[str, Any], notice_id: str) -> dict[
     resident = db[memberships.MEMBERSHIPS].find_one(
         {"account_id": account["_id"], "community_id": community_id}, {"_id": 1}
     )
-    if resident is None and not staff.covers(staff.get(db, account["_id"]), community_id):
+    if resident is None and not staff.covers(staff.of_account(db, account), community_id):
         raise AppError("NOT_FOUND", "公告不存在")
     return _detail(services, doc)

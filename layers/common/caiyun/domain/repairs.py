@@ -373,7 +373,7 @@ def detail(services: Services, account: dict[str, Any], repair_id: str) -> dict[
     db = services.db
     doc = db[REPAIRS].find_one({"_id": repair_id})
     if doc is not None and doc["reporter_id"] != account["_id"]:
-        record = staff.get(db, account["_id"])
+        record = staff.of_account(db, account)
         working_on_it = (
             record is not None
             and staff.covers(record, doc["community_id"])

@@ -112,7 +112,7 @@ def logout(
 
 def summary(services: Services, account: dict[str, Any]) -> dict[str, Any]:
     """The account as the caller sees it: identity, houses with roles, staff role."""
-    record = staff.get(services.db, account["_id"])
+    record = staff.of_account(services.db, account)
     return {
         "account_id": account["_id"],
         "phone": account["phone"],

@@ -26,6 +26,20 @@ def get(db: Any, account_id: str) -> dict[str, Any] | None:
     return db[STAFF].find_one({"_id": account_id})
 
 
+def of_account(db: Any, account: dict[str, Any]) -> dict[str, Any] | None:
+    """The staff record of an account; a caller's account already carries it (no read)."""
+    from caiyun.domain.accounts import STAFF_JOINED
+
+    if STAFF_JOINED in account:
+        return account[STAFF_JOINED]
+    return get(db, account["_id"])
+
+
+def is_admin_of(record: dict[str, Any] | None, community_id: str) -> bool:
+    """Whether this staff record is an admin covering that community."""
+    return record is not None and record["role"] == "admin" and covers(record, community_id)
+
+
 def covers(staff: dict[str, Any] | None, community_id: str) -> bool:
     """Whether this staff record may act on that community."""
     if staff is None:
