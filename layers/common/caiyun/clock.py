@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -53,6 +53,17 @@ class OffsetClock:
 def business_date(moment: datetime) -> date:
     """The Asia/Shanghai calendar date of a moment."""
     return moment.astimezone(SHANGHAI).date()
+
+
+def end_of_business_day(day: date) -> datetime:
+    """The moment an Asia/Shanghai calendar day ends (midnight starting the next)."""
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=SHANGHAI)
+
+
+def yuan(fen: int) -> str:
+    """Integer fen as a yuan amount for people to read: ``26800`` → ``268.00``."""
+    sign = "-" if fen < 0 else ""
+    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
 
 
 def iso(moment: datetime | None) -> str | None:

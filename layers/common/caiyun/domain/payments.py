@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from caiyun.clock import SHANGHAI, business_date, iso
+from caiyun.clock import SHANGHAI, business_date, iso, yuan
 from caiyun.data.schema import declare
 from caiyun.domain import bills, memberships, messaging, rate_limits
 from caiyun.errors import AppError
@@ -284,13 +284,13 @@ def apply_result(services: Services, result: BankResult) -> Literal["applied", "
         [order["account_id"]],
         "payment",
         "缴费成功",
-        f"您已成功缴纳物业费 {order['amount_fen'] / 100:.2f} 元。",
+        f"您已成功缴纳物业费 {yuan(order['amount_fen'])} 元。",
         f"/pages/bills/order?order_no={order['_id']}",
         messaging.Push(
             "payment",
             {
                 "character_string1": order["_id"],
-                "amount2": f"{order['amount_fen'] / 100:.2f}元",
+                "amount2": f"{yuan(order['amount_fen'])}元",
                 "thing3": "物业费缴纳成功",
             },
         ),

@@ -10,7 +10,7 @@ from typing import Any
 from pymongo import IndexModel
 from pymongo.errors import BulkWriteError
 
-from caiyun.clock import SHANGHAI, business_date
+from caiyun.clock import SHANGHAI, business_date, yuan
 from caiyun.data.schema import declare
 from caiyun.domain import bills, memberships, messaging, rate_limits, staff
 from caiyun.errors import AppError
@@ -89,7 +89,7 @@ def _owed_by_account(services: Services, houses: list[dict[str, Any]]) -> dict[s
 
 
 def _reminder(account_id: str, owed: dict[str, Any]) -> messaging.Note:
-    amount = f"{owed['total'] / 100:.2f}"
+    amount = yuan(owed["total"])
     return messaging.Note(
         account_id=account_id,
         kind="reminder",

@@ -10,13 +10,13 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import timedelta
 from typing import Literal
 
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 
 from caiyun.adapters.sms import SmsError, SmsRateLimited
-from caiyun.clock import SHANGHAI, business_date
+from caiyun.clock import business_date, end_of_business_day
 from caiyun.data.schema import declare
 from caiyun.domain import rate_limits
 from caiyun.errors import AppError
@@ -46,18 +46,15 @@ def _hash(services: Services, phone: str, purpose: str, code: str) -> str:
     return hmac.new(key, f"{purpose}:{phone}:{code}".encode(), hashlib.sha256).hexdigest()
 
 
-def _end_of_business_day(now: datetime) -> datetime:
-    tomorrow = business_date(now) + timedelta(days=1)
-    return datetime.combine(tomorrow, time(0), tzinfo=SHANGHAI)
-
-
 def issue(services: Services, phone: str, purpose: Purpose) -> IssuedCode:
     """Create a new code for ``phone`` and send it; earlier unused codes stop working."""
     db, settings, now = services.db, services.settings, services.clock.now()
     resend_key = f"sms-resend:{purpose}:{phone}"
     daily_key = f"sms-daily:{phone}:{business_date(now).isoformat()}"
     rate_limits.take_lease(db, resend_key, settings.sms_resend_s, now)
-    rate_limits.count_hit(db, daily_key, settings.sms_daily_limit, _end_of_business_day(now), now)
+    rate_limits.count_hit(
+        db, daily_key, settings.sms_daily_limit, end_of_business_day(business_date(now)), now
+    )
     code = f"{secrets.randbelow(10**6):06d}"
     db[SMS_CODES].update_many(
         {"phone": phone, "purpose": purpose, "used": False}, {"$set": {"used": True}}

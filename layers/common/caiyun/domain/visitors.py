@@ -15,13 +15,13 @@ import hashlib
 import hmac
 import io
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 
-from caiyun.clock import SHANGHAI, business_date, iso
+from caiyun.clock import SHANGHAI, business_date, end_of_business_day, iso
 from caiyun.contract.common import mask_phone
 from caiyun.data import paging
 from caiyun.data.schema import declare
@@ -91,10 +91,6 @@ def qr_png_base64(text: str) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _end_of(day: date) -> datetime:
-    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=SHANGHAI)
-
-
 def register(
     services: Services,
     account: dict[str, Any],
@@ -125,9 +121,13 @@ def register(
     def make(record_id: str) -> dict[str, Any]:
         now = services.clock.now()
         rate_limits.count_hit(
-            db, f"visitor-register:{account['_id']}:{today}", DAILY_LIMIT, _end_of(today), now
+            db,
+            f"visitor-register:{account['_id']}:{today}",
+            DAILY_LIMIT,
+            end_of_business_day(today),
+            now,
         )
-        valid_until = _end_of(day)
+        valid_until = end_of_business_day(day)
         doc = {
             "_id": record_id,
             "community_id": house["community_id"],
