@@ -60,12 +60,6 @@ def end_of_business_day(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time(0), tzinfo=SHANGHAI)
 
 
-def yuan(fen: int) -> str:
-    """Integer fen as a yuan amount for people to read: ``26800`` → ``268.00``."""
-    sign = "-" if fen < 0 else ""
-    return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
-
-
 def iso(moment: datetime | None) -> str | None:
     """ISO 8601 with the Shanghai offset, as the contract shows times."""
     if moment is None:

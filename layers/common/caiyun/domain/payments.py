@@ -17,10 +17,11 @@ from typing import Any, Literal
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from caiyun.clock import SHANGHAI, business_date, iso, yuan
+from caiyun.clock import SHANGHAI, business_date, iso
 from caiyun.data.schema import declare
 from caiyun.domain import bills, memberships, messaging, rate_limits
 from caiyun.errors import AppError
+from caiyun.money import yuan
 from caiyun.services import Services
 
 PayMethod = Literal["card", "wallet", "autodebit"]

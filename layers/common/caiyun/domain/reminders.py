@@ -10,10 +10,11 @@ from typing import Any
 from pymongo import IndexModel
 from pymongo.errors import BulkWriteError
 
-from caiyun.clock import SHANGHAI, business_date, yuan
+from caiyun.clock import SHANGHAI, business_date
 from caiyun.data.schema import declare
 from caiyun.domain import bills, memberships, messaging, rate_limits, staff
 from caiyun.errors import AppError
+from caiyun.money import yuan
 from caiyun.services import Services
 
 REMINDERS = declare("payment_reminders", IndexModel("expires_at", expireAfterSeconds=0))
