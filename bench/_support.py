@@ -307,23 +307,86 @@ def timed(call: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def power_fit(points: Sequence[tuple[float, float]]) -> float:
-    """The exponent k of y ∝ x**k through the last two points (1.0 when it cannot be told)."""
-    usable = [(x, y) for x, y in points if x > 0 and y > 0]
+    """The exponent k of y ∝ x**k, least squares in log-log over the last three points
+    (1.0, a straight line, when fewer than two points can tell)."""
+    usable = [(math.log(x), math.log(y)) for x, y in points if x > 0 and y > 0][-3:]
     if len(usable) < 2:
         return 1.0
-    (x1, y1), (x2, y2) = usable[-2], usable[-1]
-    if x1 == x2:
+    mx = sum(x for x, _ in usable) / len(usable)
+    my = sum(y for _, y in usable) / len(usable)
+    spread = sum((x - mx) ** 2 for x, _ in usable)
+    if spread == 0:
         return 1.0
-    return math.log(y2 / y1) / math.log(x2 / x1)
+    return sum((x - mx) * (y - my) for x, y in usable) / spread
 
 
 def extrapolate(points: Sequence[tuple[float, float]], target: float) -> float | None:
-    """y at ``target`` on the power law through the last two points (None without points)."""
+    """y at ``target`` along :func:`power_fit`, from the last point (None without points)."""
     usable = [(x, y) for x, y in points if x > 0 and y > 0]
     if not usable:
         return None
     x, y = usable[-1]
     return y * (target / x) ** power_fit(usable)
+
+
+def doubling(start: int, scale: int) -> list[int]:
+    """start, 2·start, 4·start … below scale, then scale."""
+    sizes, n = [], min(start, scale)
+    while n < scale:
+        sizes.append(n)
+        n *= 2
+    sizes.append(scale)
+    return sizes
+
+
+def grow_within_budget(
+    module: str,
+    scale: int,
+    budget: float,
+    start: int,
+    first_extra: Sequence[str] = (),
+    work_keys: Sequence[str] = ("s",),
+) -> tuple[list[dict[str, Any]], str]:
+    """Run ``python -m <module> --child N`` at doubling sizes up to ``scale`` while the next
+    size is expected to fit in ``budget`` seconds; returns (results, why it stopped early).
+
+    On MongoDB only ``scale`` runs. Each result gets ``wall`` (the child's whole time). The
+    first child also gets ``first_extra`` arguments (an expensive extra pass); it reports that
+    pass's time as ``extra_s`` so the guess for the next size leaves it out.
+    """
+    sizes = [scale] if mongo_uri() else doubling(start, scale)
+    points: list[dict[str, Any]] = []
+    began = time.perf_counter()
+    for n in sizes:
+        elapsed = time.perf_counter() - began
+        if points and not mongo_uri():
+            guess = _next_cost(points, n, work_keys)
+            if elapsed + guess > budget:
+                return points, (
+                    f"stopped before N={n:,}: that size would take about {fmt_s(guess)} "
+                    f"(budget {fmt_s(budget)}, {fmt_s(elapsed)} used)"
+                )
+        argv = ["-m", module, "--child", str(n)]
+        if mongo_uri() or not points:
+            argv.extend(first_extra)
+        started = time.perf_counter()
+        result, error = run_child(argv, max(budget - elapsed, 30.0) * 1.5)
+        if result is None:
+            return points, f"N={n:,} did not finish: {error}"
+        result["wall"] = time.perf_counter() - started
+        points.append(result)
+    return points, ""
+
+
+def _next_cost(points: list[dict[str, Any]], n: int, work_keys: Sequence[str]) -> float:
+    # The timed work grows along the power law seen so far (quadratic until two sizes are
+    # known: mongomock scans whole collections); the rest (set-up) grows linearly.
+    last = points[-1]
+    work = sum(last[key] for key in work_keys)
+    k = power_fit([(p["n"], sum(p[key] for key in work_keys)) for p in points])
+    grow = n / last["n"]
+    rest = max(last["wall"] - work - last.get("extra_s", 0.0), 0.0)
+    return work * grow ** (max(k, 1.0) if len(points) > 1 else 2.0) + rest * grow
 
 
 def rss_now_mb() -> float:
@@ -340,6 +403,39 @@ def rss_peak_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # kB on Linux
+
+
+class RssSampler:
+    """The peak growth of this process's RSS while the ``with`` block runs (sampled every 5 ms
+    by a thread: no slowdown of the code measured, unlike tracemalloc)."""
+
+    def __init__(self, every_s: float = 0.005) -> None:
+        self.every_s = every_s
+        self.start_mb = 0.0
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> RssSampler:
+        self.start_mb = self.peak_mb = rss_now_mb()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.peak_mb = max(self.peak_mb, rss_now_mb())
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.peak_mb = max(self.peak_mb, rss_now_mb())
+
+    @property
+    def growth_mb(self) -> float:
+        """Peak RSS during the block minus RSS at its start."""
+        return self.peak_mb - self.start_mb
 
 
 def fmt_s(seconds: float | None) -> str:
