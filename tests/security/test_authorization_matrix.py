@@ -37,7 +37,7 @@ from conftest import http, invoke, make_settings
 from caiyun.adapters.icbc import generate_private_key_pem
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import OffsetClock, business_date
-from caiyun.contract.common import mask_phone
+from caiyun.crypto import mask_phone
 from caiyun.data.embedded import EmbeddedEngine
 from caiyun.data.schema import ensure_indexes
 from caiyun.domain import (

@@ -1,4 +1,5 @@
-"""Personal data at rest: AES-256-GCM for ID and card numbers, and how they are masked."""
+"""Personal data: AES-256-GCM for ID and card numbers at rest, and how phone, ID and card
+numbers are masked in replies."""
 
 from __future__ import annotations
 
@@ -44,3 +45,10 @@ def mask_id_number(value: str) -> str:
 def mask_card(value: str) -> str:
     """``6222020000000000001`` → ``6222 **** **** 0001``."""
     return f"{value[:4]} **** **** {value[-4:]}"
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """``13800000000`` → ``138****0000``: how another person's phone is shown."""
+    if not phone or len(phone) != 11:
+        return phone
+    return f"{phone[:3]}****{phone[-4:]}"

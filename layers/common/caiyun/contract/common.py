@@ -114,10 +114,3 @@ def page_reply(model: type[R], req: PageRequest, items: list[Any], total: int, *
     return model.model_validate(
         {"items": items, "total": total, "page": req.page, "page_size": req.page_size, **extra}
     )
-
-
-def mask_phone(phone: str | None) -> str | None:
-    """``13800000000`` → ``138****0000``: how another person's phone is shown."""
-    if not phone or len(phone) != 11:
-        return phone
-    return f"{phone[:3]}****{phone[-4:]}"

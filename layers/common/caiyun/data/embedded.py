@@ -63,6 +63,8 @@ def _iter_documents(self: Any, query: Any) -> Any:
         return _scan(self, query)
     stored = self._store._documents
     found = [stored[k] for k in dict.fromkeys(keys) if k in stored]
+    if len(query) == 1:
+        return iter(found)  # the lookup was the whole query
     return (doc for doc in found if filter_applies(query, doc))
 
 

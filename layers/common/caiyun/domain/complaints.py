@@ -13,7 +13,7 @@ from typing import Any
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 
 from caiyun.clock import SHANGHAI, iso
-from caiyun.contract.common import mask_phone
+from caiyun.crypto import mask_phone
 from caiyun.data import paging
 from caiyun.data.schema import declare
 from caiyun.domain import communities, houses, idempotency, memberships, messaging, staff

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from caiyun.clock import iso
-from caiyun.contract.common import mask_phone
+from caiyun.crypto import mask_phone
 
 CATEGORIES: dict[str, str] = {
     "water_electric": "水电维修",

@@ -16,7 +16,7 @@ from pymongo import DESCENDING, IndexModel, ReturnDocument, UpdateOne
 
 from caiyun.adapters.storage import UploadTarget
 from caiyun.clock import SHANGHAI
-from caiyun.contract.common import mask_phone
+from caiyun.crypto import mask_phone
 from caiyun.data import paging
 from caiyun.data.schema import declare
 from caiyun.domain import (

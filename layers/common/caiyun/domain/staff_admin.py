@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from caiyun.contract.common import mask_phone
+from caiyun.crypto import mask_phone
 from caiyun.data import paging
 from caiyun.domain import accounts, communities, staff
 from caiyun.errors import AppError

@@ -22,7 +22,7 @@ from urllib.parse import quote
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 
 from caiyun.clock import SHANGHAI, business_date, end_of_business_day, iso
-from caiyun.contract.common import mask_phone
+from caiyun.crypto import mask_phone
 from caiyun.data import paging
 from caiyun.data.schema import declare
 from caiyun.domain import (
