@@ -88,6 +88,18 @@ def caller_with_session(db: Any, account_id: str, sid: str, now: datetime) -> Ca
     )
 
 
+def identity(account: dict[str, Any]) -> dict[str, Any]:
+    """Who the account is, as the account holder sees it (their own phone unmasked)."""
+    return {
+        "account_id": account["_id"],
+        "phone": account["phone"],
+        "name": account.get("name"),
+        "nickname": account.get("nickname"),
+        "avatar": account.get("avatar"),
+        "realname_verified": bool(account.get("realname_verified")),
+    }
+
+
 def ensure_account(
     db: Any, phone: str, now: datetime, name: str | None = None
 ) -> tuple[dict[str, Any], bool]:

@@ -19,15 +19,7 @@ _WECHAT_AVATAR = re.compile(r"^https://(?:[a-z0-9-]+\.)*qlogo\.cn/[A-Za-z0-9._~%
 
 def profile(account: dict[str, Any]) -> dict[str, Any]:
     """The account as its 我的 page shows it, with the wallet summary once there is a wallet."""
-    return {
-        "account_id": account["_id"],
-        "phone": account["phone"],
-        "name": account.get("name"),
-        "nickname": account.get("nickname"),
-        "avatar": account.get("avatar"),
-        "realname_verified": bool(account.get("realname_verified")),
-        "wallet": realname.wallet_summary(account),
-    }
+    return {**accounts.identity(account), "wallet": realname.wallet_summary(account)}
 
 
 def update_profile(

@@ -114,12 +114,7 @@ def summary(services: Services, account: dict[str, Any]) -> dict[str, Any]:
     """The account as the caller sees it: identity, houses with roles, staff role."""
     record = staff.of_account(services.db, account)
     return {
-        "account_id": account["_id"],
-        "phone": account["phone"],
-        "name": account.get("name"),
-        "nickname": account.get("nickname"),
-        "avatar": account.get("avatar"),
-        "realname_verified": bool(account.get("realname_verified")),
+        **accounts.identity(account),
         "houses": [
             {"house_id": m["house_id"], "community_id": m["community_id"], "role": m["role"]}
             for m in memberships.of_account(services.db, account["_id"])
