@@ -21,8 +21,9 @@ def send_code(call: Call, req: api.SendCode) -> api.SendCodeReply:
 
 
 def login(call: Call, req: api.Login) -> api.LoginReply:
+    inv = call.invocation
     done = signin.login(
-        call.services, req.phone, req.code, req.app, call.invocation.openid, req.js_code
+        call.services, req.phone, req.code, req.app, inv.openid, req.js_code, inv.appid
     )
     return api.LoginReply(
         account=api.AccountSummary(**signin.summary(call.services, done.account)),

@@ -13,7 +13,8 @@ from conftest import http, invoke, make_settings
 
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import OffsetClock
-from caiyun.domain import staff
+from caiyun.domain import accounts as account_store
+from caiyun.domain import signin, sms_codes, staff
 from caiyun.domain.accounts import ensure_account
 from caiyun.services import Services, build_services, install_services
 
@@ -320,3 +321,20 @@ def test_token_issued_while_the_sandbox_clock_is_ahead_is_accepted(services: Ser
     status, body = http_me(token)
 
     assert status == 200, body
+
+
+def test_the_openid_is_bound_for_the_app_the_platform_names_not_the_one_claimed() -> None:
+    # A staff-app openid sent with app="resident" is still the staff app's openid: bound as
+    # wx.staff, so pushes to it go through the staff app.
+    svc = build_services(
+        make_settings(wechat_appid="wx-resident-app", wechat_staff_appid="wx-staff-app"),
+        clock=OffsetClock(),
+    )
+    phone = "13800005555"
+    account_store.ensure_account(svc.db, phone, svc.clock.now(), "王五")
+    sms_codes.issue(svc, phone, "login")
+    code = sandbox_outbox(svc.db, phone)[0]["code"]
+
+    done = signin.login(svc, phone, code, "resident", "o-staff-openid", None, "wx-staff-app")
+
+    assert done.account["wx"] == {"staff": "o-staff-openid"}

@@ -67,6 +67,15 @@ def _openid_from_js_code(services: Services, app: accounts.App, js_code: str) ->
         ) from None
 
 
+def _app_of(services: Services, appid: str | None) -> accounts.App | None:
+    settings = services.settings
+    if appid and appid == settings.wechat_staff_appid:
+        return "staff"
+    if appid and appid == settings.wechat_appid:
+        return "resident"
+    return None
+
+
 def login(
     services: Services,
     phone: str,
@@ -74,8 +83,13 @@ def login(
     app: accounts.App,
     openid: str | None,
     js_code: str | None,
+    appid: str | None = None,
 ) -> SignedIn:
-    """Verify the code, bind the caller's WeChat openid and open a session."""
+    """Verify the code, bind the caller's WeChat openid and open a session.
+
+    The openid is bound for the mini-program the platform says it came from (``appid``) when
+    that is one of ours; ``app`` (what the client asks for) decides only the staff check.
+    """
     db = services.db
     account = accounts.by_phone(db, phone)
     if account is None:
@@ -88,7 +102,7 @@ def login(
         openid = _openid_from_js_code(services, app, js_code)
     sms_codes.verify(services, phone, "login", code)
     if openid is not None:
-        accounts.bind_openid(db, account["_id"], app, openid)
+        accounts.bind_openid(db, account["_id"], _app_of(services, appid) or app, openid)
     session, before = sessions.open_session(services, account["_id"])
     first_login = before.get("last_login_at") is None
     return SignedIn(
