@@ -16,7 +16,6 @@ from __future__ import annotations
 from caiyun.contract import notify as api
 from caiyun.contract.common import Empty, page_reply
 from caiyun.domain import messaging, notices, reminders
-from caiyun.errors import AppError
 from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in
 
 
@@ -57,17 +56,7 @@ def mark_read(call: Call, req: api.MarkRead) -> api.MarkReadReply:
 
 
 def subscribe(call: Call, req: api.Subscribe) -> api.SubscribeReply:
-    # Only our own templates: a consent counted for any other id could never be spent.
-    configured = set(call.services.settings.wechat_templates.values())
-    if not set(req.template_ids) <= configured:
-        raise AppError(
-            "INVALID_ARGUMENT",
-            "订阅消息模板无效",
-            {"fields": {"template_ids": "包含未配置的模板"}},
-        )
-    left = messaging.add_consents(
-        call.services, call.require_account()["_id"], list(dict.fromkeys(req.template_ids))
-    )
+    left = messaging.add_consents(call.services, call.require_account()["_id"], req.template_ids)
     return api.SubscribeReply(remaining=left)
 
 

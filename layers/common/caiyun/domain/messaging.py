@@ -18,6 +18,7 @@ from caiyun.clock import iso
 from caiyun.data import paging
 from caiyun.data.schema import declare
 from caiyun.domain import accounts
+from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
 
@@ -60,7 +61,17 @@ def _fit(key: str, value: str) -> str:
 
 
 def add_consents(services: Services, account_id: str, template_ids: list[str]) -> dict[str, int]:
-    """Record one more one-time consent per template; returns what is left per template."""
+    """Record one more one-time consent per template; returns what is left per template.
+
+    Only this deployment's templates are accepted: a consent counted for any other id could
+    never be spent.
+    """
+    configured = set(services.settings.wechat_templates.values())
+    if not set(template_ids) <= configured:
+        raise AppError(
+            "INVALID_ARGUMENT", "订阅消息模板无效", {"fields": {"template_ids": "包含未配置的模板"}}
+        )
+    template_ids = list(dict.fromkeys(template_ids))
     now = services.clock.now()
     left = {}
     for template_id in template_ids:
