@@ -5,26 +5,15 @@ from __future__ import annotations
 from caiyun.contract import bind_house as api
 from caiyun.contract.common import Empty
 from caiyun.domain import communities, households, houses
-from caiyun.errors import AppError
 from caiyun.runtime import Action, Call, CloudFunction, signed_in
 
 
 def list_communities(call: Call, req: api.Communities) -> api.CommunitiesReply:
     found = communities.find(call.services.db, req.model_dump())
-    return api.CommunitiesReply(
-        items=[
-            api.CommunityItem(
-                community_id=c["_id"],
-                **{k: c.get(k, "") for k in ("name", "province", "city", "district", "address")},
-            )
-            for c in found
-        ]
-    )
+    return api.CommunitiesReply.model_validate({"items": [communities.view(c) for c in found]})
 
 
 def house_tree(call: Call, req: api.HouseTree) -> api.HouseTreeReply:
-    if communities.get(call.services.db, req.community_id) is None:
-        raise AppError("NOT_FOUND", "小区不存在")
     tree = houses.tree(call.services.db, req.community_id)
     return api.HouseTreeReply.model_validate({"community_id": req.community_id, "buildings": tree})
 

@@ -23,6 +23,12 @@ def get(db: Any, community_id: str) -> dict[str, Any] | None:
     return db[COMMUNITIES].find_one({"_id": community_id})
 
 
+def view(community: dict[str, Any]) -> dict[str, Any]:
+    """A community as the pickers show it."""
+    fields = ("name", "province", "city", "district", "address")
+    return {"community_id": community["_id"], **{k: community.get(k, "") for k in fields}}
+
+
 def find(db: Any, region: dict[str, str]) -> list[dict[str, Any]]:
     """Communities in a region (any of province, city, district), by region then name."""
     return list(

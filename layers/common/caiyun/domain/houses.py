@@ -7,6 +7,8 @@ from typing import Any
 from pymongo import IndexModel
 
 from caiyun.data.schema import declare
+from caiyun.domain import communities
+from caiyun.errors import AppError
 
 HOUSES = declare(
     "houses",
@@ -39,7 +41,12 @@ def many(db: Any, house_ids: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def tree(db: Any, community_id: str) -> list[dict[str, Any]]:
-    """Buildings → units → rooms of a community, for the picker; no owner data."""
+    """Buildings → units → rooms of a community, for the picker; no owner data.
+
+    NOT_FOUND for a community that does not exist (an empty one has an empty tree).
+    """
+    if communities.get(db, community_id) is None:
+        raise AppError("NOT_FOUND", "小区不存在")
     cursor = (
         db[HOUSES]
         .find({"community_id": community_id}, {"building": 1, "unit": 1, "room": 1})
