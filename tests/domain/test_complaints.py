@@ -11,9 +11,13 @@ from worlds import BAY, GARDEN, ok, refused, resident_account, staff_account
 
 from caiyun.domain import accounts, complaints, houses, messaging
 from caiyun.domain.owner_import import import_owners
-from caiyun.services import Services
+from caiyun.services import Services, current_services
 
-IMAGE = "sandbox://files/complaints/a1.jpg"
+
+def image_of(openid: str) -> str:
+    """A complaint image uploaded by the account behind ``openid`` (uploads sit under it)."""
+    account, _ = accounts.caller_by_openid(current_services().db, openid)
+    return f"sandbox://files/complaint/{account['_id'] if account else 'nobody'}/a1.jpg"
 
 
 def community(services: Services, record: dict[str, str], rooms: list[str]) -> list[dict]:
@@ -59,7 +63,7 @@ def file(openid: str, house_id: str, **overrides: Any) -> dict[str, Any]:
         "type": "environment",
         "contact_phone": "13912345678",
         "content": "楼下垃圾桶三天没有清理，气味很大",
-        "images": [IMAGE],
+        "images": [image_of(openid)],
         **overrides,
     }
     return invoke("complaint", event, openid)
@@ -105,7 +109,7 @@ def test_member_files_a_complaint_that_starts_submitted(
     assert data["type_name"] == "停车管理"
     assert data["house_label"] == houses.label(house)
     assert data["community_name"] == "彩云花园"
-    assert data["images"] == [IMAGE]
+    assert data["images"] == [image_of(world["alice"])]
     assert data["replies"] == [] and data["reply_count"] == 0
     assert data["created_at"].endswith("+08:00")
     stored = services.db[complaints.COMPLAINTS].find_one({"_id": data["complaint_id"]})
@@ -139,7 +143,7 @@ def test_anonymous_caller_is_unauthenticated(world: dict[str, Any]) -> None:
         ({"contact_phone": "12345"}, "contact_phone"),
         ({"content": "   "}, "content"),
         ({"content": "长" * 1001}, "content"),
-        ({"images": [IMAGE] * 10}, "images"),
+        ({"images": ["sandbox://files/complaint/x/a1.jpg"] * 10}, "images"),
         ({"images": ["cloud://another-env.bucket/x.jpg"]}, "images.0"),
         ({"images": ["https://evil.example/x.jpg"]}, "images.0"),
     ],

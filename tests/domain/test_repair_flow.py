@@ -116,8 +116,8 @@ def report(person: Person, house_id: str, **fields: Any) -> dict[str, Any]:
     return ok(person.call("create", **event))
 
 
-def photo(services: Services, name: str) -> str:
-    target = services.storage.upload_target("test", f"{name}.jpg")
+def photo(services: Services, name: str, uploader: Person) -> str:
+    target = services.storage.upload_target(f"test/{uploader.account_id}", f"{name}.jpg")
     assert target.file_id is not None
     return target.file_id
 
@@ -142,7 +142,7 @@ def test_categories_are_listed_with_their_names(world: World) -> None:
 def test_a_repair_goes_from_report_to_rating_telling_people_at_each_step(
     services: Services, world: World
 ) -> None:
-    images = [photo(services, "leak")]
+    images = [photo(services, "leak", world.owner)]
     created = report(world.owner, world.house_101, images=images)
     rid = created["repair_id"]
     assert created["status"] == "pending" and created["status_name"] == "待处理"
@@ -168,7 +168,7 @@ def test_a_repair_goes_from_report_to_rating_telling_people_at_each_step(
     assert [i["repair_id"] for i in mine["items"]] == [rid]
     assert mine["items"][0]["contact_phone"] == "138****0101"
 
-    photos = [photo(services, "fixed-1"), photo(services, "fixed-2")]
+    photos = [photo(services, "fixed-1", world.fixer), photo(services, "fixed-2", world.fixer)]
     done = ok(world.fixer.call("complete", repair_id=rid, photos=photos, note="更换了阀门"))
     assert done["status"] == "awaiting_rating" and done["status_name"] == "待评价"
     assert done["completion"]["photos"] == photos and done["completion"]["note"] == "更换了阀门"
@@ -294,7 +294,7 @@ def test_rate_only_when_awaiting_rating(services: Services, world: World) -> Non
     assert refused(world.owner.call("rate", repair_id=rid, stars=5, comment="")) == "CONFLICT"
     ok(world.admin.call("dispatch", repair_id=rid, repairman_id=world.fixer.account_id))
     assert refused(world.owner.call("rate", repair_id=rid, stars=5, comment="")) == "CONFLICT"
-    ok(world.fixer.call("complete", repair_id=rid, photos=[photo(services, "p")]))
+    ok(world.fixer.call("complete", repair_id=rid, photos=[photo(services, "p", world.fixer)]))
     for stars in (0, 6):
         reply = world.owner.call("rate", repair_id=rid, stars=stars, comment="")
         assert refused(reply) == "INVALID_ARGUMENT"
@@ -317,7 +317,7 @@ def test_complete_without_photos_is_invalid_argument(services: Services, world: 
 
 def test_only_the_assigned_repairman_completes(services: Services, world: World) -> None:
     rid = report(world.owner, world.house_101)["repair_id"]
-    photos = [photo(services, "p")]
+    photos = [photo(services, "p", world.fixer)]
     # Not dispatched yet: nobody is assigned.
     assert refused(world.fixer.call("complete", repair_id=rid, photos=photos)) == "FORBIDDEN"
     ok(world.admin.call("dispatch", repair_id=rid, repairman_id=world.fixer.account_id))
@@ -340,7 +340,7 @@ def test_redispatch_while_dispatched_moves_the_work_and_tells_both_repairmen(
     assert [m["title"] for m in inbox(services, world.fixer)] == ["工单已改派", "新的维修工单"]
     assert [m["title"] for m in inbox(services, world.fixer2)] == ["新的维修工单"]
     assert ok(world.fixer.call("assigned"))["total"] == 0
-    photos = [photo(services, "p")]
+    photos = [photo(services, "p", world.fixer2)]
     assert refused(world.fixer.call("complete", repair_id=rid, photos=photos)) == "FORBIDDEN"
 
     # The same repairman again changes nothing and tells nobody again.
@@ -463,7 +463,7 @@ def test_upload_url_gives_an_id_that_create_accepts(world: World) -> None:
 def test_foreign_file_ids_are_refused_by_field(
     services: Services, world: World, foreign: str
 ) -> None:
-    good = photo(services, "ok")
+    good = photo(services, "ok", world.owner)
     reply = world.owner.call(
         "create",
         house_id=world.house_101,
@@ -482,3 +482,20 @@ def test_foreign_file_ids_are_refused_by_field(
     assert refused(reply) == "INVALID_ARGUMENT"
     assert reply["error"]["details"]["fields"] == {"photos.0": "不是本应用上传的文件"}
     assert services.db[REPAIRS].find_one({"_id": rid})["status"] == "dispatched"
+
+
+def test_a_file_uploaded_by_someone_else_is_refused(services: Services, world: World) -> None:
+    # Upload slots sit under the uploader's id: a file id copied from another account's upload
+    # cannot be attached to one's own report.
+    theirs = photo(services, "x", world.fixer)
+    reply = world.owner.call(
+        "create",
+        house_id=world.house_101,
+        category="other",
+        description="看图",
+        contact_phone=world.owner.phone,
+        images=[theirs],
+    )
+    assert refused(reply) == "INVALID_ARGUMENT"
+    assert reply["error"]["details"]["fields"] == {"images.0": "不是本应用上传的文件"}
+    assert services.db[REPAIRS].count_documents({}) == 0

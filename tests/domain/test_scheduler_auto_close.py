@@ -68,7 +68,7 @@ def world(services: Services) -> World:
 
 def awaiting_rating(services: Services, world: World, count: int) -> list[str]:
     """``count`` repairs the repairman has just finished."""
-    photo = services.storage.upload_target("test", "done.jpg").file_id
+    photo = services.storage.upload_target(f"test/{world.fixer['_id']}", "done.jpg").file_id
     assert photo is not None
     ids = []
     for i in range(count):
@@ -197,7 +197,7 @@ def test_the_three_days_count_from_the_finished_work_not_the_report(
     assert fire_timer()["repairs_auto_closed"] == 0
     repairs.dispatch(services, world.admin, rid, world.fixer["_id"])
     advance(services, 5 * DAY)  # dispatched for days: not a rating window either
-    photo = services.storage.upload_target("test", "done.jpg").file_id
+    photo = services.storage.upload_target(f"test/{world.fixer['_id']}", "done.jpg").file_id
     assert photo is not None
     repairs.complete(services, world.fixer, rid, [photo], "")
     advance(services, 2 * DAY)

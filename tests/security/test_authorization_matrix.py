@@ -202,7 +202,11 @@ VISITOR_NAME, VISITOR_PHONE = "访客林小溪", "13511112222"
 REPAIR_TEXT = "卫生间漏水渗到楼下隐秘描述"
 COMPLAINT_TEXT = "楼上深夜噪音投诉隐秘内容"
 NOTICE_TITLE = "彩云花园停水通知甲"
-COMPLETION_PHOTO = "sandbox://files/repair/completion/done.jpg"
+
+
+def completion_photo(repairman_id: str) -> str:
+    """A completion photo uploaded by that repairman (upload slots sit under the uploader)."""
+    return f"sandbox://files/repair/completion/{repairman_id}/done.jpg"
 
 
 def with_luhn(partial: str) -> str:
@@ -418,7 +422,7 @@ def build_world(svc: Services, bank: FakeIcbc, wallets: dict[str, dict[str, Any]
     repairs.dispatch(svc, admin, r_dispatched, ids["repairman"])
     r_awaiting = new_repair("owner", h1, REPAIR_TEXT)
     repairs.dispatch(svc, admin, r_awaiting, ids["repairman"])
-    repairs.complete(svc, repairman, r_awaiting, [COMPLETION_PHOTO], "")
+    repairs.complete(svc, repairman, r_awaiting, [completion_photo(ids["repairman"])], "")
     new_repair("bay_owner", h3, "星河湾的报修")
 
     def new_complaint(who: str, house_id: str, text: str) -> str:
@@ -723,7 +727,7 @@ REQUESTS: dict[str, Builder] = {
     "repair.assigned": NOTHING,
     "repair.complete": lambda w, who: {
         "repair_id": w.r_dispatched,
-        "photos": [COMPLETION_PHOTO],
+        "photos": [completion_photo(w.ids["repairman"])],
         "note": "已更换水管",
     },
     "visitor.register": lambda w, who: {

@@ -221,7 +221,8 @@ def test_query_operators_and_odd_ids_never_reach_a_query(scene: Scene, fields: A
 def _due_repair(services: Services, scene: Scene) -> str:
     rid = scene.repair_id
     ok(scene.admin.call("dispatch", repair_id=rid, repairman_id=scene.fixer.account_id))
-    ok(scene.fixer.call("complete", repair_id=rid, photos=["sandbox://files/done.jpg"]))
+    photo = f"sandbox://files/repair/completion/{scene.fixer.account_id}/done.jpg"
+    ok(scene.fixer.call("complete", repair_id=rid, photos=[photo]))
     assert isinstance(services.clock, OffsetClock)
     services.clock.advance(4 * 24 * 3600)
     return rid

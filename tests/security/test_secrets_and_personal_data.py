@@ -268,7 +268,9 @@ def _run_journey(svc: Services, bank: FakeIcbc, errors: list[str]) -> dict[str, 
     rid = ok(call("repair", report_event, OWNER.openid))["repair_id"]
     dispatch = {"action": "dispatch", "repair_id": rid, "repairman_id": people["repairman"]}
     ok(call("repair", dispatch, admin))
-    photo = svc.storage.upload_target("repair/completion/x", "done.jpg").file_id
+    photo = svc.storage.upload_target(
+        f"repair/completion/{people['repairman']}", "done.jpg"
+    ).file_id
     ok(call("repair", {"action": "complete", "repair_id": rid, "photos": [photo]}, fixer))
     rate = {"action": "rate", "repair_id": rid, "stars": 5, "comment": "师傅很专业"}
     ok(call("repair", rate, OWNER.openid))

@@ -98,15 +98,17 @@ class Storage(ABC):
     def upload_target(self, folder: str, filename: str) -> UploadTarget:
         """Where to upload a new file named like ``filename`` into ``folder``."""
 
-    def check_file_ids(self, ids: list[str], field: str = "images") -> list[str]:
-        """The ids, without repeats, if every one is this deployment's; else INVALID_ARGUMENT.
-
-        The details name each refused entry as ``<field>.<index>``.
+    def check_file_ids(
+        self, ids: list[str], field: str = "images", uploader: str | None = None
+    ) -> list[str]:
+        """The ids, without repeats, if every one is this deployment's (and, with ``uploader``,
+        was uploaded by that account: every upload slot sits under its uploader's id); else
+        INVALID_ARGUMENT naming each refused entry as ``<field>.<index>``.
         """
         bad = {
             f"{field}.{i}": "不是本应用上传的文件"
             for i, fid in enumerate(ids)
-            if not self.owns(fid)
+            if not self.owns(fid) or (uploader is not None and f"/{uploader}/" not in fid)
         }
         if bad:
             raise AppError("INVALID_ARGUMENT", "文件无效，请重新上传", {"fields": bad})

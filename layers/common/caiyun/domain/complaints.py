@@ -73,7 +73,7 @@ def create(
     house = houses.get(db, membership["house_id"])
     if house is None:
         raise AppError("NOT_FOUND", "未找到该房屋")
-    images = services.storage.check_file_ids(fields["images"])
+    images = services.storage.check_file_ids(fields["images"], uploader=account["_id"])
 
     def file(record_id: str) -> dict[str, Any]:
         now = services.clock.now()

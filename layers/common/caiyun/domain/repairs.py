@@ -179,7 +179,7 @@ def create(
     house = houses.get(db, house_id)
     if house is None:
         raise AppError("NOT_FOUND", "未找到该房屋")
-    images = services.storage.check_file_ids(images, "images")
+    images = services.storage.check_file_ids(images, "images", uploader=account["_id"])
 
     def make(record_id: str) -> dict[str, Any]:
         now = services.clock.now()
@@ -341,7 +341,7 @@ def complete(
         repairman, doc["community_id"]
     ):
         raise AppError("FORBIDDEN", "该工单未派给您")
-    photos = services.storage.check_file_ids(photos, "photos")
+    photos = services.storage.check_file_ids(photos, "photos", uploader=repairman["_id"])
     done = db[REPAIRS].find_one_and_update(
         {"_id": repair_id, "status": "dispatched", "repairman_id": repairman["_id"]},
         {
