@@ -80,7 +80,7 @@ def test_profile_needs_an_account(me: dict[str, Any]) -> None:
 
 
 def test_update_nickname_and_avatar(services: Services, me: dict[str, Any]) -> None:
-    avatar = "sandbox://files/avatars/me.png"
+    avatar = f"sandbox://files/avatar/{me['_id']}/me.png"
 
     data = ok(call("update_profile", nickname="  小张  ", avatar=avatar))
 

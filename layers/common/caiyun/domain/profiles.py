@@ -31,7 +31,8 @@ def update_profile(
     if nickname is not None:
         changes["nickname"] = nickname
     if avatar is not None:
-        if not (_WECHAT_AVATAR.match(avatar) or services.storage.owns(avatar)):
+        uploaded = services.storage.owns(avatar) and f"/{account['_id']}/" in avatar
+        if not (_WECHAT_AVATAR.match(avatar) or uploaded):
             raise AppError(
                 "INVALID_ARGUMENT",
                 "头像须为上传的图片或微信头像",
