@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,3 +72,25 @@ def http(
     }
     reply = handler(function)(event, {})
     return reply["statusCode"], json.loads(reply["body"])
+
+
+@pytest.fixture
+def unreachable_sms() -> Iterator[Services]:
+    """Services whose SMS goes to Tencent Cloud at a local port nobody listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = make_settings(
+        sms_provider="tencent",
+        sms_endpoint=f"127.0.0.1:{port}",
+        sms_scheme="http",
+        tencent_secret_id="AKIDtest",
+        tencent_secret_key="test-secret-key",
+        sms_sdk_app_id="1400000000",
+        sms_sign_name="彩云居家",
+        sms_template_code="100001",
+    )
+    svc = build_services(settings, clock=OffsetClock())
+    install_services(svc)
+    yield svc
+    install_services(None)

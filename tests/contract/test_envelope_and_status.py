@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -231,27 +230,11 @@ def test_http_status_is_500_for_an_internal_failure() -> None:
     assert body == {"ok": False, "error": {"code": "INTERNAL", "message": "系统繁忙，请稍后再试"}}
 
 
-def test_http_status_is_503_when_the_sms_provider_is_unreachable() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    settings = make_settings(
-        sms_provider="tencent",
-        sms_endpoint=f"127.0.0.1:{port}",
-        sms_scheme="http",
-        tencent_secret_id="AKIDtest",
-        tencent_secret_key="test-secret-key",
-        sms_sdk_app_id="1400000000",
-        sms_sign_name="彩云居家",
-        sms_template_code="100001",
-    )
-    svc = build_services(settings, clock=OffsetClock())
-    install_services(svc)
-    try:
-        new_account(svc)
-        status, body = http("login", {"action": "send_code", "phone": PHONE})
-    finally:
-        install_services(None)
+def test_http_status_is_503_when_the_sms_provider_is_unreachable(
+    unreachable_sms: Services,
+) -> None:
+    new_account(unreachable_sms)
+    status, body = http("login", {"action": "send_code", "phone": PHONE})
 
     assert status == 503
     assert_envelope(body)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import socket
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -20,7 +19,7 @@ import pytest
 from conftest import http, invoke, make_settings
 
 from caiyun.adapters.sms import SmsRateLimited, sandbox_outbox
-from caiyun.clock import SHANGHAI, OffsetClock
+from caiyun.clock import SHANGHAI
 from caiyun.domain.accounts import ensure_account
 from caiyun.services import Services, build_services, install_services
 
@@ -450,31 +449,6 @@ def test_a_change_phone_code_does_not_sign_in(services: Services) -> None:
 
 
 # ---------------------------------------------------------------------------- provider failures
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def unreachable_sms() -> Iterator[Services]:
-    """Services whose SMS goes to Tencent Cloud at a local port nobody listens on."""
-    settings = make_settings(
-        sms_provider="tencent",
-        sms_endpoint=f"127.0.0.1:{_closed_port()}",
-        sms_scheme="http",
-        tencent_secret_id="AKIDtest",
-        tencent_secret_key="test-secret-key",
-        sms_sdk_app_id="1400000000",
-        sms_sign_name="彩云居家",
-        sms_template_code="100001",
-    )
-    svc = build_services(settings, clock=OffsetClock())
-    install_services(svc)
-    yield svc
-    install_services(None)
 
 
 def test_sms_provider_failure_is_unavailable_and_leaves_no_live_code(
