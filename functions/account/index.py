@@ -16,14 +16,15 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from caiyun.contract import account as api
-from caiyun.contract import wallet as wallet_api
-from caiyun.contract.common import Empty, UploadUrlReply, page_reply
 from caiyun.domain import profiles, realname, uploads
-from caiyun.runtime import Action, Call, CloudFunction, signed_in
+from caiyun.runtime import Action, Call, CloudFunction, lazy_import, page_reply, signed_in
+
+api = lazy_import("caiyun.contract.account")
+wallet_api = lazy_import("caiyun.contract.wallet")
+common = lazy_import("caiyun.contract.common")
 
 
-def profile(call: Call, req: Empty) -> api.Profile:
+def profile(call: Call, req: common.Empty) -> api.Profile:
     return api.Profile.model_validate(profiles.profile(call.require_account()))
 
 
@@ -66,7 +67,7 @@ def realname_confirm(call: Call, req: wallet_api.RealnameConfirm) -> wallet_api.
     return wallet_api.WalletSummary.model_validate(summary)
 
 
-def wallet(call: Call, req: Empty) -> wallet_api.Wallet:
+def wallet(call: Call, req: common.Empty) -> wallet_api.Wallet:
     return wallet_api.Wallet.model_validate(realname.wallet(call.services, call.require_account()))
 
 
@@ -84,17 +85,17 @@ def set_autodebit(call: Call, req: wallet_api.SetAutodebit) -> wallet_api.Wallet
     return wallet_api.WalletSummary.model_validate(summary)
 
 
-def upload_url(call: Call, req: api.UploadUrl) -> UploadUrlReply:
+def upload_url(call: Call, req: api.UploadUrl) -> common.UploadUrlReply:
     target = uploads.target(call.services, call.require_account(), req.purpose, req.filename)
-    return UploadUrlReply.model_validate(asdict(target))
+    return common.UploadUrlReply.model_validate(asdict(target))
 
 
 BANK_ERRORS = ("REALNAME_REQUIRED", "UNAVAILABLE")
 
-main_handler = CloudFunction(
-    "account",
-    {
-        "profile": Action(Empty, signed_in, profile, api.Profile),
+
+def actions() -> dict[str, Action]:
+    return {
+        "profile": Action(common.Empty, signed_in, profile, api.Profile),
         "update_profile": Action(api.UpdateProfile, signed_in, update_profile, api.Profile),
         "change_phone": Action(
             api.ChangePhone,
@@ -103,7 +104,7 @@ main_handler = CloudFunction(
             api.Profile,
             ("CODE_INVALID", "CONFLICT"),
         ),
-        "upload_url": Action(api.UploadUrl, signed_in, upload_url, UploadUrlReply),
+        "upload_url": Action(api.UploadUrl, signed_in, upload_url, common.UploadUrlReply),
         "realname_start": Action(
             wallet_api.RealnameStart,
             signed_in,
@@ -118,7 +119,7 @@ main_handler = CloudFunction(
             wallet_api.WalletSummary,
             ("CODE_INVALID", "NOT_FOUND", "UNAVAILABLE"),
         ),
-        "wallet": Action(Empty, signed_in, wallet, wallet_api.Wallet, BANK_ERRORS),
+        "wallet": Action(common.Empty, signed_in, wallet, wallet_api.Wallet, BANK_ERRORS),
         "wallet_transactions": Action(
             wallet_api.WalletTransactions,
             signed_in,
@@ -133,5 +134,7 @@ main_handler = CloudFunction(
             wallet_api.WalletSummary,
             BANK_ERRORS,
         ),
-    },
-)
+    }
+
+
+main_handler = CloudFunction("account", actions)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from caiyun.contract import admin as api
-from caiyun.contract.common import page_reply
-from caiyun.domain import bill_import, owner_import, staff_admin
-from caiyun.runtime import Action, Call, CloudFunction, admin_only
+from caiyun.domain import staff_admin
+from caiyun.runtime import Action, Call, CloudFunction, admin_only, lazy_import, page_reply
+
+api = lazy_import("caiyun.contract.admin")
+# The import row models are pydantic models too: loaded when an import is served.
+bill_import = lazy_import("caiyun.domain.bill_import")
+owner_import = lazy_import("caiyun.domain.owner_import")
 
 
 def import_owners(call: Call, req: api.ImportOwners) -> api.ImportOwnersReply:
@@ -54,9 +57,8 @@ def remove_staff(call: Call, req: api.RemoveStaff) -> api.RemoveStaffReply:
     return api.RemoveStaffReply(removed=True)
 
 
-main_handler = CloudFunction(
-    "admin",
-    {
+def actions() -> dict[str, Action]:
+    return {
         "import_owners": Action(
             api.ImportOwners, admin_only, import_owners, api.ImportOwnersReply, ("FORBIDDEN",)
         ),
@@ -82,5 +84,7 @@ main_handler = CloudFunction(
             api.RemoveStaffReply,
             ("FORBIDDEN", "NOT_FOUND", "CONFLICT"),
         ),
-    },
-)
+    }
+
+
+main_handler = CloudFunction("admin", actions)

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from caiyun.contract import bills as api
-from caiyun.contract.common import page_reply
 from caiyun.domain import billing_staff, bills, idempotency, payments
-from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in
+from caiyun.runtime import (
+    Action,
+    Call,
+    CloudFunction,
+    admin_only,
+    lazy_import,
+    page_reply,
+    signed_in,
+)
+
+api = lazy_import("caiyun.contract.bills")
 
 
 def list_bills(call: Call, req: api.ListBills) -> api.BillsReply:
@@ -56,9 +64,8 @@ def staff_list(call: Call, req: api.StaffList) -> api.StaffListReply:
     return page_reply(api.StaffListReply, req, items, total)
 
 
-main_handler = CloudFunction(
-    "bills",
-    {
+def actions() -> dict[str, Action]:
+    return {
         "list": Action(
             api.ListBills, signed_in, list_bills, api.BillsReply, ("HOUSE_NOT_BOUND", "FORBIDDEN")
         ),
@@ -76,5 +83,7 @@ main_handler = CloudFunction(
         "staff_list": Action(
             api.StaffList, admin_only, staff_list, api.StaffListReply, ("FORBIDDEN",)
         ),
-    },
-)
+    }
+
+
+main_handler = CloudFunction("bills", actions)

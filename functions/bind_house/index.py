@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from caiyun.contract import bind_house as api
-from caiyun.contract.common import Empty
 from caiyun.domain import communities, households, houses
-from caiyun.runtime import Action, Call, CloudFunction, signed_in
+from caiyun.runtime import Action, Call, CloudFunction, lazy_import, signed_in
+
+api = lazy_import("caiyun.contract.bind_house")
+common = lazy_import("caiyun.contract.common")
 
 
 def list_communities(call: Call, req: api.Communities) -> api.CommunitiesReply:
@@ -27,10 +28,10 @@ def bind(call: Call, req: api.Bind) -> api.MyHousesReply:
         req.owner_name,
         req.owner_phone,
     )
-    return my_houses(call, Empty())
+    return my_houses(call, common.Empty())
 
 
-def my_houses(call: Call, req: Empty) -> api.MyHousesReply:
+def my_houses(call: Call, req: common.Empty) -> api.MyHousesReply:
     items = households.my_houses(call.services, call.require_account())
     return api.MyHousesReply.model_validate({"items": items})
 
@@ -54,9 +55,9 @@ def remove_member(call: Call, req: api.RemoveMember) -> api.RemoveMemberReply:
 
 MANAGE_ERRORS = ("NOT_FOUND", "FORBIDDEN")
 
-main_handler = CloudFunction(
-    "bind_house",
-    {
+
+def actions() -> dict[str, Action]:
+    return {
         "communities": Action(api.Communities, signed_in, list_communities, api.CommunitiesReply),
         "house_tree": Action(
             api.HouseTree, signed_in, house_tree, api.HouseTreeReply, ("NOT_FOUND",)
@@ -68,7 +69,7 @@ main_handler = CloudFunction(
             api.MyHousesReply,
             ("OWNER_MISMATCH", "NOT_FOUND", "RATE_LIMITED"),
         ),
-        "my_houses": Action(Empty, signed_in, my_houses, api.MyHousesReply),
+        "my_houses": Action(common.Empty, signed_in, my_houses, api.MyHousesReply),
         "members": Action(api.Members, signed_in, members, api.MembersReply, MANAGE_ERRORS),
         "add_member": Action(
             api.AddMember, signed_in, add_member, api.Member, (*MANAGE_ERRORS, "CONFLICT")
@@ -80,5 +81,7 @@ main_handler = CloudFunction(
             api.RemoveMemberReply,
             (*MANAGE_ERRORS, "CONFLICT"),
         ),
-    },
-)
+    }
+
+
+main_handler = CloudFunction("bind_house", actions)

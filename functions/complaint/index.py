@@ -14,13 +14,22 @@ so they can call back. Lists are newest first.
 
 from __future__ import annotations
 
-from caiyun.contract import complaint as api
-from caiyun.contract.common import Empty, page_reply
 from caiyun.domain import complaints
-from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in
+from caiyun.runtime import (
+    Action,
+    Call,
+    CloudFunction,
+    admin_only,
+    lazy_import,
+    page_reply,
+    signed_in,
+)
+
+api = lazy_import("caiyun.contract.complaint")
+common = lazy_import("caiyun.contract.common")
 
 
-def types(call: Call, req: Empty) -> api.TypesReply:
+def types(call: Call, req: common.Empty) -> api.TypesReply:
     return api.TypesReply.model_validate({"items": complaints.types()})
 
 
@@ -65,10 +74,9 @@ def reply(call: Call, req: api.ReplyRequest) -> api.Detail:
     return api.Detail.model_validate(answered)
 
 
-main_handler = CloudFunction(
-    "complaint",
-    {
-        "types": Action(Empty, signed_in, types, api.TypesReply),
+def actions() -> dict[str, Action]:
+    return {
+        "types": Action(common.Empty, signed_in, types, api.TypesReply),
         "create": Action(
             api.Create,
             signed_in,
@@ -86,5 +94,7 @@ main_handler = CloudFunction(
             api.Detail,
             ("NOT_FOUND", "FORBIDDEN", "CONFLICT"),
         ),
-    },
-)
+    }
+
+
+main_handler = CloudFunction("complaint", actions)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from caiyun.clock import iso
-from caiyun.contract import login as api
-from caiyun.contract.common import Empty
 from caiyun.domain import signin
-from caiyun.runtime import Action, Call, CloudFunction, anyone, signed_in
+from caiyun.runtime import Action, Call, CloudFunction, anyone, lazy_import, signed_in
+
+api = lazy_import("caiyun.contract.login")
+common = lazy_import("caiyun.contract.common")
 
 
 def check_account(call: Call, req: api.CheckAccount) -> api.CheckAccountReply:
@@ -33,20 +34,19 @@ def login(call: Call, req: api.Login) -> api.LoginReply:
     )
 
 
-def logout(call: Call, req: Empty) -> api.LogoutReply:
+def logout(call: Call, req: common.Empty) -> api.LogoutReply:
     signin.logout(
         call.services, call.require_account(), call.invocation.openid, call.invocation.bearer
     )
     return api.LogoutReply(logged_out=True)
 
 
-def me(call: Call, req: Empty) -> api.AccountSummary:
+def me(call: Call, req: common.Empty) -> api.AccountSummary:
     return api.AccountSummary(**signin.summary(call.services, call.require_account()))
 
 
-main_handler = CloudFunction(
-    "login",
-    {
+def actions() -> dict[str, Action]:
+    return {
         "check_account": Action(
             api.CheckAccount, anyone, check_account, api.CheckAccountReply, ("RATE_LIMITED",)
         ),
@@ -64,7 +64,9 @@ main_handler = CloudFunction(
             api.LoginReply,
             ("ACCOUNT_NOT_FOUND", "CODE_INVALID", "FORBIDDEN"),
         ),
-        "logout": Action(Empty, signed_in, logout, api.LogoutReply),
-        "me": Action(Empty, signed_in, me, api.AccountSummary),
-    },
-)
+        "logout": Action(common.Empty, signed_in, logout, api.LogoutReply),
+        "me": Action(common.Empty, signed_in, me, api.AccountSummary),
+    }
+
+
+main_handler = CloudFunction("login", actions)

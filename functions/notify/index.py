@@ -13,13 +13,22 @@ template per call; only this deployment's template ids); each consent allows one
 
 from __future__ import annotations
 
-from caiyun.contract import notify as api
-from caiyun.contract.common import Empty, page_reply
 from caiyun.domain import messaging, notices, reminders
-from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in
+from caiyun.runtime import (
+    Action,
+    Call,
+    CloudFunction,
+    admin_only,
+    lazy_import,
+    page_reply,
+    signed_in,
+)
+
+api = lazy_import("caiyun.contract.notify")
+common = lazy_import("caiyun.contract.common")
 
 
-def list_notices(call: Call, req: Empty) -> api.NoticesReply:
+def list_notices(call: Call, req: common.Empty) -> api.NoticesReply:
     groups = notices.for_resident(call.services, call.require_account())
     return api.NoticesReply.model_validate({"groups": groups})
 
@@ -67,10 +76,9 @@ def remind_unpaid(call: Call, req: api.RemindUnpaid) -> api.RemindReply:
     return api.RemindReply.model_validate(counts)
 
 
-main_handler = CloudFunction(
-    "notify",
-    {
-        "notices": Action(Empty, signed_in, list_notices, api.NoticesReply),
+def actions() -> dict[str, Action]:
+    return {
+        "notices": Action(common.Empty, signed_in, list_notices, api.NoticesReply),
         "notice_detail": Action(
             api.NoticeDetailRequest, signed_in, notice_detail, api.NoticeDetail, ("NOT_FOUND",)
         ),
@@ -87,5 +95,7 @@ main_handler = CloudFunction(
         "remind_unpaid": Action(
             api.RemindUnpaid, admin_only, remind_unpaid, api.RemindReply, ("FORBIDDEN",)
         ),
-    },
-)
+    }
+
+
+main_handler = CloudFunction("notify", actions)

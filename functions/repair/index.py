@@ -4,21 +4,31 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from caiyun.contract import repair as api
-from caiyun.contract.common import Empty, UploadUrlReply, page_reply
 from caiyun.domain import repairs
-from caiyun.runtime import Action, Call, CloudFunction, admin_only, signed_in, staff_role
+from caiyun.runtime import (
+    Action,
+    Call,
+    CloudFunction,
+    admin_only,
+    lazy_import,
+    page_reply,
+    signed_in,
+    staff_role,
+)
+
+api = lazy_import("caiyun.contract.repair")
+common = lazy_import("caiyun.contract.common")
 
 repairman_only = staff_role("repairman")
 
 
-def categories(call: Call, req: Empty) -> api.CategoriesReply:
+def categories(call: Call, req: common.Empty) -> api.CategoriesReply:
     return api.CategoriesReply.model_validate({"items": repairs.categories()})
 
 
-def upload_url(call: Call, req: api.UploadUrl) -> UploadUrlReply:
+def upload_url(call: Call, req: api.UploadUrl) -> common.UploadUrlReply:
     target = repairs.upload_target(call.services, call.require_account(), req.purpose, req.filename)
-    return UploadUrlReply.model_validate(asdict(target))
+    return common.UploadUrlReply.model_validate(asdict(target))
 
 
 def create(call: Call, req: api.Create) -> api.RepairDetail:
@@ -100,11 +110,11 @@ def complete(call: Call, req: api.Complete) -> api.RepairDetail:
 READ_ERRORS = ("NOT_FOUND",)
 MOVE_ERRORS = ("NOT_FOUND", "CONFLICT")
 
-main_handler = CloudFunction(
-    "repair",
-    {
-        "categories": Action(Empty, signed_in, categories, api.CategoriesReply),
-        "upload_url": Action(api.UploadUrl, signed_in, upload_url, UploadUrlReply),
+
+def actions() -> dict[str, Action]:
+    return {
+        "categories": Action(common.Empty, signed_in, categories, api.CategoriesReply),
+        "upload_url": Action(api.UploadUrl, signed_in, upload_url, common.UploadUrlReply),
         "create": Action(
             api.Create,
             signed_in,
@@ -129,5 +139,7 @@ main_handler = CloudFunction(
         "complete": Action(
             api.Complete, repairman_only, complete, api.RepairDetail, ("FORBIDDEN", *MOVE_ERRORS)
         ),
-    },
-)
+    }
+
+
+main_handler = CloudFunction("repair", actions)

@@ -16,10 +16,19 @@ masks the visitors' phones. At most 50 registrations per account per day.
 
 from __future__ import annotations
 
-from caiyun.contract import visitor as api
-from caiyun.contract.common import page_reply
 from caiyun.domain import visitors
-from caiyun.runtime import Action, Call, CloudFunction, anyone, signed_in, staff_role
+from caiyun.runtime import (
+    Action,
+    Call,
+    CloudFunction,
+    anyone,
+    lazy_import,
+    page_reply,
+    signed_in,
+    staff_role,
+)
+
+api = lazy_import("caiyun.contract.visitor")
 
 
 def register(call: Call, req: api.Register) -> api.RegisterReply:
@@ -48,9 +57,8 @@ def history(call: Call, req: api.History) -> api.HistoryPage:
     return page_reply(api.HistoryPage, req, items, total)
 
 
-main_handler = CloudFunction(
-    "visitor",
-    {
+def actions() -> dict[str, Action]:
+    return {
         "register": Action(
             api.Register,
             signed_in,
@@ -63,5 +71,7 @@ main_handler = CloudFunction(
             api.PassRequest, staff_role("guard", "admin"), verify, api.VerifyReply, ("FORBIDDEN",)
         ),
         "history": Action(api.History, signed_in, history, api.HistoryPage),
-    },
-)
+    }
+
+
+main_handler = CloudFunction("visitor", actions)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -104,13 +104,3 @@ class UploadUrlReply(Reply):
     method: str | None
     headers: dict[str, str]
     expires_in_s: int | None
-
-
-R = TypeVar("R", bound=BaseModel)
-
-
-def page_reply(model: type[R], req: PageRequest, items: list[Any], total: int, **extra: Any) -> R:
-    """A list reply in the contract's shape: ``items``, ``total``, ``page``, ``page_size``."""
-    return model.model_validate(
-        {"items": items, "total": total, "page": req.page, "page_size": req.page_size, **extra}
-    )

@@ -1,6 +1,8 @@
 """The entry machinery every cloud function shares: events, callers, actions, envelope, logs."""
 
 from caiyun.runtime.actions import Action, Call, CloudFunction
+from caiyun.runtime.lazy import lazy_import
+from caiyun.runtime.pages import page_reply
 from caiyun.runtime.policies import admin_only, anyone, signed_in, staff_role
 
 __all__ = [
@@ -9,6 +11,8 @@ __all__ = [
     "CloudFunction",
     "admin_only",
     "anyone",
+    "lazy_import",
+    "page_reply",
     "signed_in",
     "staff_role",
 ]

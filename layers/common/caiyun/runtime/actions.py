@@ -7,9 +7,8 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
 from pymongo.errors import ConnectionFailure
 
 from caiyun.clock import iso
@@ -19,6 +18,9 @@ from caiyun.runtime.logs import log_call
 from caiyun.runtime.policies import Policy
 from caiyun.runtime.validation import validate
 from caiyun.services import Services, current_services
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 _UNSET = object()
 
@@ -91,7 +93,7 @@ class Call:
         return "anonymous"
 
 
-Handler = Callable[[Call, Any], BaseModel | Mapping[str, Any] | None]
+Handler = Callable[[Call, Any], "BaseModel | Mapping[str, Any] | None"]
 HttpResponse = tuple[int, dict[str, str], str]
 
 
@@ -109,9 +111,9 @@ class Action:
 def _data(result: BaseModel | Mapping[str, Any] | None) -> Any:
     if result is None:
         return {}
-    if isinstance(result, BaseModel):
-        return result.model_dump(mode="json")
-    return dict(result)
+    if isinstance(result, Mapping):
+        return dict(result)
+    return result.model_dump(mode="json")
 
 
 def _http_reply(status: int, envelope: dict[str, Any]) -> dict[str, Any]:
@@ -126,22 +128,34 @@ def _http_reply(status: int, envelope: dict[str, Any]) -> dict[str, Any]:
 class CloudFunction:
     """The ``main_handler`` of one cloud function, serving its action table.
 
-    ``timer`` serves the SCF timer event; ``http`` takes over every HTTP event with a raw handler
-    (the ICBC notify speaks forms, not the JSON API).
+    ``actions`` is the table, or a function returning it: a function's index builds its table
+    in a function so that the contract models its rows name are imported on the first dispatch,
+    not while the container starts. ``timer`` serves the SCF timer event; ``http`` takes over
+    every HTTP event with a raw handler (the ICBC notify speaks forms, not the JSON API).
     """
 
     def __init__(
         self,
         name: str,
-        actions: Mapping[str, Action],
+        actions: Mapping[str, Action] | Callable[[], Mapping[str, Action]],
         *,
         timer: Callable[[Call], Mapping[str, Any]] | None = None,
         http: Callable[[Call], HttpResponse] | None = None,
     ) -> None:
         self.name = name
-        self.actions = dict(actions)
+        self._table = actions
+        self._actions: dict[str, Action] | None = None
         self.timer = timer
         self.http = http
+
+    @property
+    def actions(self) -> dict[str, Action]:
+        """The action table by action name, built on first use."""
+        if self._actions is None:
+            # Two threads racing here build equal tables; either may win.
+            table = self._table
+            self._actions = dict(table() if callable(table) else table)
+        return self._actions
 
     def __call__(self, event: Any, context: Any = None) -> dict[str, Any]:
         started = time.perf_counter()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic_core import ValidationError
 
 from caiyun.errors import AppError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 _REASONS = {
     "missing": "必填",
