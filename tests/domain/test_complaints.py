@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from conftest import invoke
+from round_trips import counted
 from worlds import BAY, GARDEN, ok, refused, resident_account, staff_account
 
 from caiyun.domain import accounts, complaints, houses, messaging
@@ -368,3 +369,70 @@ def test_two_admins_resolving_at_once_make_one_resolution(
     assert sorted(r["ok"] for r in results) == [False, True]
     assert [r["error"]["code"] for r in results if not r["ok"]] == ["CONFLICT"]
     assert len(services.db[complaints.COMPLAINTS].find_one({"_id": complaint_id})["replies"]) == 1
+
+
+# ------------------------------------------------------------------------------ round trips
+
+
+def own(commands: list[str]) -> list[str]:
+    """The commands past the caller lookup that are not the notification's (messaging's own)."""
+    theirs = ("accounts.", "messages.", "subscription_consents.")
+    return [c for c in commands[1:] if not c.startswith(theirs)]
+
+
+def test_filing_checks_the_house_in_one_read_and_replies_from_what_it_stored(
+    services: Services, world: dict[str, Any]
+) -> None:
+    event = {
+        "action": "create",
+        "house_id": world["garden"][0]["_id"],
+        "kind": "complaint",
+        "type": "noise",
+        "contact_phone": "13912345678",
+        "content": "楼上装修周末早上七点就开始施工",
+        "images": [image_of(world["alice"])],
+    }
+    with counted(services) as commands:
+        filed = ok(invoke("complaint", event, world["alice"]))
+
+    assert commands == ["accounts.aggregate", "memberships.aggregate", "complaints.insert_one"]
+    assert filed["community_name"] == "彩云花园"
+    assert filed == ok(
+        invoke(
+            "complaint", {"action": "detail", "complaint_id": filed["complaint_id"]}, world["alice"]
+        )
+    )
+
+
+def test_detail_is_one_read_after_the_caller(services: Services, world: dict[str, Any]) -> None:
+    complaint_id = ok(file(world["alice"], world["garden"][0]["_id"]))["complaint_id"]
+
+    with counted(services) as commands:
+        ok(invoke("complaint", {"action": "detail", "complaint_id": complaint_id}, world["admin"]))
+
+    assert commands == ["accounts.aggregate", "complaints.find_one"]
+
+
+def test_a_reply_in_scope_is_one_conditional_write(
+    services: Services, world: dict[str, Any]
+) -> None:
+    complaint_id = ok(file(world["alice"], world["garden"][0]["_id"]))["complaint_id"]
+
+    with counted(services) as commands:
+        answered = ok(answer(world, complaint_id, "已安排专人处理", "processing"))
+
+    assert own(commands) == ["complaints.find_one_and_update"]
+    assert answered["community_name"] == "彩云花园"
+
+
+def test_a_complaint_stored_before_names_were_kept_still_shows_its_community(
+    services: Services, world: dict[str, Any]
+) -> None:
+    complaint_id = ok(file(world["alice"], world["garden"][0]["_id"]))["complaint_id"]
+    services.db[complaints.COMPLAINTS].update_one(
+        {"_id": complaint_id}, {"$unset": {"community_name": ""}}
+    )
+
+    seen = invoke("complaint", {"action": "detail", "complaint_id": complaint_id}, world["alice"])
+
+    assert ok(seen)["community_name"] == "彩云花园"

@@ -46,6 +46,15 @@ def names(db: Any, community_ids: list[str]) -> dict[str, str]:
     }
 
 
+def name_on(db: Any, doc: dict[str, Any]) -> str:
+    """The name of the community a document belongs to: the copy it carries when it was
+    written with one (a community's name never changes: it is part of its unique key), else
+    looked up."""
+    if "community_name" in doc:
+        return doc["community_name"]
+    return names(db, [doc["community_id"]]).get(doc["community_id"], "")
+
+
 def upsert(db: Any, fields: dict[str, str], now: datetime) -> tuple[dict[str, Any], bool]:
     """The community with this region and name, created if new; the address is updated.
 

@@ -69,17 +69,16 @@ def create(
     complaint instead of filing again.
     """
     db = services.db
-    membership = memberships.require_member(db, account["_id"], fields["house_id"])
-    house = houses.get(db, membership["house_id"])
-    if house is None:
-        raise AppError("NOT_FOUND", "未找到该房屋")
+    _, house, community = memberships.require_member_house(db, account["_id"], fields["house_id"])
     images = services.storage.check_file_ids(fields["images"], uploader=account["_id"])
+    filed: list[dict[str, Any]] = []
 
     def file(record_id: str) -> dict[str, Any]:
         now = services.clock.now()
         doc = {
             "_id": record_id,
             "community_id": house["community_id"],
+            "community_name": (community or {}).get("name", ""),
             "house_id": house["_id"],
             "house_label": houses.label(house),
             "account_id": account["_id"],
@@ -94,10 +93,13 @@ def create(
             "updated_at": now,
             "resolved_at": None,
         }
-        stored = idempotency.insert_once(db[COMPLAINTS], doc)
-        return {"complaint_id": stored["_id"]}
+        filed.append(idempotency.insert_once(db[COMPLAINTS], doc))
+        return {"complaint_id": filed[-1]["_id"]}
 
     created = idempotency.once(services, "complaint.create", account["_id"], request_id, file)
+    if filed:
+        return _detail(db, filed[-1])
+    # A repeated request answered from the first one's result: its complaint is read back.
     return detail(services, account, created["complaint_id"])
 
 
@@ -137,8 +139,8 @@ def staff_list(
     if community_id is not None:
         staff.require_scope(admin, community_id)
         query["community_id"] = community_id
-    elif not admin.get("all_communities"):
-        query["community_id"] = {"$in": admin.get("community_ids", [])}
+    else:
+        query.update(staff.scope_query(admin))
     if status:
         query["status"] = status
     docs, total = _page(services, query, page, page_size)
@@ -159,14 +161,13 @@ def _readable(services: Services, account: dict[str, Any], complaint_id: str) ->
 
 def detail(services: Services, account: dict[str, Any], complaint_id: str) -> dict[str, Any]:
     """One complaint with its images and replies, for its reporter or an admin covering it."""
-    return _detail(services, _readable(services, account, complaint_id))
+    return _detail(services.db, _readable(services, account, complaint_id))
 
 
-def _detail(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
-    names = communities.names(services.db, [doc["community_id"]])
+def _detail(db: Any, doc: dict[str, Any]) -> dict[str, Any]:
     return {
         **item(doc, reveal_phone=True),
-        "community_name": names.get(doc["community_id"], ""),
+        "community_name": communities.name_on(db, doc),
         "images": doc["images"],
         "replies": [
             {
@@ -209,10 +210,6 @@ def reply(
     that resolves it loses with CONFLICT instead of reopening it.
     """
     db = services.db
-    current = db[COMPLAINTS].find_one({"_id": complaint_id}, {"community_id": 1})
-    if current is None:
-        raise AppError("NOT_FOUND", "投诉建议不存在")
-    staff.require_scope(admin, current["community_id"])
     now = services.clock.now()
     entry = {
         "reply_id": new_id(),
@@ -228,9 +225,12 @@ def reply(
     }
     if status == "resolved":
         update["$set"]["resolved_at"] = now
+    # The admin's scope is part of the condition, so the write is the only command when the
+    # reply is allowed; why it was not is read only when it was not.
     doc = db[COMPLAINTS].find_one_and_update(
         {
             "_id": complaint_id,
+            **staff.scope_query(admin),
             "status": {"$in": _OPEN},
             f"replies.{MAX_REPLIES - 1}": {"$exists": False},
         },
@@ -238,12 +238,19 @@ def reply(
         return_document=ReturnDocument.AFTER,
     )
     if doc is None:
-        latest = db[COMPLAINTS].find_one({"_id": complaint_id}, {"status": 1}) or {}
-        if latest.get("status") == "resolved":
-            raise AppError("CONFLICT", "该投诉建议已解决，不能再回复")
-        raise AppError("CONFLICT", "回复次数已达上限，请处理完毕后结案")
+        raise _refusal(db, admin, complaint_id)
     _tell_reporter(services, doc, text, now)
-    return _detail(services, doc)
+    return _detail(db, doc)
+
+
+def _refusal(db: Any, admin: dict[str, Any], complaint_id: str) -> AppError:
+    latest = db[COMPLAINTS].find_one({"_id": complaint_id}, {"community_id": 1, "status": 1})
+    if latest is None:
+        return AppError("NOT_FOUND", "投诉建议不存在")
+    staff.require_scope(admin, latest["community_id"])
+    if latest["status"] == "resolved":
+        return AppError("CONFLICT", "该投诉建议已解决，不能再回复")
+    return AppError("CONFLICT", "回复次数已达上限，请处理完毕后结案")
 
 
 def _tell_reporter(services: Services, doc: dict[str, Any], text: str, now: datetime) -> None:

@@ -9,6 +9,8 @@ from pymongo import IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from caiyun.data.schema import declare
+from caiyun.domain.communities import COMMUNITIES
+from caiyun.domain.houses import HOUSES
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 
@@ -19,6 +21,8 @@ MEMBERSHIPS = declare(
     IndexModel([("house_id", 1), ("account_id", 1)], unique=True),
     IndexModel([("account_id", 1), ("community_id", 1)]),
     IndexModel([("house_id", 1), ("role", 1)]),
+    # Everyone bound in a community, one account after the other (a notice's delivery).
+    IndexModel([("community_id", 1), ("account_id", 1)]),
 )
 
 
@@ -48,9 +52,55 @@ def require_member(db: Any, account_id: str, house_id: str) -> dict[str, Any]:
     membership = db[MEMBERSHIPS].find_one({"house_id": house_id, "account_id": account_id})
     if membership is not None:
         return membership
+    raise _not_member(db, account_id)
+
+
+def _not_member(db: Any, account_id: str) -> AppError:
     if db[MEMBERSHIPS].find_one({"account_id": account_id}, {"_id": 1}) is None:
-        raise AppError("HOUSE_NOT_BOUND")
-    raise AppError("FORBIDDEN", "您不是该房屋的成员")
+        return AppError("HOUSE_NOT_BOUND")
+    return AppError("FORBIDDEN", "您不是该房屋的成员")
+
+
+def require_member_house(
+    db: Any, account_id: str, house_id: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """(membership, house, community) for a member acting on one of their houses.
+
+    One aggregate where :func:`require_member` then ``houses.get`` then ``communities.get``
+    would be three round trips; refused as :func:`require_member` does (the refusal reads
+    again), and NOT_FOUND when the house itself is gone.
+    """
+    rows = list(
+        db[MEMBERSHIPS].aggregate(
+            [
+                {"$match": {"house_id": house_id, "account_id": account_id}},
+                {"$limit": 1},
+                {
+                    "$lookup": {
+                        "from": HOUSES,
+                        "localField": "house_id",
+                        "foreignField": "_id",
+                        "as": "_house",
+                    }
+                },
+                {
+                    "$lookup": {
+                        "from": COMMUNITIES,
+                        "localField": "community_id",
+                        "foreignField": "_id",
+                        "as": "_community",
+                    }
+                },
+            ]
+        )
+    )
+    if not rows:
+        raise _not_member(db, account_id)
+    membership = rows[0]
+    house, community = membership.pop("_house"), membership.pop("_community")
+    if not house:
+        raise AppError("NOT_FOUND", "未找到该房屋")
+    return membership, house[0], community[0] if community else None
 
 
 def add(

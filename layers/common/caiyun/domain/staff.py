@@ -47,6 +47,14 @@ def covers(staff: dict[str, Any] | None, community_id: str) -> bool:
     return bool(staff.get("all_communities")) or community_id in staff.get("community_ids", [])
 
 
+def scope_query(record: dict[str, Any]) -> dict[str, Any]:
+    """The filter that limits a query to the communities this staff record covers (none for a
+    company-wide one), so a conditional write can check the scope itself."""
+    if record.get("all_communities"):
+        return {}
+    return {"community_id": {"$in": record.get("community_ids", [])}}
+
+
 def upsert(
     db: Any,
     account_id: str,
