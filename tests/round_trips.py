@@ -52,3 +52,13 @@ def counted(services: Services) -> Iterator[list[str]]:
         yield log
     finally:
         install_services(services)
+
+
+# What a notification costs is messaging's business (it reads accounts and consents, writes
+# messages), pinned by its own tests.
+_NOTIFYING = ("accounts.", "messages.", "subscription_consents.")
+
+
+def own(commands: list[str]) -> list[str]:
+    """The commands after the caller lookup, less those of the notifications the call sent."""
+    return [c for c in commands[1:] if not c.startswith(_NOTIFYING)]

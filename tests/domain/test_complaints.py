@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from conftest import invoke
-from round_trips import counted
+from round_trips import counted, own
 from worlds import BAY, GARDEN, ok, refused, resident_account, staff_account
 
 from caiyun.domain import accounts, complaints, houses, messaging
@@ -372,12 +372,6 @@ def test_two_admins_resolving_at_once_make_one_resolution(
 
 
 # ------------------------------------------------------------------------------ round trips
-
-
-def own(commands: list[str]) -> list[str]:
-    """The commands past the caller lookup that are not the notification's (messaging's own)."""
-    theirs = ("accounts.", "messages.", "subscription_consents.")
-    return [c for c in commands[1:] if not c.startswith(theirs)]
 
 
 def test_filing_checks_the_house_in_one_read_and_replies_from_what_it_stored(

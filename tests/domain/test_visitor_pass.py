@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import pytest
 from conftest import invoke, make_settings
+from round_trips import counted, own
 from worlds import BAY, GARDEN, ok, refused
 
 from caiyun.clock import SHANGHAI, business_date
@@ -404,3 +405,47 @@ def test_history_shows_expired_passes(services: Services, world: dict[str, Any])
     page = ok(invoke("visitor", {"action": "history"}, world["host"]))
 
     assert [item["status"] for item in page["items"]] == ["expired"]
+
+
+# ------------------------------------------------------------------------------ round trips
+
+
+def test_registering_checks_the_house_in_one_read(
+    services: Services, world: dict[str, Any]
+) -> None:
+    with counted(services) as commands:
+        ok(register(world))
+
+    assert commands == [
+        "accounts.aggregate",
+        "memberships.aggregate",
+        "rate_limits.find_one_and_update",
+        "visitors.insert_one",
+    ]
+
+
+def test_admitting_a_pass_is_one_conditional_write_and_names_come_with_it(
+    services: Services, world: dict[str, Any]
+) -> None:
+    token = ok(register(world))["pass_token"]
+
+    with counted(services) as shown:
+        assert ok(show(token))["community_name"] == "彩云花园"
+    with counted(services) as checked:
+        admitted = ok(verify(world, token))
+
+    assert shown == ["visitors.find_one"]
+    assert own(checked) == ["visitors.find_one_and_update"]
+    assert admitted["visitor"]["community_name"] == "彩云花园"
+
+
+def test_a_pass_stored_before_names_were_kept_still_shows_its_community(
+    services: Services, world: dict[str, Any]
+) -> None:
+    data = ok(register(world))
+    services.db[visitors.VISITORS].update_one(
+        {"_id": data["visitor_id"]}, {"$unset": {"community_name": ""}}
+    )
+
+    assert ok(show(data["pass_token"]))["community_name"] == "彩云花园"
+    assert ok(verify(world, data["pass_token"]))["visitor"]["community_name"] == "彩云花园"

@@ -105,10 +105,7 @@ def register(
     pass: its token, a QR code of it, the share page path and when it stops working.
     """
     db = services.db
-    membership = memberships.require_member(db, account["_id"], house_id)
-    house = houses.get(db, membership["house_id"])
-    if house is None:
-        raise AppError("NOT_FOUND", "未找到该房屋")
+    _, house, community = memberships.require_member_house(db, account["_id"], house_id)
     today = business_date(services.clock.now())
     day = date.fromisoformat(visit_date) if visit_date else today
     if not today <= day <= today + timedelta(days=DAYS_AHEAD):
@@ -131,6 +128,7 @@ def register(
         doc = {
             "_id": record_id,
             "community_id": house["community_id"],
+            "community_name": (community or {}).get("name", ""),
             "house_id": house["_id"],
             "house_label": houses.label(house),
             "host_id": account["_id"],
@@ -188,7 +186,6 @@ def pass_view(services: Services, token: str) -> dict[str, Any]:
     doc = _genuine(services, token)
     if doc is None:
         raise AppError("NOT_FOUND", "通行证无效")
-    names = communities.names(services.db, [doc["community_id"]])
     return {
         "status": _status(doc, services.clock.now()),
         "visitor_name": doc["name"],
@@ -196,13 +193,12 @@ def pass_view(services: Services, token: str) -> dict[str, Any]:
         "plate": _mask_plate(doc["plate"]),
         "visit_date": doc["visit_date"],
         "valid_until": iso(doc["valid_until"]),
-        "community_name": names.get(doc["community_id"], ""),
+        "community_name": communities.name_on(services.db, doc),
         "house_label": doc["house_label"],
     }
 
 
 def _gate_view(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
-    names = communities.names(services.db, [doc["community_id"]])
     entry = doc.get("entry") or {}
     return {
         "visitor_id": doc["_id"],
@@ -211,7 +207,7 @@ def _gate_view(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
         "plate": doc["plate"],
         "visit_date": doc["visit_date"],
         "valid_until": iso(doc["valid_until"]),
-        "community_name": names.get(doc["community_id"], ""),
+        "community_name": communities.name_on(services.db, doc),
         "house_label": doc["house_label"],
         "entered_at": iso(entry.get("at")),
     }
@@ -225,16 +221,19 @@ def verify(services: Services, guard: dict[str, Any], token: str) -> dict[str, A
     The entry is a conditional update, so of two guards scanning one pass at once exactly one
     sees ``valid``.
     """
-    doc = _genuine(services, token)
-    if doc is None:
+    visitor_id = open_token(services.settings, token)
+    if visitor_id is None:
         return {"result": "forged", "visitor": None}
-    staff.require_scope(guard, doc["community_id"])
     now = services.clock.now()
-    status = _status(doc, now)
-    if status != "valid":
-        return {"result": status, "visitor": _gate_view(services, doc)}
+    # The guard's scope is part of the condition, so admitting a valid pass is this one write;
+    # why a pass was not admitted is read only when it was not.
     entered = services.db[VISITORS].find_one_and_update(
-        {"_id": doc["_id"], "status": "registered", "valid_until": {"$gt": now}},
+        {
+            "_id": visitor_id,
+            **staff.scope_query(guard),
+            "status": "registered",
+            "valid_until": {"$gt": now},
+        },
         {
             "$set": {
                 "status": "entered",
@@ -244,8 +243,11 @@ def verify(services: Services, guard: dict[str, Any], token: str) -> dict[str, A
         return_document=ReturnDocument.AFTER,
     )
     if entered is None:
-        # Another scan won (used) or the day ended meanwhile (expired); registrations are kept.
-        latest = services.db[VISITORS].find_one({"_id": doc["_id"]})
+        # Out of scope (nothing recorded), already used by another scan, or past its day.
+        latest = services.db[VISITORS].find_one({"_id": visitor_id})
+        if latest is None:
+            return {"result": "forged", "visitor": None}
+        staff.require_scope(guard, latest["community_id"])
         return {"result": _status(latest, now), "visitor": _gate_view(services, latest)}
     view = _gate_view(services, entered)
     _tell_host(services, entered, view["community_name"])
