@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from conftest import invoke
+from round_trips import counted, own
 from worlds import BAY, GARDEN, ok, refused, resident_account, staff_account
 
 from caiyun.domain import accounts, houses, messaging, notices
@@ -159,7 +160,7 @@ def test_bad_notice_fields_are_refused(
 def test_publishing_tells_each_resident_of_the_community_once(
     monkeypatch: pytest.MonkeyPatch, services: Services, world: dict[str, Any]
 ) -> None:
-    monkeypatch.setattr(notices, "DELIVERY_BATCH", 1)  # a resident's two houses in two batches
+    monkeypatch.setattr(notices, "DELIVERY_BATCH", 1)  # every account in a batch of its own
     notice_id = ok(publish(world, "garden_id", "停水通知"))["notice_id"]
 
     def inbox(who: str) -> list[dict[str, Any]]:
@@ -206,3 +207,87 @@ def test_same_request_id_publishes_and_delivers_once(
     assert services.db[notices.NOTICES].count_documents({}) == 1
     garden_only = account_id(services, world["garden_only"])
     assert messaging.inbox(services, garden_only, False, 1, 20)[1] == 1
+
+
+def test_a_community_without_notices_still_has_its_group(world: dict[str, Any]) -> None:
+    ok(publish(world, "garden_id", "停水通知"))
+
+    both = groups(world, "both")
+
+    assert [(g["community_name"], g["total"], g["items"]) for g in both][1] == ("星河湾", 0, [])
+
+
+def test_a_publisher_dying_before_delivery_leaves_it_to_the_timer(
+    monkeypatch: pytest.MonkeyPatch, services: Services, world: dict[str, Any]
+) -> None:
+    def dies(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("container recycled")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(messaging, "notify", dies)
+        assert refused(publish(world, "garden_id", "停气通知")) == "INTERNAL"
+    services.clock.advance(6 * 60)
+    later = invoke("scheduler", {"Type": "Timer", "TriggerName": "t"}, openid=None)
+
+    assert later["data"]["notices_resumed"] == 1
+    garden_only = account_id(services, world["garden_only"])
+    assert [m["title"] for m in messaging.inbox(services, garden_only, False, 1, 20)[0]] == [
+        "停气通知"
+    ]
+    assert services.db[notices.NOTICES].find_one({})["inbox"] == "sent"
+
+
+def test_a_notice_stored_before_names_were_kept_still_shows_its_community(
+    services: Services, world: dict[str, Any]
+) -> None:
+    notice_id = ok(publish(world, "garden_id", "停水通知"))["notice_id"]
+    services.db[notices.NOTICES].update_one({"_id": notice_id}, {"$unset": {"community_name": ""}})
+
+    for reader in ("both", "admin"):
+        seen = invoke("notify", {"action": "notice_detail", "notice_id": notice_id}, world[reader])
+        assert ok(seen)["community_name"] == "彩云花园", reader
+
+
+# ------------------------------------------------------------------------------ round trips
+
+
+def test_publishing_reads_the_community_once_and_replies_from_what_it_wrote(
+    services: Services, world: dict[str, Any]
+) -> None:
+    with counted(services) as commands:
+        published = ok(publish(world, "garden_id", "停水通知"))
+
+    assert own(commands) == [
+        "communities.find_one",
+        "notices.insert_one",
+        "memberships.find",
+        "notices.update_one",
+    ]
+    assert published["community_name"] == "彩云花园"
+
+
+def test_the_notice_page_is_two_reads_however_many_communities(
+    services: Services, world: dict[str, Any]
+) -> None:
+    ok(publish(world, "garden_id", "停水通知"))
+    ok(publish(world, "bay_id", "消防演练", who="boss"))
+
+    with counted(services) as commands:
+        assert len(groups(world, "both")) == 2
+
+    assert commands == ["accounts.aggregate", "memberships.aggregate", "notices.aggregate"]
+
+
+def test_a_notice_is_one_read_for_its_residents_and_its_staff(
+    services: Services, world: dict[str, Any]
+) -> None:
+    notice_id = ok(publish(world, "garden_id", "停水通知"))["notice_id"]
+    ask = {"action": "notice_detail", "notice_id": notice_id}
+
+    with counted(services) as as_resident:
+        ok(invoke("notify", ask, world["garden_only"]))
+    with counted(services) as as_staff:
+        ok(invoke("notify", ask, world["guard"]))
+
+    assert as_resident == ["accounts.aggregate", "notices.aggregate"]
+    assert as_staff == ["accounts.aggregate", "notices.find_one"]

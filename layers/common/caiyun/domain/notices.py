@@ -18,9 +18,8 @@ from typing import Any
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 
 from caiyun.clock import iso
-from caiyun.data import paging
 from caiyun.data.schema import declare
-from caiyun.domain import communities, houses, idempotency, memberships, messaging, staff
+from caiyun.domain import communities, idempotency, memberships, messaging, staff
 from caiyun.errors import AppError
 from caiyun.services import Services
 
@@ -34,7 +33,7 @@ _DELIVERY_LEASE = timedelta(minutes=5)
 
 # Newest notices shown per community on the resident's notice page.
 GROUP_LIMIT = 20
-# Houses whose accounts are looked up, and inbox messages written, per batch.
+# Accounts whose inbox messages are written together, per batch.
 DELIVERY_BATCH = 500
 _SUMMARY_CHARS = 60
 
@@ -50,45 +49,49 @@ def publish(
     """Publish a notice to a community the admin covers and tell its residents' inboxes."""
     staff.require_scope(admin, community_id)
     db = services.db
-    if communities.get(db, community_id) is None:
+    community = communities.get(db, community_id)
+    if community is None:
         raise AppError("NOT_FOUND", "小区不存在")
+    born: list[dict[str, Any]] = []
 
     def make(record_id: str) -> dict[str, Any]:
+        now = services.clock.now()
         doc = {
             "_id": record_id,
             "community_id": community_id,
+            "community_name": community["name"],
             "title": title,
             "content": content,
             "author_id": admin["_id"],
-            "published_at": services.clock.now(),
-            "inbox": "pending",
+            "published_at": now,
+            # Born claimed by this call, so delivering needs no claim of its own; if the call
+            # dies, the timer takes the delivery over once the claim is stale.
+            "inbox": "sending",
+            "sending_since": now,
             "inbox_count": 0,
         }
         stored = idempotency.insert_once(db[NOTICES], doc)
+        if stored is doc:
+            born.append(doc)
         return {"notice_id": stored["_id"]}
 
     created = idempotency.once(services, "notice.publish", admin["_id"], request_id, make)
-    _deliver(services, created["notice_id"])
-    return _detail(services, db[NOTICES].find_one({"_id": created["notice_id"]}))
+    notice = born[0] if born else _claim(services, created["notice_id"])
+    if notice is None:
+        # A repeated request whose delivery is done or under way elsewhere.
+        notice = db[NOTICES].find_one({"_id": created["notice_id"]})
+    else:
+        _deliver(services, notice)
+    return _detail(db, notice)
 
 
-def _batches(cursor: Iterator[dict[str, Any]], size: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for doc in cursor:
-        batch.append(doc["_id"])
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _deliver(services: Services, notice_id: str) -> None:
-    db, now = services.db, services.clock.now()
-    # Claimed by one sender at a time; a delivery cut short is taken over once its claim is
-    # stale (by a retried publish or the timer), and the fixed message ids make the second
-    # pass skip everyone the first pass reached.
-    notice = db[NOTICES].find_one_and_update(
+def _claim(services: Services, notice_id: str) -> dict[str, Any] | None:
+    # One sender at a time; a delivery cut short is taken over once its claim is stale (by a
+    # retried publish or the timer), and the fixed message ids make the second pass skip
+    # everyone the first pass reached. "pending" is how notices were stored before they were
+    # born claimed.
+    now = services.clock.now()
+    return services.db[NOTICES].find_one_and_update(
         {
             "_id": notice_id,
             "$or": [
@@ -99,31 +102,48 @@ def _deliver(services: Services, notice_id: str) -> None:
         {"$set": {"inbox": "sending", "sending_since": now}},
         return_document=ReturnDocument.AFTER,
     )
-    if notice is None:
-        return
-    community_id = notice["community_id"]
-    summary = notice["content"][:_SUMMARY_CHARS]
-    page = f"/pages/notice/detail?id={notice_id}"
-    told: set[str] = set()
-    house_ids = db[houses.HOUSES].find({"community_id": community_id}, {"_id": 1})
-    for batch in _batches(house_ids, DELIVERY_BATCH):
-        links = db[memberships.MEMBERSHIPS].find({"house_id": {"$in": batch}}, {"account_id": 1})
-        # One message per account, however many houses it holds in the community.
-        fresh = sorted({m["account_id"] for m in links} - told)
-        told.update(fresh)
+
+
+def _batches(links: Iterator[dict[str, Any]], size: int) -> Iterator[list[str]]:
+    # The links come sorted by account, so an account bound to several houses of the
+    # community is seen once, without holding every account seen so far.
+    batch: list[str] = []
+    last = None
+    for link in links:
+        if link["account_id"] == last:
+            continue
+        last = link["account_id"]
+        batch.append(last)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _deliver(services: Services, notice: dict[str, Any]) -> None:
+    """Tell every account bound in the notice's community, for a notice this call claimed."""
+    db = services.db
+    notice_id, community_id = notice["_id"], notice["community_id"]
+    links = (
+        db[memberships.MEMBERSHIPS]
+        .find({"community_id": community_id}, {"account_id": 1, "_id": 0})
+        .sort("account_id", 1)
+    )
+    told = 0
+    for batch in _batches(links, DELIVERY_BATCH):
         messaging.notify(
             services,
-            fresh,
+            batch,
             "notice",
             notice["title"],
-            summary,
-            page,
+            notice["content"][:_SUMMARY_CHARS],
+            f"/pages/notice/detail?id={notice_id}",
             community_id=community_id,
             message_key=f"notice-{notice_id}",
         )
-    db[NOTICES].update_one(
-        {"_id": notice_id}, {"$set": {"inbox": "sent", "inbox_count": len(told)}}
-    )
+        told += len(batch)
+    db[NOTICES].update_one({"_id": notice_id}, {"$set": {"inbox": "sent", "inbox_count": told}})
 
 
 def resume_deliveries(services: Services) -> dict[str, int]:
@@ -135,17 +155,18 @@ def resume_deliveries(services: Services) -> dict[str, int]:
         .find({"inbox": "sending", "sending_since": {"$lte": stale}}, {"_id": 1})
         .limit(100)
     ):
-        _deliver(services, doc["_id"])
-        resumed += 1
+        notice = _claim(services, doc["_id"])
+        if notice is not None:
+            _deliver(services, notice)
+            resumed += 1
     return {"notices_resumed": resumed}
 
 
-def _detail(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
-    names = communities.names(services.db, [doc["community_id"]])
+def _detail(db: Any, doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "notice_id": doc["_id"],
         "community_id": doc["community_id"],
-        "community_name": names.get(doc["community_id"], ""),
+        "community_name": communities.name_on(db, doc),
         "title": doc["title"],
         "content": doc["content"],
         "published_at": iso(doc["published_at"]),
@@ -156,48 +177,98 @@ def for_resident(services: Services, account: dict[str, Any]) -> list[dict[str, 
     """One group per community where the caller holds a house: its newest notices (title and
     publish time, at most ``GROUP_LIMIT``) and how many it has in all."""
     db = services.db
-    community_ids = list(
-        dict.fromkeys(m["community_id"] for m in memberships.of_account(db, account["_id"]))
-    )
-    names = communities.names(db, community_ids)
-    groups = []
-    for community_id in community_ids:
-        latest, total, _ = paging.page(
-            db[NOTICES],
-            {"community_id": community_id},
-            [("_id", DESCENDING)],
-            1,
-            GROUP_LIMIT,
-            {"title": 1, "published_at": 1},
-        )
-        groups.append(
-            {
-                "community_id": community_id,
-                "community_name": names.get(community_id, ""),
-                "total": total,
-                "items": [
-                    {
-                        "notice_id": n["_id"],
-                        "title": n["title"],
-                        "published_at": iso(n["published_at"]),
+    held = list(
+        db[memberships.MEMBERSHIPS].aggregate(
+            [
+                {"$match": {"account_id": account["_id"]}},
+                # In the order the caller first joined each community.
+                {"$group": {"_id": "$community_id", "since": {"$min": "$_id"}}},
+                {"$sort": {"since": 1}},
+                {
+                    "$lookup": {
+                        "from": communities.COMMUNITIES,
+                        "localField": "_id",
+                        "foreignField": "_id",
+                        "as": "community",
                     }
-                    for n in latest
-                ],
-            }
+                },
+                {"$project": {"community.name": 1}},
+            ]
         )
-    return groups
+    )
+    if not held:
+        return []
+    # Every group in one command, a facet each. Facets use no index, but the $match before
+    # them does, and each group's total reads its notices anyway (paging.page's trade-off).
+    facets: dict[str, list[dict[str, Any]]] = {}
+    for i, group in enumerate(held):
+        mine = {"$match": {"community_id": group["_id"]}}
+        facets[f"items{i}"] = [
+            mine,
+            {"$limit": GROUP_LIMIT},
+            {"$project": {"title": 1, "published_at": 1}},
+        ]
+        facets[f"total{i}"] = [mine, {"$count": "n"}]
+    found = next(
+        iter(
+            db[NOTICES].aggregate(
+                [
+                    {"$match": {"community_id": {"$in": [g["_id"] for g in held]}}},
+                    {"$sort": {"_id": DESCENDING}},
+                    {"$facet": facets},
+                ]
+            )
+        ),
+        {},
+    )
+    return [
+        {
+            "community_id": group["_id"],
+            "community_name": (group["community"] or [{}])[0].get("name", ""),
+            "total": (found.get(f"total{i}") or [{"n": 0}])[0]["n"],
+            "items": [
+                {
+                    "notice_id": n["_id"],
+                    "title": n["title"],
+                    "published_at": iso(n["published_at"]),
+                }
+                for n in found.get(f"items{i}", [])
+            ],
+        }
+        for i, group in enumerate(held)
+    ]
 
 
 def detail(services: Services, account: dict[str, Any], notice_id: str) -> dict[str, Any]:
     """A notice of a community where the caller holds a house, or which the caller staffs."""
     db = services.db
-    doc = db[NOTICES].find_one({"_id": notice_id})
+    record = staff.of_account(db, account)
+    if record is not None:
+        doc = db[NOTICES].find_one({"_id": notice_id, **staff.scope_query(record)})
+        if doc is not None:
+            return _detail(db, doc)
+    # A resident's read: the notice with the caller's membership of its community joined in.
+    # MongoDB folds an $unwind and a $match on the joined field into the $lookup before them,
+    # so the join fetches the caller's membership alone (an index lookup), not the
+    # community's every membership.
+    rows = db[NOTICES].aggregate(
+        [
+            {"$match": {"_id": notice_id}},
+            {
+                "$lookup": {
+                    "from": memberships.MEMBERSHIPS,
+                    "localField": "community_id",
+                    "foreignField": "community_id",
+                    "as": "_member",
+                }
+            },
+            {"$unwind": "$_member"},
+            {"$match": {"_member.account_id": account["_id"]}},
+            {"$limit": 1},
+            {"$project": {"_member": 0}},
+        ]
+    )
+    doc = next(iter(rows), None)
     if doc is None:
         raise AppError("NOT_FOUND", "公告不存在")
-    community_id = doc["community_id"]
-    resident = db[memberships.MEMBERSHIPS].find_one(
-        {"account_id": account["_id"], "community_id": community_id}, {"_id": 1}
-    )
-    if resident is None and not staff.covers(staff.of_account(db, account), community_id):
-        raise AppError("NOT_FOUND", "公告不存在")
-    return _detail(services, doc)
+    return _detail(db, doc)
