@@ -266,7 +266,7 @@ def test_publishing_reads_the_community_once_and_replies_from_what_it_wrote(
     assert published["community_name"] == "彩云花园"
 
 
-def test_the_notice_page_is_two_reads_however_many_communities(
+def test_the_notice_page_is_one_read_however_many_communities(
     services: Services, world: dict[str, Any]
 ) -> None:
     ok(publish(world, "garden_id", "停水通知"))
@@ -275,7 +275,7 @@ def test_the_notice_page_is_two_reads_however_many_communities(
     with counted(services) as commands:
         assert len(groups(world, "both")) == 2
 
-    assert commands == ["accounts.aggregate", "memberships.aggregate", "notices.aggregate"]
+    assert commands == ["accounts.aggregate", "memberships.aggregate"]
 
 
 def test_a_notice_is_one_read_for_its_residents_and_its_staff(

@@ -176,66 +176,76 @@ def _detail(db: Any, doc: dict[str, Any]) -> dict[str, Any]:
 def for_resident(services: Services, account: dict[str, Any]) -> list[dict[str, Any]]:
     """One group per community where the caller holds a house: its newest notices (title and
     publish time, at most ``GROUP_LIMIT``) and how many it has in all."""
-    db = services.db
-    held = list(
-        db[memberships.MEMBERSHIPS].aggregate(
-            [
-                {"$match": {"account_id": account["_id"]}},
-                # In the order the caller first joined each community.
-                {"$group": {"_id": "$community_id", "since": {"$min": "$_id"}}},
-                {"$sort": {"since": 1}},
-                {
-                    "$lookup": {
-                        "from": communities.COMMUNITIES,
-                        "localField": "_id",
-                        "foreignField": "_id",
-                        "as": "community",
-                    }
-                },
-                {"$project": {"community.name": 1}},
-            ]
-        )
-    )
-    if not held:
-        return []
-    # Every group in one command, a facet each. Facets use no index, but the $match before
-    # them does, and each group's total reads its notices anyway (paging.page's trade-off).
-    facets: dict[str, list[dict[str, Any]]] = {}
-    for i, group in enumerate(held):
-        mine = {"$match": {"community_id": group["_id"]}}
-        facets[f"items{i}"] = [
-            mine,
-            {"$limit": GROUP_LIMIT},
-            {"$project": {"title": 1, "published_at": 1}},
+    # One command from the caller's memberships: each community with its name and its
+    # notices joined in. The notices are read whole on the server either way (a group's
+    # total counts them, as paging.page's $facet does); only the newest of each come back.
+    rows = services.db[memberships.MEMBERSHIPS].aggregate(
+        [
+            {"$match": {"account_id": account["_id"]}},
+            # In the order the caller first joined each community.
+            {"$group": {"_id": "$community_id", "since": {"$min": "$_id"}}},
+            {
+                "$lookup": {
+                    "from": communities.COMMUNITIES,
+                    "localField": "_id",
+                    "foreignField": "_id",
+                    "as": "community",
+                }
+            },
+            {
+                "$lookup": {
+                    "from": NOTICES,
+                    "localField": "_id",
+                    "foreignField": "community_id",
+                    "as": "notice",
+                }
+            },
+            # Right after the $lookup, MongoDB unwinds inside the join (no array of every
+            # notice is built); a community without notices stays, as one row without one.
+            {"$unwind": {"path": "$notice", "preserveNullAndEmptyArrays": True}},
+            {"$sort": {"since": 1, "notice._id": DESCENDING}},
+            {
+                "$group": {
+                    "_id": "$_id",
+                    "since": {"$first": "$since"},
+                    "community": {"$first": "$community"},
+                    "total": {"$sum": {"$cond": [{"$ifNull": ["$notice._id", False]}, 1, 0]}},
+                    "items": {
+                        "$push": {
+                            "notice_id": "$notice._id",
+                            "title": "$notice.title",
+                            "published_at": "$notice.published_at",
+                        }
+                    },
+                }
+            },
+            {"$sort": {"since": 1}},
+            {
+                "$project": {
+                    "community.name": 1,
+                    "total": 1,
+                    "items": {"$slice": ["$items", GROUP_LIMIT]},
+                }
+            },
         ]
-        facets[f"total{i}"] = [mine, {"$count": "n"}]
-    found = next(
-        iter(
-            db[NOTICES].aggregate(
-                [
-                    {"$match": {"community_id": {"$in": [g["_id"] for g in held]}}},
-                    {"$sort": {"_id": DESCENDING}},
-                    {"$facet": facets},
-                ]
-            )
-        ),
-        {},
     )
     return [
         {
-            "community_id": group["_id"],
-            "community_name": (group["community"] or [{}])[0].get("name", ""),
-            "total": (found.get(f"total{i}") or [{"n": 0}])[0]["n"],
+            "community_id": row["_id"],
+            "community_name": (row["community"] or [{}])[0].get("name", ""),
+            "total": row["total"],
             "items": [
                 {
-                    "notice_id": n["_id"],
+                    "notice_id": n["notice_id"],
                     "title": n["title"],
                     "published_at": iso(n["published_at"]),
                 }
-                for n in found.get(f"items{i}", [])
+                for n in row["items"]
+                # The one row of a community without notices pushes an empty item.
+                if "notice_id" in n
             ],
         }
-        for i, group in enumerate(held)
+        for row in rows
     ]
 
 
