@@ -158,6 +158,23 @@ def test_verified_resident_pays_several_bills_in_one_icbc_order(
     assert ok(get_order(ALICE, order["order_no"]))["status"] == "pending"
 
 
+def test_pay_reads_the_bills_and_who_may_pay_them_in_one_query(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    verify(svc, ALICE)
+
+    with commands(svc) as sent:
+        ok(pay(ALICE, world.oct_fee, world.oct_parking))
+
+    assert sent == [
+        "accounts.aggregate",  # the caller
+        "bills.aggregate",  # the bills, their houses' members joined in
+        "payment_orders.insert_one",  # the order, before ICBC is called
+        "bills.update_many",  # the bills locked into it, all or none
+        "payment_orders.update_one",  # what ICBC answered, for the app to pay with
+    ]
+
+
 def test_wallet_method_is_passed_to_icbc(
     svc: Services, bank: FakeIcbc, world: SimpleNamespace
 ) -> None:

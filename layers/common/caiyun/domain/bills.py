@@ -151,26 +151,25 @@ def release(db: Any, order_no: str) -> int:
     return result.modified_count
 
 
-def settle(db: Any, bill_ids: list[str], order_no: str, paid_at: Any) -> tuple[int, int]:
-    """Mark the order's bills paid; safe to repeat. Returns (newly paid, not settled by it).
+def settle(db: Any, bill_ids: list[str], order_no: str, paid_at: Any) -> int:
+    """Mark the order's bills paid; safe to repeat with the order's ``paid_at``. Returns how
+    many of them it could not settle (paid by, or locked in, another order meanwhile), so the
+    order can be refunded.
 
     A bill released by an expired order and still unpaid is settled too (the money arrived
-    late); one paid by, or locked in, another order meanwhile is counted so the order can be
-    refunded.
+    late).
     """
     result = db[BILLS].update_many(
         {
             "_id": {"$in": bill_ids},
-            "$or": [{"status": "locked", "order_no": order_no}, {"status": "unpaid"}],
+            # Bills this order already paid match too (and are left as they are), so the
+            # update's own match count says how many the order now holds, with no second read.
+            "$or": [
+                {"status": "locked", "order_no": order_no},
+                {"status": "unpaid"},
+                {"status": "paid", "order_no": order_no},
+            ],
         },
         {"$set": {"status": "paid", "order_no": order_no, "paid_at": paid_at}},
     )
-    # Anything not now paid by this order (paid by another, or locked in another live order)
-    # means this payment covers bills it cannot settle: the order must be refunded.
-    elsewhere = db[BILLS].count_documents(
-        {
-            "_id": {"$in": bill_ids},
-            "$or": [{"status": {"$ne": "paid"}}, {"order_no": {"$ne": order_no}}],
-        }
-    )
-    return result.modified_count, elsewhere
+    return len(bill_ids) - result.matched_count
