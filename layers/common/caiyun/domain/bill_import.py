@@ -102,7 +102,6 @@ def _houses(batch: _Batch) -> dict[tuple[str, str, str], dict[str, Any]]:
                     "room": {"$in": sorted({r.room for r in rows})},
                 }
             },
-            {"$project": {"building": 1, "unit": 1, "room": 1}},
             {
                 "$lookup": {
                     "from": memberships.MEMBERSHIPS,
@@ -111,6 +110,7 @@ def _houses(batch: _Batch) -> dict[tuple[str, str, str], dict[str, Any]]:
                     "as": "members",
                 }
             },
+            {"$project": {"building": 1, "unit": 1, "room": 1, "members.account_id": 1}},
         ]
     )
     wanted = {(r.building, r.unit, r.room) for r in rows}
