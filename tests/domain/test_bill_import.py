@@ -18,6 +18,7 @@ from billing import (
     ERIN,
     MAPLE_ADMIN,
     NOTIFY_URL,
+    commands,
     get_order,
     import_estate,
     list_bills,
@@ -32,7 +33,8 @@ from conftest import invoke
 from worlds import ok, refused, staff_account
 
 from caiyun.clock import business_date
-from caiyun.domain import houses
+from caiyun.domain import bill_import, houses
+from caiyun.errors import AppError
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services
@@ -323,6 +325,119 @@ def test_too_many_rows_in_one_call_are_refused(svc: Services, world: SimpleNames
 
     assert refused(reply) == "INVALID_ARGUMENT"
     assert "rows" in reply["error"]["details"]["fields"]
+    assert all_bills(svc) == {}
+
+
+# ------------------------------------------------------------------------------ batches
+
+
+def months(*rooms: int) -> list[dict[str, Any]]:
+    """Three months of 物业费 for each room, room by room."""
+    return [
+        row(room, period=f"2026-{month:02d}", due_date=f"2026-{month:02d}-28")
+        for room in rooms
+        for month in (9, 10, 11)
+    ]
+
+
+def test_a_batch_of_rows_costs_one_read_of_houses_and_one_insert(
+    svc: Services, world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bill_import, "BATCH", 4)
+    rows = months(101, 102, 201)  # 9 rows: batches of 4, 4 and 1
+
+    with commands(svc) as sent:
+        results = bill_import.import_bills(svc, world.garden, rows)
+
+    assert [r.status for r in results] == ["created"] * 9
+    assert [r.row for r in results] == list(range(1, 10))
+    assert sent.count("houses.aggregate") == 3
+    assert sent.count("bills.insert_many") == 3
+    assert "bills.insert_one" not in sent and "houses.find_one" not in sent
+    assert "memberships.find" not in sent  # the accounts to tell came with the houses
+    assert "communities.find_one" not in sent  # a house found proves the community
+    assert len(all_bills(svc)) == 9
+
+
+def test_reimport_across_batches_reads_each_batch_once_and_writes_nothing(
+    svc: Services, world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bill_import, "BATCH", 4)
+    rows = months(101, 102, 201)
+    bill_import.import_bills(svc, world.garden, rows)
+    before = all_bills(svc)
+
+    with commands(svc) as sent:
+        results = bill_import.import_bills(svc, world.garden, rows)
+
+    assert [r.status for r in results] == ["unchanged"] * 9
+    assert sorted(set(sent)) == ["bills.find", "bills.insert_many", "houses.aggregate"]
+    assert len(sent) == 9  # three per batch
+    assert all_bills(svc) == before
+
+
+def test_each_house_is_announced_once_even_when_its_rows_span_batches(
+    svc: Services, world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bill_import, "BATCH", 2)
+
+    report = ok(import_bills(months(101, 102), world.garden))
+
+    assert report["counts"]["created"] == 6
+    for who in (ALICE, ERIN, BOB):
+        told = messages(who, "bill")
+        assert len(told) == 1
+        assert all(f"2026-{m} 物业费" in told[0]["body"] for m in ("09", "10", "11"))
+
+
+def test_repeats_of_a_bill_across_batches_end_as_its_last_row_says(
+    svc: Services, world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bill_import, "BATCH", 2)
+    rows = [row(101), row(101), row(101, amount=12300), row(102), row(101, amount=12300)]
+
+    report = ok(import_bills(rows, world.garden))
+
+    assert [r["status"] for r in report["rows"]] == [
+        "created",
+        "unchanged",
+        "updated",
+        "created",
+        "unchanged",
+    ]
+    assert all_bills(svc)[(world.h101["_id"], "2026-11", "物业费")]["amount_fen"] == 12300
+
+
+def test_a_bill_locked_while_its_batch_is_written_is_reported_and_left_alone(
+    svc: Services, world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok(import_bills([row(101), row(102, amount=15000)], world.garden))
+    key = {"house_id": world.h101["_id"], "period": "2026-11", "item": "物业费"}
+    read = bill_import._stored
+
+    def then_a_payment_locks_it(*args: Any) -> Any:
+        found = read(*args)
+        svc.db["bills"].update_one(key, {"$set": {"status": "locked", "order_no": "CY-race"}})
+        return found
+
+    monkeypatch.setattr(bill_import, "_stored", then_a_payment_locks_it)
+
+    results = bill_import.import_bills(
+        svc, world.garden, [row(101, amount=1), row(102, amount=15500)]
+    )
+
+    assert [r.status for r in results] == ["error", "updated"]
+    assert results[0].house_id == world.h101["_id"] and results[0].reason
+    assert svc.db["bills"].find_one(key)["amount_fen"] == 12000
+
+
+def test_unknown_community_is_refused_before_anything_is_written(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    for rows in ([], [row(101)], ["not a row"]):
+        with pytest.raises(AppError) as refusal:
+            bill_import.import_bills(svc, "no-such-community", rows)
+        assert refusal.value.code == "NOT_FOUND"
     assert all_bills(svc) == {}
 
 

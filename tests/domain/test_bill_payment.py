@@ -18,6 +18,7 @@ from billing import (
     NOTIFY_URL,
     bill_status,
     billed_world,
+    commands,
     get_order,
     list_bills,
     messages,
@@ -87,6 +88,36 @@ def test_list_of_someone_elses_house_is_forbidden(world: SimpleNamespace) -> Non
     assert "15000" not in str(reply)
 
 
+def test_list_pages_through_several_houses_in_period_order(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    memberships.add(svc.db, world.h102, world.ids[ALICE.openid], "tenant", svc.clock.now(), "test")
+
+    first = ok(list_bills(ALICE, page_size=3))
+    second = ok(list_bills(ALICE, page=2, page_size=3))
+
+    assert first["total"] == second["total"] == 4
+    assert first["unpaid_total_fen"] == 12000 + 5000 + 12500 + 15000
+    shown = first["items"] + second["items"]
+    assert {b["bill_id"] for b in shown} == {
+        world.oct_fee,
+        world.oct_parking,
+        world.nov_fee,
+        world.bob_fee,
+    }
+    assert [b["period"] for b in shown] == sorted((b["period"] for b in shown), reverse=True)
+    labels = {b["bill_id"]: b["house_label"] for b in shown}
+    assert labels[world.bob_fee] == houses.label(world.h102)
+    assert labels[world.nov_fee] == houses.label(world.h101)
+
+
+def test_list_is_the_caller_lookup_and_one_query(svc: Services, world: SimpleNamespace) -> None:
+    with commands(svc) as sent:
+        ok(list_bills(ALICE, status="unpaid"))
+
+    assert sent == ["accounts.aggregate", "memberships.aggregate"]
+
+
 def test_list_needs_a_known_caller(world: SimpleNamespace) -> None:
     assert refused(invoke("bills", {"action": "list"}, "o-stranger")) == "UNAUTHENTICATED"
 
@@ -125,6 +156,23 @@ def test_verified_resident_pays_several_bills_in_one_icbc_order(
     assert status_of(ALICE, world.oct_parking) == "paying"
     assert status_of(ALICE, world.nov_fee) == "unpaid"
     assert ok(get_order(ALICE, order["order_no"]))["status"] == "pending"
+
+
+def test_pay_reads_the_bills_and_who_may_pay_them_in_one_query(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    verify(svc, ALICE)
+
+    with commands(svc) as sent:
+        ok(pay(ALICE, world.oct_fee, world.oct_parking))
+
+    assert sent == [
+        "accounts.aggregate",  # the caller
+        "bills.aggregate",  # the bills, their houses' members joined in
+        "payment_orders.insert_one",  # the order, before ICBC is called
+        "bills.update_many",  # the bills locked into it, all or none
+        "payment_orders.update_one",  # what ICBC answered, for the app to pay with
+    ]
 
 
 def test_wallet_method_is_passed_to_icbc(

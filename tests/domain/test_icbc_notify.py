@@ -22,6 +22,7 @@ from billing import (
     as_paid,
     bank_order,
     billed_world,
+    commands,
     get_order,
     list_bills,
     messages,
@@ -85,6 +86,59 @@ def test_valid_success_notify_settles_the_order_once_and_tells_the_payer(
     assert kept[0]["outcome"] == "applied"
     assert kept[0]["order_no"] == order["order_no"]
     assert kept[0]["body"] == urlencode(form)
+
+
+def test_success_notify_finds_and_wins_the_order_in_one_update(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    verify(svc, ALICE)
+    order = ok(pay(ALICE, world.oct_fee, world.oct_parking))
+    form = bank.notify_form(bank.settle(order["order_no"], "success"), NOTIFY_URL)
+
+    with commands(svc) as sent:
+        assert reply_of(post_notify(urlencode(form)), bank)["return_code"] == 0
+
+    own = [c for c in sent if not c.startswith(("messages.", "accounts.", "subscription_"))]
+    assert own == [
+        "icbc_notifies.insert_one",  # kept before anything is read
+        "payment_orders.find_one_and_update",  # amount checked in the winning update
+        "bills.update_many",  # its match count tells how many bills the order settled
+        "payment_transactions.insert_one",
+        "icbc_notifies.update_one",
+    ]
+    assert status_of(ALICE, world.oct_fee) == status_of(ALICE, world.oct_parking) == "paid"
+
+
+def test_repeated_success_notify_leaves_the_paid_bills_and_flags_no_refund(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    verify(svc, ALICE)
+    order = ok(pay(ALICE, world.oct_fee, world.oct_parking))
+    form = urlencode(bank.notify_form(bank.settle(order["order_no"], "success"), NOTIFY_URL))
+    reply_of(post_notify(form), bank)
+    settled = snapshot(svc)
+    svc.clock.advance(60)
+
+    assert reply_of(post_notify(form), bank)["return_code"] == 0
+
+    assert snapshot(svc) == settled
+    assert [k["outcome"] for k in notifies(svc)] == ["applied", "duplicate"]
+
+
+def test_failure_notify_of_another_amount_changes_nothing(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    verify(svc, ALICE)
+    order = ok(pay(ALICE, world.oct_fee))
+    failed = {**bank.settle(order["order_no"], "fail"), "amount_fen": 1}
+    before = snapshot(svc)
+
+    answer = reply_of(post_notify(urlencode(bank.notify_form(failed, NOTIFY_URL))), bank)
+
+    assert answer["return_code"] != 0
+    assert snapshot(svc) == before
+    assert ok(get_order(ALICE, order["order_no"]))["status"] == "pending"
+    assert notifies(svc)[-1]["outcome"] == "amount_mismatch"
 
 
 def test_base64_encoded_notify_body_is_read_like_a_plain_one(

@@ -18,6 +18,7 @@ from billing import (
     NOBODY,
     NOTIFY_URL,
     billed_world,
+    commands,
     get_order,
     messages,
     pay,
@@ -148,6 +149,16 @@ def test_unpaid_list_shows_house_owner_name_and_masked_phone(
     text = str(data)
     for who in (ALICE, BOB, CAROL):
         assert who.phone not in text
+
+
+def test_staff_list_joins_the_houses_in_its_one_query(
+    svc: Services, paid_world: SimpleNamespace, garden: str
+) -> None:
+    with commands(svc) as sent:
+        data = ok(staff_list(garden, "unpaid"))
+
+    assert sent == ["accounts.aggregate", "bills.aggregate"]
+    assert all(b["house_label"] and b["owner_name"] for b in data["items"])
 
 
 def test_paid_list_shows_when_it_was_paid(paid_world: SimpleNamespace, garden: str) -> None:

@@ -5,6 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 
+def window(page: int, page_size: int) -> list[dict[str, Any]]:
+    """The ``$skip``/``$limit`` stages that keep page ``page`` (from 1) of a sorted pipeline."""
+    stages: list[dict[str, Any]] = []
+    if page > 1:
+        stages.append({"$skip": (page - 1) * page_size})
+    stages.append({"$limit": page_size})
+    return stages
+
+
 def page(
     collection: Any,
     query: dict[str, Any],
@@ -13,6 +22,7 @@ def page(
     page_size: int,
     projection: dict[str, Any] | None = None,
     extra_counts: dict[str, dict[str, Any]] | None = None,
+    item_stages: list[dict[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
     """Page ``page`` (from 1) of the documents matching ``query`` in ``sort`` order.
 
@@ -20,6 +30,8 @@ def page(
     applied, as ``find`` would), how many documents match ``query`` in all, and for each
     ``name: extra`` in ``extra_counts`` how many match both ``query`` and ``extra`` (the
     inbox's unread count). Nothing matching gives ``([], 0, {name: 0, ...})``.
+    ``item_stages`` run on the page's documents only, after ``projection`` (a ``$lookup`` of
+    what each item shows costs the page's size, not the collection's).
 
     Works on MongoDB and on the embedded engine alike (both run ``$facet``).
     """
@@ -28,12 +40,10 @@ def page(
     extra_counts = extra_counts or {}
     if {"items", "total"} & extra_counts.keys():
         raise ValueError("extra_counts may not be named items or total")
-    items: list[dict[str, Any]] = []
-    if page > 1:
-        items.append({"$skip": (page - 1) * page_size})
-    items.append({"$limit": page_size})
+    items = window(page, page_size)
     if projection:
         items.append({"$project": projection})
+    items.extend(item_stages or [])
     facets: dict[str, list[dict[str, Any]]] = {
         "items": items,
         "total": [{"$count": "n"}],

@@ -4,8 +4,8 @@ touches a paid bill, and each new bill is pushed to the accounts bound to its ho
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Annotated, Any
 
@@ -15,10 +15,11 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pymongo.errors import DuplicateKeyError
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 
 from caiyun.domain import bills, communities, houses, memberships, messaging, staff
-from caiyun.domain.owner_import import AddressRow, RowResult, row_error
+from caiyun.domain.owner_import import AddressRow, RowResult, RowStatus, row_error
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
@@ -50,59 +51,225 @@ class BillRow(AddressRow):
         return value
 
 
-def _apply(
-    services: Services, community_id: str, row: BillRow, number: int, fresh: dict[str, list[str]]
-) -> RowResult:
-    db, now = services.db, services.clock.now()
-    house = houses.by_address(db, community_id, row.building, row.unit, row.room)
-    if house is None:
-        return RowResult(number, "error", reason="房屋不存在")
-    label = houses.label(house)
-    key = {"house_id": house["_id"], "period": row.period, "item": row.item}
-    terms = {"amount_fen": row.amount_fen, "due_date": row.due_date.isoformat()}
-    try:
-        bill_id = new_id()
-        db[bills.BILLS].insert_one(
+# Rows are written this many at a time: one read of their houses, one insert_many, and for
+# rows already imported one read and one bulk write. The file itself is streamed.
+BATCH = 500
+
+_Key = tuple[str, str, str]  # house_id, period, item
+_PAID_OR_PAYING = "账单已缴费或正在支付，不能修改"
+
+
+@dataclass
+class _Fresh:
+    """New bills of one house, for its announcement: up to four, and who to tell."""
+
+    members: list[str]
+    items: list[str] = field(default_factory=list)
+
+    def add(self, item: str) -> None:
+        # The message names three; a fourth only says there are more.
+        if len(self.items) < 4:
+            self.items.append(item)
+
+
+@dataclass
+class _Batch:
+    """One batch of an import and what the import keeps between batches."""
+
+    services: Services
+    community_id: str
+    results: list[RowResult | None]
+    fresh: dict[str, _Fresh]
+    rows: list[tuple[int, BillRow]] = field(default_factory=list)
+    community_seen: bool = False
+
+
+def _houses(batch: _Batch) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The batch's houses by address, each with the accounts bound to it, in one command.
+
+    Matching each of building, unit and room with ``$in`` may bring a few houses more than the
+    batch names (the cross product); they are dropped here, and the query stays on the
+    houses index however many addresses the batch holds.
+    """
+    rows = [row for _, row in batch.rows]
+    found = batch.services.db[houses.HOUSES].aggregate(
+        [
             {
-                "_id": bill_id,
-                **key,
-                **terms,
-                "community_id": community_id,
+                "$match": {
+                    "community_id": batch.community_id,
+                    "building": {"$in": sorted({r.building for r in rows})},
+                    "unit": {"$in": sorted({r.unit for r in rows})},
+                    "room": {"$in": sorted({r.room for r in rows})},
+                }
+            },
+            {
+                "$lookup": {
+                    "from": memberships.MEMBERSHIPS,
+                    "localField": "_id",
+                    "foreignField": "house_id",
+                    "as": "members",
+                }
+            },
+            {"$project": {"building": 1, "unit": 1, "room": 1, "members.account_id": 1}},
+        ]
+    )
+    wanted = {(r.building, r.unit, r.room) for r in rows}
+    by_address = {}
+    for house in found:
+        address = (house["building"], house["unit"], house["room"])
+        if address in wanted:
+            by_address[address] = house
+    return by_address
+
+
+def _insert_new(batch: _Batch, docs: dict[_Key, dict[str, Any]]) -> set[_Key]:
+    """Insert each key's bill; returns the keys that were already there."""
+    if not docs:
+        return set()
+    keys = list(docs)
+    try:
+        batch.services.db[bills.BILLS].insert_many(list(docs.values()), ordered=False)
+        return set()
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != 11000 for e in errors):
+            raise
+        return {keys[e["index"]] for e in errors}
+
+
+def _stored(batch: _Batch, keys: set[_Key]) -> dict[_Key, dict[str, Any]]:
+    """The stored bills of these keys, in one command (by house, period and item)."""
+    if not keys:
+        return {}
+    found = batch.services.db[bills.BILLS].find(
+        {
+            "house_id": {"$in": sorted({k[0] for k in keys})},
+            "period": {"$in": sorted({k[1] for k in keys})},
+            "item": {"$in": sorted({k[2] for k in keys})},
+        },
+        {"house_id": 1, "period": 1, "item": 1, "amount_fen": 1, "due_date": 1, "status": 1},
+    )
+    stored = {(b["house_id"], b["period"], b["item"]): b for b in found}
+    return {k: b for k, b in stored.items() if k in keys}
+
+
+def _flush(batch: _Batch) -> None:
+    """Write one batch of valid rows and fill in their results, in row order."""
+    if not batch.rows:
+        return
+    db, now = batch.services.db, batch.services.clock.now()
+    by_address = _houses(batch)
+    if by_address:
+        batch.community_seen = True
+    elif not batch.community_seen:
+        _require_community(batch)
+    planned: list[tuple[int, BillRow, dict[str, Any], _Key]] = []
+    new: dict[_Key, dict[str, Any]] = {}
+    for number, row in batch.rows:
+        house = by_address.get((row.building, row.unit, row.room))
+        if house is None:
+            batch.results[number - 1] = RowResult(number, "error", reason="房屋不存在")
+            continue
+        key = (house["_id"], row.period, row.item)
+        planned.append((number, row, house, key))
+        # Only a key's first row is inserted; a repeat in the same file then updates it, as
+        # if the rows had been written one by one.
+        if key not in new:
+            new[key] = {
+                "_id": new_id(),
+                "house_id": key[0],
+                "period": key[1],
+                "item": key[2],
+                "amount_fen": row.amount_fen,
+                "due_date": row.due_date.isoformat(),
+                "community_id": batch.community_id,
                 "building": house["building"],
                 "status": "unpaid",
                 "created_at": now,
                 "updated_at": now,
             }
-        )
-        fresh[house["_id"]].append(f"{row.period} {row.item}")
-        return RowResult(number, "created", house["_id"], label)
-    except DuplicateKeyError:
-        pass
-    current = db[bills.BILLS].find_one(key) or {}
-    if all(current.get(k) == v for k, v in terms.items()):
-        return RowResult(number, "unchanged", house["_id"], label)
-    changed = db[bills.BILLS].update_one(
-        {**key, "status": "unpaid"}, {"$set": {**terms, "updated_at": now}}
-    )
-    if changed.modified_count:
-        return RowResult(number, "updated", house["_id"], label)
-    return RowResult(number, "error", house["_id"], label, reason="账单已缴费或正在支付，不能修改")
+    existing = _insert_new(batch, new)
+    current = _stored(batch, existing)
+    labels = {h["_id"]: houses.label(h) for h in by_address.values()}
+    created: set[_Key] = set()
+    updates: list[UpdateOne] = []
+    updated: list[tuple[RowResult, _Key, dict[str, Any]]] = []
+    for number, row, house, key in planned:
+        terms = {"amount_fen": row.amount_fen, "due_date": row.due_date.isoformat()}
+        label = labels[house["_id"]]
+        if key not in existing and key not in created:
+            created.add(key)
+            current[key] = {**terms, "status": "unpaid"}
+            members = [m["account_id"] for m in house["members"]]
+            batch.fresh.setdefault(house["_id"], _Fresh(members)).add(f"{row.period} {row.item}")
+            batch.results[number - 1] = RowResult(number, "created", house["_id"], label)
+            continue
+        bill = current.get(key, {})
+        if all(bill.get(k) == v for k, v in terms.items()):
+            status: RowStatus = "unchanged"
+        elif bill.get("status") != "unpaid":
+            batch.results[number - 1] = RowResult(
+                number, "error", house["_id"], label, reason=_PAID_OR_PAYING
+            )
+            continue
+        else:
+            status = "updated"
+            bill.update(terms)
+            # Only while unpaid: a bill locked for payment meanwhile is left as it is.
+            updates.append(
+                UpdateOne(
+                    {"house_id": key[0], "period": key[1], "item": key[2], "status": "unpaid"},
+                    {"$set": {**terms, "updated_at": now}},
+                )
+            )
+        result = RowResult(number, status, house["_id"], label)
+        batch.results[number - 1] = result
+        if status == "updated":
+            updated.append((result, key, terms))
+    if updates and db[bills.BILLS].bulk_write(updates).modified_count < len(updates):
+        _recheck(batch, updated)
+    batch.rows.clear()
 
 
-def _announce(services: Services, community_id: str, fresh: dict[str, list[str]]) -> None:
-    for house_id, items in fresh.items():
-        members = [m["account_id"] for m in memberships.of_house(services.db, house_id)]
-        summary = "、".join(items[:3]) + (" 等" if len(items) > 3 else "")
-        messaging.notify(
-            services,
-            members,
-            "bill",
-            "新账单",
-            f"您有新的物业账单：{summary}，请及时缴纳。",
-            "/pages/bills/index",
-            messaging.Push("bill", {"thing1": summary, "thing2": "请及时缴纳"}),
-            community_id=community_id,
+def _recheck(batch: _Batch, updated: list[tuple[RowResult, _Key, dict[str, Any]]]) -> None:
+    """Some updates found their bill no longer unpaid (a payment locked it after the batch was
+    read): a row whose amount and date the bill does not now hold is reported as an error."""
+    now_stored = _stored(batch, {key for _, key, _ in updated})
+    for done, key, terms in updated:
+        bill = now_stored.get(key, {})
+        if any(bill.get(k) != v for k, v in terms.items()):
+            batch.results[done.row - 1] = RowResult(
+                done.row, "error", done.house_id, done.label, reason=_PAID_OR_PAYING
+            )
+
+
+def _require_community(batch: _Batch) -> None:
+    if communities.get(batch.services.db, batch.community_id) is None:
+        raise AppError("NOT_FOUND", "小区不存在")
+    batch.community_seen = True
+
+
+def _announce(services: Services, community_id: str, fresh: dict[str, _Fresh]) -> None:
+    """Tell each house's accounts about its new bills: one message per house and account."""
+    notes: list[messaging.Note] = []
+    for entry in fresh.values():
+        summary = "、".join(entry.items[:3]) + (" 等" if len(entry.items) > 3 else "")
+        notes.extend(
+            messaging.Note(
+                account_id,
+                "bill",
+                "新账单",
+                f"您有新的物业账单：{summary}，请及时缴纳。",
+                "/pages/bills/index",
+                messaging.Push("bill", {"thing1": summary, "thing2": "请及时缴纳"}),
+                community_id=community_id,
+            )
+            for account_id in dict.fromkeys(entry.members)
         )
+        if len(notes) >= BATCH:
+            messaging.notify_many(services, notes)
+            notes = []
+    messaging.notify_many(services, notes)
 
 
 def import_bills(
@@ -111,26 +278,31 @@ def import_bills(
     rows: Iterable[Any],
     importer: dict[str, Any] | None = None,
 ) -> list[RowResult]:
-    """Create or update bills row by row; each new bill is announced to its house's accounts.
+    """Create or update bills, a batch of rows at a time; one result per row, in row order.
 
+    Each house with new bills is announced once, to every account bound to it, at the end.
     ``importer`` is the admin's staff record (scope-checked) or None for the operator CLI.
+    NOT_FOUND for a community that does not exist (nothing is written then).
     """
     # Scope first, so an admin cannot tell which other communities exist.
     if importer is not None:
         staff.require_scope(importer, community_id)
-    if communities.get(services.db, community_id) is None:
-        raise AppError("NOT_FOUND", "小区不存在")
-    results: list[RowResult] = []
-    fresh: dict[str, list[str]] = defaultdict(list)
+    batch = _Batch(services, community_id, results=[], fresh={})
     for number, raw in enumerate(rows, start=1):
         if not isinstance(raw, dict):
-            results.append(RowResult(number, "error", reason="行格式无效"))
+            batch.results.append(RowResult(number, "error", reason="行格式无效"))
             continue
         try:
             row = BillRow.model_validate(raw)
         except ValidationError as exc:
-            results.append(row_error(number, exc))
+            batch.results.append(row_error(number, exc))
             continue
-        results.append(_apply(services, community_id, row, number, fresh))
-    _announce(services, community_id, fresh)
-    return results
+        batch.results.append(None)
+        batch.rows.append((number, row))
+        if len(batch.rows) >= BATCH:
+            _flush(batch)
+    _flush(batch)
+    if not batch.community_seen:
+        _require_community(batch)
+    _announce(services, community_id, batch.fresh)
+    return [r for r in batch.results if r is not None]

@@ -71,17 +71,27 @@ def listing(
         query["building"] = building
     if period:
         query["period"] = period
+    # Each bill of the page joins its house (label, owner) in the same command.
     found, total, _ = paging.page(
         db[bills.BILLS],
         query,
         [("building", 1), ("house_id", 1), ("period", -1)],
         page,
         page_size,
+        item_stages=[
+            {
+                "$lookup": {
+                    "from": houses.HOUSES,
+                    "localField": "house_id",
+                    "foreignField": "_id",
+                    "as": "_house",
+                }
+            }
+        ],
     )
-    by_id = houses.many(db, sorted({b["house_id"] for b in found}))
     items = []
     for bill in found:
-        house = by_id.get(bill["house_id"], {})
+        house = (bill.pop("_house") or [{}])[0]
         items.append(
             {
                 **bills.view(bill, house or None),

@@ -63,33 +63,64 @@ def resident_bills(
     Returns (items, total, unpaid_total_fen); the unpaid sum covers every unpaid bill of those
     houses whatever ``status`` filters the page.
     """
-    db = services.db
-    links = memberships.of_account(db, account["_id"])
-    if not links:
-        raise AppError("HOUSE_NOT_BOUND")
-    house_ids = [m["house_id"] for m in links]
-    if house_id is not None:
-        if house_id not in house_ids:
-            raise AppError("FORBIDDEN", "只能查看自己房屋的账单")
-        house_ids = [house_id]
-    mine = {"house_id": {"$in": house_ids}}
-    query: dict[str, Any] = dict(mine)
+    mine: dict[str, Any] = {} if house_id is None else {"house_id": house_id}
+    shown: dict[str, Any] = dict(mine)
     if status == "unpaid":
-        query["status"] = {"$in": _UNPAID}
+        shown["bill.status"] = {"$in": _UNPAID}
     elif status == "paid":
-        query["status"] = "paid"
-    found, total, _ = paging.page(db[BILLS], query, [("period", -1), ("item", 1)], page, page_size)
-    owed = list(
-        db[BILLS].aggregate(
-            [
-                {"$match": {**mine, "status": {"$in": _UNPAID}}},
-                {"$group": {"_id": None, "fen": {"$sum": "$amount_fen"}}},
-            ]
-        )
-    )
-    by_id = houses.many(db, sorted({b["house_id"] for b in found}))
-    items = [view(b, by_id.get(b["house_id"])) for b in found]
-    return items, total, owed[0]["fen"] if owed else 0
+        shown["bill.status"] = "paid"
+    else:
+        shown["bill"] = {"$exists": True}
+    # One command from the caller's memberships: each joins its house (for the label) and its
+    # bills (by the bills' house_id index), one row per bill; the facets then give the houses
+    # held (to tell HOUSE_NOT_BOUND from FORBIDDEN), the page, its total and what is owed. The
+    # sort runs in memory over one resident's bills (tens to hundreds), not the collection.
+    pipeline = [
+        {"$match": {"account_id": account["_id"]}},
+        {"$project": {"house_id": 1}},
+        {
+            "$lookup": {
+                "from": houses.HOUSES,
+                "localField": "house_id",
+                "foreignField": "_id",
+                "as": "house",
+            }
+        },
+        {
+            "$lookup": {
+                "from": BILLS,
+                "localField": "house_id",
+                "foreignField": "house_id",
+                "as": "bill",
+            }
+        },
+        {"$unwind": {"path": "$bill", "preserveNullAndEmptyArrays": True}},
+        {
+            "$facet": {
+                "houses": [{"$group": {"_id": "$house_id"}}],
+                "items": [
+                    {"$match": shown},
+                    {"$sort": {"bill.period": -1, "bill.item": 1, "bill._id": 1}},
+                    *paging.window(page, page_size),
+                ],
+                "total": [{"$match": shown}, {"$count": "n"}],
+                "owed": [
+                    {"$match": {**mine, "bill.status": {"$in": _UNPAID}}},
+                    {"$group": {"_id": None, "fen": {"$sum": "$bill.amount_fen"}}},
+                ],
+            }
+        },
+    ]
+    found = next(iter(services.db[memberships.MEMBERSHIPS].aggregate(pipeline)), {})
+    held = {h["_id"] for h in found.get("houses", [])}
+    if not held:
+        raise AppError("HOUSE_NOT_BOUND")
+    if house_id is not None and house_id not in held:
+        raise AppError("FORBIDDEN", "只能查看自己房屋的账单")
+    items = [view(row["bill"], (row["house"] or [None])[0]) for row in found["items"]]
+    total = (found["total"] or [{"n": 0}])[0]["n"]
+    owed = (found["owed"] or [{"fen": 0}])[0]["fen"]
+    return items, total, owed
 
 
 def lock_for_order(db: Any, found: list[dict[str, Any]], order_no: str) -> bool:
@@ -120,26 +151,25 @@ def release(db: Any, order_no: str) -> int:
     return result.modified_count
 
 
-def settle(db: Any, bill_ids: list[str], order_no: str, paid_at: Any) -> tuple[int, int]:
-    """Mark the order's bills paid; safe to repeat. Returns (newly paid, not settled by it).
+def settle(db: Any, bill_ids: list[str], order_no: str, paid_at: Any) -> int:
+    """Mark the order's bills paid; safe to repeat with the order's ``paid_at``. Returns how
+    many of them it could not settle (paid by, or locked in, another order meanwhile), so the
+    order can be refunded.
 
     A bill released by an expired order and still unpaid is settled too (the money arrived
-    late); one paid by, or locked in, another order meanwhile is counted so the order can be
-    refunded.
+    late).
     """
     result = db[BILLS].update_many(
         {
             "_id": {"$in": bill_ids},
-            "$or": [{"status": "locked", "order_no": order_no}, {"status": "unpaid"}],
+            # Bills this order already paid match too (and are left as they are), so the
+            # update's own match count says how many the order now holds, with no second read.
+            "$or": [
+                {"status": "locked", "order_no": order_no},
+                {"status": "unpaid"},
+                {"status": "paid", "order_no": order_no},
+            ],
         },
         {"$set": {"status": "paid", "order_no": order_no, "paid_at": paid_at}},
     )
-    # Anything not now paid by this order (paid by another, or locked in another live order)
-    # means this payment covers bills it cannot settle: the order must be refunded.
-    elsewhere = db[BILLS].count_documents(
-        {
-            "_id": {"$in": bill_ids},
-            "$or": [{"status": {"$ne": "paid"}}, {"order_no": {"$ne": order_no}}],
-        }
-    )
-    return result.modified_count, elsewhere
+    return len(bill_ids) - result.matched_count

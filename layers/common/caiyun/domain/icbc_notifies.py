@@ -67,12 +67,7 @@ def receive(services: Services, raw_body: str) -> NotifyOutcome:
         notice = services.icbc.verify_notify(form)
     except IcbcError as exc:
         return record("rejected", False, message="verify failed", reason=type(exc).__name__)
-    order = db[payments.ORDERS].find_one({"_id": notice.order_no})
     fields = {"order_no": notice.order_no, "msg_id": notice.msg_id, "amount_fen": notice.amount_fen}
-    if order is None:
-        return record("unknown_order", False, notice.msg_id, "order not found", **fields)
-    if notice.amount_fen != order["amount_fen"]:
-        return record("amount_mismatch", False, notice.msg_id, "amount mismatch", **fields)
     result = payments.BankResult(
         order_no=notice.order_no,
         status="paid" if notice.success else "failed",
@@ -80,5 +75,10 @@ def receive(services: Services, raw_body: str) -> NotifyOutcome:
         transaction_id=notice.transaction_id,
         paid_at=notice.paid_at,
     )
+    # apply_result checks the order and its amount in the same update that applies it.
     applied = payments.apply_result(services, result)
+    if applied == "unknown_order":
+        return record(applied, False, notice.msg_id, "order not found", **fields)
+    if applied == "amount_mismatch":
+        return record(applied, False, notice.msg_id, "amount mismatch", **fields)
     return record(applied, True, notice.msg_id, "success", **fields)

@@ -74,12 +74,26 @@ def view(order: dict[str, Any]) -> dict[str, Any]:
 def _payable_bills(
     services: Services, account: dict[str, Any], bill_ids: list[str]
 ) -> list[dict[str, Any]]:
-    db = services.db
-    found = list(db[bills.BILLS].find({"_id": {"$in": bill_ids}}))
+    # The bills with their houses' members joined in: who may pay them, in the same command.
+    found = list(
+        services.db[bills.BILLS].aggregate(
+            [
+                {"$match": {"_id": {"$in": bill_ids}}},
+                {
+                    "$lookup": {
+                        "from": memberships.MEMBERSHIPS,
+                        "localField": "house_id",
+                        "foreignField": "house_id",
+                        "as": "_members",
+                    }
+                },
+            ]
+        )
+    )
     if len(found) != len(bill_ids):
         raise AppError("NOT_FOUND", "账单不存在")
-    mine = {m["house_id"] for m in memberships.of_account(db, account["_id"])}
-    if any(b["house_id"] not in mine for b in found):
+    payers = [{m["account_id"] for m in b.pop("_members")} for b in found]
+    if any(account["_id"] not in allowed for allowed in payers):
         raise AppError("FORBIDDEN", "只能支付自己房屋的账单")
     if any(b["status"] != "unpaid" for b in found):
         raise AppError("BILL_NOT_PAYABLE", "账单已支付或正在支付中")
@@ -235,11 +249,19 @@ def run_autodebit(services: Services, batch_size: int = 200) -> dict[str, int]:
         last_id = batch[-1]["_id"]
 
 
-def close(services: Services, order_no: str, status: Literal["failed", "closed"]) -> bool:
-    """End a pending order without payment and release its bills; False if not pending."""
+def close(
+    services: Services,
+    order_no: str,
+    status: Literal["failed", "closed"],
+    amount_fen: int | None = None,
+) -> bool:
+    """End a pending order without payment and release its bills; False if not pending (or,
+    with ``amount_fen``, not of that amount)."""
+    query: dict[str, Any] = {"_id": order_no, "status": "pending"}
+    if amount_fen is not None:
+        query["amount_fen"] = amount_fen
     ended = services.db[ORDERS].find_one_and_update(
-        {"_id": order_no, "status": "pending"},
-        {"$set": {"status": status, "ended_at": services.clock.now()}},
+        query, {"$set": {"status": status, "ended_at": services.clock.now()}}
     )
     if ended is None:
         return False
@@ -247,24 +269,54 @@ def close(services: Services, order_no: str, status: Literal["failed", "closed"]
     return True
 
 
-def apply_result(services: Services, result: BankResult) -> Literal["applied", "duplicate"]:
+Applied = Literal["applied", "duplicate", "unknown_order", "amount_mismatch"]
+
+
+def _not_applied(db: Any, result: BankResult) -> tuple[Applied, dict[str, Any] | None]:
+    """Why ICBC's word changed nothing: no such order, another amount, or already applied."""
+    order = db[ORDERS].find_one({"_id": result.order_no})
+    if order is None:
+        return "unknown_order", None
+    if order["amount_fen"] != result.amount_fen:
+        return "amount_mismatch", order
+    return "duplicate", order
+
+
+def apply_result(services: Services, result: BankResult) -> Applied:
     """Apply ICBC's word on an order exactly once; repeating it changes nothing more.
 
-    A success is recorded even on an order that had expired: the money arrived, so its bills are
-    settled (or the order is flagged for refund when they were paid by another order meanwhile).
+    Only on an order of the amount ICBC reports: ``unknown_order`` and ``amount_mismatch``
+    change nothing. A success is recorded even on an order that had expired: the money
+    arrived, so its bills are settled (or the order is flagged for refund when they were paid
+    by another order meanwhile).
     """
     db = services.db
     if result.status != "paid":
-        return "applied" if close(services, result.order_no, "failed") else "duplicate"
-    paid_at = result.paid_at or services.clock.now()
+        if close(services, result.order_no, "failed", amount_fen=result.amount_fen):
+            return "applied"
+        return _not_applied(db, result)[0]
+    # One conditional update both finds the order and wins the transition; only when it
+    # changes nothing is the order read, to tell a repeat from an unknown order or amount.
     won = db[ORDERS].find_one_and_update(
-        {"_id": result.order_no, "status": {"$ne": "paid"}},
-        {"$set": {"status": "paid", "paid_at": paid_at, "transaction_id": result.transaction_id}},
+        {"_id": result.order_no, "status": {"$ne": "paid"}, "amount_fen": result.amount_fen},
+        {
+            "$set": {
+                "status": "paid",
+                "paid_at": result.paid_at or services.clock.now(),
+                "transaction_id": result.transaction_id,
+            }
+        },
         return_document=ReturnDocument.AFTER,
     )
-    order = won or db[ORDERS].find_one({"_id": result.order_no})
-    # Repeated on every success so a crash between the two writes is mended by the next notify.
-    _, elsewhere = bills.settle(db, order["bill_ids"], order["_id"], paid_at)
+    outcome: Applied = "applied"
+    order = won
+    if won is None:
+        outcome, order = _not_applied(db, result)
+        if order is None or outcome != "duplicate":
+            return outcome
+    # Repeated on every success so a crash between the two writes is mended by the next notify;
+    # with the order's own paid_at, a repeat leaves the bills it already paid as they are.
+    elsewhere = bills.settle(db, order["bill_ids"], order["_id"], order["paid_at"])
     if elsewhere:
         db[ORDERS].update_one({"_id": order["_id"]}, {"$set": {"needs_refund": True}})
     with contextlib.suppress(DuplicateKeyError):
@@ -275,7 +327,7 @@ def apply_result(services: Services, result: BankResult) -> Literal["applied", "
                 "account_id": order["account_id"],
                 "community_id": order["community_id"],
                 "amount_fen": result.amount_fen,
-                "paid_at": paid_at,
+                "paid_at": order["paid_at"],
             }
         )
     # Sent on every success, duplicates included: the message has a fixed id, so the payer is
@@ -298,7 +350,7 @@ def apply_result(services: Services, result: BankResult) -> Literal["applied", "
         community_id=order["community_id"],
         message_key=f"pay-{order['_id']}",
     )
-    return "applied" if won is not None else "duplicate"
+    return outcome
 
 
 def payer_order(services: Services, account: dict[str, Any], order_no: str) -> dict[str, Any]:
