@@ -101,9 +101,10 @@ def login(
     if openid is None and js_code is not None:
         openid = _openid_from_js_code(services, app, js_code)
     sms_codes.verify(services, phone, "login", code)
+    signing_in = _app_of(services, appid) or app
     if openid is not None:
-        accounts.bind_openid(db, account["_id"], _app_of(services, appid) or app, openid)
-    session, before = sessions.open_session(services, account["_id"])
+        accounts.bind_openid(db, account["_id"], signing_in, openid)
+    session, before = sessions.open_session(services, account["_id"], signing_in)
     first_login = before.get("last_login_at") is None
     return SignedIn(
         account=accounts.by_id(db, account["_id"]) or before,
