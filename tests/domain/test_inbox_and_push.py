@@ -17,7 +17,13 @@ from caiyun.services import Services
 
 RESIDENT_APPID, RESIDENT_SECRET = "wxresident", "resident-secret-0123456789abcdef"
 STAFF_APPID, STAFF_SECRET = "wxstaff", "staff-secret-0123456789abcdef"
-TEMPLATES = {"complaint": "tmpl-complaint", "visitor": "tmpl-visitor", "notice": "tmpl-notice"}
+TEMPLATES = {
+    "complaint": "tmpl-complaint",
+    "visitor": "tmpl-visitor",
+    "notice": "tmpl-notice",
+    "repair": "tmpl-repair",
+    "repair_assigned": "tmpl-assigned",
+}
 RESIDENT_OPENID = "o-resident-alice"
 
 
@@ -391,6 +397,38 @@ def test_a_consent_given_in_one_app_is_not_spent_on_a_message_for_the_other(
 
     assert (resident_side["pushed"], staff_side["pushed"]) == (0, 1)
     assert [(m["appid"], m["touser"]) for m in fake.sent] == [(STAFF_APPID, world["admin"])]
+
+
+def test_dispatch_pushes_to_the_resident_and_the_repairman_from_one_inbox_write(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    scope = [world["house"]["community_id"]]
+    fixer = staff_account(services, "13900000003", "李师傅", "repairman", scope, "o-staff-fixer")
+    ok(subscribe("tmpl-repair"))
+    ok(
+        invoke(
+            "notify", {"action": "subscribe", "template_ids": ["tmpl-assigned"]}, "o-staff-fixer"
+        )
+    )
+    event = {
+        "action": "create",
+        "house_id": world["house"]["_id"],
+        "category": "water_electric",
+        "description": "厨房水管漏水",
+        "contact_phone": "13800000001",
+    }
+    repair_id = ok(invoke("repair", event, RESIDENT_OPENID))["repair_id"]
+
+    dispatch = {"action": "dispatch", "repair_id": repair_id, "repairman_id": fixer["_id"]}
+    with db_commands(services) as (_, calls):
+        ok(invoke("repair", dispatch, world["admin"]))
+
+    assert calls.count("messages.insert_many") == 1
+    assert "accounts.find" not in calls and "subscription_consents.find" not in calls
+    assert sorted((m["appid"], m["touser"], m["template_id"]) for m in fake.sent) == [
+        (RESIDENT_APPID, RESIDENT_OPENID, "tmpl-repair"),
+        (STAFF_APPID, "o-staff-fixer", "tmpl-assigned"),
+    ]
 
 
 # ------------------------------------------------------------------------------ the inbox

@@ -75,6 +75,11 @@ def _caller(db: Any, query: dict[str, Any]) -> Caller:
     return account, record
 
 
+def with_staff(db: Any, account_id: str) -> Caller:
+    """The account with this id and its staff record, in one read."""
+    return _caller(db, {"_id": account_id})
+
+
 def caller_by_openid(db: Any, openid: str) -> Caller:
     """The account (and staff record) a WeChat openid of either mini-program is bound to."""
     return _caller(db, {"$or": [{f"wx.{app}": openid} for app in APPS]})

@@ -9,6 +9,7 @@ from pymongo import IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from caiyun.data.schema import declare
+from caiyun.domain import communities, houses
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 
@@ -51,6 +52,51 @@ def require_member(db: Any, account_id: str, house_id: str) -> dict[str, Any]:
     if db[MEMBERSHIPS].find_one({"account_id": account_id}, {"_id": 1}) is None:
         raise AppError("HOUSE_NOT_BOUND")
     raise AppError("FORBIDDEN", "您不是该房屋的成员")
+
+
+def require_home(
+    db: Any, account_id: str, house_id: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The house the account is a member of, and its community, in one read.
+
+    Refuses as :func:`require_member` does; NOT_FOUND if the house itself is gone.
+    """
+    rows = list(
+        db[MEMBERSHIPS].aggregate(
+            [
+                {"$match": {"house_id": house_id, "account_id": account_id}},
+                {"$limit": 1},
+                {
+                    "$lookup": {
+                        "from": houses.HOUSES,
+                        "localField": "house_id",
+                        "foreignField": "_id",
+                        "as": "house",
+                    }
+                },
+                {
+                    "$lookup": {
+                        "from": communities.COMMUNITIES,
+                        "localField": "community_id",
+                        "foreignField": "_id",
+                        "as": "community",
+                    }
+                },
+            ]
+        )
+    )
+    if rows:
+        found, joined = rows[0]["house"], rows[0]["community"]
+        house = found[0] if found else None
+        community = joined[0] if joined else None
+    else:
+        # Not a member: require_member says which refusal (or finds one just added).
+        require_member(db, account_id, house_id)
+        house = houses.get(db, house_id)
+        community = communities.get(db, house["community_id"]) if house else None
+    if house is None:
+        raise AppError("NOT_FOUND", "未找到该房屋")
+    return house, community
 
 
 def add(

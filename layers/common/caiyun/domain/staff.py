@@ -47,6 +47,13 @@ def covers(staff: dict[str, Any] | None, community_id: str) -> bool:
     return bool(staff.get("all_communities")) or community_id in staff.get("community_ids", [])
 
 
+def covered(staff: dict[str, Any]) -> dict[str, Any]:
+    """A query filter for the documents (with a ``community_id``) this staff record covers."""
+    if staff.get("all_communities"):
+        return {}
+    return {"community_id": {"$in": staff.get("community_ids", [])}}
+
+
 def upsert(
     db: Any,
     account_id: str,
