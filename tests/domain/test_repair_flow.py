@@ -504,7 +504,9 @@ def test_a_file_uploaded_by_someone_else_is_refused(services: Services, world: W
 # ------------------------------------------------------------------------------ round trips
 
 
-def test_create_checks_and_labels_the_house_in_one_read(services: Services, world: World) -> None:
+def test_create_checks_and_labels_the_house_in_one_read_and_writes_the_key_once(
+    services: Services, world: World
+) -> None:
     with db_commands(services) as (_, calls):
         report(world.owner, world.house_101, request_id="once")
 
@@ -513,8 +515,24 @@ def test_create_checks_and_labels_the_house_in_one_read(services: Services, worl
         "memberships.aggregate",  # membership, house and community
         "idempotency_keys.insert_one",
         "repairs.insert_one",
-        "idempotency_keys.update_one",
     ]
+
+
+def test_a_retry_after_the_repair_moved_on_still_gets_the_first_result(
+    services: Services, world: World
+) -> None:
+    first = report(world.owner, world.house_101, request_id="req-moved")
+    services.clock.advance(60)
+    ok(
+        world.admin.call(
+            "dispatch", repair_id=first["repair_id"], repairman_id=world.fixer.account_id
+        )
+    )
+
+    again = report(world.owner, world.house_101, request_id="req-moved")
+
+    assert again == first
+    assert services.db[REPAIRS].count_documents({"reporter_id": world.owner.account_id}) == 1
 
 
 def test_dispatch_reads_the_repairman_once_and_fills_every_inbox_in_one_write(

@@ -166,6 +166,21 @@ def _reassigned_note(doc: dict[str, Any], previous_id: str) -> messaging.Note:
     )
 
 
+# What create writes besides the state (pending, nobody assigned, the first timeline entry).
+_CREATED_FIELDS = (
+    "community_id",
+    "community_name",
+    "house_id",
+    "house_label",
+    "reporter_id",
+    "category",
+    "description",
+    "contact_phone",
+    "images",
+    "created_at",
+)
+
+
 def create(
     services: Services,
     account: dict[str, Any],
@@ -180,7 +195,8 @@ def create(
 
     HOUSE_NOT_BOUND when the caller has no house at all, FORBIDDEN for a house that is not
     theirs, INVALID_ARGUMENT for an image not in this deployment's storage. The same
-    ``request_id`` again returns the first result and creates nothing.
+    ``request_id`` again returns the first result and creates nothing (the result is rebuilt
+    from the repair, so the key needs no second write).
     """
     db = services.db
     house, community = memberships.require_home(db, account["_id"], house_id)
@@ -207,7 +223,16 @@ def create(
         }
         return views.detail(idempotency.insert_once(db[REPAIRS], doc))
 
-    return idempotency.once(services, "repair.create", account["_id"], request_id, make)
+    def stored(record_id: str) -> dict[str, Any] | None:
+        # The reply as the first call gave it, whatever happened to the repair since.
+        as_created = {**dict.fromkeys(_CREATED_FIELDS, 1), "timeline": {"$slice": 1}}
+        doc = db[REPAIRS].find_one({"_id": record_id}, as_created)
+        if doc is None:
+            return None
+        first = {**doc, "status": "pending", "repairman_id": None, "updated_at": doc["created_at"]}
+        return views.detail(first)
+
+    return idempotency.once(services, "repair.create", account["_id"], request_id, make, stored)
 
 
 def cancel(services: Services, account: dict[str, Any], repair_id: str) -> dict[str, Any]:
@@ -462,13 +487,10 @@ def assigned(
 def repairmen(services: Services, admin: dict[str, Any], community_id: str) -> list[dict[str, Any]]:
     """The repairmen who cover a community, with how many repairs each has open to visit.
 
-    Two reads: the repairmen with their accounts joined in, then one count per repairman.
+    Two reads: the repairmen with their accounts joined in, then their open repairs counted.
     """
     db = services.db
     staff.require_scope(admin, community_id)
-    # A scoped admin's communities were checked to exist when the scope was given.
-    if admin.get("all_communities") and communities.get(db, community_id) is None:
-        raise AppError("NOT_FOUND", "小区不存在")
     records = list(
         db[staff.STAFF].aggregate(
             [
@@ -486,10 +508,17 @@ def repairmen(services: Services, admin: dict[str, Any], community_id: str) -> l
                         "as": "account",
                     }
                 },
-                {"$project": {"name": 1, "account.phone": 1}},
+                {"$project": {"name": 1, "community_ids": 1, "account.phone": 1}},
             ]
         )
     )
+    # Scopes are checked to name existing communities when given, so the community is read
+    # only when neither the admin's nor any repairman's scope names it.
+    named = not admin.get("all_communities") or any(
+        community_id in r.get("community_ids", []) for r in records
+    )
+    if not named and communities.get(db, community_id) is None:
+        raise AppError("NOT_FOUND", "小区不存在")
     open_repairs = (
         {
             row["_id"]: row["n"]
