@@ -535,7 +535,24 @@ def test_a_retry_after_the_repair_moved_on_still_gets_the_first_result(
     assert services.db[REPAIRS].count_documents({"reporter_id": world.owner.account_id}) == 1
 
 
-def test_dispatch_reads_the_repairman_once_and_fills_every_inbox_in_one_write(
+def test_a_first_dispatch_is_one_conditional_write_after_reading_the_repairman(
+    services: Services, world: World
+) -> None:
+    rid = report(world.owner, world.house_101)["repair_id"]
+
+    with db_commands(services) as (_, calls):
+        ok(world.admin.call("dispatch", repair_id=rid, repairman_id=world.fixer.account_id))
+
+    # No template configured here, so no consent is spent.
+    assert calls == [
+        "accounts.aggregate",  # the caller
+        "accounts.aggregate",  # the repairman and their staff record
+        "repairs.find_one_and_update",
+        "messages.insert_many",  # the resident and the repairman
+    ]
+
+
+def test_a_redispatch_tells_the_resident_and_both_repairmen_in_one_inbox_write(
     services: Services, world: World
 ) -> None:
     rid = report(world.owner, world.house_101)["repair_id"]
@@ -544,17 +561,26 @@ def test_dispatch_reads_the_repairman_once_and_fills_every_inbox_in_one_write(
     with db_commands(services) as (_, calls):
         ok(world.admin.call("dispatch", repair_id=rid, repairman_id=world.fixer2.account_id))
 
-    # No template configured here, so no consent is spent: resident, new and previous
-    # repairman are all told by the one inbox write.
-    assert calls == [
-        "accounts.aggregate",  # the caller
-        "repairs.find_one",
-        "accounts.aggregate",  # the repairman and their staff record
-        "repairs.find_one_and_update",
-        "messages.insert_many",
-    ]
+    assert calls.count("messages.insert_many") == 1
     assert len(inbox(services, world.owner)) == 2
     assert len(inbox(services, world.fixer)) == 2 and len(inbox(services, world.fixer2)) == 1
+
+
+def test_a_first_dispatch_outside_either_scope_changes_nothing(
+    services: Services, world: World
+) -> None:
+    rid = report(world.owner, world.house_101)["repair_id"]
+    # The admin of 彩云花园 may not send 星河湾's repairman; nor may 星河湾's repairman be sent
+    # by anyone to a 彩云花园 repair.
+    for admin, fixer in ((world.admin, world.bay_fixer), (world.hq, world.bay_fixer)):
+        reply = admin.call("dispatch", repair_id=rid, repairman_id=fixer.account_id)
+        assert refused(reply) == "FORBIDDEN"
+    bay_owner = _resident(services, "13800000901", "王五")
+    _member(services, bay_owner, world.house_bay, "owner")
+    bay_rid = report(bay_owner, world.house_bay)["repair_id"]
+    reply = world.admin.call("dispatch", repair_id=bay_rid, repairman_id=world.fixer.account_id)
+    assert refused(reply) == "FORBIDDEN"
+    assert {d["status"] for d in services.db[REPAIRS].find()} == {"pending"}
 
 
 def test_complete_is_one_conditional_write_when_the_repairman_may(

@@ -286,16 +286,41 @@ def rate(
     return views.detail(done)
 
 
-def _repairman_for(
-    db: Any, repairman_id: str, community_id: str
+def _require_repairman(
+    person: dict[str, Any] | None, record: dict[str, Any] | None, community_id: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The repairman's account and staff record, if they may be sent to that community."""
-    person, record = accounts.with_staff(db, repairman_id)
     if person is None or record is None or record["role"] != "repairman":
         raise AppError("NOT_FOUND", "维修员不存在")
     if not staff.covers(record, community_id):
         raise AppError("FORBIDDEN", "该维修员不负责此小区")
     return person, record
+
+
+def _dispatching(
+    admin: dict[str, Any],
+    person: dict[str, Any],
+    record: dict[str, Any],
+    event: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The update that sends this repairman, with its timeline entry."""
+    return {
+        "$set": {
+            "status": "dispatched",
+            "repairman_id": person["_id"],
+            "repairman_name": record["name"],
+            "repairman_phone": person.get("phone"),
+            "dispatched_at": now,
+            "dispatched_by": admin["_id"],
+            "updated_at": now,
+        },
+        "$push": {
+            "timeline": _entry(
+                event, "dispatched", admin["_id"], "admin", now, f"维修员：{record['name']}"
+            )
+        },
+    }
 
 
 def dispatch(
@@ -304,46 +329,48 @@ def dispatch(
     """Send a repairman of the repair's community: ``pending`` → ``dispatched``.
 
     While dispatched it may be sent to someone else (the previous repairman is told); sending
-    it again to the same repairman changes nothing. The update expects exactly the state read
-    here, so two admins dispatching at once cannot both win: the loser gets CONFLICT.
+    it again to the same repairman changes nothing. Every update expects exactly the state it
+    was decided on, so two admins dispatching at once cannot both win: the loser gets CONFLICT
+    (or, if the winner sent someone else, re-dispatches after it).
     """
     db, now = services.db, services.clock.now()
-    doc = _get(db, repair_id)
-    staff.require_scope(admin, doc["community_id"])
-    person, record = _repairman_for(db, repairman_id, doc["community_id"])
-    if doc["status"] == "dispatched" and doc["repairman_id"] == repairman_id:
-        return views.detail(doc)
-    if doc["status"] not in ("pending", "dispatched"):
-        raise _conflict(doc)
-    event = "dispatched" if doc["status"] == "pending" else "redispatched"
-    done = db[REPAIRS].find_one_and_update(
-        {"_id": repair_id, "status": doc["status"], "repairman_id": doc["repairman_id"]},
-        {
-            "$set": {
-                "status": "dispatched",
-                "repairman_id": repairman_id,
-                "repairman_name": record["name"],
-                "repairman_phone": person.get("phone"),
-                "dispatched_at": now,
-                "dispatched_by": admin["_id"],
-                "updated_at": now,
-            },
-            "$push": {
-                "timeline": _entry(
-                    event, "dispatched", admin["_id"], "admin", now, f"维修员：{record['name']}"
-                )
-            },
-        },
-        return_document=ReturnDocument.AFTER,
-    )
+    person, record = accounts.with_staff(db, repairman_id)
+    done, previous = None, None
+    if person is not None and record is not None and record["role"] == "repairman":
+        # The usual case, a first dispatch, is this one write: both scopes are in its filter.
+        first: dict[str, Any] = {"_id": repair_id, "status": "pending", "repairman_id": None}
+        scopes = [scope for scope in (staff.covered(admin), staff.covered(record)) if scope]
+        if scopes:
+            first["$and"] = scopes
+        done = db[REPAIRS].find_one_and_update(
+            first,
+            _dispatching(admin, person, record, "dispatched", now),
+            return_document=ReturnDocument.AFTER,
+        )
     if done is None:
-        raise AppError("CONFLICT", "报修单状态已变化，请刷新后重试")
+        # Anything else is decided on the repair as read, in the order the rules are told.
+        doc = _get(db, repair_id)
+        staff.require_scope(admin, doc["community_id"])
+        person, record = _require_repairman(person, record, doc["community_id"])
+        if doc["status"] == "dispatched" and doc["repairman_id"] == repairman_id:
+            return views.detail(doc)
+        if doc["status"] not in ("pending", "dispatched"):
+            raise _conflict(doc)
+        event = "dispatched" if doc["status"] == "pending" else "redispatched"
+        done = db[REPAIRS].find_one_and_update(
+            {"_id": repair_id, "status": doc["status"], "repairman_id": doc["repairman_id"]},
+            _dispatching(admin, person, record, event, now),
+            return_document=ReturnDocument.AFTER,
+        )
+        if done is None:
+            raise AppError("CONFLICT", "报修单状态已变化，请刷新后重试")
+        previous = doc["repairman_id"]
     notes = [
-        _resident_note(done, "报修已派单", f"已安排维修员{record['name']}上门"),
+        _resident_note(done, "报修已派单", f"已安排维修员{done['repairman_name']}上门"),
         _repairman_note(done),
     ]
-    if doc["repairman_id"]:
-        notes.append(_reassigned_note(done, doc["repairman_id"]))
+    if previous:
+        notes.append(_reassigned_note(done, previous))
     messaging.notify_many(services, notes)
     return views.detail(done)
 
