@@ -194,7 +194,7 @@ def steps() -> list[Step]:
             "complete",
             "write",
             REPAIRMAN,
-            lambda c: {"repair_id": c.repair_id, "photos": [c.image], "note": "已更换阀芯"},
+            lambda c: {"repair_id": c.repair_id, "photos": [c.photo], "note": "已更换阀芯"},
         ),
         Step(
             "repair",
@@ -339,7 +339,7 @@ def build_world() -> World:
     from caiyun.adapters.icbc import generate_private_key_pem
     from caiyun.adapters.sms import sandbox_outbox
     from caiyun.clock import OffsetClock
-    from caiyun.domain import accounts, bills, communities, houses, staff
+    from caiyun.domain import accounts, bills, communities, houses, staff, uploads
     from caiyun.sandbox import seed
     from caiyun.sandbox.fake_wechat import FakeWeChat
     from caiyun.sandbox.functions import load_function
@@ -418,6 +418,8 @@ def build_world() -> World:
         h101=h101["_id"],
         owner_phone="13800000001",
         repairman_id=repairman["_id"],
+        # The repairman's own upload: a completion photo must be the caller's (67e0ed9).
+        photo=uploads.target(services, repairman, "repair/completion", "done.jpg").file_id,
         unpaid_bill=unpaid["_id"],
         templates=set(settings.wechat_templates.values()),
         sms_code=sms_code,

@@ -8,7 +8,8 @@ community (once per account).
 
 The inbox keeps every message, whether or not it was also pushed on WeChat. ``subscribe``
 records the one-time consents the user accepted in ``wx.requestSubscribeMessage`` (one per
-template per call; only this deployment's template ids); each consent allows one WeChat message.
+template per call; only this deployment's template ids); each consent allows one WeChat message,
+to the WeChat user who gave it, while that user is still signed in to the account.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def mark_read(call: Call, req: api.MarkRead) -> api.MarkReadReply:
 
 
 def subscribe(call: Call, req: api.Subscribe) -> api.SubscribeReply:
-    left = messaging.add_consents(call.services, call.require_account()["_id"], req.template_ids)
+    left = messaging.add_consents(
+        call.services, call.require_account()["_id"], req.template_ids, call.wechat_user()
+    )
     return api.SubscribeReply(remaining=left)
 
 

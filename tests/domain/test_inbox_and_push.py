@@ -7,17 +7,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import fresh_services, invoke, make_settings
+from conftest import db_commands, fresh_services, http, invoke, make_settings
 from worlds import GARDEN, ok, owner_row, refused, staff_account
 
-from caiyun.domain import accounts, houses, memberships, messaging
+from caiyun.domain import accounts, houses, memberships, messaging, sessions
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.services import Services
 
 RESIDENT_APPID, RESIDENT_SECRET = "wxresident", "resident-secret-0123456789abcdef"
 STAFF_APPID, STAFF_SECRET = "wxstaff", "staff-secret-0123456789abcdef"
-TEMPLATES = {"complaint": "tmpl-complaint", "visitor": "tmpl-visitor", "notice": "tmpl-notice"}
+TEMPLATES = {
+    "complaint": "tmpl-complaint",
+    "visitor": "tmpl-visitor",
+    "notice": "tmpl-notice",
+    "repair": "tmpl-repair",
+    "repair_assigned": "tmpl-assigned",
+}
 RESIDENT_OPENID = "o-resident-alice"
 
 
@@ -244,6 +250,185 @@ def test_visitor_arrival_is_pushed_to_the_consenting_host(
         (RESIDENT_OPENID, "tmpl-visitor")
     ]
     assert fake.sent[0]["data"]["name1"]["value"] == "王芳"
+
+
+# ------------------------------------------------------------------------------ whose consent
+
+
+def complaint_note(account_id: str, app: accounts.App = "resident") -> messaging.Note:
+    return messaging.Note(
+        account_id,
+        "complaint",
+        "投诉有回复",
+        "已安排处理",
+        "/pages/complaint/detail?id=c1",
+        push=messaging.Push("complaint", {"thing1": "绿化", "phrase2": "处理中"}),
+        app=app,
+    )
+
+
+def consent(services: Services, account_id: str, template_id: str) -> dict[str, Any]:
+    return services.db[messaging.CONSENTS].find_one({"_id": f"{account_id}:{template_id}"})
+
+
+def test_subscribe_records_who_gave_the_consent_in_one_write_and_one_read(
+    services: Services, world: dict[str, Any]
+) -> None:
+    with db_commands(services) as (_, calls):
+        ok(subscribe("tmpl-complaint", "tmpl-visitor", "tmpl-notice"))
+
+    assert calls == [
+        "accounts.aggregate",  # the caller
+        "subscription_consents.bulk_write",
+        "subscription_consents.find",
+    ]
+    given = consent(services, world["alice"], "tmpl-visitor")
+    assert (given["openid"], given["app"], given["held"]) == (RESIDENT_OPENID, "resident", True)
+
+
+def test_subscribe_over_http_records_the_openid_of_the_app_the_session_is_for(
+    services: Services, world: dict[str, Any]
+) -> None:
+    token = sessions.open_session(services, world["alice"], "resident")[0].token
+
+    status, reply = http("notify", {"action": "subscribe", "template_ids": ["tmpl-notice"]}, token)
+
+    assert (status, ok(reply)) == (200, {"remaining": {"tmpl-notice": 1}})
+    given = consent(services, world["alice"], "tmpl-notice")
+    assert (given["openid"], given["app"], given["held"]) == (RESIDENT_OPENID, "resident", True)
+
+
+def test_a_note_spends_its_consent_directly_and_pushes_to_the_openid_that_gave_it(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    ok(subscribe("tmpl-complaint"))
+
+    with db_commands(services) as (recording, calls):
+        counts = messaging.notify_many(recording, [complaint_note(world["alice"])])
+
+    assert counts == {"inbox": 1, "pushed": 1}
+    assert calls == ["messages.insert_many", "subscription_consents.find_one_and_update"]
+    assert [(m["touser"], m["template_id"]) for m in fake.sent] == [
+        (RESIDENT_OPENID, "tmpl-complaint")
+    ]
+
+
+def test_a_big_batch_reads_the_consents_once_and_spends_only_those_left(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    ok(subscribe("tmpl-complaint"))
+    others = [
+        accounts.ensure_account(services.db, f"1370000000{i}", services.clock.now())[0]["_id"]
+        for i in range(3)
+    ]
+
+    notes = [complaint_note(a) for a in [*others, world["alice"]]]
+    with db_commands(services) as (recording, calls):
+        counts = messaging.notify_many(recording, notes)
+
+    assert counts == {"inbox": 4, "pushed": 1}
+    assert calls == [
+        "messages.insert_many",
+        "subscription_consents.find",
+        "subscription_consents.find_one_and_update",
+    ]
+    assert [m["touser"] for m in fake.sent] == [RESIDENT_OPENID]
+
+
+def test_a_consent_from_the_accounts_previous_openid_is_not_spent_on_the_new_one(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    complaint_id = complain(world)
+    ok(subscribe("tmpl-complaint"))
+    accounts.bind_openid(services.db, world["alice"], "resident", "o-alice-new-phone")
+
+    ok(reply(world, complaint_id))
+
+    assert fake.sent == []
+    assert consents_left(services, world["alice"], "tmpl-complaint") == 1
+    # The new WeChat user's own consent replaces the old user's count, and is theirs to spend.
+    event = {"action": "subscribe", "template_ids": ["tmpl-complaint"]}
+    assert ok(invoke("notify", event, "o-alice-new-phone"))["remaining"] == {"tmpl-complaint": 1}
+    ok(reply(world, complaint_id))
+    assert [m["touser"] for m in fake.sent] == ["o-alice-new-phone"]
+
+
+def test_a_consent_whose_openid_now_belongs_to_another_account_is_not_spent(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    complaint_id = complain(world)
+    ok(subscribe("tmpl-complaint"))
+    bob, _ = accounts.ensure_account(services.db, "13700000009", services.clock.now())
+    accounts.bind_openid(services.db, bob["_id"], "resident", RESIDENT_OPENID)
+
+    ok(reply(world, complaint_id))
+
+    assert fake.sent == []
+    assert consents_left(services, world["alice"], "tmpl-complaint") == 1
+
+
+def test_signing_back_in_with_the_same_openid_makes_the_kept_consent_spendable(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    complaint_id = complain(world)
+    ok(subscribe("tmpl-complaint"))
+    alice = accounts.by_id(services.db, world["alice"])
+    accounts.unbind_openid(services.db, alice, RESIDENT_OPENID)
+    ok(reply(world, complaint_id))
+    assert fake.sent == []
+
+    accounts.bind_openid(services.db, world["alice"], "resident", RESIDENT_OPENID)
+    ok(reply(world, complaint_id))
+
+    assert [m["touser"] for m in fake.sent] == [RESIDENT_OPENID]
+    assert consents_left(services, world["alice"], "tmpl-complaint") == 0
+
+
+def test_a_consent_given_in_one_app_is_not_spent_on_a_message_for_the_other(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    admin_id = accounts.caller_by_openid(services.db, world["admin"])[0]["_id"]
+    event = {"action": "subscribe", "template_ids": ["tmpl-complaint"]}
+    ok(invoke("notify", event, world["admin"]))
+    assert consent(services, admin_id, "tmpl-complaint")["app"] == "staff"
+
+    resident_side = messaging.notify_many(services, [complaint_note(admin_id, "resident")])
+    staff_side = messaging.notify_many(services, [complaint_note(admin_id, "staff")])
+
+    assert (resident_side["pushed"], staff_side["pushed"]) == (0, 1)
+    assert [(m["appid"], m["touser"]) for m in fake.sent] == [(STAFF_APPID, world["admin"])]
+
+
+def test_dispatch_pushes_to_the_resident_and_the_repairman_from_one_inbox_write(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    scope = [world["house"]["community_id"]]
+    fixer = staff_account(services, "13900000003", "李师傅", "repairman", scope, "o-staff-fixer")
+    ok(subscribe("tmpl-repair"))
+    ok(
+        invoke(
+            "notify", {"action": "subscribe", "template_ids": ["tmpl-assigned"]}, "o-staff-fixer"
+        )
+    )
+    event = {
+        "action": "create",
+        "house_id": world["house"]["_id"],
+        "category": "water_electric",
+        "description": "厨房水管漏水",
+        "contact_phone": "13800000001",
+    }
+    repair_id = ok(invoke("repair", event, RESIDENT_OPENID))["repair_id"]
+
+    dispatch = {"action": "dispatch", "repair_id": repair_id, "repairman_id": fixer["_id"]}
+    with db_commands(services) as (_, calls):
+        ok(invoke("repair", dispatch, world["admin"]))
+
+    assert calls.count("messages.insert_many") == 1
+    assert "accounts.find" not in calls and "subscription_consents.find" not in calls
+    assert sorted((m["appid"], m["touser"], m["template_id"]) for m in fake.sent) == [
+        (RESIDENT_APPID, RESIDENT_OPENID, "tmpl-repair"),
+        (STAFF_APPID, "o-staff-fixer", "tmpl-assigned"),
+    ]
 
 
 # ------------------------------------------------------------------------------ the inbox

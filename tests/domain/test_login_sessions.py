@@ -9,7 +9,7 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import http, invoke, make_settings
+from conftest import db_commands, http, invoke, make_settings
 
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import OffsetClock
@@ -121,6 +121,30 @@ def test_logging_in_to_another_account_moves_the_openid_binding(services: Servic
     assert services.db["accounts"].count_documents({"wx.resident": OPENID}) == 1
     login(services, PHONE)
     assert me()["data"]["account_id"] == first["_id"]
+
+
+def test_signing_in_again_with_the_openid_already_bound_rewrites_no_binding(
+    services: Services,
+) -> None:
+    new_account(services)
+    login(services)
+    code = fresh_code(services)
+
+    with db_commands(services) as (_, calls):
+        event = {"action": "login", "phone": PHONE, "code": code}
+        assert invoke("login", event, OPENID)["ok"]
+
+    assert "accounts.update_many" not in calls and "accounts.update_one" not in calls
+    assert "subscription_consents.bulk_write" not in calls
+    assert me()["ok"]
+
+
+def test_the_session_token_names_the_app_signed_in_to(services: Services) -> None:
+    new_account(services)
+
+    token = login(services)["session_token"]
+
+    assert jwt.decode(token, options={"verify_signature": False})["app"] == "resident"
 
 
 def test_logout_over_cloudbase_unbinds_the_openid(services: Services) -> None:

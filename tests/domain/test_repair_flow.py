@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import invoke
+from conftest import db_commands, invoke
 from worlds import BAY, GARDEN, ok, owner_row, refused, resident_account, staff_account
 
 from caiyun.domain import houses, memberships, messaging, staff
@@ -499,3 +499,126 @@ def test_a_file_uploaded_by_someone_else_is_refused(services: Services, world: W
     assert refused(reply) == "INVALID_ARGUMENT"
     assert reply["error"]["details"]["fields"] == {"images.0": "不是本应用上传的文件"}
     assert services.db[REPAIRS].count_documents({}) == 0
+
+
+# ------------------------------------------------------------------------------ round trips
+
+
+def test_create_checks_and_labels_the_house_in_one_read_and_writes_the_key_once(
+    services: Services, world: World
+) -> None:
+    with db_commands(services) as (_, calls):
+        report(world.owner, world.house_101, request_id="once")
+
+    assert calls == [
+        "accounts.aggregate",  # the caller
+        "memberships.aggregate",  # membership, house and community
+        "idempotency_keys.insert_one",
+        "repairs.insert_one",
+    ]
+
+
+def test_a_retry_after_the_repair_moved_on_still_gets_the_first_result(
+    services: Services, world: World
+) -> None:
+    first = report(world.owner, world.house_101, request_id="req-moved")
+    services.clock.advance(60)
+    ok(
+        world.admin.call(
+            "dispatch", repair_id=first["repair_id"], repairman_id=world.fixer.account_id
+        )
+    )
+
+    again = report(world.owner, world.house_101, request_id="req-moved")
+
+    assert again == first
+    assert services.db[REPAIRS].count_documents({"reporter_id": world.owner.account_id}) == 1
+
+
+def test_a_first_dispatch_is_one_conditional_write_after_reading_the_repairman(
+    services: Services, world: World
+) -> None:
+    rid = report(world.owner, world.house_101)["repair_id"]
+
+    with db_commands(services) as (_, calls):
+        ok(world.admin.call("dispatch", repair_id=rid, repairman_id=world.fixer.account_id))
+
+    # No template configured here, so no consent is spent.
+    assert calls == [
+        "accounts.aggregate",  # the caller
+        "accounts.aggregate",  # the repairman and their staff record
+        "repairs.find_one_and_update",
+        "messages.insert_many",  # the resident and the repairman
+    ]
+
+
+def test_a_redispatch_tells_the_resident_and_both_repairmen_in_one_inbox_write(
+    services: Services, world: World
+) -> None:
+    rid = report(world.owner, world.house_101)["repair_id"]
+    ok(world.admin.call("dispatch", repair_id=rid, repairman_id=world.fixer.account_id))
+
+    with db_commands(services) as (_, calls):
+        ok(world.admin.call("dispatch", repair_id=rid, repairman_id=world.fixer2.account_id))
+
+    assert calls.count("messages.insert_many") == 1
+    assert len(inbox(services, world.owner)) == 2
+    assert len(inbox(services, world.fixer)) == 2 and len(inbox(services, world.fixer2)) == 1
+
+
+def test_a_first_dispatch_outside_either_scope_changes_nothing(
+    services: Services, world: World
+) -> None:
+    rid = report(world.owner, world.house_101)["repair_id"]
+    # The admin of 彩云花园 may not send 星河湾's repairman; nor may 星河湾's repairman be sent
+    # by anyone to a 彩云花园 repair.
+    for admin, fixer in ((world.admin, world.bay_fixer), (world.hq, world.bay_fixer)):
+        reply = admin.call("dispatch", repair_id=rid, repairman_id=fixer.account_id)
+        assert refused(reply) == "FORBIDDEN"
+    bay_owner = _resident(services, "13800000901", "王五")
+    _member(services, bay_owner, world.house_bay, "owner")
+    bay_rid = report(bay_owner, world.house_bay)["repair_id"]
+    reply = world.admin.call("dispatch", repair_id=bay_rid, repairman_id=world.fixer.account_id)
+    assert refused(reply) == "FORBIDDEN"
+    assert {d["status"] for d in services.db[REPAIRS].find()} == {"pending"}
+
+
+def test_complete_is_one_conditional_write_when_the_repairman_may(
+    services: Services, world: World
+) -> None:
+    rid = report(world.owner, world.house_101)["repair_id"]
+    ok(world.admin.call("dispatch", repair_id=rid, repairman_id=world.fixer.account_id))
+    photos = [photo(services, "p", world.fixer)]
+
+    with db_commands(services) as (_, calls):
+        ok(world.fixer.call("complete", repair_id=rid, photos=photos))
+
+    assert calls == ["accounts.aggregate", "repairs.find_one_and_update", "messages.insert_many"]
+
+
+def test_complete_by_a_repairman_who_no_longer_covers_the_community_changes_nothing(
+    services: Services, world: World
+) -> None:
+    rid = report(world.owner, world.house_101)["repair_id"]
+    ok(world.admin.call("dispatch", repair_id=rid, repairman_id=world.fixer.account_id))
+    staff.upsert(
+        services.db,
+        world.fixer.account_id,
+        "李师傅",
+        "repairman",
+        [world.bay_id],
+        services.clock.now(),
+    )
+    photos = [photo(services, "p", world.fixer)]
+
+    assert refused(world.fixer.call("complete", repair_id=rid, photos=photos)) == "FORBIDDEN"
+    assert services.db[REPAIRS].find_one({"_id": rid})["status"] == "dispatched"
+
+
+def test_repairmen_of_a_scoped_admin_are_two_reads_after_the_caller(
+    services: Services, world: World
+) -> None:
+    with db_commands(services) as (_, calls):
+        ok(world.admin.call("repairmen", community_id=world.garden_id))
+
+    assert calls == ["accounts.aggregate", "staff.aggregate", "repairs.aggregate"]

@@ -75,6 +75,11 @@ def _caller(db: Any, query: dict[str, Any]) -> Caller:
     return account, record
 
 
+def with_staff(db: Any, account_id: str) -> Caller:
+    """The account with this id and its staff record, in one read."""
+    return _caller(db, {"_id": account_id})
+
+
 def caller_by_openid(db: Any, openid: str) -> Caller:
     """The account (and staff record) a WeChat openid of either mini-program is bound to."""
     return _caller(db, {"$or": [{f"wx.{app}": openid} for app in APPS]})
@@ -136,7 +141,12 @@ def ensure_account(
 
 
 def bind_openid(db: Any, account_id: str, app: App, openid: str) -> None:
-    """Bind ``openid`` to this account, taking it from any account that held it before."""
+    """Bind ``openid`` to this account, taking it from any account that held it before.
+
+    Subscription consents follow: only those this openid gave this account stay spendable.
+    """
+    from caiyun.domain.messaging import follow_bind
+
     field = f"wx.{app}"
     for _ in range(3):
         db[ACCOUNTS].update_many(
@@ -144,20 +154,31 @@ def bind_openid(db: Any, account_id: str, app: App, openid: str) -> None:
         )
         try:
             db[ACCOUNTS].update_one({"_id": account_id}, {"$set": {field: openid}})
-            return
         except DuplicateKeyError:
             # Another login bound the same openid between our two writes; take it again.
             continue
+        follow_bind(db, account_id, app, openid)
+        return
     raise RuntimeError("openid binding kept colliding")
 
 
 def unbind_openid(db: Any, account: dict[str, Any], openid: str) -> None:
-    """Unbind ``openid`` from this account if it is bound there."""
+    """Unbind ``openid`` from this account if it is bound there; its consents stop being
+    spendable (they are kept for a later sign-in by the same WeChat user)."""
+    from caiyun.domain.messaging import follow_unbind
+
     for app in APPS:
         if account.get("wx", {}).get(app) == openid:
-            db[ACCOUNTS].update_one(
+            unbound = db[ACCOUNTS].update_one(
                 {"_id": account["_id"], f"wx.{app}": openid}, {"$unset": {f"wx.{app}": ""}}
             )
+            if unbound.modified_count:
+                follow_unbind(db, account["_id"], openid)
+
+
+def app_of_openid(account: dict[str, Any], openid: str) -> App | None:
+    """Which mini-program ``openid`` is bound to this account for, if either."""
+    return next((app for app in APPS if account.get("wx", {}).get(app) == openid), None)
 
 
 def record_login(

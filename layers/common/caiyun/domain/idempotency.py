@@ -2,10 +2,11 @@
 
 The first call claims the key with an insert on a unique ``_id`` and is handed the id its new
 record must have. A retry that arrives while the first is still running is told to wait
-(CONFLICT, retryable); one that arrives after gets the stored result. A first call refused by a
-rule releases the key at once. One that died with its outcome unknown (the database went away)
-keeps it for a short lease; then a retry takes over with the same record id, and
-:func:`insert_once` makes sure the record is not created twice.
+(CONFLICT, retryable); one that arrives after gets the stored result, or the result rebuilt from
+the record for a create that can do that. A first call refused by a rule releases the key at
+once. One that died with its outcome unknown (the database went away) keeps it for a short
+lease; then a retry takes over with the same record id, and :func:`insert_once` makes sure the
+record is not created twice.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ def _busy() -> AppError:
     return AppError("CONFLICT", "请求正在处理，请稍后刷新", {"retryable": True})
 
 
-def _claim(services: Services, key: str) -> dict[str, Any] | None:
+Existing = Callable[[str], dict[str, Any] | None]
+
+
+def _claim(services: Services, key: str, existing: Existing | None) -> dict[str, Any] | None:
     """The claim this call holds on ``key``, or the finished first call's document."""
     db, now = services.db, services.clock.now()
     claim = {
@@ -58,6 +62,8 @@ def _claim(services: Services, key: str) -> dict[str, Any] | None:
         raise _busy()
     if first.get("state") == "done":
         return first
+    if existing is not None and (found := existing(first["record_id"])) is not None:
+        return {"state": "done", "result": found}
     if first.get("lease_until", now) > now:
         raise _busy() from None
     taken = db[IDEMPOTENCY].find_one_and_update(
@@ -76,15 +82,21 @@ def once(
     caller_id: str,
     request_id: str | None,
     create: Callable[[str], dict[str, Any]],
+    existing: Existing | None = None,
 ) -> dict[str, Any]:
     """Run ``create(record_id)`` once per (scope, caller, request_id); without a request_id,
     just run it. ``create`` should store its record under ``record_id`` with
-    :func:`insert_once`."""
+    :func:`insert_once`.
+
+    ``existing(record_id)`` (the first call's result rebuilt from the record stored under that
+    id, or None) saves a write: the outcome is not written on the key, a retry answers from the
+    record, and one arriving while the first call runs gets it as soon as it is stored.
+    """
     if request_id is None:
         return create(new_id())
     key = f"{scope}:{caller_id}:{request_id}"
     db = services.db
-    claim = _claim(services, key)
+    claim = _claim(services, key, existing)
     if claim.get("state") == "done":
         return claim["result"]
     try:
@@ -94,6 +106,8 @@ def once(
         with contextlib.suppress(PyMongoError):
             db[IDEMPOTENCY].delete_one({"_id": key, "state": "running"})
         raise
+    if existing is not None:
+        return result
     # Best effort: if this write is lost, a retry after the lease finds the record by its id.
     with contextlib.suppress(PyMongoError):
         db[IDEMPOTENCY].update_one({"_id": key}, {"$set": {"state": "done", "result": result}})

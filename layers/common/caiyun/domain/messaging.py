@@ -2,7 +2,10 @@
 
 A one-time subscription consent allows exactly one message, so consents are counted per account
 and template and spent atomically; two features sharing a template cannot both spend the same
-consent. WeChat being down never fails the business action that wanted to tell someone.
+consent. WeChat counts a consent for the WeChat user who gave it, in the mini-program where it
+was given, so the consent document names that openid and app: spending it returns whom to send
+to, and it is only spendable (``held``) while the account still holds that openid. WeChat being
+down never fails the business action that wanted to tell someone.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pymongo import DESCENDING, IndexModel, ReturnDocument
+from pymongo import DESCENDING, IndexModel, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from caiyun.adapters.wechat import WeChatError, WeChatNoConsent
@@ -29,7 +32,15 @@ MESSAGES = declare(
     IndexModel([("account_id", 1), ("created_at", DESCENDING), ("_id", DESCENDING)]),
     IndexModel([("account_id", 1), ("read_at", 1)]),
 )
-CONSENTS = declare("subscription_consents", IndexModel("account_id"))
+CONSENTS = declare(
+    "subscription_consents",
+    IndexModel("account_id"),
+    IndexModel("openid", partialFilterExpression={"openid": {"$type": "string"}}),
+)
+
+# Up to this many pushable notes, each consent is spent blindly (one command, nothing to read
+# first); a bigger batch reads which consents are left so it only writes those.
+_DIRECT_SPENDS = 2
 
 # WeChat's limits on template values, by the key's type prefix (thing12 → thing).
 _VALUE_LIMITS = {
@@ -60,55 +71,115 @@ def _fit(key: str, value: str) -> str:
     return value
 
 
-def add_consents(services: Services, account_id: str, template_ids: list[str]) -> dict[str, int]:
+def add_consents(
+    services: Services,
+    account_id: str,
+    template_ids: list[str],
+    granted_by: tuple[accounts.App, str] | None = None,
+) -> dict[str, int]:
     """Record one more one-time consent per template; returns what is left per template.
 
-    Only this deployment's templates are accepted: a consent counted for any other id could
-    never be spent.
+    ``granted_by`` is the WeChat user who accepted them: the mini-program and the openid the
+    call came from. Consents an account kept from another openid (or app) are WeChat's count
+    for that other user, so they are dropped, not added to. Without ``granted_by`` the consent
+    is counted but can never be pushed on. Only this deployment's templates are accepted: a
+    consent counted for any other id could never be spent. One bulk write and one read.
     """
     configured = set(services.settings.wechat_templates.values())
     if not set(template_ids) <= configured:
         raise AppError(
             "INVALID_ARGUMENT", "订阅消息模板无效", {"fields": {"template_ids": "包含未配置的模板"}}
         )
-    template_ids = list(dict.fromkeys(template_ids))
+    app, openid = granted_by or (None, None)
     now = services.clock.now()
-    left = {}
-    for template_id in template_ids:
-        doc = services.db[CONSENTS].find_one_and_update(
-            {"_id": f"{account_id}:{template_id}"},
-            {
-                "$inc": {"remaining": 1},
-                "$set": {"account_id": account_id, "template_id": template_id, "updated_at": now},
-            },
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
+    ids = {f"{account_id}:{template_id}": template_id for template_id in template_ids}
+    writes: list[UpdateOne] = []
+    for consent_id, template_id in ids.items():
+        # Ordered: the other user's count is zeroed before this user's consent is added.
+        writes.append(
+            UpdateOne(
+                {"_id": consent_id, "$or": [{"openid": {"$ne": openid}}, {"app": {"$ne": app}}]},
+                {"$set": {"remaining": 0}},
+            )
         )
-        left[template_id] = doc["remaining"]
-    return left
+        writes.append(
+            UpdateOne(
+                {"_id": consent_id},
+                {
+                    "$inc": {"remaining": 1},
+                    "$set": {
+                        "account_id": account_id,
+                        "template_id": template_id,
+                        "app": app,
+                        "openid": openid,
+                        "held": openid is not None,
+                        "updated_at": now,
+                    },
+                },
+                upsert=True,
+            )
+        )
+    db = services.db
+    db[CONSENTS].bulk_write(writes, ordered=True)
+    left = {c["_id"]: c["remaining"] for c in db[CONSENTS].find({"_id": {"$in": list(ids)}})}
+    return {template_id: left[consent_id] for consent_id, template_id in ids.items()}
 
 
-def _send(services: Services, note: Note, template_id: str, openid: str) -> bool:
+def follow_bind(db: Any, account_id: str, app: accounts.App, openid: str) -> None:
+    """Consents follow ``openid`` being bound to the account for ``app``: only those this
+    openid gave this account are spendable (again, after a sign-out), one write."""
+    db[CONSENTS].bulk_write(
+        [
+            # Given while the openid was bound to another account: not that account's user now.
+            UpdateMany(
+                {"openid": openid, "account_id": {"$ne": account_id}, "held": True},
+                {"$set": {"held": False}},
+            ),
+            # Given by the account's previous WeChat user of this app.
+            UpdateMany(
+                {"account_id": account_id, "app": app, "openid": {"$ne": openid}, "held": True},
+                {"$set": {"held": False}},
+            ),
+            UpdateMany(
+                {"account_id": account_id, "app": app, "openid": openid, "held": False},
+                {"$set": {"held": True}},
+            ),
+        ],
+        ordered=False,
+    )
+
+
+def follow_unbind(db: Any, account_id: str, openid: str) -> None:
+    """Consents ``openid`` gave the account stop being spendable when it is unbound. They are
+    kept, not zeroed: WeChat still counts them for that user, should they sign in again."""
+    db[CONSENTS].update_many(
+        {"account_id": account_id, "openid": openid, "held": True}, {"$set": {"held": False}}
+    )
+
+
+def _send(services: Services, note: Note, consent: dict[str, Any]) -> bool:
     data = {key: _fit(key, value) for key, value in (note.push.data if note.push else {}).items()}
-    consent = {"_id": f"{note.account_id}:{template_id}"}
+    # Put right only while the consent is still this user's (a subscribe from another openid
+    # may have reset it meanwhile).
+    spent = {"_id": consent["_id"], "openid": consent["openid"]}
     try:
         # The inbox keeps an absolute path for wx.navigateTo; a subscribe message's page is
         # written without the leading slash.
         services.wechat.send_subscribe(
             note.app,
-            openid,
-            template_id,
+            consent["openid"],
+            consent["template_id"],
             note.page.lstrip("/"),
             data,
             services.settings.wechat_miniprogram_state,
         )
         return True
     except WeChatNoConsent:
-        services.db[CONSENTS].update_one(consent, {"$set": {"remaining": 0}})
+        services.db[CONSENTS].update_one(spent, {"$set": {"remaining": 0}})
     except WeChatError as error:
         if error.retryable or error.errcode is None:
             # Not delivered (WeChat down, or never asked): the consent was not used up.
-            services.db[CONSENTS].update_one(consent, {"$inc": {"remaining": 1}})
+            services.db[CONSENTS].update_one(spent, {"$inc": {"remaining": 1}})
     return False
 
 
@@ -156,52 +227,49 @@ def _store(services: Services, notes: list[Note]) -> list[Note]:
         return [n for i, n in enumerate(notes) if i not in sent_before]
 
 
+def _spend(db: Any, consent_id: str, app: accounts.App) -> dict[str, Any] | None:
+    """Take one consent if one is left; returns whom it was given by, or None."""
+    # Atomic: two features sharing a template cannot both use one consent.
+    return db[CONSENTS].find_one_and_update(
+        {"_id": consent_id, "app": app, "held": True, "remaining": {"$gt": 0}},
+        {"$inc": {"remaining": -1}},
+        {"openid": 1, "template_id": 1},
+    )
+
+
 def notify_many(services: Services, notes: list[Note]) -> dict[str, int]:
     """Put each note in its account's inbox and push it on WeChat where a consent is left.
 
-    A batch costs one write for the inbox and, when some notes have a template, one read of
-    the accounts and one of their consents; only consents actually spent are written one by
-    one. WeChat being down never raises: the inbox has the message either way.
+    A batch costs one write for the inbox and one write per consent spent: the consent names
+    the openid to send to. Up to two pushable notes spend directly (a note without a consent
+    left costs that one write and nothing more); a bigger batch first reads which of its
+    consents are left. WeChat being down never raises: the inbox has the message either way.
     Returns counts: ``inbox`` messages written and ``pushed`` WeChat messages sent.
     """
     if not notes:
         return {"inbox": 0, "pushed": 0}
     fresh = _store(services, notes)
     templates = services.settings.wechat_templates
-    pushable = [n for n in fresh if n.push is not None and templates.get(n.push.template)]
-    if not pushable:
-        return {"inbox": len(fresh), "pushed": 0}
-    db = services.db
-    openids = {
-        a["_id"]: a.get("wx", {})
-        for a in db[accounts.ACCOUNTS].find(
-            {"_id": {"$in": sorted({n.account_id for n in pushable})}}, {"wx": 1}
-        )
-    }
     wanted = {
         f"{n.account_id}:{templates[n.push.template]}": n
-        for n in pushable
-        if n.push is not None and openids.get(n.account_id, {}).get(n.app)
+        for n in fresh
+        if n.push is not None and templates.get(n.push.template)
     }
-    with_consent = [
-        c["_id"]
-        for c in db[CONSENTS].find(
-            {"_id": {"$in": list(wanted)}, "remaining": {"$gt": 0}}, {"_id": 1}
+    if not wanted:
+        return {"inbox": len(fresh), "pushed": 0}
+    db = services.db
+    to_spend = list(wanted)
+    if len(to_spend) > _DIRECT_SPENDS:
+        left = db[CONSENTS].find(
+            {"_id": {"$in": to_spend}, "held": True, "remaining": {"$gt": 0}}, {"app": 1}
         )
-    ]
+        to_spend = [c["_id"] for c in left if c.get("app") == wanted[c["_id"]].app]
     pushed = 0
-    for consent_id in with_consent:
+    for consent_id in to_spend:
         note = wanted[consent_id]
-        # Spent atomically: two features sharing a template cannot both use one consent.
-        if (
-            db[CONSENTS].find_one_and_update(
-                {"_id": consent_id, "remaining": {"$gt": 0}}, {"$inc": {"remaining": -1}}
-            )
-            is None
-        ):
-            continue
-        template_id = consent_id.split(":", 1)[1]
-        pushed += _send(services, note, template_id, openids[note.account_id][note.app])
+        consent = _spend(db, consent_id, note.app)
+        if consent is not None:
+            pushed += _send(services, note, consent)
     return {"inbox": len(fresh), "pushed": pushed}
 
 

@@ -125,25 +125,20 @@ def _resident_note(doc: dict[str, Any], title: str, remark: str) -> messaging.No
     )
 
 
-def _tell_resident(services: Services, doc: dict[str, Any], title: str, remark: str) -> None:
-    """Tell the reporter about a step of their repair."""
-    messaging.notify_many(services, [_resident_note(doc, title, remark)])
-
-
-def _tell_repairman(services: Services, doc: dict[str, Any]) -> None:
-    """The assigned repairman's inbox, and the staff app's ``repair_assigned`` message.
+def _repairman_note(doc: dict[str, Any]) -> messaging.Note:
+    """The assigned repairman's inbox message, with the staff app's ``repair_assigned``
+    subscription message.
 
     Template keys: thing1 category, thing2 where, time3 when, thing4 the resident's words.
     """
     category = views.CATEGORIES[doc["category"]]
     where = f"{doc['community_name']}{doc['house_label']}"
-    messaging.notify(
-        services,
-        [doc["repairman_id"]],
-        "repair",
-        "新的维修工单",
-        f"{where}：{category}，{doc['description']}",
-        REPAIR_PAGE.format(doc["_id"]),
+    return messaging.Note(
+        account_id=doc["repairman_id"],
+        kind="repair",
+        title="新的维修工单",
+        body=f"{where}：{category}，{doc['description']}",
+        page=REPAIR_PAGE.format(doc["_id"]),
         push=messaging.Push(
             template="repair_assigned",
             data={
@@ -156,6 +151,34 @@ def _tell_repairman(services: Services, doc: dict[str, Any]) -> None:
         app="staff",
         community_id=doc["community_id"],
     )
+
+
+def _reassigned_note(doc: dict[str, Any], previous_id: str) -> messaging.Note:
+    """The inbox message of the repairman the work was taken from (nothing to push)."""
+    return messaging.Note(
+        account_id=previous_id,
+        kind="repair",
+        title="工单已改派",
+        body=f"{doc['community_name']}{doc['house_label']}的维修工单已改派他人",
+        page=REPAIR_PAGE.format(doc["_id"]),
+        app="staff",
+        community_id=doc["community_id"],
+    )
+
+
+# What create writes besides the state (pending, nobody assigned, the first timeline entry).
+_CREATED_FIELDS = (
+    "community_id",
+    "community_name",
+    "house_id",
+    "house_label",
+    "reporter_id",
+    "category",
+    "description",
+    "contact_phone",
+    "images",
+    "created_at",
+)
 
 
 def create(
@@ -172,22 +195,19 @@ def create(
 
     HOUSE_NOT_BOUND when the caller has no house at all, FORBIDDEN for a house that is not
     theirs, INVALID_ARGUMENT for an image not in this deployment's storage. The same
-    ``request_id`` again returns the first result and creates nothing.
+    ``request_id`` again returns the first result and creates nothing (the result is rebuilt
+    from the repair, so the key needs no second write).
     """
     db = services.db
-    memberships.require_member(db, account["_id"], house_id)
-    house = houses.get(db, house_id)
-    if house is None:
-        raise AppError("NOT_FOUND", "未找到该房屋")
+    _, house, community = memberships.require_member_house(db, account["_id"], house_id)
     images = services.storage.check_file_ids(images, "images", uploader=account["_id"])
 
     def make(record_id: str) -> dict[str, Any]:
         now = services.clock.now()
-        community = communities.get(db, house["community_id"]) or {}
         doc = {
             "_id": record_id,
             "community_id": house["community_id"],
-            "community_name": community.get("name", ""),
+            "community_name": (community or {}).get("name", ""),
             "house_id": house["_id"],
             "house_label": houses.label(house),
             "reporter_id": account["_id"],
@@ -203,7 +223,16 @@ def create(
         }
         return views.detail(idempotency.insert_once(db[REPAIRS], doc))
 
-    return idempotency.once(services, "repair.create", account["_id"], request_id, make)
+    def stored(record_id: str) -> dict[str, Any] | None:
+        # The reply as the first call gave it, whatever happened to the repair since.
+        as_created = {**dict.fromkeys(_CREATED_FIELDS, 1), "timeline": {"$slice": 1}}
+        doc = db[REPAIRS].find_one({"_id": record_id}, as_created)
+        if doc is None:
+            return None
+        first = {**doc, "status": "pending", "repairman_id": None, "updated_at": doc["created_at"]}
+        return views.detail(first)
+
+    return idempotency.once(services, "repair.create", account["_id"], request_id, make, stored)
 
 
 def cancel(services: Services, account: dict[str, Any], repair_id: str) -> dict[str, Any]:
@@ -257,13 +286,41 @@ def rate(
     return views.detail(done)
 
 
-def _repairman_for(db: Any, repairman_id: str, community_id: str) -> dict[str, Any]:
-    record = staff.get(db, repairman_id)
-    if record is None or record["role"] != "repairman":
+def _require_repairman(
+    person: dict[str, Any] | None, record: dict[str, Any] | None, community_id: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The repairman's account and staff record, if they may be sent to that community."""
+    if person is None or record is None or record["role"] != "repairman":
         raise AppError("NOT_FOUND", "维修员不存在")
     if not staff.covers(record, community_id):
         raise AppError("FORBIDDEN", "该维修员不负责此小区")
-    return record
+    return person, record
+
+
+def _dispatching(
+    admin: dict[str, Any],
+    person: dict[str, Any],
+    record: dict[str, Any],
+    event: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The update that sends this repairman, with its timeline entry."""
+    return {
+        "$set": {
+            "status": "dispatched",
+            "repairman_id": person["_id"],
+            "repairman_name": record["name"],
+            "repairman_phone": person.get("phone"),
+            "dispatched_at": now,
+            "dispatched_by": admin["_id"],
+            "updated_at": now,
+        },
+        "$push": {
+            "timeline": _entry(
+                event, "dispatched", admin["_id"], "admin", now, f"维修员：{record['name']}"
+            )
+        },
+    }
 
 
 def dispatch(
@@ -272,54 +329,49 @@ def dispatch(
     """Send a repairman of the repair's community: ``pending`` → ``dispatched``.
 
     While dispatched it may be sent to someone else (the previous repairman is told); sending
-    it again to the same repairman changes nothing. The update expects exactly the state read
-    here, so two admins dispatching at once cannot both win: the loser gets CONFLICT.
+    it again to the same repairman changes nothing. Every update expects exactly the state it
+    was decided on, so two admins dispatching at once cannot both win: the loser gets CONFLICT
+    (or, if the winner sent someone else, re-dispatches after it).
     """
     db, now = services.db, services.clock.now()
-    doc = _get(db, repair_id)
-    staff.require_scope(admin, doc["community_id"])
-    record = _repairman_for(db, repairman_id, doc["community_id"])
-    if doc["status"] == "dispatched" and doc["repairman_id"] == repairman_id:
-        return views.detail(doc)
-    if doc["status"] not in ("pending", "dispatched"):
-        raise _conflict(doc)
-    person = accounts.by_id(db, repairman_id) or {}
-    event = "dispatched" if doc["status"] == "pending" else "redispatched"
-    done = db[REPAIRS].find_one_and_update(
-        {"_id": repair_id, "status": doc["status"], "repairman_id": doc["repairman_id"]},
-        {
-            "$set": {
-                "status": "dispatched",
-                "repairman_id": repairman_id,
-                "repairman_name": record["name"],
-                "repairman_phone": person.get("phone"),
-                "dispatched_at": now,
-                "dispatched_by": admin["_id"],
-                "updated_at": now,
-            },
-            "$push": {
-                "timeline": _entry(
-                    event, "dispatched", admin["_id"], "admin", now, f"维修员：{record['name']}"
-                )
-            },
-        },
-        return_document=ReturnDocument.AFTER,
-    )
-    if done is None:
-        raise AppError("CONFLICT", "报修单状态已变化，请刷新后重试")
-    _tell_resident(services, done, "报修已派单", f"已安排维修员{record['name']}上门")
-    _tell_repairman(services, done)
-    if doc["repairman_id"]:
-        messaging.notify(
-            services,
-            [doc["repairman_id"]],
-            "repair",
-            "工单已改派",
-            f"{done['community_name']}{done['house_label']}的维修工单已改派他人",
-            REPAIR_PAGE.format(repair_id),
-            app="staff",
-            community_id=done["community_id"],
+    person, record = accounts.with_staff(db, repairman_id)
+    done, previous = None, None
+    if person is not None and record is not None and record["role"] == "repairman":
+        # The usual case, a first dispatch, is this one write: both scopes are in its filter.
+        first: dict[str, Any] = {"_id": repair_id, "status": "pending", "repairman_id": None}
+        scopes = [scope for scope in (staff.scope_query(admin), staff.scope_query(record)) if scope]
+        if scopes:
+            first["$and"] = scopes
+        done = db[REPAIRS].find_one_and_update(
+            first,
+            _dispatching(admin, person, record, "dispatched", now),
+            return_document=ReturnDocument.AFTER,
         )
+    if done is None:
+        # Anything else is decided on the repair as read, in the order the rules are told.
+        doc = _get(db, repair_id)
+        staff.require_scope(admin, doc["community_id"])
+        person, record = _require_repairman(person, record, doc["community_id"])
+        if doc["status"] == "dispatched" and doc["repairman_id"] == repairman_id:
+            return views.detail(doc)
+        if doc["status"] not in ("pending", "dispatched"):
+            raise _conflict(doc)
+        event = "dispatched" if doc["status"] == "pending" else "redispatched"
+        done = db[REPAIRS].find_one_and_update(
+            {"_id": repair_id, "status": doc["status"], "repairman_id": doc["repairman_id"]},
+            _dispatching(admin, person, record, event, now),
+            return_document=ReturnDocument.AFTER,
+        )
+        if done is None:
+            raise AppError("CONFLICT", "报修单状态已变化，请刷新后重试")
+        previous = doc["repairman_id"]
+    notes = [
+        _resident_note(done, "报修已派单", f"已安排维修员{done['repairman_name']}上门"),
+        _repairman_note(done),
+    ]
+    if previous:
+        notes.append(_reassigned_note(done, previous))
+    messaging.notify_many(services, notes)
     return views.detail(done)
 
 
@@ -336,14 +388,20 @@ def complete(
     window starts now.
     """
     db, now = services.db, services.clock.now()
-    doc = _get(db, repair_id)
-    if doc.get("repairman_id") != repairman["_id"] or not staff.covers(
-        repairman, doc["community_id"]
-    ):
-        raise AppError("FORBIDDEN", "该工单未派给您")
-    photos = services.storage.check_file_ids(photos, "photos", uploader=repairman["_id"])
+    try:
+        photos = services.storage.check_file_ids(photos, "photos", uploader=repairman["_id"])
+    except AppError:
+        # Whoever may not complete this repair is told that before anything about the photos.
+        _require_assigned(db, repairman, repair_id)
+        raise
+    # Who may complete it is part of the update's filter: no read before it when all is well.
     done = db[REPAIRS].find_one_and_update(
-        {"_id": repair_id, "status": "dispatched", "repairman_id": repairman["_id"]},
+        {
+            "_id": repair_id,
+            "status": "dispatched",
+            "repairman_id": repairman["_id"],
+            **staff.scope_query(repairman),
+        },
         {
             "$set": {
                 "status": "awaiting_rating",
@@ -360,9 +418,21 @@ def complete(
         return_document=ReturnDocument.AFTER,
     )
     if done is None:
-        raise _conflict(db[REPAIRS].find_one({"_id": repair_id}))
-    _tell_resident(services, done, "维修已完成，请评价", f"请在{views.RATING_WINDOW.days}天内评价")
+        raise _conflict(_require_assigned(db, repairman, repair_id))
+    remark = f"请在{views.RATING_WINDOW.days}天内评价"
+    messaging.notify_many(services, [_resident_note(done, "维修已完成，请评价", remark)])
     return views.detail(done)
+
+
+def _require_assigned(db: Any, repairman: dict[str, Any], repair_id: str) -> dict[str, Any]:
+    """The repair if it is assigned to this repairman in a community they cover; else
+    NOT_FOUND or FORBIDDEN."""
+    doc = _get(db, repair_id)
+    if doc.get("repairman_id") != repairman["_id"] or not staff.covers(
+        repairman, doc["community_id"]
+    ):
+        raise AppError("FORBIDDEN", "该工单未派给您")
+    return doc
 
 
 def detail(services: Services, account: dict[str, Any], repair_id: str) -> dict[str, Any]:
@@ -422,8 +492,8 @@ def staff_list(
     if community_id is not None:
         staff.require_scope(admin, community_id)
         query["community_id"] = community_id
-    elif not admin.get("all_communities"):
-        query["community_id"] = {"$in": admin.get("community_ids", [])}
+    else:
+        query.update(staff.scope_query(admin))
     if status:
         query["status"] = status
     docs, total = _page(services.db, query, page, page_size)
@@ -442,33 +512,64 @@ def assigned(
 
 
 def repairmen(services: Services, admin: dict[str, Any], community_id: str) -> list[dict[str, Any]]:
-    """The repairmen who cover a community, with how many repairs each has open to visit."""
+    """The repairmen who cover a community, with how many repairs each has open to visit.
+
+    Two reads: the repairmen with their accounts joined in, then their open repairs counted.
+    """
     db = services.db
     staff.require_scope(admin, community_id)
-    if communities.get(db, community_id) is None:
-        raise AppError("NOT_FOUND", "小区不存在")
     records = list(
-        db[staff.STAFF].find(
-            {
-                "role": "repairman",
-                "$or": [{"community_ids": community_id}, {"all_communities": True}],
-            }
+        db[staff.STAFF].aggregate(
+            [
+                {
+                    "$match": {
+                        "role": "repairman",
+                        "$or": [{"community_ids": community_id}, {"all_communities": True}],
+                    }
+                },
+                {
+                    "$lookup": {
+                        "from": accounts.ACCOUNTS,
+                        "localField": "_id",
+                        "foreignField": "_id",
+                        "as": "account",
+                    }
+                },
+                {"$project": {"name": 1, "community_ids": 1, "account.phone": 1}},
+            ]
         )
     )
-    phones = {
-        a["_id"]: a.get("phone")
-        for a in db[accounts.ACCOUNTS].find(
-            {"_id": {"$in": [r["_id"] for r in records]}}, {"phone": 1}
-        )
-    }
+    # Scopes are checked to name existing communities when given, so the community is read
+    # only when neither the admin's nor any repairman's scope names it.
+    named = not admin.get("all_communities") or any(
+        community_id in r.get("community_ids", []) for r in records
+    )
+    if not named and communities.get(db, community_id) is None:
+        raise AppError("NOT_FOUND", "小区不存在")
+    open_repairs = (
+        {
+            row["_id"]: row["n"]
+            for row in db[REPAIRS].aggregate(
+                [
+                    {
+                        "$match": {
+                            "repairman_id": {"$in": [r["_id"] for r in records]},
+                            "status": "dispatched",
+                        }
+                    },
+                    {"$group": {"_id": "$repairman_id", "n": {"$sum": 1}}},
+                ]
+            )
+        }
+        if records
+        else {}
+    )
     items = [
         {
             "account_id": r["_id"],
             "name": r["name"],
-            "phone": mask_phone(phones.get(r["_id"])),
-            "open_repairs": db[REPAIRS].count_documents(
-                {"repairman_id": r["_id"], "status": "dispatched"}
-            ),
+            "phone": mask_phone(r["account"][0].get("phone") if r["account"] else None),
+            "open_repairs": open_repairs.get(r["_id"], 0),
         }
         for r in records
     ]

@@ -28,21 +28,30 @@ class Session:
     expires_at: datetime
 
 
-def open_session(services: Services, account_id: str) -> tuple[Session, dict[str, Any]]:
-    """Open a session for the account; returns it with the account as it was before."""
+def open_session(
+    services: Services, account_id: str, app: accounts.App | None = None
+) -> tuple[Session, dict[str, Any]]:
+    """Open a session for the account; returns it with the account as it was before.
+
+    ``app`` is the mini-program signing in: the token names it, so a call over HTTP knows
+    which of the account's openids is the caller's.
+    """
     import jwt
 
     now = services.clock.now()
     expires_at = now + timedelta(seconds=services.settings.session_ttl_s)
     sid = secrets.token_urlsafe(16)
+    payload: dict[str, Any] = {
+        "iss": _ISSUER,
+        "sub": account_id,
+        "sid": sid,
+        "iat": int(now.timestamp()),
+        "exp": int(expires_at.timestamp()),
+    }
+    if app is not None:
+        payload["app"] = app
     token = jwt.encode(
-        {
-            "iss": _ISSUER,
-            "sub": account_id,
-            "sid": sid,
-            "iat": int(now.timestamp()),
-            "exp": int(expires_at.timestamp()),
-        },
+        payload,
         services.settings.token_secret.get_secret_value(),
         algorithm=_ALGORITHM,
     )

@@ -101,9 +101,12 @@ def login(
     if openid is None and js_code is not None:
         openid = _openid_from_js_code(services, app, js_code)
     sms_codes.verify(services, phone, "login", code)
-    if openid is not None:
-        accounts.bind_openid(db, account["_id"], _app_of(services, appid) or app, openid)
-    session, before = sessions.open_session(services, account["_id"])
+    signing_in = _app_of(services, appid) or app
+    # Already bound here (the common case of signing in again): nothing to move, and the
+    # unique index meant no other account held it when the account was read.
+    if openid is not None and account.get("wx", {}).get(signing_in) != openid:
+        accounts.bind_openid(db, account["_id"], signing_in, openid)
+    session, before = sessions.open_session(services, account["_id"], signing_in)
     first_login = before.get("last_login_at") is None
     return SignedIn(
         account=accounts.by_id(db, account["_id"]) or before,

@@ -22,6 +22,8 @@ from caiyun.services import Services, current_services
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from caiyun.domain.accounts import App
+
 _UNSET = object()
 
 
@@ -74,6 +76,25 @@ class Call:
         if record is None or record["role"] not in roles:
             raise AppError("FORBIDDEN")
         return record
+
+    def wechat_user(self) -> tuple[App, str] | None:
+        """The WeChat user making this call, as (mini-program, openid), when known.
+
+        CloudBase names the openid, bound to the caller's account for one of the apps; over
+        HTTP it is the openid the account holds for the app its session was opened in.
+        """
+        from caiyun.domain import accounts, sessions
+
+        account = self.require_account()
+        inv = self.invocation
+        if inv.kind == "cloudbase" and inv.openid:
+            app = accounts.app_of_openid(account, inv.openid)
+            return None if app is None else (app, inv.openid)
+        if inv.kind == "http" and inv.bearer:
+            app = (sessions.claims(self.services, inv.bearer) or {}).get("app")
+            openid = account.get("wx", {}).get(app) if app in accounts.APPS else None
+            return (app, openid) if openid else None
+        return None
 
     @property
     def known_account_id(self) -> str | None:
