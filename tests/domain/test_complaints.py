@@ -171,6 +171,25 @@ def test_same_request_id_files_once(services: Services, world: dict[str, Any]) -
     assert services.db[complaints.COMPLAINTS].count_documents({}) == 2
 
 
+def test_a_request_id_costs_one_claim_and_the_retry_answers_from_the_complaint(
+    services: Services, world: dict[str, Any]
+) -> None:
+    house_id = world["garden"][0]["_id"]
+
+    with counted(services) as commands:
+        first = ok(file(world["alice"], house_id, request_id="7d1e-one-claim"))
+    ok(answer(world, first["complaint_id"], "已安排专人处理", "processing"))
+    again = ok(file(world["alice"], house_id, request_id="7d1e-one-claim"))
+
+    assert own(commands) == [
+        "memberships.aggregate",
+        "idempotency_keys.insert_one",
+        "complaints.insert_one",
+    ]
+    assert again["complaint_id"] == first["complaint_id"]
+    assert again["status"] == "processing"  # the complaint as it is now, not a stale copy
+
+
 # ------------------------------------------------------------------------------ reading
 
 

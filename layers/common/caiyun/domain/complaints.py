@@ -96,7 +96,14 @@ def create(
         filed.append(idempotency.insert_once(db[COMPLAINTS], doc))
         return {"complaint_id": filed[-1]["_id"]}
 
-    created = idempotency.once(services, "complaint.create", account["_id"], request_id, file)
+    def stored(record_id: str) -> dict[str, Any] | None:
+        # The first call's complaint, if it got as far as storing it.
+        found = db[COMPLAINTS].find_one({"_id": record_id}, {"_id": 1})
+        return {"complaint_id": record_id} if found is not None else None
+
+    created = idempotency.once(
+        services, "complaint.create", account["_id"], request_id, file, stored
+    )
     if filed:
         return _detail(db, filed[-1])
     # A repeated request answered from the first one's result: its complaint is read back.
