@@ -27,7 +27,7 @@ def login(call: Call, req: api.Login) -> api.LoginReply:
         call.services, req.phone, req.code, req.app, inv.openid, req.js_code, inv.appid
     )
     return api.LoginReply(
-        account=api.AccountSummary(**signin.summary(call.services, done.account)),
+        account=api.AccountSummary(**signin.summary(call.services, done.account, done.houses)),
         session_token=done.session.token,
         expires_at=iso(done.session.expires_at),
         first_login=done.first_login,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pymongo import IndexModel, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo import IndexModel, ReturnDocument, UpdateMany, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from caiyun.data.schema import declare
 from caiyun.ids import new_id
@@ -44,9 +44,9 @@ STAFF_JOINED = "_staff_record"
 Caller = tuple[dict[str, Any] | None, dict[str, Any] | None]
 
 
-def _caller(db: Any, query: dict[str, Any]) -> Caller:
-    # One command for who is calling: the account and, joined in, its staff record, so a
-    # staff action does not spend a second round trip before its own work.
+def _with_staff(db: Any, query: dict[str, Any], *joins: dict[str, Any]) -> dict[str, Any] | None:
+    # One command for an account and, joined in, its staff record (and any further
+    # ``$lookup``s), so a staff action does not spend a second round trip before its own work.
     from caiyun.domain.staff import STAFF
 
     rows = list(
@@ -62,17 +62,22 @@ def _caller(db: Any, query: dict[str, Any]) -> Caller:
                         "as": "_staff",
                     }
                 },
+                *({"$lookup": join} for join in joins),
             ]
         )
     )
     if not rows:
-        return None, None
+        return None
     account = rows[0]
     joined = account.pop("_staff")
-    record = joined[0] if joined else None
-    # Kept on the caller's account too, so the domain's staff checks need no second read.
-    account[STAFF_JOINED] = record
-    return account, record
+    # Kept on the account, so the domain's staff checks need no second read.
+    account[STAFF_JOINED] = joined[0] if joined else None
+    return account
+
+
+def _caller(db: Any, query: dict[str, Any]) -> Caller:
+    account = _with_staff(db, query)
+    return (None, None) if account is None else (account, account[STAFF_JOINED])
 
 
 def with_staff(db: Any, account_id: str) -> Caller:
@@ -91,6 +96,21 @@ def caller_with_session(db: Any, account_id: str, sid: str, now: datetime) -> Ca
         db,
         {"_id": account_id, "sessions": {"$elemMatch": {"sid": sid, "expires_at": {"$gt": now}}}},
     )
+
+
+def for_login(db: Any, phone: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The account for ``phone`` with its staff record joined in, and its house memberships
+    (oldest first): everything a login checks and replies with, in one command."""
+    from caiyun.domain.memberships import MEMBERSHIPS
+
+    account = _with_staff(
+        db,
+        {"phone": phone},
+        {"from": MEMBERSHIPS, "localField": "_id", "foreignField": "account_id", "as": "_links"},
+    )
+    if account is None:
+        return None, []
+    return account, sorted(account.pop("_links"), key=lambda m: m["_id"])
 
 
 def identity(account: dict[str, Any]) -> dict[str, Any]:
@@ -149,12 +169,21 @@ def bind_openid(db: Any, account_id: str, app: App, openid: str) -> None:
 
     field = f"wx.{app}"
     for _ in range(3):
-        db[ACCOUNTS].update_many(
-            {field: openid, "_id": {"$ne": account_id}}, {"$unset": {field: ""}}
-        )
         try:
-            db[ACCOUNTS].update_one({"_id": account_id}, {"$set": {field: openid}})
-        except DuplicateKeyError:
+            # Ordered: the openid is freed from its old holder before this account takes it.
+            db[ACCOUNTS].bulk_write(
+                [
+                    UpdateMany(
+                        {field: openid, "_id": {"$ne": account_id}}, {"$unset": {field: ""}}
+                    ),
+                    UpdateOne({"_id": account_id}, {"$set": {field: openid}}),
+                ],
+                ordered=True,
+            )
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if not errors or any(e.get("code") != 11000 for e in errors):
+                raise
             # Another login bound the same openid between our two writes; take it again.
             continue
         follow_bind(db, account_id, app, openid)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import IndexModel, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo import IndexModel, ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from caiyun.data.schema import declare
 from caiyun.errors import AppError
@@ -61,19 +63,77 @@ def take_lease(db: Any, key: str, seconds: float, now: datetime) -> None:
 
     The conditional upsert makes two racing callers collide on the unique ``_id``: one wins.
     """
-    until = now + timedelta(seconds=seconds)
-    try:
-        db[RATE_LIMITS].find_one_and_update(
-            {"_id": key, "until": {"$lte": now}},
+    take_all(db, [Lease(key, seconds)], now)
+
+
+def _lease_held(db: Any, key: str, until: datetime, now: datetime) -> AppError:
+    held = db[RATE_LIMITS].find_one({"_id": key}) or {}
+    return AppError(
+        "RATE_LIMITED", details={"retry_after_s": _seconds_until(held.get("until", until), now)}
+    )
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A lease on ``key`` for ``seconds``, as :func:`take_lease` takes it."""
+
+    key: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Hits:
+    """At most ``limit`` hits of ``key`` in the window ending at ``window_end``."""
+
+    key: str
+    limit: int
+    window_end: datetime
+
+
+def take_all(db: Any, limits: Sequence[Lease | Hits], now: datetime) -> None:
+    """Take each lease and count a hit on each counter, in order, in one database command.
+
+    RATE_LIMITED (with ``retry_after_s``) at the first one refused; those before it stay taken
+    and those after it are left alone, as separate calls in that order would. Each write is a
+    conditional upsert, so a refusal is a duplicate ``_id`` and two racing callers cannot both
+    pass: a counter past its limit is not counted further.
+    """
+    requests = [_request(limit, now) for limit in limits]
+    start, retried = 0, -1
+    while start < len(requests):
+        try:
+            db[RATE_LIMITS].bulk_write(requests[start:], ordered=True)
+            return
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if not errors or errors[0].get("code") != 11000:
+                raise
+            failed = start + errors[0]["index"]
+        refused = limits[failed]
+        if isinstance(refused, Lease):
+            raise _lease_held(db, refused.key, now + timedelta(seconds=refused.seconds), now)
+        if retried == failed:
+            raise AppError(
+                "RATE_LIMITED", details={"retry_after_s": _seconds_until(refused.window_end, now)}
+            )
+        # A full counter and two first hits racing on the upsert look alike: one more try
+        # tells them apart (the racer's document now exists and the filter finds it).
+        start, retried = failed, failed
+
+
+def _request(limit: Lease | Hits, now: datetime) -> UpdateOne:
+    if isinstance(limit, Lease):
+        until = now + timedelta(seconds=limit.seconds)
+        return UpdateOne(
+            {"_id": limit.key, "until": {"$lte": now}},
             {"$set": {"until": until, "expires_at": until}},
             upsert=True,
         )
-    except DuplicateKeyError:
-        held = db[RATE_LIMITS].find_one({"_id": key}) or {}
-        held_until = held.get("until", until)
-        raise AppError(
-            "RATE_LIMITED", details={"retry_after_s": _seconds_until(held_until, now)}
-        ) from None
+    return UpdateOne(
+        {"_id": limit.key, "count": {"$lt": limit.limit}},
+        {"$inc": {"count": 1}, "$setOnInsert": {"expires_at": limit.window_end}},
+        upsert=True,
+    )
 
 
 def release_lease(db: Any, key: str) -> None:

@@ -50,6 +50,7 @@ class SignedIn:
     """The outcome of a successful login."""
 
     account: dict[str, Any]
+    houses: list[dict[str, Any]]
     session: sessions.Session
     first_login: bool
 
@@ -91,12 +92,12 @@ def login(
     that is one of ours; ``app`` (what the client asks for) decides only the staff check.
     """
     db = services.db
-    account = accounts.by_phone(db, phone)
+    account, links = accounts.for_login(db, phone)
     if account is None:
         raise AppError("ACCOUNT_NOT_FOUND")
     # Checked before the code is spent, so a resident who opened the staff app by mistake can
     # still use the same code in the resident app.
-    if app == "staff" and staff.get(db, account["_id"]) is None:
+    if app == "staff" and account[accounts.STAFF_JOINED] is None:
         raise AppError("FORBIDDEN", "该账号不是物业工作人员")
     if openid is None and js_code is not None:
         openid = _openid_from_js_code(services, app, js_code)
@@ -107,11 +108,13 @@ def login(
     if openid is not None and account.get("wx", {}).get(signing_in) != openid:
         accounts.bind_openid(db, account["_id"], signing_in, openid)
     session, before = sessions.open_session(services, account["_id"], signing_in)
-    first_login = before.get("last_login_at") is None
+    # The login changed only sessions and openids, none of which the reply shows: the account
+    # as it was just before is current for the reply, so it is not read again.
     return SignedIn(
-        account=accounts.by_id(db, account["_id"]) or before,
+        account={**before, accounts.STAFF_JOINED: account[accounts.STAFF_JOINED]},
+        houses=links,
         session=session,
-        first_login=first_login,
+        first_login=before.get("last_login_at") is None,
     )
 
 
@@ -127,14 +130,21 @@ def logout(
             accounts.end_session(services.db, account["_id"], data["sid"])
 
 
-def summary(services: Services, account: dict[str, Any]) -> dict[str, Any]:
-    """The account as the caller sees it: identity, houses with roles, staff role."""
+def summary(
+    services: Services, account: dict[str, Any], houses: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The account as the caller sees it: identity, houses with roles, staff role.
+
+    ``houses`` are the account's memberships when the caller already holds them (a login);
+    otherwise they are read.
+    """
     record = staff.of_account(services.db, account)
+    links = memberships.of_account(services.db, account["_id"]) if houses is None else houses
     return {
         **accounts.identity(account),
         "houses": [
             {"house_id": m["house_id"], "community_id": m["community_id"], "role": m["role"]}
-            for m in memberships.of_account(services.db, account["_id"])
+            for m in links
         ],
         "staff": None
         if record is None

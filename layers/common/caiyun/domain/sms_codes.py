@@ -11,9 +11,9 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from pymongo import DESCENDING, IndexModel, ReturnDocument
+from pymongo import DESCENDING, IndexModel, InsertOne, ReturnDocument, UpdateMany
 
 from caiyun.adapters.sms import SmsError, SmsRateLimited
 from caiyun.clock import business_date, end_of_business_day
@@ -49,28 +49,39 @@ def _hash(services: Services, phone: str, purpose: str, code: str) -> str:
 def issue(services: Services, phone: str, purpose: Purpose) -> IssuedCode:
     """Create a new code for ``phone`` and send it; earlier unused codes stop working."""
     db, settings, now = services.db, services.settings, services.clock.now()
+    day = business_date(now)
     resend_key = f"sms-resend:{purpose}:{phone}"
-    daily_key = f"sms-daily:{phone}:{business_date(now).isoformat()}"
-    rate_limits.take_lease(db, resend_key, settings.sms_resend_s, now)
-    rate_limits.count_hit(
-        db, daily_key, settings.sms_daily_limit, end_of_business_day(business_date(now)), now
+    daily_key = f"sms-daily:{phone}:{day.isoformat()}"
+    rate_limits.take_all(
+        db,
+        [
+            rate_limits.Lease(resend_key, settings.sms_resend_s),
+            rate_limits.Hits(daily_key, settings.sms_daily_limit, end_of_business_day(day)),
+        ],
+        now,
     )
     code = f"{secrets.randbelow(10**6):06d}"
-    db[SMS_CODES].update_many(
-        {"phone": phone, "purpose": purpose, "used": False}, {"$set": {"used": True}}
-    )
     code_id = new_id()
-    db[SMS_CODES].insert_one(
-        {
-            "_id": code_id,
-            "phone": phone,
-            "purpose": purpose,
-            "code_hash": _hash(services, phone, purpose, code),
-            "attempts": 0,
-            "used": False,
-            "created_at": now,
-            "expires_at": now + timedelta(seconds=settings.sms_code_ttl_s),
-        }
+    # One ordered command: earlier unused codes are burnt before the new one exists.
+    db[SMS_CODES].bulk_write(
+        [
+            UpdateMany(
+                {"phone": phone, "purpose": purpose, "used": False}, {"$set": {"used": True}}
+            ),
+            InsertOne(
+                {
+                    "_id": code_id,
+                    "phone": phone,
+                    "purpose": purpose,
+                    "code_hash": _hash(services, phone, purpose, code),
+                    "attempts": 0,
+                    "used": False,
+                    "created_at": now,
+                    "expires_at": now + timedelta(seconds=settings.sms_code_ttl_s),
+                }
+            ),
+        ],
+        ordered=True,
     )
     minutes = str(max(1, settings.sms_code_ttl_s // 60))
     try:
@@ -88,21 +99,25 @@ def issue(services: Services, phone: str, purpose: Purpose) -> IssuedCode:
     return IssuedCode(resend_after_s=settings.sms_resend_s, expires_in_s=settings.sms_code_ttl_s)
 
 
+def _live(services: Services, phone: str, purpose: Purpose) -> dict[str, Any]:
+    # The code that may still be tried: unused, unexpired, tries left.
+    return {
+        "phone": phone,
+        "purpose": purpose,
+        "used": False,
+        "expires_at": {"$gt": services.clock.now()},
+        "attempts": {"$lt": services.settings.sms_max_attempts},
+    }
+
+
 def check(services: Services, phone: str, purpose: Purpose, code: str) -> str:
     """Count one try against the live code for ``phone``; its id if ``code`` matches it.
 
     The code stays live until :func:`spend`. Every try, right or wrong, is counted atomically
     before comparing, so parallel guesses cannot exceed the allowance. CODE_INVALID otherwise.
     """
-    db, settings, now = services.db, services.settings, services.clock.now()
-    doc = db[SMS_CODES].find_one_and_update(
-        {
-            "phone": phone,
-            "purpose": purpose,
-            "used": False,
-            "expires_at": {"$gt": now},
-            "attempts": {"$lt": settings.sms_max_attempts},
-        },
+    doc = services.db[SMS_CODES].find_one_and_update(
+        _live(services, phone, purpose),
         {"$inc": {"attempts": 1}},
         sort=[("created_at", DESCENDING)],
         return_document=ReturnDocument.AFTER,
@@ -125,5 +140,26 @@ def spend(services: Services, code_id: str) -> None:
 
 
 def verify(services: Services, phone: str, purpose: Purpose, code: str) -> None:
-    """Spend the live code for ``phone`` if ``code`` matches it; CODE_INVALID otherwise."""
-    spend(services, check(services, phone, purpose, code))
+    """Spend the live code for ``phone`` if ``code`` matches it; CODE_INVALID otherwise.
+
+    The try is counted, compared and (on a match) spent in one atomic update, so parallel
+    guesses cannot exceed the allowance and a code cannot be spent twice.
+    """
+    now = services.clock.now()
+    matches = {"$eq": ["$code_hash", _hash(services, phone, purpose, code)]}
+    doc = services.db[SMS_CODES].find_one_and_update(
+        _live(services, phone, purpose),
+        [
+            {
+                "$set": {
+                    "attempts": {"$add": ["$attempts", 1]},
+                    "used": matches,
+                    "used_at": {"$cond": [matches, now, "$$REMOVE"]},
+                }
+            }
+        ],
+        sort=[("created_at", DESCENDING)],
+        return_document=ReturnDocument.AFTER,
+    )
+    if doc is None or not doc["used"]:
+        raise AppError("CODE_INVALID")

@@ -1,0 +1,177 @@
+"""Database commands per call for login, houses and staff admin.
+
+On MongoDB every collection call is a network round trip, so these pin how many a call makes
+(reads: the caller lookup and one more; writes: at most four) and that a call builds its reply
+from the documents it already holds instead of reading them again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from conftest import invoke
+from worlds import ok, refused
+
+from caiyun.adapters.sms import sandbox_outbox
+from caiyun.domain import accounts, rate_limits
+from caiyun.errors import AppError
+from caiyun.services import Services, install_services
+
+PHONE = "13800005555"
+OPENID = "o-round-trips"
+
+
+class _CountedCollection:
+    def __init__(self, collection: Any, name: str, log: list[str]) -> None:
+        self._collection, self._name, self._log = collection, name, log
+
+    def __getattr__(self, attr: str) -> Any:
+        target = getattr(self._collection, attr)
+        if not callable(target):
+            return target
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self._log.append(f"{self._name}.{attr}")
+            return target(*args, **kwargs)
+
+        return counted
+
+
+class _CountedDatabase:
+    def __init__(self, db: Any, log: list[str]) -> None:
+        self._db, self._log = db, log
+
+    def __getitem__(self, name: str) -> _CountedCollection:
+        return _CountedCollection(self._db[name], name, self._log)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._db, attr)
+
+
+@pytest.fixture
+def commands(services: Services) -> Iterator[list[str]]:
+    """The collection calls the functions make from now on (set-up through ``services`` is not
+    counted; the sandbox's SMS outbox, production's SMS provider, is not counted either)."""
+    log: list[str] = []
+    install_services(dataclasses.replace(services, db=_CountedDatabase(services.db, log)))
+    yield log
+    install_services(services)
+
+
+def _code_sent(services: Services, commands: list[str], phone: str = PHONE) -> str:
+    ok(invoke("login", {"action": "send_code", "phone": phone}, openid=None))
+    commands.clear()
+    return sandbox_outbox(services.db, phone)[0]["code"]
+
+
+# ------------------------------------------------------------------------------------ login
+
+
+def test_send_code_takes_its_resend_lease_and_daily_count_in_one_command(
+    services: Services, commands: list[str]
+) -> None:
+    accounts.ensure_account(services.db, PHONE, services.clock.now(), "王五")
+    ok(invoke("login", {"action": "send_code", "phone": PHONE}, openid=None))
+    assert commands == [
+        "rate_limits.find_one_and_update",
+        "accounts.find_one",
+        "rate_limits.bulk_write",
+        "sms_codes.bulk_write",
+    ]
+
+
+def test_login_with_the_openid_already_bound_reads_once_and_writes_the_code_and_session(
+    services: Services, commands: list[str]
+) -> None:
+    account, _ = accounts.ensure_account(services.db, PHONE, services.clock.now(), "王五")
+    accounts.bind_openid(services.db, account["_id"], "resident", OPENID)
+    code = _code_sent(services, commands)
+    data = ok(invoke("login", {"action": "login", "phone": PHONE, "code": code}, OPENID))
+    assert commands == [
+        "accounts.aggregate",
+        "sms_codes.find_one_and_update",
+        "accounts.find_one_and_update",
+    ]
+    assert data["account"]["name"] == "王五" and data["first_login"] is True
+
+
+def test_login_binding_a_new_openid_moves_it_in_one_more_command(
+    services: Services, commands: list[str]
+) -> None:
+    account, _ = accounts.ensure_account(services.db, PHONE, services.clock.now(), "王五")
+    other, _ = accounts.ensure_account(services.db, "13800006666", services.clock.now(), "赵六")
+    accounts.bind_openid(services.db, other["_id"], "resident", OPENID)
+    code = _code_sent(services, commands)
+    ok(invoke("login", {"action": "login", "phone": PHONE, "code": code}, OPENID))
+    assert commands.count("accounts.bulk_write") == 1 and len(commands) == 4
+    assert accounts.by_id(services.db, account["_id"])["wx"]["resident"] == OPENID
+    assert "resident" not in accounts.by_id(services.db, other["_id"])["wx"]
+
+
+def test_login_reply_shows_houses_and_staff_role_without_reading_them_again(
+    services: Services, commands: list[str]
+) -> None:
+    from worlds import staff_account
+
+    staff_account(services, PHONE, "王师傅", "repairman", [], account_name="王五")
+    code = _code_sent(services, commands)
+    data = ok(
+        invoke("login", {"action": "login", "phone": PHONE, "code": code, "app": "staff"}, OPENID)
+    )
+    assert data["account"]["staff"]["role"] == "repairman"
+    assert not any(c.startswith(("staff.", "memberships.")) for c in commands)
+    second = ok(invoke("login", {"action": "me"}, OPENID))
+    assert second == data["account"]
+
+
+def test_a_wrong_code_counts_a_try_and_spends_nothing(
+    services: Services, commands: list[str]
+) -> None:
+    accounts.ensure_account(services.db, PHONE, services.clock.now(), "王五")
+    code = _code_sent(services, commands)
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
+    assert refused(invoke("login", {"action": "login", "phone": PHONE, "code": wrong})) == (
+        "CODE_INVALID"
+    )
+    stored = services.db["sms_codes"].find_one({"phone": PHONE})
+    assert stored["attempts"] == 1 and stored["used"] is False and "used_at" not in stored
+    ok(invoke("login", {"action": "login", "phone": PHONE, "code": code}))
+
+
+# ------------------------------------------------------------------------------ rate limits
+
+
+def _refusal(call: Any) -> AppError:
+    with pytest.raises(AppError) as caught:
+        call()
+    assert caught.value.code == "RATE_LIMITED"
+    return caught.value
+
+
+def test_take_all_stops_at_the_first_refused_limit_and_leaves_later_ones_untouched(
+    services: Services,
+) -> None:
+    db, now = services.db, services.clock.now()
+    end = now + timedelta(hours=1)
+    limits = [rate_limits.Lease("l", 60), rate_limits.Hits("h", 5, end)]
+    rate_limits.take_all(db, limits, now)
+    refusal = _refusal(lambda: rate_limits.take_all(db, limits, now + timedelta(seconds=10)))
+    assert refusal.details == {"retry_after_s": 50}
+    assert db["rate_limits"].find_one({"_id": "h"})["count"] == 1
+
+
+def test_a_full_counter_refuses_until_its_window_ends_and_counts_no_further(
+    services: Services,
+) -> None:
+    db, now = services.db, services.clock.now()
+    end = now + timedelta(seconds=30)
+    for _ in range(3):
+        rate_limits.take_all(db, [rate_limits.Hits("h", 3, end)], now)
+    for _ in range(2):
+        refusal = _refusal(lambda: rate_limits.take_all(db, [rate_limits.Hits("h", 3, end)], now))
+        assert refusal.details == {"retry_after_s": 30}
+    assert db["rate_limits"].find_one({"_id": "h"})["count"] == 3
