@@ -20,7 +20,7 @@ def house_tree(call: Call, req: api.HouseTree) -> api.HouseTreeReply:
 
 
 def bind(call: Call, req: api.Bind) -> api.MyHousesReply:
-    households.bind_owner(
+    items = households.bind_owner(
         call.services,
         call.require_account(),
         req.community_id,
@@ -28,7 +28,7 @@ def bind(call: Call, req: api.Bind) -> api.MyHousesReply:
         req.owner_name,
         req.owner_phone,
     )
-    return my_houses(call, common.Empty())
+    return api.MyHousesReply.model_validate({"items": items})
 
 
 def my_houses(call: Call, req: common.Empty) -> api.MyHousesReply:

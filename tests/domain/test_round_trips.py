@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import invoke
-from worlds import ok, refused
+from worlds import GARDEN, make_staff, ok, refused, sign_in, staff_account
 
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.domain import accounts, rate_limits
@@ -115,8 +115,6 @@ def test_login_binding_a_new_openid_moves_it_in_one_more_command(
 def test_login_reply_shows_houses_and_staff_role_without_reading_them_again(
     services: Services, commands: list[str]
 ) -> None:
-    from worlds import staff_account
-
     staff_account(services, PHONE, "王师傅", "repairman", [], account_name="王五")
     code = _code_sent(services, commands)
     data = ok(
@@ -175,3 +173,103 @@ def test_a_full_counter_refuses_until_its_window_ends_and_counts_no_further(
         refusal = _refusal(lambda: rate_limits.take_all(db, [rate_limits.Hits("h", 3, end)], now))
         assert refusal.details == {"retry_after_s": 30}
     assert db["rate_limits"].find_one({"_id": "h"})["count"] == 3
+
+
+# ----------------------------------------------------------------------------------- houses
+
+ROWS = [
+    {"building": 1, "unit": 1, "room": "101", "owner_name": "张三", "owner_phone": "13800000001"},
+    {"building": 1, "unit": 1, "room": "102", "owner_name": "张三", "owner_phone": "13800000001"},
+]
+
+
+@pytest.fixture
+def estate(services: Services) -> dict[str, Any]:
+    """彩云花园 with two houses owned by 张三 (signed in, 101 bound) and its company admin."""
+    hq = make_staff(services, "13700000000", "admin", None)
+    garden = ok(hq.call("admin", "import_owners", community=GARDEN, rows=ROWS))
+    owner = sign_in(services, "13800000001")
+    ok(owner.call("bind_house", "bind", **_address(garden["community_id"], "101")))
+    return {"hq": hq, "owner": owner, "community_id": garden["community_id"], **garden}
+
+
+def _address(community_id: str, room: str) -> dict[str, str]:
+    return {
+        "community_id": community_id,
+        "building": "1栋",
+        "unit": "1单元",
+        "room": room,
+        "owner_name": "张三",
+        "owner_phone": "13800000001",
+    }
+
+
+def test_my_houses_reads_houses_and_community_names_in_one_command(
+    estate: dict[str, Any], commands: list[str]
+) -> None:
+    items = ok(estate["owner"].call("bind_house", "my_houses"))["items"]
+    assert commands == ["accounts.aggregate", "accounts.aggregate"]
+    assert [(i["label"], i["community_name"], i["role"]) for i in items] == [
+        ("1栋-1单元-101", "彩云花园", "owner")
+    ]
+
+
+def test_bind_replies_with_every_house_of_the_caller_from_the_one_read_of_the_house(
+    estate: dict[str, Any], commands: list[str]
+) -> None:
+    items = ok(
+        estate["owner"].call("bind_house", "bind", **_address(estate["community_id"], "102"))
+    )["items"]
+    assert commands == [
+        "accounts.aggregate",
+        "rate_limits.find_one_and_update",
+        "houses.aggregate",
+        "memberships.insert_one",
+    ]
+    assert [i["label"] for i in items] == ["1栋-1单元-101", "1栋-1单元-102"]
+    assert items == ok(estate["owner"].call("bind_house", "my_houses"))["items"]
+
+
+def test_members_reads_the_house_its_members_and_their_names_in_one_command(
+    estate: dict[str, Any], commands: list[str]
+) -> None:
+    house_id = estate["rows"][0]["house_id"]
+    owner = estate["owner"]
+    ok(
+        owner.call(
+            "bind_house",
+            "add_member",
+            house_id=house_id,
+            name="张小",
+            phone="13800000009",
+            role="family",
+        )
+    )
+    assert commands == [
+        "accounts.aggregate",
+        "houses.aggregate",
+        "accounts.find_one_and_update",
+        "memberships.insert_one",
+    ]
+    commands.clear()
+    items = ok(owner.call("bind_house", "members", house_id=house_id))["items"]
+    assert commands == ["accounts.aggregate", "houses.aggregate"]
+    assert [(m["name"], m["phone"], m["role"]) for m in items] == [
+        ("张三", "13800000001", "owner"),
+        ("张小", "138****0009", "family"),
+    ]
+    family = items[1]["account_id"]
+    commands.clear()
+    ok(owner.call("bind_house", "remove_member", house_id=house_id, account_id=family))
+    assert commands == ["accounts.aggregate", "houses.aggregate", "memberships.delete_one"]
+
+
+def test_house_tree_reads_the_community_only_when_it_has_no_house(
+    services: Services, estate: dict[str, Any], commands: list[str]
+) -> None:
+    owner = estate["owner"]
+    tree = ok(owner.call("bind_house", "house_tree", community_id=estate["community_id"]))
+    assert commands == ["accounts.aggregate", "houses.find"] and tree["buildings"]
+    commands.clear()
+    assert refused(owner.call("bind_house", "house_tree", community_id="0" * 24)) == "NOT_FOUND"
+    assert commands == ["accounts.aggregate", "houses.find", "communities.find_one"]

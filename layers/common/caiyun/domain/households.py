@@ -19,8 +19,9 @@ def bind_owner(
     address: tuple[str, str, str],
     owner_name: str,
     owner_phone: str,
-) -> dict[str, Any]:
-    """Bind the caller as owner of a house whose imported record names them.
+) -> list[dict[str, Any]]:
+    """Bind the caller as owner of a house whose imported record names them; returns the
+    caller's houses afterwards (as :func:`my_houses`).
 
     A mismatch answers OWNER_MISMATCH without saying which detail was wrong; tries are limited
     per account so the owner's name cannot be guessed.
@@ -33,9 +34,33 @@ def bind_owner(
             {"fields": {"owner_phone": "须为本人登录手机号"}},
         )
     rate_limits.limit_per_window(db, f"bind:{account['_id']}", _BIND_TRIES_PER_HOUR, 3600, now)
-    house = houses.by_address(db, community_id, *address)
-    if house is None:
+    found = list(
+        db[houses.HOUSES].aggregate(
+            [
+                {
+                    "$match": {
+                        "community_id": community_id,
+                        "building": address[0],
+                        "unit": address[1],
+                        "room": address[2],
+                    }
+                },
+                {"$limit": 1},
+                {
+                    "$lookup": {
+                        "from": communities.COMMUNITIES,
+                        "localField": "community_id",
+                        "foreignField": "_id",
+                        "as": "_community",
+                    }
+                },
+                *_with_my_houses(account["_id"]),
+            ]
+        )
+    )
+    if not found:
         raise AppError("NOT_FOUND", "未找到该房屋")
+    house = found[0]
     if house.get("owner_name") != owner_name or house.get("owner_phone") != owner_phone:
         raise AppError("OWNER_MISMATCH")
     membership, _ = memberships.add(db, house, account["_id"], "owner", now, account["_id"])
@@ -44,15 +69,56 @@ def bind_owner(
         db[memberships.MEMBERSHIPS].update_one(
             {"_id": membership["_id"]}, {"$set": {"role": "owner"}}
         )
-    return house
+    # The reply is the caller's houses as read with the house (one command), plus this one.
+    links = [m for m in house["_links"] if m["house_id"] != house["_id"]]
+    links.append({**membership, "role": "owner"})
+    return _houses_view(
+        links, [*house["_houses"], house], [*house["_communities"], *house["_community"]]
+    )
 
 
-def my_houses(services: Services, account: dict[str, Any]) -> list[dict[str, Any]]:
-    """The caller's houses with community, label, role and whether they manage members."""
-    db = services.db
-    links = memberships.of_account(db, account["_id"])
-    found = houses.many(db, [m["house_id"] for m in links])
-    names = communities.names(db, sorted({m["community_id"] for m in links}))
+def _with_my_houses(account_id: str) -> list[dict[str, Any]]:
+    # Stages that join to any one document the account's memberships (``_links``) with their
+    # houses (``_houses``) and community names (``_communities``): the caller's houses in the
+    # same command as whatever else the call reads.
+    return [
+        {"$set": {"_me": {"$literal": account_id}}},
+        {
+            "$lookup": {
+                "from": memberships.MEMBERSHIPS,
+                "localField": "_me",
+                "foreignField": "account_id",
+                "as": "_links",
+            }
+        },
+        {"$set": {"_house_ids": "$_links.house_id", "_community_ids": "$_links.community_id"}},
+        {
+            "$lookup": {
+                "from": houses.HOUSES,
+                "localField": "_house_ids",
+                "foreignField": "_id",
+                "as": "_houses",
+            }
+        },
+        {
+            "$lookup": {
+                "from": communities.COMMUNITIES,
+                "localField": "_community_ids",
+                "foreignField": "_id",
+                "as": "_communities",
+            }
+        },
+        {"$project": {"_me": 0, "_house_ids": 0, "_community_ids": 0}},
+    ]
+
+
+def _houses_view(
+    links: list[dict[str, Any]],
+    found_houses: list[dict[str, Any]],
+    found_communities: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    found = {h["_id"]: h for h in found_houses}
+    names = {c["_id"]: c["name"] for c in found_communities}
     return [
         {
             "house_id": m["house_id"],
@@ -62,16 +128,73 @@ def my_houses(services: Services, account: dict[str, Any]) -> list[dict[str, Any
             "role": m["role"],
             "can_manage_members": m["role"] == "owner",
         }
-        for m in links
+        for m in sorted(links, key=lambda m: m["_id"])
         if m["house_id"] in found
     ]
 
 
-def _managed_house(services: Services, account: dict[str, Any], house_id: str) -> dict[str, Any]:
-    house = houses.get(services.db, house_id)
-    if house is None:
+def my_houses(services: Services, account: dict[str, Any]) -> list[dict[str, Any]]:
+    """The caller's houses with community, label, role and whether they manage members."""
+    rows = list(
+        services.db[accounts.ACCOUNTS].aggregate(
+            [
+                {"$match": {"_id": account["_id"]}},
+                {"$project": {"_id": 1}},
+                *_with_my_houses(account["_id"]),
+            ]
+        )
+    )
+    if not rows:
+        return []
+    return _houses_view(rows[0]["_links"], rows[0]["_houses"], rows[0]["_communities"])
+
+
+def _managed_house(
+    services: Services, account: dict[str, Any], house_id: str, people: bool = False
+) -> dict[str, Any]:
+    # The house with its members (``_members``, owner first) and, if ``people``, their names
+    # and phones (``_people``), in one command; the caller's role comes from the members.
+    stages: list[dict[str, Any]] = [
+        {"$match": {"_id": house_id}},
+        {
+            "$lookup": {
+                "from": memberships.MEMBERSHIPS,
+                "localField": "_id",
+                "foreignField": "house_id",
+                "as": "_members",
+            }
+        },
+    ]
+    if people:
+        stages += [
+            {"$set": {"_member_ids": "$_members.account_id"}},
+            {
+                "$lookup": {
+                    "from": accounts.ACCOUNTS,
+                    "localField": "_member_ids",
+                    "foreignField": "_id",
+                    "as": "_people",
+                }
+            },
+        ]
+    stages.append(
+        {
+            "$project": {
+                "community_id": 1,
+                "_members": 1,
+                "_people._id": 1,
+                "_people.phone": 1,
+                "_people.name": 1,
+            }
+        }
+    )
+    found = list(services.db[houses.HOUSES].aggregate(stages))
+    if not found:
         raise AppError("NOT_FOUND", "未找到该房屋")
-    if memberships.role_on(services.db, account["_id"], house_id) == "owner":
+    house = found[0]
+    house["_members"] = memberships.owner_first(house["_members"])
+    mine = next((m for m in house["_members"] if m["account_id"] == account["_id"]), None)
+    if mine is not None and mine["role"] == "owner":
         return house
     if staff.is_admin_of(staff.of_account(services.db, account), house["community_id"]):
         return house
@@ -80,17 +203,10 @@ def _managed_house(services: Services, account: dict[str, Any], house_id: str) -
 
 def members(services: Services, account: dict[str, Any], house_id: str) -> list[dict[str, Any]]:
     """The members of a house; phones of people other than the caller are masked."""
-    _managed_house(services, account, house_id)
-    db = services.db
-    links = memberships.of_house(db, house_id)
-    people = {
-        a["_id"]: a
-        for a in db[accounts.ACCOUNTS].find(
-            {"_id": {"$in": [m["account_id"] for m in links]}}, {"phone": 1, "name": 1}
-        )
-    }
+    house = _managed_house(services, account, house_id, people=True)
+    people = {a["_id"]: a for a in house.get("_people", [])}
     result = []
-    for m in links:
+    for m in house["_members"]:
         person = people.get(m["account_id"], {})
         phone = person.get("phone")
         result.append(
@@ -133,11 +249,12 @@ def remove_member(
     services: Services, account: dict[str, Any], house_id: str, member_id: str
 ) -> None:
     """Remove family or a tenant; they lose the house at once. Owners change by import."""
-    _managed_house(services, account, house_id)
-    role = memberships.role_on(services.db, member_id, house_id)
+    house = _managed_house(services, account, house_id)
+    role = next((m["role"] for m in house["_members"] if m["account_id"] == member_id), None)
     if role is None:
         raise AppError("NOT_FOUND", "该成员不在此房屋")
     if role == "owner":
         raise AppError("CONFLICT", "业主不能被移除，如需变更请联系物业")
+    # Conditional on the role, so a member made owner since the read above stays.
     if not memberships.remove(services.db, house_id, member_id, ("family", "tenant")):
         raise AppError("NOT_FOUND", "该成员不在此房屋")

@@ -45,15 +45,17 @@ def tree(db: Any, community_id: str) -> list[dict[str, Any]]:
 
     NOT_FOUND for a community that does not exist (an empty one has an empty tree).
     """
-    if communities.get(db, community_id) is None:
-        raise AppError("NOT_FOUND", "小区不存在")
-    cursor = (
+    found = list(
         db[HOUSES]
         .find({"community_id": community_id}, {"building": 1, "unit": 1, "room": 1})
         .sort([("building", 1), ("unit", 1), ("room", 1)])
     )
+    # A house exists only in an existing community, so the community is read only when the
+    # tree is empty (an empty community has an empty tree, an unknown one is NOT_FOUND).
+    if not found and communities.get(db, community_id) is None:
+        raise AppError("NOT_FOUND", "小区不存在")
     buildings: dict[str, dict[str, list[dict[str, str]]]] = {}
-    for house in cursor:
+    for house in found:
         units = buildings.setdefault(house["building"], {})
         units.setdefault(house["unit"], []).append(
             {"room": house["room"], "house_id": house["_id"]}

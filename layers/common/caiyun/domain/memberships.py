@@ -33,8 +33,12 @@ def of_account(db: Any, account_id: str) -> list[dict[str, Any]]:
 
 def of_house(db: Any, house_id: str) -> list[dict[str, Any]]:
     """Every member of a house, owner first, then by when they joined."""
-    members = list(db[MEMBERSHIPS].find({"house_id": house_id}).sort("_id", 1))
-    return sorted(members, key=lambda m: m["role"] != "owner")
+    return owner_first(list(db[MEMBERSHIPS].find({"house_id": house_id})))
+
+
+def owner_first(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Members of a house, owner first, then by when they joined."""
+    return sorted(members, key=lambda m: (m["role"] != "owner", m["_id"]))
 
 
 def role_on(db: Any, account_id: str, house_id: str) -> ResidentRole | None:
