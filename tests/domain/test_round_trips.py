@@ -273,3 +273,42 @@ def test_house_tree_reads_the_community_only_when_it_has_no_house(
     commands.clear()
     assert refused(owner.call("bind_house", "house_tree", community_id="0" * 24)) == "NOT_FOUND"
     assert commands == ["accounts.aggregate", "houses.find", "communities.find_one"]
+
+
+# ------------------------------------------------------------------------------ staff admin
+
+
+def test_list_staff_joins_each_phone_into_the_page_command(
+    services: Services, commands: list[str]
+) -> None:
+    hq = make_staff(services, "13700000000", "admin", None)
+    staff_account(services, "13700000001", "钱师傅", "repairman", [])
+    commands.clear()
+    page = ok(hq.call("admin", "list_staff"))
+    assert commands == ["accounts.aggregate", "staff.aggregate"]
+    assert sorted(m["phone"] for m in page["items"]) == ["137****0000", "137****0001"]
+
+
+def test_add_staff_checks_scope_in_its_write_for_new_and_existing_people(
+    services: Services, estate: dict[str, Any], commands: list[str]
+) -> None:
+    community_ids = [estate["community_id"]]
+    for phone in ("13700000005", "13800000001"):  # a new account, then 张三's
+        commands.clear()
+        added = ok(
+            estate["hq"].call(
+                "admin",
+                "add_staff",
+                phone=phone,
+                name="钱师傅",
+                role="guard",
+                community_ids=community_ids,
+            )
+        )
+        assert commands == [
+            "accounts.aggregate",
+            "communities.find",
+            "accounts.find_one_and_update",
+            "staff.find_one_and_update",
+        ]
+        assert added["role"] == "guard" and added["community_ids"] == community_ids

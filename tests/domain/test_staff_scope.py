@@ -323,19 +323,33 @@ def test_over_http_scope_refusals_are_403_and_missing_tokens_401(company: Compan
     assert status == 200 and body["data"]["total"] == 1
 
 
-def test_a_staff_change_made_on_a_stale_reading_is_refused(services: Services) -> None:
-    # Two admins read the same record and both decide to change it: the second write was
-    # checked against a record that no longer exists, so it must not land.
+def test_a_staff_change_lands_only_on_a_record_the_filter_still_allows(
+    services: Services,
+) -> None:
+    # The scope check is the write's own filter: a record another admin changed out of reach
+    # in the meantime is not overwritten, nor is a second record made beside it.
     db, now = services.db, services.clock.now()
     person, _ = accounts.ensure_account(db, "13700000077", now, "周师傅")
-    first = staff.change_checked(db, person["_id"], None, "周师傅", "repairman", ["c1"], now)
-    staff.change_checked(db, person["_id"], first, "周师傅", "guard", ["c1"], now)
+    within_c1 = {"community_ids": {"$not": {"$elemMatch": {"$nin": ["c1"]}}}}
+    assert staff.change_where(db, person["_id"], within_c1, "周师傅", "repairman", ["c1"], now)
+    staff.upsert(db, person["_id"], "周师傅", "guard", ["c2"], now)
 
-    with pytest.raises(AppError) as stale:
-        staff.change_checked(db, person["_id"], first, "周师傅", "repairman", ["c2"], now)
+    assert (
+        staff.change_where(db, person["_id"], within_c1, "周师傅", "repairman", ["c1"], now) is None
+    )
+    assert db[staff.STAFF].count_documents({}) == 1
+    assert staff.get(db, person["_id"])["role"] == "guard"
+    assert staff.get(db, person["_id"])["community_ids"] == ["c2"]
+
+
+def test_a_staff_removal_made_on_a_stale_reading_is_refused(services: Services) -> None:
+    db, now = services.db, services.clock.now()
+    person, _ = accounts.ensure_account(db, "13700000077", now, "周师傅")
+    first = staff.upsert(db, person["_id"], "周师傅", "repairman", ["c1"], now)
+    staff.upsert(db, person["_id"], "周师傅", "guard", ["c1"], now)
+
     with pytest.raises(AppError) as gone:
         staff.remove_checked(db, first)
 
-    assert stale.value.code == gone.value.code == "CONFLICT"
+    assert gone.value.code == "CONFLICT"
     assert staff.get(db, person["_id"])["role"] == "guard"
-    assert staff.get(db, person["_id"])["community_ids"] == ["c1"]

@@ -92,36 +92,40 @@ def _as_seen(seen: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def change_checked(
+def change_where(
     db: Any,
     account_id: str,
-    seen: dict[str, Any] | None,
+    allowed: dict[str, Any],
     name: str,
     role: StaffRole,
     community_ids: list[str],
     now: datetime,
-) -> dict[str, Any]:
-    """Set the record as :func:`upsert` does, but only if it is still what the caller checked
-    (``seen``; None = there was none). CONFLICT when another change got there first."""
-    fields = {
-        "name": name,
-        "role": role,
-        "community_ids": sorted(set(community_ids)),
-        "all_communities": False,
-        "updated_at": now,
-    }
-    if seen is None:
-        try:
-            db[STAFF].insert_one({"_id": account_id, **fields, "created_at": now})
-            return {"_id": account_id, **fields, "created_at": now}
-        except DuplicateKeyError:
-            raise AppError("CONFLICT", "该工作人员刚被修改，请刷新后重试") from None
-    changed = db[STAFF].find_one_and_update(
-        _as_seen(seen), {"$set": fields}, return_document=ReturnDocument.AFTER
-    )
-    if changed is None:
-        raise AppError("CONFLICT", "该工作人员刚被修改，请刷新后重试")
-    return changed
+) -> dict[str, Any] | None:
+    """Set the record as :func:`upsert` does (scoped to ``community_ids``) if there is none or
+    the one there matches the filter ``allowed``; None, writing nothing, when it does not.
+
+    The check and the write are one conditional upsert, so a change racing another cannot
+    land on a record the caller may no longer change.
+    """
+    try:
+        return db[STAFF].find_one_and_update(
+            {"_id": account_id, **allowed},
+            {
+                "$set": {
+                    "name": name,
+                    "role": role,
+                    "community_ids": sorted(set(community_ids)),
+                    "all_communities": False,
+                    "updated_at": now,
+                },
+                "$setOnInsert": {"created_at": now},
+            },
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+    except DuplicateKeyError:
+        # A record exists that ``allowed`` does not match, so the upsert tried a second one.
+        return None
 
 
 def remove_checked(db: Any, seen: dict[str, Any]) -> None:

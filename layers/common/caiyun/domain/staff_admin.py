@@ -41,14 +41,30 @@ def add_staff(
     if role == "admin" and not admin.get("all_communities"):
         raise AppError("FORBIDDEN", "只有总部管理员可以任命小区管理员")
     account, _ = accounts.ensure_account(db, phone, now, name)
-    existing = staff.get(db, account["_id"])
-    if existing is not None and not _within_scope(admin, existing):
-        raise AppError("CONFLICT", "该手机号已是其他小区的工作人员")
-    if existing is not None and existing["role"] == "admin" and not admin.get("all_communities"):
-        # Changing an admin's role would let one community admin demote another.
-        raise AppError("FORBIDDEN", "只有总部管理员可以调整管理员")
-    record = staff.change_checked(db, account["_id"], existing, name, role, community_ids, now)
+    record = staff.change_where(
+        db, account["_id"], _changeable_by(admin), name, role, community_ids, now
+    )
+    if record is None:
+        existing = staff.get(db, account["_id"])
+        if existing is not None and not _within_scope(admin, existing):
+            raise AppError("CONFLICT", "该手机号已是其他小区的工作人员")
+        if existing is not None and existing["role"] == "admin":
+            # Changing an admin's role would let one community admin demote another.
+            raise AppError("FORBIDDEN", "只有总部管理员可以调整管理员")
+        raise AppError("CONFLICT", "该工作人员刚被修改，请刷新后重试")
     return view(record, phone)
+
+
+def _changeable_by(admin: dict[str, Any]) -> dict[str, Any]:
+    # :func:`_within_scope` and "only a company-wide admin changes an admin" as a filter on the
+    # existing record, so the staff write checks them atomically instead of after a read.
+    if admin.get("all_communities"):
+        return {}
+    return {
+        "all_communities": {"$ne": True},
+        "role": {"$ne": "admin"},
+        "community_ids": {"$not": {"$elemMatch": {"$nin": admin.get("community_ids", [])}}},
+    }
 
 
 def view(record: dict[str, Any], phone: str | None) -> dict[str, Any]:
@@ -67,20 +83,27 @@ def list_staff(
     services: Services, admin: dict[str, Any], role: str | None, page: int, page_size: int
 ) -> tuple[list[dict[str, Any]], int]:
     """Staff whose communities overlap the admin's (all staff for a company-wide admin)."""
-    db = services.db
     query: dict[str, Any] = {}
     if role:
         query["role"] = role
     if not admin.get("all_communities"):
         query["community_ids"] = {"$in": admin.get("community_ids", [])}
-    records, total, _ = paging.page(db[staff.STAFF], query, [("_id", 1)], page, page_size)
-    phones = {
-        a["_id"]: a["phone"]
-        for a in db[accounts.ACCOUNTS].find(
-            {"_id": {"$in": [r["_id"] for r in records]}}, {"phone": 1}
-        )
-    }
-    return [view(r, phones.get(r["_id"])) for r in records], total
+    phone = [
+        {
+            "$lookup": {
+                "from": accounts.ACCOUNTS,
+                "localField": "_id",
+                "foreignField": "_id",
+                "as": "_account",
+            }
+        },
+        {"$set": {"_phone": {"$arrayElemAt": ["$_account.phone", 0]}}},
+        {"$project": {"_account": 0}},
+    ]
+    records, total, _ = paging.page(
+        services.db[staff.STAFF], query, [("_id", 1)], page, page_size, item_stages=phone
+    )
+    return [view(r, r.get("_phone")) for r in records], total
 
 
 def remove_staff(services: Services, admin: dict[str, Any], account_id: str) -> None:
