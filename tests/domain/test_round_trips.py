@@ -7,59 +7,30 @@ from the documents it already holds instead of reading them again.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from conftest import invoke
+from round_trips import counted
 from worlds import GARDEN, make_staff, ok, refused, sign_in, staff_account
 
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.domain import accounts, rate_limits
 from caiyun.errors import AppError
-from caiyun.services import Services, install_services
+from caiyun.services import Services
 
 PHONE = "13800005555"
 OPENID = "o-round-trips"
-
-
-class _CountedCollection:
-    def __init__(self, collection: Any, name: str, log: list[str]) -> None:
-        self._collection, self._name, self._log = collection, name, log
-
-    def __getattr__(self, attr: str) -> Any:
-        target = getattr(self._collection, attr)
-        if not callable(target):
-            return target
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self._log.append(f"{self._name}.{attr}")
-            return target(*args, **kwargs)
-
-        return counted
-
-
-class _CountedDatabase:
-    def __init__(self, db: Any, log: list[str]) -> None:
-        self._db, self._log = db, log
-
-    def __getitem__(self, name: str) -> _CountedCollection:
-        return _CountedCollection(self._db[name], name, self._log)
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._db, attr)
 
 
 @pytest.fixture
 def commands(services: Services) -> Iterator[list[str]]:
     """The collection calls the functions make from now on (set-up through ``services`` is not
     counted; the sandbox's SMS outbox, production's SMS provider, is not counted either)."""
-    log: list[str] = []
-    install_services(dataclasses.replace(services, db=_CountedDatabase(services.db, log)))
-    yield log
-    install_services(services)
+    with counted(services) as log:
+        yield log
 
 
 def _code_sent(services: Services, commands: list[str], phone: str = PHONE) -> str:

@@ -41,12 +41,6 @@ def owner_first(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(members, key=lambda m: (m["role"] != "owner", m["_id"]))
 
 
-def role_on(db: Any, account_id: str, house_id: str) -> ResidentRole | None:
-    """The account's role on the house, if it is a member."""
-    doc = db[MEMBERSHIPS].find_one({"house_id": house_id, "account_id": account_id}, {"role": 1})
-    return None if doc is None else doc["role"]
-
-
 def require_member(db: Any, account_id: str, house_id: str) -> dict[str, Any]:
     """The account's membership of the house, for actions only a member may take.
 
