@@ -42,17 +42,23 @@ def _code_sent(services: Services, commands: list[str], phone: str = PHONE) -> s
 # ------------------------------------------------------------------------------------ login
 
 
-def test_send_code_takes_its_resend_lease_and_daily_count_in_one_command(
+def test_send_code_counts_the_caller_and_takes_the_phones_limits_in_one_command(
     services: Services, commands: list[str]
 ) -> None:
     accounts.ensure_account(services.db, PHONE, services.clock.now(), "王五")
     ok(invoke("login", {"action": "send_code", "phone": PHONE}, openid=None))
-    assert commands == [
-        "rate_limits.find_one_and_update",
-        "accounts.find_one",
-        "rate_limits.bulk_write",
-        "sms_codes.bulk_write",
-    ]
+    assert commands == ["accounts.find_one", "rate_limits.bulk_write", "sms_codes.bulk_write"]
+    counters = {d["_id"].split(":")[0] for d in services.db["rate_limits"].find()}
+    assert counters == {"send_code", "sms-resend", "sms-daily"}
+
+
+def test_a_refused_send_code_still_counts_against_the_callers_limit(
+    services: Services, commands: list[str]
+) -> None:
+    reply = invoke("login", {"action": "send_code", "phone": PHONE}, openid=None)
+    assert refused(reply) == "ACCOUNT_NOT_FOUND"
+    assert commands == ["accounts.find_one", "rate_limits.bulk_write"]
+    assert [d["count"] for d in services.db["rate_limits"].find()] == [1]
 
 
 def test_login_with_the_openid_already_bound_reads_once_and_writes_the_code_and_session(

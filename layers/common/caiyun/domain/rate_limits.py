@@ -48,9 +48,16 @@ def count_hit(db: Any, key: str, limit: int, window_end: datetime, now: datetime
 
 def limit_per_window(db: Any, key: str, limit: int, window_s: int, now: datetime) -> int:
     """Allow ``limit`` hits of ``key`` per fixed window of ``window_s`` seconds."""
+    hits = per_window(key, limit, window_s, now)
+    return count_hit(db, hits.key, limit, hits.window_end, now)
+
+
+def per_window(key: str, limit: int, window_s: int, now: datetime) -> Hits:
+    """The counter :func:`limit_per_window` keeps for ``key`` in the window holding ``now``, for
+    :func:`take_all`."""
     window = int(now.timestamp() // window_s)
     window_end = datetime.fromtimestamp((window + 1) * window_s, tz=now.tzinfo)
-    return count_hit(db, f"{key}:{window}", limit, window_end, now)
+    return Hits(f"{key}:{window}", limit, window_end)
 
 
 def undo_hit(db: Any, key: str) -> None:

@@ -30,19 +30,38 @@ def send_code(
     phone: str,
     purpose: sms_codes.Purpose,
 ) -> sms_codes.IssuedCode:
-    """Send a code for ``purpose`` after checking the phone fits it; no SMS on a refusal."""
-    _per_minute(services, "send_code", caller_key, services.settings.send_code_per_minute)
+    """Send a code for ``purpose`` after checking the phone fits it; no SMS on a refusal.
+
+    Every call counts against the caller's per-minute limit, refusals included (so phones
+    cannot be probed for accounts); a sent code takes that count in the same command as the
+    code's own limits.
+    """
+    now = services.clock.now()
+    per_minute = rate_limits.per_window(
+        f"send_code:{caller_key}", services.settings.send_code_per_minute, 60, now
+    )
+    refusal = _send_refusal(services, caller, phone, purpose)
+    if refusal is not None:
+        # Over the limit is what the caller hears, as if the limit had been checked first.
+        rate_limits.take_all(services.db, [per_minute], now)
+        raise refusal
+    return sms_codes.issue(services, phone, purpose, per_minute)
+
+
+def _send_refusal(
+    services: Services, caller: dict[str, Any] | None, phone: str, purpose: sms_codes.Purpose
+) -> AppError | None:
     if purpose == "login":
         if accounts.by_phone(services.db, phone) is None:
-            raise AppError("ACCOUNT_NOT_FOUND")
-    else:
-        if caller is None:
-            raise AppError("UNAUTHENTICATED")
-        if purpose == "change_phone_old" and phone != caller["phone"]:
-            raise AppError("FORBIDDEN", "请使用当前绑定的手机号接收验证码")
-        if purpose == "change_phone_new" and accounts.by_phone(services.db, phone) is not None:
-            raise AppError("CONFLICT", "该手机号已被其他账号使用")
-    return sms_codes.issue(services, phone, purpose)
+            return AppError("ACCOUNT_NOT_FOUND")
+        return None
+    if caller is None:
+        return AppError("UNAUTHENTICATED")
+    if purpose == "change_phone_old" and phone != caller["phone"]:
+        return AppError("FORBIDDEN", "请使用当前绑定的手机号接收验证码")
+    if purpose == "change_phone_new" and accounts.by_phone(services.db, phone) is not None:
+        return AppError("CONFLICT", "该手机号已被其他账号使用")
+    return None
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,14 @@ def _hash(services: Services, phone: str, purpose: str, code: str) -> str:
     return hmac.new(key, f"{purpose}:{phone}:{code}".encode(), hashlib.sha256).hexdigest()
 
 
-def issue(services: Services, phone: str, purpose: Purpose) -> IssuedCode:
-    """Create a new code for ``phone`` and send it; earlier unused codes stop working."""
+def issue(
+    services: Services, phone: str, purpose: Purpose, caller_limit: rate_limits.Hits | None = None
+) -> IssuedCode:
+    """Create a new code for ``phone`` and send it; earlier unused codes stop working.
+
+    ``caller_limit`` (the sender's own rate limit) is counted first, in the same command as the
+    phone's resend lease and daily cap.
+    """
     db, settings, now = services.db, services.settings, services.clock.now()
     day = business_date(now)
     resend_key = f"sms-resend:{purpose}:{phone}"
@@ -55,6 +61,7 @@ def issue(services: Services, phone: str, purpose: Purpose) -> IssuedCode:
     rate_limits.take_all(
         db,
         [
+            *([caller_limit] if caller_limit is not None else []),
             rate_limits.Lease(resend_key, settings.sms_resend_s),
             rate_limits.Hits(daily_key, settings.sms_daily_limit, end_of_business_day(day)),
         ],
