@@ -37,14 +37,7 @@ def bind_owner(
     found = list(
         db[houses.HOUSES].aggregate(
             [
-                {
-                    "$match": {
-                        "community_id": community_id,
-                        "building": address[0],
-                        "unit": address[1],
-                        "room": address[2],
-                    }
-                },
+                {"$match": houses.at_address(community_id, *address)},
                 {"$limit": 1},
                 {
                     "$lookup": {

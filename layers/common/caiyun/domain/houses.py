@@ -30,9 +30,12 @@ def by_address(
     db: Any, community_id: str, building: str, unit: str, room: str
 ) -> dict[str, Any] | None:
     """The house at this address."""
-    return db[HOUSES].find_one(
-        {"community_id": community_id, "building": building, "unit": unit, "room": room}
-    )
+    return db[HOUSES].find_one(at_address(community_id, building, unit, room))
+
+
+def at_address(community_id: str, building: str, unit: str, room: str) -> dict[str, str]:
+    """The filter for the house at this address (the unique address index serves it)."""
+    return {"community_id": community_id, "building": building, "unit": unit, "room": room}
 
 
 def many(db: Any, house_ids: list[str]) -> dict[str, dict[str, Any]]:

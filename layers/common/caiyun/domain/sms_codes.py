@@ -153,7 +153,7 @@ def verify(services: Services, phone: str, purpose: Purpose, code: str) -> None:
     guesses cannot exceed the allowance and a code cannot be spent twice.
     """
     now = services.clock.now()
-    matches = {"$eq": ["$code_hash", _hash(services, phone, purpose, code)]}
+    matches = {"$eq": ["$code_hash", {"$literal": _hash(services, phone, purpose, code)}]}
     doc = services.db[SMS_CODES].find_one_and_update(
         _live(services, phone, purpose),
         [
