@@ -10,9 +10,7 @@ there for every test, and a test file that needs them otherwise defines its own.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -34,54 +32,6 @@ from caiyun.services import Services, build_services, install_services
 NOTIFY_URL = "https://caiyun.example.com/icbc/notify"
 ADMIN = "o-staff-admin"  # admin of 彩云花园
 MAPLE_ADMIN = "o-staff-maple"  # admin of 枫林苑
-
-
-# ------------------------------------------------------------------------------ commands
-
-
-class _CountedCollection:
-    def __init__(self, collection: Any, name: str, log: list[str], thread: int) -> None:
-        self._collection, self._name, self._log, self._thread = collection, name, log, thread
-
-    def __getattr__(self, attr: str) -> Any:
-        found = getattr(self._collection, attr)
-        if not callable(found):
-            return found
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            # The sandbox bank's server thread shares the database; only the caller's count.
-            if threading.get_ident() == self._thread:
-                self._log.append(f"{self._name}.{attr}")
-            return found(*args, **kwargs)
-
-        return call
-
-
-class _CountedDatabase:
-    def __init__(self, db: Any, log: list[str]) -> None:
-        self._db, self._log, self._thread = db, log, threading.get_ident()
-
-    def __getitem__(self, name: str) -> _CountedCollection:
-        return _CountedCollection(self._db[name], name, self._log, self._thread)
-
-    def get_collection(self, name: str) -> _CountedCollection:
-        return self[name]
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._db, attr)
-
-
-@contextlib.contextmanager
-def commands(svc: Services) -> Iterator[list[str]]:
-    """The database commands (``collection.method``) sent through ``svc.db`` inside the block,
-    one per collection method called, as the bench counts them."""
-    log: list[str] = []
-    db = svc.db
-    svc.db = _CountedDatabase(db, log)
-    try:
-        yield log
-    finally:
-        svc.db = db
 
 
 # ------------------------------------------------------------------------------ numbers

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
 import os
 import socket
@@ -48,47 +46,6 @@ def fresh_services(settings: Settings) -> Iterator[Services]:
 def services() -> Iterator[Services]:
     """Fresh services with an empty database and a clock the test can move."""
     yield from fresh_services(make_settings())
-
-
-class _Recorded:
-    def __init__(self, collection: Any, log: list[str]) -> None:
-        self._collection, self._log = collection, log
-
-    def __getattr__(self, attr: str) -> Any:
-        target = getattr(self._collection, attr)
-        if not callable(target):
-            return target
-        what = f"{self._collection.name}.{attr}"
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self._log.append(what)
-            return target(*args, **kwargs)
-
-        return call
-
-
-class _RecordingDb:
-    def __init__(self, db: Any, log: list[str]) -> None:
-        self._db, self._log = db, log
-
-    def __getitem__(self, name: str) -> _Recorded:
-        return _Recorded(self._db[name], self._log)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._db, name)
-
-
-@contextlib.contextmanager
-def db_commands(services: Services) -> Iterator[tuple[Services, list[str]]]:
-    """Services (also installed for ``invoke``) whose database logs every collection method
-    called as ``collection.method``: one command each, as on MongoDB."""
-    log: list[str] = []
-    recording = dataclasses.replace(services, db=_RecordingDb(services.db, log))
-    install_services(recording)
-    try:
-        yield recording, log
-    finally:
-        install_services(services)
 
 
 def invoke(function: str, event: dict[str, Any], openid: str | None = "o-test-openid") -> Any:

@@ -8,6 +8,7 @@ as ``bench`` counts them.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,8 +17,8 @@ from caiyun.services import Services, install_services
 
 
 class _Collection:
-    def __init__(self, collection: Any, name: str, log: list[str]) -> None:
-        self._collection, self._name, self._log = collection, name, log
+    def __init__(self, collection: Any, name: str, log: list[str], thread: int) -> None:
+        self._collection, self._name, self._log, self._thread = collection, name, log, thread
 
     def __getattr__(self, attr: str) -> Any:
         target = getattr(self._collection, attr)
@@ -25,7 +26,10 @@ class _Collection:
             return target
 
         def counted(*args: Any, **kwargs: Any) -> Any:
-            self._log.append(f"{self._name}.{attr}")
+            # The sandbox bank and WeChat serve from threads of their own on the same database;
+            # only the calls of the thread under test count.
+            if threading.get_ident() == self._thread:
+                self._log.append(f"{self._name}.{attr}")
             return target(*args, **kwargs)
 
         return counted
@@ -33,25 +37,37 @@ class _Collection:
 
 class _Database:
     def __init__(self, db: Any, log: list[str]) -> None:
-        self._db, self._log = db, log
+        self._db, self._log, self._thread = db, log, threading.get_ident()
 
     def __getitem__(self, name: str) -> _Collection:
-        return _Collection(self._db[name], name, self._log)
+        return _Collection(self._db[name], name, self._log, self._thread)
+
+    def get_collection(self, name: str) -> _Collection:
+        return self[name]
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._db, attr)
 
 
 @contextmanager
-def counted(services: Services) -> Iterator[list[str]]:
-    """The commands the functions send while inside the block, in order, as
-    ``collection.method``; ``services`` (the test's own handle) stays uncounted."""
+def counting(services: Services) -> Iterator[tuple[Services, list[str]]]:
+    """A copy of ``services`` whose database logs each command as ``collection.method``,
+    installed for the functions inside the block (``services`` itself stays uncounted, for
+    set-up); pass the copy to domain calls the test wants counted."""
     log: list[str] = []
-    install_services(dataclasses.replace(services, db=_Database(services.db, log)))
+    copy = dataclasses.replace(services, db=_Database(services.db, log))
+    install_services(copy)
     try:
-        yield log
+        yield copy, log
     finally:
         install_services(services)
+
+
+@contextmanager
+def counted(services: Services) -> Iterator[list[str]]:
+    """The commands the functions send inside the block, in order (see :func:`counting`)."""
+    with counting(services) as (_, log):
+        yield log
 
 
 # What a notification costs is messaging's business (it reads accounts and consents, writes

@@ -18,7 +18,6 @@ from billing import (
     ERIN,
     MAPLE_ADMIN,
     NOTIFY_URL,
-    commands,
     get_order,
     import_estate,
     list_bills,
@@ -30,6 +29,7 @@ from billing import (
     wire,
 )
 from conftest import invoke
+from round_trips import counting
 from worlds import ok, refused, staff_account
 
 from caiyun.clock import business_date
@@ -346,8 +346,8 @@ def test_a_batch_of_rows_costs_one_read_of_houses_and_one_insert(
     monkeypatch.setattr(bill_import, "BATCH", 4)
     rows = months(101, 102, 201)  # 9 rows: batches of 4, 4 and 1
 
-    with commands(svc) as sent:
-        results = bill_import.import_bills(svc, world.garden, rows)
+    with counting(svc) as (counting_svc, sent):
+        results = bill_import.import_bills(counting_svc, world.garden, rows)
 
     assert [r.status for r in results] == ["created"] * 9
     assert [r.row for r in results] == list(range(1, 10))
@@ -367,8 +367,8 @@ def test_reimport_across_batches_reads_each_batch_once_and_writes_nothing(
     bill_import.import_bills(svc, world.garden, rows)
     before = all_bills(svc)
 
-    with commands(svc) as sent:
-        results = bill_import.import_bills(svc, world.garden, rows)
+    with counting(svc) as (counting_svc, sent):
+        results = bill_import.import_bills(counting_svc, world.garden, rows)
 
     assert [r.status for r in results] == ["unchanged"] * 9
     assert sorted(set(sent)) == ["bills.find", "bills.insert_many", "houses.aggregate"]

@@ -18,7 +18,6 @@ from billing import (
     NOTIFY_URL,
     bill_status,
     billed_world,
-    commands,
     get_order,
     list_bills,
     messages,
@@ -28,6 +27,7 @@ from billing import (
     verify,
 )
 from conftest import invoke
+from round_trips import counted
 from worlds import ok, refused
 
 from caiyun.domain import houses, memberships, payments
@@ -112,7 +112,7 @@ def test_list_pages_through_several_houses_in_period_order(
 
 
 def test_list_is_the_caller_lookup_and_one_query(svc: Services, world: SimpleNamespace) -> None:
-    with commands(svc) as sent:
+    with counted(svc) as sent:
         ok(list_bills(ALICE, status="unpaid"))
 
     assert sent == ["accounts.aggregate", "memberships.aggregate"]
@@ -163,7 +163,7 @@ def test_pay_reads_the_bills_and_who_may_pay_them_in_one_query(
 ) -> None:
     verify(svc, ALICE)
 
-    with commands(svc) as sent:
+    with counted(svc) as sent:
         ok(pay(ALICE, world.oct_fee, world.oct_parking))
 
     assert sent == [

@@ -22,7 +22,6 @@ from billing import (
     as_paid,
     bank_order,
     billed_world,
-    commands,
     get_order,
     list_bills,
     messages,
@@ -34,6 +33,7 @@ from billing import (
     status_of,
     verify,
 )
+from round_trips import counted
 from worlds import ok
 
 from caiyun.adapters.icbc import sign_params
@@ -95,7 +95,7 @@ def test_success_notify_finds_and_wins_the_order_in_one_update(
     order = ok(pay(ALICE, world.oct_fee, world.oct_parking))
     form = bank.notify_form(bank.settle(order["order_no"], "success"), NOTIFY_URL)
 
-    with commands(svc) as sent:
+    with counted(svc) as sent:
         assert reply_of(post_notify(urlencode(form)), bank)["return_code"] == 0
 
     own = [c for c in sent if not c.startswith(("messages.", "accounts.", "subscription_"))]

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import db_commands, fresh_services, http, invoke, make_settings
+from conftest import fresh_services, http, invoke, make_settings
+from round_trips import counted, counting
 from worlds import GARDEN, ok, owner_row, refused, staff_account
 
 from caiyun.domain import accounts, houses, memberships, messaging, sessions
@@ -274,7 +275,7 @@ def consent(services: Services, account_id: str, template_id: str) -> dict[str, 
 def test_subscribe_records_who_gave_the_consent_in_one_write_and_one_read(
     services: Services, world: dict[str, Any]
 ) -> None:
-    with db_commands(services) as (_, calls):
+    with counted(services) as calls:
         ok(subscribe("tmpl-complaint", "tmpl-visitor", "tmpl-notice"))
 
     assert calls == [
@@ -303,7 +304,7 @@ def test_a_note_spends_its_consent_directly_and_pushes_to_the_openid_that_gave_i
 ) -> None:
     ok(subscribe("tmpl-complaint"))
 
-    with db_commands(services) as (recording, calls):
+    with counting(services) as (recording, calls):
         counts = messaging.notify_many(recording, [complaint_note(world["alice"])])
 
     assert counts == {"inbox": 1, "pushed": 1}
@@ -323,7 +324,7 @@ def test_a_big_batch_reads_the_consents_once_and_spends_only_those_left(
     ]
 
     notes = [complaint_note(a) for a in [*others, world["alice"]]]
-    with db_commands(services) as (recording, calls):
+    with counting(services) as (recording, calls):
         counts = messaging.notify_many(recording, notes)
 
     assert counts == {"inbox": 4, "pushed": 1}
@@ -420,7 +421,7 @@ def test_dispatch_pushes_to_the_resident_and_the_repairman_from_one_inbox_write(
     repair_id = ok(invoke("repair", event, RESIDENT_OPENID))["repair_id"]
 
     dispatch = {"action": "dispatch", "repair_id": repair_id, "repairman_id": fixer["_id"]}
-    with db_commands(services) as (_, calls):
+    with counted(services) as calls:
         ok(invoke("repair", dispatch, world["admin"]))
 
     assert calls.count("messages.insert_many") == 1

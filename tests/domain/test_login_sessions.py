@@ -9,7 +9,8 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import db_commands, http, invoke, make_settings
+from conftest import http, invoke, make_settings
+from round_trips import counted
 
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import OffsetClock
@@ -130,7 +131,7 @@ def test_signing_in_again_with_the_openid_already_bound_rewrites_no_binding(
     login(services)
     code = fresh_code(services)
 
-    with db_commands(services) as (_, calls):
+    with counted(services) as calls:
         event = {"action": "login", "phone": PHONE, "code": code}
         assert invoke("login", event, OPENID)["ok"]
 

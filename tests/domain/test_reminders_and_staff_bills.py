@@ -18,7 +18,6 @@ from billing import (
     NOBODY,
     NOTIFY_URL,
     billed_world,
-    commands,
     get_order,
     messages,
     pay,
@@ -26,6 +25,7 @@ from billing import (
     verify,
 )
 from conftest import invoke
+from round_trips import counted
 from worlds import ok, refused
 
 from caiyun.domain import houses, reminders
@@ -154,7 +154,7 @@ def test_unpaid_list_shows_house_owner_name_and_masked_phone(
 def test_staff_list_joins_the_houses_in_its_one_query(
     svc: Services, paid_world: SimpleNamespace, garden: str
 ) -> None:
-    with commands(svc) as sent:
+    with counted(svc) as sent:
         data = ok(staff_list(garden, "unpaid"))
 
     assert sent == ["accounts.aggregate", "bills.aggregate"]

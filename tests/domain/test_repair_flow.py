@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import db_commands, invoke
+from conftest import invoke
+from round_trips import counted
 from worlds import BAY, GARDEN, ok, owner_row, refused, resident_account, staff_account
 
 from caiyun.domain import houses, memberships, messaging, staff
@@ -507,7 +508,7 @@ def test_a_file_uploaded_by_someone_else_is_refused(services: Services, world: W
 def test_create_checks_and_labels_the_house_in_one_read_and_writes_the_key_once(
     services: Services, world: World
 ) -> None:
-    with db_commands(services) as (_, calls):
+    with counted(services) as calls:
         report(world.owner, world.house_101, request_id="once")
 
     assert calls == [
@@ -540,7 +541,7 @@ def test_a_first_dispatch_is_one_conditional_write_after_reading_the_repairman(
 ) -> None:
     rid = report(world.owner, world.house_101)["repair_id"]
 
-    with db_commands(services) as (_, calls):
+    with counted(services) as calls:
         ok(world.admin.call("dispatch", repair_id=rid, repairman_id=world.fixer.account_id))
 
     # No template configured here, so no consent is spent.
@@ -558,7 +559,7 @@ def test_a_redispatch_tells_the_resident_and_both_repairmen_in_one_inbox_write(
     rid = report(world.owner, world.house_101)["repair_id"]
     ok(world.admin.call("dispatch", repair_id=rid, repairman_id=world.fixer.account_id))
 
-    with db_commands(services) as (_, calls):
+    with counted(services) as calls:
         ok(world.admin.call("dispatch", repair_id=rid, repairman_id=world.fixer2.account_id))
 
     assert calls.count("messages.insert_many") == 1
@@ -590,7 +591,7 @@ def test_complete_is_one_conditional_write_when_the_repairman_may(
     ok(world.admin.call("dispatch", repair_id=rid, repairman_id=world.fixer.account_id))
     photos = [photo(services, "p", world.fixer)]
 
-    with db_commands(services) as (_, calls):
+    with counted(services) as calls:
         ok(world.fixer.call("complete", repair_id=rid, photos=photos))
 
     assert calls == ["accounts.aggregate", "repairs.find_one_and_update", "messages.insert_many"]
@@ -618,7 +619,7 @@ def test_complete_by_a_repairman_who_no_longer_covers_the_community_changes_noth
 def test_repairmen_of_a_scoped_admin_are_two_reads_after_the_caller(
     services: Services, world: World
 ) -> None:
-    with db_commands(services) as (_, calls):
+    with counted(services) as calls:
         ok(world.admin.call("repairmen", community_id=world.garden_id))
 
     assert calls == ["accounts.aggregate", "staff.aggregate", "repairs.aggregate"]
