@@ -91,6 +91,13 @@ class CommandLog:
         """Commands counted: on the wire when a listener saw any, else method calls."""
         return sum(self.wire.values()) if self.wire else sum(self.calls.values())
 
+    @property
+    def stand_ins(self) -> int:
+        """Commands on the sandbox's own collections (``sandbox_*``: its SMS outbox stands in
+        for the SMS provider's HTTP call), which a deployment does not send."""
+        source = self.wire or self.calls
+        return sum(n for name, n in source.items() if name.startswith("sandbox_"))
+
     def breakdown(self, limit: int = 6) -> str:
         """The commands as ``3×accounts.find_one, memberships.find`` (most frequent first)."""
         source = self.wire or self.calls
