@@ -28,9 +28,10 @@ import mongomock
 import mongomock.helpers
 from bson import ObjectId
 from mongomock.collection import BulkOperationBuilder
-from mongomock.filtering import filter_applies
 from mongomock.store import CollectionStore, DatabaseStore, ServerStore
 from pymongo.errors import OperationFailure
+
+from caiyun.data.indexes import IndexedStore
 
 
 def _without_sort(add: Callable[..., Any]) -> Callable[..., Any]:
@@ -46,29 +47,6 @@ def _without_sort(add: Callable[..., Any]) -> Callable[..., Any]:
 
 BulkOperationBuilder.add_update = _without_sort(BulkOperationBuilder.add_update)
 
-_scan = mongomock.collection.Collection._iter_documents
-
-
-def _iter_documents(self: Any, query: Any) -> Any:
-    # mongomock scans every document for every query; a lookup by _id (or a list of them),
-    # the commonest query there is, goes straight to the stored document instead.
-    wanted = query.get("_id") if isinstance(query, dict) else None
-    if isinstance(wanted, str | ObjectId):
-        keys = [wanted]
-    elif isinstance(wanted, dict) and set(wanted) == {"$in"} and isinstance(wanted["$in"], list):
-        keys = [k for k in wanted["$in"] if isinstance(k, str | ObjectId)]
-        if len(keys) != len(wanted["$in"]):
-            return _scan(self, query)
-    else:
-        return _scan(self, query)
-    stored = self._store._documents
-    found = [stored[k] for k in dict.fromkeys(keys) if k in stored]
-    if len(query) == 1:
-        return iter(found)  # the lookup was the whole query
-    return (doc for doc in found if filter_applies(query, doc))
-
-
-mongomock.collection.Collection._iter_documents = _iter_documents
 BulkOperationBuilder.add_replace = _without_sort(BulkOperationBuilder.add_replace)
 
 _SCHEMA = """
@@ -99,7 +77,7 @@ class _Journal:
         self.dirty.add((collection, key))
 
 
-class _JournaledCollectionStore(CollectionStore):
+class _JournaledCollectionStore(IndexedStore):
     def __init__(self, name: str, journal: _Journal) -> None:
         super().__init__(name)
         self._journal = journal
@@ -218,7 +196,7 @@ class EmbeddedEngine:
         for collection, key, body in self._sqlite.execute(
             "SELECT collection, key, body FROM documents ORDER BY rowid"
         ):
-            db_store[collection]._documents[_decode_key(key)] = bson.decode(body)
+            db_store[collection][_decode_key(key)] = bson.decode(body)
         self._journal.dirty.clear()
 
     def _flush(self) -> None:
@@ -273,14 +251,26 @@ _WRITES_ONE = frozenset(
 _WRITES_MANY = frozenset({"update_many", "delete_many"})
 
 
+def _named_ids(collection: Any, query: Any) -> list[Any]:
+    # A filter on one _id names its only possible target; anything else is looked up.
+    wanted = query.get("_id") if isinstance(query, dict) else None
+    if isinstance(wanted, str | ObjectId):
+        return [wanted]
+    return [doc["_id"] for doc in collection.find(query, {"_id": 1})]
+
+
 def _target_ids(collection: Any, attr: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list:
+    # Only documents that exist before the call are updated in place: inserts (upserts included)
+    # and deletes go through the journaled store, and an update cannot change an _id, so what a
+    # later request of a bulk write updates either matched its filter already or was written
+    # (and so journaled) by an earlier one.
     if attr == "bulk_write":
         requests = args[0] if args else kwargs.get("requests", [])
         ids: list[Any] = []
         for request in requests:
             query = getattr(request, "_filter", None)
             if query is not None:
-                ids.extend(doc["_id"] for doc in collection.find(query, {"_id": 1}))
+                ids.extend(_named_ids(collection, query))
         return ids
     query = args[0] if args else kwargs.get("filter", {})
     if attr in _WRITES_ONE:
@@ -340,8 +330,6 @@ class EmbeddedCollection:
                 try:
                     return getattr(collection, attr)(*args, **kwargs)
                 finally:
-                    if attr == "bulk_write":
-                        touched += _target_ids(collection, attr, args, kwargs)
                     self._engine.touch(self.name, touched)
 
             return self._engine.run(call)
