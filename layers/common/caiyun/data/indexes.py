@@ -26,7 +26,7 @@ from typing import Any
 
 import mongomock
 from bson import ObjectId
-from mongomock import helpers
+from mongomock import aggregate, helpers
 from mongomock.collection import Collection, Cursor
 from mongomock.filtering import filter_applies, iter_key_candidates
 from mongomock.store import CollectionStore, _get_min_datetime_from_value
@@ -51,11 +51,18 @@ def _keyable(value: Any) -> bool:
     return type(value) in _KEYABLE and not (type(value) is float and math.isnan(value))
 
 
-def _field_keys(doc: dict[str, Any], field: str) -> set[Any] | None:
+def _field_keys(doc: dict[str, Any], field: str) -> tuple[Any, ...] | set[Any] | None:
     """The keys an equality on ``field`` can match this document by; None if some value at the
     field has a type the index cannot key (the document must then always be a candidate)."""
+    if "." not in field:
+        value = doc.get(field, NOTHING)
+        if _keyable(value):
+            return (value,)  # the common case, without mongomock's path walk
+        values: Iterable[Any] = (value,)
+    else:
+        values = iter_key_candidates(field, doc)
     keys: set[Any] = set()
-    for value in iter_key_candidates(field, doc):
+    for value in values:
         if value is NOTHING:
             keys.add(None)
         elif isinstance(value, list | tuple):
@@ -72,7 +79,7 @@ def _field_keys(doc: dict[str, Any], field: str) -> set[Any] | None:
     return keys
 
 
-def _path_keys(doc: dict[str, Any], path: tuple[str, ...]) -> set[Any] | None:
+def _path_keys(doc: dict[str, Any], path: tuple[str, ...]) -> tuple[Any, ...] | set[Any] | None:
     if len(path) == 1:
         return _field_keys(doc, path[0])
     per_field = []
@@ -177,10 +184,13 @@ class IndexedStore(CollectionStore):
         self._reset_indexes()
 
     def _wanted_paths(self) -> set[tuple[str, ...]]:
+        # The leading field of every index (what a query can use an index by without the rest)
+        # and the whole key of a compound unique index (what its uniqueness is checked by).
         paths: set[tuple[str, ...]] = set()
         for spec in self.indexes.values():
             fields = tuple(field for field, _ in spec["key"])
-            paths.update((field,) for field in fields if field != "_id")
+            if fields[0] != "_id":
+                paths.add(fields[:1])
             if len(fields) > 1 and spec.get("unique") and "_id" not in fields:
                 paths.add(fields)
         return paths
@@ -433,6 +443,7 @@ class IndexedStore(CollectionStore):
 _scan = Collection._iter_documents
 _get_dataset = Collection._get_dataset
 _compute_results = Cursor._compute_results
+_whole_aggregate = Collection.aggregate
 
 
 def _iter_documents(self: Collection, query: Any) -> Iterator[dict[str, Any]]:
@@ -464,18 +475,31 @@ def _get_indexed_dataset(
         yield self._copy_only_fields(doc, fields, as_class)
 
 
-def _compute_limited_results(self: Cursor, with_limit_and_skip: bool = False) -> list[Any]:
-    # mongomock builds (and copies) every matching document before applying the limit; read only
-    # as many as the page needs, remembered per query like mongomock's own results.
-    if not (with_limit_and_skip and self._limit and self._limit > 0):
+def _compute_page(self: Cursor, with_limit_and_skip: bool = False) -> list[Any]:
+    # mongomock builds (and copies) every matching document before applying a limit, and slices
+    # its results again for every document the cursor hands out; read only as many as the page
+    # needs, once per query, skip and limit.
+    if not with_limit_and_skip:
         return _compute_results(self, with_limit_and_skip)
+    shape = (self._factory, self._skip, self._limit)
     page = getattr(self, "_caiyun_page", None)
-    if page is None or page[0] is not self._factory:
-        rows = list(itertools.islice(self._factory(), self._skip + self._limit))[self._skip :]
+    if page is None or page[0] != shape:
+        stop = self._skip + abs(self._limit) if self._limit else None
+        rows = list(itertools.islice(self._factory(), stop))[self._skip :]
         if self.collection.codec_options.tz_aware:
             rows = [helpers.make_datetime_timezone_aware_in_document(row) for row in rows]
-        page = self._caiyun_page = (self._factory, rows)
+        page = self._caiyun_page = (shape, rows)
     return page[1]
+
+
+def _aggregate(self: Collection, pipeline: Any, session: Any = None, **unused: Any) -> Any:
+    # mongomock copies the whole collection into every pipeline; a leading $match is the same
+    # filter as a find's (both compare naive UTC datetimes), so let the find narrow it first.
+    first = pipeline[0] if pipeline and isinstance(pipeline, list) else None
+    if isinstance(first, dict) and list(first) == ["$match"] and isinstance(first["$match"], dict):
+        found = list(self.find(pipeline[0]["$match"]))
+        return aggregate.process_pipeline(found, self.database, pipeline[1:], session)
+    return _whole_aggregate(self, pipeline, session, **unused)
 
 
 def _reindexing(apply: Callable[..., Any]) -> Callable[..., Any]:
@@ -496,6 +520,7 @@ def _reindexing(apply: Callable[..., Any]) -> Callable[..., Any]:
 
 Collection._iter_documents = _iter_documents
 Collection._get_dataset = _get_indexed_dataset
-Cursor._compute_results = _compute_limited_results
+Collection.aggregate = _aggregate
+Cursor._compute_results = _compute_page
 Collection._apply_update_document = _reindexing(Collection._apply_update_document)
 Collection._apply_update_pipeline = _reindexing(Collection._apply_update_pipeline)
