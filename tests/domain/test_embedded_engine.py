@@ -199,6 +199,35 @@ def test_bulk_write_inserts_updates_and_deletes_survive_a_restart(
     ]
 
 
+def test_bulk_write_requests_matching_what_earlier_ones_wrote_survive_a_restart(
+    engines: list[EmbeddedEngine], data_dir: Path
+) -> None:
+    # Targets are looked up once before the write: a later request reaching documents only an
+    # earlier one made match (or created) must still reach the disk.
+    db = open_engine(engines, data_dir)
+    db["c"].insert_many([{"_id": i, "stage": "new"} for i in range(3)])
+
+    db["c"].bulk_write(
+        [
+            UpdateOne({"_id": 0}, {"$set": {"stage": "ready"}}),
+            UpdateOne({"_id": 7}, {"$set": {"stage": "ready"}}, upsert=True),
+            UpdateMany({"stage": "ready"}, {"$set": {"stage": "done"}}),
+            ReplaceOne({"stage": "done", "_id": 7}, {"stage": "replaced"}),
+        ]
+    )
+    expected = contents(db, "c")
+
+    db = restart(engines, data_dir)
+
+    assert contents(db, "c") == expected
+    assert expected == [
+        {"_id": 0, "stage": "done"},
+        {"_id": 1, "stage": "new"},
+        {"_id": 2, "stage": "new"},
+        {"_id": 7, "stage": "replaced"},
+    ]
+
+
 def test_bulk_write_update_one_and_replace_one_survive_a_restart(
     engines: list[EmbeddedEngine], data_dir: Path
 ) -> None:

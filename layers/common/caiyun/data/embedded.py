@@ -68,13 +68,16 @@ def _decode_key(raw: bytes) -> Any:
 
 
 class _Journal:
-    """Remembers which documents changed since the last flush."""
+    """Remembers which documents changed since the last flush (of a durable engine only: an
+    in-memory one has nothing to write through)."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool) -> None:
+        self.durable = durable
         self.dirty: set[tuple[str, Any]] = set()
 
     def touch(self, collection: str, key: Any) -> None:
-        self.dirty.add((collection, key))
+        if self.durable:
+            self.dirty.add((collection, key))
 
 
 class _JournaledCollectionStore(IndexedStore):
@@ -123,7 +126,7 @@ class EmbeddedEngine:
 
     def __init__(self, data_dir: str | Path | None, db_name: str = "caiyun") -> None:
         self._lock = threading.RLock()
-        self._journal = _Journal()
+        self._journal = _Journal(durable=bool(data_dir))
         self._db_name = db_name
         self._sqlite: sqlite3.Connection | None = None
         self._data_version: int | None = None
@@ -165,6 +168,11 @@ class EmbeddedEngine:
                 return call()
             finally:
                 self._flush()
+
+    @property
+    def durable(self) -> bool:
+        """Whether writes go through to a SQLite file."""
+        return self._journal.durable
 
     def touch(self, collection: str, keys: list[Any]) -> None:
         """Mark documents as changed by the current call (they are written at its end)."""
@@ -320,7 +328,9 @@ class EmbeddedCollection:
         target = getattr(self._engine.mongomock_collection(self.name), attr)
         if not callable(target):
             return target
-        tracks = attr in _WRITES_ONE or attr in _WRITES_MANY or attr == "bulk_write"
+        tracks = self._engine.durable and (
+            attr in _WRITES_ONE or attr in _WRITES_MANY or attr == "bulk_write"
+        )
 
         def locked(*args: Any, **kwargs: Any) -> Any:
             def call() -> Any:

@@ -242,7 +242,11 @@ class IndexedStore(CollectionStore):
         super().__delitem__(key)
         self.unindex(key, doc)
         del self._rank[key]
-        self._ids_sorted = None
+        ids = self._ids_sorted
+        if ids is _UNSORTABLE:
+            self._ids_sorted = None  # the key that mixed the types may be the one gone
+        elif ids is not None:
+            del ids[bisect.bisect_left(ids, key)]
 
     def stored_key(self, doc: dict[str, Any]) -> Any:
         """The key ``doc`` is stored under, if it is the stored object itself; else NOTHING."""
