@@ -706,6 +706,35 @@ def test_expired_documents_still_vanish_on_the_next_read() -> None:
     assert claims.count_documents({}) == 1
 
 
+def test_documents_expire_one_by_one_as_the_clock_passes_their_moment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    start = datetime(2026, 3, 2, 2, 0)
+    clock = {"now": start}
+    monkeypatch.setattr(mongomock, "utcnow", lambda: clock["now"])
+    indexed, scanned = EmbeddedEngine(None).database["claims"], mongomock.MongoClient().db["c"]
+    for claims in (indexed, scanned):
+        claims.create_index("expires_at", expireAfterSeconds=60)
+        claims.insert_many(
+            [{"_id": i, "expires_at": start + timedelta(minutes=i)} for i in range(1, 4)]
+            + [{"_id": "never", "expires_at": "not a date"}]
+        )
+        # Moved later in place: its first moment passes without it.
+        claims.update_one({"_id": 1}, {"$set": {"expires_at": start + timedelta(minutes=5)}})
+
+    def left_at(minutes: float) -> list[Any]:
+        clock["now"] = start + timedelta(minutes=minutes)
+        left = [sorted((d["_id"] for d in c.find({})), key=str) for c in (indexed, scanned)]
+        assert left[0] == left[1]
+        return left[0]
+
+    assert left_at(2.5) == [1, 2, 3, "never"]
+    assert left_at(3) == [1, 3, "never"]
+    assert left_at(4) == [1, "never"]
+    assert left_at(5.9) == [1, "never"]
+    assert left_at(6) == ["never"]
+
+
 def test_an_id_range_sorted_by_id_is_paged_in_id_order() -> None:
     repairs = EmbeddedEngine(None).database["repairs"]
     repairs.create_index("status")

@@ -18,6 +18,7 @@ it in place and indexed again after (also when the update raises), and ``__setit
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -163,8 +164,10 @@ class IndexedStore(CollectionStore):
         self._rank: dict[Any, int] = {}
         self._ranks = itertools.count()
         self._ids_sorted: Any = None
-        # No TTL document expires before this moment (None: unknown, look).
-        self._ttl_floor: datetime | None = None
+        # When each TTL document expires, soonest first; entries of documents since changed or
+        # removed stay until their moment and are checked again then.
+        self._expiries: list[tuple[datetime, int, Any]] = []
+        self._ties = itertools.count()
 
     # ------------------------------------------------------------------ maintenance
 
@@ -196,9 +199,11 @@ class IndexedStore(CollectionStore):
         return paths
 
     def _rebuild(self) -> None:
-        self._ttl_floor = None
+        self._expiries = []
         wanted = self._wanted_paths()
         if wanted == set(self._postings):
+            for key, doc in self._documents.items():
+                self._note_expiry(key, doc)
             return
         self._postings = {path: {} for path in wanted}
         self._unkeyed = {path: set() for path in wanted}
@@ -214,8 +219,7 @@ class IndexedStore(CollectionStore):
             else:
                 for value in keys:
                     _post(postings, value, key)
-        if self._ttl_indexes and self._ttl_floor is not None:
-            self._ttl_floor = min(self._ttl_floor, self._expires(doc))
+        self._note_expiry(key, doc)
 
     def unindex(self, key: Any, doc: dict[str, Any]) -> None:
         """Remove a stored document's current values from the hash indexes."""
@@ -280,15 +284,23 @@ class IndexedStore(CollectionStore):
                 continue
         return soonest
 
+    def _note_expiry(self, key: Any, doc: dict[str, Any]) -> None:
+        if self._ttl_indexes:
+            moment = self._expires(doc)
+            if moment != datetime.max:
+                heapq.heappush(self._expiries, (moment, next(self._ties), key))
+
     def _remove_expired_documents(self) -> None:
-        # mongomock looks for expired documents on every access (a scan each time); nothing can
-        # have expired before the earliest expiry of any document written since the last look.
-        if not self._ttl_indexes:
+        # mongomock scans every document for expiry on every access; the same documents go
+        # (those whose expiry, checked again as they are now, has come) taken soonest first.
+        if not self._ttl_indexes or not self._expiries:
             return
-        if self._ttl_floor is not None and mongomock.utcnow() < self._ttl_floor:
-            return
-        super()._remove_expired_documents()
-        self._ttl_floor = min(map(self._expires, self._documents.values()), default=datetime.max)
+        now = mongomock.utcnow()
+        while self._expiries and self._expiries[0][0] <= now:
+            _, _, key = heapq.heappop(self._expiries)
+            doc = self._documents.get(key)
+            if doc is not None and self._expires(doc) <= now:
+                del self[key]
 
     # ------------------------------------------------------------------ _id order
 
