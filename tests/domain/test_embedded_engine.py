@@ -199,6 +199,22 @@ def test_bulk_write_inserts_updates_and_deletes_survive_a_restart(
     ]
 
 
+def test_an_update_mongomock_refuses_halfway_is_kept_as_memory_has_it(
+    engines: list[EmbeddedEngine], data_dir: Path
+) -> None:
+    # mongomock applies $set in place before $push fails on a non-array, and keeps it; the
+    # journal learns of in-place changes from the store, so the disk agrees with memory.
+    db = open_engine(engines, data_dir)
+    db["c"].insert_one({"_id": 1, "a": 0, "s": "text"})
+    with pytest.raises(AttributeError):  # mongomock 4.3 appends to the string
+        db["c"].update_one({"_id": 1}, {"$set": {"a": 1}, "$push": {"s": "x"}})
+    expected = contents(db, "c")
+
+    db = restart(engines, data_dir)
+
+    assert contents(db, "c") == expected
+
+
 def test_bulk_write_requests_matching_what_earlier_ones_wrote_survive_a_restart(
     engines: list[EmbeddedEngine], data_dir: Path
 ) -> None:

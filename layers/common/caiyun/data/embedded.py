@@ -7,7 +7,8 @@ adds the two missing pieces:
 
 * durability: every document a call writes is written through to SQLite (one row per document,
   BSON-encoded) and committed before the call returns, so `caiyun dev` keeps its data across
-  restarts;
+  restarts; the store journals what it is given and what mongomock changes in place
+  (``caiyun.data.indexes`` sees both, to keep its hash indexes);
 * atomicity: every collection call runs under one engine-wide lock, so a conditional update is
   atomic against other threads, as a single-document write is on a MongoDB server.
 
@@ -26,7 +27,6 @@ from typing import Any
 import bson
 import mongomock
 import mongomock.helpers
-from bson import ObjectId
 from mongomock.collection import BulkOperationBuilder
 from mongomock.store import CollectionStore, DatabaseStore, ServerStore
 from pymongo.errors import OperationFailure
@@ -91,6 +91,10 @@ class _JournaledCollectionStore(IndexedStore):
 
     def __delitem__(self, key: Any) -> None:
         super().__delitem__(key)
+        self._journal.touch(self.name, key)
+
+    def updated(self, key: Any) -> None:
+        """Journal a document mongomock changed in place (the store sees no write for it)."""
         self._journal.touch(self.name, key)
 
     def drop(self) -> None:
@@ -169,16 +173,6 @@ class EmbeddedEngine:
             finally:
                 self._flush()
 
-    @property
-    def durable(self) -> bool:
-        """Whether writes go through to a SQLite file."""
-        return self._journal.durable
-
-    def touch(self, collection: str, keys: list[Any]) -> None:
-        """Mark documents as changed by the current call (they are written at its end)."""
-        for key in keys:
-            self._journal.touch(collection, key)
-
     def _sync_from_other_processes(self) -> None:
         if self._sqlite is None:
             return
@@ -244,49 +238,6 @@ class EmbeddedEngine:
                 self._sqlite = None
 
 
-# mongomock updates stored documents in place, which the store never sees; these calls have
-# their targets looked up first so the journal knows what to write through.
-_WRITES_ONE = frozenset(
-    {
-        "update_one",
-        "replace_one",
-        "delete_one",
-        "find_one_and_update",
-        "find_one_and_replace",
-        "find_one_and_delete",
-    }
-)
-_WRITES_MANY = frozenset({"update_many", "delete_many"})
-
-
-def _named_ids(collection: Any, query: Any) -> list[Any]:
-    # A filter on one _id names its only possible target; anything else is looked up.
-    wanted = query.get("_id") if isinstance(query, dict) else None
-    if isinstance(wanted, str | ObjectId):
-        return [wanted]
-    return [doc["_id"] for doc in collection.find(query, {"_id": 1})]
-
-
-def _target_ids(collection: Any, attr: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list:
-    # Only documents that exist before the call are updated in place: inserts (upserts included)
-    # and deletes go through the journaled store, and an update cannot change an _id, so what a
-    # later request of a bulk write updates either matched its filter already or was written
-    # (and so journaled) by an earlier one.
-    if attr == "bulk_write":
-        requests = args[0] if args else kwargs.get("requests", [])
-        ids: list[Any] = []
-        for request in requests:
-            query = getattr(request, "_filter", None)
-            if query is not None:
-                ids.extend(_named_ids(collection, query))
-        return ids
-    query = args[0] if args else kwargs.get("filter", {})
-    if attr in _WRITES_ONE:
-        cursor = collection.find(query, {"_id": 1}, sort=kwargs.get("sort")).limit(1)
-        return [doc["_id"] for doc in cursor]
-    return [doc["_id"] for doc in collection.find(query, {"_id": 1})]
-
-
 class EmbeddedCollection:
     """A pymongo-style collection whose every call is atomic and durable."""
 
@@ -328,21 +279,12 @@ class EmbeddedCollection:
         target = getattr(self._engine.mongomock_collection(self.name), attr)
         if not callable(target):
             return target
-        tracks = self._engine.durable and (
-            attr in _WRITES_ONE or attr in _WRITES_MANY or attr == "bulk_write"
-        )
 
         def locked(*args: Any, **kwargs: Any) -> Any:
-            def call() -> Any:
-                # Looked up again inside the lock: a reload may have replaced the collection.
-                collection = self._engine.mongomock_collection(self.name)
-                touched = _target_ids(collection, attr, args, kwargs) if tracks else []
-                try:
-                    return getattr(collection, attr)(*args, **kwargs)
-                finally:
-                    self._engine.touch(self.name, touched)
-
-            return self._engine.run(call)
+            # Looked up again inside the lock: a reload may have replaced the collection.
+            return self._engine.run(
+                lambda: getattr(self._engine.mongomock_collection(self.name), attr)(*args, **kwargs)
+            )
 
         return locked
 

@@ -1,18 +1,19 @@
 """Hash indexes under mongomock, so the embedded engine answers without scanning every document.
 
 mongomock evaluates every query, and every unique-index check, by running its filter over the
-whole collection. :class:`IndexedStore` keeps, beside a collection's documents, a hash index per
-field its declared indexes name (multikey: each element of an array is a key; a missing field
-is the key ``None``, which is what it matches) and one per compound unique index, maintained on
-every write. The planner here uses them only to *narrow* the documents mongomock's own filter
-then runs on, so answers stay exactly mongomock's: a condition the index cannot answer exactly
-(an ObjectId also matching its string form inside arrays, a value of a type without a reliable
-hash) is still checked by ``filter_applies``, and any query the planner does not understand is a
-scan as before.
+whole collection. :class:`IndexedStore` keeps, beside a collection's documents, a hash index on
+the leading field of each declared index (multikey: each element of an array is a key; a missing
+field is the key ``None``, which is what it matches) and one per compound unique index, the
+``_id`` order, and a heap of TTL expiry moments, all maintained on every write. The planner
+here uses them only to *narrow* the documents mongomock's own filter then runs on, so answers
+stay exactly mongomock's: a condition the index cannot answer exactly (an ObjectId also matching
+its string form inside arrays, a value of a type without a reliable hash) is still checked by
+``filter_applies``, and any query the planner does not understand is a scan as before.
 
 Every stored document is indexed as it is now: a document is unindexed before mongomock updates
-it in place and indexed again after (also when the update raises), and ``__setitem__`` /
-``__delitem__`` cover inserts, replacements, rollbacks and deletes.
+it in place and indexed again after (also when the update raises; :meth:`IndexedStore.updated`
+then tells subclasses), and ``__setitem__`` / ``__delitem__`` cover inserts, replacements,
+rollbacks and deletes.
 """
 
 from __future__ import annotations
@@ -29,9 +30,8 @@ import mongomock
 from bson import ObjectId
 from mongomock import aggregate, helpers
 from mongomock.collection import Collection, Cursor
-from mongomock.filtering import filter_applies, iter_key_candidates
+from mongomock.filtering import NOTHING, filter_applies, iter_key_candidates
 from mongomock.store import CollectionStore, _get_min_datetime_from_value
-from sentinels import NOTHING
 
 # Types whose equality is plain Python equality with a consistent hash, in mongomock's filter as
 # in a dict; values of any other type are never used as keys.
@@ -230,6 +230,9 @@ class IndexedStore(CollectionStore):
             else:
                 for value in keys:
                     _unpost(postings, value, key)
+
+    def updated(self, key: Any) -> None:
+        """Called after mongomock changed (or tried to change) a stored document in place."""
 
     def __setitem__(self, key: Any, val: Any) -> None:
         old = self._documents.get(key)
@@ -530,6 +533,7 @@ def _reindexing(apply: Callable[..., Any]) -> Callable[..., Any]:
             return apply(self, existing_document, *args, **kwargs)
         finally:
             store.index(key, existing_document)
+            store.updated(key)
 
     return applied
 
