@@ -269,10 +269,10 @@ def drop_raw_db(db: Any) -> None:
 def bulk_load(db: Any, collection: str, docs: Iterable[dict[str, Any]]) -> int:
     """Put documents in place for a bench, as fast as the engine allows; not measured.
 
-    MongoDB: unordered ``insert_many`` in chunks. Embedded: straight into mongomock's store, as
-    the engine's own reload from SQLite does (BSON round trip, so datetimes are stored as the
-    engine stores them), skipping mongomock's unique-index check, which scans the whole
-    collection for every document; the bench data is unique by construction.
+    MongoDB: unordered ``insert_many`` in chunks. Embedded: straight into the collection's store,
+    as the engine's own reload from SQLite does (BSON round trip, so datetimes are stored as the
+    engine stores them; the store keeps its hash indexes), skipping mongomock's insert checks;
+    the bench data is unique by construction.
     """
     import bson
 
@@ -293,7 +293,7 @@ def bulk_load(db: Any, collection: str, docs: Iterable[dict[str, Any]]) -> int:
     with engine._lock:
         store = engine.mongomock_collection(collection)._store
         for doc in docs:
-            store._documents[doc["_id"]] = bson.decode(bson.encode(doc))
+            store[doc["_id"]] = bson.decode(bson.encode(doc))
             count += 1
     return count
 

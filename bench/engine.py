@@ -1,13 +1,11 @@
 """What one command costs on the embedded engine, by collection size (embedded engine only).
 
-Why the embedded figures of the scheduler and the import grow with the square of N: mongomock
-answers every query by scanning the whole collection (it has no index lookups), checks a
-unique index by scanning the whole collection for every document written (insert or update),
-and the engine's write-through journal (``caiyun.data.embedded._target_ids``) runs one more
-scan per request of a ``bulk_write`` before it and one after it. Each row below is one call on
-a collection of N documents (``bills``, which has a unique index); ``engine`` goes through
-``EmbeddedCollection`` (lock, journal), ``mongomock`` calls the mongomock collection
-underneath directly, so the difference is the engine's own.
+mongomock alone answers every query by scanning the whole collection and checks a unique index
+by scanning it again for every document written; the engine's hash indexes
+(``caiyun.data.indexes``) narrow both, so each row here should not grow with N. Each row below
+is one call on a collection of N documents (``bills``, which has a unique index); ``engine``
+goes through ``EmbeddedCollection`` (lock, journal), ``mongomock`` calls the mongomock
+collection underneath directly (the same indexed store), so the difference is the engine's own.
 """
 
 from __future__ import annotations

@@ -8,11 +8,16 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
+from copy import deepcopy
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import mongomock
 import pytest
+from bson import ObjectId
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pymongo import (
     DeleteMany,
     DeleteOne,
@@ -22,7 +27,7 @@ from pymongo import (
     UpdateMany,
     UpdateOne,
 )
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from caiyun.data.connect import open_database
 from caiyun.data.embedded import EmbeddedEngine
@@ -191,6 +196,51 @@ def test_bulk_write_inserts_updates_and_deletes_survive_a_restart(
         {"_id": 1, "n": 5},
         {"_id": 10, "n": 10},
         {"_id": 20, "n": 20},
+    ]
+
+
+def test_an_update_mongomock_refuses_halfway_is_kept_as_memory_has_it(
+    engines: list[EmbeddedEngine], data_dir: Path
+) -> None:
+    # mongomock applies $set in place before $push fails on a non-array, and keeps it; the
+    # journal learns of in-place changes from the store, so the disk agrees with memory.
+    db = open_engine(engines, data_dir)
+    db["c"].insert_one({"_id": 1, "a": 0, "s": "text"})
+    with pytest.raises(AttributeError):  # mongomock 4.3 appends to the string
+        db["c"].update_one({"_id": 1}, {"$set": {"a": 1}, "$push": {"s": "x"}})
+    expected = contents(db, "c")
+
+    db = restart(engines, data_dir)
+
+    assert contents(db, "c") == expected
+
+
+def test_bulk_write_requests_matching_what_earlier_ones_wrote_survive_a_restart(
+    engines: list[EmbeddedEngine], data_dir: Path
+) -> None:
+    # Targets are looked up once before the write: a later request reaching documents only an
+    # earlier one made match (or created) must still reach the disk.
+    db = open_engine(engines, data_dir)
+    db["c"].insert_many([{"_id": i, "stage": "new"} for i in range(3)])
+
+    db["c"].bulk_write(
+        [
+            UpdateOne({"_id": 0}, {"$set": {"stage": "ready"}}),
+            UpdateOne({"_id": 7}, {"$set": {"stage": "ready"}}, upsert=True),
+            UpdateMany({"stage": "ready"}, {"$set": {"stage": "done"}}),
+            ReplaceOne({"stage": "done", "_id": 7}, {"stage": "replaced"}),
+        ]
+    )
+    expected = contents(db, "c")
+
+    db = restart(engines, data_dir)
+
+    assert contents(db, "c") == expected
+    assert expected == [
+        {"_id": 0, "stage": "done"},
+        {"_id": 1, "stage": "new"},
+        {"_id": 2, "stage": "new"},
+        {"_id": 7, "stage": "replaced"},
     ]
 
 
@@ -471,3 +521,253 @@ def test_aware_datetimes_compare_in_queries(engines: list[EmbeddedEngine], data_
     )
 
     assert [d["_id"] for d in before] == [0, 1]
+
+
+# ---------------------------------------------------------------------------- hash indexes
+# The engine narrows queries with in-memory hash indexes of the declared index fields; these
+# tests hold its answers to plain mongomock's full scan (a collection without the indexed store).
+
+_OID = ObjectId("65a000000000000000000001")
+_WHEN = datetime(2026, 3, 1, 8, 0, tzinfo=timezone.utc)
+_SCALARS = st.sampled_from(["a", "b", str(_OID), _OID, 1, 1.0, True, 0, None, _WHEN])
+_VALUES = st.one_of(
+    _SCALARS,
+    st.lists(_SCALARS, max_size=3),
+    st.fixed_dictionaries({"x": _SCALARS}),
+    st.lists(st.fixed_dictionaries({"x": _SCALARS}), max_size=2),
+)
+_FIELDS = ("f", "g", "n", "n.x")
+_DOCS = st.lists(
+    st.dictionaries(st.sampled_from(("f", "g", "n")), _VALUES, max_size=3), max_size=12
+)
+_CONDITIONS = st.one_of(
+    _SCALARS,
+    st.builds(lambda v: {"$eq": v}, _SCALARS),
+    st.builds(lambda vs: {"$in": vs}, st.lists(_SCALARS, max_size=3)),
+    st.builds(lambda vs: {"$in": vs, "$ne": "a"}, st.lists(_SCALARS, max_size=3)),
+)
+_QUERIES = st.one_of(
+    st.dictionaries(st.sampled_from(_FIELDS), _CONDITIONS, min_size=1, max_size=2),
+    st.builds(
+        lambda a, b: {"$and": [a, b]},
+        st.dictionaries(st.sampled_from(_FIELDS), _CONDITIONS, max_size=1),
+        st.dictionaries(st.sampled_from(_FIELDS), _CONDITIONS, min_size=1, max_size=1),
+    ),
+    st.builds(
+        lambda ids, q: {"_id": {"$in": ids}, **q},
+        st.lists(st.integers(0, 14), max_size=4),
+        st.dictionaries(st.sampled_from(_FIELDS), _CONDITIONS, max_size=1),
+    ),
+    st.builds(
+        lambda op, k, q: {"_id": {op: k}, **q},
+        st.sampled_from(["$gt", "$gte", "$lt", "$lte"]),
+        st.integers(-1, 14),
+        st.dictionaries(st.sampled_from(_FIELDS), _CONDITIONS, max_size=1),
+    ),
+)
+
+
+def _indexed_and_scanned() -> tuple[Any, Any]:
+    """The same empty collection, indexed by the engine and as plain mongomock scans it."""
+    indexed = EmbeddedEngine(None).database["c"]
+    scanned = mongomock.MongoClient(tz_aware=True).db["c"]
+    for collection in (indexed, scanned):
+        collection.create_index("f")
+        collection.create_index([("g", 1), ("n.x", -1)])
+    return indexed, scanned
+
+
+def _both(indexed: Any, scanned: Any, call: str, *args: Any) -> None:
+    """Make the same call on both; a call mongomock refuses halfway must fail alike on both."""
+    failures = []
+    for collection in (indexed, scanned):
+        try:
+            getattr(collection, call)(*deepcopy(args))
+        except Exception as exc:
+            failures.append(type(exc))
+        else:
+            failures.append(None)
+    assert failures[0] == failures[1]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    docs=_DOCS,
+    query=_QUERIES,
+    change=_QUERIES,
+    new=_VALUES,
+    sort=st.sampled_from([None, 1, -1]),
+    limit=st.integers(0, 3),
+)
+def test_indexed_queries_find_exactly_what_a_scan_finds(
+    docs: list[dict[str, Any]],
+    query: dict[str, Any],
+    change: dict[str, Any],
+    new: Any,
+    sort: int | None,
+    limit: int,
+) -> None:
+    indexed, scanned = _indexed_and_scanned()
+    if docs:
+        _both(indexed, scanned, "insert_many", [{"_id": i, **doc} for i, doc in enumerate(docs)])
+
+    def agree() -> None:
+        found = indexed.find(query, sort=[("_id", sort)] if sort else None).limit(limit)
+        expected = list(scanned.find(query, sort=[("_id", sort)] if sort else None))
+        assert list(found) == (expected[:limit] if limit else expected)
+        assert indexed.count_documents(query) == len(expected)
+        # A leading $match is narrowed like a find; mongomock's own order of stages is not.
+        pipeline = [{"$match": query}, {"$sort": {"_id": 1}}]
+        assert list(indexed.aggregate(pipeline)) == list(scanned.aggregate(pipeline[::-1]))
+
+    agree()
+    # Documents whose indexed values change, and deleted ones, are found as they now are.
+    _both(indexed, scanned, "update_many", change, {"$set": {"f": new, "n": {"x": new}}})
+    agree()
+    # $push onto a non-array fails after mongomock has begun changing the document in place.
+    _both(indexed, scanned, "update_one", {}, {"$set": {"f": "b"}, "$push": {"g": new}})
+    agree()
+    _both(indexed, scanned, "delete_many", {"f": new})
+    agree()
+    _both(indexed, scanned, "replace_one", {}, {"f": new, "g": "a"})
+    agree()
+
+
+def test_a_changed_indexed_field_is_found_by_its_new_value_only() -> None:
+    bills = EmbeddedEngine(None).database["bills"]
+    bills.create_index([("house_id", 1), ("period", 1)], unique=True)
+    bills.insert_many([{"_id": i, "house_id": f"h{i}", "period": "2026-02"} for i in range(5)])
+
+    bills.update_one({"_id": 2}, {"$set": {"house_id": "moved"}})
+    bills.find_one_and_update({"house_id": "h3"}, {"$set": {"period": "2026-03"}})
+    bills.delete_one({"house_id": "h4"})
+
+    assert bills.find_one({"house_id": "h2"}) is None
+    assert bills.find_one({"house_id": "moved", "period": "2026-02"})["_id"] == 2
+    assert bills.find_one({"house_id": "h3", "period": "2026-02"}) is None
+    assert bills.find_one({"house_id": "h3", "period": "2026-03"})["_id"] == 3
+    assert bills.count_documents({"house_id": {"$in": ["h4", "h0"]}}) == 1
+    # The freed keys can be taken again.
+    bills.insert_one({"_id": 10, "house_id": "h2", "period": "2026-02"})
+    bills.insert_one({"_id": 11, "house_id": "h4", "period": "2026-02"})
+
+
+def test_unique_violations_still_raise_and_change_nothing() -> None:
+    bills = EmbeddedEngine(None).database["bills"]
+    bills.create_index([("house_id", 1), ("period", 1)], unique=True)
+    bills.insert_many([{"_id": i, "house_id": f"h{i}", "period": "2026-02"} for i in range(3)])
+
+    with pytest.raises(DuplicateKeyError) as dup:
+        bills.insert_one({"_id": 9, "house_id": "h1", "period": "2026-02"})
+    assert dup.value.code == 11000
+    with pytest.raises(DuplicateKeyError):
+        bills.update_one({"_id": 2}, {"$set": {"house_id": "h0"}})
+    with pytest.raises(BulkWriteError) as bulk:
+        bills.insert_many(
+            [
+                {"_id": 20, "house_id": "h0", "period": "2026-02"},
+                {"_id": 21, "house_id": "h0", "period": "2026-03"},
+                {"_id": 22, "house_id": "h2", "period": "2026-02"},
+            ],
+            ordered=False,
+        )
+    errors = bulk.value.details["writeErrors"]
+    assert [(e["index"], e["code"]) for e in errors] == [(0, 11000), (2, 11000)]
+
+    assert bills.find_one({"house_id": "h2"})["_id"] == 2  # the failed update was rolled back
+    assert bills.find_one({"house_id": "h0", "period": "2026-02"})["_id"] == 0
+    assert sorted(d["_id"] for d in bills.find({})) == [0, 1, 2, 21]
+
+
+def test_a_partial_unique_index_only_binds_matching_documents() -> None:
+    accounts = EmbeddedEngine(None).database["accounts"]
+    accounts.create_index("wx", unique=True, partialFilterExpression={"wx": {"$type": "string"}})
+    accounts.insert_many([{"_id": 1, "wx": None}, {"_id": 2, "wx": None}, {"_id": 3, "wx": "o"}])
+
+    with pytest.raises(DuplicateKeyError):
+        accounts.insert_one({"_id": 4, "wx": "o"})
+    accounts.insert_one({"_id": 5})
+    assert [d["_id"] for d in accounts.find({"wx": None})] == [1, 2, 5]
+
+
+def test_indexes_cover_documents_loaded_from_disk_and_written_by_another_engine(
+    engines: list[EmbeddedEngine], data_dir: Path
+) -> None:
+    db = open_engine(engines, data_dir)
+    ensure_indexes(db)
+    db["memberships"].insert_many(
+        [{"_id": f"m{i}", "house_id": f"h{i % 3}", "account_id": f"a{i}"} for i in range(9)]
+    )
+    db = restart(engines, data_dir)
+    ensure_indexes(db)  # as every process does at start, over the documents already loaded
+    other = open_engine(engines, data_dir)
+    other["memberships"].insert_one({"_id": "m9", "house_id": "h1", "account_id": "a9"})
+
+    found = db["memberships"].find({"house_id": {"$in": ["h1", "h2"]}})  # reloads first
+    assert sorted(d["_id"] for d in found) == ["m1", "m2", "m4", "m5", "m7", "m8", "m9"]
+    with pytest.raises(DuplicateKeyError):
+        db["memberships"].insert_one({"_id": "x", "house_id": "h1", "account_id": "a9"})
+
+
+def test_expired_documents_still_vanish_on_the_next_read() -> None:
+    claims = EmbeddedEngine(None).database["claims"]
+    claims.create_index("expires_at", expireAfterSeconds=0)
+    now = datetime.now(timezone.utc)
+    claims.insert_one({"_id": "later", "expires_at": now + timedelta(hours=1)})
+    claims.insert_one({"_id": "past", "expires_at": now - timedelta(seconds=1)})
+
+    assert [d["_id"] for d in claims.find({})] == ["later"]
+    claims.insert_one({"_id": "also past", "expires_at": now - timedelta(hours=1)})
+    assert claims.find_one({"_id": "also past"}) is None
+    assert claims.count_documents({}) == 1
+
+
+def test_documents_expire_one_by_one_as_the_clock_passes_their_moment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    start = datetime(2026, 3, 2, 2, 0)
+    clock = {"now": start}
+    monkeypatch.setattr(mongomock, "utcnow", lambda: clock["now"])
+    indexed, scanned = EmbeddedEngine(None).database["claims"], mongomock.MongoClient().db["c"]
+    for claims in (indexed, scanned):
+        claims.create_index("expires_at", expireAfterSeconds=60)
+        claims.insert_many(
+            [{"_id": i, "expires_at": start + timedelta(minutes=i)} for i in range(1, 4)]
+            + [{"_id": "never", "expires_at": "not a date"}]
+        )
+        # Moved later in place: its first moment passes without it.
+        claims.update_one({"_id": 1}, {"$set": {"expires_at": start + timedelta(minutes=5)}})
+
+    def left_at(minutes: float) -> list[Any]:
+        clock["now"] = start + timedelta(minutes=minutes)
+        left = [sorted((d["_id"] for d in c.find({})), key=str) for c in (indexed, scanned)]
+        assert left[0] == left[1]
+        return left[0]
+
+    assert left_at(2.5) == [1, 2, 3, "never"]
+    assert left_at(3) == [1, 3, "never"]
+    assert left_at(4) == [1, "never"]
+    assert left_at(5.9) == [1, "never"]
+    assert left_at(6) == ["never"]
+
+
+def test_an_id_range_sorted_by_id_is_paged_in_id_order() -> None:
+    repairs = EmbeddedEngine(None).database["repairs"]
+    repairs.create_index("status")
+    # Inserted out of order: the page must follow _id, not insertion.
+    repairs.insert_many(
+        [{"_id": f"r{i:03d}", "status": "open" if i % 4 else "done"} for i in range(60, -1, -1)]
+    )
+    pages, last = [], ""
+    while page := [
+        d["_id"]
+        for d in repairs.find({"status": "open", "_id": {"$gt": last}}).sort("_id", 1).limit(7)
+    ]:
+        pages.append(page)
+        last = page[-1]
+    assert [i for page in pages for i in page] == [f"r{i:03d}" for i in range(61) if i % 4]
+    assert [d["_id"] for d in repairs.find({"_id": {"$lt": "r010"}}).sort("_id", -1).limit(3)] == [
+        "r009",
+        "r008",
+        "r007",
+    ]

@@ -7,7 +7,8 @@ adds the two missing pieces:
 
 * durability: every document a call writes is written through to SQLite (one row per document,
   BSON-encoded) and committed before the call returns, so `caiyun dev` keeps its data across
-  restarts;
+  restarts; the store journals what it is given and what mongomock changes in place
+  (``caiyun.data.indexes`` sees both, to keep its hash indexes);
 * atomicity: every collection call runs under one engine-wide lock, so a conditional update is
   atomic against other threads, as a single-document write is on a MongoDB server.
 
@@ -26,11 +27,11 @@ from typing import Any
 import bson
 import mongomock
 import mongomock.helpers
-from bson import ObjectId
 from mongomock.collection import BulkOperationBuilder
-from mongomock.filtering import filter_applies
 from mongomock.store import CollectionStore, DatabaseStore, ServerStore
 from pymongo.errors import OperationFailure
+
+from caiyun.data.indexes import IndexedStore
 
 
 def _without_sort(add: Callable[..., Any]) -> Callable[..., Any]:
@@ -46,29 +47,6 @@ def _without_sort(add: Callable[..., Any]) -> Callable[..., Any]:
 
 BulkOperationBuilder.add_update = _without_sort(BulkOperationBuilder.add_update)
 
-_scan = mongomock.collection.Collection._iter_documents
-
-
-def _iter_documents(self: Any, query: Any) -> Any:
-    # mongomock scans every document for every query; a lookup by _id (or a list of them),
-    # the commonest query there is, goes straight to the stored document instead.
-    wanted = query.get("_id") if isinstance(query, dict) else None
-    if isinstance(wanted, str | ObjectId):
-        keys = [wanted]
-    elif isinstance(wanted, dict) and set(wanted) == {"$in"} and isinstance(wanted["$in"], list):
-        keys = [k for k in wanted["$in"] if isinstance(k, str | ObjectId)]
-        if len(keys) != len(wanted["$in"]):
-            return _scan(self, query)
-    else:
-        return _scan(self, query)
-    stored = self._store._documents
-    found = [stored[k] for k in dict.fromkeys(keys) if k in stored]
-    if len(query) == 1:
-        return iter(found)  # the lookup was the whole query
-    return (doc for doc in found if filter_applies(query, doc))
-
-
-mongomock.collection.Collection._iter_documents = _iter_documents
 BulkOperationBuilder.add_replace = _without_sort(BulkOperationBuilder.add_replace)
 
 _SCHEMA = """
@@ -90,16 +68,19 @@ def _decode_key(raw: bytes) -> Any:
 
 
 class _Journal:
-    """Remembers which documents changed since the last flush."""
+    """Remembers which documents changed since the last flush (of a durable engine only: an
+    in-memory one has nothing to write through)."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool) -> None:
+        self.durable = durable
         self.dirty: set[tuple[str, Any]] = set()
 
     def touch(self, collection: str, key: Any) -> None:
-        self.dirty.add((collection, key))
+        if self.durable:
+            self.dirty.add((collection, key))
 
 
-class _JournaledCollectionStore(CollectionStore):
+class _JournaledCollectionStore(IndexedStore):
     def __init__(self, name: str, journal: _Journal) -> None:
         super().__init__(name)
         self._journal = journal
@@ -110,6 +91,10 @@ class _JournaledCollectionStore(CollectionStore):
 
     def __delitem__(self, key: Any) -> None:
         super().__delitem__(key)
+        self._journal.touch(self.name, key)
+
+    def updated(self, key: Any) -> None:
+        """Journal a document mongomock changed in place (the store sees no write for it)."""
         self._journal.touch(self.name, key)
 
     def drop(self) -> None:
@@ -145,7 +130,7 @@ class EmbeddedEngine:
 
     def __init__(self, data_dir: str | Path | None, db_name: str = "caiyun") -> None:
         self._lock = threading.RLock()
-        self._journal = _Journal()
+        self._journal = _Journal(durable=bool(data_dir))
         self._db_name = db_name
         self._sqlite: sqlite3.Connection | None = None
         self._data_version: int | None = None
@@ -188,11 +173,6 @@ class EmbeddedEngine:
             finally:
                 self._flush()
 
-    def touch(self, collection: str, keys: list[Any]) -> None:
-        """Mark documents as changed by the current call (they are written at its end)."""
-        for key in keys:
-            self._journal.touch(collection, key)
-
     def _sync_from_other_processes(self) -> None:
         if self._sqlite is None:
             return
@@ -218,7 +198,7 @@ class EmbeddedEngine:
         for collection, key, body in self._sqlite.execute(
             "SELECT collection, key, body FROM documents ORDER BY rowid"
         ):
-            db_store[collection]._documents[_decode_key(key)] = bson.decode(body)
+            db_store[collection][_decode_key(key)] = bson.decode(body)
         self._journal.dirty.clear()
 
     def _flush(self) -> None:
@@ -256,37 +236,6 @@ class EmbeddedEngine:
             if self._sqlite is not None:
                 self._sqlite.close()
                 self._sqlite = None
-
-
-# mongomock updates stored documents in place, which the store never sees; these calls have
-# their targets looked up first so the journal knows what to write through.
-_WRITES_ONE = frozenset(
-    {
-        "update_one",
-        "replace_one",
-        "delete_one",
-        "find_one_and_update",
-        "find_one_and_replace",
-        "find_one_and_delete",
-    }
-)
-_WRITES_MANY = frozenset({"update_many", "delete_many"})
-
-
-def _target_ids(collection: Any, attr: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list:
-    if attr == "bulk_write":
-        requests = args[0] if args else kwargs.get("requests", [])
-        ids: list[Any] = []
-        for request in requests:
-            query = getattr(request, "_filter", None)
-            if query is not None:
-                ids.extend(doc["_id"] for doc in collection.find(query, {"_id": 1}))
-        return ids
-    query = args[0] if args else kwargs.get("filter", {})
-    if attr in _WRITES_ONE:
-        cursor = collection.find(query, {"_id": 1}, sort=kwargs.get("sort")).limit(1)
-        return [doc["_id"] for doc in cursor]
-    return [doc["_id"] for doc in collection.find(query, {"_id": 1})]
 
 
 class EmbeddedCollection:
@@ -330,21 +279,12 @@ class EmbeddedCollection:
         target = getattr(self._engine.mongomock_collection(self.name), attr)
         if not callable(target):
             return target
-        tracks = attr in _WRITES_ONE or attr in _WRITES_MANY or attr == "bulk_write"
 
         def locked(*args: Any, **kwargs: Any) -> Any:
-            def call() -> Any:
-                # Looked up again inside the lock: a reload may have replaced the collection.
-                collection = self._engine.mongomock_collection(self.name)
-                touched = _target_ids(collection, attr, args, kwargs) if tracks else []
-                try:
-                    return getattr(collection, attr)(*args, **kwargs)
-                finally:
-                    if attr == "bulk_write":
-                        touched += _target_ids(collection, attr, args, kwargs)
-                    self._engine.touch(self.name, touched)
-
-            return self._engine.run(call)
+            # Looked up again inside the lock: a reload may have replaced the collection.
+            return self._engine.run(
+                lambda: getattr(self._engine.mongomock_collection(self.name), attr)(*args, **kwargs)
+            )
 
         return locked
 
