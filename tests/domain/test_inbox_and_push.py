@@ -299,6 +299,20 @@ def test_subscribe_over_http_records_the_openid_of_the_app_the_session_is_for(
     assert (given["openid"], given["app"], given["held"]) == (RESIDENT_OPENID, "resident", True)
 
 
+def test_subscribe_from_a_session_with_no_wechat_user_changes_no_consent(
+    services: Services, world: dict[str, Any]
+) -> None:
+    ok(subscribe("tmpl-notice"))
+    # Alice has no openid bound for the staff mini-program: nobody there could be pushed to.
+    token = sessions.open_session(services, world["alice"], "staff")[0].token
+
+    status, reply = http("notify", {"action": "subscribe", "template_ids": ["tmpl-notice"]}, token)
+
+    assert (status, ok(reply)) == (200, {"remaining": {"tmpl-notice": 1}})
+    given = consent(services, world["alice"], "tmpl-notice")
+    assert (given["openid"], given["remaining"], given["held"]) == (RESIDENT_OPENID, 1, True)
+
+
 def test_a_note_spends_its_consent_directly_and_pushes_to_the_openid_that_gave_it(
     services: Services, fake: FakeWeChat, world: dict[str, Any]
 ) -> None:

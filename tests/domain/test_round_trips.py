@@ -84,12 +84,13 @@ def test_login_binding_a_new_openid_moves_it_in_one_more_command(
     accounts.bind_openid(services.db, other["_id"], "resident", OPENID)
     code = _code_sent(services, commands)
     ok(invoke("login", {"action": "login", "phone": PHONE, "code": code}, OPENID))
-    # Consents following the openid (messaging's write) are the one command beyond the bind.
+    # Consents following the openid (messaging's write, made before the binding moves) are the
+    # one command beyond the bind.
     assert commands == [
         "accounts.aggregate",
         "sms_codes.find_one_and_update",
-        "accounts.bulk_write",
         "subscription_consents.bulk_write",
+        "accounts.bulk_write",
         "accounts.find_one_and_update",
     ]
     assert accounts.by_id(services.db, account["_id"])["wx"]["resident"] == OPENID

@@ -168,6 +168,9 @@ def bind_openid(db: Any, account_id: str, app: App, openid: str) -> None:
     from caiyun.domain.messaging import follow_bind
 
     field = f"wx.{app}"
+    # Consents first: dying between the two writes then leaves the openid's consents for its
+    # previous account unspendable, never spendable for an account it has left.
+    follow_bind(db, account_id, app, openid)
     for _ in range(3):
         try:
             # Ordered: the openid is freed from its old holder before this account takes it.
@@ -186,7 +189,6 @@ def bind_openid(db: Any, account_id: str, app: App, openid: str) -> None:
                 raise
             # Another login bound the same openid between our two writes; take it again.
             continue
-        follow_bind(db, account_id, app, openid)
         return
     raise RuntimeError("openid binding kept colliding")
 

@@ -81,18 +81,33 @@ def add_consents(
 
     ``granted_by`` is the WeChat user who accepted them: the mini-program and the openid the
     call came from. Consents an account kept from another openid (or app) are WeChat's count
-    for that other user, so they are dropped, not added to. Without ``granted_by`` the consent
-    is counted but can never be pushed on. Only this deployment's templates are accepted: a
-    consent counted for any other id could never be spent. One bulk write and one read.
+    for that other user, so they are dropped, not added to. Without ``granted_by`` (an HTTP
+    session with no WeChat user bound) nobody could ever receive the message, so nothing is
+    recorded and nothing kept is dropped: the reply is what is left as it was. Only this
+    deployment's templates are accepted: a consent counted for any other id could never be
+    spent. One bulk write and one read.
     """
     configured = set(services.settings.wechat_templates.values())
     if not set(template_ids) <= configured:
         raise AppError(
             "INVALID_ARGUMENT", "订阅消息模板无效", {"fields": {"template_ids": "包含未配置的模板"}}
         )
-    app, openid = granted_by or (None, None)
-    now = services.clock.now()
     ids = {f"{account_id}:{template_id}": template_id for template_id in template_ids}
+    db = services.db
+    if granted_by is not None:
+        _record_consents(services, account_id, ids, granted_by)
+    left = {c["_id"]: c["remaining"] for c in db[CONSENTS].find({"_id": {"$in": list(ids)}})}
+    return {template_id: left.get(consent_id, 0) for consent_id, template_id in ids.items()}
+
+
+def _record_consents(
+    services: Services,
+    account_id: str,
+    ids: dict[str, str],
+    granted_by: tuple[accounts.App, str],
+) -> None:
+    app, openid = granted_by
+    now = services.clock.now()
     writes: list[UpdateOne] = []
     for consent_id, template_id in ids.items():
         # Ordered: the other user's count is zeroed before this user's consent is added.
@@ -112,17 +127,14 @@ def add_consents(
                         "template_id": template_id,
                         "app": app,
                         "openid": openid,
-                        "held": openid is not None,
+                        "held": True,
                         "updated_at": now,
                     },
                 },
                 upsert=True,
             )
         )
-    db = services.db
-    db[CONSENTS].bulk_write(writes, ordered=True)
-    left = {c["_id"]: c["remaining"] for c in db[CONSENTS].find({"_id": {"$in": list(ids)}})}
-    return {template_id: left[consent_id] for consent_id, template_id in ids.items()}
+    services.db[CONSENTS].bulk_write(writes, ordered=True)
 
 
 def follow_bind(db: Any, account_id: str, app: accounts.App, openid: str) -> None:
