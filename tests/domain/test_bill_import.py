@@ -431,6 +431,32 @@ def test_a_bill_locked_while_its_batch_is_written_is_reported_and_left_alone(
     assert svc.db["bills"].find_one(key)["amount_fen"] == 12000
 
 
+def test_a_key_repeated_in_the_batch_is_not_reported_when_another_bill_was_locked(
+    svc: Services, world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok(import_bills([row(101), row(102, amount=15000)], world.garden))
+    locked = {"house_id": world.h101["_id"], "period": "2026-11", "item": "物业费"}
+    repeated = {"house_id": world.h102["_id"], "period": "2026-11", "item": "物业费"}
+    read = bill_import._stored
+
+    def then_a_payment_locks_101(*args: Any) -> Any:
+        found = read(*args)
+        svc.db["bills"].update_one(locked, {"$set": {"status": "locked", "order_no": "CY-race"}})
+        return found
+
+    monkeypatch.setattr(bill_import, "_stored", then_a_payment_locks_101)
+
+    results = bill_import.import_bills(
+        svc,
+        world.garden,
+        [row(101, amount=1), row(102, amount=15500), row(102, amount=16000)],
+    )
+
+    # 102's first row was overwritten by its second, as if the rows were written one by one.
+    assert [r.status for r in results] == ["error", "updated", "updated"]
+    assert svc.db["bills"].find_one(repeated)["amount_fen"] == 16000
+
+
 def test_unknown_community_is_refused_before_anything_is_written(
     svc: Services, world: SimpleNamespace
 ) -> None:

@@ -87,19 +87,17 @@ class _Batch:
 def _houses(batch: _Batch) -> dict[tuple[str, str, str], dict[str, Any]]:
     """The batch's houses by address, each with the accounts bound to it, in one command.
 
-    Matching each of building, unit and room with ``$in`` may bring a few houses more than the
-    batch names (the cross product); they are dropped here, and the query stays on the
-    houses index however many addresses the batch holds.
+    One ``$or`` branch per address, each an exact match on the houses' unique address index:
+    a batch reads the houses it names and no others (``$in`` on building, unit and room alone
+    would read their cross product, the whole community for a one-month file).
     """
-    rows = [row for _, row in batch.rows]
+    wanted = sorted({(r.building, r.unit, r.room) for _, r in batch.rows})
     found = batch.services.db[houses.HOUSES].aggregate(
         [
             {
                 "$match": {
                     "community_id": batch.community_id,
-                    "building": {"$in": sorted({r.building for r in rows})},
-                    "unit": {"$in": sorted({r.unit for r in rows})},
-                    "room": {"$in": sorted({r.room for r in rows})},
+                    "$or": [{"building": b, "unit": u, "room": r} for b, u, r in wanted],
                 }
             },
             {
@@ -113,13 +111,7 @@ def _houses(batch: _Batch) -> dict[tuple[str, str, str], dict[str, Any]]:
             {"$project": {"building": 1, "unit": 1, "room": 1, "members.account_id": 1}},
         ]
     )
-    wanted = {(r.building, r.unit, r.room) for r in rows}
-    by_address = {}
-    for house in found:
-        address = (house["building"], house["unit"], house["room"])
-        if address in wanted:
-            by_address[address] = house
-    return by_address
+    return {(h["building"], h["unit"], h["room"]): h for h in found}
 
 
 def _insert_new(batch: _Batch, docs: dict[_Key, dict[str, Any]]) -> set[_Key]:
@@ -233,11 +225,19 @@ def _flush(batch: _Batch) -> None:
 
 def _recheck(batch: _Batch, updated: list[tuple[RowResult, _Key, dict[str, Any]]]) -> None:
     """Some updates found their bill no longer unpaid (a payment locked it after the batch was
-    read): a row whose amount and date the bill does not now hold is reported as an error."""
+    read): a row whose amount and date the bill does not now hold is reported as an error.
+
+    A key's earlier rows in the file were overwritten by its last one, as if written one by
+    one: they are errors only when the last one is (and the bill does not hold them either).
+    """
     now_stored = _stored(batch, {key for _, key, _ in updated})
-    for done, key, terms in updated:
+    last_failed: dict[_Key, bool] = {}
+    for done, key, terms in reversed(updated):
         bill = now_stored.get(key, {})
-        if any(bill.get(k) != v for k, v in terms.items()):
+        holds = all(bill.get(k) == v for k, v in terms.items())
+        if key not in last_failed:
+            last_failed[key] = not holds
+        if not holds and last_failed[key]:
             batch.results[done.row - 1] = RowResult(
                 done.row, "error", done.house_id, done.label, reason=_PAID_OR_PAYING
             )
