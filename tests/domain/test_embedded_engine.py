@@ -564,6 +564,16 @@ _QUERIES = st.one_of(
         st.integers(-1, 14),
         st.dictionaries(st.sampled_from(_FIELDS), _CONDITIONS, max_size=1),
     ),
+    # $or: narrowed by the union of its branches when every branch is indexed.
+    st.builds(
+        lambda branches, q: {"$or": branches, **q},
+        st.lists(
+            st.dictionaries(st.sampled_from(_FIELDS), _CONDITIONS, min_size=1, max_size=2),
+            min_size=1,
+            max_size=3,
+        ),
+        st.dictionaries(st.sampled_from(_FIELDS), _CONDITIONS, max_size=1),
+    ),
 )
 
 

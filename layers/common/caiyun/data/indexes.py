@@ -360,6 +360,11 @@ class IndexedStore(CollectionStore):
                     if isinstance(part, dict):
                         yield from self._options(part, top=False)
                 continue
+            if field == "$or" and isinstance(condition, list):
+                either = self._or_option(condition)
+                if either is not None:
+                    yield either
+                continue
             if not isinstance(field, str) or field.startswith("$"):
                 continue
             accepted = _equality(condition)
@@ -382,6 +387,28 @@ class IndexedStore(CollectionStore):
             if len(path) > 1 and all(field in equalities for field in path):
                 combos = list(itertools.product(*(equalities[field] for field in path)))
                 yield self._union_option(postings, combos, self._unkeyed[path], None)
+
+    def _or_option(self, branches: list[Any]) -> _Option | None:
+        """A ``$or`` narrows only when each of its branches does: the union of every branch's
+        best candidates (the whole query is still run on them)."""
+        picked: list[_Option] = []
+        for branch in branches:
+            if not isinstance(branch, dict):
+                return None
+            best = min(self._options(branch, top=False), key=lambda o: o.size, default=None)
+            if best is None:
+                return None
+            picked.append(best)
+        if not picked:
+            return None
+
+        def keys() -> set[Any]:
+            found: set[Any] = set()
+            for option in picked:
+                found.update(option.keys())
+            return found
+
+        return _Option(sum(option.size for option in picked), keys, None)
 
     @staticmethod
     def _union_option(

@@ -87,7 +87,8 @@ class _Batch:
 def _houses(batch: _Batch) -> dict[tuple[str, str, str], dict[str, Any]]:
     """The batch's houses by address, each with the accounts bound to it, in one command.
 
-    One ``$or`` branch per address, each an exact match on the houses' unique address index:
+    One ``$or`` branch per address, each an exact match on the houses' unique address index
+    (community included):
     a batch reads the houses it names and no others (``$in`` on building, unit and room alone
     would read their cross product, the whole community for a one-month file).
     """
@@ -96,8 +97,10 @@ def _houses(batch: _Batch) -> dict[tuple[str, str, str], dict[str, Any]]:
         [
             {
                 "$match": {
-                    "community_id": batch.community_id,
-                    "$or": [{"building": b, "unit": u, "room": r} for b, u, r in wanted],
+                    "$or": [
+                        {"community_id": batch.community_id, "building": b, "unit": u, "room": r}
+                        for b, u, r in wanted
+                    ]
                 }
             },
             {

@@ -203,6 +203,17 @@ def for_resident(services: Services, account: dict[str, Any]) -> list[dict[str, 
             # Right after the $lookup, MongoDB unwinds inside the join (no array of every
             # notice is built); a community without notices stays, as one row without one.
             {"$unwind": {"path": "$notice", "preserveNullAndEmptyArrays": True}},
+            # The sort holds every notice of the communities: without their contents it stays
+            # far inside the server's 100 MB in-memory sort limit.
+            {
+                "$project": {
+                    "since": 1,
+                    "community.name": 1,
+                    "notice._id": 1,
+                    "notice.title": 1,
+                    "notice.published_at": 1,
+                }
+            },
             {"$sort": {"since": 1, "notice._id": DESCENDING}},
             {
                 "$group": {
