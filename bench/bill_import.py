@@ -8,7 +8,8 @@ as in production.
 
 * ``read``: ``caiyun.imports.files.read_rows`` alone, iterated to the end (parsing the file);
 * ``import``: ``caiyun.domain.bill_import.import_bills`` fed by ``read_rows`` (parsing,
-  validation, one house lookup and one insert per row, one announcement per house);
+  validation, then per batch of 500 rows one houses read and one insert_many; one
+  announcement per house);
 * ``raw``: one ``insert_many`` of the same bill documents (built beforehand, not timed).
   Target: import ≤ 2 × raw;
 * ``peak RSS``: the process's resident set at its highest during the import (sampled every
