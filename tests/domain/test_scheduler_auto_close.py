@@ -215,8 +215,9 @@ def test_a_rated_repair_is_left_alone(services: Services, world: World) -> None:
     assert doc(services, rid)["auto_closed"] is False
 
 
-class BulkWriteHook:
-    """A database whose repairs collection calls ``before(requests)`` ahead of each bulk write.
+class BatchWriteHook:
+    """A database whose repairs collection calls ``before(ids)`` ahead of each batch's write
+    (the timer's ``update_many`` over the ids of one batch).
 
     It stands between the timer's read of a batch and its write, where races happen, on the
     embedded engine and on MongoDB alike.
@@ -241,19 +242,19 @@ class _HookedCollection:
         self._collection = collection
         self._before = before
 
-    def bulk_write(self, requests: list[Any], **kwargs: Any) -> Any:
-        self._before(requests)
-        return self._collection.bulk_write(requests, **kwargs)
+    def update_many(self, query: dict[str, Any], update: Any, **kwargs: Any) -> Any:
+        self._before(query["_id"]["$in"])
+        return self._collection.update_many(query, update, **kwargs)
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._collection, attr)
 
 
 def hooked(services: Services, before: Callable[[list[Any]], None], batch: int) -> Services:
-    """These services with the bulk-write hook and ``batch``-sized timer batches, installed."""
+    """These services with the batch-write hook and ``batch``-sized timer batches, installed."""
     changed = dataclasses.replace(
         services,
-        db=BulkWriteHook(services.db, before),
+        db=BatchWriteHook(services.db, before),
         settings=services.settings.model_copy(update={"scheduler_batch_size": batch}),
     )
     install_services(changed)
@@ -265,7 +266,7 @@ def test_more_than_one_batch_is_closed_in_one_run(services: Services, world: Wor
     advance(services, 3 * DAY)
     fresh = awaiting_rating(services, world, 1)  # finished just now: not due
     batches: list[int] = []
-    hooked(services, lambda requests: batches.append(len(requests)), batch=3)
+    hooked(services, lambda batch_ids: batches.append(len(batch_ids)), batch=3)
 
     assert closed_by(fire_timer()) == 8
     assert batches == [3, 3, 2]
@@ -280,7 +281,7 @@ def test_a_rating_between_the_timers_read_and_write_wins_alone(
     advance(services, 3 * DAY + 1)
     timer_has_read, rated = threading.Event(), threading.Event()
 
-    def hold_first_batch(requests: list[Any]) -> None:
+    def hold_first_batch(batch_ids: list[Any]) -> None:
         if not timer_has_read.is_set():
             timer_has_read.set()
             assert rated.wait(10)
@@ -336,7 +337,7 @@ def test_two_timer_runs_at_once_close_each_repair_once(services: Services, world
     both_read = threading.Barrier(2, timeout=10)
     waited: set[int] = set()
 
-    def meet_on_first_batch(requests: list[Any]) -> None:
+    def meet_on_first_batch(batch_ids: list[Any]) -> None:
         # Each run reads its first batch before either writes it: they hold the same repairs.
         me = threading.get_ident()
         if me not in waited:

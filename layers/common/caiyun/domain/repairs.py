@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pymongo import DESCENDING, IndexModel, ReturnDocument, UpdateOne
+from pymongo import DESCENDING, IndexModel, ReturnDocument
 
 from caiyun.adapters.storage import UploadTarget
 from caiyun.clock import SHANGHAI
@@ -586,7 +586,7 @@ def upload_target(
 def auto_close_due(services: Services, batch_size: int | None = None) -> dict[str, int]:
     """Complete every repair left in ``awaiting_rating`` for the rating window; tell each reporter.
 
-    Works in batches (``scheduler_batch_size`` by default) with one bulk write each, paging
+    Works in batches (``scheduler_batch_size`` by default) with one ``update_many`` each, paging
     by ``_id`` through every due repair. Each update still requires ``awaiting_rating`` and the
     deadline, so a resident rating at the same moment, or a second run overlapping this one,
     leaves exactly one completion; the run's own mark on what it closed decides who is told.
@@ -614,32 +614,26 @@ def auto_close_due(services: Services, batch_size: int | None = None) -> dict[st
         ]
         if not due:
             break
-        db[REPAIRS].bulk_write(
-            [
-                UpdateOne(
-                    {
-                        "_id": repair_id,
-                        "status": "awaiting_rating",
-                        "awaiting_since": {"$lte": deadline},
-                    },
-                    {
-                        "$set": {
-                            "status": "completed",
-                            "auto_closed": True,
-                            "auto_close_run": run_id,
-                            "closed_at": now,
-                            "updated_at": now,
-                        },
-                        "$push": {
-                            "timeline": _entry(
-                                "auto_closed", "completed", None, "system", now, note
-                            )
-                        },
-                    },
-                )
-                for repair_id in due
-            ],
-            ordered=False,
+        # One update for the whole batch: every repair gets the same change, and each document
+        # is still updated atomically under the conditions, as a rating racing it needs.
+        db[REPAIRS].update_many(
+            {
+                "_id": {"$in": due},
+                "status": "awaiting_rating",
+                "awaiting_since": {"$lte": deadline},
+            },
+            {
+                "$set": {
+                    "status": "completed",
+                    "auto_closed": True,
+                    "auto_close_run": run_id,
+                    "closed_at": now,
+                    "updated_at": now,
+                },
+                "$push": {
+                    "timeline": _entry("auto_closed", "completed", None, "system", now, note)
+                },
+            },
         )
         notes = [
             _resident_note(doc, "报修已自动完成", note)
