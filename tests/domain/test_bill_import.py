@@ -408,19 +408,26 @@ def test_repeats_of_a_bill_across_batches_end_as_its_last_row_says(
     assert all_bills(svc)[(world.h101["_id"], "2026-11", "物业费")]["amount_fen"] == 12300
 
 
+def lock_after_the_batch_is_read(
+    svc: Services, monkeypatch: pytest.MonkeyPatch, bill: dict[str, Any]
+) -> None:
+    """A payment locks ``bill`` just after the import has read its batch's bills."""
+    read = bill_import._stored
+
+    def then_a_payment_locks_it(*args: Any) -> Any:
+        found = read(*args)
+        svc.db["bills"].update_one(bill, {"$set": {"status": "locked", "order_no": "CY-race"}})
+        return found
+
+    monkeypatch.setattr(bill_import, "_stored", then_a_payment_locks_it)
+
+
 def test_a_bill_locked_while_its_batch_is_written_is_reported_and_left_alone(
     svc: Services, world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ok(import_bills([row(101), row(102, amount=15000)], world.garden))
     key = {"house_id": world.h101["_id"], "period": "2026-11", "item": "物业费"}
-    read = bill_import._stored
-
-    def then_a_payment_locks_it(*args: Any) -> Any:
-        found = read(*args)
-        svc.db["bills"].update_one(key, {"$set": {"status": "locked", "order_no": "CY-race"}})
-        return found
-
-    monkeypatch.setattr(bill_import, "_stored", then_a_payment_locks_it)
+    lock_after_the_batch_is_read(svc, monkeypatch, key)
 
     results = bill_import.import_bills(
         svc, world.garden, [row(101, amount=1), row(102, amount=15500)]
@@ -437,14 +444,7 @@ def test_a_key_repeated_in_the_batch_is_not_reported_when_another_bill_was_locke
     ok(import_bills([row(101), row(102, amount=15000)], world.garden))
     locked = {"house_id": world.h101["_id"], "period": "2026-11", "item": "物业费"}
     repeated = {"house_id": world.h102["_id"], "period": "2026-11", "item": "物业费"}
-    read = bill_import._stored
-
-    def then_a_payment_locks_101(*args: Any) -> Any:
-        found = read(*args)
-        svc.db["bills"].update_one(locked, {"$set": {"status": "locked", "order_no": "CY-race"}})
-        return found
-
-    monkeypatch.setattr(bill_import, "_stored", then_a_payment_locks_101)
+    lock_after_the_batch_is_read(svc, monkeypatch, locked)
 
     results = bill_import.import_bills(
         svc,
