@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from billing import ALICE, BOB
 from conftest import invoke, make_settings
 from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
@@ -55,37 +56,7 @@ TEMPLATES = {"repair": "tmpl-repair", "repair_assigned": "tmpl-assigned", "payme
 ADMIN, FIXER = "o-staff-admin", "o-staff-fixer"
 
 
-def with_luhn(partial: str) -> str:
-    """``partial`` plus the Luhn check digit that makes it a valid card number."""
-    total = 0
-    for index, digit in enumerate(reversed(partial)):
-        n = int(digit)
-        if index % 2 == 0:  # doubled once the check digit is appended
-            n = n * 2 - 9 if n > 4 else n * 2
-        total += n
-    return partial + str((10 - total % 10) % 10)
-
-
-def with_id_check(first17: str) -> str:
-    """A GB 11643 resident ID number: 17 digits and their check character."""
-    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-    total = sum(int(d) * w for d, w in zip(first17, weights, strict=True))
-    return first17 + "10X98765432"[total % 11]
-
-
-def person(n: int, name: str) -> SimpleNamespace:
-    return SimpleNamespace(
-        name=name,
-        phone=f"1380000000{n}",
-        bank_phone=f"1370000000{n}",
-        openid=f"o-resident-{n}",
-        id_number=with_id_check(f"44030519900101{n:02d}3"),
-        card=with_luhn(f"622202000012345{n:02d}"),
-    )
-
-
-ALICE = person(1, "张伟")  # owner of 1栋-1单元-101, real-name verified
-BOB = person(2, "李娜")  # owner of 1栋-1单元-102, not verified
+# ALICE (1栋-1单元-101) is made real-name verified by the world fixture; BOB (1栋-1单元-102) is not.
 
 
 # ------------------------------------------------------------------------------ the flaky db
