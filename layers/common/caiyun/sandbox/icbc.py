@@ -59,6 +59,7 @@ from caiyun.adapters.icbc import (
     signing_string,
 )
 from caiyun.adapters.sms import SandboxSms
+from caiyun.checksums import luhn_valid, resident_id_valid
 from caiyun.clock import SHANGHAI, Clock, business_date
 from caiyun.data.schema import declare
 from caiyun.errors import AppError
@@ -110,8 +111,6 @@ _TICKET_TTL = timedelta(minutes=5)
 _MAX_CODE_TRIES = 5
 _NOTIFY_TIMEOUT_S = 10.0
 _REQUIRED_FIELDS = ("app_id", "msg_id", "format", "charset", "sign_type", "timestamp", "sign")
-_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_ID_CHECK = "10X98765432"
 _STATUS_CODES = {"pending": "0", "paid": "1", "failed": "2", "closed": "3"}
 _METHOD_OF_PAY_MODE = {mode: method for method, mode in PAY_MODES.items()}
 _METHOD_OF_OPEN_TYPE = {code: method for method, code in OPEN_TYPES.items()}
@@ -503,9 +502,9 @@ class FakeIcbc(LoopbackService):
         id_number = str(biz.get("cert_no", "")).upper()
         card_no = str(biz.get("card_no", ""))
         phone = str(biz.get("mobile_no", ""))
-        if biz.get("cert_type") != "0" or not _valid_id_number(id_number):
+        if biz.get("cert_type") != "0" or not resident_id_valid(id_number):
             raise _Refusal("ID_NUMBER_INVALID", "cert_no invalid")
-        if not _luhn(card_no):
+        if not luhn_valid(card_no):
             raise _Refusal("CARD_INVALID", "card_no invalid")
         if method == "card" and not card_no.startswith(ICBC_CARD_PREFIX):
             raise _Refusal("NOT_ICBC_CARD", "not an ICBC class I debit card")
@@ -810,26 +809,6 @@ def _digest(value: str) -> str:
 def _aware(moment: datetime) -> datetime:
     # A MongoDB client opened without tz_aware hands back naive UTC datetimes.
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
-
-
-def _valid_id_number(value: str) -> bool:
-    # GB 11643: 17 digits and a check character from the weighted sum mod 11.
-    if len(value) != 18 or not value[:17].isdigit():
-        return False
-    total = sum(int(d) * w for d, w in zip(value[:17], _ID_WEIGHTS, strict=True))
-    return _ID_CHECK[total % 11] == value[17]
-
-
-def _luhn(value: str) -> bool:
-    if not value.isdigit() or not 12 <= len(value) <= 19:
-        return False
-    total = 0
-    for index, digit in enumerate(reversed(value)):
-        n = int(digit)
-        if index % 2 == 1:
-            n = n * 2 - 9 if n > 4 else n * 2
-        total += n
-    return total % 10 == 0
 
 
 FakeIcbc.handler_class = _Handler
