@@ -77,10 +77,7 @@ def create(
         now = services.clock.now()
         doc = {
             "_id": record_id,
-            "community_id": house["community_id"],
-            "community_name": (community or {}).get("name", ""),
-            "house_id": house["_id"],
-            "house_label": houses.label(house),
+            **houses.where(house, community),
             "account_id": account["_id"],
             "kind": fields["kind"],
             "type": fields["type"],

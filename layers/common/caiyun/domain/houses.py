@@ -21,6 +21,17 @@ def label(house: dict[str, Any]) -> str:
     return f"{house['building']}-{house['unit']}-{house['room']}"
 
 
+def where(house: dict[str, Any], community: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields a record about this house keeps so it can be listed and shown without
+    reading the house or its community again."""
+    return {
+        "community_id": house["community_id"],
+        "community_name": (community or {}).get("name", ""),
+        "house_id": house["_id"],
+        "house_label": label(house),
+    }
+
+
 def get(db: Any, house_id: str) -> dict[str, Any] | None:
     """The house with this id."""
     return db[HOUSES].find_one({"_id": house_id})

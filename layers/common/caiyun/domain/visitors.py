@@ -127,10 +127,7 @@ def register(
         valid_until = end_of_business_day(day)
         doc = {
             "_id": record_id,
-            "community_id": house["community_id"],
-            "community_name": (community or {}).get("name", ""),
-            "house_id": house["_id"],
-            "house_label": houses.label(house),
+            **houses.where(house, community),
             "host_id": account["_id"],
             "name": visitor["name"],
             "phone": visitor["phone"],
