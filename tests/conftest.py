@@ -6,11 +6,12 @@ import json
 import os
 import socket
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
 
-from caiyun.clock import OffsetClock
+from caiyun.clock import SHANGHAI, OffsetClock
 from caiyun.sandbox.functions import handler
 from caiyun.services import Services, build_services, install_services
 from caiyun.settings import Settings
@@ -23,6 +24,17 @@ pytest.register_assert_rewrite("worlds")
 pytest_plugins = ["sandbox_client", "billing"]
 
 
+# Where every test clock starts, unless a test sets its own: a Wednesday at 10:00 in Shanghai,
+# inside the reminder hours, mid-month, mid-week and mid-year. No rule a test proves may depend on
+# the hour, weekday or date the suite happens to run at (CI runs at any hour of any day).
+TEST_START = datetime(2026, 11, 25, 10, 0, tzinfo=SHANGHAI)
+
+
+def fixed_clock(start: datetime = TEST_START) -> OffsetClock:
+    """A clock that starts at ``start`` (default TEST_START) and then runs at the real pace."""
+    return OffsetClock(start=start)
+
+
 def make_settings(**overrides: Any) -> Settings:
     """Sandbox settings for a test; MONGODB_URI in the environment selects a real MongoDB."""
     return Settings(env="sandbox", data_dir="", **overrides)
@@ -31,7 +43,7 @@ def make_settings(**overrides: Any) -> Settings:
 def fresh_services(settings: Settings) -> Iterator[Services]:
     """Services on ``settings`` with an empty database and a clock the test can move, installed
     for the functions until the test is done: a fixture's body, as ``yield from``."""
-    svc = build_services(settings, clock=OffsetClock())
+    svc = build_services(settings, clock=fixed_clock())
     if os.environ.get("MONGODB_URI"):
         svc.db.client.drop_database(svc.db.name)
         from caiyun.data.schema import ensure_indexes
@@ -90,7 +102,7 @@ def unreachable_sms() -> Iterator[Services]:
         sms_sign_name="彩云居家",
         sms_template_code="100001",
     )
-    svc = build_services(settings, clock=OffsetClock())
+    svc = build_services(settings, clock=fixed_clock())
     install_services(svc)
     yield svc
     install_services(None)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import requests
+from conftest import TEST_START
 
 from caiyun.sandbox.server import (
     SANDBOX_APPID,
@@ -25,7 +26,9 @@ class Running:
     """A sandbox server serving in a background thread."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.server: SandboxServer = create_server("127.0.0.1", 0, data_dir, seed=True)
+        self.server: SandboxServer = create_server(
+            "127.0.0.1", 0, data_dir, seed=True, clock_start=TEST_START
+        )
         self.url = self.server.url
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()

@@ -57,8 +57,8 @@ class ManualClock:
 
 
 @pytest.fixture
-def db() -> Any:
-    return EmbeddedEngine(None).database
+def db(clock: ManualClock) -> Any:
+    return EmbeddedEngine(None, clock=clock).database
 
 
 @pytest.fixture

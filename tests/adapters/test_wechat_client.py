@@ -61,8 +61,8 @@ def fake() -> Iterator[FakeWeChat]:
 
 
 @pytest.fixture
-def db() -> Any:
-    return EmbeddedEngine(None).database
+def db(clock: ManualClock) -> Any:
+    return EmbeddedEngine(None, clock=clock).database
 
 
 @pytest.fixture

@@ -9,10 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import http, invoke, make_settings
+from conftest import fixed_clock, http, invoke, make_settings
 
 from caiyun.adapters.sms import sandbox_outbox
-from caiyun.clock import OffsetClock
 from caiyun.domain.accounts import ensure_account
 from caiyun.domain.staff import upsert as make_staff
 from caiyun.errors import ERROR_CODES
@@ -220,7 +219,7 @@ class _BrokenDatabase:
 
 
 def test_http_status_is_500_for_an_internal_failure() -> None:
-    install_services(build_services(make_settings(), clock=OffsetClock(), db=_BrokenDatabase()))
+    install_services(build_services(make_settings(), clock=fixed_clock(), db=_BrokenDatabase()))
     try:
         status, body = http("login", {"action": "check_account", "phone": PHONE})
     finally:

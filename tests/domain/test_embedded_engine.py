@@ -16,6 +16,7 @@ from typing import Any
 import mongomock
 import pytest
 from bson import ObjectId
+from conftest import TEST_START, fixed_clock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymongo import (
@@ -271,7 +272,7 @@ def test_bulk_write_update_one_and_replace_one_survive_a_restart(
 def test_domain_writes_survive_a_restart(engines: list[EmbeddedEngine], data_dir: Path) -> None:
     db = open_engine(engines, data_dir)
     ensure_indexes(db)
-    now = datetime.now(timezone.utc)
+    now = TEST_START
     account, created = ensure_account(db, "13800001111", now, "张三")
     bind_openid(db, account["_id"], "resident", "o-1")
 
@@ -289,7 +290,7 @@ def test_a_data_directory_with_several_accounts_opens_again(data_dir: Path) -> N
     # What `caiyun dev` does on every start: open the directory, then ensure every index.
     settings = Settings(env="sandbox", data_dir=str(data_dir))
     db = open_database(settings)
-    now = datetime.now(timezone.utc)
+    now = TEST_START
     first, _ = ensure_account(db, "13800000001", now, "张三")
     ensure_account(db, "13800000002", now, "李四")  # neither has an openid bound yet
     ensure_account(db, "13800000003", now, "王五")
@@ -720,9 +721,9 @@ def test_indexes_cover_documents_loaded_from_disk_and_written_by_another_engine(
 
 
 def test_expired_documents_still_vanish_on_the_next_read() -> None:
-    claims = EmbeddedEngine(None).database["claims"]
+    now = TEST_START
+    claims = EmbeddedEngine(None, clock=fixed_clock(now)).database["claims"]
     claims.create_index("expires_at", expireAfterSeconds=0)
-    now = datetime.now(timezone.utc)
     claims.insert_one({"_id": "later", "expires_at": now + timedelta(hours=1)})
     claims.insert_one({"_id": "past", "expires_at": now - timedelta(seconds=1)})
 

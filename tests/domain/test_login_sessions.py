@@ -9,11 +9,10 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import http, invoke, make_settings
+from conftest import fixed_clock, http, invoke, make_settings
 from round_trips import counted
 
 from caiyun.adapters.sms import sandbox_outbox
-from caiyun.clock import OffsetClock
 from caiyun.domain import accounts as account_store
 from caiyun.domain import signin, sms_codes, staff
 from caiyun.domain.accounts import ensure_account
@@ -31,7 +30,7 @@ def services() -> Iterator[Services]:
     (The SMS rules themselves are proven in test_sms_code_rules.py; here a second login must
     not need the clock moved, so that every token is issued at the wall-clock time.)
     """
-    svc = build_services(make_settings(sms_resend_s=0), clock=OffsetClock())
+    svc = build_services(make_settings(sms_resend_s=0), clock=fixed_clock())
     install_services(svc)
     yield svc
     install_services(None)
@@ -353,7 +352,7 @@ def test_the_openid_is_bound_for_the_app_the_platform_names_not_the_one_claimed(
     # wx.staff, so pushes to it go through the staff app.
     svc = build_services(
         make_settings(wechat_appid="wx-resident-app", wechat_staff_appid="wx-staff-app"),
-        clock=OffsetClock(),
+        clock=fixed_clock(),
     )
     phone = "13800005555"
     account_store.ensure_account(svc.db, phone, svc.clock.now(), "王五")

@@ -3,6 +3,7 @@ payment reminders (催交) an admin sends, through the bills and notify function
 
 from __future__ import annotations
 
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
@@ -24,10 +25,11 @@ from billing import (
     post_notify,
     verify,
 )
-from conftest import invoke
+from conftest import TEST_START, invoke
 from round_trips import counted
 from worlds import ok, refused
 
+from caiyun.clock import SHANGHAI
 from caiyun.domain import houses, reminders
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.icbc import FakeIcbc
@@ -318,6 +320,27 @@ def test_remind_is_only_for_admins_of_that_community(
     assert refused(remind(garden, ALICE.openid)) == "FORBIDDEN"
     assert messages(ALICE, "reminder") == []
     assert svc.db["payment_reminders"].count_documents({}) == 0
+
+
+def test_the_timer_keeps_quiet_hours_the_same_due_bills_wait_from_3am_until_10am(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    # The world starts at 10:00 on a Wednesday (TEST_START) with bills due in 10 days; 03:00 in
+    # Shanghai eleven days later is past their due date but before the reminder hours.
+    assert svc.clock.now() - TEST_START < timedelta(minutes=1)
+    timer = {"Type": "Timer", "TriggerName": "daily", "Time": "2026-12-05T19:00:00Z"}
+    svc.clock.advance((10 * 24 + 17) * 3600)
+    assert svc.clock.now().astimezone(SHANGHAI).hour == 3
+
+    at_night = handler("scheduler")(timer, {})
+    assert at_night["ok"] and at_night["data"]["reminders_accounts_notified"] == 0
+    assert messages(ALICE, "reminder") == []
+
+    svc.clock.advance(7 * 3600)
+    assert svc.clock.now().astimezone(SHANGHAI).hour == 10
+    by_day = handler("scheduler")(timer, {})
+    assert by_day["ok"] and by_day["data"]["reminders_accounts_notified"] == 4
+    assert len(messages(ALICE, "reminder")) == 1
 
 
 def test_timer_sends_due_reminders_once_per_window(svc: Services, world: SimpleNamespace) -> None:

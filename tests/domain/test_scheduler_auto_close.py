@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import invoke
+from conftest import TEST_START, invoke
 from worlds import GARDEN
 
 from caiyun.clock import OffsetClock
@@ -165,7 +165,7 @@ def test_after_three_days_the_timer_closes_the_repair_and_tells_the_resident(
 def test_over_the_sandbox_routes_moving_the_clock_three_days_lets_the_timer_close(
     tmp_path: Path,
 ) -> None:
-    server = create_server("127.0.0.1", 0, tmp_path / "sandbox", seed=False)
+    server = create_server("127.0.0.1", 0, tmp_path / "sandbox", seed=False, clock_start=TEST_START)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from conftest import TEST_START
 from sandbox_client import (
     TIMEOUT_S,
     Running,
@@ -130,7 +131,7 @@ def test_advancing_the_sandbox_clock_expires_a_code_after_300_seconds(sandbox: R
     stale = send_code(base, OWNER, openid)
     status, moved = advance(base, 301)
     assert (status, moved["data"]["offset_s"]) == (200, 301.0)
-    assert datetime.fromisoformat(moved["data"]["now"]) > datetime.now().astimezone()
+    assert datetime.fromisoformat(moved["data"]["now"]) >= TEST_START + timedelta(seconds=301)
 
     login = {"action": "login", "phone": OWNER, "app": "resident"}
     status, body = invoke(base, "login", {**login, "code": stale}, openid)
@@ -162,6 +163,24 @@ def test_the_sandbox_clock_refuses_to_move_back_or_by_a_non_number(
     )
     assert (reply.status_code, reply.json()["error"]["code"]) == (400, "INVALID_ARGUMENT")
     assert sandbox.server.sandbox.clock.offset_s == 0
+
+
+def test_a_new_sandbox_clock_starts_where_asked_and_the_command_line_shares_it(
+    sandbox: Running, data_dir: Path
+) -> None:
+    status, moved = advance(sandbox.url, 0)
+    assert status == 200
+    assert timedelta(0) <= datetime.fromisoformat(moved["data"]["now"]) - TEST_START
+    assert datetime.fromisoformat(moved["data"]["now"]) - TEST_START < timedelta(minutes=5)
+
+    phone = "13912345670"
+    command = ["admin", "add-staff", "--phone", phone, "--name", "钱总", "--role", "admin"]
+    assert cli.main([*command, "--data-dir", str(data_dir)]) == 0
+    made = accounts.by_phone(sandbox.server.services.db, phone)
+    assert made is not None and abs(made["created_at"] - TEST_START) < timedelta(minutes=5)
+
+    args = cli.build_parser().parse_args(["dev", "--clock-start", "2026-11-25T10:00"])
+    assert args.clock_start == TEST_START  # a moment without an offset is Shanghai time
 
 
 def test_the_sandbox_keeps_data_sessions_and_time_across_a_restart(data_dir: Path) -> None:

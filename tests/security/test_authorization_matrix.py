@@ -32,11 +32,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import http, invoke, make_settings
+from conftest import fixed_clock, http, invoke, make_settings
 
 from caiyun.adapters.icbc import generate_private_key_pem
 from caiyun.adapters.sms import sandbox_outbox
-from caiyun.clock import OffsetClock, business_date
+from caiyun.clock import business_date
 from caiyun.crypto import mask_phone
 from caiyun.data.embedded import EmbeddedEngine
 from caiyun.data.schema import ensure_indexes
@@ -321,7 +321,7 @@ def bank() -> Iterator[FakeIcbc]:
     """One fake ICBC gateway for the module, on a database of its own (the bank's side)."""
     fake = FakeIcbc(
         EmbeddedEngine(None).database,
-        OffsetClock(),
+        fixed_clock(),
         gateway_private_key=generate_private_key_pem(),
         merchant_private_key=generate_private_key_pem(),
     )
@@ -347,8 +347,9 @@ def wallets(bank: FakeIcbc) -> dict[str, dict[str, Any]]:
     Verifying is the bank's work (two signed round trips); doing it once per module and copying
     the outcome into every world keeps the matrix fast, and the wallets stay known to the bank.
     """
+    clock = fixed_clock()
     svc = build_services(
-        world_settings(bank), clock=OffsetClock(), db=EmbeddedEngine(None).database
+        world_settings(bank), clock=clock, db=EmbeddedEngine(None, clock=clock).database
     )
     found = {}
     for key in VERIFIED_PEOPLE:
@@ -530,9 +531,10 @@ class Template:
 @pytest.fixture(scope="module")
 def template(bank: FakeIcbc, wallets: dict[str, dict[str, Any]]) -> Template:
     settings = world_settings(bank)
-    db = EmbeddedEngine(None).database
+    clock = fixed_clock()
+    db = EmbeddedEngine(None, clock=clock).database
     ensure_indexes(db)
-    svc = build_services(settings, clock=OffsetClock(), db=db)
+    svc = build_services(settings, clock=clock, db=db)
     world = build_world(svc, bank, wallets)
     documents = {name: list(db[name].find({})) for name in db.list_collection_names()}
     return Template(settings, world, documents)

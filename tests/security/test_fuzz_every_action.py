@@ -70,7 +70,7 @@ def world(services: Services, template: matrix.Template, tmp_path: Path) -> Iter
     if os.environ.get("MONGODB_URI"):
         yield matrix.seed_world(template, services.db, services.clock)
         return
-    engine = EmbeddedEngine(tmp_path)
+    engine = EmbeddedEngine(tmp_path, clock=services.clock)
     ensure_indexes(engine.database)
     try:
         yield matrix.seed_world(template, engine.database, services.clock)

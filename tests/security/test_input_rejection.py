@@ -12,10 +12,9 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import http, invoke, make_settings
+from conftest import fixed_clock, http, invoke, make_settings
 
 from caiyun.adapters.sms import sandbox_outbox
-from caiyun.clock import OffsetClock
 from caiyun.domain.accounts import ensure_account
 from caiyun.sandbox.functions import handler
 from caiyun.services import Services, build_services, install_services
@@ -254,7 +253,7 @@ class _BrokenDatabase:
 
 @pytest.fixture
 def broken_db() -> Iterator[Services]:
-    svc = build_services(make_settings(), clock=OffsetClock(), db=_BrokenDatabase())
+    svc = build_services(make_settings(), clock=fixed_clock(), db=_BrokenDatabase())
     install_services(svc)
     yield svc
     install_services(None)

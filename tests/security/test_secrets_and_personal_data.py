@@ -26,14 +26,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from conftest import http, invoke, make_settings
+from conftest import fixed_clock, http, invoke, make_settings
 from pydantic import ValidationError
 from pymongo.errors import WriteError
 
 from caiyun import crypto
 from caiyun.adapters.icbc import generate_private_key_pem, public_key_pem
 from caiyun.adapters.sms import sandbox_outbox
-from caiyun.clock import OffsetClock, business_date
+from caiyun.clock import business_date
 from caiyun.domain import accounts, staff
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.fake_wechat import FakeWeChat
@@ -300,7 +300,7 @@ def _run_journey(svc: Services, bank: FakeIcbc, errors: list[str]) -> dict[str, 
 
 @pytest.fixture(scope="module")
 def journey() -> Iterator[Journey]:
-    clock = OffsetClock()
+    clock = fixed_clock()
     base = build_services(make_settings(), clock=clock)
     bank = FakeIcbc(
         base.db,

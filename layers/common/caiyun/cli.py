@@ -14,8 +14,11 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from caiyun.clock import SHANGHAI
 
 DEFAULT_DATA_DIR = ".caiyun/data"
 _PHONE = re.compile(r"1[3-9][0-9]{9}")
@@ -34,7 +37,9 @@ Command = Callable[[argparse.Namespace], int]
 def _dev(args: argparse.Namespace) -> int:
     from caiyun.sandbox.server import create_server
 
-    server = create_server(args.host, args.port, args.data_dir, seed=not args.no_seed)
+    server = create_server(
+        args.host, args.port, args.data_dir, seed=not args.no_seed, clock_start=args.clock_start
+    )
     print(_banner(server.url, str(server.sandbox.data_dir), not args.no_seed, server.seeded))
     sys.stdout.flush()
     try:
@@ -97,7 +102,24 @@ def _add_dev(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-seed", action="store_true", help="不写入演示数据 / skip the demo data set"
     )
+    parser.add_argument(
+        "--clock-start",
+        type=_moment,
+        help="新数据目录的沙箱时钟从此刻开始 / start a new data directory's clock at this "
+        "ISO 8601 moment (e.g. 2026-11-25T10:00+08:00), then run at the real pace",
+    )
     parser.set_defaults(run=_dev)
+
+
+def _moment(text: str) -> datetime:
+    """An ISO 8601 moment with an offset (a naive one is read as Asia/Shanghai)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"不是 ISO 8601 时刻 / not an ISO 8601 moment: {text}"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=SHANGHAI)
 
 
 # caiyun admin add-staff

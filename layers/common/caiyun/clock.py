@@ -26,16 +26,34 @@ class SystemClock:
 
 
 class OffsetClock:
-    """The real time moved forward by an offset that only grows (the sandbox's `/dev/clock`)."""
+    """The real time moved forward by an offset that only grows (the sandbox's `/dev/clock`).
 
-    def __init__(self, offset_s: float = 0.0) -> None:
+    With ``start``, the clock begins at that moment instead of the real time and then runs at
+    the real pace: the tests start every clock at one stated moment, so no rule they prove
+    depends on the hour, weekday or date the suite happens to run at.
+    """
+
+    def __init__(self, offset_s: float = 0.0, *, start: datetime | None = None) -> None:
         self._offset = timedelta(seconds=offset_s)
+        self._base = timedelta(0) if start is None else start - SystemClock().now()
         self._lock = threading.Lock()
+
+    @classmethod
+    def resumed(cls, offset_s: float, base_s: float) -> OffsetClock:
+        """A clock saved as its advance and its distance from the real time (``base_s``)."""
+        clock = cls(offset_s)
+        clock._base = timedelta(seconds=base_s)
+        return clock
 
     @property
     def offset_s(self) -> float:
-        """How far ahead of the real time this clock runs."""
+        """How far this clock has been moved forward since it started."""
         return self._offset.total_seconds()
+
+    @property
+    def base_s(self) -> float:
+        """How far the moment it started at lies from the real time then (0: it started now)."""
+        return self._base.total_seconds()
 
     def advance(self, seconds: float) -> datetime:
         """Move the clock forward and return the new now."""
@@ -46,8 +64,8 @@ class OffsetClock:
         return self.now()
 
     def now(self) -> datetime:
-        """Real time plus the offset."""
-        return SystemClock().now() + self._offset
+        """Real time, shifted to the start moment, plus the offset."""
+        return SystemClock().now() + self._base + self._offset
 
 
 def business_date(moment: datetime) -> date:

@@ -42,7 +42,7 @@ def build_services(settings: Settings, clock: Clock | None = None, db: Any = Non
     from caiyun.data.connect import open_database
 
     clock = clock or SystemClock()
-    db = db if db is not None else open_database(settings)
+    db = db if db is not None else open_database(settings, clock)
     sms: SmsSender = (
         TencentSms(settings) if settings.sms_provider == "tencent" else SandboxSms(db, clock)
     )

@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from caiyun.clock import Clock
     from caiyun.settings import Settings
 
 
-def open_database(settings: Settings) -> Any:
+def open_database(settings: Settings, clock: Clock | None = None) -> Any:
     """A pymongo ``Database`` (or the embedded engine's equivalent) for these settings.
 
     The embedded engine gets its indexes at once; on MongoDB they are created by
-    ``caiyun db ensure-indexes`` at deploy time, not on every cold start.
+    ``caiyun db ensure-indexes`` at deploy time, not on every cold start. ``clock`` is the time
+    the embedded engine expires TTL documents by (the sandbox's and the tests' clock, so a
+    moved clock moves expiry too; MongoDB's own TTL monitor follows the server's time).
     """
     if settings.mongodb_uri is not None and settings.mongodb_uri.get_secret_value():
         from pymongo import MongoClient
@@ -27,6 +30,6 @@ def open_database(settings: Settings) -> Any:
     from caiyun.data.embedded import EmbeddedEngine
     from caiyun.data.schema import ensure_indexes
 
-    db = EmbeddedEngine(settings.data_dir or None, settings.db_name).database
+    db = EmbeddedEngine(settings.data_dir or None, settings.db_name, clock=clock).database
     ensure_indexes(db)
     return db

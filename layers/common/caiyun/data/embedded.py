@@ -21,8 +21,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bson
 import mongomock
@@ -32,6 +33,12 @@ from mongomock.store import CollectionStore, DatabaseStore, ServerStore
 from pymongo.errors import OperationFailure
 
 from caiyun.data.indexes import IndexedStore
+
+if TYPE_CHECKING:
+    from caiyun.clock import Clock
+
+# What a store asks for the naive UTC time TTL expiry is measured against (None: mongomock's).
+_Now = Callable[[], datetime] | None
 
 
 def _without_sort(add: Callable[..., Any]) -> Callable[..., Any]:
@@ -81,8 +88,8 @@ class _Journal:
 
 
 class _JournaledCollectionStore(IndexedStore):
-    def __init__(self, name: str, journal: _Journal) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, journal: _Journal, now: _Now) -> None:
+        super().__init__(name, now)
         self._journal = journal
 
     def __setitem__(self, key: Any, val: Any) -> None:
@@ -104,32 +111,44 @@ class _JournaledCollectionStore(IndexedStore):
 
 
 class _JournaledDatabaseStore(DatabaseStore):
-    def __init__(self, journal: _Journal) -> None:
+    def __init__(self, journal: _Journal, now: _Now) -> None:
         super().__init__()
         self._journal = journal
+        self._now = now
 
     def __getitem__(self, col_name: str) -> CollectionStore:
         if col_name not in self._collections:
-            self._collections[col_name] = _JournaledCollectionStore(col_name, self._journal)
+            self._collections[col_name] = _JournaledCollectionStore(
+                col_name, self._journal, self._now
+            )
         return self._collections[col_name]
 
 
 class _JournaledServerStore(ServerStore):
-    def __init__(self, journal: _Journal) -> None:
+    def __init__(self, journal: _Journal, now: _Now) -> None:
         super().__init__()
         self._journal = journal
+        self._now = now
 
     def __getitem__(self, db_name: str) -> DatabaseStore:
         if db_name not in self._databases:
-            self._databases[db_name] = _JournaledDatabaseStore(self._journal)
+            self._databases[db_name] = _JournaledDatabaseStore(self._journal, self._now)
         return self._databases[db_name]
 
 
 class EmbeddedEngine:
     """One embedded database, in memory or persisted to ``<data_dir>/caiyun.sqlite3``."""
 
-    def __init__(self, data_dir: str | Path | None, db_name: str = "caiyun") -> None:
+    def __init__(
+        self, data_dir: str | Path | None, db_name: str = "caiyun", *, clock: Clock | None = None
+    ) -> None:
         self._lock = threading.RLock()
+        # TTL documents expire by the services' clock when there is one, so the sandbox's
+        # `/dev/clock` and a test clock started at a fixed moment move expiry with every other
+        # time rule.
+        self._ttl_now: _Now = None
+        if clock is not None:
+            self._ttl_now = lambda: clock.now().astimezone(timezone.utc).replace(tzinfo=None)
         self._journal = _Journal(durable=bool(data_dir))
         self._db_name = db_name
         self._sqlite: sqlite3.Connection | None = None
@@ -147,7 +166,7 @@ class EmbeddedEngine:
             self._reload()
 
     def _new_server(self) -> tuple[mongomock.MongoClient, _JournaledServerStore]:
-        store = _JournaledServerStore(self._journal)
+        store = _JournaledServerStore(self._journal, self._ttl_now)
         self._collections: dict[str, Any] = {}
         return mongomock.MongoClient(tz_aware=True, _store=store), store
 

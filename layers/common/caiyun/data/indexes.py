@@ -153,8 +153,11 @@ class _Option:
 class IndexedStore(CollectionStore):
     """A mongomock collection store that keeps hash indexes of its declared index fields."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, now: Callable[[], datetime] | None = None) -> None:
         super().__init__(name)
+        # The naive UTC time TTL expiry is measured against: mongomock's (looked up per call)
+        # unless the engine was given a clock.
+        self._now = now or (lambda: mongomock.utcnow())
         self._reset_indexes()
 
     def _reset_indexes(self) -> None:
@@ -298,7 +301,7 @@ class IndexedStore(CollectionStore):
         # (those whose expiry, checked again as they are now, has come) taken soonest first.
         if not self._ttl_indexes or not self._expiries:
             return
-        now = mongomock.utcnow()
+        now = self._now()
         while self._expiries and self._expiries[0][0] <= now:
             _, _, key = heapq.heappop(self._expiries)
             doc = self._documents.get(key)

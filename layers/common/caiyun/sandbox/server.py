@@ -19,6 +19,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -88,38 +89,52 @@ def sandbox_settings(data_dir: str | Path, wechat_api_base: str) -> Settings:
     )
 
 
-def load_clock(data_dir: str | Path) -> OffsetClock:
-    """The sandbox clock, moved as far as ``/dev/clock`` last left it in ``data_dir``."""
+def load_clock(data_dir: str | Path, start: datetime | None = None) -> OffsetClock:
+    """The sandbox clock, moved as far as ``/dev/clock`` last left it in ``data_dir``.
+
+    A data directory with no clock yet gets one that starts at ``start`` (default: the real
+    time), saved at once so `caiyun admin` and `caiyun import` on the same directory share it.
+    """
     path = Path(data_dir) / CLOCK_FILE
     if not path.exists():
-        return OffsetClock()
+        clock = OffsetClock(start=start)
+        if start is not None:
+            save_clock(data_dir, clock)
+        return clock
     try:
-        offset = json.loads(path.read_text(encoding="utf-8"))["offset_s"]
-    except (OSError, ValueError, KeyError, TypeError):
-        offset = None
-    if not _is_seconds(offset) or offset > _MAX_OFFSET_S:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        offset, base = saved["offset_s"], saved.get("base_s", 0)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        offset = base = None
+    if (
+        not _is_seconds(offset)
+        or offset > _MAX_OFFSET_S
+        or not _is_number(base)
+        or abs(base) > _MAX_OFFSET_S
+    ):
         raise SandboxError(f"沙箱时钟文件无效，请删除后重试 / invalid sandbox clock file: {path}")
-    return OffsetClock(float(offset))
+    return OffsetClock.resumed(float(offset), float(base))
 
 
 def save_clock(data_dir: str | Path, clock: OffsetClock) -> None:
-    """Persist the clock's offset so the next start keeps the sandbox time."""
+    """Persist the clock's offset (and where it started) so the next start keeps the time."""
     path = Path(data_dir) / CLOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f"{CLOCK_FILE}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({"offset_s": clock.offset_s}), encoding="utf-8")
+    saved = {"offset_s": clock.offset_s, "base_s": clock.base_s}
+    temporary.write_text(json.dumps(saved), encoding="utf-8")
     # A rename is atomic: a reader never sees half a file.
     os.replace(temporary, path)
 
 
+def _is_number(value: Any) -> bool:
+    """A finite number (JSON ``true`` is not a number here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _is_seconds(value: Any) -> bool:
-    """A finite, non-negative number of seconds (JSON ``true`` is not a number here)."""
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
-    )
+    """A finite, non-negative number of seconds."""
+    return _is_number(value) and value >= 0
 
 
 def _close_database(db: Any) -> None:
@@ -168,15 +183,21 @@ def _wechat_apps(settings: Settings | None) -> dict[str, str]:
     return {appid: secret for appid, secret in pairs.items() if appid}
 
 
-def open_sandbox(data_dir: str | Path, settings: Settings | None = None) -> Sandbox:
-    """Sandbox services on ``data_dir`` (``settings``: a sandbox profile to start from).
+def open_sandbox(
+    data_dir: str | Path,
+    settings: Settings | None = None,
+    *,
+    clock_start: datetime | None = None,
+) -> Sandbox:
+    """Sandbox services on ``data_dir`` (``settings``: a sandbox profile to start from;
+    ``clock_start``: where a new data directory's clock starts, default the real time).
 
     Raises SandboxRefused for a production profile, before any database is opened.
     """
     if settings is not None and not settings.is_sandbox:
         raise SandboxRefused("生产配置不能启动沙箱 / the sandbox refuses a production profile")
     root = Path(data_dir).resolve()
-    clock = load_clock(root)
+    clock = load_clock(root, clock_start)
     wechat = FakeWeChat(_wechat_apps(settings))
     wechat.start()
     icbc: FakeIcbc | None = None
@@ -187,7 +208,7 @@ def open_sandbox(data_dir: str | Path, settings: Settings | None = None) -> Sand
             base = settings.model_copy(
                 update={"data_dir": str(root), "wechat_api_base": wechat.url}
             )
-        db = open_database(base)
+        db = open_database(base, clock)
         # The local ICBC keeps its key pair under the data dir, so its signatures (and ours,
         # which it verifies) stay valid across restarts.
         icbc = FakeIcbc(db, clock, key_dir=root / "icbc")
@@ -321,15 +342,22 @@ class SandboxServer:
 
 
 def create_server(
-    host: str, port: int, data_dir: str | Path, seed: bool, *, settings: Settings | None = None
+    host: str,
+    port: int,
+    data_dir: str | Path,
+    seed: bool,
+    *,
+    settings: Settings | None = None,
+    clock_start: datetime | None = None,
 ) -> SandboxServer:
     """Open the sandbox on ``data_dir``, seed the demo data if asked, and bind ``host:port``.
 
     ``settings`` is a sandbox profile to start from (tests tune TTLs with it); a production
-    profile raises SandboxRefused. The services are installed for this process: every
-    ``main_handler`` the server calls uses them.
+    profile raises SandboxRefused. ``clock_start`` starts a new data directory's clock at that
+    moment. The services are installed for this process: every ``main_handler`` the server
+    calls uses them.
     """
-    sandbox = open_sandbox(data_dir, settings)
+    sandbox = open_sandbox(data_dir, settings, clock_start=clock_start)
     try:
         seeded = False
         if seed:
