@@ -34,7 +34,7 @@ from billing import ALICE, BOB
 from conftest import invoke, make_settings
 from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
-from caiyun.adapters.icbc import generate_private_key_pem
+from caiyun.adapters.icbc_protocol import generate_private_key_pem
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import business_date
 from caiyun.domain import accounts, bill_import, houses, memberships, payments, scheduler, staff

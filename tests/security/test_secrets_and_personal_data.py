@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from pymongo.errors import WriteError
 
 from caiyun import crypto
-from caiyun.adapters.icbc import generate_private_key_pem, public_key_pem
+from caiyun.adapters.icbc_protocol import generate_private_key_pem, public_key_pem
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import business_date
 from caiyun.domain import accounts, staff
