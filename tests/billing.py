@@ -305,6 +305,20 @@ def verify(
     return result["wallet"]
 
 
+def sign_autodebit(svc: Services, who: SimpleNamespace) -> dict[str, Any]:
+    """Turn auto-debit on as the app does: ICBC texts a code for the agreement, the resident
+    signs it with that code; returns the wallet summary."""
+    ticket = ok(invoke("account", {"action": "autodebit_start"}, who.openid))["ticket"]
+    event = {
+        "action": "set_autodebit",
+        "enabled": True,
+        "ticket": ticket,
+        "sms_code": sandbox_outbox(svc.db, who.bank_phone)[0]["code"],
+        "agreements": ["autodebit"],
+    }
+    return ok(invoke("account", event, who.openid))
+
+
 def list_bills(who: SimpleNamespace, **filters: Any) -> dict[str, Any]:
     return invoke("bills", {"action": "list", **filters}, who.openid)
 

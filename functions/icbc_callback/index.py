@@ -13,6 +13,7 @@ def notify(call: Call) -> HttpResponse:
     if call.invocation.method != "POST":
         return 405, {"Content-Type": "text/plain; charset=utf-8"}, "method not allowed"
     outcome = icbc_notifies.receive(call.services, call.invocation.raw_body)
+    call.log_fields.update(notify=outcome.outcome, reason=outcome.reason)
     body = call.services.icbc.notify_reply(
         outcome.success, outcome.msg_id, outcome.message, outcome.encrypted
     )

@@ -19,13 +19,13 @@ from billing import (
     NOTIFY_URL,
     bill_status,
     billed_world,
+    card_number,
     get_order,
     list_bills,
     messages,
     pay,
     post_notify,
     status_of,
-    card_number,
     verify,
 )
 from conftest import invoke
@@ -36,7 +36,6 @@ from caiyun.domain import houses, memberships, payments
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services
-
 
 # A card of another bank, linked to an e-wallet.
 BOB_CARD = card_number("6228480000")

@@ -163,8 +163,10 @@ def test_a_notify_naming_another_sign_type_is_refused_and_logged(
 
     assert answer["return_code"] != 0
     assert notifies(svc)[-1]["reason"] == "SIGN_TYPE_REFUSED"
-    refusals = [r.getMessage() for r in caplog.records if "notify_refused" in r.getMessage()]
-    assert len(refusals) == 1 and "SIGN_TYPE_REFUSED" in refusals[0]
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "caiyun"]
+    [line] = {json.dumps(x, sort_keys=True) for x in lines if x["function"] == "icbc_callback"}
+    logged = json.loads(line)
+    assert (logged["notify"], logged["reason"]) == ("rejected", "SIGN_TYPE_REFUSED")
     assert ok(get_order(ALICE, order["order_no"]))["status"] == "pending"
 
 

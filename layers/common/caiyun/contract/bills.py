@@ -42,19 +42,18 @@ class BillsReply(Reply):
 
 
 class Pay(Request):
-    """Pay these bills in one ICBC order, by ``method``:
-
-    * ``wechat``: WeChat Pay through ICBC. The reply is ``pending`` with ``icbc.pay_with``
-      ``wechat``: call ``wx.requestPayment({...icbc.request_payment, success, fail})``
-      (``timeStamp``, ``nonceStr``, ``package``, ``signType``, ``paySign`` as WeChat names
-      them), then poll ``order`` until it leaves ``pending`` (ICBC's notify settles it; a
-      cancelled payment stays ``pending`` until ``expires_at``, then ``closed``).
-    * ``wallet`` / ``card``: from the ICBC account you verified with (your e-wallet, or your
-      Class I card). ICBC debits it at once: the reply is ``paid`` (``icbc.pay_with``
-      ``account``), nothing to open. Too small a balance is ``INSUFFICIENT_BALANCE`` and
-      nothing is paid. If the bank could not be reached the reply stays ``pending``: poll
-      ``order``.
-    """
+    """Pay these bills in one ICBC order. What the app does with the reply depends on
+    ``method``. ``wechat`` (WeChat Pay through ICBC): the reply is ``pending`` and its
+    ``icbc`` is ``{pay_with: "wechat", order_id, request_payment}``; call
+    ``wx.requestPayment({...icbc.request_payment, success, fail})`` (``request_payment`` holds
+    ``timeStamp``, ``nonceStr``, ``package``, ``signType`` and ``paySign``, named as WeChat
+    names them), then poll ``order`` until it leaves ``pending`` (ICBC's notify settles it; a
+    payment the resident cancels stays ``pending`` until ``expires_at``, then ``closed``).
+    ``wallet`` or ``card`` (the ICBC account verified with: the e-wallet, or the Class I
+    card): ICBC debits it at once, the reply is ``paid`` with ``icbc`` ``{pay_with: "account",
+    account_kind}``, nothing to open; too small a balance is ``INSUFFICIENT_BALANCE`` and
+    nothing is paid; a bank that could not be reached leaves the order ``pending`` (poll
+    ``order``). A resident whose bill shows ``paying`` finds its order with ``open_orders``."""
 
     bill_ids: Annotated[list[ObjectKey], Field(min_length=1, max_length=50)]
     method: Literal["wechat", "wallet", "card"]
@@ -82,6 +81,11 @@ class OrderPayment(Reply):
 
 
 class Order(Reply):
+    """``icbc``: ``pay_with`` (``wechat``: call ``wx.requestPayment`` with
+    ``request_payment``; ``account`` or ``autodebit``: nothing to do, the bank debited the
+    account), ``order_id`` (ICBC's), ``request_payment`` and ``account_kind`` (``wallet`` or
+    ``card``), null where they do not apply."""
+
     order_no: str
     status: Literal["pending", "paid", "failed", "closed"]
     amount_fen: int

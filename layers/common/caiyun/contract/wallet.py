@@ -47,7 +47,10 @@ class RealnameStart(Request):
     @classmethod
     def _real_date(cls, value: str) -> str:
         if value != "long_term":
-            date.fromisoformat(value)
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                raise ValueError("不是有效的日期") from None
         return value
 
     @model_validator(mode="after")

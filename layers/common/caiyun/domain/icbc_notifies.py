@@ -4,7 +4,8 @@ ICBC posts three kinds to the one notify URL, told apart by the interface they r
 result of a WeChat Pay order, of a payment from the account, and of a JFT account opening (the
 last two AES-encrypted). Payments go through :func:`caiyun.domain.payments.apply_result`, an
 opening through :func:`caiyun.domain.realname.apply_opening`. A notify refused (forged, a sign
-type other than RSA or RSA2, not for us) is answered as a failure, kept, and logged.
+type other than RSA or RSA2, not for us) is answered as a failure and kept with its reason, which
+the call's log line carries too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pymongo import IndexModel
 from caiyun.data.schema import declare
 from caiyun.domain import payments, realname
 from caiyun.ids import new_id
-from caiyun.runtime.logs import log_call
 from caiyun.services import Services
 
 NOTIFIES = declare("icbc_notifies", IndexModel("order_no"), IndexModel("received_at"))
@@ -29,12 +29,14 @@ _MAX_FORM_BYTES = 64 * 1024
 @dataclass(frozen=True)
 class NotifyOutcome:
     """What to answer ICBC: ``success`` tells it to stop resending; ``encrypted`` answers an
-    encrypted notify in kind."""
+    encrypted notify in kind. ``outcome`` and ``reason`` are for the log line."""
 
     success: bool
     msg_id: str
     message: str
     encrypted: bool = False
+    outcome: str = ""
+    reason: str | None = None
 
 
 def _parse_form(raw_body: str) -> dict[str, str] | None:
@@ -73,7 +75,8 @@ def receive(services: Services, raw_body: str) -> NotifyOutcome:
         **extra: Any,
     ) -> NotifyOutcome:
         db[NOTIFIES].update_one({"_id": audit_id}, {"$set": {"outcome": outcome, **extra}})
-        return NotifyOutcome(success, reply_to, message or outcome, encrypted)
+        reason = extra.get("reason")
+        return NotifyOutcome(success, reply_to, message or outcome, encrypted, outcome, reason)
 
     form = _parse_form(raw_body)
     if form is None:
@@ -86,9 +89,8 @@ def receive(services: Services, raw_body: str) -> NotifyOutcome:
         else:
             paid = client.read_payment(notice)
     except IcbcError as exc:
-        # The reason (never the form: it may carry an ID or card number) for whoever reads
-        # the logs when ICBC's notifies stop going through.
-        log_call({"function": "icbc_callback", "event": "notify_refused", "reason": exc.code})
+        # The reason (never the form: it may carry an ID or card number) is kept and logged
+        # for whoever looks into notifies that stop going through.
         return record("rejected", False, message="verify failed", reason=exc.code)
     reply = {"reply_to": notice.msg_id, "encrypted": notice.encrypted}
     if notice.kind == "wallet_open":

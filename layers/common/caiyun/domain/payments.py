@@ -168,7 +168,7 @@ def _check_method(account: dict[str, Any], method: str) -> None:
                 {"fields": {"method": "没有可用于微信支付的 openid"}},
             )
         return
-    kind = realname.verified_wallet(account)["kind"]
+    kind = realname.account_kind(account)
     if kind != method:
         held = "工行电子钱包" if kind == "wallet" else "工行一类卡"
         raise AppError(
@@ -561,25 +561,6 @@ def payer_order(services: Services, account: dict[str, Any], order_no: str) -> d
     return db[ORDERS].find_one({"_id": order_no})
 
 
-def _ask_bank(services: Services, order: dict[str, Any]) -> Any:
-    """ICBC's word on an order: the order query for WeChat Pay; for a debit of the account,
-    the same debit again (ICBC answers a repeated order number with its first outcome)."""
-    from caiyun.domain import accounts
-
-    method, subject = order["method"], f"物业费 {len(order['bill_ids'])} 笔"
-    if method == "autodebit":
-        return services.icbc.autodebit_charge(
-            order["consent"]["agreement_no"], order["_id"], order["amount_fen"], subject
-        )
-    if method in ("wallet", "card"):
-        payer = services.db[accounts.ACCOUNTS].find_one({"_id": order["account_id"]})
-        number = realname.account_no(services, payer or {})
-        return services.icbc.pay_from_account(
-            order["_id"], number, order["amount_fen"], subject, order["account_id"]
-        )
-    return services.icbc.query_payment(order["_id"])
-
-
 # The order query's statuses 3-7 on a pending order: money ICBC took and gave (or is giving)
 # back. Recorded for a person; the order closes when all of it went back.
 _BANK_REFUNDS = ("revoked", "revoking", "refunded", "partly_refunded", "refunding")
@@ -592,12 +573,13 @@ def reconcile(services: Services, order: dict[str, Any]) -> None:
 
     expired = order["expires_at"] <= services.clock.now()
     try:
-        status = _ask_bank(services, order)
-    except (IcbcError, AppError) as exc:
-        code = getattr(exc, "code", "")
-        if code == "BALANCE_INSUFFICIENT" or (code == "ORDER_NOT_FOUND" and expired):
-            # Never debited, or ICBC never saw the order (the request to open or charge it
-            # was lost): it can only end unpaid, and its bills go back to the resident.
+        # ICBC's order query answers for every order we placed, whichever way it was paid;
+        # asking never pays anything.
+        status = services.icbc.query_payment(order["_id"])
+    except IcbcError as exc:
+        if exc.code == "ORDER_NOT_FOUND" and expired:
+            # ICBC never saw the order (the request to open or charge it was lost): it can
+            # only end unpaid, and its bills go back to the resident.
             close(services, order["_id"], "closed")
         return
     if status.status == "paid" and status.amount_fen != order["amount_fen"]:

@@ -280,7 +280,7 @@ def wallet_summary(account: dict[str, Any]) -> dict[str, Any] | None:
         return None
     realname = account.get("realname", {})
     return {
-        "account_kind": wallet["kind"],
+        "account_kind": _kind(wallet),
         "wallet_no": wallet.get("wallet_no"),
         "wallet_class": wallet["wallet_class"],
         "linked_card": wallet["linked_card_masked"],
@@ -288,6 +288,16 @@ def wallet_summary(account: dict[str, Any]) -> dict[str, Any] | None:
         "realname": realname.get("name"),
         "id_number_masked": realname.get("id_masked"),
     }
+
+
+def _kind(wallet: dict[str, Any]) -> str:
+    # Accounts verified before the kind was recorded held a Class I card or an e-wallet.
+    return str(wallet.get("kind") or ("card" if wallet["wallet_class"] == "I" else "wallet"))
+
+
+def account_kind(account: dict[str, Any]) -> str:
+    """``card`` (an ICBC Class I card) or ``wallet`` (an e-wallet), or REALNAME_REQUIRED."""
+    return _kind(verified_wallet(account))
 
 
 def verified_wallet(account: dict[str, Any]) -> dict[str, Any]:
@@ -300,8 +310,9 @@ def verified_wallet(account: dict[str, Any]) -> dict[str, Any]:
 def account_no(services: Services, account: dict[str, Any]) -> str:
     """The number of the ICBC account to debit or query: the e-wallet's, or the Class I card."""
     wallet = verified_wallet(account)
-    if wallet["kind"] == "card":
-        return crypto.decrypt(services.settings, wallet["card_no"], "card_no")
+    if _kind(wallet) == "card":
+        sealed = wallet.get("card_no") or wallet["linked_card"]
+        return crypto.decrypt(services.settings, sealed, "card_no")
     return str(wallet["wallet_no"])
 
 

@@ -19,7 +19,9 @@ settled by :meth:`FakeIcbc.complete` (the payer's WeChat balance is not the bank
 WeChat order closes at its ``expire_time`` on the sandbox clock.
 
 State lives in the ``sandbox_icbc_*`` collections of the database passed in, so it persists
-with the sandbox.
+with the sandbox. Like our own collections they never hold a card, ID or account number in
+clear: accounts are kept under the SHA-256 of their number (the bank's own e-wallet numbers
+aside), cards and ID numbers as hashes and masks.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ from caiyun.checksums import luhn_valid, resident_id_valid
 from caiyun.clock import SHANGHAI, Clock, business_date
 from caiyun.data.schema import declare
 from caiyun.errors import AppError
+from caiyun.ids import new_id
 from caiyun.sandbox.loopback import LoopbackService
 from caiyun.settings import Settings
 
@@ -86,7 +89,7 @@ Reply = dict[str, Any]
 _ORDER_INDEXES = (IndexModel([("status", 1), ("expires_at", 1)]),)
 _ACCOUNT_INDEXES = (IndexModel([("id_hash", 1), ("account_class", 1)]),)
 _AGREEMENT_INDEXES = (IndexModel("protocol_no", sparse=True),)
-_TRANSACTION_INDEXES = (IndexModel([("account_no", 1), ("at", -1)]),)
+_TRANSACTION_INDEXES = (IndexModel([("account_key", 1), ("at", -1)]),)
 
 ORDERS = declare("sandbox_icbc_orders", *_ORDER_INDEXES)
 ACCOUNTS = declare("sandbox_icbc_accounts", *_ACCOUNT_INDEXES)
@@ -292,14 +295,14 @@ class FakeIcbc(LoopbackService):
     def set_balance(self, account_no: str, balance_fen: int) -> None:
         """Set an account's balance (to make a payment or an auto-debit decline, say)."""
         updated = self.db[ACCOUNTS].update_one(
-            {"_id": account_no}, {"$set": {"balance_fen": balance_fen}}
+            {"_id": _digest(account_no)}, {"$set": {"balance_fen": balance_fen}}
         )
         if updated.matched_count == 0:
             raise KeyError(account_no)
 
     def balance(self, account_no: str) -> int:
         """An account's balance in fen."""
-        account = self.db[ACCOUNTS].find_one({"_id": account_no})
+        account = self.db[ACCOUNTS].find_one({"_id": _digest(account_no)})
         if account is None:
             raise KeyError(account_no)
         return int(account["balance_fen"])
@@ -430,7 +433,7 @@ class FakeIcbc(LoopbackService):
             "appId": self.app_id,
             "corpSerno": serial,
             "openStatus": "0",
-            "acctNo": account["_id"],
+            "acctNo": account["wallet_no"] or "",
             "acctLevel": _LEVEL_CODES[account["account_class"]],
             "bindMedium": account["bound_card_masked"],
         }
@@ -676,7 +679,7 @@ class FakeIcbc(LoopbackService):
         if order is None:
             raise _Refusal("ORDER_NOT_FOUND", "order not found")
         paid_at = order.get("paid_at")
-        return {
+        answer = {
             "out_trade_no": order["_id"],
             "order_id": order["order_id"],
             "pay_status": _STATUS_CODES[order["status"]],
@@ -684,9 +687,10 @@ class FakeIcbc(LoopbackService):
             "payment_amt": str(order["amount_fen"]),
             "mer_id": self.merchant_id,
             "pay_time": _compact(paid_at) if paid_at else "",
-            "access_type": ACCESS_TYPE_MINIPROGRAM,
-            "pay_type": PAY_MODE_WECHAT,
         }
+        if order["channel"] == "wechat":
+            answer |= {"access_type": ACCESS_TYPE_MINIPROGRAM, "pay_type": PAY_MODE_WECHAT}
+        return answer
 
     # Opening and verifying an account (JFT).
 
@@ -711,7 +715,8 @@ class FakeIcbc(LoopbackService):
             "account_class": account_class,
             "name": biz["custName"],
             "id_hash": _digest(id_number),
-            "card_no": card_no,
+            "card_hash": _digest(card_no),
+            "card_masked": f"{card_no[:4]}********{card_no[-4:]}",
             "phone": biz["mobileNo"],
             "notify_addr": biz["notifyAddr"],
             "used": False,
@@ -773,16 +778,17 @@ class FakeIcbc(LoopbackService):
         return {
             "corpSernoOriginal": serial,
             "openStatus": "0",
-            "acctNo": account["_id"],
+            "acctNo": account["wallet_no"] or "",
             "acctLevel": _LEVEL_CODES[account["account_class"]],
             "bindMedium": account["bound_card_masked"],
         }
 
     def _open(self, opening: dict[str, Any]) -> dict[str, Any]:
-        account_class, card_no = opening["account_class"], opening["card_no"]
+        account_class = opening["account_class"]
+        wallet_no = None
         if account_class == "I":
             # The Class I card is the account: verifying it opens nothing new.
-            number = card_no
+            key = opening["card_hash"]
         else:
             # One person, one e-wallet of a class: verifying again hands back the one opened.
             existing = self.db[ACCOUNTS].find_one(
@@ -790,39 +796,41 @@ class FakeIcbc(LoopbackService):
             )
             if existing is not None:
                 return cast(dict[str, Any], existing)
-            number = "6212" + "".join(secrets.choice(string.digits) for _ in range(15))
+            wallet_no = "6212" + "".join(secrets.choice(string.digits) for _ in range(15))
+            key = _digest(wallet_no)
         account = {
-            "_id": number,
+            "_id": key,
+            "wallet_no": wallet_no,
             "id_hash": opening["id_hash"],
             "name": opening["name"],
             "account_class": account_class,
-            "bound_card_masked": f"{card_no[:4]}********{card_no[-4:]}",
+            "bound_card_masked": opening["card_masked"],
             "balance_fen": OPENING_BALANCE_FEN,
             "created_at": self.clock.now(),
         }
         try:
             self.db[ACCOUNTS].insert_one(account)
         except DuplicateKeyError:
-            return cast(dict[str, Any], self.db[ACCOUNTS].find_one({"_id": number}))
-        self._record(number, "1", OPENING_BALANCE_FEN, OPENING_BALANCE_FEN, "沙箱开户存入")
+            return cast(dict[str, Any], self.db[ACCOUNTS].find_one({"_id": key}))
+        self._record(key, "1", OPENING_BALANCE_FEN, OPENING_BALANCE_FEN, "沙箱开户存入")
         return account
 
     def _account(self, number: str) -> dict[str, Any]:
-        account = self.db[ACCOUNTS].find_one({"_id": number})
+        account = self.db[ACCOUNTS].find_one({"_id": _digest(number)})
         if account is None:
             raise _Refusal("ACCOUNT_NOT_FOUND", "account not found")
         return cast(dict[str, Any], account)
 
     def _wallet_balance(self, biz: Reply) -> Reply:
         account = self._account(biz["acctNo"])
-        return {"acctNo": account["_id"], "balance": str(account["balance_fen"])}
+        return {"acctNo": biz["acctNo"], "balance": str(account["balance_fen"])}
 
     def _wallet_transactions(self, biz: Reply) -> Reply:
         account = self._account(biz["acctNo"])
         page, page_size = int(biz["pageNo"]), int(biz["pageSize"])
         if page < 1 or not 1 <= page_size <= 100:
             raise _Refusal("REQUEST_INVALID", "pageNo from 1, pageSize 1 to 100")
-        query = {"account_no": account["_id"]}
+        query = {"account_key": account["_id"]}
         records = (
             self.db[TRANSACTIONS]
             .find(query)
@@ -846,13 +854,14 @@ class FakeIcbc(LoopbackService):
         }
 
     def _record(
-        self, account_no: str, trx_type: str, amount: int, balance: int, summary: str
+        self, account_key: str, trx_type: str, amount: int, balance: int, summary: str
     ) -> str:
-        serial = _icbc_order_id(self.clock.now())
+        # Time-ordered (an ObjectId after the time), so details of one second keep their order.
+        serial = _compact(self.clock.now()) + new_id().upper()
         self.db[TRANSACTIONS].insert_one(
             {
                 "_id": serial,
-                "account_no": account_no,
+                "account_key": account_key,
                 "trx_type": trx_type,
                 "amount_fen": amount,
                 "balance_fen": balance,
@@ -862,38 +871,38 @@ class FakeIcbc(LoopbackService):
         )
         return serial
 
-    def _debit(self, account_no: str, amount: int, summary: str) -> str | None:
+    def _debit(self, account_key: str, amount: int, summary: str) -> str | None:
         """Take ``amount`` from the account if its balance covers it; the serial, or None."""
         debited = self.db[ACCOUNTS].find_one_and_update(
-            {"_id": account_no, "balance_fen": {"$gte": amount}},
+            {"_id": account_key, "balance_fen": {"$gte": amount}},
             {"$inc": {"balance_fen": -amount}},
             return_document=ReturnDocument.AFTER,
         )
         if debited is None:
             return None
-        return self._record(account_no, "2", amount, debited["balance_fen"], summary)
+        return self._record(account_key, "2", amount, debited["balance_fen"], summary)
 
     # Paying from the account.
 
     def _wallet_pay(self, biz: Reply) -> Reply:
-        order_no, account_no = biz["orderId"], biz["baseAcctNo"]
+        order_no = biz["orderId"]
         amount = pay_amount_fen(biz["tranAmt"], self.wallet_pay_style)
+        key = self._account(biz["baseAcctNo"])["_id"]
         existing = self.db[ORDERS].find_one({"_id": order_no})
         if existing is not None:
             # A retried payment answers with the first outcome and never debits twice.
-            if existing.get("account_no") != account_no or existing["amount_fen"] != amount:
+            if existing.get("account_key") != key or existing["amount_fen"] != amount:
                 raise _Refusal("ORDER_CONFLICT", "orderId already used")
             return self._wallet_answer(existing)
-        self._account(account_no)
         now = self.clock.now()
-        serial = self._debit(account_no, amount, biz["orderName"])
+        serial = self._debit(key, amount, biz["orderName"])
         if serial is None:
             raise _Refusal("BALANCE_INSUFFICIENT", "balance too small for this payment")
         order = {
             "_id": order_no,
             "order_id": serial,
             "channel": "account",
-            "account_no": account_no,
+            "account_key": key,
             "amount_fen": amount,
             "subject": biz["orderName"],
             "status": "paid",
@@ -922,13 +931,13 @@ class FakeIcbc(LoopbackService):
         return account
 
     def _autodebit_sms(self, biz: Reply) -> Reply:
-        self._holder(biz["acctNo"], biz["idNo"], biz["acctName"])
+        key = self._holder(biz["acctNo"], biz["idNo"], biz["acctName"])["_id"]
         end = date.fromisoformat(biz["protocolEndDate"])
         if end < business_date(self.clock.now()):
             raise _Refusal("REQUEST_INVALID", "protocolEndDate is in the past")
         code, send_no = _digits(6), _digits(6)
         agreement = {
-            "account_no": biz["acctNo"],
+            "account_key": key,
             "limit_fen": int(biz["protocolLimitAmount"]),
             "end_date": end.isoformat(),
             "send_no": send_no,
@@ -958,13 +967,13 @@ class FakeIcbc(LoopbackService):
             if cancelled is None:
                 raise _Refusal("AGREEMENT_INVALID", "agreement not found")
             return {"srVid": agreement_id, "protocolNo": cancelled.get("protocol_no") or ""}
-        self._holder(biz["accountNo"], biz["idNo"], biz["accountName"])
+        key = self._holder(biz["accountNo"], biz["idNo"], biz["accountName"])["_id"]
         draft = self.db[AGREEMENTS].find_one_and_update(
             {
                 "_id": agreement_id,
                 "status": "draft",
                 "send_no": biz["sendNo"],
-                "account_no": biz["accountNo"],
+                "account_key": key,
                 "expires_at": {"$gt": self.clock.now()},
                 "tries": {"$lt": _MAX_CODE_TRIES},
             },
@@ -1009,13 +1018,13 @@ class FakeIcbc(LoopbackService):
         if amount > agreement["limit_fen"]:
             raise _Refusal("AUTODEBIT_LIMIT_EXCEEDED", "amount over the agreement's limit")
         now = self.clock.now()
-        serial = self._debit(agreement["account_no"], amount, biz["body"] or "代扣")
+        serial = self._debit(agreement["account_key"], amount, biz["body"] or "代扣")
         order = {
             "_id": order_no,
             "order_id": serial or _icbc_order_id(now),
             "channel": "passfree",
             "prtcl_no": agreement_no,
-            "account_no": agreement["account_no"],
+            "account_key": agreement["account_key"],
             "amount_fen": amount,
             "subject": biz["body"],
             "status": "paid" if serial else "failed",
