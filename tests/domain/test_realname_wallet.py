@@ -372,9 +372,10 @@ def test_an_opening_icbc_finishes_later_is_completed_by_its_encrypted_notify(
     profile = ok(invoke("account", {"action": "profile"}, ALICE.openid))
     assert profile["realname_verified"] is True
     assert profile["wallet"]["wallet_class"] == "II"
-    assert profile["wallet"]["wallet_no"] == bank.db["sandbox_icbc_accounts"].find_one(
-        {"account_class": "II"}
-    )["wallet_no"]
+    assert (
+        profile["wallet"]["wallet_no"]
+        == bank.db["sandbox_icbc_accounts"].find_one({"account_class": "II"})["wallet_no"]
+    )
     assert svc.db[realname.TICKETS].count_documents({}) == 0
 
 

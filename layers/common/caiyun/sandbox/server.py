@@ -217,9 +217,7 @@ def open_sandbox(
         # (/dev/icbc/complete); the notify URL orders carry only has to be a URL, as ICBC's
         # field sheet wants one.
         notify_url = base.icbc_notify_url or "http://127.0.0.1/icbc/notify"
-        final = base.model_copy(
-            update={**icbc.settings_overrides(), "icbc_notify_url": notify_url}
-        )
+        final = base.model_copy(update={**icbc.settings_overrides(), "icbc_notify_url": notify_url})
         services = build_services(final, clock=clock, db=db)
     except BaseException:
         if icbc is not None:
