@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 import pytest
 from billing import (
+    ADMIN,
     ALICE,
     BOB,
     ERIN,
@@ -454,6 +455,45 @@ def test_unpaid_order_stays_pending_when_icbc_says_pending(
 
     assert ok(get_order(ALICE, order["order_no"]))["status"] == "pending"
     assert status_of(ALICE, world.oct_fee) == "paying"
+
+
+@pytest.mark.parametrize(
+    ("bank_status", "ends"),
+    [
+        ("revoked", "closed"),
+        ("revoking", "pending"),
+        ("refunded", "closed"),
+        ("partly_refunded", "pending"),
+        ("refunding", "pending"),
+    ],
+)
+def test_a_refund_icbc_reports_is_recorded_and_shown_to_staff(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace, bank_status: str, ends: str
+) -> None:
+    """Order query statuses 3-7: money ICBC took and gave (or is giving) back at its end.
+    Nothing throws; the order closes only when all of it went back; staff see it."""
+    verify(svc, ALICE)
+    order = ok(pay(ALICE, world.oct_fee))
+    bank.set_status(order["order_no"], bank_status)
+    svc.clock.advance(svc.settings.order_ttl_s + 1)
+
+    first = payments.expire_orders(svc)
+    second = payments.expire_orders(svc)  # flags nothing new
+
+    assert (first, second) == (1 if ends == "closed" else 0, 0)
+    assert ok(get_order(ALICE, order["order_no"]))["status"] == ends
+    assert status_of(ALICE, world.oct_fee) == ("unpaid" if ends == "closed" else "paying")
+    assert svc.db[payments.ORDERS].find_one({})["bank_status"] == bank_status
+    community = world.h101["community_id"]
+    summary = ok(invoke("bills", {"action": "staff_summary", "community_id": community}, ADMIN))
+    assert summary["bank_refund_count"] == 1 and summary["refund_due_count"] == 0
+    listed = ok(invoke("bills", {"action": "payment_issues", "community_id": community}, ADMIN))
+    [issue] = listed["items"]
+    assert (issue["kind"], issue["bank_status"], issue["order_no"]) == (
+        "bank_refund",
+        bank_status,
+        order["order_no"],
+    )
 
 
 def test_the_same_bill_listed_twice_is_charged_once(svc: Services, world: SimpleNamespace) -> None:

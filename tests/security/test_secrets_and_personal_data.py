@@ -650,6 +650,21 @@ def test_production_refuses_sandbox_storage(
     assert "CAIYUN_STORAGE_PROVIDER" in refusal(clean_env, fields)
 
 
+def test_production_takes_icbcs_1024_bit_gateway_key_as_every_icbc_sample_has_one(
+    clean_env: pytest.MonkeyPatch, strong: dict[str, Any]
+) -> None:
+    gateway = public_key_pem(generate_private_key_pem(bits=1024))
+
+    assert Settings(**{**strong, "icbc_gateway_public_key": gateway}).env == "production"
+
+
+@pytest.mark.parametrize("key", ["", "c2hvcnQ=", "not base64 at all!"])
+def test_production_refuses_an_icbc_aes_key_that_is_not_one(
+    clean_env: pytest.MonkeyPatch, strong: dict[str, Any], key: str
+) -> None:
+    assert "CAIYUN_ICBC_AES_KEY" in refusal(clean_env, {**strong, "icbc_aes_key": key})
+
+
 @pytest.mark.parametrize("kind", ["not a key", "1024-bit"])
 def test_production_refuses_an_icbc_private_key_that_is_not_a_strong_rsa_key(
     clean_env: pytest.MonkeyPatch, strong: dict[str, Any], kind: str

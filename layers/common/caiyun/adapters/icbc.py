@@ -327,31 +327,29 @@ class IcbcClient:
         reply = self._call(sheets.WALLET_OPEN, biz)
         return required_text(reply, "smsSendNo")
 
-    def resend_opening_code(self, serial: str) -> str:
-        """Text the opening's code again; returns the new code's number."""
-        s = self._settings
-        biz = {
-            "appId": s.icbc_app_id,
-            "corpSerno": corp_serial(s.icbc_app_id),
+    def _about_opening(self, serial: str, service: str) -> dict[str, Any]:
+        # A JFT call about an opening: a serial of its own, the opening's as the original.
+        app_id = self._settings.icbc_app_id
+        return {
+            "appId": app_id,
+            "corpSerno": corp_serial(app_id),
             "corpSernoOriginal": serial,
-            "outServiceCode": RESEND_SERVICE,
-            "type": RESEND_TYPE,
+            "outServiceCode": service,
             **self._jft_moment(),
         }
+
+    def resend_opening_code(self, serial: str) -> str:
+        """Text the opening's code again; returns the new code's number."""
+        biz = {**self._about_opening(serial, RESEND_SERVICE), "type": RESEND_TYPE}
         return required_text(self._call(sheets.WALLET_SENDMSG, biz), "smsSendNo")
 
     def confirm_opening(self, serial: str, sms_send_no: str, sms_code: str) -> OpeningResult:
         """Send back the code ICBC texted; a wrong one is ``SMS_CODE_INVALID``. The account
         may open at once or later (ICBC's result notify, :meth:`read_opening`)."""
-        s = self._settings
         biz = {
-            "appId": s.icbc_app_id,
-            "corpSerno": corp_serial(s.icbc_app_id),
-            "corpSernoOriginal": serial,
-            "outServiceCode": CHECK_SERVICE,
+            **self._about_opening(serial, CHECK_SERVICE),
             "smsSendNo": sms_send_no,
             "smsScode": sms_code,
-            **self._jft_moment(),
         }
         reply = self._call(sheets.WALLET_CHECKSMS, biz)
         if reply.get("corpSernoOriginal") not in (None, "", serial):
