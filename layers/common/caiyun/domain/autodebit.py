@@ -168,6 +168,8 @@ def _turn_off(
         {"_id": account["_id"], "autodebit.agreement_id": current.get("agreement_id")},
         {"$set": {"autodebit": off}},
     )
+    if "agreement_id" not in current:
+        return {**account, "autodebit": off}  # switched on before agreements were signed
     try:
         services.icbc.autodebit_cancel(
             current["agreement_id"],

@@ -248,7 +248,9 @@ def _pay_from_account(
             return order
         close(services, order["_id"], "failed")
         raise realname.bank_error(exc) from None
-    apply_result(services, BankResult.of(status))
+    result = BankResult.of(status)
+    if apply_result(services, result) == "applied" and result.status == "paid":
+        return {**order, "status": "paid", "paid_at": result.paid_at or services.clock.now()}
     return services.db[ORDERS].find_one({"_id": order["_id"]})
 
 
