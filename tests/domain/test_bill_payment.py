@@ -26,6 +26,7 @@ from billing import (
     messages,
     pay,
     post_notify,
+    reply_of,
     status_of,
     verify,
 )
@@ -266,6 +267,33 @@ def test_a_balance_too_small_is_a_clear_error_and_nothing_is_paid(
     bank.set_balance(wallet["wallet_no"], 17000)
     assert ok(pay(ALICE, world.oct_fee, world.oct_parking, method="wallet"))["status"] == "paid"
     assert bank.balance(wallet["wallet_no"]) == 0
+
+
+def test_an_account_payment_whose_answer_was_lost_is_settled_by_icbcs_encrypted_notify(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    verify(svc, ALICE)
+    bank.fail_next("SYSTEM_BUSY", bank.paths["wallet_pay"])  # no answer we can act on
+
+    order = ok(pay(ALICE, world.oct_fee, method="card"))
+
+    assert order["status"] == "pending"
+    assert status_of(ALICE, world.oct_fee) == "paying"
+    result = {
+        "msg_id": "2" * 27,
+        "appId": bank.app_id,
+        "orderId": order["order_no"],
+        "payStatus": "1",
+        "trxSerno": "TRX0001",
+        "tranAmt": str(order["amount_fen"]),
+        "payTime": "20261125100100",
+    }
+    form = bank.sign_notify(bank.paths["wallet_pay"], result, NOTIFY_URL, encrypted=True)
+    answer = reply_of(post_notify(urlencode(form)), bank)
+
+    assert answer["return_code"] == 0
+    assert ok(get_order(ALICE, order["order_no"]))["status"] == "paid"
+    assert status_of(ALICE, world.oct_fee) == "paid"
 
 
 def test_the_method_must_be_the_account_the_resident_verified_with(

@@ -379,6 +379,41 @@ def test_an_opening_icbc_finishes_later_is_completed_by_its_encrypted_notify(
     assert svc.db[realname.TICKETS].count_documents({}) == 0
 
 
+def test_an_opening_icbc_refuses_later_tells_the_resident(
+    services: Services, keys: dict[str, str], world: SimpleNamespace
+) -> None:
+    bank = FakeIcbc(
+        services.db,
+        services.clock,
+        gateway_private_key=keys["gateway"],
+        merchant_private_key=keys["merchant"],
+        openings_pending=True,
+    )
+    bank.start()
+    try:
+        svc = wire(services, bank)
+        ticket = ok(start(ALICE, "wallet", card_no=OTHER_BANK_CARD))["ticket"]
+        ok(confirm(ALICE, ticket, bank_code(svc, ALICE.bank_phone)))
+        refusal = {
+            "msg_id": "1" * 27,
+            "appId": bank.app_id,
+            "corpSerno": ticket,
+            "openStatus": "1",
+            "failReason": "客户身份核验未通过",
+        }
+        form = bank.sign_notify(bank.paths["wallet_open"], refusal, NOTIFY_URL, encrypted=True)
+        answer = reply_of(post_notify(urlencode(form)), bank)
+        assert svc.db[realname.TICKETS].count_documents({}) == 0
+        again = ok(start(ALICE, "wallet", card_no=OTHER_BANK_CARD))["ticket"]  # start over
+    finally:
+        bank.stop()
+
+    assert answer["return_code"] == 0
+    assert again != ticket
+    assert account_doc(svc, ALICE)["realname_verified"] is False
+    assert [m["title"] for m in messages(ALICE, "payment")] == ["实名认证未通过"]
+
+
 # ------------------------------------------------------------------------------ personal data
 
 
