@@ -140,7 +140,7 @@ def steps() -> list[Step]:
             "pay",
             "write",
             OWNER,
-            lambda c: {"bill_ids": [c.unpaid_bill], "method": "card"},
+            lambda c: {"bill_ids": [c.unpaid_bill], "method": "wechat"},
             _keep("order_no", "order_no"),
         ),
         Step("bills", "order", "read", OWNER, lambda c: {"order_no": c.order_no}),
@@ -336,7 +336,7 @@ class World:
 
 def build_world() -> World:
     """Seed the demo data (uncounted) and install counted services with the fake bank."""
-    from caiyun.adapters.icbc import generate_private_key_pem
+    from caiyun.adapters.icbc_protocol import generate_private_key_pem
     from caiyun.adapters.sms import sandbox_outbox
     from caiyun.clock import OffsetClock
     from caiyun.domain import accounts, bills, communities, houses, staff, uploads

@@ -20,7 +20,12 @@ import pytest
 from conftest import invoke, make_settings
 from worlds import GARDEN, MAPLE, ok, owner_row, resident_account, staff_account
 
-from caiyun.adapters.icbc import generate_private_key_pem, rsa_verify
+from caiyun.adapters.icbc_protocol import (
+    SIGN_ALGS,
+    aes_decrypt,
+    generate_private_key_pem,
+    rsa_verify,
+)
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import business_date
 from caiyun.domain import houses, icbc_notifies, payments
@@ -30,6 +35,8 @@ from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services, build_services, install_services
 
 NOTIFY_URL = "https://caiyun.example.com/icbc/notify"
+# The resident mini-program's WeChat appid: ICBC's shop_appid for WeChat Pay.
+RESIDENT_APPID = "wx0123456789abcdef"
 ADMIN = "o-staff-admin"  # admin of 彩云花园
 MAPLE_ADMIN = "o-staff-maple"  # admin of 枫林苑
 
@@ -88,11 +95,12 @@ NOBODY = person(9, "孙丽")  # an account with no house
 
 @pytest.fixture(scope="module")
 def keys() -> dict[str, str]:
-    """ICBC's gateway key, our merchant key, and a stranger's key for forgeries."""
+    """ICBC's gateway key (1024 bits, as in every ICBC sample), our merchant key, and a
+    stranger's key for forgeries."""
     return {
-        "gateway": generate_private_key_pem(),
+        "gateway": generate_private_key_pem(1024),
         "merchant": generate_private_key_pem(),
-        "stranger": generate_private_key_pem(),
+        "stranger": generate_private_key_pem(1024),
     }
 
 
@@ -118,7 +126,7 @@ def wire(services: Services, bank: FakeIcbc, **settings: Any) -> Services:
             **bank.settings_overrides(),
             icbc_notify_url=NOTIFY_URL,
             icbc_timeout_s=5.0,
-            **settings,
+            **{"wechat_appid": RESIDENT_APPID, **settings},
         ),
         clock=services.clock,
         db=services.db,
@@ -261,8 +269,8 @@ def billed_world(
 # ------------------------------------------------------------------------------ calls
 
 
-def verify(svc: Services, who: SimpleNamespace, method: str = "card") -> dict[str, Any]:
-    """Real-name verification as the app does it, with the code ICBC texted to the bank phone."""
+def realname_details(who: SimpleNamespace, method: str = "card", **changes: Any) -> dict[str, Any]:
+    """``realname_start`` as the app sends it for ``who`` (an e-wallet is Class II)."""
     start = {
         "action": "realname_start",
         "method": method,
@@ -270,8 +278,20 @@ def verify(svc: Services, who: SimpleNamespace, method: str = "card") -> dict[st
         "id_number": who.id_number,
         "card_no": who.card,
         "bank_phone": who.bank_phone,
+        "occupation": 3,
+        "id_valid_until": "long_term",
     }
-    ticket = ok(invoke("account", start, who.openid))["ticket"]
+    if method == "wallet":
+        start["wallet_class"] = "II"
+    return {**start, **changes}
+
+
+def verify(
+    svc: Services, who: SimpleNamespace, method: str = "card", **changes: Any
+) -> dict[str, Any]:
+    """Real-name verification as the app does it, with the code ICBC texted to the bank phone;
+    returns the verified wallet summary."""
+    ticket = ok(invoke("account", realname_details(who, method, **changes), who.openid))["ticket"]
     code = sandbox_outbox(svc.db, who.bank_phone)[0]["code"]
     confirm = {
         "action": "realname_confirm",
@@ -280,14 +300,30 @@ def verify(svc: Services, who: SimpleNamespace, method: str = "card") -> dict[st
         "agreements": ["wallet_service", "privacy"],
         "autodebit": False,
     }
-    return ok(invoke("account", confirm, who.openid))
+    result = ok(invoke("account", confirm, who.openid))
+    assert result["status"] == "verified", result
+    return result["wallet"]
+
+
+def sign_autodebit(svc: Services, who: SimpleNamespace) -> dict[str, Any]:
+    """Turn auto-debit on as the app does: ICBC texts a code for the agreement, the resident
+    signs it with that code; returns the wallet summary."""
+    ticket = ok(invoke("account", {"action": "autodebit_start"}, who.openid))["ticket"]
+    event = {
+        "action": "set_autodebit",
+        "enabled": True,
+        "ticket": ticket,
+        "sms_code": sandbox_outbox(svc.db, who.bank_phone)[0]["code"],
+        "agreements": ["autodebit"],
+    }
+    return ok(invoke("account", event, who.openid))
 
 
 def list_bills(who: SimpleNamespace, **filters: Any) -> dict[str, Any]:
     return invoke("bills", {"action": "list", **filters}, who.openid)
 
 
-def pay(who: SimpleNamespace, *bill_ids: str, method: str = "card") -> dict[str, Any]:
+def pay(who: SimpleNamespace, *bill_ids: str, method: str = "wechat") -> dict[str, Any]:
     return invoke(
         "bills", {"action": "pay", "bill_ids": list(bill_ids), "method": method}, who.openid
     )
@@ -336,9 +372,12 @@ def reply_of(response: dict[str, Any], bank: FakeIcbc) -> dict[str, Any]:
     # The same check done by hand with our public key over the documented span.
     cut = text.rfind(',"sign":')
     envelope = json.loads(text)
-    assert envelope["sign_type"] == "RSA2"
-    assert rsa_verify(text[1:cut], envelope["sign"], bank.merchant_public_key, "SHA256")
-    return envelope["response_biz_content"]
+    sign_type = envelope["sign_type"]
+    assert sign_type == bank.registered_sign_type
+    assert rsa_verify(text[1:cut], envelope["sign"], bank.merchant_public_key, SIGN_ALGS[sign_type])
+    biz = envelope["response_biz_content"]
+    # The answer to an encrypted notify is encrypted too (ICBC's NotifyUrlServlet sample).
+    return json.loads(aes_decrypt(biz, bank.aes_key)) if isinstance(biz, str) else biz
 
 
 def bank_order(svc: Services, order_no: str) -> dict[str, Any]:

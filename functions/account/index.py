@@ -1,10 +1,17 @@
-"""account: the 我的 page: profile, nickname and avatar, and changing the phone number.
+"""account: the 我的 page: profile, nickname and avatar, the phone number, and the ICBC account.
 
 ``profile.wallet`` is null until the account has finished real-name verification.
 Real-name verification goes through ICBC: ``realname_start`` (method ``card`` with an ICBC
-Class I debit card, or ``wallet`` to open an ICBC e-wallet linked to another bank's card; ICBC
-texts a code to the bank phone) then ``realname_confirm`` with that code, the agreements read and
-the auto-debit (代扣) choice. ID and card numbers are stored encrypted and only shown masked.
+Class I debit card, which becomes the account paid from, or ``wallet`` to open an ICBC Class II
+or III e-wallet linked to any bank's card; the name must be the one the property recorded; ICBC
+texts a code to the bank phone; ``realname_resend`` texts it again) then ``realname_confirm``
+with that code and the agreements read. ICBC may finish the opening later (``status``
+``pending``): ``profile`` shows it verified once ICBC's notify arrives. ID and card numbers are
+stored encrypted and only shown masked; the e-wallet number is shown to its owner in full.
+Auto-debit (代扣) is on only under a signed agreement: ``autodebit_start`` (ICBC texts a code)
+then ``set_autodebit {enabled: true, ticket, sms_code, agreements: ["autodebit"]}``; ``enabled:
+false`` turns it off at once. Each auto-debit is recorded with the agreement it relied on and
+told to the resident.
 ``update_profile.avatar`` is a file id of this deployment's storage or a WeChat avatar URL
 (``https://…qlogo.cn/…``). ``change_phone`` needs a code sent by ``login.send_code`` with purpose
 ``change_phone_old`` to the current phone and one with ``change_phone_new`` to the new phone;
@@ -16,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from caiyun.domain import profiles, realname, uploads
+from caiyun.domain import autodebit, profiles, realname, uploads
 from caiyun.runtime import Action, Call, CloudFunction, lazy_import, page_reply, signed_in
 
 api = lazy_import("caiyun.contract.account")
@@ -47,24 +54,32 @@ def realname_start(call: Call, req: wallet_api.RealnameStart) -> wallet_api.Real
         call.services,
         call.require_account(),
         req.method,
-        req.name,
-        req.id_number,
-        req.card_no,
-        req.bank_phone,
+        req.wallet_class,
+        {
+            "name": req.name,
+            "id_number": req.id_number,
+            "card_no": req.card_no,
+            "bank_phone": req.bank_phone,
+            "occupation": req.occupation,
+            "id_valid_until": realname.id_validity(req.id_valid_until),
+        },
+        call.invocation.source_ip,
     )
     return wallet_api.RealnameStartReply(ticket=ticket)
 
 
-def realname_confirm(call: Call, req: wallet_api.RealnameConfirm) -> wallet_api.WalletSummary:
-    summary = realname.confirm(
-        call.services,
-        call.require_account(),
-        req.ticket,
-        req.sms_code,
-        list(req.agreements),
-        req.autodebit,
+def realname_resend(call: Call, req: wallet_api.RealnameResend) -> wallet_api.RealnameStartReply:
+    ticket = realname.resend(call.services, call.require_account(), req.ticket)
+    return wallet_api.RealnameStartReply(ticket=ticket)
+
+
+def realname_confirm(call: Call, req: wallet_api.RealnameConfirm) -> wallet_api.RealnameResult:
+    result, verified = realname.confirm(
+        call.services, call.require_account(), req.ticket, req.sms_code, list(req.agreements)
     )
-    return wallet_api.WalletSummary.model_validate(summary)
+    if req.autodebit and verified is not None:
+        result["autodebit_ticket"] = autodebit.start(call.services, verified)["ticket"]
+    return wallet_api.RealnameResult.model_validate(result)
 
 
 def wallet(call: Call, req: common.Empty) -> wallet_api.Wallet:
@@ -80,8 +95,20 @@ def wallet_transactions(
     return page_reply(wallet_api.TransactionsReply, req, items, total)
 
 
+def autodebit_start(call: Call, req: common.Empty) -> wallet_api.AutodebitTicket:
+    started = autodebit.start(call.services, call.require_account())
+    return wallet_api.AutodebitTicket.model_validate(started)
+
+
 def set_autodebit(call: Call, req: wallet_api.SetAutodebit) -> wallet_api.WalletSummary:
-    summary = realname.set_autodebit(call.services, call.require_account(), req.enabled)
+    summary = autodebit.set_enabled(
+        call.services,
+        call.require_account(),
+        req.enabled,
+        req.ticket,
+        req.sms_code,
+        list(req.agreements),
+    )
     return wallet_api.WalletSummary.model_validate(summary)
 
 
@@ -112,12 +139,19 @@ def actions() -> dict[str, Action]:
             wallet_api.RealnameStartReply,
             ("NOT_ICBC_CARD", "CONFLICT", "UNAVAILABLE"),
         ),
+        "realname_resend": Action(
+            wallet_api.RealnameResend,
+            signed_in,
+            realname_resend,
+            wallet_api.RealnameStartReply,
+            ("NOT_FOUND", "CONFLICT", "UNAVAILABLE"),
+        ),
         "realname_confirm": Action(
             wallet_api.RealnameConfirm,
             signed_in,
             realname_confirm,
-            wallet_api.WalletSummary,
-            ("CODE_INVALID", "NOT_FOUND", "UNAVAILABLE"),
+            wallet_api.RealnameResult,
+            ("CODE_INVALID", "NOT_FOUND", "CONFLICT", "UNAVAILABLE"),
         ),
         "wallet": Action(common.Empty, signed_in, wallet, wallet_api.Wallet, BANK_ERRORS),
         "wallet_transactions": Action(
@@ -127,12 +161,19 @@ def actions() -> dict[str, Action]:
             wallet_api.TransactionsReply,
             BANK_ERRORS,
         ),
+        "autodebit_start": Action(
+            common.Empty,
+            signed_in,
+            autodebit_start,
+            wallet_api.AutodebitTicket,
+            (*BANK_ERRORS, "CONFLICT"),
+        ),
         "set_autodebit": Action(
             wallet_api.SetAutodebit,
             signed_in,
             set_autodebit,
             wallet_api.WalletSummary,
-            BANK_ERRORS,
+            (*BANK_ERRORS, "CODE_INVALID", "NOT_FOUND", "CONFLICT"),
         ),
     }
 

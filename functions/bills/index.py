@@ -1,8 +1,16 @@
-"""bills: residents list and pay their bills through ICBC; admins see who has paid."""
+"""bills: residents list and pay their bills through ICBC; admins see who has paid.
+
+``pay`` takes ``method`` ``wechat`` (WeChat Pay through ICBC: the reply's
+``icbc.request_payment`` goes to ``wx.requestPayment``, then poll ``order``), ``wallet`` or
+``card`` (ICBC debits the account the resident verified with, at once: the reply is ``paid``,
+or ``INSUFFICIENT_BALANCE`` with nothing paid). A bill in an unfinished order shows as
+``paying``; ``open_orders`` lists those orders with the bills each holds. Admins see
+``payment_issues``: money to give back and refunds ICBC reports.
+"""
 
 from __future__ import annotations
 
-from caiyun.domain import billing_staff, bills, idempotency, payments
+from caiyun.domain import billing_staff, bills, idempotency, payment_issues, payments
 from caiyun.runtime import (
     Action,
     Call,
@@ -32,7 +40,9 @@ def pay(call: Call, req: api.Pay) -> api.Order:
         req.request_id,
         # The order number is made by open_order (ICBC's format), not from the record id.
         lambda _record_id: payments.view(
-            payments.open_order(call.services, account, req.bill_ids, req.method)
+            payments.open_order(
+                call.services, account, req.bill_ids, req.method, call.invocation.source_ip
+            )
         ),
     )
     return api.Order.model_validate(order)
@@ -41,6 +51,13 @@ def pay(call: Call, req: api.Pay) -> api.Order:
 def order(call: Call, req: api.GetOrder) -> api.Order:
     found = payments.payer_order(call.services, call.require_account(), req.order_no)
     return api.Order.model_validate(payments.view(found))
+
+
+def open_orders(call: Call, req: api.OpenOrders) -> api.OpenOrdersReply:
+    items, total = payments.open_orders(
+        call.services, call.require_account(), req.page, req.page_size
+    )
+    return page_reply(api.OpenOrdersReply, req, items, total)
 
 
 def staff_summary(call: Call, req: api.StaffSummary) -> api.SummaryReply:
@@ -64,6 +81,13 @@ def staff_list(call: Call, req: api.StaffList) -> api.StaffListReply:
     return page_reply(api.StaffListReply, req, items, total)
 
 
+def staff_payment_issues(call: Call, req: api.PaymentIssues) -> api.PaymentIssuesReply:
+    items, total = payment_issues.listing(
+        call.services, call.require_staff("admin"), req.community_id, req.page, req.page_size
+    )
+    return page_reply(api.PaymentIssuesReply, req, items, total)
+
+
 def actions() -> dict[str, Action]:
     return {
         "list": Action(
@@ -74,14 +98,29 @@ def actions() -> dict[str, Action]:
             signed_in,
             pay,
             api.Order,
-            ("REALNAME_REQUIRED", "BILL_NOT_PAYABLE", "NOT_FOUND", "FORBIDDEN", "UNAVAILABLE"),
+            (
+                "REALNAME_REQUIRED",
+                "BILL_NOT_PAYABLE",
+                "INSUFFICIENT_BALANCE",
+                "NOT_FOUND",
+                "FORBIDDEN",
+                "UNAVAILABLE",
+            ),
         ),
         "order": Action(api.GetOrder, signed_in, order, api.Order, ("NOT_FOUND",)),
+        "open_orders": Action(api.OpenOrders, signed_in, open_orders, api.OpenOrdersReply),
         "staff_summary": Action(
             api.StaffSummary, admin_only, staff_summary, api.SummaryReply, ("FORBIDDEN",)
         ),
         "staff_list": Action(
             api.StaffList, admin_only, staff_list, api.StaffListReply, ("FORBIDDEN",)
+        ),
+        "payment_issues": Action(
+            api.PaymentIssues,
+            admin_only,
+            staff_payment_issues,
+            api.PaymentIssuesReply,
+            ("FORBIDDEN",),
         ),
     }
 

@@ -1,4 +1,5 @@
-"""icbc_callback: ICBC's payment notify (HTTP trigger POST /icbc/notify)."""
+"""icbc_callback: ICBC's notifies (HTTP trigger POST /icbc/notify): payment results and JFT
+account openings, each verified with the algorithm its sign_type names (RSA or RSA2)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ def notify(call: Call) -> HttpResponse:
     if call.invocation.method != "POST":
         return 405, {"Content-Type": "text/plain; charset=utf-8"}, "method not allowed"
     outcome = icbc_notifies.receive(call.services, call.invocation.raw_body)
-    body = call.services.icbc.notify_reply(outcome.success, outcome.msg_id, outcome.message)
+    call.log_fields.update(notify=outcome.outcome, reason=outcome.reason)
+    body = call.services.icbc.notify_reply(
+        outcome.success, outcome.msg_id, outcome.message, outcome.encrypted
+    )
     return 200, {"Content-Type": "application/json; charset=utf-8"}, body
 
 

@@ -189,6 +189,10 @@ def fill(name: str) -> str:
         return "https://pay.example.com/icbc/notify"
     if name == "CAIYUN_ICBC_NOTIFY_SIGN_PATH":
         return "/icbc/notify"
+    if name == "CAIYUN_ICBC_SIGN_TYPE":
+        return "RSA2"
+    if name == "CAIYUN_ICBC_AES_KEY":
+        return base64.b64encode(secrets.token_bytes(16)).decode()
     return secrets.token_urlsafe(40)
 
 

@@ -7,10 +7,12 @@ the same database and clock, with real RSA keys on both sides.
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from billing import (
+    ADMIN,
     ALICE,
     BOB,
     ERIN,
@@ -18,11 +20,13 @@ from billing import (
     NOTIFY_URL,
     bill_status,
     billed_world,
+    card_number,
     get_order,
     list_bills,
     messages,
     pay,
     post_notify,
+    reply_of,
     status_of,
     verify,
 )
@@ -34,6 +38,9 @@ from caiyun.domain import houses, memberships, payments
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services
+
+# A card of another bank, linked to an e-wallet.
+BOB_CARD = card_number("6228480000")
 
 
 @pytest.fixture
@@ -133,7 +140,7 @@ def test_pay_before_real_name_verification_is_refused(
     assert svc.db[payments.ORDERS].count_documents({}) == 0
 
 
-def test_verified_resident_pays_several_bills_in_one_icbc_order(
+def test_verified_resident_pays_several_bills_with_wechat_pay_through_icbc(
     svc: Services, bank: FakeIcbc, world: SimpleNamespace
 ) -> None:
     verify(svc, ALICE)
@@ -142,16 +149,20 @@ def test_verified_resident_pays_several_bills_in_one_icbc_order(
 
     assert order["status"] == "pending"
     assert order["amount_fen"] == 17000
-    assert order["method"] == "card"
+    assert order["method"] == "wechat"
     assert sorted(order["bill_ids"]) == sorted([world.oct_fee, world.oct_parking])
     assert order["order_no"].startswith("CY")
     assert order["expires_at"] > order["created_at"]
-    # The parameters come from ICBC's answer (the sandbox bank holds the same order).
-    assert order["icbc"]["out_trade_no"] == order["order_no"]
-    assert order["icbc"]["total_amt"] == "17000"
-    assert order["icbc"]["pay_token"]
+    # What the app hands wx.requestPayment, read from ICBC's wx_data_package.
+    icbc = order["icbc"]
+    assert icbc["pay_with"] == "wechat"
+    wanted = {"timeStamp", "nonceStr", "package", "signType", "paySign"}
+    assert set(icbc["request_payment"]) == wanted
     at_bank = svc.db["sandbox_icbc_orders"].find_one({"_id": order["order_no"]})
+    assert icbc["request_payment"]["package"] == f"prepay_id={at_bank['prepay_id']}"
+    assert icbc["order_id"] == at_bank["order_id"]
     assert at_bank["amount_fen"] == 17000 and at_bank["status"] == "pending"
+    assert at_bank["open_id"] == ALICE.openid
     assert status_of(ALICE, world.oct_fee) == "paying"
     assert status_of(ALICE, world.oct_parking) == "paying"
     assert status_of(ALICE, world.nov_fee) == "unpaid"
@@ -175,15 +186,145 @@ def test_pay_reads_the_bills_and_who_may_pay_them_in_one_query(
     ]
 
 
-def test_wallet_method_is_passed_to_icbc(
+def test_a_resident_finds_the_open_order_behind_a_paying_bill(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    verify(svc, ALICE)
+    verify(svc, ERIN)
+    order = ok(pay(ALICE, world.oct_fee, world.oct_parking))
+    assert status_of(ALICE, world.oct_fee) == "paying"
+
+    listed = ok(invoke("bills", {"action": "open_orders"}, ALICE.openid))
+
+    assert listed["total"] == 1
+    found = listed["items"][0]
+    assert found["order_no"] == order["order_no"]
+    assert found["icbc"] == order["icbc"]  # enough to resume the payment
+    assert sorted(b["bill_id"] for b in found["bills"]) == sorted(order["bill_ids"])
+    assert {b["status"] for b in found["bills"]} == {"paying"}
+    # Only the payer's own orders: another member of the house sees none.
+    assert ok(invoke("bills", {"action": "open_orders"}, ERIN.openid))["total"] == 0
+    svc.clock.advance(svc.settings.order_ttl_s + 1)
+    payments.expire_orders(svc)
+    assert ok(invoke("bills", {"action": "open_orders"}, ALICE.openid))["items"] == []
+
+
+# ------------------------------------------------------------------------------ from the account
+
+
+def account_no(svc: Services, who: SimpleNamespace, wallet: dict[str, Any]) -> str:
+    """The number the bank debits: the e-wallet's, or the Class I card itself."""
+    return wallet["wallet_no"] or who.card
+
+
+def transactions_of(who: SimpleNamespace) -> list[dict[str, Any]]:
+    reply = invoke("account", {"action": "wallet_transactions", "page_size": 100}, who.openid)
+    return ok(reply)["items"]
+
+
+@pytest.mark.parametrize("method", ["wallet", "card"])
+def test_paying_from_the_icbc_account_debits_it_at_once(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace, method: str
+) -> None:
+    wallet = verify(svc, ALICE, method, card_no=ALICE.card if method == "card" else BOB_CARD)
+    number = account_no(svc, ALICE, wallet)
+    before = bank.balance(number)
+
+    order = ok(pay(ALICE, world.oct_fee, world.oct_parking, method=method))
+
+    assert order["status"] == "paid" and order["paid_at"]
+    assert order["icbc"]["pay_with"] == "account"
+    assert order["icbc"]["account_kind"] == method
+    assert bank.balance(number) == before - 17000
+    assert status_of(ALICE, world.oct_fee) == "paid"
+    assert status_of(ALICE, world.oct_parking) == "paid"
+    # The debit is in ICBC's details of the account, as the resident's wallet page shows them.
+    debit = transactions_of(ALICE)[0]
+    assert debit["direction"] == "out" and debit["amount_fen"] == 17000
+    assert debit["balance_fen"] == before - 17000
+    assert ok(invoke("account", {"action": "wallet"}, ALICE.openid))["balance_fen"] == (
+        before - 17000
+    )
+    assert [m["title"] for m in messages(ALICE, "payment")] == ["缴费成功"]
+
+
+def test_a_balance_too_small_is_a_clear_error_and_nothing_is_paid(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    wallet = verify(svc, ALICE, "wallet", card_no=BOB_CARD)
+    bank.set_balance(wallet["wallet_no"], 16999)
+    details = len(transactions_of(ALICE))
+
+    reply = pay(ALICE, world.oct_fee, world.oct_parking, method="wallet")
+
+    assert refused(reply) == "INSUFFICIENT_BALANCE"
+    assert reply["error"]["message"] == "工行账户余额不足，请充值后再试"
+    assert bank.balance(wallet["wallet_no"]) == 16999
+    assert len(transactions_of(ALICE)) == details
+    assert status_of(ALICE, world.oct_fee) == "unpaid"
+    assert status_of(ALICE, world.oct_parking) == "unpaid"
+    assert svc.db[payments.ORDERS].find_one({})["status"] == "failed"
+    bank.set_balance(wallet["wallet_no"], 17000)
+    assert ok(pay(ALICE, world.oct_fee, world.oct_parking, method="wallet"))["status"] == "paid"
+    assert bank.balance(wallet["wallet_no"]) == 0
+
+
+def test_an_account_payment_whose_answer_was_lost_is_settled_by_icbcs_encrypted_notify(
     svc: Services, bank: FakeIcbc, world: SimpleNamespace
 ) -> None:
     verify(svc, ALICE)
+    bank.fail_next("SYSTEM_BUSY", bank.paths["wallet_pay"])  # no answer we can act on
 
-    order = ok(pay(ALICE, world.nov_fee, method="wallet"))
+    order = ok(pay(ALICE, world.oct_fee, method="card"))
 
-    assert order["method"] == "wallet"
-    assert svc.db["sandbox_icbc_orders"].find_one({"_id": order["order_no"]})["channel"] == "wallet"
+    assert order["status"] == "pending"
+    assert status_of(ALICE, world.oct_fee) == "paying"
+    result = {
+        "msg_id": "2" * 27,
+        "appId": bank.app_id,
+        "orderId": order["order_no"],
+        "payStatus": "1",
+        "trxSerno": "TRX0001",
+        "tranAmt": str(order["amount_fen"]),
+        "payTime": "20261125100100",
+    }
+    form = bank.sign_notify(bank.paths["wallet_pay"], result, NOTIFY_URL, encrypted=True)
+    answer = reply_of(post_notify(urlencode(form)), bank)
+
+    assert answer["return_code"] == 0
+    assert ok(get_order(ALICE, order["order_no"]))["status"] == "paid"
+    assert status_of(ALICE, world.oct_fee) == "paid"
+
+
+def test_the_method_must_be_the_account_the_resident_verified_with(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    verify(svc, ALICE)  # an ICBC Class I card: no e-wallet
+
+    reply = pay(ALICE, world.oct_fee, method="wallet")
+
+    assert refused(reply) == "INVALID_ARGUMENT"
+    assert reply["error"]["details"]["fields"]["method"] == "须为 card"
+    assert bill_status(svc, world.oct_fee) == "unpaid"
+
+
+def test_an_account_payment_retried_with_its_request_id_debits_once(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    verify(svc, ALICE)
+    before = bank.balance(ALICE.card)
+    event = {
+        "action": "pay",
+        "bill_ids": [world.nov_fee],
+        "method": "card",
+        "request_id": "0d9c8b7a-6f5e-4d3c-8b2a-998877665544",
+    }
+
+    first = ok(invoke("bills", event, ALICE.openid))
+    again = ok(invoke("bills", event, ALICE.openid))
+
+    assert again["order_no"] == first["order_no"] and again["status"] == "paid"
+    assert bank.balance(ALICE.card) == before - 12500
 
 
 def test_bill_already_in_a_live_order_is_not_payable(svc: Services, world: SimpleNamespace) -> None:
@@ -231,12 +372,12 @@ def test_unknown_bill_is_not_found(svc: Services, world: SimpleNamespace) -> Non
 def test_pay_refuses_bad_arguments(svc: Services, world: SimpleNamespace) -> None:
     verify(svc, ALICE)
 
-    empty = invoke("bills", {"action": "pay", "bill_ids": [], "method": "card"}, ALICE.openid)
+    empty = invoke("bills", {"action": "pay", "bill_ids": [], "method": "wechat"}, ALICE.openid)
     cash = invoke(
         "bills", {"action": "pay", "bill_ids": [world.oct_fee], "method": "cash"}, ALICE.openid
     )
     injected = invoke(
-        "bills", {"action": "pay", "bill_ids": [{"$ne": ""}], "method": "card"}, ALICE.openid
+        "bills", {"action": "pay", "bill_ids": [{"$ne": ""}], "method": "wechat"}, ALICE.openid
     )
 
     assert refused(empty) == "INVALID_ARGUMENT" and "bill_ids" in str(empty["error"]["details"])
@@ -344,6 +485,45 @@ def test_unpaid_order_stays_pending_when_icbc_says_pending(
     assert status_of(ALICE, world.oct_fee) == "paying"
 
 
+@pytest.mark.parametrize(
+    ("bank_status", "ends"),
+    [
+        ("revoked", "closed"),
+        ("revoking", "pending"),
+        ("refunded", "closed"),
+        ("partly_refunded", "pending"),
+        ("refunding", "pending"),
+    ],
+)
+def test_a_refund_icbc_reports_is_recorded_and_shown_to_staff(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace, bank_status: str, ends: str
+) -> None:
+    """Order query statuses 3-7: money ICBC took and gave (or is giving) back at its end.
+    Nothing throws; the order closes only when all of it went back; staff see it."""
+    verify(svc, ALICE)
+    order = ok(pay(ALICE, world.oct_fee))
+    bank.set_status(order["order_no"], bank_status)
+    svc.clock.advance(svc.settings.order_ttl_s + 1)
+
+    first = payments.expire_orders(svc)
+    second = payments.expire_orders(svc)  # flags nothing new
+
+    assert (first, second) == (1 if ends == "closed" else 0, 0)
+    assert ok(get_order(ALICE, order["order_no"]))["status"] == ends
+    assert status_of(ALICE, world.oct_fee) == ("unpaid" if ends == "closed" else "paying")
+    assert svc.db[payments.ORDERS].find_one({})["bank_status"] == bank_status
+    community = world.h101["community_id"]
+    summary = ok(invoke("bills", {"action": "staff_summary", "community_id": community}, ADMIN))
+    assert summary["bank_refund_count"] == 1 and summary["refund_due_count"] == 0
+    listed = ok(invoke("bills", {"action": "payment_issues", "community_id": community}, ADMIN))
+    [issue] = listed["items"]
+    assert (issue["kind"], issue["bank_status"], issue["order_no"]) == (
+        "bank_refund",
+        bank_status,
+        order["order_no"],
+    )
+
+
 def test_the_same_bill_listed_twice_is_charged_once(svc: Services, world: SimpleNamespace) -> None:
     verify(svc, ALICE)
 
@@ -423,7 +603,7 @@ def test_pay_retried_with_the_same_request_id_returns_the_first_order(
     event = {
         "action": "pay",
         "bill_ids": [world.oct_fee],
-        "method": "card",
+        "method": "wechat",
         "request_id": "7f1c2d3e-0a1b-4c5d-9e8f-001122334455",
     }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
@@ -16,6 +17,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 from billing import (
+    ADMIN,
     ALICE,
     ERIN,
     NOTIFY_URL,
@@ -33,10 +35,11 @@ from billing import (
     status_of,
     verify,
 )
+from conftest import invoke
 from round_trips import counted
 from worlds import ok
 
-from caiyun.adapters.icbc import sign_params
+from caiyun.adapters.icbc_protocol import rsa_verify, sign_params, signing_string
 from caiyun.domain import payments
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.icbc import FakeIcbc
@@ -123,6 +126,91 @@ def test_repeated_success_notify_leaves_the_paid_bills_and_flags_no_refund(
 
     assert snapshot(svc) == settled
     assert [k["outcome"] for k in notifies(svc)] == ["applied", "duplicate"]
+
+
+def test_a_notify_is_verified_with_the_algorithm_its_sign_type_names(
+    svc: Services, bank: FakeIcbc, keys: dict[str, str], world: SimpleNamespace
+) -> None:
+    verify(svc, ALICE)
+    order = ok(pay(ALICE, world.oct_fee))
+    form = bank.notify_form(bank.settle(order["order_no"], "success"), NOTIFY_URL)
+    # As the live gateway signs them: sign_type RSA, SHA1withRSA over the notify URL's path.
+    assert form["sign_type"] == "RSA"
+    text = signing_string("/icbc/notify", form)
+    assert rsa_verify(text, form["sign"], bank.gateway_public_key, "SHA1")
+    rsa2 = {**form, "sign_type": "RSA2"}
+    rsa2["sign"] = sign_params("/icbc/notify", rsa2, keys["gateway"], "RSA2")
+
+    assert reply_of(post_notify(urlencode(rsa2)), bank)["return_code"] == 0
+    assert reply_of(post_notify(urlencode(form)), bank)["return_code"] == 0
+
+    assert [k["outcome"] for k in notifies(svc)] == ["applied", "duplicate"]
+    assert ok(get_order(ALICE, order["order_no"]))["status"] == "paid"
+
+
+def test_a_notify_naming_another_sign_type_is_refused_and_logged(
+    svc: Services,
+    bank: FakeIcbc,
+    keys: dict[str, str],
+    world: SimpleNamespace,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    verify(svc, ALICE)
+    order = ok(pay(ALICE, world.oct_fee))
+
+    with caplog.at_level(logging.INFO, logger="caiyun"):
+        answer = reply_of(post_notify(_sign_type("MD5")(svc, bank, keys, order["order_no"])), bank)
+
+    assert answer["return_code"] != 0
+    assert notifies(svc)[-1]["reason"] == "SIGN_TYPE_REFUSED"
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "caiyun"]
+    [line] = {json.dumps(x, sort_keys=True) for x in lines if x["function"] == "icbc_callback"}
+    logged = json.loads(line)
+    assert (logged["notify"], logged["reason"]) == ("rejected", "SIGN_TYPE_REFUSED")
+    assert ok(get_order(ALICE, order["order_no"]))["status"] == "pending"
+
+
+def test_twenty_second_payments_for_a_settled_order_are_flagged_never_settled(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    """Issue 17.5: a paid notify naming another bank transaction for an order already paid is
+    a second charge of the resident: flagged for refund once per extra settlement, shown to
+    staff, counted in the summary, told to the resident; the bills are settled once."""
+    verify(svc, ALICE)
+    order = ok(pay(ALICE, world.oct_fee, world.oct_parking))
+    settled = bank.settle(order["order_no"], "success")
+    reply_of(post_notify(urlencode(bank.notify_form(settled, NOTIFY_URL))), bank)
+    bills_after_first = sorted(svc.db["bills"].find({}), key=lambda b: b["_id"])
+    extra = [
+        urlencode(bank.notify_form({**settled, "order_id": f"EXTRA{n:02d}ICBC"}, NOTIFY_URL))
+        for n in range(20)
+    ]
+
+    for body in extra + extra:  # ICBC resends each of them
+        assert reply_of(post_notify(body), bank)["return_code"] == 0
+
+    flagged = list(svc.db["payment_issues"].find({"kind": "extra_settlement"}))
+    assert sorted(f["transaction_id"] for f in flagged) == [f"EXTRA{n:02d}ICBC" for n in range(20)]
+    assert all(f["order_no"] == order["order_no"] and f["amount_fen"] == 17000 for f in flagged)
+    assert sorted(svc.db["bills"].find({}), key=lambda b: b["_id"]) == bills_after_first
+    assert svc.db[payments.ORDERS].find_one({})["transaction_id"] == settled["order_id"]
+    assert svc.db[payments.TRANSACTIONS].count_documents({}) == 21  # every charge is on record
+    titles = [m["title"] for m in messages(ALICE, "payment")]
+    assert titles.count("缴费成功") == 1 and titles.count("多付款项将退还") == 20
+    community = world.h101["community_id"]
+    summary = ok(invoke("bills", {"action": "staff_summary", "community_id": community}, ADMIN))
+    assert summary["refund_due_count"] == 20 and summary["refund_due_fen"] == 20 * 17000
+    issues = ok(
+        invoke(
+            "bills",
+            {"action": "payment_issues", "community_id": community, "page_size": 100},
+            ADMIN,
+        )
+    )
+    assert issues["total"] == 20
+    assert {i["kind"] for i in issues["items"]} == {"extra_settlement"}
+    outcomes = [k["outcome"] for k in notifies(svc)]
+    assert outcomes == ["applied"] + ["extra_settlement"] * 40
 
 
 def test_failure_notify_of_another_amount_changes_nothing(
@@ -246,7 +334,7 @@ def test_failure_notify_after_success_does_not_undo_the_payment(
 
 def _forged(svc: Services, bank: FakeIcbc, keys: dict[str, str], order_no: str) -> str:
     form = bank.notify_form(as_paid(svc, order_no), NOTIFY_URL)
-    form["sign"] = sign_params("/icbc/notify", form, keys["stranger"])
+    form["sign"] = sign_params("/icbc/notify", form, keys["stranger"], "RSA")
     return urlencode(form)
 
 
@@ -280,15 +368,31 @@ def _repeated_field(svc: Services, bank: FakeIcbc, keys: dict[str, str], order_n
 def _signed_garbage(svc: Services, bank: FakeIcbc, keys: dict[str, str], order_no: str) -> str:
     form = bank.notify_form(as_paid(svc, order_no), NOTIFY_URL)
     form["biz_content"] = "out_trade_no=" + order_no
-    form["sign"] = sign_params("/icbc/notify", form, keys["gateway"])
+    form["sign"] = sign_params("/icbc/notify", form, keys["gateway"], "RSA")
     return urlencode(form)
 
 
 def _other_app(svc: Services, bank: FakeIcbc, keys: dict[str, str], order_no: str) -> str:
     form = bank.notify_form(as_paid(svc, order_no), NOTIFY_URL)
     form["app_id"] = "10000000000000009999"
-    form["sign"] = sign_params("/icbc/notify", form, keys["gateway"])
+    form["sign"] = sign_params("/icbc/notify", form, keys["gateway"], "RSA")
     return urlencode(form)
+
+
+def _sign_type(name: str) -> Any:
+    def make(svc: Services, bank: FakeIcbc, keys: dict[str, str], order_no: str) -> str:
+        # Really signed by ICBC's key (SHA1, as RSA would be), but naming another sign type.
+        form = {**bank.notify_form(as_paid(svc, order_no), NOTIFY_URL), "sign_type": name}
+        form["sign"] = sign_params("/icbc/notify", form, keys["gateway"], "RSA")
+        return urlencode(form)
+
+    return make
+
+
+def _relabelled(svc: Services, bank: FakeIcbc, keys: dict[str, str], order_no: str) -> str:
+    # ICBC's SHA1 signature presented as RSA2: verified with SHA256, it fails.
+    form = bank.notify_form(as_paid(svc, order_no), NOTIFY_URL)
+    return urlencode({**form, "sign_type": "RSA2"})
 
 
 def _unknown_order(svc: Services, bank: FakeIcbc, keys: dict[str, str], order_no: str) -> str:
@@ -314,6 +418,11 @@ BAD_NOTIFIES = {
     "repeated field": _repeated_field,
     "signed but biz_content not json": _signed_garbage,
     "signed for another app": _other_app,
+    "sign_type CA": _sign_type("CA"),
+    "sign_type lower-case rsa": _sign_type("rsa"),
+    "sign_type SHA256WithRSA": _sign_type("SHA256WithRSA"),
+    "sign_type missing": _sign_type(""),
+    "RSA signature labelled RSA2": _relabelled,
     "unknown order": _unknown_order,
     "amount mismatch": _amount_mismatch,
     "oversized body": _oversized,

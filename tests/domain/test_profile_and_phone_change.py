@@ -44,18 +44,21 @@ def test_profile_of_a_new_account(me: dict[str, Any]) -> None:
     }
 
 
-def test_profile_shows_the_wallet_summary_masked(services: Services, me: dict[str, Any]) -> None:
+def test_profile_shows_the_wallet_to_its_owner_with_the_id_number_masked(
+    services: Services, me: dict[str, Any]
+) -> None:
     services.db[accounts.ACCOUNTS].update_one(
         {"_id": me["_id"]},
         {
             "$set": {
                 "realname_verified": True,
-                "realname": {"id_masked": "4403**********1234"},
+                "realname": {"name": "张伟", "id_masked": "4403**********1234"},
                 "wallet": {
-                    "wallet_no": "6217000012345678",
+                    "kind": "wallet",
+                    "wallet_no": "6212000012345678901",
                     "wallet_class": "II",
-                    "linked_card": "encrypted-card-number",
-                    "linked_card_masked": "6228****5678",
+                    "card_no": None,
+                    "linked_card_masked": "6228********5678",
                 },
                 "autodebit": {"enabled": True},
             }
@@ -66,13 +69,14 @@ def test_profile_shows_the_wallet_summary_masked(services: Services, me: dict[st
 
     assert data["realname_verified"] is True
     assert data["wallet"] == {
-        "wallet_no": "6217****5678",
+        "account_kind": "wallet",
+        "wallet_no": "6212000012345678901",  # the owner's own wallet: in full
         "wallet_class": "II",
-        "linked_card": "6228****5678",
+        "linked_card": "6228********5678",
         "autodebit": True,
-        "realname": "4403**********1234",
+        "realname": "张伟",
+        "id_number_masked": "4403**********1234",
     }
-    assert "encrypted-card-number" not in str(data)
 
 
 def test_profile_needs_an_account(me: dict[str, Any]) -> None:

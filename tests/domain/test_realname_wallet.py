@@ -1,14 +1,17 @@
-"""Real-name verification through ICBC, the e-wallet, the auto-debit (代扣) consent and the
-daily auto-debit run: the account function against the real ICBC client and the ICBC sandbox."""
+"""Real-name verification through ICBC's JFT opening, the ICBC account it leaves, the auto-debit
+(代扣) agreement and the daily auto-debit run: the account function against the real ICBC client
+and the ICBC sandbox (AES-encrypted requests, real RSA both ways)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from billing import (
@@ -17,13 +20,20 @@ from billing import (
     BOB,
     ERIN,
     NOBODY,
+    NOTIFY_URL,
+    card_number,
     get_order,
     list_bills,
     messages,
     move_in,
     pay,
+    post_notify,
+    realname_details,
+    reply_of,
+    sign_autodebit,
+    verify,
+    wire,
     with_id_check,
-    with_luhn,
 )
 from conftest import invoke
 from worlds import GARDEN, ok, owner_row, refused, staff_account
@@ -35,7 +45,7 @@ from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.icbc import OPENING_BALANCE_FEN, FakeIcbc
 from caiyun.services import Services
 
-OTHER_BANK_CARD = with_luhn("622848000012345670")  # Agricultural Bank, not ICBC
+OTHER_BANK_CARD = card_number("6228480000")  # Agricultural Bank, not ICBC
 
 
 @pytest.fixture
@@ -57,26 +67,12 @@ def world(svc: Services) -> SimpleNamespace:
     return SimpleNamespace(ids=ids, garden=garden.community_id, h101=h101, h102=h102)
 
 
-ALL_AGREEMENTS = ["wallet_service", "privacy", "autodebit"]
+def start(who: SimpleNamespace, method: str = "card", **changes: Any) -> dict[str, Any]:
+    return invoke("account", realname_details(who, method, **changes), who.openid)
 
 
-def start(
-    who: SimpleNamespace, method: str = "card", card: str | None = None, **changes: Any
-) -> dict[str, Any]:
-    event = {
-        "action": "realname_start",
-        "method": method,
-        "name": who.name,
-        "id_number": who.id_number,
-        "card_no": card or who.card,
-        "bank_phone": who.bank_phone,
-        **changes,
-    }
-    return invoke("account", event, who.openid)
-
-
-def bank_code(svc: Services, who: SimpleNamespace) -> str:
-    return sandbox_outbox(svc.db, who.bank_phone)[0]["code"]
+def bank_code(svc: Services, phone: str) -> str:
+    return sandbox_outbox(svc.db, phone)[0]["code"]
 
 
 def confirm(
@@ -96,15 +92,6 @@ def confirm(
     return invoke("account", event, who.openid)
 
 
-def verify(
-    svc: Services, who: SimpleNamespace, method: str = "card", autodebit: bool = False
-) -> dict[str, Any]:
-    card = who.card if method == "card" else OTHER_BANK_CARD
-    ticket = ok(start(who, method, card))["ticket"]
-    agreements = ALL_AGREEMENTS if autodebit else ["wallet_service", "privacy"]
-    return ok(confirm(who, ticket, bank_code(svc, who), agreements, autodebit))
-
-
 def account_doc(svc: Services, who: SimpleNamespace) -> dict[str, Any]:
     return svc.db[accounts.ACCOUNTS].find_one({"phone": who.phone})
 
@@ -113,8 +100,9 @@ def wallet_of(who: SimpleNamespace) -> dict[str, Any]:
     return invoke("account", {"action": "wallet"}, who.openid)
 
 
-def set_autodebit(who: SimpleNamespace, enabled: bool) -> dict[str, Any]:
-    return invoke("account", {"action": "set_autodebit", "enabled": enabled}, who.openid)
+def set_autodebit(who: SimpleNamespace, enabled: bool, **signing: Any) -> dict[str, Any]:
+    event = {"action": "set_autodebit", "enabled": enabled, **signing}
+    return invoke("account", event, who.openid)
 
 
 def transactions(who: SimpleNamespace, page: int, page_size: int) -> dict[str, Any]:
@@ -122,22 +110,18 @@ def transactions(who: SimpleNamespace, page: int, page_size: int) -> dict[str, A
     return invoke("account", event, who.openid)
 
 
-def wallet_no(svc: Services, who: SimpleNamespace) -> str:
-    return account_doc(svc, who)["wallet"]["wallet_no"]
-
-
 def masked_id(who: SimpleNamespace) -> str:
     return who.id_number[:4] + "*" * 10 + who.id_number[-4:]
 
 
 def masked_card(card: str) -> str:
-    return f"{card[:4]} **** **** {card[-4:]}"
+    return f"{card[:4]}********{card[-4:]}"
 
 
 # ------------------------------------------------------------------------------ verification
 
 
-def test_card_method_verifies_with_an_icbc_class_i_card(
+def test_a_class_i_card_holder_verifies_with_the_card_and_gets_no_wallet_number(
     svc: Services, world: SimpleNamespace
 ) -> None:
     ticket = ok(start(ALICE))["ticket"]
@@ -145,13 +129,17 @@ def test_card_method_verifies_with_an_icbc_class_i_card(
     assert len(texts) == 1 and texts[0]["code"]
     assert not account_doc(svc, ALICE)["realname_verified"]
 
-    summary = ok(confirm(ALICE, ticket, texts[0]["code"]))
+    result = ok(confirm(ALICE, ticket, texts[0]["code"]))
 
+    assert result["status"] == "verified" and result["autodebit_ticket"] is None
+    summary = result["wallet"]
+    assert summary["account_kind"] == "card"
+    assert summary["wallet_no"] is None
     assert summary["wallet_class"] == "I"
     assert summary["linked_card"] == masked_card(ALICE.card)
-    assert summary["realname"] == masked_id(ALICE)
+    assert summary["realname"] == ALICE.name
+    assert summary["id_number_masked"] == masked_id(ALICE)
     assert summary["autodebit"] is False
-    assert summary["wallet_no"].count("*") == 4
     profile = ok(invoke("account", {"action": "profile"}, ALICE.openid))
     assert profile["realname_verified"] is True
     assert profile["wallet"] == summary
@@ -159,7 +147,7 @@ def test_card_method_verifies_with_an_icbc_class_i_card(
 
 
 def test_card_method_refuses_a_card_of_another_bank(svc: Services, world: SimpleNamespace) -> None:
-    reply = start(ALICE, "card", OTHER_BANK_CARD)
+    reply = start(ALICE, card_no=OTHER_BANK_CARD)
 
     assert refused(reply) == "NOT_ICBC_CARD"
     assert reply["error"]["message"]
@@ -168,32 +156,89 @@ def test_card_method_refuses_a_card_of_another_bank(svc: Services, world: Simple
     assert refused(wallet_of(ALICE)) == "REALNAME_REQUIRED"
 
 
-def test_wallet_method_opens_an_e_wallet_linked_to_another_banks_card(
-    svc: Services, world: SimpleNamespace
+@pytest.mark.parametrize("wallet_class", ["II", "III"])
+def test_the_resident_chooses_the_class_of_a_new_e_wallet_and_sees_its_number(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace, wallet_class: str
 ) -> None:
-    summary = verify(svc, ALICE, "wallet")
+    summary = verify(svc, ALICE, "wallet", card_no=OTHER_BANK_CARD, wallet_class=wallet_class)
 
-    assert summary["wallet_class"] == "II"
+    assert summary["account_kind"] == "wallet"
+    assert summary["wallet_class"] == wallet_class
     assert summary["linked_card"] == masked_card(OTHER_BANK_CARD)
+    # The owner sees the wallet number in full; it is the account the bank keeps.
+    assert len(summary["wallet_no"]) == 19 and summary["wallet_no"].isdigit()
+    assert bank.balance(summary["wallet_no"]) == OPENING_BALANCE_FEN
     assert account_doc(svc, ALICE)["realname"]["method"] == "wallet"
     assert ok(wallet_of(ALICE))["balance_fen"] == OPENING_BALANCE_FEN
+
+
+def test_a_wallet_needs_its_class_and_a_card_verification_takes_none(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    no_class = start(ALICE, "wallet", card_no=OTHER_BANK_CARD, wallet_class=None)
+    card_with_class = start(ALICE, "card", wallet_class="II")
+
+    assert refused(no_class) == "INVALID_ARGUMENT"
+    assert refused(card_with_class) == "INVALID_ARGUMENT"
+    assert sandbox_outbox(svc.db, ALICE.bank_phone) == []
+
+
+def test_the_verified_name_must_be_the_name_the_property_recorded(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    """An account imported as 刘洋 cannot be verified as 张三."""
+    svc.db[accounts.ACCOUNTS].update_one({"phone": ALICE.phone}, {"$set": {"name": "刘洋"}})
+
+    reply = start(ALICE, name="张三")
+
+    assert refused(reply) == "INVALID_ARGUMENT"
+    assert list(reply["error"]["details"]["fields"]) == ["name"]
+    assert sandbox_outbox(svc.db, ALICE.bank_phone) == []
+    assert ok(start(ALICE, name=" 刘 洋 "))["ticket"]  # spacing is not a different name
+
+
+def test_an_account_without_a_recorded_name_verifies_with_its_own(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    svc.db[accounts.ACCOUNTS].update_one({"phone": NOBODY.phone}, {"$unset": {"name": ""}})
+
+    summary = verify(svc, NOBODY)
+
+    assert summary["realname"] == NOBODY.name
 
 
 def test_wrong_bank_code_is_code_invalid_and_the_right_one_still_works(
     svc: Services, world: SimpleNamespace
 ) -> None:
     ticket = ok(start(ALICE))["ticket"]
-    code = bank_code(svc, ALICE)
+    code = bank_code(svc, ALICE.bank_phone)
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
 
     assert refused(confirm(ALICE, ticket, wrong)) == "CODE_INVALID"
     assert not account_doc(svc, ALICE)["realname_verified"]
-    assert ok(confirm(ALICE, ticket, code))["wallet_class"] == "I"
+    assert ok(confirm(ALICE, ticket, code))["status"] == "verified"
+
+
+def test_the_bank_texts_the_code_again_and_only_the_new_one_works(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    ticket = ok(start(ALICE))["ticket"]
+    old = bank_code(svc, ALICE.bank_phone)
+
+    again = invoke("account", {"action": "realname_resend", "ticket": ticket}, ALICE.openid)
+
+    assert ok(again)["ticket"] == ticket
+    texts = sandbox_outbox(svc.db, ALICE.bank_phone)
+    assert len(texts) == 2
+    new = texts[0]["code"]
+    if new != old:
+        assert refused(confirm(ALICE, ticket, old)) == "CODE_INVALID"
+    assert ok(confirm(ALICE, ticket, new))["status"] == "verified"
 
 
 def test_bank_code_is_burnt_after_five_wrong_tries(svc: Services, world: SimpleNamespace) -> None:
     ticket = ok(start(ALICE))["ticket"]
-    code = bank_code(svc, ALICE)
+    code = bank_code(svc, ALICE.bank_phone)
     for n in range(1, 6):
         assert refused(confirm(ALICE, ticket, f"{(int(code) + n) % 1_000_000:06d}")) == (
             "CODE_INVALID"
@@ -205,11 +250,12 @@ def test_bank_code_is_burnt_after_five_wrong_tries(svc: Services, world: SimpleN
 
 def test_someone_elses_ticket_cannot_be_confirmed(svc: Services, world: SimpleNamespace) -> None:
     ticket = ok(start(ALICE))["ticket"]
-    code = bank_code(svc, ALICE)
+    code = bank_code(svc, ALICE.bank_phone)
 
     assert refused(confirm(ERIN, ticket, code)) == "NOT_FOUND"
+    assert refused(invoke("account", {"action": "realname_resend", "ticket": ticket}, ERIN.openid))
     assert not account_doc(svc, ERIN)["realname_verified"]
-    assert ok(confirm(ALICE, ticket, code))["wallet_class"] == "I"
+    assert ok(confirm(ALICE, ticket, code))["status"] == "verified"
 
 
 def test_verified_account_cannot_start_again(svc: Services, world: SimpleNamespace) -> None:
@@ -227,18 +273,37 @@ def test_verified_account_cannot_start_again(svc: Services, world: SimpleNamespa
         ("card_no", "6222-0200-0012-3450"),
         ("bank_phone", "12345678901"),
         ("method", "cash"),
+        ("occupation", 14),
+        ("id_valid_until", "2030-02-30"),
+        ("wallet_class", "I"),
     ],
-    ids=["id-check-char", "id-too-short", "card-luhn", "card-not-digits", "phone", "method"],
+    ids=[
+        "id-check-char",
+        "id-too-short",
+        "card-luhn",
+        "card-not-digits",
+        "phone",
+        "method",
+        "occupation",
+        "id-validity",
+        "wallet-class",
+    ],
 )
 def test_invalid_details_are_refused_naming_the_field_before_the_bank_is_asked(
-    svc: Services, world: SimpleNamespace, field: str, value: str
+    svc: Services, world: SimpleNamespace, field: str, value: Any
 ) -> None:
-    reply = start(ALICE, **{field: value})
+    method = "wallet" if field == "wallet_class" else "card"
+    event = {**realname_details(ALICE, method), field: value}
+    reply = invoke("account", event, ALICE.openid)
 
     assert refused(reply) == "INVALID_ARGUMENT"
     assert list(reply["error"]["details"]["fields"]) == [field]
     assert sandbox_outbox(svc.db, ALICE.bank_phone) == []
-    assert value not in json.dumps(reply, ensure_ascii=False) or field == "method"
+    assert str(value) not in json.dumps(reply, ensure_ascii=False) or field in (
+        "method",
+        "occupation",
+        "wallet_class",
+    )
 
 
 def test_lowercase_x_check_character_is_accepted(svc: Services, world: SimpleNamespace) -> None:
@@ -256,30 +321,97 @@ def test_agreements_are_required_and_recorded_with_version_and_time(
     svc: Services, world: SimpleNamespace
 ) -> None:
     ticket = ok(start(ALICE))["ticket"]
-    code = bank_code(svc, ALICE)
+    code = bank_code(svc, ALICE.bank_phone)
 
     missing = confirm(ALICE, ticket, code, ["privacy"])
-    no_consent_text = confirm(ALICE, ticket, code, ["wallet_service", "privacy"], autodebit=True)
     assert refused(missing) == "INVALID_ARGUMENT"
     assert "agreements" in missing["error"]["details"]["fields"]
-    assert refused(no_consent_text) == "INVALID_ARGUMENT"
     assert not account_doc(svc, ALICE)["realname_verified"]
 
-    ok(confirm(ALICE, ticket, code, ALL_AGREEMENTS, autodebit=True))
+    ok(confirm(ALICE, ticket, code))
 
     doc = account_doc(svc, ALICE)
     signed = {a["name"]: a for a in doc["agreements"]}
-    assert set(signed) == {"wallet_service", "privacy", "autodebit"}
+    assert set(signed) == {"wallet_service", "privacy"}
     for name, agreement in signed.items():
         assert agreement["version"] == realname.AGREEMENTS[name]
         assert agreement["signed_at"] is not None
-    assert doc["autodebit"]["enabled"] is True
-    assert doc["autodebit"]["version"] == realname.AGREEMENTS["autodebit"]
-    assert doc["autodebit"]["changed_at"] is not None
-    assert doc["autodebit"]["agreement_no"]
-    at_bank = svc.db["sandbox_icbc_agreements"].find_one({"_id": doc["autodebit"]["agreement_no"]})
-    assert at_bank["status"] == "active"
-    assert at_bank["wallet_no"] == doc["wallet"]["wallet_no"]
+    assert doc["autodebit"]["enabled"] is False  # nothing signed for 代扣
+
+
+# ------------------------------------------------------------------------------ ICBC's notify
+
+
+def test_an_opening_icbc_finishes_later_is_completed_by_its_encrypted_notify(
+    services: Services, keys: dict[str, str], world: SimpleNamespace
+) -> None:
+    bank = FakeIcbc(
+        services.db,
+        services.clock,
+        gateway_private_key=keys["gateway"],
+        merchant_private_key=keys["merchant"],
+        openings_pending=True,
+    )
+    bank.start()
+    try:
+        svc = wire(services, bank)
+        ticket = ok(start(ALICE, "wallet", card_no=OTHER_BANK_CARD))["ticket"]
+
+        pending = ok(confirm(ALICE, ticket, bank_code(svc, ALICE.bank_phone)))
+
+        assert pending == {"status": "pending", "wallet": None, "autodebit_ticket": None}
+        assert ok(invoke("account", {"action": "profile"}, ALICE.openid))["wallet"] is None
+        form = bank.opening_notify(ticket, NOTIFY_URL)
+        assert form["encrypt_type"] == "AES" and form["sign_type"] == "RSA"
+        assert "corpSerno" not in form["biz_content"]  # encrypted on the wire
+        answers = [reply_of(post_notify(urlencode(form)), bank) for _ in range(2)]
+    finally:
+        bank.stop()
+
+    assert [a["return_code"] for a in answers] == [0, 0]  # a resend is acknowledged too
+    profile = ok(invoke("account", {"action": "profile"}, ALICE.openid))
+    assert profile["realname_verified"] is True
+    assert profile["wallet"]["wallet_class"] == "II"
+    assert (
+        profile["wallet"]["wallet_no"]
+        == bank.db["sandbox_icbc_accounts"].find_one({"account_class": "II"})["wallet_no"]
+    )
+    assert svc.db[realname.TICKETS].count_documents({}) == 0
+
+
+def test_an_opening_icbc_refuses_later_tells_the_resident(
+    services: Services, keys: dict[str, str], world: SimpleNamespace
+) -> None:
+    bank = FakeIcbc(
+        services.db,
+        services.clock,
+        gateway_private_key=keys["gateway"],
+        merchant_private_key=keys["merchant"],
+        openings_pending=True,
+    )
+    bank.start()
+    try:
+        svc = wire(services, bank)
+        ticket = ok(start(ALICE, "wallet", card_no=OTHER_BANK_CARD))["ticket"]
+        ok(confirm(ALICE, ticket, bank_code(svc, ALICE.bank_phone)))
+        refusal = {
+            "msg_id": "1" * 27,
+            "appId": bank.app_id,
+            "corpSerno": ticket,
+            "openStatus": "1",
+            "failReason": "客户身份核验未通过",
+        }
+        form = bank.sign_notify(bank.paths["wallet_open"], refusal, NOTIFY_URL, encrypted=True)
+        answer = reply_of(post_notify(urlencode(form)), bank)
+        assert svc.db[realname.TICKETS].count_documents({}) == 0
+        again = ok(start(ALICE, "wallet", card_no=OTHER_BANK_CARD))["ticket"]  # start over
+    finally:
+        bank.stop()
+
+    assert answer["return_code"] == 0
+    assert again != ticket
+    assert account_doc(svc, ALICE)["realname_verified"] is False
+    assert [m["title"] for m in messages(ALICE, "payment")] == ["实名认证未通过"]
 
 
 # ------------------------------------------------------------------------------ personal data
@@ -322,7 +454,7 @@ def test_id_and_card_numbers_are_unreadable_at_rest_and_masked_in_every_reply(
 
     pending = stored()
     assert svc.db[realname.TICKETS].count_documents({}) == 1
-    replies.append(confirm(ALICE, ticket, bank_code(svc, ALICE), ALL_AGREEMENTS, True))
+    replies.append(confirm(ALICE, ticket, bank_code(svc, ALICE.bank_phone), autodebit=True))
     done = stored()
     replies += [
         invoke("account", {"action": "profile"}, ALICE.openid),
@@ -342,8 +474,8 @@ def test_id_and_card_numbers_are_unreadable_at_rest_and_masked_in_every_reply(
             assert plain not in json.dumps(reply, ensure_ascii=False)
     doc = account_doc(svc, ALICE)
     assert doc["realname"]["id_number"].startswith("v1:")
-    assert doc["wallet"]["linked_card"].startswith("v1:")
-    for reply in replies[1:3]:
+    assert doc["wallet"]["card_no"].startswith("v1:")
+    for reply in replies[2:4]:
         text = json.dumps(reply, ensure_ascii=False)
         assert masked_id(ALICE) in text
         assert masked_card(ALICE.card) in text
@@ -356,6 +488,9 @@ def test_wallet_needs_real_name_verification(svc: Services, world: SimpleNamespa
     assert refused(wallet_of(ALICE)) == "REALNAME_REQUIRED"
     assert refused(transactions(ALICE, 1, 20)) == "REALNAME_REQUIRED"
     assert refused(set_autodebit(ALICE, True)) == "REALNAME_REQUIRED"
+    assert refused(invoke("account", {"action": "autodebit_start"}, ALICE.openid)) == (
+        "REALNAME_REQUIRED"
+    )
 
 
 def test_wallet_shows_the_balance_icbc_reports(
@@ -364,7 +499,7 @@ def test_wallet_shows_the_balance_icbc_reports(
     verify(svc, ALICE)
     assert ok(wallet_of(ALICE))["balance_fen"] == OPENING_BALANCE_FEN
 
-    bank.set_balance(wallet_no(svc, ALICE), 12345)
+    bank.set_balance(ALICE.card, 12345)  # a Class I holder's account is the card
     wallet = ok(wallet_of(ALICE))
 
     assert wallet["balance_fen"] == 12345
@@ -373,26 +508,110 @@ def test_wallet_shows_the_balance_icbc_reports(
     assert wallet["autodebit"] is False
 
 
-def test_set_autodebit_signs_and_cancels_the_icbc_agreement(
+# ------------------------------------------------------------------------------ the agreement
+
+
+def test_auto_debit_cannot_be_turned_on_without_signing_the_agreement(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    """A resident who declined 代扣 at real-name and never signed cannot switch it on; the
+    timer takes nothing from her."""
+    import_due_bills(svc, world, (101, "物业费", 26800, -1))
+    verify(svc, ALICE)
+
+    reply = set_autodebit(ALICE, True)
+
+    assert refused(reply) == "INVALID_ARGUMENT"
+    assert set(reply["error"]["details"]["fields"]) == {"ticket", "sms_code", "agreements"}
+    assert account_doc(svc, ALICE)["autodebit"]["enabled"] is False
+    assert payments.run_autodebit(svc)["autodebit_accounts"] == 0
+    assert bank.balance(ALICE.card) == OPENING_BALANCE_FEN
+
+
+def test_an_enabled_flag_without_a_signed_agreement_is_never_charged(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    import_due_bills(svc, world, (101, "物业费", 26800, -1))
+    verify(svc, ALICE)
+    # However the flag got there, only an agreement signed with ICBC's code counts.
+    svc.db[accounts.ACCOUNTS].update_one(
+        {"phone": ALICE.phone}, {"$set": {"autodebit": {"enabled": True, "agreement_no": "X"}}}
+    )
+
+    assert payments.run_autodebit(svc)["autodebit_accounts"] == 0
+    assert bank.balance(ALICE.card) == OPENING_BALANCE_FEN
+
+
+def test_signing_the_agreement_turns_auto_debit_on_and_off_cancels_it_at_once(
     svc: Services, world: SimpleNamespace
 ) -> None:
     verify(svc, ALICE)
+    started = ok(invoke("account", {"action": "autodebit_start"}, ALICE.openid))
+    assert started["agreement"]["name"] == "autodebit"
+    assert started["agreement"]["version"] == realname.AGREEMENTS["autodebit"]
+    assert started["sent_to"] == ALICE.bank_phone[:3] + "****" + ALICE.bank_phone[-4:]
+    code = bank_code(svc, ALICE.bank_phone)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    signing = {"ticket": started["ticket"], "agreements": ["autodebit"]}
 
-    on = ok(set_autodebit(ALICE, True))
-    agreement_no = account_doc(svc, ALICE)["autodebit"]["agreement_no"]
-    again = ok(set_autodebit(ALICE, True))
-    off = ok(set_autodebit(ALICE, False))
+    assert refused(set_autodebit(ALICE, True, sms_code=wrong, **signing)) == "CODE_INVALID"
+    on = ok(set_autodebit(ALICE, True, sms_code=code, **signing))
+    again = ok(set_autodebit(ALICE, True))  # already on: nothing to sign
 
     assert on["autodebit"] is True and again["autodebit"] is True
+    doc = account_doc(svc, ALICE)
+    agreement = doc["autodebit"]
+    assert agreement["version"] == realname.AGREEMENTS["autodebit"]
+    assert agreement["signed_at"] is not None and agreement["agreement_no"]
+    assert "autodebit" in {a["name"] for a in doc["agreements"]}
+    at_bank = svc.db["sandbox_icbc_agreements"].find_one({"_id": agreement["agreement_id"]})
+    assert at_bank["status"] == "active"
+    assert at_bank["account_key"] == hashlib.sha256(ALICE.card.encode()).hexdigest()
+
+    off = ok(set_autodebit(ALICE, False))
+
     assert off["autodebit"] is False
     assert ok(wallet_of(ALICE))["autodebit"] is False
-    doc = account_doc(svc, ALICE)
-    assert doc["autodebit"]["enabled"] is False
-    assert doc["autodebit"]["agreement_no"] is None
-    assert doc["autodebit"]["version"] == realname.AGREEMENTS["autodebit"]
-    at_bank = svc.db["sandbox_icbc_agreements"].find_one({"_id": agreement_no})
-    assert at_bank["status"] == "cancelled"
-    assert svc.db["sandbox_icbc_agreements"].count_documents({}) == 1  # asked again: no new one
+    assert svc.db["sandbox_icbc_agreements"].find_one({"_id": agreement["agreement_id"]})[
+        "status"
+    ] == ("cancelled")
+    # On again means signing again: the cancelled agreement is not reused.
+    assert refused(set_autodebit(ALICE, True, sms_code=code, **signing)) == "NOT_FOUND"
+    sign_autodebit(svc, ALICE)
+    assert svc.db["sandbox_icbc_agreements"].count_documents({"status": "active"}) == 1
+
+
+def test_auto_debit_chosen_at_real_name_starts_the_signing(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    ticket = ok(start(ALICE))["ticket"]
+
+    result = ok(confirm(ALICE, ticket, bank_code(svc, ALICE.bank_phone), autodebit=True))
+
+    assert result["status"] == "verified" and result["wallet"]["autodebit"] is False
+    code = bank_code(svc, ALICE.bank_phone)  # the second text: the agreement's code
+    signing = {"ticket": result["autodebit_ticket"], "agreements": ["autodebit"]}
+    assert ok(set_autodebit(ALICE, True, sms_code=code, **signing))["autodebit"] is True
+
+
+def test_off_is_immediate_even_when_icbc_cannot_cancel_yet(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    import_due_bills(svc, world, (101, "物业费", 12000, -1))
+    verify(svc, ALICE)
+    sign_autodebit(svc, ALICE)
+    agreement_id = account_doc(svc, ALICE)["autodebit"]["agreement_id"]
+    bank.fail_next("SYSTEM_BUSY", bank.paths["autodebit_agreement"])
+
+    assert ok(set_autodebit(ALICE, False))["autodebit"] is False
+
+    assert account_doc(svc, ALICE)["autodebit"]["cancel_pending"] is True
+    assert payments.run_autodebit(svc)["autodebit_accounts"] == 0
+    ok(set_autodebit(ALICE, False))  # the next change retries the cancellation
+    assert account_doc(svc, ALICE)["autodebit"]["cancel_pending"] is False
+    assert svc.db["sandbox_icbc_agreements"].find_one({"_id": agreement_id})["status"] == (
+        "cancelled"
+    )
 
 
 # ------------------------------------------------------------------------------ auto-debit
@@ -426,13 +645,14 @@ def bill_by_item(svc: Services, house: dict[str, Any], item: str) -> dict[str, A
     return svc.db["bills"].find_one({"house_id": house["_id"], "item": item})
 
 
-def test_autodebit_charges_a_consenting_accounts_due_bills(
+def test_autodebit_charges_under_the_signed_agreement_and_tells_the_resident(
     svc: Services, bank: FakeIcbc, world: SimpleNamespace
 ) -> None:
     import_due_bills(svc, world, (101, "物业费", 12000, -1), (101, "停车费", 5000, 0))
     import_due_bills(svc, world, (101, "水费", 3000, 5), (102, "物业费", 15000, -1))
-    verify(svc, ALICE, autodebit=True)
-    verify(svc, BOB)  # verified, but no 代扣 consent
+    verify(svc, ALICE)
+    sign_autodebit(svc, ALICE)
+    verify(svc, BOB)  # verified, but never signed
 
     counts = payments.run_autodebit(svc)
 
@@ -440,19 +660,31 @@ def test_autodebit_charges_a_consenting_accounts_due_bills(
     assert bill_by_item(svc, world.h101, "物业费")["status"] == "paid"
     assert bill_by_item(svc, world.h101, "停车费")["status"] == "paid"
     assert bill_by_item(svc, world.h101, "水费")["status"] == "unpaid"  # not due yet
-    assert bill_by_item(svc, world.h102, "物业费")["status"] == "unpaid"  # BOB never consented
+    assert bill_by_item(svc, world.h102, "物业费")["status"] == "unpaid"  # BOB never signed
     assert ok(wallet_of(ALICE))["balance_fen"] == OPENING_BALANCE_FEN - 17000
     order = svc.db[payments.ORDERS].find_one({"method": "autodebit"})
     assert order["status"] == "paid" and order["amount_fen"] == 17000
+    agreement = account_doc(svc, ALICE)["autodebit"]
+    assert order["consent"] == {
+        "agreement_id": agreement["agreement_id"],
+        "agreement_no": agreement["agreement_no"],
+        "version": agreement["version"],
+        "signed_at": agreement["signed_at"],
+    }
     assert svc.db[payments.TRANSACTIONS].count_documents({"order_no": order["_id"]}) == 1
-    assert len(messages(ALICE, "payment")) == 1
+    told = messages(ALICE, "payment")
+    assert [m["title"] for m in told] == ["自动扣缴成功"]
+    assert "170.00" in told[0]["body"] and realname.AGREEMENTS["autodebit"] in told[0]["body"]
     assert ok(list_bills(ALICE))["unpaid_total_fen"] == 3000
 
 
-def test_autodebit_runs_once_a_day(svc: Services, bank: FakeIcbc, world: SimpleNamespace) -> None:
+def test_autodebit_runs_once_a_day_and_a_decline_is_told(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
     import_due_bills(svc, world, (101, "物业费", 12000, -1))
-    verify(svc, ALICE, autodebit=True)
-    bank.set_balance(wallet_no(svc, ALICE), 100)  # not enough: ICBC declines
+    verify(svc, ALICE)
+    sign_autodebit(svc, ALICE)
+    bank.set_balance(ALICE.card, 100)  # not enough: ICBC declines
 
     first = payments.run_autodebit(svc)
     second = payments.run_autodebit(svc)
@@ -463,8 +695,9 @@ def test_autodebit_runs_once_a_day(svc: Services, bank: FakeIcbc, world: SimpleN
     assert svc.db[payments.ORDERS].count_documents({}) == 1
     assert svc.db[payments.ORDERS].find_one({})["status"] == "failed"
     assert ok(wallet_of(ALICE))["balance_fen"] == 100
+    assert [m["title"] for m in messages(ALICE, "payment")] == ["自动扣缴未成功"]
 
-    bank.set_balance(wallet_no(svc, ALICE), 50_000)
+    bank.set_balance(ALICE.card, 50_000)
     svc.clock.advance(24 * 3600)
     third = payments.run_autodebit(svc)
     fourth = payments.run_autodebit(svc)
@@ -479,7 +712,8 @@ def test_autodebit_skips_bills_the_resident_is_paying(
     svc: Services, world: SimpleNamespace
 ) -> None:
     import_due_bills(svc, world, (101, "物业费", 12000, -1))
-    verify(svc, ALICE, autodebit=True)
+    verify(svc, ALICE)
+    sign_autodebit(svc, ALICE)
     bill = bill_by_item(svc, world.h101, "物业费")
     order = ok(pay(ALICE, bill["_id"]))
 
@@ -492,7 +726,8 @@ def test_autodebit_skips_bills_the_resident_is_paying(
 
 def test_autodebit_stops_after_consent_is_withdrawn(svc: Services, world: SimpleNamespace) -> None:
     import_due_bills(svc, world, (101, "物业费", 12000, -1))
-    verify(svc, ALICE, autodebit=True)
+    verify(svc, ALICE)
+    sign_autodebit(svc, ALICE)
     ok(set_autodebit(ALICE, False))
 
     counts = payments.run_autodebit(svc)
@@ -506,7 +741,8 @@ def test_wallet_transactions_page_through_icbcs_details(
     svc: Services, world: SimpleNamespace
 ) -> None:
     import_due_bills(svc, world, (101, "物业费", 12000, -1))
-    verify(svc, ALICE, autodebit=True)
+    verify(svc, ALICE)
+    sign_autodebit(svc, ALICE)
     payments.run_autodebit(svc)  # one charge on top of the opening deposit
     import_due_bills(svc, world, (101, "停车费", 5000, 0))
     svc.clock.advance(24 * 3600)
@@ -534,8 +770,9 @@ def test_a_second_pending_ticket_cannot_replace_a_verified_identity(
 ) -> None:
     """``realname_start`` refuses a verified account; a ticket started before verification
     finished must not get around that and swap the identity, wallet and 代扣 agreement."""
+    svc.db[accounts.ACCOUNTS].update_one({"phone": ALICE.phone}, {"$unset": {"name": ""}})
     first = ok(start(ALICE))["ticket"]
-    first_code = bank_code(svc, ALICE)
+    first_code = bank_code(svc, ALICE.bank_phone)
     someone = {
         "name": NOBODY.name,
         "id_number": NOBODY.id_number,
@@ -543,8 +780,9 @@ def test_a_second_pending_ticket_cannot_replace_a_verified_identity(
         "bank_phone": NOBODY.bank_phone,
     }
     second = ok(start(ALICE, **someone))["ticket"]
-    second_code = sandbox_outbox(svc.db, NOBODY.bank_phone)[0]["code"]
-    ok(confirm(ALICE, first, first_code, ALL_AGREEMENTS, autodebit=True))
+    second_code = bank_code(svc, NOBODY.bank_phone)
+    ok(confirm(ALICE, first, first_code))
+    sign_autodebit(svc, ALICE)
     verified = account_doc(svc, ALICE)
 
     reply = confirm(ALICE, second, second_code)
@@ -552,5 +790,5 @@ def test_a_second_pending_ticket_cannot_replace_a_verified_identity(
     assert refused(reply) == "CONFLICT"
     after = account_doc(svc, ALICE)
     assert after["realname"]["id_masked"] == masked_id(ALICE)
-    assert after["wallet"]["wallet_no"] == verified["wallet"]["wallet_no"]
+    assert after["wallet"] == verified["wallet"]
     assert after["autodebit"] == verified["autodebit"]

@@ -34,11 +34,13 @@ def verify_realname(base: str, openid: str) -> None:
                 "id_number": with_id_check("44030519900101123"),
                 "card_no": card_number("6222"),
                 "bank_phone": OWNER,
+                "occupation": 3,
+                "id_valid_until": "long_term",
             },
             openid,
         )
     )["ticket"]
-    wallet = ok(
+    result = ok(
         invoke(
             base,
             "account",
@@ -52,6 +54,8 @@ def verify_realname(base: str, openid: str) -> None:
             openid,
         )
     )
+    wallet = result["wallet"]
+    assert wallet["account_kind"] == "card" and wallet["wallet_no"] is None
     assert wallet["linked_card"].startswith("6222") and "*" in wallet["linked_card"]
 
 
@@ -68,13 +72,16 @@ def test_owner_pays_the_demo_bills_and_the_local_icbc_settles_them(sandbox: Runn
     ids = [b["bill_id"] for b in one_community]
 
     status, refused = invoke(
-        base, "bills", {"action": "pay", "bill_ids": ids, "method": "card"}, openid
+        base, "bills", {"action": "pay", "bill_ids": ids, "method": "wechat"}, openid
     )
     assert (status, refused["error"]["code"]) == (403, "REALNAME_REQUIRED")
 
     verify_realname(base, openid)
-    order = ok(invoke(base, "bills", {"action": "pay", "bill_ids": ids, "method": "card"}, openid))
+    pay = {"action": "pay", "bill_ids": ids, "method": "wechat"}
+    order = ok(invoke(base, "bills", pay, openid))
     assert order["status"] == "pending"
+    assert order["icbc"]["pay_with"] == "wechat"
+    assert order["icbc"]["request_payment"]["package"].startswith("prepay_id=")
     assert order["amount_fen"] == sum(b["amount_fen"] for b in one_community)
     paying = ok(invoke(base, "bills", {"action": "list", "status": "unpaid"}, openid))["items"]
     assert {b["status"] for b in paying if b["bill_id"] in ids} == {"paying"}
@@ -104,7 +111,7 @@ def test_a_failed_bank_payment_releases_the_bills_to_pay_again(sandbox: Running)
         invoke(
             base,
             "bills",
-            {"action": "pay", "bill_ids": [first["bill_id"]], "method": "card"},
+            {"action": "pay", "bill_ids": [first["bill_id"]], "method": "wechat"},
             openid,
         )
     )
@@ -122,11 +129,28 @@ def test_a_failed_bank_payment_releases_the_bills_to_pay_again(sandbox: Running)
         invoke(
             base,
             "bills",
-            {"action": "pay", "bill_ids": [first["bill_id"]], "method": "card"},
+            {"action": "pay", "bill_ids": [first["bill_id"]], "method": "wechat"},
             openid,
         )
     )
     assert again["status"] == "pending"
+
+
+def test_paying_from_the_icbc_card_debits_it_in_the_local_bank(sandbox: Running) -> None:
+    base, openid = sandbox.url, "o-card-payer"
+    login_by_invoke(base, OWNER, openid)
+    verify_realname(base, openid)
+    before = ok(invoke(base, "account", {"action": "wallet"}, openid))["balance_fen"]
+    first = ok(invoke(base, "bills", {"action": "list", "status": "unpaid"}, openid))["items"][0]
+
+    pay = {"action": "pay", "bill_ids": [first["bill_id"]], "method": "card"}
+    order = ok(invoke(base, "bills", pay, openid))
+
+    assert order["status"] == "paid" and order["icbc"]["pay_with"] == "account"
+    after = ok(invoke(base, "account", {"action": "wallet"}, openid))["balance_fen"]
+    assert after == before - first["amount_fen"]
+    details = ok(invoke(base, "account", {"action": "wallet_transactions"}, openid))["items"]
+    assert (details[0]["direction"], details[0]["amount_fen"]) == ("out", first["amount_fen"])
 
 
 def test_bills_an_admin_imports_reach_the_owner_list_and_inbox(sandbox: Running) -> None:

@@ -32,9 +32,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from billing import RESIDENT_APPID
 from conftest import fixed_clock, http, invoke, make_settings
 
-from caiyun.adapters.icbc import generate_private_key_pem
+from caiyun.adapters.icbc_protocol import generate_private_key_pem
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import business_date
 from caiyun.crypto import mask_phone
@@ -126,8 +127,10 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "account.upload_url":         ACCOUNT,
     "account.realname_start":     (U,   U,   OK,  OK,  C,   C,   C,   C,   C,   C,   C,   C),
     "account.realname_confirm":   (U,   U,   OK,  NF,  C,   C,   C,   C,   C,   C,   C,   C),
+    "account.realname_resend":    (U,   U,   OK,  NF,  C,   C,   C,   C,   C,   C,   C,   C),
     "account.wallet":             VERIFIED,
     "account.wallet_transactions":VERIFIED,
+    "account.autodebit_start":    VERIFIED,
     "account.set_autodebit":      VERIFIED,
     "admin.import_owners":        ADMIN_HERE,
     "admin.import_bills":         ADMIN_HERE,
@@ -137,8 +140,10 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "bills.list":                 (U,   U,   HNB, OK,  OK,  F,   OK,  HNB, HNB, HNB, HNB, HNB),
     "bills.pay":                  (U,   U,   RR,  RR,  OK,  F,   OK,  F,   F,   F,   F,   F),
     "bills.order":                REPORTER,
+    "bills.open_orders":          ACCOUNT,
     "bills.staff_summary":        ADMIN_HERE,
     "bills.staff_list":           ADMIN_HERE,
+    "bills.payment_issues":       ADMIN_HERE,
     "bind_house.communities":     ACCOUNT,
     "bind_house.house_tree":      ACCOUNT,
     "bind_house.bind":            (U,   U,   OM,  OM,  OM,  OM,  OK,  OM,  OM,  OM,  OM,  OM),
@@ -337,6 +342,7 @@ def world_settings(bank: FakeIcbc) -> Settings:
         icbc_notify_url=NOTIFY_URL,
         icbc_timeout_s=5.0,
         wechat_templates=TEMPLATES,
+        wechat_appid=RESIDENT_APPID,
     )
 
 
@@ -355,9 +361,9 @@ def wallets(bank: FakeIcbc) -> dict[str, dict[str, Any]]:
     for key in VERIFIED_PEOPLE:
         p = PEOPLE[key]
         account, _ = accounts.ensure_account(svc.db, p.phone, svc.clock.now(), p.name)
-        ticket = realname.start(svc, account, "card", p.name, p.id_number, p.card, p.bank_phone)
+        ticket = realname.start(svc, account, "card", None, details(p), None)
         code = sandbox_outbox(bank.db, p.bank_phone)[0]["code"]
-        realname.confirm(svc, account, ticket, code, ["wallet_service", "privacy"], False)
+        realname.confirm(svc, account, ticket, code, ["wallet_service", "privacy"])
         done = accounts.by_id(svc.db, account["_id"])
         assert done is not None and done["realname_verified"]
         found[key] = {k: done[k] for k in WALLET_FIELDS}
@@ -454,7 +460,7 @@ def build_world(svc: Services, bank: FakeIcbc, wallets: dict[str, dict[str, Any]
     )
     assert [r.status for r in results] == ["created"] * 3
     bill = {(b["house_id"], b["period"]): b["_id"] for b in db["bills"].find({})}
-    order = payments.open_order(svc, account("owner"), [bill[(h1, "2026-10")]], "card")
+    order = payments.open_order(svc, account("owner"), [bill[(h1, "2026-10")]], "wechat")
 
     notice = notices.publish(svc, admin, community["garden"], NOTICE_TITLE, "周六上午停水", None)
 
@@ -588,26 +594,39 @@ def change_phone_request(w: World, who: str) -> dict[str, Any]:
     }
 
 
-def realname_start_request(w: World, who: str) -> dict[str, Any]:
-    p = PEOPLE[who if who in PEOPLE else "no_house"]
+def details(p: Any) -> dict[str, Any]:
+    """What real-name verification asks of person ``p``."""
     return {
-        "method": "card",
         "name": p.name,
         "id_number": p.id_number,
         "card_no": p.card,
         "bank_phone": p.bank_phone,
+        "occupation": 3,
+        "id_valid_until": None,
     }
 
 
-def realname_confirm_request(w: World, who: str) -> dict[str, Any]:
-    """The target is no_house's pending verification: a ticket ICBC has just texted for."""
-    p = PEOPLE["no_house"]
-    ticket = realname.start(
-        w.svc, w.account("no_house"), "card", p.name, p.id_number, p.card, p.bank_phone
+def realname_start_request(w: World, who: str) -> dict[str, Any]:
+    p = PEOPLE[who if who in PEOPLE else "no_house"]
+    return {
+        **details(p),
+        "method": "card",
+        "id_valid_until": "long_term",
+    }
+
+
+def pending_ticket(w: World) -> str:
+    """no_house's pending verification: a ticket ICBC has just texted for."""
+    return realname.start(
+        w.svc, w.account("no_house"), "card", None, details(PEOPLE["no_house"]), None
     )
+
+
+def realname_confirm_request(w: World, who: str) -> dict[str, Any]:
+    ticket = pending_ticket(w)
     return {
         "ticket": ticket,
-        "sms_code": sandbox_outbox(w.bank.db, p.bank_phone)[0]["code"],
+        "sms_code": sandbox_outbox(w.bank.db, PEOPLE["no_house"].bank_phone)[0]["code"],
         "agreements": ["wallet_service", "privacy"],
         "autodebit": False,
     }
@@ -650,8 +669,10 @@ REQUESTS: dict[str, Builder] = {
     "account.realname_start": realname_start_request,
     "account.realname_confirm": realname_confirm_request,
     "account.wallet": NOTHING,
+    "account.realname_resend": lambda w, who: {"ticket": pending_ticket(w)},
     "account.wallet_transactions": lambda w, who: {"page": 1},
-    "account.set_autodebit": lambda w, who: {"enabled": True},
+    "account.autodebit_start": NOTHING,
+    "account.set_autodebit": lambda w, who: {"enabled": False},
     "admin.import_owners": lambda w, who: {"community": GARDEN, "rows": [owner_row()]},
     "admin.import_bills": import_bills_request,
     "admin.add_staff": lambda w, who: {
@@ -665,6 +686,8 @@ REQUESTS: dict[str, Builder] = {
     "bills.list": lambda w, who: {"house_id": w.h1},
     "bills.pay": lambda w, who: {"bill_ids": [w.bill_target], "method": "card"},
     "bills.order": lambda w, who: {"order_no": w.order_no},
+    "bills.open_orders": NOTHING,
+    "bills.payment_issues": lambda w, who: {"community_id": w.garden_id},
     "bills.staff_summary": lambda w, who: {"community_id": w.garden_id},
     "bills.staff_list": lambda w, who: {"community_id": w.garden_id, "status": "unpaid"},
     "bind_house.communities": NOTHING,

@@ -30,11 +30,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from billing import ALICE, BOB
+from billing import ALICE, BOB, realname_details
 from conftest import invoke, make_settings
 from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
-from caiyun.adapters.icbc import generate_private_key_pem
+from caiyun.adapters.icbc_protocol import generate_private_key_pem
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import business_date
 from caiyun.domain import accounts, bill_import, houses, memberships, payments, scheduler, staff
@@ -253,26 +253,27 @@ def ok(reply: dict[str, Any]) -> Any:
 
 
 def verify(svc: Services, who: SimpleNamespace, autodebit: bool = False) -> None:
-    """Real-name verification with the code the ICBC sandbox texted to the bank phone."""
-    start = {
-        "action": "realname_start",
-        "method": "card",
-        "name": who.name,
-        "id_number": who.id_number,
-        "card_no": who.card,
-        "bank_phone": who.bank_phone,
-    }
-    ticket = ok(invoke("account", start, who.openid))["ticket"]
+    """Real-name verification with the code the ICBC sandbox texted to the bank phone, and the
+    auto-debit agreement signed with the next one."""
+    ticket = ok(invoke("account", realname_details(who), who.openid))["ticket"]
     code = sandbox_outbox(svc.db, who.bank_phone)[0]["code"]
-    agreements = ["wallet_service", "privacy", *(["autodebit"] if autodebit else [])]
     confirm = {
         "action": "realname_confirm",
         "ticket": ticket,
         "sms_code": code,
-        "agreements": agreements,
+        "agreements": ["wallet_service", "privacy"],
         "autodebit": autodebit,
     }
-    ok(invoke("account", confirm, who.openid))
+    result = ok(invoke("account", confirm, who.openid))
+    if autodebit:
+        signing = {
+            "action": "set_autodebit",
+            "enabled": True,
+            "ticket": result["autodebit_ticket"],
+            "sms_code": sandbox_outbox(svc.db, who.bank_phone)[0]["code"],
+            "agreements": ["autodebit"],
+        }
+        ok(invoke("account", signing, who.openid))
 
 
 @pytest.fixture
@@ -339,7 +340,7 @@ def new_bills(svc: Services, world: SimpleNamespace, count: int = 2, due_days: i
 
 
 def pay(who: SimpleNamespace, bill_ids: list[str]) -> dict[str, Any]:
-    return invoke("bills", {"action": "pay", "bill_ids": bill_ids, "method": "card"}, who.openid)
+    return invoke("bills", {"action": "pay", "bill_ids": bill_ids, "method": "wechat"}, who.openid)
 
 
 def bill_states(svc: Services, bill_ids: list[str]) -> dict[str, str]:
@@ -444,14 +445,7 @@ def test_icbc_down_when_the_timer_reconciles_keeps_the_order_until_the_next_run(
 def test_icbc_down_during_real_name_verification_is_retryable_and_keeps_the_ticket(
     svc: Services, icbc_down: Services, world: SimpleNamespace
 ) -> None:
-    start = {
-        "action": "realname_start",
-        "method": "card",
-        "name": BOB.name,
-        "id_number": BOB.id_number,
-        "card_no": BOB.card,
-        "bank_phone": BOB.bank_phone,
-    }
+    start = realname_details(BOB)
     install_services(icbc_down)
     refused = invoke("account", start, BOB.openid)
     install_services(svc)

@@ -25,6 +25,7 @@ from billing import (
     pay,
     post_notify,
     reply_of,
+    sign_autodebit,
     status_of,
     verify,
 )
@@ -173,7 +174,7 @@ def test_autodebit_runs_at_once_charge_each_bill_once(
     svc: Services, bank: FakeIcbc, world: SimpleNamespace
 ) -> None:
     verify(svc, ALICE)
-    ok(invoke("account", {"action": "set_autodebit", "enabled": True}, ALICE.openid))
+    sign_autodebit(svc, ALICE)
     svc.clock.advance(11 * 24 * 3600)  # the world's bills are now due
 
     race([lambda: payments.run_autodebit(svc)] * 4, 4)

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from pymongo.errors import WriteError
 
 from caiyun import crypto
-from caiyun.adapters.icbc import generate_private_key_pem, public_key_pem
+from caiyun.adapters.icbc_protocol import generate_private_key_pem, public_key_pem
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import business_date
 from caiyun.domain import accounts, staff
@@ -217,6 +217,8 @@ def _run_journey(svc: Services, bank: FakeIcbc, errors: list[str]) -> dict[str, 
         "id_number": OWNER.id_number,
         "card_no": OWNER.other_bank_card,
         "bank_phone": OWNER.bank_phone,
+        "occupation": 3,
+        "id_valid_until": "2031-06-30",
     }
     call("account", start, OWNER.openid)  # NOT_ICBC_CARD
     call("account", {**start, "id_number": "440305198706132716"}, OWNER.openid)  # bad check
@@ -232,7 +234,6 @@ def _run_journey(svc: Services, bank: FakeIcbc, errors: list[str]) -> dict[str, 
     call("account", confirm, OWNER.openid)  # CODE_INVALID
     ok(call("account", {**confirm, "sms_code": code}, OWNER.openid))
     ok(call("account", {"action": "wallet"}, OWNER.openid))
-    found["wallet number"] = accounts.by_phone(db, OWNER.phone)["wallet"]["wallet_no"]
 
     # Bills, payment and ICBC's notify (twice, and once forged).
     due = (business_date(svc.clock.now()) + timedelta(days=10)).isoformat()
@@ -244,9 +245,9 @@ def _run_journey(svc: Services, bank: FakeIcbc, errors: list[str]) -> dict[str, 
     event = {"action": "import_bills", "community_id": report.community_id, "rows": rows}
     ok(call("admin", event, admin))
     bill_ids = [b["bill_id"] for b in ok(call("bills", {"action": "list"}, OWNER.openid))["items"]]
-    pay = {"action": "pay", "bill_ids": bill_ids, "method": "card"}
+    pay = {"action": "pay", "bill_ids": bill_ids, "method": "wechat"}
     order = ok(call("bills", pay, OWNER.openid))
-    found["icbc pay token"] = order["icbc"]["pay_token"]
+    found["wechat pay sign"] = order["icbc"]["request_payment"]["paySign"]
     form = bank.notify_form(bank.settle(order["order_no"], "success"), NOTIFY_URL)
     forged = {**form, "biz_content": form["biz_content"].replace('"17000"', '"1"')}
     for notify in (form, form, forged):
@@ -357,8 +358,8 @@ def journey() -> Iterator[Journey]:
         "session token": found["session token"],
         "session token (claims)": found["session token"].split(".")[1],
         "visitor pass token": found["visitor pass token"],
-        "icbc pay token": found["icbc pay token"],
-        "wallet number": found["wallet number"],
+        "wechat pay sign": found["wechat pay sign"],
+        "icbc aes key": svc.settings.icbc_aes_key.get_secret_value(),
         "token secret": svc.settings.token_secret.get_secret_value(),
         "code hash key": svc.settings.code_hash_key.get_secret_value(),
         "data key": svc.settings.data_key.get_secret_value(),
@@ -474,7 +475,7 @@ def test_no_stored_document_in_any_collection_holds_an_id_or_card_number(
         "other bank card (middle)": OWNER.other_bank_card[4:-4],
     }
     names = db.list_collection_names()
-    assert {"accounts", "realname_tickets", "repairs", "sandbox_icbc_wallets"} & set(names)
+    assert {"accounts", "realname_tickets", "repairs", "sandbox_icbc_accounts"} <= set(names)
     found = []
     for name in names:
         # The only exception: the repair whose description the resident typed the ID into
@@ -489,7 +490,7 @@ def test_the_stored_id_and_card_numbers_are_sealed_with_the_data_key(journey: Jo
     svc = journey.services
     account = accounts.by_phone(svc.db, OWNER.phone)
     sealed_id = account["realname"]["id_number"]
-    sealed_card = account["wallet"]["linked_card"]
+    sealed_card = account["wallet"]["card_no"]
     assert crypto.decrypt(svc.settings, sealed_id, "id_number") == OWNER.id_number
     assert crypto.decrypt(svc.settings, sealed_card, "card_no") == OWNER.card
     assert account["realname"]["id_masked"] == "4403**********2715"
@@ -537,6 +538,11 @@ def strong() -> dict[str, Any]:
         "icbc_gateway_public_key": public_key_pem(generate_private_key_pem()),
         "icbc_merchant_id": "020001020001234",
         "icbc_notify_url": "https://api.caiyun.example.com/icbc/notify",
+        "icbc_aes_key": base64.b64encode(os.urandom(16)).decode(),
+        "icbc_mer_prtcl_no": "0200010200012340201",
+        "icbc_vendor_id": "CAIYUN0001",
+        "icbc_entrust_project_id": "PJ140014011000001234",
+        "icbc_entrust_busi_code": "10002",
         "storage_provider": "cos",
         "cos_bucket": "caiyun-1250000000",
         "cos_secret_id": "AKID" + secrets.token_hex(16),
@@ -642,6 +648,21 @@ def test_production_refuses_sandbox_storage(
     fields = {k: v for k, v in strong.items() if not k.startswith("cos_")}
     fields["storage_provider"] = "sandbox"
     assert "CAIYUN_STORAGE_PROVIDER" in refusal(clean_env, fields)
+
+
+def test_production_takes_icbcs_1024_bit_gateway_key_as_every_icbc_sample_has_one(
+    clean_env: pytest.MonkeyPatch, strong: dict[str, Any]
+) -> None:
+    gateway = public_key_pem(generate_private_key_pem(bits=1024))
+
+    assert Settings(**{**strong, "icbc_gateway_public_key": gateway}).env == "production"
+
+
+@pytest.mark.parametrize("key", ["", "c2hvcnQ=", "not base64 at all!"])
+def test_production_refuses_an_icbc_aes_key_that_is_not_one(
+    clean_env: pytest.MonkeyPatch, strong: dict[str, Any], key: str
+) -> None:
+    assert "CAIYUN_ICBC_AES_KEY" in refusal(clean_env, {**strong, "icbc_aes_key": key})
 
 
 @pytest.mark.parametrize("kind", ["not a key", "1024-bit"])

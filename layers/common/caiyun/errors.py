@@ -22,6 +22,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "REALNAME_REQUIRED": (403, "请先完成实名认证"),
     "BILL_NOT_PAYABLE": (403, "账单当前不可支付"),
     "NOT_ICBC_CARD": (403, "请使用工商银行一类借记卡"),
+    "INSUFFICIENT_BALANCE": (403, "工行账户余额不足，请充值后再试"),
 }
 
 

@@ -89,28 +89,47 @@ class Settings(BaseSettings):
     wechat_templates: dict[str, str] = {}
     wechat_miniprogram_state: Literal["developer", "trial", "formal"] = "formal"
 
-    # ICBC Open Platform (工行 API 开放平台); see caiyun.adapters.icbc. Keys are PEM (or ICBC's
-    # bare base64 DER): ours signs requests and notify replies, the gateway's verifies ICBC.
+    # ICBC Open Platform (工行 API 开放平台); see caiyun.adapters.icbc_protocol. Keys are PEM (or
+    # ICBC's bare base64 DER): ours (2048 bits at least) signs requests and notify replies with
+    # icbc_sign_type, the app's registration with ICBC (RSA = SHA1withRSA, RSA2 =
+    # SHA256withRSA); the gateway's (1024 bits in every ICBC sample) verifies ICBC. The AES key
+    # (base64) encrypts the JFT wallet interfaces' biz_content.
     icbc_gateway: str = "https://gw.open.icbc.com.cn"
     icbc_app_id: str = ""
+    icbc_sign_type: Literal["RSA", "RSA2"] = "RSA2"
     icbc_private_key: SecretStr = SecretStr("")
     icbc_gateway_public_key: str = ""
-    # Implementations disagree on the algorithms and on which path a notify is signed over.
+    icbc_aes_key: SecretStr = SecretStr("")
+    # Implementations disagree on the algorithm of the gateway's replies and on which path a
+    # notify is signed over; a notify's own sign_type names its algorithm.
     icbc_response_sign_alg: Literal["SHA1", "SHA256"] = "SHA1"
-    icbc_notify_sign_alg: Literal["SHA1", "SHA256"] = "SHA256"
     icbc_notify_sign_path: str = "/icbc/notify"
     icbc_merchant_id: str = ""
+    icbc_mer_prtcl_no: str = ""  # 收单产品协议编号 of the aggregate-pay contract
     icbc_notify_url: str = ""
     icbc_timeout_s: float = 10.0
+    # The JFT contract: the partner's vendor id and the entrusted-debit (代扣) project and
+    # business codes the branch assigns.
+    icbc_vendor_id: str = ""
+    icbc_entrust_project_id: str = ""
+    icbc_entrust_busi_code: str = ""
+    # openacct/V2 userProFlag per account class (the sample lists 00 none, 01 Class I, 02 Class
+    # II, 03 both); which value opens a Class III account is the branch sheet's to confirm.
+    icbc_user_pro_flags: dict[str, str] = {"I": "01", "II": "02", "III": "03"}
+    # walletorderfin's date and amount style: the two ICBC samples disagree (icbc_sheets).
+    icbc_wallet_pay_style: Literal["compact", "dashed"] = "compact"
     # Interface paths: the branch contract decides which interfaces an app may call, and the
     # names of those without public documentation, so each one is configurable.
     icbc_pay_path: str = "/api/cardbusiness/aggregatepay/b2c/online/consumepurchase/V1"
     icbc_query_path: str = "/api/cardbusiness/aggregatepay/b2c/online/orderqry/V1"
-    icbc_wallet_open_path: str = "/api/jft/wallet/api/openacct/V1"
-    icbc_wallet_confirm_path: str = "/api/jft/wallet/api/openacctconfirm/V1"
+    icbc_wallet_open_path: str = "/api/jft/wallet/api/openacct/V2"
+    icbc_wallet_sendmsg_path: str = "/api/jft/wallet/api/openacctsendmsg/V1"
+    icbc_wallet_checksms_path: str = "/api/jft/wallet/api/checksms/V1"
+    icbc_wallet_pay_path: str = "/api/jft/wallet/api/walletorderfin/V1"
     icbc_wallet_balance_path: str = "/api/jft/wallet/api/balancequery/V1"
     icbc_wallet_transactions_path: str = "/api/jft/wallet/api/detailquery/V1"
-    icbc_autodebit_agreement_path: str = "/api/entrustprtl/mng/V1"
+    icbc_autodebit_sms_path: str = "/api/jft/api/user/entrust/prtl/msg/V1"
+    icbc_autodebit_agreement_path: str = "/api/jft/api/user/entrust/protocol/mng/V1"
     icbc_autodebit_pay_path: str = "/api/b2c/passfree/payment/pay/V1"
 
     # Files (repair photos and the like) are uploaded by the mini-program; actions accept only
@@ -181,6 +200,11 @@ class Settings(BaseSettings):
             "CAIYUN_ICBC_GATEWAY_PUBLIC_KEY": self.icbc_gateway_public_key,
             "CAIYUN_ICBC_MERCHANT_ID": self.icbc_merchant_id,
             "CAIYUN_ICBC_NOTIFY_URL": self.icbc_notify_url,
+            "CAIYUN_ICBC_AES_KEY": self.icbc_aes_key.get_secret_value(),
+            "CAIYUN_ICBC_MER_PRTCL_NO": self.icbc_mer_prtcl_no,
+            "CAIYUN_ICBC_VENDOR_ID": self.icbc_vendor_id,
+            "CAIYUN_ICBC_ENTRUST_PROJECT_ID": self.icbc_entrust_project_id,
+            "CAIYUN_ICBC_ENTRUST_BUSI_CODE": self.icbc_entrust_busi_code,
         }
         problems = [f"{name} is required" for name, value in required.items() if not value]
         if self.sms_provider != "tencent":
@@ -188,11 +212,15 @@ class Settings(BaseSettings):
         if self.storage_provider == "sandbox":
             problems.append("CAIYUN_STORAGE_PROVIDER must be cloudbase or cos")
         if self.icbc_private_key.get_secret_value() and self.icbc_gateway_public_key:
-            from caiyun.adapters.icbc import key_problems
+            from caiyun.adapters.icbc_protocol import key_problems
 
             problems += key_problems(
                 self.icbc_private_key.get_secret_value(), self.icbc_gateway_public_key
             )
+        if self.icbc_aes_key.get_secret_value():
+            from caiyun.adapters.icbc_protocol import aes_problems
+
+            problems += aes_problems(self.icbc_aes_key.get_secret_value())
         return problems + self._missing_storage_settings()
 
     def _missing_storage_settings(self) -> list[str]:

@@ -1,61 +1,63 @@
-"""ICBC Open Platform (工行 API 开放平台): signed requests, verified responses and notifies.
+"""ICBC Open Platform (工行 API 开放平台): the client of one app, and the notifies it receives.
 
-What this follows — PLATFORM_NOTES.md ("ICBC Open Platform"), checked against ICBC's published
-SDK samples (the PHP ``DefaultIcbcClient`` / ``IcbcSignature`` / ``WebUtils`` and the Java
-``NotifyUrlServlet`` notify sample) and independent clients in Go and C#:
+The wire protocol (signatures, AES, the signed JSON) is :mod:`caiyun.adapters.icbc_protocol`;
+the fields of every interface are :mod:`caiyun.adapters.icbc_sheets`, which the local bank
+enforces. What we call:
 
-* **Requests** are form POSTs of ``app_id``, ``msg_id`` (fresh per call), ``format=json``,
-  ``charset=UTF-8``, ``sign_type=RSA2``, ``timestamp`` (``yyyy-MM-dd HH:mm:ss``, GMT+8),
-  ``biz_content`` (compact JSON, non-ASCII kept as is) and ``sign``. The string to sign is the
-  URI path of the interface, ``?``, then every non-empty parameter except ``sign`` sorted by key
-  as raw ``k=v`` joined by ``&`` (no URL encoding); the signature is SHA256withRSA (RSA2,
-  PKCS#1 v1.5) with our private key, base64.
-* **Responses** are JSON ``{"response_biz_content": {...}, "sign": "..."}``. ICBC signs the
-  exact bytes of the ``response_biz_content`` value, so it is sliced out of the raw body by a
-  small scanner (:func:`raw_json_member`) and verified as received. The PHP sample re-serialises
-  the parsed value instead, which breaks on any difference of spacing, key order or escaping;
-  this module never re-serialises. The algorithm is ``icbc_response_sign_alg`` (every
-  implementation seen uses SHA1withRSA). Business success is ``return_code == 0`` (ICBC sends it
-  as a number or as the string ``"0"``, depending on the interface).
-* **Notifies** are form POSTs (``from=icbc-api``, ``api``, ``app_id``, ``charset``, ``format``,
-  ``encrypt_type``, ``timestamp``, ``sign_type``, ``biz_content``, ``sign``) signed like a request
-  over ``icbc_notify_sign_path`` + ``?`` + the sorted fields. Which path ICBC signs over (our
-  notify path or the API's) and with which algorithm differs between implementations, hence
-  ``icbc_notify_sign_path`` and ``icbc_notify_sign_alg``; the form's own ``sign_type`` never
-  chooses the algorithm, so a forger cannot downgrade it. The signature is checked before
-  ``biz_content`` is even parsed. The one public Python sample skips this check; we do not.
-* **Notify replies** are ``{"response_biz_content":{"return_code":0,"return_msg":"...",
-  "msg_id":"..."},"sign_type":"RSA2","sign":"..."}``, signed over the text between the outer
-  brace and ``,"sign"`` (the Java sample's rule).
+* WeChat Pay acquired by ICBC (``pay``, ``consumepurchase/V1``), built to ICBC's sample:
+  ``pay_mode`` 9, ``access_type`` 9, the mini-program's appid as ``shop_appid``, the payer's
+  openid, ``mer_prtcl_no``, ``expire_time`` in seconds. ICBC answers with ``wx_data_package``,
+  which becomes the arguments of the mini-program's ``wx.requestPayment``
+  (:func:`request_payment_of`; public clients read it as ``appid``, ``timestamp``,
+  ``noncestr``, ``package``, ``signType``, ``sign``). The order query maps every documented
+  ``pay_status`` (0–7).
+* The ICBC account itself (a Class I card, or a JFT Class II/III e-wallet): opened and verified
+  through ``openacct/V2`` → (``openacctsendmsg`` to text the code again) → ``checksms``, whose
+  result may also come as an asynchronous notify; paid from through ``walletorderfin/V1``;
+  its balance and details queried; and debited without the payer present only under a signed
+  entrusted-debit (代扣) agreement (``entrust/prtl/msg`` texts the code, ``entrust/protocol/mng``
+  signs or cancels, the password-free debit charges).
 
-Notify ``biz_content`` fields read (the aggregate-payment names used by public integrations):
-``out_trade_no`` (our order number), ``total_amt`` (fen, number or digit string), ``return_code``
-(0 = paid, anything else = failed), ``return_msg``, ``msg_id`` (echoed in the reply),
-``order_id`` (ICBC's transaction id), ``pay_time`` (``yyyy-MM-dd HH:mm:ss`` or
-``yyyyMMddHHmmss``, GMT+8), ``mer_id`` (checked against ours when both are known).
-
-The wallet, real-name and auto-debit interfaces have no public reference: their field names,
-``pay_status`` values and business ``return_code`` values below are the ones the sandbox
-(:mod:`caiyun.sandbox.icbc`) speaks, and must be checked against the interface sheet the branch
-hands over with the contract. Interface paths are settings for the same reason.
-
-Keys may be PEM or the bare base64 DER that ICBC's key tool prints. ``cryptography`` and
-``requests`` are imported on first use, so importing this module stays cheap.
+One client per warm container; it holds a pooled HTTP session. Every method raises
+:class:`IcbcError` (network trouble and ICBC's busy answers are ``retryable``); an order number
+makes payment calls idempotent at ICBC, so a retried charge never pays twice.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from functools import lru_cache
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+from caiyun.adapters import icbc_sheets as sheets
+from caiyun.adapters.icbc_protocol import (
+    CHARSET,
+    ENCRYPT_AES,
+    FORMAT,
+    SIGN_ALGS,
+    IcbcError,
+    IcbcMalformed,
+    IcbcSignatureError,
+    aes_encrypt,
+    business_error,
+    compact_json,
+    fen_value,
+    icbc_time,
+    notify_reply_text,
+    optional_text,
+    parse_icbc_time,
+    read_biz,
+    required_text,
+    return_code_of,
+    rsa_verify,
+    sign_params,
+    signing_string,
+    verify_response,
+)
 from caiyun.clock import SHANGHAI, Clock, iso
 
 if TYPE_CHECKING:
@@ -63,98 +65,44 @@ if TYPE_CHECKING:
 
     from caiyun.settings import Settings
 
-SignAlg = Literal["SHA1", "SHA256"]
-PayMethod = Literal["card", "wallet"]
-PaymentState = Literal["paid", "pending", "failed", "closed"]
-WalletClass = Literal["I", "II", "III"]
+PaymentState = Literal[
+    "pending", "paid", "failed", "revoked", "revoking", "refunded", "partly_refunded", "refunding"
+]
+AccountClass = Literal["I", "II", "III"]
+NoticeKind = Literal["payment", "wallet_payment", "wallet_open"]
 
-SIGN_TYPE_RSA2 = "RSA2"
-CHARSET = "UTF-8"
-FORMAT = "json"
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-
-# pay_mode of the aggregate purchase by our payment method, and the access type of a
-# mini-program. ICBC assigns these per merchant protocol: the sandbox reads these values.
-PAY_MODES: dict[str, str] = {"card": "9", "wallet": "10"}
+PAY_MODE_WECHAT = "9"
 ACCESS_TYPE_MINIPROGRAM = "9"
-# open_type of the account-opening interface: verify an ICBC Class I card, or open an e-wallet
-# linked to any bank's card.
-OPEN_TYPES: dict[str, str] = {"card": "1", "wallet": "2"}
-# oper_type of the entrusted-debit agreement interface.
-AGREEMENT_SIGN = "1"
-AGREEMENT_CANCEL = "2"
-# pay_status of the order query and of an auto-debit charge.
-PAY_STATUS: dict[str, PaymentState] = {"0": "pending", "1": "paid", "2": "failed", "3": "closed"}
-WALLET_CLASSES: dict[str, WalletClass] = {"1": "I", "2": "II", "3": "III"}
-# trx_type of a wallet transaction.
-TRX_DIRECTIONS: dict[str, str] = {"1": "in", "2": "out"}
-
-# return_code values with a meaning of their own, and whether repeating the call may help.
-# Anything else non-zero becomes ``ICBC_<code>``, not retryable.
-RETURN_CODES: dict[int, tuple[str, bool]] = {
-    1001: ("SIGNATURE_REJECTED", False),
-    1002: ("APP_UNKNOWN", False),
-    1003: ("REQUEST_INVALID", False),
-    1004: ("MSG_ID_REPEATED", True),
-    1099: ("SYSTEM_BUSY", True),
-    2001: ("ORDER_NOT_FOUND", False),
-    2002: ("ORDER_CONFLICT", False),
-    3001: ("NOT_ICBC_CARD", False),
-    3002: ("CARD_INVALID", False),
-    3003: ("ID_NUMBER_INVALID", False),
-    3004: ("PHONE_INVALID", False),
-    3005: ("SMS_CODE_INVALID", False),
-    4001: ("WALLET_NOT_FOUND", False),
-    5001: ("AGREEMENT_INVALID", False),
-    5002: ("AUTODEBIT_LIMIT_EXCEEDED", False),
+# The order query's pay_status, every documented value.
+PAY_STATUS: dict[str, PaymentState] = {
+    "0": "pending",
+    "1": "paid",
+    "2": "failed",
+    "3": "revoked",
+    "4": "revoking",
+    "5": "refunded",
+    "6": "partly_refunded",
+    "7": "refunding",
 }
-# The reverse, for the sandbox and the tests to answer with a named refusal.
-RETURN_CODE_OF: dict[str, int] = {name: code for code, (name, _) in RETURN_CODES.items()}
-
-_RETURN_MSG_MAX = 200
-# Runs of digits as long as a phone, card or ID number: never copied into an exception.
-_LONG_NUMBER = re.compile(r"\d{11,}")
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_STRUCTURAL = re.compile(r'["{}\[\]]')
-_WHITESPACE = " \t\r\n"
-_LITERAL_END = ",}] \t\r\n"
-
-
-class IcbcError(Exception):
-    """ICBC refused a call, or the call failed.
-
-    ``code`` is a stable name (``NOT_ICBC_CARD``, ``SMS_CODE_INVALID``, ``NETWORK_ERROR``, ...);
-    ``retryable`` tells whether the same call may succeed later; ``return_code`` is ICBC's own
-    code when ICBC answered. Messages never carry a key, card, ID or phone number.
-    """
-
-    def __init__(
-        self, code: str, message: str, retryable: bool = False, return_code: int | None = None
-    ) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.retryable = retryable
-        self.return_code = return_code
-
-
-class IcbcSignatureError(IcbcError):
-    """A signature from ICBC (response or notify) is missing or does not verify."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("SIGNATURE_INVALID", message)
-
-
-class IcbcMalformed(IcbcError):
-    """ICBC's message is not in the documented shape (or not for us)."""
-
-    def __init__(self, message: str, retryable: bool = False) -> None:
-        super().__init__("MALFORMED", message, retryable)
+ACCOUNT_LEVELS: dict[str, AccountClass] = {"1": "I", "2": "II", "3": "III"}
+# trx_type of an account transaction (ours).
+TRX_DIRECTIONS: dict[str, str] = {"1": "in", "2": "out"}
+ENTRUST_SIGN = "0"
+ENTRUST_CANCEL = "1"
+# JFT fixed codes, as the samples send them.
+OPEN_SERVICE = "openaccount"
+RESEND_SERVICE = "scode"
+CHECK_SERVICE = "scodeverify"
+RESEND_TYPE = "5"
+CHANNEL_NOT_APP = "2"
+ID_CARD = "0"
+_SERIAL_CHARS = 16
+_DEVICE_ID_CHARS = 32
 
 
 @dataclass(frozen=True)
 class PaymentStatus:
-    """ICBC's word on one order: ``paid``, ``pending``, ``failed`` or ``closed``."""
+    """ICBC's word on one order."""
 
     order_no: str
     status: PaymentState
@@ -164,17 +112,39 @@ class PaymentStatus:
 
 
 @dataclass(frozen=True)
-class WalletInfo:
-    """The ICBC e-wallet a verified person holds."""
+class AccountInfo:
+    """The ICBC account a verified person pays from: a JFT e-wallet (Class II or III, its own
+    number) or their ICBC Class I card (no separate number: ``wallet_no`` is None)."""
 
-    wallet_no: str
-    wallet_class: WalletClass
-    linked_card_masked: str
+    wallet_no: str | None
+    account_class: AccountClass
+    bound_card_masked: str | None
+
+
+@dataclass(frozen=True)
+class OpeningResult:
+    """The outcome of an opening: ``opened`` (with the account), ``pending`` (ICBC's notify
+    will tell) or ``refused``."""
+
+    serial: str
+    status: Literal["opened", "pending", "refused"]
+    account: AccountInfo | None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A verified notify: which of our interfaces it reports on and its ``biz_content``."""
+
+    kind: NoticeKind
+    msg_id: str
+    biz: dict[str, Any]
+    encrypted: bool
 
 
 @dataclass(frozen=True)
 class NotifyPayload:
-    """A verified payment notify: ``success`` is ``return_code == 0``; ``raw`` is biz_content."""
+    """A verified payment result: ``success`` is a paid order; ``raw`` is biz_content."""
 
     msg_id: str
     order_no: str
@@ -185,339 +155,51 @@ class NotifyPayload:
     raw: dict[str, Any]
 
 
-# Keys and signatures.
+@dataclass(frozen=True)
+class Person:
+    """Who an opening or an agreement is for, as the bank must see them."""
+
+    name: str
+    id_number: str
+    phone: str
 
 
-def generate_private_key_pem(bits: int = 2048) -> str:
-    """A new RSA private key as PKCS#8 PEM (the sandbox and the tests use it)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode("ascii")
+def corp_serial(app_id: str) -> str:
+    """A new JFT ``corpSerno``: the 20-digit app id and a serial of ours (36 at most)."""
+    return app_id + secrets.token_hex(_SERIAL_CHARS // 2).upper()
 
 
-def public_key_pem(private_key_pem: str) -> str:
-    """The SubjectPublicKeyInfo PEM of a private key (what the other side verifies with)."""
-    from cryptography.hazmat.primitives import serialization
-
-    public = _private_key(private_key_pem).public_key()
-    return public.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode("ascii")
+def gender_of(id_number: str) -> int:
+    """1 (male) or 2 (female), from the 17th digit of a resident ID number (GB 11643)."""
+    return 1 if int(id_number[16]) % 2 else 2
 
 
-def _key_bytes(text: str) -> tuple[bytes, bool]:
-    """The key's bytes and whether they are PEM (else DER from ICBC's bare base64)."""
-    text = text.strip()
-    if text.startswith("-----BEGIN"):
-        return text.encode("ascii"), True
-    return base64.b64decode("".join(text.split()), validate=True), False
-
-
-@lru_cache(maxsize=8)
-def _private_key(pem: str) -> Any:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
+def request_payment_of(package_text: str) -> dict[str, str]:
+    """The arguments of ``wx.requestPayment`` from ICBC's ``wx_data_package``."""
     try:
-        raw, is_pem = _key_bytes(pem)
-        load = serialization.load_pem_private_key if is_pem else serialization.load_der_private_key
-        key = load(raw, password=None)
-    except (ValueError, TypeError, binascii.Error):
-        key = None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        # The key text is never echoed: it is the one secret this module holds.
-        raise IcbcError("CONFIG", "the ICBC private key is missing or not an RSA private key")
-    return key
-
-
-_MIN_RSA_BITS = 2048
-
-
-def key_problems(private_pem: str, public_pem: str) -> list[str]:
-    """Why these ICBC keys cannot be used (not RSA, unreadable, shorter than 2048 bits);
-    empty when they are fine. Never repeats the key text."""
-    problems = []
-    for name, load, text in (
-        ("CAIYUN_ICBC_PRIVATE_KEY", _private_key, private_pem),
-        ("CAIYUN_ICBC_GATEWAY_PUBLIC_KEY", _public_key, public_pem),
-    ):
-        try:
-            key = load(text)
-        except IcbcError:
-            problems.append(f"{name} is not a readable RSA key")
-            continue
-        if key.key_size < _MIN_RSA_BITS:
-            problems.append(f"{name} must be an RSA key of at least {_MIN_RSA_BITS} bits")
-    return problems
-
-
-@lru_cache(maxsize=8)
-def _public_key(pem: str) -> Any:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    try:
-        raw, is_pem = _key_bytes(pem)
-        load = serialization.load_pem_public_key if is_pem else serialization.load_der_public_key
-        key = load(raw)
-    except (ValueError, TypeError, binascii.Error):
-        key = None
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise IcbcError("CONFIG", "the ICBC gateway public key is missing or not an RSA key")
-    return key
-
-
-def _hash(alg: SignAlg) -> Any:
-    from cryptography.hazmat.primitives import hashes
-
-    if alg == "SHA256":
-        return hashes.SHA256()
-    if alg == "SHA1":
-        return hashes.SHA1()
-    raise ValueError(f"unknown signature algorithm {alg!r}")
-
-
-def rsa_sign(text: str, private_key_pem: str, alg: SignAlg = "SHA256") -> str:
-    """Base64 of ``alg``withRSA (PKCS#1 v1.5) over the UTF-8 bytes of ``text``."""
-    from cryptography.hazmat.primitives.asymmetric import padding
-
-    key = _private_key(private_key_pem)
-    signature = key.sign(text.encode("utf-8"), padding.PKCS1v15(), _hash(alg))
-    return base64.b64encode(signature).decode("ascii")
-
-
-def rsa_verify(text: str, signature: str, public_key_pem: str, alg: SignAlg) -> bool:
-    """Whether ``signature`` (base64) is ``alg``withRSA over ``text`` by that public key."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric import padding
-
-    key = _public_key(public_key_pem)
-    # A form decoder turns an unescaped '+' into a space; base64 never contains spaces, so this
-    # repairs that without accepting anything a correct sender could not have meant.
-    cleaned = "".join(signature.replace(" ", "+").split())
-    try:
-        raw = base64.b64decode(cleaned, validate=True)
-        key.verify(raw, text.encode("utf-8"), padding.PKCS1v15(), _hash(alg))
-    except (InvalidSignature, binascii.Error, ValueError):
-        return False
-    return True
-
-
-def signing_string(path: str, params: dict[str, str]) -> str:
-    """``path?k=v&...``: every non-empty parameter except ``sign``, sorted by key, raw."""
-    pairs = sorted((k, v) for k, v in params.items() if k != "sign" and v is not None and v != "")
-    return path + "?" + "&".join(f"{k}={v}" for k, v in pairs)
-
-
-def sign_params(path: str, params: dict[str, str], private_key_pem: str) -> str:
-    """The RSA2 ``sign`` of a request (or of a notify, on ICBC's side) to ``path``."""
-    return rsa_sign(signing_string(path, params), private_key_pem, "SHA256")
-
-
-# Slicing a member's raw text out of a JSON document.
-
-
-def _skip_ws(text: str, i: int) -> int:
-    while i < len(text) and text[i] in _WHITESPACE:
-        i += 1
-    return i
-
-
-def _end_of_string(text: str, i: int) -> int:
-    found = _STRING.match(text, i)
-    if found is None:
-        raise IcbcMalformed("unterminated string in ICBC's JSON")
-    return found.end()
-
-
-def _end_of_value(text: str, i: int) -> int:
-    if i >= len(text):
-        raise IcbcMalformed("truncated JSON from ICBC")
-    first = text[i]
-    if first == '"':
-        return _end_of_string(text, i)
-    if first in "{[":
-        depth, j = 0, i
-        while True:
-            found = _STRUCTURAL.search(text, j)
-            if found is None:
-                raise IcbcMalformed("unbalanced JSON from ICBC")
-            j = found.start()
-            mark = text[j]
-            if mark == '"':
-                j = _end_of_string(text, j)
-                continue
-            depth += 1 if mark in "{[" else -1
-            j += 1
-            if depth == 0:
-                return j
-    j = i
-    while j < len(text) and text[j] not in _LITERAL_END:
-        j += 1
-    if j == i:
-        raise IcbcMalformed("missing JSON value from ICBC")
-    return j
-
-
-def raw_json_member(document: str, key: str) -> str:
-    """The exact text of the value of the top-level member ``key`` of a JSON object.
-
-    Walks the top-level members only (a key spelt inside a string or a nested object is never
-    mistaken for it), honours strings and escapes, and refuses a document that names ``key``
-    twice: a parser keeps the last and a slicer the first, which an attacker could exploit.
-    """
-    i = _skip_ws(document, 0)
-    if not document.startswith("{", i):
-        raise IcbcMalformed("ICBC's reply is not a JSON object")
-    i = _skip_ws(document, i + 1)
-    found: str | None = None
-    if document.startswith("}", i):
-        i += 1
-    else:
-        while True:
-            if not document.startswith('"', i):
-                raise IcbcMalformed("ICBC's reply has a member without a name")
-            name_end = _end_of_string(document, i)
-            try:
-                name = json.loads(document[i:name_end])
-            except ValueError:
-                raise IcbcMalformed("ICBC's reply has a badly escaped member name") from None
-            i = _skip_ws(document, name_end)
-            if not document.startswith(":", i):
-                raise IcbcMalformed("ICBC's reply has a member without a value")
-            start = _skip_ws(document, i + 1)
-            i = _end_of_value(document, start)
-            if name == key:
-                if found is not None:
-                    raise IcbcMalformed(f"ICBC's reply names {key} twice")
-                found = document[start:i]
-            i = _skip_ws(document, i)
-            if document.startswith(",", i):
-                i = _skip_ws(document, i + 1)
-                continue
-            if document.startswith("}", i):
-                i += 1
-                break
-            raise IcbcMalformed("ICBC's reply is not a well-formed JSON object")
-    if _skip_ws(document, i) != len(document):
-        raise IcbcMalformed("trailing text after ICBC's JSON")
-    if found is None:
-        raise IcbcMalformed(f"ICBC's reply has no {key}")
+        package = json.loads(package_text)
+    except ValueError:
+        raise IcbcMalformed("ICBC's wx_data_package is not JSON") from None
+    if not isinstance(package, dict):
+        raise IcbcMalformed("ICBC's wx_data_package is not an object")
+    spellings = {
+        "timeStamp": ("timeStamp", "timestamp"),
+        "nonceStr": ("nonceStr", "noncestr"),
+        "package": ("package",),
+        "signType": ("signType", "signtype", "sign_type"),
+        "paySign": ("paySign", "sign"),
+    }
+    found = {}
+    for name, keys in spellings.items():
+        value = next((package[k] for k in keys if package.get(k) not in (None, "")), None)
+        if value is None:
+            raise IcbcMalformed(f"ICBC's wx_data_package has no {name}")
+        found[name] = str(value)
     return found
 
 
-def verify_response(body: str, public_key_pem: str, alg: SignAlg) -> dict[str, Any]:
-    """The verified ``response_biz_content`` of a gateway reply, parsed from the signed text."""
-    try:
-        envelope = json.loads(body)
-    except ValueError:
-        raise IcbcMalformed("ICBC's reply is not JSON") from None
-    if not isinstance(envelope, dict):
-        raise IcbcMalformed("ICBC's reply is not a JSON object")
-    signed = raw_json_member(body, "response_biz_content")
-    signature = envelope.get("sign")
-    if not isinstance(signature, str) or not signature:
-        raise IcbcSignatureError("ICBC's reply is not signed")
-    if not rsa_verify(signed, signature, public_key_pem, alg):
-        raise IcbcSignatureError("ICBC's reply signature does not verify")
-    # Parsed from the very text that was verified, so nothing unverified is ever read.
-    biz = json.loads(signed)
-    if not isinstance(biz, dict):
-        raise IcbcMalformed("ICBC's response_biz_content is not an object (encrypted?)")
-    return biz
-
-
-def notify_reply_text(success: bool, msg_id: str, message: str, private_key_pem: str) -> str:
-    """The signed JSON answer to a notify (see the module docstring for the signed span)."""
-    biz = {"return_code": 0 if success else 1, "return_msg": message, "msg_id": msg_id}
-    biz_text = json.dumps(biz, ensure_ascii=False, separators=(",", ":"))
-    span = f'"response_biz_content":{biz_text},"sign_type":"{SIGN_TYPE_RSA2}"'
-    signature = rsa_sign(span, private_key_pem, "SHA256")
-    return "{" + span + ',"sign":' + json.dumps(signature) + "}"
-
-
-# Field parsing.
-
-
-def icbc_time(moment: datetime) -> str:
-    """``yyyy-MM-dd HH:mm:ss`` in GMT+8, ICBC's timestamp format."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(SHANGHAI).strftime(TIME_FORMAT)
-
-
-def parse_icbc_time(value: Any) -> datetime | None:
-    """An aware UTC datetime from ICBC's GMT+8 ``yyyy-MM-dd HH:mm:ss`` or ``yyyyMMddHHmmss``."""
-    if not isinstance(value, str) or not value:
-        return None
-    for pattern in (TIME_FORMAT, "%Y%m%d%H%M%S"):
-        try:
-            local = datetime.strptime(value, pattern)
-        except ValueError:
-            continue
-        return local.replace(tzinfo=SHANGHAI).astimezone(timezone.utc)
-    return None
-
-
-def _fen(value: Any, name: str) -> int:
-    # Amounts come as numbers or digit strings; a bool or a float is never a fen amount.
-    if isinstance(value, int) and not isinstance(value, bool):
-        amount = value
-    elif isinstance(value, str) and value.isdigit():
-        amount = int(value)
-    else:
-        raise IcbcMalformed(f"ICBC sent no valid {name}")
-    if amount < 0:
-        raise IcbcMalformed(f"ICBC sent a negative {name}")
-    return amount
-
-
-def _return_code(biz: dict[str, Any]) -> int:
-    value = biz.get("return_code")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
-        return int(value)
-    raise IcbcMalformed("ICBC sent no valid return_code")
-
-
-def _text(biz: dict[str, Any], name: str) -> str:
-    value = biz.get(name)
-    if not isinstance(value, str) or not value:
-        raise IcbcMalformed(f"ICBC sent no {name}")
-    return value
-
-
-def _optional_text(biz: dict[str, Any], name: str) -> str | None:
-    value = biz.get(name)
-    return value if isinstance(value, str) and value else None
-
-
-def _safe_message(value: Any) -> str:
-    text = value if isinstance(value, str) else ""
-    return _LONG_NUMBER.sub("***", text)[:_RETURN_MSG_MAX]
-
-
-def business_error(return_code: int, return_msg: Any) -> IcbcError:
-    """The IcbcError for a non-zero ``return_code``."""
-    code, retryable = RETURN_CODES.get(return_code, (f"ICBC_{return_code}", False))
-    message = f"ICBC refused (return_code {return_code}): {_safe_message(return_msg)}"
-    return IcbcError(code, message, retryable, return_code)
-
-
 class IcbcClient:
-    """The ICBC Open Platform for one app: payments, real-name, wallet and auto-debit.
-
-    One client per warm container; it holds a pooled HTTP session. Every method raises
-    :class:`IcbcError` (network trouble and ICBC's busy answers are ``retryable``); an order
-    number makes payment calls idempotent at ICBC, so a retried charge never pays twice.
-    """
+    """The ICBC Open Platform for one app: payments, the account, and auto-debit."""
 
     def __init__(
         self, settings: Settings, clock: Clock, session: requests.Session | None = None
@@ -532,47 +214,53 @@ class IcbcClient:
         """The settings this client was built with (the sandbox finds its fake bank by them)."""
         return self._settings
 
-    # Payments.
+    # WeChat Pay through ICBC acquiring.
 
-    def create_payment(
+    def pay_biz(
         self,
         order_no: str,
         amount_fen: int,
         subject: str,
-        payer_openid: str | None,
-        method: PayMethod,
-        expires_at: datetime,
+        openid: str,
+        expires_in_s: int,
+        client_ip: str | None,
     ) -> dict[str, Any]:
-        """Place an order with ICBC; returns what the mini-program hands ICBC's pay component.
-
-        That is the gateway's ``response_biz_content`` without its ``return_code``,
-        ``return_msg`` and ``msg_id``. Calling again with the same order number and amount
-        returns the same order.
-        """
+        """The ``biz_content`` of a WeChat Pay order, exactly as ICBC's sample builds it."""
         _positive(amount_fen, "amount_fen")
-        if method not in PAY_MODES:
-            raise ValueError(f"unknown payment method {method!r}")
         s = self._settings
-        biz: dict[str, Any] = {
+        biz = {
             "mer_id": s.icbc_merchant_id,
             "out_trade_no": order_no,
-            "pay_mode": PAY_MODES[method],
+            "pay_mode": PAY_MODE_WECHAT,
             "access_type": ACCESS_TYPE_MINIPROGRAM,
-            "total_fee": str(amount_fen),
+            "mer_prtcl_no": s.icbc_mer_prtcl_no,
+            "orig_date_time": self._local().strftime("%Y-%m-%dT%H:%M:%S"),
             "body": subject,
             "fee_type": "001",
-            "icbc_appid": s.icbc_app_id,
+            "total_fee": str(amount_fen),
             "mer_url": s.icbc_notify_url,
+            "shop_appid": s.wechat_appid,
+            "icbc_appid": s.icbc_app_id,
+            "open_id": openid,
+            "expire_time": str(max(expires_in_s, 1)),
             "notify_type": "HS",
             "result_type": "0",
-            "orig_date_time": self._now().astimezone(SHANGHAI).strftime("%Y-%m-%dT%H:%M:%S"),
-            "expire_time": icbc_time(expires_at),
         }
-        if payer_openid:
-            biz["open_id"] = payer_openid
-        reply = self._call("consumepurchase", s.icbc_pay_path, biz)
-        _same_order(reply, order_no)
-        return {k: v for k, v in reply.items() if k not in ("return_code", "return_msg", "msg_id")}
+        if client_ip:
+            biz["spbill_create_ip"] = client_ip
+        return biz
+
+    def create_wechat_payment(self, biz: dict[str, Any]) -> dict[str, Any]:
+        """Place a WeChat Pay order (:meth:`pay_biz`); returns ICBC's ``order_id`` and the
+        ``request_payment`` arguments for ``wx.requestPayment``. The same order number and
+        amount again returns the same order."""
+        reply = self._call(sheets.PAY, biz)
+        _same_order(reply, biz["out_trade_no"])
+        package = required_text(reply, "wx_data_package")
+        return {
+            "order_id": required_text(reply, "order_id"),
+            "request_payment": request_payment_of(package),
+        }
 
     def query_payment(self, order_no: str) -> PaymentStatus:
         """ICBC's current status of an order (reconciles an order whose notify never came)."""
@@ -582,108 +270,227 @@ class IcbcClient:
             "out_trade_no": order_no,
             "deal_flag": "0",
             "icbc_appid": s.icbc_app_id,
+            "mer_prtcl_no": s.icbc_mer_prtcl_no,
         }
-        reply = self._call("orderqry", s.icbc_query_path, biz)
-        return _payment_status(reply, order_no)
-
-    # Real-name verification and the e-wallet.
-
-    def realname_start(
-        self, method: PayMethod, name: str, id_number: str, card_no: str, bank_phone: str
-    ) -> str:
-        """Start real-name verification; ICBC texts a code to ``bank_phone``. Returns a ticket.
-
-        ``card``: ``card_no`` must be an ICBC Class I debit card (else ``NOT_ICBC_CARD``);
-        ``wallet``: opens an ICBC e-wallet with ``card_no`` (any bank) as its linked card.
-        """
-        if method not in OPEN_TYPES:
-            raise ValueError(f"unknown verification method {method!r}")
-        biz = {
-            "mer_id": self._settings.icbc_merchant_id,
-            "open_type": OPEN_TYPES[method],
-            "cust_name": name,
-            "cert_type": "0",
-            "cert_no": id_number,
-            "card_no": card_no,
-            "mobile_no": bank_phone,
-        }
-        reply = self._call("openacct", self._settings.icbc_wallet_open_path, biz)
-        return _text(reply, "apply_no")
-
-    def realname_confirm(self, ticket: str, sms_code: str) -> WalletInfo:
-        """Finish verification with the code ICBC texted; a wrong one is ``SMS_CODE_INVALID``."""
-        biz = {"mer_id": self._settings.icbc_merchant_id, "apply_no": ticket, "sms_code": sms_code}
-        reply = self._call("openacctconfirm", self._settings.icbc_wallet_confirm_path, biz)
-        wallet_class = WALLET_CLASSES.get(str(reply.get("acct_class")))
-        if wallet_class is None:
-            raise IcbcMalformed("ICBC sent no valid acct_class")
-        return WalletInfo(
-            wallet_no=_text(reply, "wallet_no"),
-            wallet_class=wallet_class,
-            linked_card_masked=_text(reply, "bind_card_no"),
+        reply = self._call(sheets.QUERY, biz)
+        _same_order(reply, order_no)
+        status = PAY_STATUS.get(str(reply.get("pay_status")))
+        if status is None:
+            raise IcbcMalformed("ICBC sent no valid pay_status")
+        return PaymentStatus(
+            order_no=order_no,
+            status=status,
+            amount_fen=fen_value(reply.get("total_amt"), "total_amt"),
+            transaction_id=optional_text(reply, "order_id"),
+            paid_at=parse_icbc_time(reply.get("pay_time")) if status == "paid" else None,
         )
 
-    def wallet_balance(self, wallet_no: str) -> int:
-        """The wallet's available balance in fen."""
-        biz = {"mer_id": self._settings.icbc_merchant_id, "wallet_no": wallet_no}
-        reply = self._call("balancequery", self._settings.icbc_wallet_balance_path, biz)
-        return _fen(reply.get("balance"), "balance")
+    # Opening and verifying the account (JFT).
 
-    def wallet_transactions(
-        self, wallet_no: str, page: int, page_size: int
+    def open_account(
+        self,
+        serial: str,
+        account_class: AccountClass,
+        person: Person,
+        card_no: str,
+        occupation: int,
+        id_valid_until: date | None,
+        client_ip: str | None,
+        device_id: str,
+    ) -> str:
+        """Ask ICBC to verify the person and open (Class II/III) or bind (Class I, the card
+        itself) the account; ICBC texts a code to ``person.phone``. Returns its number
+        (``smsSendNo``), which :meth:`confirm_opening` sends back with the code."""
+        s = self._settings
+        biz: dict[str, Any] = {
+            "appId": s.icbc_app_id,
+            "corpSerno": serial,
+            "bindMedium": card_no,
+            "certNo": person.id_number,
+            "certType": int(ID_CARD),
+            "custName": person.name,
+            "mobileNo": person.phone,
+            "notifyAddr": s.icbc_notify_url,
+            "outServiceCode": OPEN_SERVICE,
+            **self._jft_moment(),
+            "userProFlag": s.icbc_user_pro_flags[account_class],
+            "channelType": CHANNEL_NOT_APP,
+            "deviceId": device_id[:_DEVICE_ID_CHARS],
+            "occupation": occupation,
+            "foreverFlag": 0 if id_valid_until else 1,
+            "gender": gender_of(person.id_number),
+        }
+        if id_valid_until:
+            biz["validityPeriod"] = id_valid_until.isoformat()
+        if client_ip:
+            biz["custIp"] = client_ip
+        reply = self._call(sheets.WALLET_OPEN, biz)
+        return required_text(reply, "smsSendNo")
+
+    def _about_opening(self, serial: str, service: str) -> dict[str, Any]:
+        # A JFT call about an opening: a serial of its own, the opening's as the original.
+        app_id = self._settings.icbc_app_id
+        return {
+            "appId": app_id,
+            "corpSerno": corp_serial(app_id),
+            "corpSernoOriginal": serial,
+            "outServiceCode": service,
+            **self._jft_moment(),
+        }
+
+    def resend_opening_code(self, serial: str) -> str:
+        """Text the opening's code again; returns the new code's number."""
+        biz = {**self._about_opening(serial, RESEND_SERVICE), "type": RESEND_TYPE}
+        return required_text(self._call(sheets.WALLET_SENDMSG, biz), "smsSendNo")
+
+    def confirm_opening(self, serial: str, sms_send_no: str, sms_code: str) -> OpeningResult:
+        """Send back the code ICBC texted; a wrong one is ``SMS_CODE_INVALID``. The account
+        may open at once or later (ICBC's result notify, :meth:`read_opening`)."""
+        biz = {
+            **self._about_opening(serial, CHECK_SERVICE),
+            "smsSendNo": sms_send_no,
+            "smsScode": sms_code,
+        }
+        reply = self._call(sheets.WALLET_CHECKSMS, biz)
+        if reply.get("corpSernoOriginal") not in (None, "", serial):
+            raise IcbcMalformed("ICBC answered about another opening")
+        if reply.get("openStatus") == "2":
+            return OpeningResult(serial, "pending", None)
+        return OpeningResult(serial, "opened", _account(reply))
+
+    # Paying from the account.
+
+    def pay_from_account(
+        self, order_no: str, account_no: str, amount_fen: int, subject: str, payer_id: str
+    ) -> PaymentStatus:
+        """Debit the payer's ICBC account (e-wallet or Class I card) for an order; a balance
+        too small is ``BALANCE_INSUFFICIENT`` and nothing is paid. The same order number
+        never debits twice."""
+        _positive(amount_fen, "amount_fen")
+        s = self._settings
+        style = sheets.PAY_STYLES[s.icbc_wallet_pay_style]
+        local = self._local()
+        biz = {
+            "appId": s.icbc_app_id,
+            "trxAccDate": local.strftime(style["date"]),
+            "trxAccTime": local.strftime("%H:%M:%S"),
+            "corpDate": local.strftime(style["date"]),
+            "corpSerno": order_no,
+            "orderId": order_no,
+            "orderName": subject,
+            "baseAcctNo": account_no,
+            "tranAmt": pay_amount_text(amount_fen, s.icbc_wallet_pay_style),
+            "outUserId": payer_id,
+            "notifyUrl": s.icbc_notify_url,
+        }
+        return self._wallet_payment(self._call(sheets.WALLET_PAY, biz), order_no)
+
+    def _wallet_payment(self, biz: dict[str, Any], order_no: str) -> PaymentStatus:
+        if biz.get("orderId") not in (None, "", order_no):
+            raise IcbcMalformed("ICBC answered about another order")
+        return PaymentStatus(
+            order_no=order_no,
+            status="paid" if biz.get("payStatus") == "1" else "failed",
+            amount_fen=pay_amount_fen(biz.get("tranAmt"), self._settings.icbc_wallet_pay_style),
+            transaction_id=optional_text(biz, "trxSerno"),
+            paid_at=parse_icbc_time(biz.get("payTime")),
+        )
+
+    def account_balance(self, account_no: str) -> int:
+        """The account's available balance in fen."""
+        reply = self._call(sheets.WALLET_BALANCE, self._account_query(account_no))
+        return fen_value(reply.get("balance"), "balance")
+
+    def account_transactions(
+        self, account_no: str, page: int, page_size: int
     ) -> tuple[list[dict[str, Any]], int]:
-        """One page (from 1) of the wallet's transactions, newest first, and their total.
+        """One page (from 1) of the account's transactions, newest first, and their total.
 
         Each item: ``transaction_id``, ``direction`` (``in``/``out``), ``amount_fen``,
         ``balance_fen``, ``summary`` and ``occurred_at`` (ISO 8601, +08:00).
         """
         if page < 1 or not 1 <= page_size <= 100:
             raise ValueError("page starts at 1 and page_size is 1 to 100")
-        biz = {
-            "mer_id": self._settings.icbc_merchant_id,
-            "wallet_no": wallet_no,
-            "page_no": str(page),
-            "page_size": str(page_size),
-        }
-        reply = self._call("detailquery", self._settings.icbc_wallet_transactions_path, biz)
+        biz = {**self._account_query(account_no), "pageNo": str(page), "pageSize": str(page_size)}
+        reply = self._call(sheets.WALLET_TRANSACTIONS, biz)
         records = reply.get("records")
         if not isinstance(records, list):
             raise IcbcMalformed("ICBC sent no records")
-        return [_transaction(record) for record in records], _fen(reply.get("total_num"), "total")
+        total = fen_value(reply.get("totalNum"), "totalNum")
+        return [_transaction(record) for record in records], total
 
-    # Auto-debit (代扣).
+    # Auto-debit (代扣): the entrusted-debit agreement and the debit under it.
 
-    def sign_autodebit(self, wallet_no: str, limit_fen: int, end_date: date) -> str:
-        """Sign an entrusted-debit agreement on the wallet; returns the agreement number.
+    def autodebit_send_code(
+        self, agreement_id: str, account_no: str, person: Person, limit_fen: int, end: date
+    ) -> str:
+        """Start signing an entrusted-debit agreement: ICBC texts a code to the person's
+        bank phone. Returns the code's number (``sendNo``)."""
+        biz = {
+            **self._entrust(agreement_id, ENTRUST_SIGN, person, limit_fen, end),
+            "acctNo": account_no,
+            "acctName": person.name,
+            "idType": ID_CARD,
+        }
+        return required_text(self._call(sheets.AUTODEBIT_SMS, biz), "sendNo")
 
-        ``limit_fen`` caps each charge; the agreement lapses after ``end_date``.
-        """
+    def autodebit_sign(
+        self,
+        agreement_id: str,
+        account_no: str,
+        person: Person,
+        limit_fen: int,
+        end: date,
+        send_no: str,
+        code: str,
+    ) -> str:
+        """Sign the agreement with the code ICBC texted; returns ICBC's agreement number."""
+        biz = {
+            **self._entrust(agreement_id, ENTRUST_SIGN, person, limit_fen, end),
+            "accountNo": account_no,
+            "accountName": person.name,
+            "sendNo": send_no,
+            "verifyCode": code,
+        }
+        reply = self._call(sheets.AUTODEBIT_AGREEMENT, biz)
+        return optional_text(reply, "protocolNo") or required_text(reply, "srVid")
+
+    def autodebit_cancel(
+        self, agreement_id: str, account_no: str, person: Person, limit_fen: int, end: date
+    ) -> None:
+        """Cancel the agreement; cancelling it again is harmless."""
+        biz = {
+            **self._entrust(agreement_id, ENTRUST_CANCEL, person, limit_fen, end),
+            "accountNo": account_no,
+            "accountName": person.name,
+        }
+        self._call(sheets.AUTODEBIT_AGREEMENT, biz)
+
+    def _entrust(
+        self, agreement_id: str, deal: str, person: Person, limit_fen: int, end: date
+    ) -> dict[str, Any]:
         _positive(limit_fen, "limit_fen")
-        biz = {
-            "mer_id": self._settings.icbc_merchant_id,
-            "oper_type": AGREEMENT_SIGN,
-            "wallet_no": wallet_no,
-            "single_limit": str(limit_fen),
-            "end_date": end_date.isoformat(),
+        s = self._settings
+        return {
+            "appId": s.icbc_app_id,
+            "outVendorId": s.icbc_vendor_id,
+            "srVid": agreement_id,
+            "dealFlag": deal,
+            "projectId": s.icbc_entrust_project_id,
+            "busiCode": s.icbc_entrust_busi_code,
+            "mobile": person.phone,
+            "idNo": person.id_number,
+            "protocolEndDate": end.isoformat(),
+            "protocolLimitAmount": str(limit_fen),
+            "bankFlag": "1",
         }
-        reply = self._call("entrustprtl", self._settings.icbc_autodebit_agreement_path, biz)
-        return _text(reply, "prtcl_no")
-
-    def cancel_autodebit(self, agreement_no: str) -> None:
-        """Cancel an entrusted-debit agreement; cancelling it again is harmless."""
-        biz = {
-            "mer_id": self._settings.icbc_merchant_id,
-            "oper_type": AGREEMENT_CANCEL,
-            "prtcl_no": agreement_no,
-        }
-        self._call("entrustprtl", self._settings.icbc_autodebit_agreement_path, biz)
 
     def autodebit_charge(
         self, agreement_no: str, order_no: str, amount_fen: int, subject: str
     ) -> PaymentStatus:
-        """Charge the wallet under an agreement, without the payer present.
+        """Charge the account under an agreement, without the payer present.
 
-        A decline (insufficient balance) is ``status="failed"``, not an error; a cancelled or
+        A decline (balance too small) is ``status="failed"``, not an error; a cancelled or
         lapsed agreement is ``AGREEMENT_INVALID``, a charge over its limit
         ``AUTODEBIT_LIMIT_EXCEEDED``. The same order number never charges twice.
         """
@@ -694,18 +501,28 @@ class IcbcClient:
             "out_trade_no": order_no,
             "total_fee": str(amount_fen),
             "body": subject,
-            "orig_date_time": self._now().astimezone(SHANGHAI).strftime("%Y-%m-%dT%H:%M:%S"),
+            "orig_date_time": self._local().strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        reply = self._call("passfreepay", self._settings.icbc_autodebit_pay_path, biz)
-        return _payment_status(reply, order_no)
+        reply = self._call(sheets.AUTODEBIT_PAY, biz)
+        _same_order(reply, order_no)
+        paid = reply.get("pay_status") == "1"
+        return PaymentStatus(
+            order_no=order_no,
+            status="paid" if paid else "failed",
+            amount_fen=fen_value(reply.get("total_amt"), "total_amt"),
+            transaction_id=optional_text(reply, "order_id"),
+            paid_at=parse_icbc_time(reply.get("pay_time")) if paid else None,
+        )
 
-    # The notify.
+    # Notifies.
 
-    def verify_notify(self, form: dict[str, str]) -> NotifyPayload:
-        """Verify ICBC's signature on a notify form, then read its payment result.
+    def verify_notify(self, form: dict[str, str]) -> Notice:
+        """Verify ICBC's signature on a notify form, with the algorithm its ``sign_type``
+        names (exactly ``RSA`` or ``RSA2``), then read (and decrypt) its ``biz_content``.
 
-        Raises :class:`IcbcSignatureError` (no, forged or altered signature) or
-        :class:`IcbcMalformed` (not for this app/merchant, encrypted, or fields missing).
+        Raises :class:`IcbcSignatureError` (no, forged or altered signature, or a sign type
+        that is neither) or :class:`IcbcMalformed` (not for this app, not about an interface
+        we call, or not readable).
         """
         s = self._settings
         signature = form.get("sign")
@@ -713,45 +530,109 @@ class IcbcClient:
             raise IcbcSignatureError("the notify is not signed")
         if any(not isinstance(v, str) for v in form.values()):
             raise IcbcMalformed("notify fields must be text")
+        alg = SIGN_ALGS.get(form.get("sign_type", ""))
+        if alg is None:
+            shown = "".join(c for c in form.get("sign_type", "")[:16] if c.isalnum())
+            raise IcbcError("SIGN_TYPE_REFUSED", f"the notify's sign_type {shown!r} is refused")
         text = signing_string(s.icbc_notify_sign_path, form)
-        if not rsa_verify(text, signature, s.icbc_gateway_public_key, s.icbc_notify_sign_alg):
+        if not rsa_verify(text, signature, s.icbc_gateway_public_key, alg):
             raise IcbcSignatureError("the notify signature does not verify")
         if form.get("app_id") != s.icbc_app_id:
             raise IcbcMalformed("the notify is for another app")
-        if form.get("encrypt_type"):
-            raise IcbcMalformed("encrypted notifies are not enabled for this app")
-        try:
-            biz = json.loads(form.get("biz_content") or "")
-        except ValueError:
-            raise IcbcMalformed("the notify's biz_content is not JSON") from None
-        if not isinstance(biz, dict):
-            raise IcbcMalformed("the notify's biz_content is not an object")
+        kinds: dict[str, NoticeKind] = {
+            s.icbc_pay_path: "payment",
+            s.icbc_wallet_pay_path: "wallet_payment",
+            s.icbc_wallet_open_path: "wallet_open",
+        }
+        kind = kinds.get(form.get("api", ""))
+        if kind is None:
+            raise IcbcMalformed("the notify is about an interface we did not call")
+        encrypt_type = form.get("encrypt_type", "")
+        if encrypt_type not in ("", ENCRYPT_AES):
+            raise IcbcMalformed("the notify's encrypt_type is not AES")
+        encrypted = encrypt_type == ENCRYPT_AES
+        biz = read_biz(form.get("biz_content", ""), encrypted, self._aes_key(), "biz_content")
+        msg_id = biz.get("msg_id")
+        return Notice(kind, msg_id if isinstance(msg_id, str) else "", biz, encrypted)
+
+    def read_payment(self, notice: Notice) -> NotifyPayload:
+        """The payment result a verified notify carries (WeChat Pay or account payment)."""
+        biz = notice.biz
+        if notice.kind == "wallet_payment":
+            status = self._wallet_payment(biz, required_text(biz, "orderId"))
+            return NotifyPayload(
+                msg_id=notice.msg_id,
+                order_no=status.order_no,
+                amount_fen=status.amount_fen,
+                success=status.status == "paid",
+                transaction_id=status.transaction_id,
+                paid_at=status.paid_at,
+                raw=biz,
+            )
         mer_id = biz.get("mer_id")
-        if s.icbc_merchant_id and mer_id not in (None, "", s.icbc_merchant_id):
+        if self._settings.icbc_merchant_id and mer_id not in (
+            None,
+            "",
+            self._settings.icbc_merchant_id,
+        ):
             raise IcbcMalformed("the notify is for another merchant")
-        msg_id = biz.get("msg_id", "")
         return NotifyPayload(
-            msg_id=msg_id if isinstance(msg_id, str) else "",
-            order_no=_text(biz, "out_trade_no"),
-            amount_fen=_fen(biz.get("total_amt"), "total_amt"),
-            success=_return_code(biz) == 0,
-            transaction_id=_optional_text(biz, "order_id"),
+            msg_id=notice.msg_id,
+            order_no=required_text(biz, "out_trade_no"),
+            amount_fen=fen_value(biz.get("total_amt"), "total_amt"),
+            success=return_code_of(biz) == 0,
+            transaction_id=optional_text(biz, "order_id"),
             paid_at=parse_icbc_time(biz.get("pay_time")),
             raw=biz,
         )
 
-    def notify_reply(self, success: bool, msg_id: str, message: str) -> str:
-        """The signed body to answer a notify with; ICBC resends until it reads success."""
-        return notify_reply_text(success, msg_id, message, self._private_key_pem())
+    def read_opening(self, notice: Notice) -> OpeningResult:
+        """The opening result a verified wallet-opening notify carries."""
+        biz = notice.biz
+        serial = required_text(biz, "corpSerno")
+        if biz.get("openStatus") == "0":
+            return OpeningResult(serial, "opened", _account(biz))
+        return OpeningResult(serial, "refused", None, optional_text(biz, "failReason"))
+
+    def notify_reply(self, success: bool, msg_id: str, message: str, encrypted: bool) -> str:
+        """The signed body to answer a notify with (encrypted when the notify was); ICBC
+        resends until it reads success."""
+        biz = {"return_code": 0 if success else 1, "return_msg": message, "msg_id": msg_id}
+        return notify_reply_text(
+            biz,
+            self._private_key_pem(),
+            self._settings.icbc_sign_type,
+            self._aes_key() if encrypted else None,
+        )
 
     # Transport.
 
     def _private_key_pem(self) -> str:
         return self._settings.icbc_private_key.get_secret_value()
 
+    def _aes_key(self) -> str | None:
+        return self._settings.icbc_aes_key.get_secret_value() or None
+
     def _now(self) -> datetime:
         moment = self._clock.now()
         return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+    def _local(self) -> datetime:
+        return self._now().astimezone(SHANGHAI)
+
+    def _jft_moment(self) -> dict[str, str]:
+        local = self._local()
+        day = local.strftime("%Y-%m-%d")
+        return {"trxAccDate": day, "trxAccTime": local.strftime("%H:%M:%S"), "corpDate": day}
+
+    def _account_query(self, account_no: str) -> dict[str, str]:
+        s = self._settings
+        return {
+            "appId": s.icbc_app_id,
+            "corpSerno": corp_serial(s.icbc_app_id),
+            "corpDate": self._local().strftime("%Y-%m-%d"),
+            "acctNo": account_no,
+        }
 
     def _http(self) -> requests.Session:
         if self._session is None:
@@ -760,23 +641,32 @@ class IcbcClient:
             self._session = requests.Session()
         return self._session
 
-    def _call(self, name: str, path: str, biz: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, sheet: sheets.Sheet, biz: dict[str, Any]) -> dict[str, Any]:
         import requests
 
         s = self._settings
-        url = self._base + path
+        name = sheet.name
+        url = self._base + getattr(s, sheet.path_setting)
         msg_id = secrets.token_hex(16)
         params = {
             "app_id": s.icbc_app_id,
             "msg_id": msg_id,
             "format": FORMAT,
             "charset": CHARSET,
-            "sign_type": SIGN_TYPE_RSA2,
+            "sign_type": s.icbc_sign_type,
             "timestamp": icbc_time(self._now()),
-            "biz_content": json.dumps(biz, ensure_ascii=False, separators=(",", ":")),
+            "biz_content": compact_json(biz),
         }
+        aes_key = self._aes_key()
+        if sheet.encrypted:
+            if aes_key is None:
+                raise IcbcError("CONFIG", f"ICBC {name} needs CAIYUN_ICBC_AES_KEY")
+            params["encrypt_type"] = ENCRYPT_AES
+            params["biz_content"] = aes_encrypt(params["biz_content"], aes_key)
         # Signed over the full URI path, so a gateway base with a path prefix still verifies.
-        params["sign"] = sign_params(urlsplit(url).path, params, self._private_key_pem())
+        params["sign"] = sign_params(
+            urlsplit(url).path, params, self._private_key_pem(), s.icbc_sign_type
+        )
         try:
             response = self._http().post(
                 url,
@@ -799,15 +689,33 @@ class IcbcClient:
             body = response.content.decode("utf-8")
         except UnicodeDecodeError:
             raise IcbcMalformed(f"ICBC {name} answered with something other than UTF-8") from None
-        reply = verify_response(body, s.icbc_gateway_public_key, s.icbc_response_sign_alg)
+        reply = verify_response(body, s.icbc_gateway_public_key, s.icbc_response_sign_alg, aes_key)
         echoed = reply.get("msg_id")
         if echoed not in (None, "", msg_id):
             # A signed reply to another request, replayed: never take it for this one's.
             raise IcbcSignatureError(f"ICBC {name} answered another request")
-        return_code = _return_code(reply)
-        if return_code != 0:
-            raise business_error(return_code, reply.get("return_msg"))
+        code = return_code_of(reply)
+        if code != 0:
+            raise business_error(code, reply.get("return_msg"))
         return reply
+
+
+def pay_amount_text(amount_fen: int, style: sheets.PayStyle) -> str:
+    """An amount as the wallet-pay style writes it: fen digits, or yuan with two decimals."""
+    if sheets.PAY_STYLES[style]["amount"] == "fen":
+        return str(amount_fen)
+    return f"{Decimal(amount_fen) / 100:.2f}"
+
+
+def pay_amount_fen(value: Any, style: sheets.PayStyle) -> int:
+    """The fen of an amount written in the wallet-pay style."""
+    if sheets.PAY_STYLES[style]["amount"] == "fen":
+        return fen_value(value, "tranAmt")
+    if not isinstance(value, str) or sheets.problems(
+        {"tranAmt": sheets.req("yuan")}, {"tranAmt": value}, style
+    ):
+        raise IcbcMalformed("ICBC sent no valid tranAmt")
+    return int(Decimal(value) * 100)
 
 
 def _positive(value: int, name: str) -> None:
@@ -821,31 +729,32 @@ def _same_order(reply: dict[str, Any], order_no: str) -> None:
         raise IcbcMalformed("ICBC answered about another order")
 
 
-def _payment_status(reply: dict[str, Any], order_no: str) -> PaymentStatus:
-    _same_order(reply, order_no)
-    status = PAY_STATUS.get(str(reply.get("pay_status")))
-    if status is None:
-        raise IcbcMalformed("ICBC sent no valid pay_status")
-    return PaymentStatus(
-        order_no=order_no,
-        status=status,
-        amount_fen=_fen(reply.get("total_amt"), "total_amt"),
-        transaction_id=_optional_text(reply, "order_id"),
-        paid_at=parse_icbc_time(reply.get("pay_time")) if status == "paid" else None,
+def _account(biz: dict[str, Any]) -> AccountInfo:
+    account_class = ACCOUNT_LEVELS.get(str(biz.get("acctLevel")))
+    if account_class is None:
+        raise IcbcMalformed("ICBC sent no valid acctLevel")
+    wallet_no = optional_text(biz, "acctNo")
+    if account_class != "I" and wallet_no is None:
+        raise IcbcMalformed("ICBC opened an e-wallet without its number")
+    return AccountInfo(
+        wallet_no=wallet_no if account_class != "I" else None,
+        account_class=account_class,
+        bound_card_masked=optional_text(biz, "bindMedium"),
     )
 
 
 def _transaction(record: Any) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise IcbcMalformed("ICBC sent a transaction that is not an object")
-    direction = TRX_DIRECTIONS.get(str(record.get("trx_type")))
+    direction = TRX_DIRECTIONS.get(str(record.get("trxType")))
     if direction is None:
-        raise IcbcMalformed("ICBC sent a transaction without a valid trx_type")
+        raise IcbcMalformed("ICBC sent a transaction without a valid trxType")
+    summary = record.get("summary")
     return {
-        "transaction_id": _text(record, "trx_serial"),
+        "transaction_id": required_text(record, "trxSerno"),
         "direction": direction,
-        "amount_fen": _fen(record.get("trx_amt"), "trx_amt"),
-        "balance_fen": _fen(record.get("balance"), "balance"),
-        "summary": record.get("summary") if isinstance(record.get("summary"), str) else "",
-        "occurred_at": iso(parse_icbc_time(record.get("trx_time"))),
+        "amount_fen": fen_value(record.get("trxAmt"), "trxAmt"),
+        "balance_fen": fen_value(record.get("balance"), "balance"),
+        "summary": summary if isinstance(summary, str) else "",
+        "occurred_at": iso(parse_icbc_time(record.get("trxTime"))),
     }

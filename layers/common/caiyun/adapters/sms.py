@@ -70,6 +70,12 @@ _TEMPLATES = {
         code_param=0,
         sign="工商银行",
     ),
+    "icbc_autodebit": _Template(
+        params=1,
+        text="您正在签署代扣协议，验证码{0}，5分钟内有效。",
+        code_param=0,
+        sign="工商银行",
+    ),
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, StrictStr, StringConstraints
 
@@ -42,14 +42,50 @@ class BillsReply(Reply):
 
 
 class Pay(Request):
-    """Pay these bills in one ICBC order: bank card, or the ICBC e-wallet."""
+    """Pay these bills in one ICBC order. What the app does with the reply depends on
+    ``method``. ``wechat`` (WeChat Pay through ICBC): the reply is ``pending`` and its
+    ``icbc`` is ``{pay_with: "wechat", order_id, request_payment}``; call
+    ``wx.requestPayment({...icbc.request_payment, success, fail})`` (``request_payment`` holds
+    ``timeStamp``, ``nonceStr``, ``package``, ``signType`` and ``paySign``, named as WeChat
+    names them), then poll ``order`` until it leaves ``pending`` (ICBC's notify settles it; a
+    payment the resident cancels stays ``pending`` until ``expires_at``, then ``closed``).
+    ``wallet`` or ``card`` (the ICBC account verified with: the e-wallet, or the Class I
+    card): ICBC debits it at once, the reply is ``paid`` with ``icbc`` ``{pay_with: "account",
+    account_kind}``, nothing to open; too small a balance is ``INSUFFICIENT_BALANCE`` and
+    nothing is paid; a bank that could not be reached leaves the order ``pending`` (poll
+    ``order``). A resident whose bill shows ``paying`` finds its order with ``open_orders``."""
 
     bill_ids: Annotated[list[ObjectKey], Field(min_length=1, max_length=50)]
-    method: Literal["card", "wallet"]
+    method: Literal["wechat", "wallet", "card"]
     request_id: ObjectKey | None = None
 
 
+class RequestPayment(Reply):
+    """The arguments of ``wx.requestPayment``, named as WeChat names them."""
+
+    timeStamp: str
+    nonceStr: str
+    package: str
+    signType: str
+    paySign: str
+
+
+class OrderPayment(Reply):
+    """What the app does next: ``wechat``: ``wx.requestPayment`` with ``request_payment``;
+    ``account`` / ``autodebit``: nothing (the bank debited the account)."""
+
+    pay_with: Literal["wechat", "account", "autodebit"]
+    order_id: str | None
+    request_payment: RequestPayment | None
+    account_kind: Literal["wallet", "card"] | None
+
+
 class Order(Reply):
+    """``icbc``: ``pay_with`` (``wechat``: call ``wx.requestPayment`` with
+    ``request_payment``; ``account`` or ``autodebit``: nothing to do, the bank debited the
+    account), ``order_id`` (ICBC's), ``request_payment`` and ``account_kind`` (``wallet`` or
+    ``card``), null where they do not apply."""
+
     order_no: str
     status: Literal["pending", "paid", "failed", "closed"]
     amount_fen: int
@@ -58,7 +94,24 @@ class Order(Reply):
     created_at: str
     expires_at: str
     paid_at: str | None
-    icbc: dict[str, Any]
+    icbc: OrderPayment
+
+
+class OpenOrders(PageRequest):
+    """Your payment orders still ``pending``, newest first, each with the bills it holds: what
+    a bill shown as ``paying`` is waiting for. Resume one with ``icbc`` (as from ``pay``), or
+    let it expire at ``expires_at``."""
+
+
+class OpenOrder(Order):
+    bills: list[Bill]
+
+
+class OpenOrdersReply(Reply):
+    items: list[OpenOrder]
+    total: int
+    page: int
+    page_size: int
 
 
 class GetOrder(Request):
@@ -79,6 +132,10 @@ class BuildingTotals(Reply):
 
 
 class SummaryReply(Reply):
+    """``refund_due_count`` / ``refund_due_fen``: open payments to give back (a second payment
+    for a settled order, or one for bills paid meanwhile); ``bank_refund_count``: refunds or
+    revocations ICBC reported that did not go through us (see ``payment_issues``)."""
+
     community_id: str
     period: str | None
     paid_count: int
@@ -86,6 +143,9 @@ class SummaryReply(Reply):
     unpaid_count: int
     unpaid_fen: int
     by_building: list[BuildingTotals]
+    refund_due_count: int
+    refund_due_fen: int
+    bank_refund_count: int
 
 
 class StaffList(PageRequest):
@@ -102,6 +162,34 @@ class StaffBill(Bill):
 
 class StaffListReply(Reply):
     items: list[StaffBill]
+    total: int
+    page: int
+    page_size: int
+
+
+class PaymentIssues(PageRequest):
+    """Payments that need a person in a community, newest first: ``extra_settlement`` (a
+    second payment for a settled order: refund it), ``bills_paid_elsewhere`` (paid after its
+    bills were paid another way: refund it), ``bank_refund`` (ICBC reports a refund or
+    revocation, ``bank_status``), ``amount_mismatch`` (ICBC holds another amount)."""
+
+    community_id: ObjectKey
+
+
+class PaymentIssue(Reply):
+    issue_id: str
+    kind: Literal["extra_settlement", "bills_paid_elsewhere", "bank_refund", "amount_mismatch"]
+    order_no: str
+    account_id: str
+    amount_fen: int
+    transaction_id: str | None
+    bank_status: str | None
+    status: str
+    created_at: str
+
+
+class PaymentIssuesReply(Reply):
+    items: list[PaymentIssue]
     total: int
     page: int
     page_size: int

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from caiyun.crypto import mask_phone
 from caiyun.data import paging
-from caiyun.domain import bills, houses, staff
+from caiyun.domain import bills, houses, payment_issues, staff
 from caiyun.services import Services
 
 _UNPAID = ["unpaid", "locked"]
@@ -15,7 +15,8 @@ _UNPAID = ["unpaid", "locked"]
 def summary(
     services: Services, admin: dict[str, Any], community_id: str, period: str | None
 ) -> dict[str, Any]:
-    """Paid and unpaid counts and sums for a community the admin covers, by building."""
+    """Paid and unpaid counts and sums for a community the admin covers, by building, with
+    its open payment issues (refunds due, refunds ICBC reports)."""
     staff.require_scope(admin, community_id)
     match: dict[str, Any] = {"community_id": community_id}
     if period:
@@ -46,6 +47,9 @@ def summary(
         "period": period,
         **total,
         "by_building": [{"building": b, **v} for b, v in sorted(buildings.items())],
+        # The payments to reconcile by hand, whatever the period: money due back, and refunds
+        # ICBC reports.
+        **payment_issues.counts(services, community_id),
     }
 
 

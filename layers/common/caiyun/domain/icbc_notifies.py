@@ -1,4 +1,12 @@
-"""ICBC's payment notify: verified before anything is read, kept for audit, applied once."""
+"""ICBC's notifies: verified before anything is read, kept for audit, applied once.
+
+ICBC posts three kinds to the one notify URL, told apart by the interface they report on: the
+result of a WeChat Pay order, of a payment from the account, and of a JFT account opening (the
+last two AES-encrypted). Payments go through :func:`caiyun.domain.payments.apply_result`, an
+opening through :func:`caiyun.domain.realname.apply_opening`. A notify refused (forged, a sign
+type other than RSA or RSA2, not for us) is answered as a failure and kept with its reason, which
+the call's log line carries too.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ from urllib.parse import parse_qsl
 from pymongo import IndexModel
 
 from caiyun.data.schema import declare
-from caiyun.domain import payments
+from caiyun.domain import payments, realname
 from caiyun.ids import new_id
 from caiyun.services import Services
 
@@ -20,11 +28,15 @@ _MAX_FORM_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class NotifyOutcome:
-    """What to answer ICBC: ``success`` tells it to stop resending."""
+    """What to answer ICBC: ``success`` tells it to stop resending; ``encrypted`` answers an
+    encrypted notify in kind. ``outcome`` and ``reason`` are for the log line."""
 
     success: bool
     msg_id: str
     message: str
+    encrypted: bool = False
+    outcome: str = ""
+    reason: str | None = None
 
 
 def _parse_form(raw_body: str) -> dict[str, str] | None:
@@ -55,30 +67,48 @@ def receive(services: Services, raw_body: str) -> NotifyOutcome:
     )
 
     def record(
-        outcome: str, success: bool, reply_to: str = "", message: str = "", **extra: Any
+        outcome: str,
+        success: bool,
+        reply_to: str = "",
+        message: str = "",
+        encrypted: bool = False,
+        **extra: Any,
     ) -> NotifyOutcome:
         db[NOTIFIES].update_one({"_id": audit_id}, {"$set": {"outcome": outcome, **extra}})
-        return NotifyOutcome(success, reply_to, message or outcome)
+        reason = extra.get("reason")
+        return NotifyOutcome(success, reply_to, message or outcome, encrypted, outcome, reason)
 
     form = _parse_form(raw_body)
     if form is None:
         return record("malformed", False)
+    client = services.icbc
     try:
-        notice = services.icbc.verify_notify(form)
+        notice = client.verify_notify(form)
+        if notice.kind == "wallet_open":
+            opening = client.read_opening(notice)
+        else:
+            paid = client.read_payment(notice)
     except IcbcError as exc:
-        return record("rejected", False, message="verify failed", reason=type(exc).__name__)
-    fields = {"order_no": notice.order_no, "msg_id": notice.msg_id, "amount_fen": notice.amount_fen}
+        # The reason (never the form: it may carry an ID or card number) is kept and logged
+        # for whoever looks into notifies that stop going through.
+        return record("rejected", False, message="verify failed", reason=exc.code)
+    reply = {"reply_to": notice.msg_id, "encrypted": notice.encrypted}
+    if notice.kind == "wallet_open":
+        known = realname.apply_opening(services, opening)
+        outcome = "applied" if known else "unknown_opening"
+        return record(outcome, known, message="success" if known else outcome, **reply)
+    fields = {"order_no": paid.order_no, "msg_id": paid.msg_id, "amount_fen": paid.amount_fen}
     result = payments.BankResult(
-        order_no=notice.order_no,
-        status="paid" if notice.success else "failed",
-        amount_fen=notice.amount_fen,
-        transaction_id=notice.transaction_id,
-        paid_at=notice.paid_at,
+        order_no=paid.order_no,
+        status="paid" if paid.success else "failed",
+        amount_fen=paid.amount_fen,
+        transaction_id=paid.transaction_id,
+        paid_at=paid.paid_at,
     )
     # apply_result checks the order and its amount in the same update that applies it.
     applied = payments.apply_result(services, result)
     if applied == "unknown_order":
-        return record(applied, False, notice.msg_id, "order not found", **fields)
+        return record(applied, False, message="order not found", **reply, **fields)
     if applied == "amount_mismatch":
-        return record(applied, False, notice.msg_id, "amount mismatch", **fields)
-    return record(applied, True, notice.msg_id, "success", **fields)
+        return record(applied, False, message="amount mismatch", **reply, **fields)
+    return record(applied, True, message="success", **reply, **fields)

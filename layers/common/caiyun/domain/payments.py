@@ -1,9 +1,14 @@
 """Payment orders through ICBC: lock bills into an order, settle it exactly once.
 
 The order is written to the database before ICBC is called, so a late or repeated notify always
-finds it. An order is settled by ICBC's notify or, when none arrives, by querying ICBC; both go
-through :func:`apply_result`, whose first step is one conditional update that only one caller
-can win however many notifies race.
+finds it. A resident pays with WeChat Pay acquired by ICBC (the app opens WeChat's payment with
+what ICBC returned, and ICBC's notify settles the order) or from their ICBC account (the
+e-wallet, or the Class I card they verified with: ICBC debits it at once); the timer charges
+accounts whose owner signed the auto-debit agreement. An order is settled by ICBC's notify, by
+ICBC's immediate answer, or, when neither came, by asking ICBC again; all go through
+:func:`apply_result`, whose first step is one conditional update that only one caller can win
+however many notifies race. A second successful payment for a settled order settles nothing
+more: it is flagged for refund (:mod:`caiyun.domain.payment_issues`).
 """
 
 from __future__ import annotations
@@ -18,13 +23,22 @@ from pymongo import DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from caiyun.clock import SHANGHAI, business_date, iso
+from caiyun.data import paging
 from caiyun.data.schema import declare
-from caiyun.domain import bills, memberships, messaging, rate_limits
+from caiyun.domain import (
+    autodebit,
+    bills,
+    memberships,
+    messaging,
+    payment_issues,
+    rate_limits,
+    realname,
+)
 from caiyun.errors import AppError
 from caiyun.money import yuan
 from caiyun.services import Services
 
-PayMethod = Literal["card", "wallet", "autodebit"]
+PayMethod = Literal["wechat", "wallet", "card", "autodebit"]
 OrderStatus = Literal["pending", "paid", "failed", "closed"]
 
 ORDERS = declare(
@@ -39,13 +53,19 @@ MAX_BILLS_PER_ORDER = 50
 
 @dataclass(frozen=True)
 class BankResult:
-    """What ICBC says happened to an order, from a notify or a query."""
+    """What ICBC says happened to an order, from a notify, its answer or a query."""
 
     order_no: str
     status: OrderStatus
     amount_fen: int
     transaction_id: str | None
     paid_at: datetime | None
+
+    @classmethod
+    def of(cls, status: Any) -> BankResult:
+        """From the client's PaymentStatus of a paid or failed order."""
+        state: OrderStatus = "paid" if status.status == "paid" else "failed"
+        return cls(status.order_no, state, status.amount_fen, status.transaction_id, status.paid_at)
 
 
 def _new_order_no(now: datetime) -> str:
@@ -57,7 +77,8 @@ def _bank_unavailable() -> AppError:
 
 
 def view(order: dict[str, Any]) -> dict[str, Any]:
-    """An order as the payer sees it."""
+    """An order as the payer sees it, with what the app does next (``icbc.pay_with``)."""
+    icbc = order.get("icbc") or {}
     return {
         "order_no": order["_id"],
         "status": order["status"],
@@ -67,7 +88,12 @@ def view(order: dict[str, Any]) -> dict[str, Any]:
         "created_at": iso(order["created_at"]),
         "expires_at": iso(order["expires_at"]),
         "paid_at": iso(order.get("paid_at")),
-        "icbc": order.get("icbc") or {},
+        "icbc": {
+            "pay_with": icbc.get("pay_with", "account"),
+            "order_id": icbc.get("order_id"),
+            "request_payment": icbc.get("request_payment"),
+            "account_kind": icbc.get("account_kind"),
+        },
     }
 
 
@@ -105,9 +131,13 @@ def _payable_bills(
 
 
 def _place_order(
-    services: Services, account: dict[str, Any], found: list[dict[str, Any]], method: PayMethod
+    services: Services,
+    account: dict[str, Any],
+    found: list[dict[str, Any]],
+    method: PayMethod,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """Write the order, then lock its bills into it (all or none)."""
+    """Write the order (with ``extra`` fields), then lock its bills into it (all or none)."""
     db, now = services.db, services.clock.now()
     order = {
         "_id": _new_order_no(now),
@@ -120,6 +150,7 @@ def _place_order(
         "status": "pending",
         "created_at": now,
         "expires_at": now + timedelta(seconds=services.settings.order_ttl_s),
+        **extra,
     }
     db[ORDERS].insert_one(order)
     if not bills.lock_for_order(db, found, order["_id"]):
@@ -128,41 +159,106 @@ def _place_order(
     return order
 
 
+def _check_method(account: dict[str, Any], method: str) -> None:
+    if method == "wechat":
+        if not account.get("wx", {}).get("resident"):
+            raise AppError(
+                "INVALID_ARGUMENT",
+                "微信支付须在业主端小程序内发起",
+                {"fields": {"method": "没有可用于微信支付的 openid"}},
+            )
+        return
+    kind = realname.account_kind(account)
+    if kind != method:
+        held = "工行电子钱包" if kind == "wallet" else "工行一类卡"
+        raise AppError(
+            "INVALID_ARGUMENT",
+            f"您实名认证的账户是{held}，请选择对应的支付方式",
+            {"fields": {"method": f"须为 {kind}"}},
+        )
+
+
 def open_order(
     services: Services,
     account: dict[str, Any],
     bill_ids: list[str],
-    method: Literal["card", "wallet"],
+    method: Literal["wechat", "wallet", "card"],
+    client_ip: str | None = None,
 ) -> dict[str, Any]:
-    """Lock the bills into a new order and ask ICBC to take the payment."""
-    from caiyun.adapters.icbc import IcbcError
-
+    """Lock the bills into a new order and have ICBC take the payment: a WeChat Pay order the
+    app then pays, or a debit of the payer's ICBC account, settled at once."""
     if not account.get("realname_verified"):
         raise AppError("REALNAME_REQUIRED")
+    _check_method(account, method)
     found = _payable_bills(services, account, list(dict.fromkeys(bill_ids)))
-    order = _place_order(services, account, found, method)
     subject = f"物业费 {len(found)} 笔"
+    if method == "wechat":
+        order = _place_order(services, account, found, method)
+        return _start_wechat(services, account, order, subject, client_ip)
+    icbc = {"pay_with": "account", "account_kind": method}
+    order = _place_order(services, account, found, method, icbc=icbc)
+    return _pay_from_account(services, account, order, subject)
+
+
+def _start_wechat(
+    services: Services,
+    account: dict[str, Any],
+    order: dict[str, Any],
+    subject: str,
+    client_ip: str | None,
+) -> dict[str, Any]:
+    from caiyun.adapters.icbc import IcbcError
+
+    client = services.icbc
+    biz = client.pay_biz(
+        order["_id"],
+        order["amount_fen"],
+        subject,
+        account["wx"]["resident"],
+        services.settings.order_ttl_s,
+        client_ip,
+    )
     try:
-        params = services.icbc.create_payment(
-            order["_id"],
-            order["amount_fen"],
-            subject,
-            account.get("wx", {}).get("resident"),
-            method,
-            order["expires_at"],
-        )
+        placed = client.create_wechat_payment(biz)
     except IcbcError:
         close(services, order["_id"], "failed")
         raise _bank_unavailable() from None
-    services.db[ORDERS].update_one({"_id": order["_id"]}, {"$set": {"icbc": params}})
-    order["icbc"] = params
-    return order
+    icbc = {"pay_with": "wechat", **placed}
+    services.db[ORDERS].update_one({"_id": order["_id"]}, {"$set": {"icbc": icbc}})
+    return {**order, "icbc": icbc}
+
+
+def _pay_from_account(
+    services: Services, account: dict[str, Any], order: dict[str, Any], subject: str
+) -> dict[str, Any]:
+    from caiyun.adapters.icbc import IcbcError
+
+    try:
+        status = services.icbc.pay_from_account(
+            order["_id"],
+            realname.account_no(services, account),
+            order["amount_fen"],
+            subject,
+            account["_id"],
+        )
+    except IcbcError as exc:
+        if exc.retryable:
+            # ICBC may or may not have debited: the order keeps its bills and the timer asks
+            # again with the same order number, which never debits twice.
+            return order
+        close(services, order["_id"], "failed")
+        raise realname.bank_error(exc) from None
+    result = BankResult.of(status)
+    if apply_result(services, result) == "applied" and result.status == "paid":
+        return {**order, "status": "paid", "paid_at": result.paid_at or services.clock.now()}
+    return services.db[ORDERS].find_one({"_id": order["_id"]})
 
 
 def charge_autodebit(
     services: Services, account: dict[str, Any], found: list[dict[str, Any]]
 ) -> str:
-    """Charge due bills through the account's auto-debit agreement; returns the order status.
+    """Charge due bills under the account's signed auto-debit agreement; returns the order
+    status. The order records the agreement it relied on; the resident is told the outcome.
 
     Bills that could not be charged are stamped for today so the daily run tries them once.
     """
@@ -172,36 +268,51 @@ def charge_autodebit(
     services.db[bills.BILLS].update_many(
         {"_id": {"$in": [b["_id"] for b in found]}}, {"$set": {"autodebit_tried": today}}
     )
+    consent = autodebit.consent(account)
     try:
-        order = _place_order(services, account, found, "autodebit")
+        order = _place_order(
+            services, account, found, "autodebit", consent=consent, icbc={"pay_with": "autodebit"}
+        )
     except AppError:
         return "skipped"
     try:
         status = services.icbc.autodebit_charge(
-            account["autodebit"]["agreement_no"],
+            consent["agreement_no"],
             order["_id"],
             order["amount_fen"],
             f"物业费自动扣缴 {len(found)} 笔",
         )
     except IcbcError as exc:
         if not exc.retryable:
-            close(services, order["_id"], "failed")
+            _decline(services, order)
             return "failed"
         return "pending"  # the expiry run asks ICBC what happened
     if status.status == "paid":
-        apply_result(
-            services,
-            BankResult(
-                order["_id"], "paid", status.amount_fen, status.transaction_id, status.paid_at
-            ),
-        )
-    elif status.status in ("failed", "closed"):
-        close(services, order["_id"], "failed")
+        apply_result(services, BankResult.of(status))
+    else:
+        _decline(services, order)
     return status.status
 
 
+def _decline(services: Services, order: dict[str, Any]) -> None:
+    """End an auto-debit ICBC declined, and tell the resident."""
+    if not close(services, order["_id"], "failed"):
+        return
+    messaging.notify(
+        services,
+        [order["account_id"]],
+        "payment",
+        "自动扣缴未成功",
+        f"物业费 {yuan(order['amount_fen'])} 元未能从您的工行账户自动扣缴，请充值或手动缴费。",
+        "/pages/bills/index",
+        community_id=order["community_id"],
+        message_key=f"autodebit-declined-{order['_id']}",
+    )
+
+
 def run_autodebit(services: Services, batch_size: int = 200) -> dict[str, int]:
-    """Charge every consenting account's due bills, one order per account and community."""
+    """Charge the due bills of every account that signed the auto-debit agreement, one order
+    per account and community."""
     from caiyun.domain import accounts
 
     db = services.db
@@ -218,7 +329,15 @@ def run_autodebit(services: Services, batch_size: int = 200) -> dict[str, int]:
     while True:
         batch = list(
             db[accounts.ACCOUNTS]
-            .find({"autodebit.enabled": True, "_id": {"$gt": last_id}})
+            # Only an agreement signed through autodebit.set_enabled carries signed_at: an account
+            # switched on any other way is never charged.
+            .find(
+                {
+                    "autodebit.enabled": True,
+                    "autodebit.signed_at": {"$exists": True},
+                    "_id": {"$gt": last_id},
+                }
+            )
             .sort("_id", 1)
             .limit(batch_size)
         )
@@ -269,7 +388,7 @@ def close(
     return True
 
 
-Applied = Literal["applied", "duplicate", "unknown_order", "amount_mismatch"]
+Applied = Literal["applied", "duplicate", "extra_settlement", "unknown_order", "amount_mismatch"]
 
 
 def _not_applied(db: Any, result: BankResult) -> tuple[Applied, dict[str, Any] | None]:
@@ -282,13 +401,21 @@ def _not_applied(db: Any, result: BankResult) -> tuple[Applied, dict[str, Any] |
     return "duplicate", order
 
 
+def _another_payment(order: dict[str, Any], result: BankResult) -> bool:
+    # A success naming a bank transaction other than the one that settled the order is a
+    # second payment, not the same notify again.
+    first = order.get("transaction_id")
+    return bool(first and result.transaction_id and result.transaction_id != first)
+
+
 def apply_result(services: Services, result: BankResult) -> Applied:
     """Apply ICBC's word on an order exactly once; repeating it changes nothing more.
 
     Only on an order of the amount ICBC reports: ``unknown_order`` and ``amount_mismatch``
     change nothing. A success is recorded even on an order that had expired: the money
-    arrived, so its bills are settled (or the order is flagged for refund when they were paid
-    by another order meanwhile).
+    arrived, so its bills are settled (or the money is flagged for refund when they were paid
+    by another order meanwhile). A success with another bank transaction for an order already
+    paid is ``extra_settlement``: recorded, flagged for refund, the payer told, no bill touched.
     """
     db = services.db
     if result.status != "paid":
@@ -314,11 +441,29 @@ def apply_result(services: Services, result: BankResult) -> Applied:
         outcome, order = _not_applied(db, result)
         if order is None or outcome != "duplicate":
             return outcome
+        if _another_payment(order, result):
+            _record_transaction(db, order, result)
+            payment_issues.flag(
+                services,
+                "extra_settlement",
+                str(result.transaction_id),
+                order,
+                result.amount_fen,
+                transaction_id=result.transaction_id,
+            )
+            return "extra_settlement"
     # Repeated on every success so a crash between the two writes is mended by the next notify;
     # with the order's own paid_at, a repeat leaves the bills it already paid as they are.
     elsewhere = bills.settle(db, order["bill_ids"], order["_id"], order["paid_at"])
     if elsewhere:
         db[ORDERS].update_one({"_id": order["_id"]}, {"$set": {"needs_refund": True}})
+        payment_issues.flag(services, "bills_paid_elsewhere", "late", order, result.amount_fen)
+    _record_transaction(db, order, result)
+    _tell_paid(services, order)
+    return outcome
+
+
+def _record_transaction(db: Any, order: dict[str, Any], result: BankResult) -> None:
     with contextlib.suppress(DuplicateKeyError):
         db[TRANSACTIONS].insert_one(
             {
@@ -327,30 +472,68 @@ def apply_result(services: Services, result: BankResult) -> Applied:
                 "account_id": order["account_id"],
                 "community_id": order["community_id"],
                 "amount_fen": result.amount_fen,
-                "paid_at": order["paid_at"],
+                "paid_at": result.paid_at or order["paid_at"],
             }
         )
+
+
+def _tell_paid(services: Services, order: dict[str, Any]) -> None:
     # Sent on every success, duplicates included: the message has a fixed id, so the payer is
     # told once even when the first notify died between marking the order and telling them.
+    amount = yuan(order["amount_fen"])
+    if order["method"] == "autodebit":
+        version = order.get("consent", {}).get("version", "")
+        title = "自动扣缴成功"
+        body = f"已按您签署的代扣协议（{version}版）从工行账户扣缴物业费 {amount} 元。"
+    else:
+        title, body = "缴费成功", f"您已成功缴纳物业费 {amount} 元。"
     messaging.notify(
         services,
         [order["account_id"]],
         "payment",
-        "缴费成功",
-        f"您已成功缴纳物业费 {yuan(order['amount_fen'])} 元。",
+        title,
+        body,
         f"/pages/bills/order?order_no={order['_id']}",
         messaging.Push(
             "payment",
             {
                 "character_string1": order["_id"],
-                "amount2": f"{yuan(order['amount_fen'])}元",
+                "amount2": f"{amount}元",
                 "thing3": "物业费缴纳成功",
             },
         ),
         community_id=order["community_id"],
         message_key=f"pay-{order['_id']}",
     )
-    return outcome
+
+
+def open_orders(
+    services: Services, account: dict[str, Any], page: int, page_size: int
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of the caller's unfinished payment orders, newest first, each with the bills it
+    holds (what a bill shown as ``paying`` is waiting for)."""
+    found, total, _ = paging.page(
+        services.db[ORDERS],
+        {"account_id": account["_id"], "status": "pending"},
+        [("created_at", -1)],
+        page,
+        page_size,
+        item_stages=[
+            {
+                "$lookup": {
+                    "from": bills.BILLS,
+                    "localField": "_id",
+                    "foreignField": "order_no",
+                    "as": "_bills",
+                }
+            }
+        ],
+    )
+    items = []
+    for order in found:
+        held = [bills.view(b) for b in order.pop("_bills") if b["status"] == "locked"]
+        items.append({**view(order), "bills": held})
+    return items, total
 
 
 def payer_order(services: Services, account: dict[str, Any], order_no: str) -> dict[str, Any]:
@@ -380,16 +563,25 @@ def payer_order(services: Services, account: dict[str, Any], order_no: str) -> d
     return db[ORDERS].find_one({"_id": order_no})
 
 
+# The order query's statuses 3-7 on a pending order: money ICBC took and gave (or is giving)
+# back. Recorded for a person; the order closes when all of it went back.
+_BANK_REFUNDS = ("revoked", "revoking", "refunded", "partly_refunded", "refunding")
+_BANK_CLOSES = ("revoked", "refunded")
+
+
 def reconcile(services: Services, order: dict[str, Any]) -> None:
     """Ask ICBC about a pending order and apply what it says; an expired unpaid one closes."""
     from caiyun.adapters.icbc import IcbcError
 
+    expired = order["expires_at"] <= services.clock.now()
     try:
+        # ICBC's order query answers for every order we placed, whichever way it was paid;
+        # asking never pays anything.
         status = services.icbc.query_payment(order["_id"])
     except IcbcError as exc:
-        # ICBC never saw this order (the request to open or charge it was lost): once expired
-        # it can only end unpaid, and its bills go back to the resident.
-        if exc.code == "ORDER_NOT_FOUND" and order["expires_at"] <= services.clock.now():
+        if exc.code == "ORDER_NOT_FOUND" and expired:
+            # ICBC never saw the order (the request to open or charge it was lost): it can
+            # only end unpaid, and its bills go back to the resident.
             close(services, order["_id"], "closed")
         return
     if status.status == "paid" and status.amount_fen != order["amount_fen"]:
@@ -398,17 +590,30 @@ def reconcile(services: Services, order: dict[str, Any]) -> None:
             {"_id": order["_id"]},
             {"$set": {"needs_review": True, "bank_amount_fen": status.amount_fen}},
         )
-    elif status.status == "paid":
-        apply_result(
-            services,
-            BankResult(
-                order["_id"], "paid", status.amount_fen, status.transaction_id, status.paid_at
-            ),
+        payment_issues.flag(
+            services, "amount_mismatch", str(status.amount_fen), order, status.amount_fen
         )
-    elif status.status in ("failed", "closed"):
-        close(services, order["_id"], "failed" if status.status == "failed" else "closed")
-    elif order["expires_at"] <= services.clock.now():
+        return
+    if status.status == "paid":
+        apply_result(services, BankResult.of(status))
+        return
+    if status.status in _BANK_REFUNDS:
+        services.db[ORDERS].update_one(
+            {"_id": order["_id"]}, {"$set": {"bank_status": status.status}}
+        )
+        payment_issues.flag(
+            services,
+            "bank_refund",
+            status.status,
+            order,
+            status.amount_fen,
+            bank_status=status.status,
+            transaction_id=status.transaction_id,
+        )
+    if status.status in _BANK_CLOSES or (status.status in ("pending", "failed") and expired):
         close(services, order["_id"], "closed")
+    elif status.status == "failed":
+        close(services, order["_id"], "failed")
 
 
 def expire_orders(services: Services, batch_size: int = 200) -> int:

@@ -1,24 +1,36 @@
-"""Real-name verification through ICBC, the e-wallet, and the auto-debit (代扣) consent.
+"""Real-name verification through ICBC, and the ICBC account it leaves the resident with.
 
-ID and card numbers are encrypted at rest (AES-GCM) and only ever shown masked. The agreements
-and the auto-debit consent are recorded with their version and time.
+Verification is ICBC's JFT opening (:class:`caiyun.adapters.icbc.IcbcClient`): ``start`` sends
+the person's details (ICBC texts a code to the bank phone), ``resend`` texts it again,
+``confirm`` sends the code back. A resident with an ICBC Class I debit card verifies with the
+card, which is then the account they pay from (no separate wallet number); anyone else opens a
+Class II or III e-wallet of the class they choose, linked to a card of any bank. ICBC may open
+the account at once or tell us later by notify (:func:`apply_opening`); either way the account
+is written once.
+
+The name given must be the account holder's name where the property recorded one. ID and card
+numbers are encrypted at rest (AES-GCM) and only ever shown masked; the e-wallet number is the
+owner's to see in full. The agreements are recorded with their version and time.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+import contextlib
+import hashlib
+import unicodedata
+from datetime import date, timedelta
 from typing import Any, Literal
 
 from pymongo import IndexModel
 
 from caiyun import crypto
-from caiyun.clock import business_date
 from caiyun.data.schema import declare
-from caiyun.domain import accounts
+from caiyun.domain import accounts, messaging
 from caiyun.errors import AppError
 from caiyun.services import Services
 
 Method = Literal["card", "wallet"]
+WalletClass = Literal["II", "III"]
 
 TICKETS = declare(
     "realname_tickets", IndexModel("account_id"), IndexModel("expires_at", expireAfterSeconds=0)
@@ -27,66 +39,136 @@ TICKETS = declare(
 # The agreements a resident signs, by the version shown in the app.
 AGREEMENTS = {"wallet_service": "2026.1", "autodebit": "2026.1", "privacy": "2026.1"}
 _TICKET_TTL = timedelta(minutes=10)
-_AUTODEBIT_LIMIT_FEN = 500_000
-_AUTODEBIT_YEARS = 3
-
+# An opening ICBC reports later waits this long for its notify.
+_PENDING_TTL = timedelta(days=2)
 
 # ICBC's answers that mean the details the resident typed were refused.
 _VERIFICATION_REFUSALS = frozenset(
-    {"CARD_INVALID", "ID_NUMBER_INVALID", "PHONE_INVALID", "REQUEST_INVALID", "WALLET_NOT_FOUND"}
+    {
+        "CARD_INVALID",
+        "ID_NUMBER_INVALID",
+        "PHONE_INVALID",
+        "REQUEST_INVALID",
+        "ACCOUNT_NOT_FOUND",
+        "NAME_MISMATCH",
+    }
 )
 
 
-def _agreement_end(now: datetime) -> date:
-    # The bank's end date is a Shanghai calendar date, not the UTC one.
-    return business_date(now) + timedelta(days=365 * _AUTODEBIT_YEARS)
-
-
-def _bank_error(exc: Any) -> AppError:
+def bank_error(exc: Any) -> AppError:
+    """The contract's error for an IcbcError met while verifying or using the account."""
     code = getattr(exc, "code", "")
     if code == "NOT_ICBC_CARD":
         return AppError("NOT_ICBC_CARD")
     if code == "SMS_CODE_INVALID":
         return AppError("CODE_INVALID")
+    if code == "BALANCE_INSUFFICIENT":
+        return AppError("INSUFFICIENT_BALANCE")
     if code in _VERIFICATION_REFUSALS:
         return AppError("INVALID_ARGUMENT", "银行未通过核验，请检查填写的信息")
     # Our side or the link to the bank failed, not the resident's details.
     return AppError("UNAVAILABLE", "银行服务暂时不可用，请稍后重试", {"retryable": True})
 
 
+def _same_name(a: str, b: str) -> bool:
+    def plain(name: str) -> str:
+        return "".join(unicodedata.normalize("NFKC", name).split())
+
+    return plain(a) == plain(b)
+
+
 def start(
     services: Services,
     account: dict[str, Any],
     method: Method,
-    name: str,
-    id_number: str,
-    card_no: str,
-    bank_phone: str,
+    wallet_class: WalletClass | None,
+    details: dict[str, Any],
+    client_ip: str | None,
 ) -> str:
-    """Ask ICBC to verify the person (it sends an SMS to the bank phone); returns a ticket."""
-    from caiyun.adapters.icbc import IcbcError
+    """Ask ICBC to verify the person (it texts a code to the bank phone); returns a ticket.
+
+    ``details``: ``name``, ``id_number``, ``card_no``, ``bank_phone``, ``occupation`` and
+    ``id_valid_until`` (a date, or None for an ID valid for life).
+    """
+    from caiyun.adapters.icbc import IcbcError, Person, corp_serial
 
     if account.get("realname_verified"):
         raise AppError("CONFLICT", "已完成实名认证")
+    name, id_number, card_no = details["name"], details["id_number"], details["card_no"]
+    recorded = account.get("name")
+    if recorded and not _same_name(recorded, name):
+        raise AppError(
+            "INVALID_ARGUMENT",
+            "实名姓名须与物业登记的姓名一致",
+            {"fields": {"name": "与物业登记的姓名不一致"}},
+        )
+    account_class = "I" if method == "card" else wallet_class
+    if account_class is None:
+        raise AppError("INVALID_ARGUMENT", details={"fields": {"wallet_class": "请选择账户类别"}})
+    serial = corp_serial(services.settings.icbc_app_id)
+    person = Person(name, id_number, details["bank_phone"])
+    device = hashlib.sha256(account["_id"].encode("utf-8")).hexdigest()
     try:
-        ticket = services.icbc.realname_start(method, name, id_number, card_no, bank_phone)
+        send_no = services.icbc.open_account(
+            serial,
+            account_class,
+            person,
+            card_no,
+            details["occupation"],
+            details["id_valid_until"],
+            client_ip,
+            device,
+        )
     except IcbcError as exc:
-        raise _bank_error(exc) from None
+        raise bank_error(exc) from None
     now, settings = services.clock.now(), services.settings
     services.db[TICKETS].insert_one(
         {
-            "_id": ticket,
+            "_id": serial,
             "account_id": account["_id"],
+            "state": "awaiting_code",
             "method": method,
+            "account_class": account_class,
             "name": name,
             "id_number": crypto.encrypt(settings, id_number, "id_number"),
             "id_masked": crypto.mask_id_number(id_number),
             "card_no": crypto.encrypt(settings, card_no, "card_no"),
             "card_masked": crypto.mask_card(card_no),
+            "bank_phone": details["bank_phone"],
+            "sms_send_no": send_no,
             "created_at": now,
             "expires_at": now + _TICKET_TTL,
         }
     )
+    return serial
+
+
+def _awaiting(services: Services, account: dict[str, Any], ticket: str) -> dict[str, Any]:
+    if account.get("realname_verified"):
+        raise AppError("CONFLICT", "已完成实名认证")
+    pending = services.db[TICKETS].find_one(
+        {
+            "_id": ticket,
+            "account_id": account["_id"],
+            "state": "awaiting_code",
+            "expires_at": {"$gt": services.clock.now()},
+        }
+    )
+    if pending is None:
+        raise AppError("NOT_FOUND", "认证已过期，请重新提交")
+    return pending
+
+
+def resend(services: Services, account: dict[str, Any], ticket: str) -> str:
+    """Have ICBC text the verification code again; returns the ticket."""
+    from caiyun.adapters.icbc import IcbcError
+
+    _awaiting(services, account, ticket)
+    try:
+        send_no = services.icbc.resend_opening_code(ticket)
+    except IcbcError as exc:
+        raise bank_error(exc) from None
+    services.db[TICKETS].update_one({"_id": ticket}, {"$set": {"sms_send_no": send_no}})
     return ticket
 
 
@@ -96,157 +178,178 @@ def confirm(
     ticket: str,
     sms_code: str,
     agreements: list[str],
-    autodebit: bool,
-) -> dict[str, Any]:
-    """Finish verification with the bank's SMS code; record agreements and the consent."""
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Send ICBC the code it texted and sign the agreements. Returns ``{status, wallet}``
+    (``verified`` with the wallet summary, or ``pending`` until ICBC's notify opens it) and
+    the verified account (None while pending)."""
     from caiyun.adapters.icbc import IcbcError
 
-    db, now = services.db, services.clock.now()
-    if account.get("realname_verified"):
-        raise AppError("CONFLICT", "已完成实名认证")
-    pending = db[TICKETS].find_one(
-        {"_id": ticket, "account_id": account["_id"], "expires_at": {"$gt": now}}
-    )
-    if pending is None:
-        raise AppError("NOT_FOUND", "认证已过期，请重新提交")
-    required = {"wallet_service", "privacy"} | ({"autodebit"} if autodebit else set())
-    missing = sorted(required - set(agreements))
+    pending = _awaiting(services, account, ticket)
+    missing = sorted({"wallet_service", "privacy"} - set(agreements))
     if missing:
         raise AppError(
             "INVALID_ARGUMENT", "请阅读并同意相关协议", {"fields": {"agreements": missing}}
         )
     try:
-        wallet = services.icbc.realname_confirm(ticket, sms_code)
-        agreement_no = (
-            services.icbc.sign_autodebit(
-                wallet.wallet_no,
-                _AUTODEBIT_LIMIT_FEN,
-                _agreement_end(now),
-            )
-            if autodebit
-            else None
-        )
+        result = services.icbc.confirm_opening(ticket, pending["sms_send_no"], sms_code)
     except IcbcError as exc:
-        raise _bank_error(exc) from None
+        raise bank_error(exc) from None
+    now = services.clock.now()
     signed = [
         {"name": name, "version": AGREEMENTS[name], "signed_at": now}
-        for name in sorted(set(agreements) & set(AGREEMENTS))
+        for name in sorted(set(agreements) & {"wallet_service", "privacy"})
     ]
+    if result.status == "pending":
+        services.db[TICKETS].update_one(
+            {"_id": ticket},
+            {"$set": {"state": "pending", "agreements": signed, "expires_at": now + _PENDING_TTL}},
+        )
+        return {"status": "pending", "wallet": None}, None
+    updated = _finish(services, {**pending, "agreements": signed}, result.account)
+    return {"status": "verified", "wallet": wallet_summary(updated)}, updated
+
+
+def apply_opening(services: Services, result: Any) -> bool:
+    """Apply ICBC's notify about an opening (:class:`caiyun.adapters.icbc.OpeningResult`);
+    False when it is about no opening we await. Repeating it changes nothing more."""
+    db = services.db
+    pending = db[TICKETS].find_one({"_id": result.serial})
+    if pending is None:
+        return db[accounts.ACCOUNTS].count_documents({"realname.serial": result.serial}) > 0
+    if result.status == "opened":
+        # Verified meanwhile through another opening: the first identity stays.
+        with contextlib.suppress(AppError):
+            _finish(services, pending, result.account)
+        return True
+    db[TICKETS].delete_one({"_id": result.serial})
+    messaging.notify(
+        services,
+        [pending["account_id"]],
+        "payment",
+        "实名认证未通过",
+        "工商银行未能为您开立账户，请核对信息后重新认证。",
+        "/pages/realname/index",
+        message_key=f"realname-refused-{result.serial}",
+    )
+    return True
+
+
+def _finish(services: Services, pending: dict[str, Any], opened: Any) -> dict[str, Any]:
+    """Write the verified identity and its account to the account, once."""
+    db, now = services.db, services.clock.now()
+    is_card = pending["account_class"] == "I"
+    wallet = {
+        "kind": "card" if is_card else "wallet",
+        "wallet_no": None if is_card else opened.wallet_no,
+        "wallet_class": opened.account_class,
+        # The account debited: the e-wallet, or the Class I card itself (kept encrypted).
+        "card_no": pending["card_no"] if is_card else None,
+        "linked_card_masked": opened.bound_card_masked or pending["card_masked"],
+    }
     update = {
         "realname_verified": True,
         "realname": {
             "method": pending["method"],
+            "serial": pending["_id"],
             "name": pending["name"],
             "id_number": pending["id_number"],
             "id_masked": pending["id_masked"],
+            "bank_phone": pending["bank_phone"],
             "verified_at": now,
         },
-        "wallet": {
-            "wallet_no": wallet.wallet_no,
-            "wallet_class": wallet.wallet_class,
-            "linked_card": pending["card_no"],
-            "linked_card_masked": wallet.linked_card_masked or pending["card_masked"],
-        },
-        "agreements": signed,
-        "autodebit": {
-            "enabled": autodebit,
-            "agreement_no": agreement_no,
-            "version": AGREEMENTS["autodebit"],
-            "changed_at": now,
-        },
+        "wallet": wallet,
+        "agreements": pending.get("agreements", []),
+        "autodebit": {"enabled": False, "changed_at": now},
     }
-    db[TICKETS].delete_one({"_id": ticket})
-    # Conditional: of two tickets confirmed at once, only the first identity is kept.
-    written = db[accounts.ACCOUNTS].update_one(
-        {"_id": account["_id"], "realname_verified": {"$ne": True}}, {"$set": update}
+    # Conditional: of two openings confirmed at once, only the first identity is kept.
+    written = db[accounts.ACCOUNTS].find_one_and_update(
+        {"_id": pending["account_id"], "realname_verified": {"$ne": True}},
+        {"$set": update},
     )
-    if written.matched_count == 0:
-        if agreement_no is not None:
-            services.icbc.cancel_autodebit(agreement_no)
+    db[TICKETS].delete_one({"_id": pending["_id"]})
+    if written is None:
         raise AppError("CONFLICT", "已完成实名认证")
-    return wallet_summary({**account, **update})
+    return {**written, **update}
 
 
 def wallet_summary(account: dict[str, Any]) -> dict[str, Any] | None:
-    """The wallet as the 我的 page shows it (no balance: that needs a bank call)."""
+    """The ICBC account as the 我的 page shows it to its owner (no balance: that needs a bank
+    call): the e-wallet number in full, the verified name, the ID number masked."""
     wallet = account.get("wallet")
     if not wallet:
         return None
+    realname = account.get("realname", {})
     return {
-        "wallet_no": wallet["wallet_no"][:4] + "****" + wallet["wallet_no"][-4:],
+        "account_kind": _kind(wallet),
+        "wallet_no": wallet.get("wallet_no"),
         "wallet_class": wallet["wallet_class"],
         "linked_card": wallet["linked_card_masked"],
         "autodebit": bool(account.get("autodebit", {}).get("enabled")),
-        "realname": account.get("realname", {}).get("id_masked"),
+        "realname": realname.get("name"),
+        "id_number_masked": realname.get("id_masked"),
     }
 
 
-def _verified_wallet(account: dict[str, Any]) -> dict[str, Any]:
+def _kind(wallet: dict[str, Any]) -> str:
+    # Accounts verified before the kind was recorded held a Class I card or an e-wallet.
+    return str(wallet.get("kind") or ("card" if wallet["wallet_class"] == "I" else "wallet"))
+
+
+def account_kind(account: dict[str, Any]) -> str:
+    """``card`` (an ICBC Class I card) or ``wallet`` (an e-wallet), or REALNAME_REQUIRED."""
+    return _kind(verified_wallet(account))
+
+
+def verified_wallet(account: dict[str, Any]) -> dict[str, Any]:
+    """The account's ICBC wallet record, or REALNAME_REQUIRED."""
     if not account.get("realname_verified") or not account.get("wallet"):
         raise AppError("REALNAME_REQUIRED")
     return account["wallet"]
+
+
+def account_no(services: Services, account: dict[str, Any]) -> str:
+    """The number of the ICBC account to debit or query: the e-wallet's, or the Class I card."""
+    wallet = verified_wallet(account)
+    if _kind(wallet) == "card":
+        sealed = wallet.get("card_no") or wallet["linked_card"]
+        return crypto.decrypt(services.settings, sealed, "card_no")
+    return str(wallet["wallet_no"])
+
+
+def bank_person(services: Services, account: dict[str, Any]) -> Any:
+    """The verified person as ICBC knows them (name, ID number, bank phone)."""
+    from caiyun.adapters.icbc import Person
+
+    realname = account["realname"]
+    id_number = crypto.decrypt(services.settings, realname["id_number"], "id_number")
+    return Person(realname["name"], id_number, realname["bank_phone"])
 
 
 def wallet(services: Services, account: dict[str, Any]) -> dict[str, Any]:
     """Wallet summary with its balance from ICBC."""
     from caiyun.adapters.icbc import IcbcError
 
-    info = _verified_wallet(account)
+    number = account_no(services, account)
     try:
-        balance = services.icbc.wallet_balance(info["wallet_no"])
+        balance = services.icbc.account_balance(number)
     except IcbcError as exc:
-        raise _bank_error(exc) from None
+        raise bank_error(exc) from None
     return {**(wallet_summary(account) or {}), "balance_fen": balance}
 
 
 def transactions(
     services: Services, account: dict[str, Any], page: int, page_size: int
 ) -> tuple[list[dict[str, Any]], int]:
-    """A page of ICBC's transaction details for the wallet."""
+    """A page of ICBC's transaction details for the account."""
     from caiyun.adapters.icbc import IcbcError
 
-    info = _verified_wallet(account)
+    number = account_no(services, account)
     try:
-        return services.icbc.wallet_transactions(info["wallet_no"], page, page_size)
+        return services.icbc.account_transactions(number, page, page_size)
     except IcbcError as exc:
-        raise _bank_error(exc) from None
+        raise bank_error(exc) from None
 
 
-def set_autodebit(services: Services, account: dict[str, Any], enabled: bool) -> dict[str, Any]:
-    """Sign or cancel the auto-debit agreement with ICBC and record the change."""
-    from caiyun.adapters.icbc import IcbcError
-
-    info = _verified_wallet(account)
-    now = services.clock.now()
-    current = account.get("autodebit") or {}
-    if bool(current.get("enabled")) == enabled:
-        return wallet_summary(account) or {}
-    try:
-        if enabled:
-            agreement_no = services.icbc.sign_autodebit(
-                info["wallet_no"],
-                _AUTODEBIT_LIMIT_FEN,
-                _agreement_end(now),
-            )
-        else:
-            services.icbc.cancel_autodebit(current["agreement_no"])
-            agreement_no = None
-    except IcbcError as exc:
-        raise _bank_error(exc) from None
-    autodebit = {
-        "enabled": enabled,
-        "agreement_no": agreement_no,
-        "version": AGREEMENTS["autodebit"],
-        "changed_at": now,
-    }
-    # Conditional on the agreement we saw: of two changes racing, one wins; the loser undoes
-    # what it did at the bank so ICBC and our record never disagree.
-    written = services.db[accounts.ACCOUNTS].update_one(
-        {"_id": account["_id"], "autodebit.agreement_no": current.get("agreement_no")},
-        {"$set": {"autodebit": autodebit}},
-    )
-    if written.matched_count == 0:
-        if agreement_no is not None:
-            services.icbc.cancel_autodebit(agreement_no)
-        raise AppError("CONFLICT", "代扣设置已被更改，请刷新后重试")
-    return wallet_summary({**account, "autodebit": autodebit}) or {}
+def id_validity(value: str) -> date | None:
+    """An ID's validity as the request gives it: a date, or None for ``long_term``."""
+    return None if value == "long_term" else date.fromisoformat(value)

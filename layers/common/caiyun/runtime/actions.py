@@ -33,6 +33,8 @@ class Call:
     def __init__(self, services: Services, invocation: Invocation) -> None:
         self.services = services
         self.invocation = invocation
+        # Extra fields for this call's log line (an HTTP handler's outcome, say).
+        self.log_fields: dict[str, Any] = {}
         self._account: Any = _UNSET
         self._staff: Any = _UNSET
 
@@ -190,7 +192,7 @@ class CloudFunction:
             call = Call(current_services(), invocation)
             if invocation.kind == "http" and self.http is not None:
                 status, headers, body = self.http(call)
-                log["code"] = "OK" if status < 400 else f"HTTP_{status}"
+                log.update(call.log_fields, code="OK" if status < 400 else f"HTTP_{status}")
                 return {
                     "statusCode": status,
                     "headers": headers,

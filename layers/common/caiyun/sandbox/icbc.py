@@ -1,23 +1,27 @@
 """A local ICBC Open Platform gateway on loopback, for `caiyun dev` and the tests.
 
-It speaks the request, reply and notify shapes of :mod:`caiyun.adapters.icbc` with real RSA:
-it holds its own gateway key pair (its public key is what the back end verifies with) and a
-merchant key pair generated for the sandbox (the private half is what the back end signs with,
-see :meth:`FakeIcbc.settings_overrides`). Every request's signature is checked with the merchant
-public key, every reply is signed with the gateway key, and :func:`complete` really posts a
-signed notify to the sandbox server's ``/icbc/notify`` and checks the signature of the answer,
-as ICBC does.
+It refuses what ICBC would refuse: every request is checked against the field sheet of its
+interface (:mod:`caiyun.adapters.icbc_sheets`: unknown, missing, mistyped or misformatted
+fields), must carry the sign type the app registered (``registered_sign_type``) and verify with
+the merchant public key under it, must be AES-encrypted where the interface requires it, and
+may use a ``msg_id`` once. It answers like ICBC: signed with its gateway key (1024 bits by
+default, as in every ICBC sample) with SHA1withRSA, encrypted for the JFT interfaces, and only
+with the fields its sheets list. Its notifies are signed with ``sign_type=RSA`` (SHA1), as the
+live gateway signs them, over the notify URL's path.
 
-Sandbox rules (CONTRACT.md §5): cards beginning ``6222`` are ICBC Class I debit cards; other
-Luhn-valid cards belong to other banks; ID numbers must carry a valid GB 11643 check digit. The
-real-name SMS goes to the sandbox outbox. A new e-wallet starts with
-:data:`OPENING_BALANCE_FEN` so auto-debit demos can pay; an unpaid order closes at its
-``expire_time`` on the sandbox clock. Payments made through the pay component (``complete``)
-do not move e-wallet balances (the component, not the order, knows the payer's account); only
-auto-debit charges do.
+The bank behind it: cards beginning ``6222`` are ICBC Class I debit cards; other Luhn-valid
+cards belong to other banks; ID numbers carry a valid GB 11643 check digit. Opening texts a code
+to the bank phone (the sandbox SMS outbox); a Class I card holder verifies with the card, which
+is then the account paid from; a Class II or III e-wallet gets a number of its own. Every new
+account holds :data:`OPENING_BALANCE_FEN`. Paying from the account (``wallet_pay``) and debits
+under an agreement move the balance and appear in the account's details; a WeChat Pay order is
+settled by :meth:`FakeIcbc.complete` (the payer's WeChat balance is not the bank's). An unpaid
+WeChat order closes at its ``expire_time`` on the sandbox clock.
 
-State (orders, wallets, real-name tickets, agreements, transactions, used ``msg_id``) lives in
-the ``sandbox_icbc_*`` collections of the database passed in, so it persists with the sandbox.
+State lives in the ``sandbox_icbc_*`` collections of the database passed in, so it persists
+with the sandbox. Like our own collections they never hold a card, ID or account number in
+clear: accounts are kept under the SHA-256 of their number (the bank's own e-wallet numbers
+aside), cards and ID numbers as hashes and masks.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import os
 import secrets
 import string
 import threading
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -39,16 +44,28 @@ from pydantic import SecretStr
 from pymongo import IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from caiyun.adapters import icbc_sheets as sheets
 from caiyun.adapters.icbc import (
-    AGREEMENT_CANCEL,
-    AGREEMENT_SIGN,
+    ACCESS_TYPE_MINIPROGRAM,
+    ACCOUNT_LEVELS,
+    PAY_MODE_WECHAT,
+    PAY_STATUS,
+    pay_amount_fen,
+    pay_amount_text,
+)
+from caiyun.adapters.icbc_protocol import (
     CHARSET,
+    ENCRYPT_AES,
     FORMAT,
-    OPEN_TYPES,
-    PAY_MODES,
+    GATEWAY_REPLY_ALG,
     RETURN_CODE_OF,
-    SIGN_TYPE_RSA2,
+    SIGN_ALGS,
+    IcbcError,
     SignAlg,
+    SignType,
+    aes_decrypt,
+    aes_encrypt,
+    compact_json,
     generate_private_key_pem,
     icbc_time,
     parse_icbc_time,
@@ -70,58 +87,55 @@ from caiyun.settings import Settings
 Reply = dict[str, Any]
 
 _ORDER_INDEXES = (IndexModel([("status", 1), ("expires_at", 1)]),)
-_WALLET_INDEXES = (IndexModel("id_hash", unique=True),)
-_AGREEMENT_INDEXES = (IndexModel("wallet_no"),)
-_TRANSACTION_INDEXES = (IndexModel([("wallet_no", 1), ("at", -1)]),)
+_ACCOUNT_INDEXES = (IndexModel([("id_hash", 1), ("account_class", 1)]),)
+_AGREEMENT_INDEXES = (IndexModel("protocol_no", sparse=True),)
+_TRANSACTION_INDEXES = (IndexModel([("account_key", 1), ("at", -1)]),)
 
 ORDERS = declare("sandbox_icbc_orders", *_ORDER_INDEXES)
-WALLETS = declare("sandbox_icbc_wallets", *_WALLET_INDEXES)
-TICKETS = declare("sandbox_icbc_tickets")
+ACCOUNTS = declare("sandbox_icbc_accounts", *_ACCOUNT_INDEXES)
+OPENINGS = declare("sandbox_icbc_openings")
 AGREEMENTS = declare("sandbox_icbc_agreements", *_AGREEMENT_INDEXES)
 TRANSACTIONS = declare("sandbox_icbc_transactions", *_TRANSACTION_INDEXES)
 MESSAGES = declare("sandbox_icbc_messages")
 
 _INDEXES: dict[str, tuple[IndexModel, ...]] = {
     ORDERS: _ORDER_INDEXES,
-    WALLETS: _WALLET_INDEXES,
+    ACCOUNTS: _ACCOUNT_INDEXES,
     AGREEMENTS: _AGREEMENT_INDEXES,
     TRANSACTIONS: _TRANSACTION_INDEXES,
 }
 
 SANDBOX_APP_ID = "10000000000000008888"
 SANDBOX_MERCHANT_ID = "020000000000888"
+SANDBOX_PRTCL_NO = "0200000000008880201"
+SANDBOX_VENDOR_ID = "CAIYUN0001"
+SANDBOX_PROJECT_ID = "PJ140014011000008888"
+SANDBOX_BUSI_CODE = "10002"
+# A sandbox AES key (base64 of 16 bytes): the JFT samples' keys are AES-128.
+SANDBOX_AES_KEY = "Y2FpeXVuLXNhbmRib3gtIQ=="
 ICBC_CARD_PREFIX = "6222"
 OPENING_BALANCE_FEN = 500_000
 NOTIFY_PATH = "/icbc/notify"
-# Interface name -> the Settings field holding its path (``icbc_<name>_path``).
-INTERFACES = (
-    "pay",
-    "query",
-    "wallet_open",
-    "wallet_confirm",
-    "wallet_balance",
-    "wallet_transactions",
-    "autodebit_agreement",
-    "autodebit_pay",
-)
+GATEWAY_KEY_BITS = 1024
 
 _GATEWAY_KEY_FILE = "gateway_private.pem"
 _MERCHANT_KEY_FILE = "merchant_private.pem"
-_TICKET_TTL = timedelta(minutes=5)
+_CODE_TTL = timedelta(minutes=5)
 _MAX_CODE_TRIES = 5
 _NOTIFY_TIMEOUT_S = 10.0
 _REQUIRED_FIELDS = ("app_id", "msg_id", "format", "charset", "sign_type", "timestamp", "sign")
-_STATUS_CODES = {"pending": "0", "paid": "1", "failed": "2", "closed": "3"}
-_METHOD_OF_PAY_MODE = {mode: method for method, mode in PAY_MODES.items()}
-_METHOD_OF_OPEN_TYPE = {code: method for method, code in OPEN_TYPES.items()}
+# The bank's own states of an order, by the query's pay_status; an unpaid order closed at its
+# expiry reads as a failed payment.
+_STATUS_CODES = {**{state: code for code, state in PAY_STATUS.items()}, "closed": "2"}
+_LEVEL_CODES = {level: code for code, level in ACCOUNT_LEVELS.items()}
 
 _running: dict[str, FakeIcbc] = {}
 _running_lock = threading.Lock()
 
 
 def default_paths() -> dict[str, str]:
-    """The interface paths as the Settings defaults name them."""
-    return {name: Settings.model_fields[f"icbc_{name}_path"].default for name in INTERFACES}
+    """The interface paths as the Settings defaults name them, by sheet name."""
+    return {s.name: Settings.model_fields[s.path_setting].default for s in sheets.SHEETS}
 
 
 def running_fake(gateway_url: str) -> FakeIcbc | None:
@@ -159,9 +173,13 @@ class FakeIcbc(LoopbackService):
 
     Keys: ``gateway_private_key`` / ``merchant_private_key`` when given (tests reuse keys to stay
     fast), else read from ``key_dir`` (``gateway_private.pem``, ``merchant_private.pem``), else
-    generated — and written to ``key_dir`` when one is given, so restarts keep them.
-    ``notify_signs_api_path`` makes notifies signed over the pay interface's path instead of the
-    notify URL's, the other behaviour seen in the wild.
+    generated (the gateway's with :data:`GATEWAY_KEY_BITS`) and written to ``key_dir`` when one
+    is given, so restarts keep them. The app's registration: ``registered_sign_type`` (what
+    every request must use), the AES key, the wallet-pay style. ``notify_sign_type`` is what
+    ICBC signs notifies with (RSA); ``notify_signs_api_path`` signs them over the API's path
+    instead of the notify URL's, the other behaviour seen in the wild. ``openings_pending``
+    answers a confirmed opening "still being opened" and leaves the result to
+    :meth:`deliver_opening`'s notify.
     """
 
     thread_name = "fake-icbc"
@@ -176,8 +194,14 @@ class FakeIcbc(LoopbackService):
         merchant_private_key: str | None = None,
         app_id: str = SANDBOX_APP_ID,
         merchant_id: str = SANDBOX_MERCHANT_ID,
-        response_sign_alg: SignAlg = "SHA1",
+        registered_sign_type: SignType = "RSA2",
+        notify_sign_type: SignType = "RSA",
+        reply_sign_alg: SignAlg = GATEWAY_REPLY_ALG,
+        aes_key: str = SANDBOX_AES_KEY,
+        wallet_pay_style: sheets.PayStyle = "compact",
+        user_pro_flags: dict[str, str] | None = None,
         notify_signs_api_path: bool = False,
+        openings_pending: bool = False,
         paths: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
@@ -185,25 +209,41 @@ class FakeIcbc(LoopbackService):
         self.clock = clock
         self.app_id = app_id
         self.merchant_id = merchant_id
-        self.response_sign_alg: SignAlg = response_sign_alg
+        self.registered_sign_type: SignType = registered_sign_type
+        self.notify_sign_type: SignType = notify_sign_type
+        self.reply_sign_alg: SignAlg = reply_sign_alg
+        self.aes_key = aes_key
+        self.wallet_pay_style: sheets.PayStyle = wallet_pay_style
+        self.user_pro_flags = user_pro_flags or dict(
+            Settings.model_fields["icbc_user_pro_flags"].default
+        )
         self.notify_signs_api_path = notify_signs_api_path
+        self.openings_pending = openings_pending
         self.paths = {**default_paths(), **(paths or {})}
         folder = Path(key_dir) if key_dir is not None else None
-        self._gateway_key = gateway_private_key or _load_or_create_key(folder, _GATEWAY_KEY_FILE)
-        self._merchant_key = merchant_private_key or _load_or_create_key(folder, _MERCHANT_KEY_FILE)
+        self._gateway_key = gateway_private_key or _load_or_create_key(
+            folder, _GATEWAY_KEY_FILE, GATEWAY_KEY_BITS
+        )
+        self._merchant_key = merchant_private_key or _load_or_create_key(
+            folder, _MERCHANT_KEY_FILE, 2048
+        )
         self.gateway_public_key = public_key_pem(self._gateway_key)
         self.merchant_public_key = public_key_pem(self._merchant_key)
         self._sms = SandboxSms(db, clock)
-        self._routes = {
-            self.paths["pay"]: self._pay,
-            self.paths["query"]: self._query,
-            self.paths["wallet_open"]: self._wallet_open,
-            self.paths["wallet_confirm"]: self._wallet_confirm,
-            self.paths["wallet_balance"]: self._wallet_balance,
-            self.paths["wallet_transactions"]: self._wallet_transactions,
-            self.paths["autodebit_agreement"]: self._autodebit_agreement,
-            self.paths["autodebit_pay"]: self._autodebit_pay,
+        endpoints: dict[str, Callable[[Reply], Reply]] = {
+            "pay": self._pay,
+            "query": self._query,
+            "wallet_open": self._wallet_open,
+            "wallet_sendmsg": self._wallet_sendmsg,
+            "wallet_checksms": self._wallet_checksms,
+            "wallet_pay": self._wallet_pay,
+            "wallet_balance": self._wallet_balance,
+            "wallet_transactions": self._wallet_transactions,
+            "autodebit_sms": self._autodebit_sms,
+            "autodebit_agreement": self._autodebit_agreement,
+            "autodebit_pay": self._autodebit_pay,
         }
+        self._routes = {self.paths[s.name]: (s, endpoints[s.name]) for s in sheets.SHEETS}
         self._failures: list[tuple[str, str | None]] = []
         self._lock = threading.RLock()
         _ensure_indexes(db)
@@ -216,14 +256,21 @@ class FakeIcbc(LoopbackService):
             "icbc_gateway": self.url,
             "icbc_app_id": self.app_id,
             "icbc_merchant_id": self.merchant_id,
+            "icbc_mer_prtcl_no": SANDBOX_PRTCL_NO,
+            "icbc_vendor_id": SANDBOX_VENDOR_ID,
+            "icbc_entrust_project_id": SANDBOX_PROJECT_ID,
+            "icbc_entrust_busi_code": SANDBOX_BUSI_CODE,
+            "icbc_sign_type": self.registered_sign_type,
             "icbc_private_key": SecretStr(self._merchant_key),
             "icbc_gateway_public_key": self.gateway_public_key,
-            "icbc_response_sign_alg": self.response_sign_alg,
-            "icbc_notify_sign_alg": "SHA256",
+            "icbc_aes_key": SecretStr(self.aes_key),
+            "icbc_response_sign_alg": self.reply_sign_alg,
+            "icbc_wallet_pay_style": self.wallet_pay_style,
+            "icbc_user_pro_flags": dict(self.user_pro_flags),
             "icbc_notify_sign_path": self.paths["pay"]
             if self.notify_signs_api_path
             else NOTIFY_PATH,
-            **{f"icbc_{name}_path": path for name, path in self.paths.items()},
+            **{s.path_setting: self.paths[s.name] for s in sheets.SHEETS},
         }
 
     def started(self) -> None:
@@ -245,23 +292,39 @@ class FakeIcbc(LoopbackService):
         with self._lock:
             self._failures.append((name, path))
 
-    def set_balance(self, wallet_no: str, balance_fen: int) -> None:
-        """Set a wallet's balance (to make an auto-debit decline, say)."""
-        updated = self.db[WALLETS].update_one(
-            {"_id": wallet_no}, {"$set": {"balance_fen": balance_fen}}
+    def set_balance(self, account_no: str, balance_fen: int) -> None:
+        """Set an account's balance (to make a payment or an auto-debit decline, say)."""
+        updated = self.db[ACCOUNTS].update_one(
+            {"_id": _digest(account_no)}, {"$set": {"balance_fen": balance_fen}}
         )
         if updated.matched_count == 0:
-            raise KeyError(wallet_no)
+            raise KeyError(account_no)
 
-    # Settling an order and delivering its notify.
+    def balance(self, account_no: str) -> int:
+        """An account's balance in fen."""
+        account = self.db[ACCOUNTS].find_one({"_id": _digest(account_no)})
+        if account is None:
+            raise KeyError(account_no)
+        return int(account["balance_fen"])
+
+    def set_status(self, order_no: str, status: str) -> None:
+        """Put an order in any documented state (a refund or a revocation made at the bank's
+        counter, say), as the order query will then report it."""
+        if status not in _STATUS_CODES:
+            raise ValueError(f"unknown status {status!r}")
+        updated = self.db[ORDERS].update_one({"_id": order_no}, {"$set": {"status": status}})
+        if updated.matched_count == 0:
+            raise KeyError(order_no)
+
+    # Settling a WeChat Pay order and delivering its notify.
 
     def settle(self, order_no: str, result: Literal["success", "fail"]) -> dict[str, Any]:
-        """Mark a pending pay-component order paid or failed; repeating the same result is
-        allowed (ICBC re-sends notifies). Raises AppError NOT_FOUND or CONFLICT."""
+        """Mark a pending WeChat Pay order paid or failed; repeating the same result is allowed
+        (ICBC re-sends notifies). Raises AppError NOT_FOUND or CONFLICT."""
         target = "paid" if result == "success" else "failed"
         with self._lock:
             order = self._current_order(order_no)
-            if order is None or order["channel"] not in PAY_MODES:
+            if order is None or order["channel"] != "wechat":
                 raise AppError("NOT_FOUND", "工行沙箱中没有这笔待支付订单")
             if order["status"] == "pending":
                 now = self.clock.now()
@@ -275,34 +338,67 @@ class FakeIcbc(LoopbackService):
                 raise AppError("CONFLICT", f"订单在工行沙箱中已是 {order['status']}")
             return order
 
-    def notify_form(self, order: dict[str, Any], notify_url: str) -> dict[str, str]:
-        """The signed form ICBC posts to ``notify_url`` about a settled order."""
+    def payment_notify_biz(self, order: dict[str, Any]) -> dict[str, str]:
+        """The ``biz_content`` of the notify about a settled WeChat Pay order, with the fields
+        (all strings) of the notify captured from the live gateway."""
         paid = order["status"] == "paid"
         paid_at = order.get("paid_at")
+        amount = str(order["amount_fen"])
         biz = {
-            "return_code": 0 if paid else 1,
-            "return_msg": "支付成功" if paid else "支付失败",
-            "msg_id": secrets.token_hex(16),
+            "access_type": ACCESS_TYPE_MINIPROGRAM,
+            "attach": "",
+            "bank_disc_amt": "0",
+            "card_flag": "",
+            "card_kind": "",
+            "card_no": "",
+            "coupon_amt": "0",
+            "cust_id": "",
+            "decr_flag": "",
+            "ecoupon_amt": "0",
+            "mer_disc_amt": "0",
             "mer_id": self.merchant_id,
-            "out_trade_no": order["_id"],
+            "msg_id": _digits(27),
+            "open_id": order.get("open_id") or "",
             "order_id": order["order_id"],
-            "total_amt": str(order["amount_fen"]),
-            "pay_mode": PAY_MODES[order["channel"]],
-            "pay_time": icbc_time(_aware(paid_at)) if paid and paid_at else "",
+            "out_trade_no": order["_id"],
+            "pay_time": _compact(paid_at) if paid and paid_at else "",
+            "pay_type": PAY_MODE_WECHAT,
+            "payment_amt": amount,
+            "point_amt": "0",
+            "return_code": "0" if paid else "1",
+            "return_msg": "交易成功" if paid else "交易失败",
+            "third_party_coupon_amt": "0",
+            "third_party_discount_amt": "0",
+            "third_trade_no": order.get("third_trade_no", ""),
+            "total_amt": amount,
+            "total_disc_amt": "0",
         }
+        self._own_fields(sheets.PAY_NOTIFY, biz, "pay notify")
+        return biz
+
+    def notify_form(self, order: dict[str, Any], notify_url: str) -> dict[str, str]:
+        """The signed form ICBC posts to ``notify_url`` about a settled WeChat Pay order."""
+        return self.sign_notify(self.paths["pay"], self.payment_notify_biz(order), notify_url)
+
+    def sign_notify(
+        self, api: str, biz: dict[str, Any], notify_url: str, encrypted: bool = False
+    ) -> dict[str, str]:
+        """The signed form ICBC posts to ``notify_url`` about a call to the interface ``api``
+        (its path), ``biz`` AES-encrypted when ``encrypted``."""
+        text = compact_json(biz)
         form = {
             "from": "icbc-api",
-            "api": self.paths["pay"],
+            "api": api,
             "app_id": self.app_id,
             "charset": CHARSET,
             "format": FORMAT,
-            "encrypt_type": "",
+            "encrypt_type": ENCRYPT_AES if encrypted else "",
             "timestamp": icbc_time(self.clock.now()),
-            "sign_type": SIGN_TYPE_RSA2,
-            "biz_content": json.dumps(biz, ensure_ascii=False, separators=(",", ":")),
+            "sign_type": self.notify_sign_type,
+            "biz_content": aes_encrypt(text, self.aes_key) if encrypted else text,
         }
         path = self.paths["pay"] if self.notify_signs_api_path else urlsplit(notify_url).path
-        form["sign"] = sign_params(path, form, self._gateway_key)
+        form["sign"] = sign_params(path, form, self._gateway_key, self.notify_sign_type)
         return form
 
     def complete(
@@ -311,19 +407,53 @@ class FakeIcbc(LoopbackService):
         """Settle the order and POST its notify to ``{server_base_url}/icbc/notify``.
 
         Returns ``{order_no, status, notify_url, http_status, reply, reply_verified,
-        acknowledged}``: ``reply`` is the endpoint's answer parsed (its text when not JSON;
-        None when unreachable), ``reply_verified`` whether its signature verifies with the
-        merchant public key over the documented span, ``acknowledged`` whether ICBC would stop
-        re-sending (verified, and return_code 0).
+        acknowledged}`` (see :meth:`post_notify`).
         """
-        import requests
-
         order = self.settle(order_no, result)
         notify_url = server_base_url.rstrip("/") + NOTIFY_PATH
-        form = self.notify_form(order, notify_url)
+        outcome = self.post_notify(notify_url, self.notify_form(order, notify_url))
+        self.db[ORDERS].update_one(
+            {"_id": order_no},
+            {
+                "$inc": {"notify_attempts": 1},
+                "$set": {"notify_acknowledged": outcome["acknowledged"]},
+            },
+        )
+        return {"order_no": order_no, "status": order["status"], **outcome}
+
+    def opening_notify(self, serial: str, notify_url: str) -> dict[str, str]:
+        """Open the account of a confirmed opening left pending; the signed, AES-encrypted
+        form ICBC posts to ``notify_url`` with the result."""
+        opening = self.db[OPENINGS].find_one({"_id": serial, "used": True})
+        if opening is None:
+            raise AppError("NOT_FOUND", "工行沙箱中没有这笔已验证的开户")
+        account = self._open(opening)
+        biz = {
+            "msg_id": _digits(27),
+            "appId": self.app_id,
+            "corpSerno": serial,
+            "openStatus": "0",
+            "acctNo": account["wallet_no"] or "",
+            "acctLevel": _LEVEL_CODES[account["account_class"]],
+            "bindMedium": account["bound_card_masked"],
+        }
+        self._own_fields(sheets.WALLET_OPEN_NOTIFY, biz, "opening notify")
+        return self.sign_notify(self.paths["wallet_open"], biz, notify_url, encrypted=True)
+
+    def deliver_opening(self, server_base_url: str, serial: str) -> dict[str, Any]:
+        """:meth:`opening_notify`, POSTed to the server's notify URL; returns
+        :meth:`post_notify`'s outcome."""
+        notify_url = server_base_url.rstrip("/") + NOTIFY_PATH
+        return self.post_notify(notify_url, self.opening_notify(serial, notify_url))
+
+    def post_notify(self, notify_url: str, form: dict[str, str]) -> dict[str, Any]:
+        """POST a notify form and read the answer as ICBC does: ``reply`` (parsed, decrypted
+        when the notify was encrypted; its text when not JSON; None when unreachable),
+        ``reply_verified`` (signed by the merchant key with the registered sign type over
+        the documented span) and ``acknowledged`` (verified, and return_code 0)."""
+        import requests
+
         outcome: dict[str, Any] = {
-            "order_no": order_no,
-            "status": order["status"],
             "notify_url": notify_url,
             "http_status": None,
             "reply": None,
@@ -342,11 +472,13 @@ class FakeIcbc(LoopbackService):
             reply = text
         verified = self.verify_reply(text)
         biz = reply.get("response_biz_content") if isinstance(reply, dict) else None
+        if verified and isinstance(biz, str) and form.get("encrypt_type") == ENCRYPT_AES:
+            try:
+                biz = json.loads(aes_decrypt(biz, self.aes_key))
+            except (IcbcError, ValueError):
+                biz = None
+            reply["response_biz_content"] = biz
         acknowledged = verified and isinstance(biz, dict) and str(biz.get("return_code")) == "0"
-        self.db[ORDERS].update_one(
-            {"_id": order_no},
-            {"$inc": {"notify_attempts": 1}, "$set": {"notify_acknowledged": acknowledged}},
-        )
         outcome.update(
             http_status=response.status_code,
             reply=reply,
@@ -356,8 +488,8 @@ class FakeIcbc(LoopbackService):
         return outcome
 
     def verify_reply(self, text: str) -> bool:
-        """Whether a notify answer is signed by the merchant key over the text between the
-        first ``{`` and ``,"sign"``, as ICBC checks it."""
+        """Whether a notify answer names the registered sign type and is signed by the
+        merchant key with it over the text between the first ``{`` and ``,"sign"``."""
         body = text.strip()
         cut = body.rfind(',"sign":')
         if not body.startswith("{") or not body.endswith("}") or cut < 0:
@@ -366,66 +498,113 @@ class FakeIcbc(LoopbackService):
             envelope = json.loads(body)
         except ValueError:
             return False
-        signature = envelope.get("sign") if isinstance(envelope, dict) else None
+        if not isinstance(envelope, dict) or envelope.get("sign_type") != self.registered_sign_type:
+            return False
+        signature = envelope.get("sign")
         if not isinstance(signature, str):
             return False
-        return rsa_verify(body[1:cut], signature, self.merchant_public_key, "SHA256")
+        alg = SIGN_ALGS[self.registered_sign_type]
+        return rsa_verify(body[1:cut], signature, self.merchant_public_key, alg)
 
     # The gateway.
 
     def handle(self, path: str, body: bytes) -> tuple[int, str]:
         """One request's HTTP status and body (signed JSON for every known interface)."""
-        endpoint = self._routes.get(path)
-        if endpoint is None:
+        route = self._routes.get(path)
+        if route is None:
             return 404, json.dumps({"return_code": 404, "return_msg": "api not found"})
+        sheet, endpoint = route
         msg_id = ""
+        encrypted = False
         try:
             params = _form(body)
             msg_id = params.get("msg_id", "")
-            biz = self._authenticate(path, params)
+            biz = self._authenticate(path, sheet, params)
+            encrypted = sheet.encrypted
             with self._lock:
                 self._injected_failure(path)
                 reply = endpoint(biz)
-            reply = {"return_code": 0, "return_msg": "success", **reply}
+            reply = {"return_code": 0, "return_msg": "success", **reply, "msg_id": msg_id}
+            self._own_fields(sheet.response, reply, f"{sheet.name} answer")
         except _Refusal as refusal:
             reply = {"return_code": refusal.return_code, "return_msg": refusal.message}
-        reply["msg_id"] = msg_id
-        return 200, self._signed(reply)
+            reply["msg_id"] = msg_id
+        return 200, self._signed(reply, encrypted)
 
-    def _signed(self, biz: Reply) -> str:
+    def _own_fields(self, fields: Any, biz: dict[str, Any], what: str) -> None:
+        # The fake answering outside its own sheets is a bug of the fake, not a refusal.
+        found = sheets.problems(fields, biz, self.wallet_pay_style)
+        if found:
+            raise RuntimeError(f"the ICBC sandbox's {what} breaks its sheet: {found}")
+
+    def _signed(self, biz: Reply, encrypted: bool) -> str:
         # Spaced and unicode as is: a client that re-serialised before verifying would fail.
         text = json.dumps(biz, ensure_ascii=False)
-        signature = rsa_sign(text, self._gateway_key, self.response_sign_alg)
+        if encrypted:
+            text = json.dumps(aes_encrypt(compact_json(biz), self.aes_key))
+        signature = rsa_sign(text, self._gateway_key, self.reply_sign_alg)
         return '{"response_biz_content": ' + text + ', "sign": ' + json.dumps(signature) + "}"
 
-    def _authenticate(self, path: str, params: dict[str, str]) -> Reply:
+    def _authenticate(self, path: str, sheet: sheets.Sheet, params: dict[str, str]) -> Reply:
         missing = [name for name in (*_REQUIRED_FIELDS, "biz_content") if not params.get(name)]
         if missing:
             raise _Refusal("REQUEST_INVALID", "missing " + ",".join(missing))
         if params["app_id"] != self.app_id:
             raise _Refusal("APP_UNKNOWN", "app_id not registered")
-        if params["sign_type"] != SIGN_TYPE_RSA2:
-            raise _Refusal("SIGNATURE_REJECTED", "sign_type must be RSA2")
+        if params["sign_type"] != self.registered_sign_type:
+            raise _Refusal(
+                "SIGNATURE_REJECTED",
+                f"sign_type must be {self.registered_sign_type}, as the app is registered",
+            )
         text = signing_string(path, params)
-        if not rsa_verify(text, params["sign"], self.merchant_public_key, "SHA256"):
+        alg = SIGN_ALGS[self.registered_sign_type]
+        if not rsa_verify(text, params["sign"], self.merchant_public_key, alg):
             raise _Refusal("SIGNATURE_REJECTED", "sign verify failed")
         if params["format"] != FORMAT or params["charset"] != CHARSET:
             raise _Refusal("REQUEST_INVALID", "format must be json and charset UTF-8")
-        if parse_icbc_time(params["timestamp"]) is None:
+        if parse_icbc_time(params["timestamp"]) is None or len(params["timestamp"]) != 19:
             raise _Refusal("REQUEST_INVALID", "timestamp must be yyyy-MM-dd HH:mm:ss")
         try:
             self.db[MESSAGES].insert_one({"_id": params["msg_id"], "at": self.clock.now()})
         except DuplicateKeyError:
             raise _Refusal("MSG_ID_REPEATED", "msg_id already used") from None
+        biz = self._biz(sheet, params)
+        found = sheets.problems(sheet.request, biz, self.wallet_pay_style)
+        if found:
+            raise _Refusal("REQUEST_INVALID", "; ".join(found))
+        self._ours(biz)
+        return biz
+
+    def _biz(self, sheet: sheets.Sheet, params: dict[str, str]) -> Reply:
+        encrypt_type = params.get("encrypt_type", "")
+        if sheet.encrypted and encrypt_type != ENCRYPT_AES:
+            raise _Refusal("REQUEST_INVALID", "biz_content must be AES-encrypted")
+        if not sheet.encrypted and encrypt_type:
+            raise _Refusal("REQUEST_INVALID", "this interface takes biz_content in clear")
+        text = params["biz_content"]
         try:
-            biz = json.loads(params["biz_content"])
-        except ValueError:
+            if sheet.encrypted:
+                text = aes_decrypt(text, self.aes_key)
+            biz = json.loads(text)
+        except (IcbcError, ValueError):
             biz = None
         if not isinstance(biz, dict):
             raise _Refusal("REQUEST_INVALID", "biz_content is not a JSON object")
-        if biz.get("mer_id") != self.merchant_id:
-            raise _Refusal("REQUEST_INVALID", "mer_id not registered")
         return biz
+
+    def _ours(self, biz: Reply) -> None:
+        expected = {
+            "mer_id": self.merchant_id,
+            "icbc_appid": self.app_id,
+            "appId": self.app_id,
+            "mer_prtcl_no": SANDBOX_PRTCL_NO,
+            "outVendorId": SANDBOX_VENDOR_ID,
+            "projectId": SANDBOX_PROJECT_ID,
+            "busiCode": SANDBOX_BUSI_CODE,
+        }
+        for name, value in expected.items():
+            if name in biz and biz[name] != value:
+                raise _Refusal("REQUEST_INVALID", f"{name} not registered for this app")
 
     def _injected_failure(self, path: str) -> None:
         for i, (name, only) in enumerate(self._failures):
@@ -433,7 +612,7 @@ class FakeIcbc(LoopbackService):
                 del self._failures[i]
                 raise _Refusal(name, "injected failure")
 
-    # Payments.
+    # WeChat Pay orders.
 
     def _current_order(self, order_no: str) -> dict[str, Any] | None:
         # An unpaid order closes at its expiry, on the sandbox clock.
@@ -444,24 +623,22 @@ class FakeIcbc(LoopbackService):
         return self.db[ORDERS].find_one({"_id": order_no})
 
     def _pay(self, biz: Reply) -> Reply:
-        order_no = _required(biz, "out_trade_no")
-        amount = _amount(biz, "total_fee")
-        method = _METHOD_OF_PAY_MODE.get(str(biz.get("pay_mode")))
-        expires_at = parse_icbc_time(biz.get("expire_time"))
-        if method is None or expires_at is None:
-            raise _Refusal("REQUEST_INVALID", "pay_mode or expire_time invalid")
+        if biz["pay_mode"] != PAY_MODE_WECHAT or biz["access_type"] != ACCESS_TYPE_MINIPROGRAM:
+            raise _Refusal("REQUEST_INVALID", "this merchant takes WeChat Pay in a mini-program")
+        order_no, amount = biz["out_trade_no"], int(biz["total_fee"])
+        now = self.clock.now()
         order = {
             "_id": order_no,
-            "order_id": _icbc_order_id(self.clock.now()),
-            "channel": method,
+            "order_id": _icbc_order_id(now),
+            "channel": "wechat",
             "amount_fen": amount,
-            "subject": str(biz.get("body", "")),
-            "open_id": biz.get("open_id"),
-            "mer_url": biz.get("mer_url"),
-            "pay_token": secrets.token_urlsafe(16),
+            "subject": biz["body"],
+            "open_id": biz["open_id"],
+            "mer_url": biz["mer_url"],
+            "prepay_id": "wx" + secrets.token_hex(14),
             "status": "pending",
-            "created_at": self.clock.now(),
-            "expires_at": expires_at,
+            "created_at": now,
+            "expires_at": now + timedelta(seconds=int(biz.get("expire_time") or 7200)),
             "paid_at": None,
         }
         try:
@@ -471,131 +648,189 @@ class FakeIcbc(LoopbackService):
             existing = self._current_order(order_no)
             if (
                 existing is None
-                or existing["channel"] != method
+                or existing["channel"] != "wechat"
                 or existing["amount_fen"] != amount
                 or existing["status"] != "pending"
             ):
                 raise _Refusal("ORDER_CONFLICT", "out_trade_no already used") from None
             order = existing
+        package = {
+            "appid": biz["shop_appid"],
+            "timestamp": str(int(now.timestamp())),
+            "noncestr": secrets.token_hex(16),
+            "package": f"prepay_id={order['prepay_id']}",
+            "signType": "RSA",
+            "sign": secrets.token_urlsafe(48),
+        }
         return {
             "out_trade_no": order_no,
             "order_id": order["order_id"],
-            "total_amt": str(order["amount_fen"]),
-            "pay_mode": PAY_MODES[order["channel"]],
-            "expire_time": icbc_time(_aware(order["expires_at"])),
-            "pay_token": order["pay_token"],
+            "total_amt": str(amount),
+            "mer_id": self.merchant_id,
+            "pay_mode": PAY_MODE_WECHAT,
+            "access_type": ACCESS_TYPE_MINIPROGRAM,
+            "trade_type": "JSAPI",
+            "wx_data_package": compact_json(package),
         }
 
     def _query(self, biz: Reply) -> Reply:
-        order = self._current_order(_required(biz, "out_trade_no"))
+        order_no = biz.get("out_trade_no")
+        order = self._current_order(order_no) if order_no else None
         if order is None:
             raise _Refusal("ORDER_NOT_FOUND", "order not found")
-        return _status_fields(order)
+        paid_at = order.get("paid_at")
+        answer = {
+            "out_trade_no": order["_id"],
+            "order_id": order["order_id"],
+            "pay_status": _STATUS_CODES[order["status"]],
+            "total_amt": str(order["amount_fen"]),
+            "payment_amt": str(order["amount_fen"]),
+            "mer_id": self.merchant_id,
+            "pay_time": _compact(paid_at) if paid_at else "",
+        }
+        if order["channel"] == "wechat":
+            answer |= {"access_type": ACCESS_TYPE_MINIPROGRAM, "pay_type": PAY_MODE_WECHAT}
+        return answer
 
-    # Real-name verification and the e-wallet.
+    # Opening and verifying an account (JFT).
+
+    def _class_of(self, flag: str) -> str:
+        classes = [name for name, value in self.user_pro_flags.items() if value == flag]
+        if not classes:
+            raise _Refusal("REQUEST_INVALID", "userProFlag opens no account for this app")
+        return classes[0]
 
     def _wallet_open(self, biz: Reply) -> Reply:
-        method = _METHOD_OF_OPEN_TYPE.get(str(biz.get("open_type")))
-        name = biz.get("cust_name")
-        if method is None or not isinstance(name, str) or not name.strip():
-            raise _Refusal("REQUEST_INVALID", "open_type or cust_name invalid")
-        id_number = str(biz.get("cert_no", "")).upper()
-        card_no = str(biz.get("card_no", ""))
-        phone = str(biz.get("mobile_no", ""))
-        if biz.get("cert_type") != "0" or not resident_id_valid(id_number):
-            raise _Refusal("ID_NUMBER_INVALID", "cert_no invalid")
+        account_class = self._class_of(biz["userProFlag"])
+        id_number, card_no = biz["certNo"], biz["bindMedium"]
+        if not resident_id_valid(id_number):
+            raise _Refusal("ID_NUMBER_INVALID", "certNo invalid")
         if not luhn_valid(card_no):
-            raise _Refusal("CARD_INVALID", "card_no invalid")
-        if method == "card" and not card_no.startswith(ICBC_CARD_PREFIX):
+            raise _Refusal("CARD_INVALID", "bindMedium invalid")
+        if account_class == "I" and not card_no.startswith(ICBC_CARD_PREFIX):
             raise _Refusal("NOT_ICBC_CARD", "not an ICBC class I debit card")
-        if not (len(phone) == 11 and phone.isdigit() and phone[0] == "1" and phone[1] in "3456789"):
-            raise _Refusal("PHONE_INVALID", "mobile_no invalid")
-        apply_no = "AP" + secrets.token_hex(12).upper()
-        code = f"{secrets.randbelow(1_000_000):06d}"
         now = self.clock.now()
-        self.db[TICKETS].insert_one(
-            {
-                "_id": apply_no,
-                "method": method,
-                "name": name.strip(),
-                "id_hash": _digest(id_number),
-                "card_hash": _digest(card_no),
-                "card_masked": f"{card_no[:4]} **** **** {card_no[-4:]}",
-                "code_hash": _digest(apply_no + code),
-                "tries": 0,
-                "used": False,
-                "created_at": now,
-                "expires_at": now + _TICKET_TTL,
-            }
-        )
-        self._sms.send(phone, "icbc_realname", [code])
-        return {"apply_no": apply_no}
+        opening = {
+            "_id": biz["corpSerno"],
+            "account_class": account_class,
+            "name": biz["custName"],
+            "id_hash": _digest(id_number),
+            "card_hash": _digest(card_no),
+            "card_masked": f"{card_no[:4]}********{card_no[-4:]}",
+            "phone": biz["mobileNo"],
+            "notify_addr": biz["notifyAddr"],
+            "used": False,
+            "created_at": now,
+        }
+        try:
+            self.db[OPENINGS].insert_one(opening)
+        except DuplicateKeyError:
+            raise _Refusal("REQUEST_INVALID", "corpSerno already used") from None
+        return {"corpSerno": opening["_id"], "smsSendNo": self._text_code(opening["_id"])}
 
-    def _wallet_confirm(self, biz: Reply) -> Reply:
-        apply_no, code = str(biz.get("apply_no", "")), str(biz.get("sms_code", ""))
-        now = self.clock.now()
-        ticket = self.db[TICKETS].find_one_and_update(
+    def _text_code(self, serial: str) -> str:
+        code, send_no = _digits(6), _digits(6)
+        opening = self.db[OPENINGS].find_one_and_update(
+            {"_id": serial},
             {
-                "_id": apply_no,
+                "$set": {
+                    "send_no": send_no,
+                    "code_hash": _digest(serial + code),
+                    "tries": 0,
+                    "expires_at": self.clock.now() + _CODE_TTL,
+                }
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        self._sms.send(opening["phone"], "icbc_realname", [code])
+        return send_no
+
+    def _wallet_sendmsg(self, biz: Reply) -> Reply:
+        serial = biz["corpSernoOriginal"]
+        if self.db[OPENINGS].find_one({"_id": serial, "used": False}) is None:
+            raise _Refusal("REQUEST_INVALID", "corpSernoOriginal is no opening awaiting a code")
+        return {"smsSendNo": self._text_code(serial)}
+
+    def _wallet_checksms(self, biz: Reply) -> Reply:
+        serial, send_no = biz["corpSernoOriginal"], biz["smsSendNo"]
+        opening = self.db[OPENINGS].find_one_and_update(
+            {
+                "_id": serial,
+                "send_no": send_no,
                 "used": False,
-                "expires_at": {"$gt": now},
+                "expires_at": {"$gt": self.clock.now()},
                 "tries": {"$lt": _MAX_CODE_TRIES},
             },
             {"$inc": {"tries": 1}},
             return_document=ReturnDocument.AFTER,
         )
-        if ticket is None or not hmac.compare_digest(ticket["code_hash"], _digest(apply_no + code)):
+        code_hash = _digest(serial + biz["smsScode"])
+        if opening is None or not hmac.compare_digest(opening["code_hash"], code_hash):
             raise _Refusal("SMS_CODE_INVALID", "sms code wrong, expired or used up")
-        if (
-            self.db[TICKETS].find_one_and_update(
-                {"_id": apply_no, "used": False}, {"$set": {"used": True}}
-            )
-            is None
-        ):
+        used = self.db[OPENINGS].find_one_and_update(
+            {"_id": serial, "used": False}, {"$set": {"used": True}}
+        )
+        if used is None:
             raise _Refusal("SMS_CODE_INVALID", "sms code already used")
-        # One person, one wallet: verifying again hands back the wallet already opened.
-        wallet = self.db[WALLETS].find_one({"id_hash": ticket["id_hash"]})
-        if wallet is None:
-            wallet = self._open_wallet(ticket, now)
+        if self.openings_pending:
+            return {"corpSernoOriginal": serial, "openStatus": "2"}
+        account = self._open(opening)
         return {
-            "wallet_no": wallet["_id"],
-            "acct_class": {"I": "1", "II": "2", "III": "3"}[wallet["wallet_class"]],
-            "bind_card_no": wallet["linked_card_masked"],
+            "corpSernoOriginal": serial,
+            "openStatus": "0",
+            "acctNo": account["wallet_no"] or "",
+            "acctLevel": _LEVEL_CODES[account["account_class"]],
+            "bindMedium": account["bound_card_masked"],
         }
 
-    def _open_wallet(self, ticket: dict[str, Any], now: datetime) -> dict[str, Any]:
-        wallet = {
-            "_id": "6212" + "".join(secrets.choice(string.digits) for _ in range(15)),
-            "id_hash": ticket["id_hash"],
-            "name": ticket["name"],
-            "wallet_class": "I" if ticket["method"] == "card" else "II",
-            "linked_card_masked": ticket["card_masked"],
+    def _open(self, opening: dict[str, Any]) -> dict[str, Any]:
+        account_class = opening["account_class"]
+        wallet_no = None
+        if account_class == "I":
+            # The Class I card is the account: verifying it opens nothing new.
+            key = opening["card_hash"]
+        else:
+            # One person, one e-wallet of a class: verifying again hands back the one opened.
+            existing = self.db[ACCOUNTS].find_one(
+                {"id_hash": opening["id_hash"], "account_class": account_class}
+            )
+            if existing is not None:
+                return cast(dict[str, Any], existing)
+            wallet_no = "6212" + "".join(secrets.choice(string.digits) for _ in range(15))
+            key = _digest(wallet_no)
+        account = {
+            "_id": key,
+            "wallet_no": wallet_no,
+            "id_hash": opening["id_hash"],
+            "name": opening["name"],
+            "account_class": account_class,
+            "bound_card_masked": opening["card_masked"],
             "balance_fen": OPENING_BALANCE_FEN,
-            "created_at": now,
+            "created_at": self.clock.now(),
         }
         try:
-            self.db[WALLETS].insert_one(wallet)
+            self.db[ACCOUNTS].insert_one(account)
         except DuplicateKeyError:
-            return cast(dict[str, Any], self.db[WALLETS].find_one({"id_hash": ticket["id_hash"]}))
-        self._record(wallet["_id"], "1", OPENING_BALANCE_FEN, OPENING_BALANCE_FEN, "沙箱开户存入")
-        return wallet
+            return cast(dict[str, Any], self.db[ACCOUNTS].find_one({"_id": key}))
+        self._record(key, "1", OPENING_BALANCE_FEN, OPENING_BALANCE_FEN, "沙箱开户存入")
+        return account
 
-    def _wallet(self, biz: Reply) -> dict[str, Any]:
-        wallet = self.db[WALLETS].find_one({"_id": str(biz.get("wallet_no", ""))})
-        if wallet is None:
-            raise _Refusal("WALLET_NOT_FOUND", "wallet not found")
-        return wallet
+    def _account(self, number: str) -> dict[str, Any]:
+        account = self.db[ACCOUNTS].find_one({"_id": _digest(number)})
+        if account is None:
+            raise _Refusal("ACCOUNT_NOT_FOUND", "account not found")
+        return cast(dict[str, Any], account)
 
     def _wallet_balance(self, biz: Reply) -> Reply:
-        wallet = self._wallet(biz)
-        return {"wallet_no": wallet["_id"], "balance": str(wallet["balance_fen"])}
+        account = self._account(biz["acctNo"])
+        return {"acctNo": biz["acctNo"], "balance": str(account["balance_fen"])}
 
     def _wallet_transactions(self, biz: Reply) -> Reply:
-        wallet = self._wallet(biz)
-        page, page_size = _amount(biz, "page_no"), _amount(biz, "page_size")
-        if page_size > 100:
-            raise _Refusal("REQUEST_INVALID", "page_size at most 100")
-        query = {"wallet_no": wallet["_id"]}
+        account = self._account(biz["acctNo"])
+        page, page_size = int(biz["pageNo"]), int(biz["pageSize"])
+        if page < 1 or not 1 <= page_size <= 100:
+            raise _Refusal("REQUEST_INVALID", "pageNo from 1, pageSize 1 to 100")
+        query = {"account_key": account["_id"]}
         records = (
             self.db[TRANSACTIONS]
             .find(query)
@@ -604,27 +839,29 @@ class FakeIcbc(LoopbackService):
             .limit(page_size)
         )
         return {
-            "total_num": str(self.db[TRANSACTIONS].count_documents(query)),
+            "totalNum": str(self.db[TRANSACTIONS].count_documents(query)),
             "records": [
                 {
-                    "trx_serial": r["_id"],
-                    "trx_type": r["trx_type"],
-                    "trx_amt": str(r["amount_fen"]),
+                    "trxSerno": r["_id"],
+                    "trxType": r["trx_type"],
+                    "trxAmt": str(r["amount_fen"]),
                     "balance": str(r["balance_fen"]),
                     "summary": r["summary"],
-                    "trx_time": icbc_time(_aware(r["at"])),
+                    "trxTime": icbc_time(_aware(r["at"])),
                 }
                 for r in records
             ],
         }
 
     def _record(
-        self, wallet_no: str, trx_type: str, amount: int, balance: int, summary: str
-    ) -> None:
+        self, account_key: str, trx_type: str, amount: int, balance: int, summary: str
+    ) -> str:
+        # Time-ordered (an ObjectId after the time), so details of one second keep their order.
+        serial = _compact(self.clock.now()) + new_id().upper()
         self.db[TRANSACTIONS].insert_one(
             {
-                "_id": new_id(),
-                "wallet_no": wallet_no,
+                "_id": serial,
+                "account_key": account_key,
                 "trx_type": trx_type,
                 "amount_fen": amount,
                 "balance_fen": balance,
@@ -632,86 +869,181 @@ class FakeIcbc(LoopbackService):
                 "at": self.clock.now(),
             }
         )
+        return serial
+
+    def _debit(self, account_key: str, amount: int, summary: str) -> str | None:
+        """Take ``amount`` from the account if its balance covers it; the serial, or None."""
+        debited = self.db[ACCOUNTS].find_one_and_update(
+            {"_id": account_key, "balance_fen": {"$gte": amount}},
+            {"$inc": {"balance_fen": -amount}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if debited is None:
+            return None
+        return self._record(account_key, "2", amount, debited["balance_fen"], summary)
+
+    # Paying from the account.
+
+    def _wallet_pay(self, biz: Reply) -> Reply:
+        order_no = biz["orderId"]
+        amount = pay_amount_fen(biz["tranAmt"], self.wallet_pay_style)
+        key = self._account(biz["baseAcctNo"])["_id"]
+        existing = self.db[ORDERS].find_one({"_id": order_no})
+        if existing is not None:
+            # A retried payment answers with the first outcome and never debits twice.
+            if existing.get("account_key") != key or existing["amount_fen"] != amount:
+                raise _Refusal("ORDER_CONFLICT", "orderId already used")
+            return self._wallet_answer(existing)
+        now = self.clock.now()
+        serial = self._debit(key, amount, biz["orderName"])
+        if serial is None:
+            raise _Refusal("BALANCE_INSUFFICIENT", "balance too small for this payment")
+        order = {
+            "_id": order_no,
+            "order_id": serial,
+            "channel": "account",
+            "account_key": key,
+            "amount_fen": amount,
+            "subject": biz["orderName"],
+            "status": "paid",
+            "created_at": now,
+            "expires_at": now,
+            "paid_at": now,
+        }
+        self.db[ORDERS].insert_one(order)
+        return self._wallet_answer(order)
+
+    def _wallet_answer(self, order: dict[str, Any]) -> Reply:
+        return {
+            "orderId": order["_id"],
+            "payStatus": "1" if order["status"] == "paid" else "2",
+            "trxSerno": order["order_id"],
+            "tranAmt": pay_amount_text(order["amount_fen"], self.wallet_pay_style),
+            "payTime": _compact(order["paid_at"]) if order.get("paid_at") else "",
+        }
 
     # Auto-debit.
 
+    def _holder(self, number: str, id_number: str, name: str) -> dict[str, Any]:
+        account = self._account(number)
+        if account["id_hash"] != _digest(id_number) or account["name"] != name:
+            raise _Refusal("NAME_MISMATCH", "the account belongs to someone else")
+        return account
+
+    def _autodebit_sms(self, biz: Reply) -> Reply:
+        key = self._holder(biz["acctNo"], biz["idNo"], biz["acctName"])["_id"]
+        end = date.fromisoformat(biz["protocolEndDate"])
+        if end < business_date(self.clock.now()):
+            raise _Refusal("REQUEST_INVALID", "protocolEndDate is in the past")
+        code, send_no = _digits(6), _digits(6)
+        agreement = {
+            "account_key": key,
+            "limit_fen": int(biz["protocolLimitAmount"]),
+            "end_date": end.isoformat(),
+            "send_no": send_no,
+            "code_hash": _digest(biz["srVid"] + code),
+            "tries": 0,
+            "expires_at": self.clock.now() + _CODE_TTL,
+        }
+        updated = self.db[AGREEMENTS].find_one_and_update(
+            {"_id": biz["srVid"], "status": {"$ne": "active"}},
+            {"$set": {**agreement, "status": "draft"}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        if updated is None:
+            raise _Refusal("REQUEST_INVALID", "srVid already signed")
+        self._sms.send(biz["mobile"], "icbc_autodebit", [code])
+        return {"sendNo": send_no}
+
     def _autodebit_agreement(self, biz: Reply) -> Reply:
-        operation = biz.get("oper_type")
-        if operation == AGREEMENT_SIGN:
-            wallet = self._wallet(biz)
-            limit = _amount(biz, "single_limit")
-            try:
-                end = date.fromisoformat(str(biz.get("end_date", "")))
-            except ValueError:
-                raise _Refusal("REQUEST_INVALID", "end_date must be yyyy-MM-dd") from None
-            if end < business_date(self.clock.now()):
-                raise _Refusal("REQUEST_INVALID", "end_date is in the past")
-            agreement_no = "PRT" + secrets.token_hex(10).upper()
-            self.db[AGREEMENTS].insert_one(
-                {
-                    "_id": agreement_no,
-                    "wallet_no": wallet["_id"],
-                    "limit_fen": limit,
-                    "end_date": end.isoformat(),
-                    "status": "active",
-                    "signed_at": self.clock.now(),
-                }
-            )
-            return {"prtcl_no": agreement_no, "status": "active"}
-        if operation == AGREEMENT_CANCEL:
-            agreement_no = _required(biz, "prtcl_no")
+        agreement_id = biz["srVid"]
+        if biz["dealFlag"] == "1":
             cancelled = self.db[AGREEMENTS].find_one_and_update(
-                {"_id": agreement_no},
+                {"_id": agreement_id},
                 {"$set": {"status": "cancelled", "cancelled_at": self.clock.now()}},
+                return_document=ReturnDocument.AFTER,
             )
             if cancelled is None:
                 raise _Refusal("AGREEMENT_INVALID", "agreement not found")
-            return {"prtcl_no": agreement_no, "status": "cancelled"}
-        raise _Refusal("REQUEST_INVALID", "oper_type invalid")
+            return {"srVid": agreement_id, "protocolNo": cancelled.get("protocol_no") or ""}
+        key = self._holder(biz["accountNo"], biz["idNo"], biz["accountName"])["_id"]
+        draft = self.db[AGREEMENTS].find_one_and_update(
+            {
+                "_id": agreement_id,
+                "status": "draft",
+                "send_no": biz["sendNo"],
+                "account_key": key,
+                "expires_at": {"$gt": self.clock.now()},
+                "tries": {"$lt": _MAX_CODE_TRIES},
+            },
+            {"$inc": {"tries": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+        code_hash = _digest(agreement_id + biz["verifyCode"])
+        if draft is None or not hmac.compare_digest(draft["code_hash"], code_hash):
+            raise _Refusal("SMS_CODE_INVALID", "verifyCode wrong, expired or used up")
+        protocol_no = "PRT" + secrets.token_hex(10).upper()
+        signed = self.db[AGREEMENTS].find_one_and_update(
+            {"_id": agreement_id, "status": "draft"},
+            {
+                "$set": {
+                    "status": "active",
+                    "protocol_no": protocol_no,
+                    "limit_fen": int(biz["protocolLimitAmount"]),
+                    "end_date": biz["protocolEndDate"],
+                    "signed_at": self.clock.now(),
+                }
+            },
+        )
+        if signed is None:
+            raise _Refusal("SMS_CODE_INVALID", "verifyCode already used")
+        return {"srVid": agreement_id, "protocolNo": protocol_no}
 
     def _autodebit_pay(self, biz: Reply) -> Reply:
-        agreement_no = _required(biz, "prtcl_no")
-        order_no = _required(biz, "out_trade_no")
-        amount = _amount(biz, "total_fee")
+        agreement_no, order_no = biz["prtcl_no"], biz["out_trade_no"]
+        amount = int(biz["total_fee"])
         existing = self.db[ORDERS].find_one({"_id": order_no})
         if existing is not None:
             # A retried charge answers with the first outcome and never debits twice.
             if existing.get("prtcl_no") != agreement_no or existing["amount_fen"] != amount:
                 raise _Refusal("ORDER_CONFLICT", "out_trade_no already used")
-            return _status_fields(existing)
+            return self._debit_answer(existing)
         today = business_date(self.clock.now()).isoformat()
         agreement = self.db[AGREEMENTS].find_one(
-            {"_id": agreement_no, "status": "active", "end_date": {"$gte": today}}
+            {"protocol_no": agreement_no, "status": "active", "end_date": {"$gte": today}}
         )
         if agreement is None:
             raise _Refusal("AGREEMENT_INVALID", "agreement cancelled, lapsed or unknown")
         if amount > agreement["limit_fen"]:
             raise _Refusal("AUTODEBIT_LIMIT_EXCEEDED", "amount over the agreement's limit")
         now = self.clock.now()
-        wallet_no = agreement["wallet_no"]
-        debited = self.db[WALLETS].find_one_and_update(
-            {"_id": wallet_no, "balance_fen": {"$gte": amount}},
-            {"$inc": {"balance_fen": -amount}},
-            return_document=ReturnDocument.AFTER,
-        )
-        subject = str(biz.get("body", ""))
+        serial = self._debit(agreement["account_key"], amount, biz["body"] or "代扣")
         order = {
             "_id": order_no,
-            "order_id": _icbc_order_id(now),
+            "order_id": serial or _icbc_order_id(now),
             "channel": "passfree",
             "prtcl_no": agreement_no,
-            "wallet_no": wallet_no,
+            "account_key": agreement["account_key"],
             "amount_fen": amount,
-            "subject": subject,
-            "status": "paid" if debited is not None else "failed",
+            "subject": biz["body"],
+            "status": "paid" if serial else "failed",
             "created_at": now,
             "expires_at": now,
-            "paid_at": now if debited is not None else None,
+            "paid_at": now if serial else None,
         }
         self.db[ORDERS].insert_one(order)
-        if debited is not None:
-            self._record(wallet_no, "2", amount, debited["balance_fen"], subject or "代扣")
-        return _status_fields(order)
+        return self._debit_answer(order)
+
+    def _debit_answer(self, order: dict[str, Any]) -> Reply:
+        paid_at = order.get("paid_at")
+        return {
+            "out_trade_no": order["_id"],
+            "order_id": order["order_id"],
+            "pay_status": "1" if order["status"] == "paid" else "2",
+            "total_amt": str(order["amount_fen"]),
+            "pay_time": _compact(paid_at) if paid_at else "",
+        }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -745,10 +1077,10 @@ def _ensure_indexes(db: Any) -> None:
             db[name].create_index(list(model.document["key"].items()), **options)
 
 
-def _load_or_create_key(folder: Path | None, filename: str) -> str:
+def _load_or_create_key(folder: Path | None, filename: str, bits: int) -> str:
     if folder is not None and (folder / filename).exists():
         return (folder / filename).read_text(encoding="ascii")
-    pem = generate_private_key_pem()
+    pem = generate_private_key_pem(bits)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         temporary = folder / f"{filename}.{os.getpid()}.tmp"
@@ -773,33 +1105,16 @@ def _form(body: bytes) -> dict[str, str]:
     return form
 
 
-def _required(biz: Reply, name: str) -> str:
-    value = biz.get(name)
-    if not isinstance(value, str) or not value:
-        raise _Refusal("REQUEST_INVALID", f"{name} required")
-    return value
-
-
-def _amount(biz: Reply, name: str) -> int:
-    value = biz.get(name)
-    if not isinstance(value, str) or not value.isdigit() or int(value) <= 0:
-        raise _Refusal("REQUEST_INVALID", f"{name} must be a positive integer string")
-    return int(value)
-
-
-def _status_fields(order: dict[str, Any]) -> Reply:
-    paid_at = order.get("paid_at")
-    return {
-        "out_trade_no": order["_id"],
-        "order_id": order["order_id"],
-        "pay_status": _STATUS_CODES[order["status"]],
-        "total_amt": str(order["amount_fen"]),
-        "pay_time": icbc_time(_aware(paid_at)) if paid_at else "",
-    }
-
-
 def _icbc_order_id(now: datetime) -> str:
     return now.astimezone(SHANGHAI).strftime("%Y%m%d%H%M%S") + secrets.token_hex(6).upper()
+
+
+def _compact(moment: datetime) -> str:
+    return _aware(moment).astimezone(SHANGHAI).strftime("%Y%m%d%H%M%S")
+
+
+def _digits(count: int) -> str:
+    return "".join(secrets.choice(string.digits) for _ in range(count))
 
 
 def _digest(value: str) -> str:

@@ -213,7 +213,11 @@ def open_sandbox(
         # which it verifies) stay valid across restarts.
         icbc = FakeIcbc(db, clock, key_dir=root / "icbc")
         icbc.start()
-        final = base.model_copy(update=icbc.settings_overrides())
+        # The local bank posts its notifies to the server that asks it to settle an order
+        # (/dev/icbc/complete); the notify URL orders carry only has to be a URL, as ICBC's
+        # field sheet wants one.
+        notify_url = base.icbc_notify_url or "http://127.0.0.1/icbc/notify"
+        final = base.model_copy(update={**icbc.settings_overrides(), "icbc_notify_url": notify_url})
         services = build_services(final, clock=clock, db=db)
     except BaseException:
         if icbc is not None:
