@@ -147,7 +147,6 @@ def load(db: Any, n: int) -> int:
                 "avatar": None,
                 "last_login_at": None,
                 "wx": {"resident": f"o-resident-{i}"},
-                "sessions": [],
                 "realname_verified": False,
             }
             for i in range(houses)

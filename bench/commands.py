@@ -58,6 +58,7 @@ NEWCOMER = "o-bench-lina"  # 李娜, owner of 1栋-1单元-102, not yet bound
 ADMIN = "o-bench-admin"  # 周敏, company-wide admin (staff app)
 REPAIRMAN = "o-bench-repairman"  # 郑师傅
 GUARD = "o-bench-guard"  # 孙立, guard of 彩云花园
+STAFF_CALLERS = (ADMIN, REPAIRMAN, GUARD)
 
 
 @dataclass
@@ -460,9 +461,13 @@ def _event(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
             "isBase64Encoded": False,
             "requestContext": {"sourceIp": "202.106.0.20", "requestId": "bench-notify"},
         }
+    from caiyun.sandbox.server import SANDBOX_APPID, SANDBOX_STAFF_APPID
+
     event: dict[str, Any] = {"action": step.action, **payload}
     if step.caller is not None:
-        event["userInfo"] = {"openId": step.caller, "appId": "wx-bench"}
+        # Staff act only from the staff app: the platform names its appid.
+        appid = SANDBOX_STAFF_APPID if step.caller in STAFF_CALLERS else SANDBOX_APPID
+        event["userInfo"] = {"openId": step.caller, "appId": appid}
     return event
 
 
@@ -498,7 +503,7 @@ def _component_costs(repeat: int) -> list[list[str]]:
     from caiyun.runtime.logs import log_call
     from caiyun.runtime.validation import validate
 
-    event = {"action": "categories", "userInfo": {"openId": OWNER, "appId": "wx-bench"}}
+    event = {"action": "categories", "userInfo": {"openId": OWNER, "appId": "wx-sandbox-resident"}}
     line = {
         "function": "repair",
         "request_id": "bench",

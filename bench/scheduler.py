@@ -85,7 +85,6 @@ def load(db: Any, n: int) -> None:
                 "avatar": None,
                 "last_login_at": None,
                 "wx": {"resident": f"o-resident-{i}"},
-                "sessions": [],
                 "realname_verified": False,
             }
             for i, a in enumerate(accounts)

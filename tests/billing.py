@@ -225,6 +225,7 @@ def billed_world(
                 ],
             },
             ADMIN,
+            "staff",
         )
     )
     assert report["counts"]["created"] == 5
@@ -248,6 +249,7 @@ def billed_world(
                 ],
             },
             MAPLE_ADMIN,
+            "staff",
         )
     )
     by_key = {(b["house_id"], b["period"], b["item"]): b["_id"] for b in db["bills"].find({})}

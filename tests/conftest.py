@@ -13,7 +13,7 @@ import pytest
 
 from caiyun.clock import SHANGHAI, OffsetClock
 from caiyun.sandbox.functions import handler
-from caiyun.services import Services, build_services, install_services
+from caiyun.services import Services, build_services, current_services, install_services
 from caiyun.settings import Settings
 
 # worlds.py's asserts report like the tests' own (the pytest_plugins modules' are rewritten too).
@@ -35,9 +35,13 @@ def fixed_clock(start: datetime = TEST_START) -> OffsetClock:
     return OffsetClock(start=start)
 
 
+# The two mini-programs' appids in a test's settings, unless the test names its own.
+TEST_APPIDS = {"wechat_appid": "wx-resident", "wechat_staff_appid": "wx-staff"}
+
+
 def make_settings(**overrides: Any) -> Settings:
     """Sandbox settings for a test; MONGODB_URI in the environment selects a real MongoDB."""
-    return Settings(env="sandbox", data_dir="", **overrides)
+    return Settings(env="sandbox", data_dir="", **{**TEST_APPIDS, **overrides})
 
 
 def fresh_services(settings: Settings) -> Iterator[Services]:
@@ -60,10 +64,18 @@ def services() -> Iterator[Services]:
     yield from fresh_services(make_settings())
 
 
-def invoke(function: str, event: dict[str, Any], openid: str | None = "o-test-openid") -> Any:
-    """A CloudBase call, as ``wx.cloud.callFunction`` from a WeChat user with ``openid``."""
+def invoke(
+    function: str,
+    event: dict[str, Any],
+    openid: str | None = "o-test-openid",
+    app: str = "resident",
+) -> Any:
+    """A CloudBase call, as ``wx.cloud.callFunction`` from a WeChat user with ``openid`` in the
+    mini-program ``app`` (the platform names its appid, as the installed settings know it)."""
     if openid is not None:
-        event = {**event, "userInfo": {"openId": openid, "appId": "wx-resident"}}
+        settings = current_services().settings
+        appid = settings.wechat_staff_appid if app == "staff" else settings.wechat_appid
+        event = {**event, "userInfo": {"openId": openid, "appId": appid}}
     return handler(function)(event, {"request_id": "test"})
 
 

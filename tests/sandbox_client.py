@@ -80,12 +80,17 @@ def advance(base: str, seconds: Any) -> tuple[int, Any]:
     return reply.status_code, reply.json()
 
 
+def appid_header(app: str) -> dict[str, str]:
+    """The header that names the calling mini-program's appid on /invoke (as the platform's
+    ``userInfo.appId``); without it the sandbox takes the resident app."""
+    return {"X-WX-AppID": SANDBOX_STAFF_APPID if app == "staff" else SANDBOX_APPID}
+
+
 def login_by_invoke(base: str, phone: str, openid: str, app: str = "resident") -> dict[str, Any]:
-    """The whole resident-app login over /invoke; returns the login data."""
+    """The whole login of the mini-program ``app`` over /invoke; returns the login data."""
     code = send_code(base, phone, openid)
-    status, body = invoke(
-        base, "login", {"action": "login", "phone": phone, "code": code, "app": app}, openid
-    )
+    event = {"action": "login", "phone": phone, "code": code, "app": app}
+    status, body = invoke(base, "login", event, openid, **appid_header(app))
     assert (status, body["ok"]) == (200, True), body
     return body["data"]
 

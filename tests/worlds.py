@@ -34,6 +34,12 @@ def refused(reply: dict[str, Any]) -> str:
     return reply["error"]["code"]
 
 
+def account_of(db: Any, openid: str) -> dict[str, Any] | None:
+    """The account an openid of either mini-program is bound to (a test's look-up: a call is
+    resolved in one app only)."""
+    return db[accounts.ACCOUNTS].find_one({"$or": [{f"wx.{app}": openid} for app in accounts.APPS]})
+
+
 def owner_row(room: Any, name: str, phone: str, building: Any = 1, unit: Any = 1) -> dict[str, Any]:
     """One row of an owner import: the house and the owner on record."""
     return {
@@ -87,15 +93,16 @@ def staff_account(
 
 @dataclass(frozen=True)
 class Person:
-    """Someone signed in through the login function, with an openid of their own."""
+    """Someone signed in through the login function to ``app``, with an openid of their own."""
 
     phone: str
     openid: str
     account_id: str
     token: str
+    app: str = "resident"
 
     def call(self, function: str, action: str, **fields: Any) -> dict[str, Any]:
-        return invoke(function, {"action": action, **fields}, self.openid)
+        return invoke(function, {"action": action, **fields}, self.openid, self.app)
 
 
 P = TypeVar("P", bound=Person)
@@ -105,10 +112,10 @@ def log_in(services: Services, phone: str, app: str = "resident") -> tuple[str, 
     """A real login of ``app`` as the openid ``o-<app>-<phone>``, with the code from the sandbox
     outbox; returns the openid and the login data."""
     openid = f"o-{app}-{phone}"
-    ok(invoke("login", {"action": "send_code", "phone": phone}, openid))
+    ok(invoke("login", {"action": "send_code", "phone": phone}, openid, app))
     code = sandbox_outbox(services.db, phone)[0]["code"]
     data = ok(
-        invoke("login", {"action": "login", "phone": phone, "code": code, "app": app}, openid)
+        invoke("login", {"action": "login", "phone": phone, "code": code, "app": app}, openid, app)
     )
     return openid, data
 
@@ -121,7 +128,7 @@ def sign_in(
 ) -> P:
     """``log_in``, as a ``person`` (Person or a test's own kind of it)."""
     openid, data = log_in(services, phone, app)
-    return person(phone, openid, data["account"]["account_id"], data["session_token"])
+    return person(phone, openid, data["account"]["account_id"], data["session_token"], app)
 
 
 def make_staff(

@@ -1,4 +1,12 @@
-"""login: phone + SMS code sign-in for the resident and staff mini-programs."""
+"""login: phone + SMS code sign-in for the resident and staff mini-programs.
+
+The two mini-programs have their own appids, so one WeChat user has a different openid in each:
+an account binds one openid per app and keeps its sessions per app. Signing in to (or out of)
+one app never touches the other, and a change of phone keeps both. Over CloudBase the app is
+the one the platform names (``WX_APPID`` / ``userInfo.appId``); over HTTP the session token
+carries the app named at login. Staff rights come only through the staff app: in the resident
+app a staff member is a resident (``me`` shows ``staff: null`` there).
+"""
 
 from __future__ import annotations
 
@@ -22,9 +30,9 @@ def send_code(call: Call, req: api.SendCode) -> api.SendCodeReply:
 
 
 def login(call: Call, req: api.Login) -> api.LoginReply:
-    inv = call.invocation
+    app = signin.signing_in_app(req.app, call.platform_app)
     done = signin.login(
-        call.services, req.phone, req.code, req.app, inv.openid, req.js_code, inv.appid
+        call.services, req.phone, req.code, app, call.invocation.openid, req.js_code
     )
     return api.LoginReply(
         account=api.AccountSummary(**signin.summary(call.services, done.account, done.houses)),
@@ -35,9 +43,9 @@ def login(call: Call, req: api.Login) -> api.LoginReply:
 
 
 def logout(call: Call, req: common.Empty) -> api.LogoutReply:
-    signin.logout(
-        call.services, call.require_account(), call.invocation.openid, call.invocation.bearer
-    )
+    account = call.require_account()
+    inv = call.invocation
+    signin.logout(call.services, account, call.app, inv.openid, inv.bearer)
     return api.LogoutReply(logged_out=True)
 
 

@@ -72,7 +72,12 @@ def test_every_reply_of_a_sign_in_journey_is_an_envelope(services: Services) -> 
     ]
     code = sandbox_outbox(services.db, PHONE)[0]["code"]
     replies += [
-        invoke("login", {"action": "login", "phone": PHONE, "code": code, "app": "staff"}),
+        invoke(
+            "login",
+            {"action": "login", "phone": PHONE, "code": code, "app": "staff"},
+            "o-staff",
+            "staff",
+        ),
         invoke("login", {"action": "login", "phone": PHONE, "code": code}),
         invoke("login", {"action": "me"}),
         invoke("login", {"action": "logout"}),

@@ -109,9 +109,11 @@ def row(room: int = 101, item: str = "物业费", amount: Any = 12000, **extra: 
     }
 
 
-def import_bills(rows: list[Any], community_id: str, openid: str = ADMIN) -> dict[str, Any]:
+def import_bills(
+    rows: list[Any], community_id: str, openid: str = ADMIN, app: str = "staff"
+) -> dict[str, Any]:
     event = {"action": "import_bills", "community_id": community_id, "rows": rows}
-    return invoke("admin", event, openid)
+    return invoke("admin", event, openid, app)
 
 
 def all_bills(svc: Services) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -531,7 +533,7 @@ def test_admin_of_another_community_is_forbidden(svc: Services, world: SimpleNam
 
 
 def test_residents_cannot_import_bills(svc: Services, world: SimpleNamespace) -> None:
-    assert refused(import_bills([row(101)], world.garden, ALICE.openid)) == "FORBIDDEN"
+    assert refused(import_bills([row(101)], world.garden, ALICE.openid, "resident")) == "FORBIDDEN"
     assert refused(import_bills([row(101)], world.garden, "o-nobody")) == "UNAUTHENTICATED"
     assert all_bills(svc) == {}
 

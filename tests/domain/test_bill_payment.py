@@ -122,7 +122,7 @@ def test_list_is_the_caller_lookup_and_one_query(svc: Services, world: SimpleNam
     with counted(svc) as sent:
         ok(list_bills(ALICE, status="unpaid"))
 
-    assert sent == ["accounts.aggregate", "memberships.aggregate"]
+    assert sent == ["accounts.find_one", "memberships.aggregate"]
 
 
 def test_list_needs_a_known_caller(world: SimpleNamespace) -> None:
@@ -178,7 +178,7 @@ def test_pay_reads_the_bills_and_who_may_pay_them_in_one_query(
         ok(pay(ALICE, world.oct_fee, world.oct_parking))
 
     assert sent == [
-        "accounts.aggregate",  # the caller
+        "accounts.find_one",  # the caller (a resident: no staff record to join)
         "bills.aggregate",  # the bills, their houses' members joined in
         "payment_orders.insert_one",  # the order, before ICBC is called
         "bills.update_many",  # the bills locked into it, all or none
@@ -513,9 +513,13 @@ def test_a_refund_icbc_reports_is_recorded_and_shown_to_staff(
     assert status_of(ALICE, world.oct_fee) == ("unpaid" if ends == "closed" else "paying")
     assert svc.db[payments.ORDERS].find_one({})["bank_status"] == bank_status
     community = world.h101["community_id"]
-    summary = ok(invoke("bills", {"action": "staff_summary", "community_id": community}, ADMIN))
+    summary = ok(
+        invoke("bills", {"action": "staff_summary", "community_id": community}, ADMIN, "staff")
+    )
     assert summary["bank_refund_count"] == 1 and summary["refund_due_count"] == 0
-    listed = ok(invoke("bills", {"action": "payment_issues", "community_id": community}, ADMIN))
+    listed = ok(
+        invoke("bills", {"action": "payment_issues", "community_id": community}, ADMIN, "staff")
+    )
     [issue] = listed["items"]
     assert (issue["kind"], issue["bank_status"], issue["order_no"]) == (
         "bank_refund",

@@ -198,13 +198,16 @@ def test_twenty_second_payments_for_a_settled_order_are_flagged_never_settled(
     titles = [m["title"] for m in messages(ALICE, "payment")]
     assert titles.count("缴费成功") == 1 and titles.count("多付款项将退还") == 20
     community = world.h101["community_id"]
-    summary = ok(invoke("bills", {"action": "staff_summary", "community_id": community}, ADMIN))
+    summary = ok(
+        invoke("bills", {"action": "staff_summary", "community_id": community}, ADMIN, "staff")
+    )
     assert summary["refund_due_count"] == 20 and summary["refund_due_fen"] == 20 * 17000
     issues = ok(
         invoke(
             "bills",
             {"action": "payment_issues", "community_id": community, "page_size": 100},
             ADMIN,
+            "staff",
         )
     )
     assert issues["total"] == 20

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from conftest import fresh_services, http, invoke, make_settings
 from round_trips import counted, counting
-from worlds import GARDEN, ok, owner_row, refused, staff_account
+from worlds import GARDEN, account_of, ok, owner_row, refused, staff_account
 
 from caiyun.domain import accounts, houses, memberships, messaging, sessions
 from caiyun.domain.owner_import import import_owners
@@ -87,7 +87,7 @@ def complain(world: dict[str, Any]) -> str:
 
 def reply(world: dict[str, Any], complaint_id: str, text: str = "已安排处理") -> dict[str, Any]:
     event = {"action": "reply", "complaint_id": complaint_id, "reply": text, "status": "processing"}
-    return invoke("complaint", event, world["admin"])
+    return invoke("complaint", event, world["admin"], "staff")
 
 
 def consents_left(services: Services, account_id: str, template_id: str) -> int:
@@ -179,7 +179,7 @@ def test_signed_out_resident_keeps_the_consent(
     complaint_id = complain(world)
     ok(subscribe("tmpl-complaint"))
     alice = accounts.by_id(services.db, world["alice"])
-    accounts.unbind_openid(services.db, alice, RESIDENT_OPENID)
+    accounts.unbind_openid(services.db, alice, "resident", RESIDENT_OPENID)
 
     ok(reply(world, complaint_id))
 
@@ -244,7 +244,7 @@ def test_visitor_arrival_is_pushed_to_the_consenting_host(
     }
     token = ok(invoke("visitor", event, RESIDENT_OPENID))["pass_token"]
 
-    checked = ok(invoke("visitor", {"action": "verify", "token": token}, world["guard"]))
+    checked = ok(invoke("visitor", {"action": "verify", "token": token}, world["guard"], "staff"))
 
     assert checked["result"] == "valid"
     assert [(m["touser"], m["template_id"]) for m in fake.sent] == [
@@ -279,7 +279,7 @@ def test_subscribe_records_who_gave_the_consent_in_one_write_and_one_read(
         ok(subscribe("tmpl-complaint", "tmpl-visitor", "tmpl-notice"))
 
     assert calls == [
-        "accounts.aggregate",  # the caller
+        "accounts.find_one",  # the caller (a resident)
         "subscription_consents.bulk_write",
         "subscription_consents.find",
     ]
@@ -388,7 +388,7 @@ def test_signing_back_in_with_the_same_openid_makes_the_kept_consent_spendable(
     complaint_id = complain(world)
     ok(subscribe("tmpl-complaint"))
     alice = accounts.by_id(services.db, world["alice"])
-    accounts.unbind_openid(services.db, alice, RESIDENT_OPENID)
+    accounts.unbind_openid(services.db, alice, "resident", RESIDENT_OPENID)
     ok(reply(world, complaint_id))
     assert fake.sent == []
 
@@ -402,9 +402,9 @@ def test_signing_back_in_with_the_same_openid_makes_the_kept_consent_spendable(
 def test_a_consent_given_in_one_app_is_not_spent_on_a_message_for_the_other(
     services: Services, fake: FakeWeChat, world: dict[str, Any]
 ) -> None:
-    admin_id = accounts.caller_by_openid(services.db, world["admin"])[0]["_id"]
+    admin_id = account_of(services.db, world["admin"])["_id"]
     event = {"action": "subscribe", "template_ids": ["tmpl-complaint"]}
-    ok(invoke("notify", event, world["admin"]))
+    ok(invoke("notify", event, world["admin"], "staff"))
     assert consent(services, admin_id, "tmpl-complaint")["app"] == "staff"
 
     resident_side = messaging.notify_many(services, [complaint_note(admin_id, "resident")])
@@ -422,7 +422,10 @@ def test_dispatch_pushes_to_the_resident_and_the_repairman_from_one_inbox_write(
     ok(subscribe("tmpl-repair"))
     ok(
         invoke(
-            "notify", {"action": "subscribe", "template_ids": ["tmpl-assigned"]}, "o-staff-fixer"
+            "notify",
+            {"action": "subscribe", "template_ids": ["tmpl-assigned"]},
+            "o-staff-fixer",
+            "staff",
         )
     )
     event = {
@@ -436,7 +439,7 @@ def test_dispatch_pushes_to_the_resident_and_the_repairman_from_one_inbox_write(
 
     dispatch = {"action": "dispatch", "repair_id": repair_id, "repairman_id": fixer["_id"]}
     with counted(services) as calls:
-        ok(invoke("repair", dispatch, world["admin"]))
+        ok(invoke("repair", dispatch, world["admin"], "staff"))
 
     assert calls.count("messages.insert_many") == 1
     assert "accounts.find" not in calls and "subscription_consents.find" not in calls
@@ -492,7 +495,7 @@ def test_mark_read_some_then_all(services: Services, world: dict[str, Any]) -> N
 def test_mark_read_never_touches_another_accounts_messages(
     services: Services, world: dict[str, Any]
 ) -> None:
-    admin_id = accounts.caller_by_openid(services.db, world["admin"])[0]["_id"]
+    admin_id = account_of(services.db, world["admin"])["_id"]
     messaging.notify(services, [admin_id], "repair", "派单", "正文", "/pages/x", app="staff")
     theirs = messaging.inbox(services, admin_id, False, 1, 20)[0][0]["_id"]
 

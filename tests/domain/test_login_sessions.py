@@ -14,7 +14,7 @@ from round_trips import counted
 
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.domain import accounts as account_store
-from caiyun.domain import signin, sms_codes, staff
+from caiyun.domain import sessions, staff
 from caiyun.domain.accounts import ensure_account
 from caiyun.services import Services, build_services, install_services
 
@@ -41,24 +41,32 @@ def new_account(services: Services, phone: str = PHONE, name: str = "张三") ->
     return account
 
 
-def fresh_code(services: Services, phone: str = PHONE, openid: str | None = OPENID) -> str:
+def fresh_code(
+    services: Services, phone: str = PHONE, openid: str | None = OPENID, app: str = "resident"
+) -> str:
     """Send a login code and read it from the sandbox outbox."""
-    reply = invoke("login", {"action": "send_code", "phone": phone}, openid=openid)
+    reply = invoke("login", {"action": "send_code", "phone": phone}, openid, app)
     assert reply["ok"], reply
     return sandbox_outbox(services.db, phone)[0]["code"]
 
 
 def login(
-    services: Services, phone: str = PHONE, openid: str | None = OPENID, **extra: Any
+    services: Services,
+    phone: str = PHONE,
+    openid: str | None = OPENID,
+    app: str = "resident",
+    **extra: Any,
 ) -> dict[str, Any]:
-    code = fresh_code(services, phone, openid)
-    reply = invoke("login", {"action": "login", "phone": phone, "code": code, **extra}, openid)
+    """A login from ``openid`` in the mini-program ``app`` (the request names it too)."""
+    code = fresh_code(services, phone, openid, app)
+    event = {"action": "login", "phone": phone, "code": code, "app": app, **extra}
+    reply = invoke("login", event, openid, app)
     assert reply["ok"], reply
     return reply["data"]
 
 
-def me(openid: str | None = OPENID) -> dict[str, Any]:
-    return invoke("login", {"action": "me"}, openid=openid)
+def me(openid: str | None = OPENID, app: str = "resident") -> dict[str, Any]:
+    return invoke("login", {"action": "me"}, openid, app)
 
 
 def http_me(token: str) -> tuple[int, Any]:
@@ -164,20 +172,22 @@ def test_staff_app_refuses_an_account_without_a_staff_record(services: Services)
     new_account(services)
     code = fresh_code(services)
 
-    reply = invoke("login", {"action": "login", "phone": PHONE, "code": code, "app": "staff"})
+    event = {"action": "login", "phone": PHONE, "code": code, "app": "staff"}
+    reply = invoke("login", event, "o-staff-app", "staff")
 
     assert reply["ok"] is False
     assert reply["error"]["code"] == "FORBIDDEN"
-    assert me("o-test-openid")["error"]["code"] == "UNAUTHENTICATED"  # nothing was bound
+    assert me("o-staff-app", "staff")["error"]["code"] == "UNAUTHENTICATED"  # nothing was bound
 
 
 def test_staff_app_refusal_does_not_spend_the_code(services: Services) -> None:
     account = new_account(services)
     code = fresh_code(services)
-    refused = invoke("login", {"action": "login", "phone": PHONE, "code": code, "app": "staff"})
+    event = {"action": "login", "phone": PHONE, "code": code}
+    refused = invoke("login", {**event, "app": "staff"}, "o-staff-app", "staff")
     assert refused["error"]["code"] == "FORBIDDEN"
 
-    reply = invoke("login", {"action": "login", "phone": PHONE, "code": code, "app": "resident"})
+    reply = invoke("login", {**event, "app": "resident"})
 
     assert reply["ok"], reply
     assert reply["data"]["account"]["account_id"] == account["_id"]
@@ -194,7 +204,7 @@ def test_staff_app_signs_in_an_account_with_a_staff_record(services: Services) -
         "community_ids": ["c-1"],
         "all_communities": False,
     }
-    assert me("o-staff-app")["data"]["account_id"] == account["_id"]
+    assert me("o-staff-app", "staff")["data"]["account_id"] == account["_id"]
     assert http_me(data["session_token"])[0] == 200
 
 
@@ -347,18 +357,151 @@ def test_token_issued_while_the_sandbox_clock_is_ahead_is_accepted(services: Ser
     assert status == 200, body
 
 
-def test_the_openid_is_bound_for_the_app_the_platform_names_not_the_one_claimed() -> None:
-    # A staff-app openid sent with app="resident" is still the staff app's openid: bound as
-    # wx.staff, so pushes to it go through the staff app.
-    svc = build_services(
-        make_settings(wechat_appid="wx-resident-app", wechat_staff_appid="wx-staff-app"),
-        clock=fixed_clock(),
-    )
-    phone = "13800005555"
-    account_store.ensure_account(svc.db, phone, svc.clock.now(), "王五")
-    sms_codes.issue(svc, phone, "login")
-    code = sandbox_outbox(svc.db, phone)[0]["code"]
+def test_the_platform_names_the_app_a_cloudbase_login_binds(services: Services) -> None:
+    # Over CloudBase the appid is the platform's word: a login that leaves ``app`` out binds the
+    # openid for the app the call came from.
+    account = new_account(services, name="王五")
+    staff.upsert(services.db, account["_id"], "王五", "guard", ["c-1"], services.clock.now())
+    code = fresh_code(services, openid="o-staff-openid", app="staff")
 
-    done = signin.login(svc, phone, code, "resident", "o-staff-openid", None, "wx-staff-app")
+    event = {"action": "login", "phone": PHONE, "code": code}
+    data = invoke("login", event, "o-staff-openid", "staff")["data"]
 
-    assert done.account["wx"] == {"staff": "o-staff-openid"}
+    assert services.db["accounts"].find_one({"_id": account["_id"]})["wx"] == {
+        "staff": "o-staff-openid"
+    }
+    assert data["account"]["staff"]["role"] == "guard"
+    assert jwt.decode(data["session_token"], options={"verify_signature": False})["app"] == "staff"
+
+
+def test_a_login_claiming_another_app_than_the_platform_names_is_refused(
+    services: Services,
+) -> None:
+    # The sandbox user who sent {"app": "staff"} from the resident app's openid: binding that
+    # openid as the staff app's would sign the person out of the staff app they really use.
+    account = new_account(services)
+    staff.upsert(services.db, account["_id"], "张三", "guard", ["c-1"], services.clock.now())
+    code = fresh_code(services)
+
+    reply = invoke("login", {"action": "login", "phone": PHONE, "code": code, "app": "staff"})
+
+    assert reply["error"]["code"] == "INVALID_ARGUMENT"
+    assert reply["error"]["details"] == {"fields": {"app": "须为调用的小程序"}}
+    assert services.db["accounts"].find_one({"_id": account["_id"]}).get("wx") == {}
+    # The code was not spent: the same code signs in to the app the call really came from.
+    assert invoke("login", {"action": "login", "phone": PHONE, "code": code})["ok"]
+
+
+# ---------------------------------------------------------------------------- one person, two apps
+
+GUARD_PHONE = "13800000005"
+
+
+@pytest.fixture
+def owner_and_guard(services: Services) -> dict[str, Any]:
+    """陈静: an account that owns a house and is a guard, as in the demo data."""
+    account = new_account(services, GUARD_PHONE, "陈静")
+    staff.upsert(services.db, account["_id"], "陈静", "guard", ["c-1"], services.clock.now())
+    return account
+
+
+def test_signing_in_to_the_staff_app_keeps_the_resident_app_signed_in(
+    services: Services, owner_and_guard: dict[str, Any]
+) -> None:
+    # Issue 15.1 as reported: the staff login moved the account's one openid and the resident
+    # app then answered UNAUTHENTICATED.
+    login(services, GUARD_PHONE, "o-chen-resident")
+    staff_login = login(services, GUARD_PHONE, "o-chen-staff", "staff")
+
+    resident_me = me("o-chen-resident")
+    staff_me = me("o-chen-staff", "staff")
+
+    assert resident_me["data"]["account_id"] == owner_and_guard["_id"]
+    assert staff_me["data"]["account_id"] == owner_and_guard["_id"]
+    assert services.db["accounts"].find_one({"_id": owner_and_guard["_id"]})["wx"] == {
+        "resident": "o-chen-resident",
+        "staff": "o-chen-staff",
+    }
+    assert staff_login["account"]["staff"]["role"] == "guard"
+    # And the other way round: signing in to the resident app again leaves the staff app be.
+    login(services, GUARD_PHONE, "o-chen-resident")
+    assert me("o-chen-staff", "staff")["ok"]
+
+
+def test_an_openid_of_one_app_is_nobody_in_the_other(
+    services: Services, owner_and_guard: dict[str, Any]
+) -> None:
+    login(services, GUARD_PHONE, "o-chen-staff", "staff")
+
+    assert me("o-chen-staff", "resident")["error"]["code"] == "UNAUTHENTICATED"
+
+
+def test_logging_out_of_one_app_keeps_the_other_signed_in(
+    services: Services, owner_and_guard: dict[str, Any]
+) -> None:
+    resident = login(services, GUARD_PHONE, "o-chen-resident")
+    on_staff = login(services, GUARD_PHONE, "o-chen-staff", "staff")
+
+    assert invoke("login", {"action": "logout"}, "o-chen-staff", "staff")["ok"]
+    assert http("login", {"action": "logout"}, token=on_staff["session_token"])[0] == 200
+
+    assert me("o-chen-staff", "staff")["error"]["code"] == "UNAUTHENTICATED"
+    assert me("o-chen-resident")["ok"]
+    assert http_me(resident["session_token"])[0] == 200
+    assert services.db["accounts"].find_one({"_id": owner_and_guard["_id"]})["wx"] == {
+        "resident": "o-chen-resident"
+    }
+
+
+def test_each_app_keeps_its_own_sessions(
+    services: Services, owner_and_guard: dict[str, Any]
+) -> None:
+    # Each app keeps its newest ten sessions: a guard signing in to the staff app on many
+    # devices never pushes the resident app's session out.
+    # (Sessions opened directly past the first login: the SMS daily cap would stop more logins.)
+    resident_token = login(services, GUARD_PHONE, "o-chen-resident")["session_token"]
+    staff_tokens = [login(services, GUARD_PHONE, "o-chen-staff", "staff")["session_token"]] + [
+        sessions.open_session(services, owner_and_guard["_id"], "staff")[0].token
+        for _ in range(account_store.MAX_SESSIONS + 1)
+    ]
+
+    assert http_me(resident_token)[0] == 200
+    assert http_me(staff_tokens[-1])[0] == 200
+    assert http_me(staff_tokens[0])[0] == 401  # the staff app's oldest, past its ten
+    stored = services.db["accounts"].find_one({"_id": owner_and_guard["_id"]})
+    assert {app: len(kept) for app, kept in stored["sessions_by_app"].items()} == {
+        "resident": 1,
+        "staff": account_store.MAX_SESSIONS,
+    }
+
+
+def test_staff_rights_come_only_through_the_staff_apps_session(
+    services: Services, owner_and_guard: dict[str, Any]
+) -> None:
+    # Issue 17.7: the same account, signed in to both apps, is a guard only in the staff app.
+    # In the resident app it acts as a resident, over CloudBase and over HTTP alike.
+    resident = login(services, GUARD_PHONE, "o-chen-resident")
+    on_staff = login(services, GUARD_PHONE, "o-chen-staff", "staff")
+    verify = {"action": "verify", "token": "not-a-pass"}
+
+    assert resident["account"]["staff"] is None
+    assert me("o-chen-resident")["data"]["staff"] is None
+    assert invoke("visitor", verify, "o-chen-resident")["error"]["code"] == "FORBIDDEN"
+    status, body = http("visitor", verify, token=resident["session_token"])
+    assert (status, body["error"]["code"]) == (403, "FORBIDDEN")
+
+    assert me("o-chen-staff", "staff")["data"]["staff"]["role"] == "guard"
+    assert invoke("visitor", verify, "o-chen-staff", "staff")["data"]["result"] == "forged"
+    status, body = http("visitor", verify, token=on_staff["session_token"])
+    assert (status, body["data"]["result"]) == (200, "forged")
+
+
+def test_a_genuine_token_naming_no_known_app_is_refused(services: Services) -> None:
+    new_account(services)
+    genuine = login(services)["session_token"]
+    claims = jwt.decode(genuine, options={"verify_signature": False})
+    secret = services.settings.token_secret.get_secret_value()
+
+    for app in ("admin", None):
+        forged = {**claims, "app": app} if app else {k: v for k, v in claims.items() if k != "app"}
+        assert http_me(jwt.encode(forged, secret, algorithm="HS256"))[0] == 401

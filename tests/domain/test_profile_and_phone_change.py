@@ -6,11 +6,11 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import invoke
+from conftest import http, invoke
 from worlds import ok, refused
 
 from caiyun.adapters.sms import sandbox_outbox
-from caiyun.domain import accounts, sms_codes
+from caiyun.domain import accounts, sessions, sms_codes, staff
 from caiyun.services import Services
 
 PHONE = "13800001111"
@@ -166,6 +166,30 @@ def test_phone_moves_when_both_numbers_prove_themselves(
     login_code = send(services, NEW_PHONE, "login", openid="o-other-phone")
     signed_in = invoke("login", {"action": "login", "phone": NEW_PHONE, "code": login_code}, None)
     assert ok(signed_in)["account"]["account_id"] == me["_id"]
+
+
+def test_a_phone_change_keeps_both_apps_signed_in(services: Services, me: dict[str, Any]) -> None:
+    # One person in both mini-programs: the change is made in the resident app, and neither
+    # app's openid nor session is touched by it.
+    staff.upsert(services.db, me["_id"], "张三", "guard", ["c-1"], services.clock.now())
+    accounts.bind_openid(services.db, me["_id"], "staff", "o-me-staff")
+    tokens = {
+        app: sessions.open_session(services, me["_id"], app)[0].token
+        for app in ("resident", "staff")
+    }
+    old_code, new_code = codes(services)
+
+    ok(change(old_code, new_code))
+
+    assert ok(invoke("login", {"action": "me"}, OPENID))["phone"] == NEW_PHONE
+    on_staff = ok(invoke("login", {"action": "me"}, "o-me-staff", "staff"))
+    assert (on_staff["phone"], on_staff["staff"]["role"]) == (NEW_PHONE, "guard")
+    for app, token in tokens.items():
+        assert http("login", {"action": "me"}, token=token)[0] == 200, app
+    assert accounts.by_id(services.db, me["_id"])["wx"] == {
+        "resident": OPENID,
+        "staff": "o-me-staff",
+    }
 
 
 @pytest.mark.parametrize("bad", ["old", "new"])

@@ -638,7 +638,7 @@ def import_due_bills(
             for room, item, amount, days in rows
         ],
     }
-    ok(invoke("admin", event, ADMIN))
+    ok(invoke("admin", event, ADMIN, "staff"))
 
 
 def bill_by_item(svc: Services, house: dict[str, Any], item: str) -> dict[str, Any]:

@@ -22,9 +22,10 @@ class Person:
     account_id: str
     openid: str
     phone: str
+    app: str = "resident"
 
     def call(self, action: str, **fields: Any) -> dict[str, Any]:
-        return invoke("repair", {"action": action, **fields}, self.openid)
+        return invoke("repair", {"action": action, **fields}, self.openid, self.app)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def _staff(
 ) -> Person:
     openid = f"o-staff-{phone}"
     account = staff_account(services, phone, name, role, communities, openid, account_name=name)
-    return Person(account["_id"], openid, phone)
+    return Person(account["_id"], openid, phone, "staff")
 
 
 def _member(
@@ -512,7 +513,7 @@ def test_create_checks_and_labels_the_house_in_one_read_and_writes_the_key_once(
         report(world.owner, world.house_101, request_id="once")
 
     assert calls == [
-        "accounts.aggregate",  # the caller
+        "accounts.find_one",  # the caller (a resident)
         "memberships.aggregate",  # membership, house and community
         "idempotency_keys.insert_one",
         "repairs.insert_one",

@@ -102,12 +102,11 @@ def test_login_reply_shows_houses_and_staff_role_without_reading_them_again(
 ) -> None:
     staff_account(services, PHONE, "王师傅", "repairman", [], account_name="王五")
     code = _code_sent(services, commands)
-    data = ok(
-        invoke("login", {"action": "login", "phone": PHONE, "code": code, "app": "staff"}, OPENID)
-    )
+    event = {"action": "login", "phone": PHONE, "code": code, "app": "staff"}
+    data = ok(invoke("login", event, OPENID, "staff"))
     assert data["account"]["staff"]["role"] == "repairman"
     assert not any(c.startswith(("staff.", "memberships.")) for c in commands)
-    second = ok(invoke("login", {"action": "me"}, OPENID))
+    second = ok(invoke("login", {"action": "me"}, OPENID, "staff"))
     assert second == data["account"]
 
 
@@ -193,7 +192,7 @@ def test_my_houses_reads_houses_and_community_names_in_one_command(
     estate: dict[str, Any], commands: list[str]
 ) -> None:
     items = ok(estate["owner"].call("bind_house", "my_houses"))["items"]
-    assert commands == ["accounts.aggregate", "accounts.aggregate"]
+    assert commands == ["accounts.find_one", "accounts.aggregate"]
     assert [(i["label"], i["community_name"], i["role"]) for i in items] == [
         ("1栋-1单元-101", "彩云花园", "owner")
     ]
@@ -206,7 +205,7 @@ def test_bind_replies_with_every_house_of_the_caller_from_the_one_read_of_the_ho
         estate["owner"].call("bind_house", "bind", **_address(estate["community_id"], "102"))
     )["items"]
     assert commands == [
-        "accounts.aggregate",
+        "accounts.find_one",
         "rate_limits.find_one_and_update",
         "houses.aggregate",
         "memberships.insert_one",
@@ -231,14 +230,14 @@ def test_members_reads_the_house_its_members_and_their_names_in_one_command(
         )
     )
     assert commands == [
-        "accounts.aggregate",
+        "accounts.find_one",
         "houses.aggregate",
         "accounts.find_one_and_update",
         "memberships.insert_one",
     ]
     commands.clear()
     items = ok(owner.call("bind_house", "members", house_id=house_id))["items"]
-    assert commands == ["accounts.aggregate", "houses.aggregate"]
+    assert commands == ["accounts.find_one", "houses.aggregate"]
     assert [(m["name"], m["phone"], m["role"]) for m in items] == [
         ("张三", "13800000001", "owner"),
         ("张小", "138****0009", "family"),
@@ -246,7 +245,7 @@ def test_members_reads_the_house_its_members_and_their_names_in_one_command(
     family = items[1]["account_id"]
     commands.clear()
     ok(owner.call("bind_house", "remove_member", house_id=house_id, account_id=family))
-    assert commands == ["accounts.aggregate", "houses.aggregate", "memberships.delete_one"]
+    assert commands == ["accounts.find_one", "houses.aggregate", "memberships.delete_one"]
 
 
 def test_house_tree_reads_the_community_only_when_it_has_no_house(
@@ -254,10 +253,10 @@ def test_house_tree_reads_the_community_only_when_it_has_no_house(
 ) -> None:
     owner = estate["owner"]
     tree = ok(owner.call("bind_house", "house_tree", community_id=estate["community_id"]))
-    assert commands == ["accounts.aggregate", "houses.find"] and tree["buildings"]
+    assert commands == ["accounts.find_one", "houses.find"] and tree["buildings"]
     commands.clear()
     assert refused(owner.call("bind_house", "house_tree", community_id="0" * 24)) == "NOT_FOUND"
-    assert commands == ["accounts.aggregate", "houses.find", "communities.find_one"]
+    assert commands == ["accounts.find_one", "houses.find", "communities.find_one"]
 
 
 # ------------------------------------------------------------------------------ staff admin

@@ -73,10 +73,10 @@ def company(services: Services) -> Company:
 def staff_login(services: Services, phone: str) -> str:
     """The error code of a staff-app login for ``phone``, or "OK"."""
     openid = f"o-probe-{phone}"
-    ok(invoke("login", {"action": "send_code", "phone": phone}, openid))
+    ok(invoke("login", {"action": "send_code", "phone": phone}, openid, "staff"))
     code = sandbox_outbox(services.db, phone)[0]["code"]
     event = {"action": "login", "phone": phone, "code": code, "app": "staff"}
-    reply = invoke("login", event, openid)
+    reply = invoke("login", event, openid, "staff")
     return "OK" if reply["ok"] else reply["error"]["code"]
 
 

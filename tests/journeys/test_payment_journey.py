@@ -6,7 +6,14 @@ from typing import Any
 
 import requests
 from billing import card_number, with_id_check
-from sandbox_client import TIMEOUT_S, Running, invoke, latest_code, login_by_invoke
+from sandbox_client import (
+    TIMEOUT_S,
+    Running,
+    appid_header,
+    invoke,
+    latest_code,
+    login_by_invoke,
+)
 
 from caiyun.sandbox.seed import DEMO_BILLS, DEMO_COMMUNITIES
 
@@ -176,6 +183,7 @@ def test_bills_an_admin_imports_reach_the_owner_list_and_inbox(sandbox: Running)
             "admin",
             {"action": "import_bills", "community_id": community_id, "rows": [row]},
             "o-admin",
+            **appid_header("staff"),
         )
     )
     again = ok(
@@ -184,6 +192,7 @@ def test_bills_an_admin_imports_reach_the_owner_list_and_inbox(sandbox: Running)
             "admin",
             {"action": "import_bills", "community_id": community_id, "rows": [row]},
             "o-admin",
+            **appid_header("staff"),
         )
     )
 

@@ -15,6 +15,7 @@ from sandbox_client import (
     Running,
     advance,
     api,
+    appid_header,
     invoke,
     latest_code,
     login_by_api,
@@ -29,6 +30,7 @@ from caiyun.sandbox.seed import DEMO_COMMUNITIES, DEMO_STAFF, seed_demo
 from caiyun.sandbox.server import (
     MAX_BODY_BYTES,
     SANDBOX_APPID,
+    SANDBOX_STAFF_APPID,
     SandboxRefused,
     SandboxServer,
     create_server,
@@ -102,6 +104,26 @@ def test_login_over_api_binds_the_openid_the_fake_wechat_gives_for_a_js_code(
     openid = FakeWeChat.openid_for(SANDBOX_APPID, "wx-login-1")
     status, me = invoke(base, "login", {"action": "me"}, openid)
     assert (status, me["data"]["phone"]) == (200, OWNER)
+
+
+def test_a_staff_login_over_api_binds_the_staff_apps_openid_for_its_js_code(
+    sandbox: Running,
+) -> None:
+    # The same WeChat user has another openid in each app: a staff login's js_code is exchanged
+    # with the staff app's appid, and only the staff app's binding changes.
+    base, guard = sandbox.url, "13800000005"  # 陈静, owner and guard
+    login_by_invoke(base, guard, "o-chen-resident")
+    advance(base, 61)
+    api(base, "login", {"action": "send_code", "phone": guard})
+    login = {"action": "login", "phone": guard, "code": latest_code(base, guard)}
+    status, body = api(base, "login", {**login, "app": "staff", "js_code": "wx-login-2"})
+    assert status == 200, body
+
+    openid = FakeWeChat.openid_for(SANDBOX_STAFF_APPID, "wx-login-2")
+    status, me = invoke(base, "login", {"action": "me"}, openid, **appid_header("staff"))
+    assert (status, me["data"]["staff"]["role"]) == (200, "guard")
+    assert invoke(base, "login", {"action": "me"}, openid)[0] == 401
+    assert invoke(base, "login", {"action": "me"}, "o-chen-resident")[0] == 200
 
 
 def test_identity_claimed_in_the_body_is_ignored_on_invoke_and_api(sandbox: Running) -> None:
@@ -294,6 +316,7 @@ def test_a_non_staff_account_is_refused_by_the_staff_app(sandbox: Running) -> No
         "login",
         {"action": "login", "phone": OWNER, "code": code, "app": "staff"},
         openid,
+        **appid_header("staff"),
     )
     assert (status, body["error"]["code"]) == (403, "FORBIDDEN")
 

@@ -77,10 +77,19 @@ CALLERS = (
     "guard",  # guard of the community
     "admin_other",  # admin of the other community
     "admin",  # admin of the target community
+    "admin_res",  # the same admin, calling from the resident app: a resident with no house
 )
 
 # Callers who have no business with the target house: nothing of it may reach them.
-OUTSIDERS = ("anonymous", "unbound", "no_house", "other_owner", "repairman_other", "admin_other")
+OUTSIDERS = (
+    "anonymous",
+    "unbound",
+    "no_house",
+    "other_owner",
+    "repairman_other",
+    "admin_other",
+    "admin_res",
+)
 # ... and of those, the ones outside the target community altogether.
 STRANGERS = ("anonymous", "unbound", "no_house", "admin_other")
 
@@ -102,20 +111,22 @@ C = "CONFLICT"
 
 # ---------------------------------------------------------------------------------------------
 # The matrix. Columns follow CALLERS: anonymous, unbound, no_house, tenant, family, other_owner
-# (oth), owner, repairman_other (rpo), repairman, guard, admin_other (ado), admin.
+# (oth), owner, repairman_other (rpo), repairman, guard, admin_other (ado), admin, and admin_res
+# (ars: the target community's admin signed in to the resident app, where staff rights do not
+# reach: a verified account with no house).
 
-ANYONE = (OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK)
-ACCOUNT = (U, U, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK)  # any account, its own data
-ADMIN_HERE = (U, U, F, F, F, F, F, F, F, F, F, OK)  # admin of the target community only
-ANY_ADMIN = (U, U, F, F, F, F, F, F, F, F, OK, OK)  # any admin, within their own scope
-MEMBER = (U, U, HNB, OK, OK, F, OK, HNB, HNB, HNB, HNB, HNB)  # any member of the house
-REPORTER = (U, U, NF, NF, NF, NF, OK, NF, NF, NF, NF, NF)  # the owner's own record
-VERIFIED = (U, U, RR, RR, OK, OK, OK, OK, OK, OK, OK, OK)  # own wallet, verified accounts
-MANAGER = (U, U, F, F, F, F, OK, F, F, F, F, OK)  # owner of the house, or its admin
+ANYONE = (OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK)
+ACCOUNT = (U, U, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK)  # any account, its own data
+ADMIN_HERE = (U, U, F, F, F, F, F, F, F, F, F, OK, F)  # admin of the target community only
+ANY_ADMIN = (U, U, F, F, F, F, F, F, F, F, OK, OK, F)  # any admin, within their own scope
+MEMBER = (U, U, HNB, OK, OK, F, OK, HNB, HNB, HNB, HNB, HNB, HNB)  # any member of the house
+REPORTER = (U, U, NF, NF, NF, NF, OK, NF, NF, NF, NF, NF, NF)  # the owner's own record
+VERIFIED = (U, U, RR, RR, OK, OK, OK, OK, OK, OK, OK, OK, OK)  # own wallet, verified accounts
+MANAGER = (U, U, F, F, F, F, OK, F, F, F, F, OK, F)  # owner of the house, or its admin
 
 # fmt: off
 EXPECTED: dict[str, tuple[str, ...]] = {
-    #                              anon unbd nohs tent fam  oth  own  rpo  rep  grd  ado  adm
+    #                              anon unbd nohs tent fam  oth  own  rpo  rep  grd  ado  adm  ars
     "login.check_account":        ANYONE,
     "login.send_code":            ANYONE,
     "login.login":                ANYONE,
@@ -125,9 +136,9 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "account.update_profile":     ACCOUNT,
     "account.change_phone":       ACCOUNT,
     "account.upload_url":         ACCOUNT,
-    "account.realname_start":     (U,   U,   OK,  OK,  C,   C,   C,   C,   C,   C,   C,   C),
-    "account.realname_confirm":   (U,   U,   OK,  NF,  C,   C,   C,   C,   C,   C,   C,   C),
-    "account.realname_resend":    (U,   U,   OK,  NF,  C,   C,   C,   C,   C,   C,   C,   C),
+    "account.realname_start":     (U,   U,   OK,  OK,  C,   C,   C,   C,   C,   C,   C,   C,   C),
+    "account.realname_confirm":   (U,   U,   OK,  NF,  C,   C,   C,   C,   C,   C,   C,   C,   C),
+    "account.realname_resend":    (U,   U,   OK,  NF,  C,   C,   C,   C,   C,   C,   C,   C,   C),
     "account.wallet":             VERIFIED,
     "account.wallet_transactions":VERIFIED,
     "account.autodebit_start":    VERIFIED,
@@ -137,8 +148,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "admin.add_staff":            ADMIN_HERE,
     "admin.list_staff":           ANY_ADMIN,
     "admin.remove_staff":         ADMIN_HERE,
-    "bills.list":                 (U,   U,   HNB, OK,  OK,  F,   OK,  HNB, HNB, HNB, HNB, HNB),
-    "bills.pay":                  (U,   U,   RR,  RR,  OK,  F,   OK,  F,   F,   F,   F,   F),
+    "bills.list":                 (U,   U,   HNB, OK,  OK,  F,   OK,  HNB, HNB, HNB, HNB, HNB, HNB),
+    "bills.pay":                  (U,   U,   RR,  RR,  OK,  F,   OK,  F,   F,   F,   F,   F,   F),
     "bills.order":                REPORTER,
     "bills.open_orders":          ACCOUNT,
     "bills.staff_summary":        ADMIN_HERE,
@@ -146,7 +157,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "bills.payment_issues":       ADMIN_HERE,
     "bind_house.communities":     ACCOUNT,
     "bind_house.house_tree":      ACCOUNT,
-    "bind_house.bind":            (U,   U,   OM,  OM,  OM,  OM,  OK,  OM,  OM,  OM,  OM,  OM),
+    "bind_house.bind":            (U,   U,   OM,  OM,  OM,  OM,  OK,  OM,  OM,  OM,  OM,  OM,  OM),
     "bind_house.my_houses":       ACCOUNT,
     "bind_house.members":         MANAGER,
     "bind_house.add_member":      MANAGER,
@@ -154,12 +165,12 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "complaint.types":            ACCOUNT,
     "complaint.create":           MEMBER,
     "complaint.my_list":          ACCOUNT,
-    "complaint.detail":           (U,   U,   NF,  NF,  NF,  NF,  OK,  NF,  NF,  NF,  NF,  OK),
+    "complaint.detail":           (U,   U,   NF,  NF,  NF,  NF,  OK,  NF,  NF,  NF,  NF,  OK,  NF),
     "complaint.staff_list":       ANY_ADMIN,
     "complaint.staff_list#community":ADMIN_HERE,
     "complaint.reply":            ADMIN_HERE,
     "notify.notices":             ACCOUNT,
-    "notify.notice_detail":       (U,   U,   NF,  OK,  OK,  OK,  OK,  OK,  OK,  OK,  NF,  OK),
+    "notify.notice_detail":       (U,   U,   NF,  OK,  OK,  OK,  OK,  OK,  OK,  OK,  NF,  OK,  NF),
     "notify.publish_notice":      ADMIN_HERE,
     "notify.messages":            ACCOUNT,
     "notify.mark_read":           ACCOUNT,
@@ -169,18 +180,18 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "repair.upload_url":          ACCOUNT,
     "repair.create":              MEMBER,
     "repair.my_list":             ACCOUNT,
-    "repair.detail":              (U,   U,   NF,  NF,  NF,  NF,  OK,  NF,  OK,  NF,  NF,  OK),
+    "repair.detail":              (U,   U,   NF,  NF,  NF,  NF,  OK,  NF,  OK,  NF,  NF,  OK,  NF),
     "repair.cancel":              REPORTER,
     "repair.rate":                REPORTER,
     "repair.staff_list":          ANY_ADMIN,
     "repair.staff_list#community":ADMIN_HERE,
     "repair.repairmen":           ADMIN_HERE,
     "repair.dispatch":            ADMIN_HERE,
-    "repair.assigned":            (U,   U,   F,   F,   F,   F,   F,   OK,  OK,  F,   F,   F),
-    "repair.complete":            (U,   U,   F,   F,   F,   F,   F,   F,   OK,  F,   F,   F),
+    "repair.assigned":            (U,   U,   F,   F,   F,   F,   F,   OK,  OK,  F,   F,   F,   F),
+    "repair.complete":            (U,   U,   F,   F,   F,   F,   F,   F,   OK,  F,   F,   F,   F),
     "visitor.register":           MEMBER,
     "visitor.pass":               ANYONE,
-    "visitor.verify":             (U,   U,   F,   F,   F,   F,   F,   F,   F,   OK,  F,   OK),
+    "visitor.verify":             (U,   U,   F,   F,   F,   F,   F,   F,   F,   OK,  F,   OK,  F),
     "visitor.history":            ACCOUNT,
 }
 # fmt: on
@@ -282,6 +293,10 @@ STAFF_ROLES = {
     "admin_other": ("admin", "bay"),
     "admin": ("admin", "garden"),
 }
+# Callers who are a person of PEOPLE in another app: the admin in the resident app.
+RESIDENT_APP_SELVES = {"admin_res": "admin"}
+# Callers with no account at all.
+NOBODY = ("anonymous", "unbound")
 # Everyone but no_house (whose verification is pending) and the tenant has a verified wallet.
 VERIFIED_PEOPLE = tuple(k for k in PEOPLE if k not in ("no_house", "tenant"))
 WALLET_FIELDS = ("realname_verified", "realname", "wallet", "agreements", "autodebit")
@@ -412,6 +427,10 @@ def build_world(svc: Services, bank: FakeIcbc, wallets: dict[str, dict[str, Any]
             accounts.bind_openid(db, account["_id"], "resident", p.openid)
         if key in wallets:
             db["accounts"].update_one({"_id": account["_id"]}, {"$set": wallets[key]})
+
+    for caller, key in RESIDENT_APP_SELVES.items():
+        ids[caller] = ids[key]
+        accounts.bind_openid(db, ids[key], "resident", openid_of(caller) or "")
 
     def account(key: str) -> dict[str, Any]:
         return accounts.by_id(db, ids[key]) or {}
@@ -571,9 +590,15 @@ def world(services: Services, template: Template) -> World:
 Builder = Callable[[World, str], dict[str, Any]]
 
 
+def person_of(who: str) -> Person:
+    """The person behind a caller: admin_res is the admin; callers with no account use
+    no_house's details (they prove them by SMS)."""
+    return PEOPLE[RESIDENT_APP_SELVES.get(who, who) if who not in NOBODY else "no_house"]
+
+
 def own_phone(who: str) -> str:
-    """The caller's phone; callers with no account use no_house's (they prove it by SMS)."""
-    return PEOPLE[who if who in PEOPLE else "no_house"].phone
+    """The caller's phone (see :func:`person_of`)."""
+    return person_of(who).phone
 
 
 def sms_code(w: World, phone: str, purpose: sms_codes.Purpose) -> str:
@@ -607,7 +632,7 @@ def details(p: Any) -> dict[str, Any]:
 
 
 def realname_start_request(w: World, who: str) -> dict[str, Any]:
-    p = PEOPLE[who if who in PEOPLE else "no_house"]
+    p = person_of(who)
     return {
         **details(p),
         "method": "card",
@@ -784,7 +809,19 @@ def openid_of(who: str) -> str | None:
         return None
     if who == "unbound":
         return UNBOUND_OPENID
+    if who in RESIDENT_APP_SELVES:
+        return f"o-matrix-{who}"
     return PEOPLE[who].openid
+
+
+def app_of(who: str) -> str:
+    """The mini-program the caller uses: staff in the staff app, everyone else the resident's."""
+    return "staff" if who in STAFF_ROLES else "resident"
+
+
+def invoke_as(function: str, event: dict[str, Any], who: str) -> dict[str, Any]:
+    """A CloudBase call from this caller's WeChat user, in the caller's app."""
+    return invoke(function, event, openid_of(who), app_of(who))
 
 
 Send = Callable[[str, dict[str, Any]], dict[str, Any]]
@@ -795,7 +832,7 @@ def over_cloudbase(w: World, who: str) -> Send:
 
     def send(key: str, payload: dict[str, Any]) -> dict[str, Any]:
         function, action = base_action(key)
-        return invoke(function, {"action": action, **payload}, openid_of(who))
+        return invoke_as(function, {"action": action, **payload}, who)
 
     return send
 
@@ -812,7 +849,10 @@ def over_http(w: World, who: str) -> Send:
 
 
 def session_token(w: World, who: str) -> str | None:
-    return sessions.open_session(w.svc, w.ids[who])[0].token if who in PEOPLE else None
+    """A session of the caller's app (none for callers without an account)."""
+    if who in NOBODY:
+        return None
+    return sessions.open_session(w.svc, w.ids[who], app_of(who))[0].token
 
 
 def outcome(reply: dict[str, Any]) -> str:
@@ -865,7 +905,16 @@ CELLS = [pytest.param(key, who, id=f"{key}-{who}") for key in EXPECTED for who i
 
 # The HTTP path resolves the caller from the bearer token instead of the openid; the same matrix
 # holds for the callers that can exist there (no token, and tokens of these accounts).
-HTTP_CALLERS = ("anonymous", "no_house", "tenant", "other_owner", "owner", "admin_other", "admin")
+HTTP_CALLERS = (
+    "anonymous",
+    "no_house",
+    "tenant",
+    "other_owner",
+    "owner",
+    "admin_other",
+    "admin",
+    "admin_res",
+)
 HTTP_CELLS = [pytest.param(key, who, id=f"{key}-{who}") for key in EXPECTED for who in HTTP_CALLERS]
 
 
@@ -939,7 +988,7 @@ def test_functions_without_client_actions_refuse_every_mini_program_caller(
                 # With no caller at all the timer's shape is the platform's timer: every
                 # mini-program call carries its user's openid (covered by the others).
                 continue
-            reply = invoke(function, event, openid_of(who))
+            reply = invoke_as(function, event, who)
             assert outcome(reply) == "UNKNOWN_ACTION", (function, who, event, reply)
     assert changed_collections(before, snapshot(world.svc.db)) == set()
 

@@ -33,6 +33,7 @@ import pytest
 from billing import ALICE, BOB, realname_details
 from conftest import invoke, make_settings
 from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
+from worlds import account_of
 
 from caiyun.adapters.icbc_protocol import generate_private_key_pem
 from caiyun.adapters.sms import sandbox_outbox
@@ -381,9 +382,7 @@ def acknowledged(response: dict[str, Any], bank: FakeIcbc) -> bool:
 
 
 def inbox(svc: Services, openid: str, **query: Any) -> list[dict[str, Any]]:
-    found = svc.db["messages"].find(
-        {"account_id": accounts.caller_by_openid(svc.db, openid)[0]["_id"]}
-    )
+    found = svc.db["messages"].find({"account_id": account_of(svc.db, openid)["_id"]})
     return [m for m in found if all(m.get(k) == v for k, v in query.items())]
 
 
@@ -467,11 +466,11 @@ def test_icbc_down_during_real_name_verification_is_retryable_and_keeps_the_tick
     install_services(svc)
     assert refused["error"]["code"] == "UNAVAILABLE"
     assert refused["error"]["details"]["retryable"] is True
-    assert accounts.caller_by_openid(svc.db, BOB.openid)[0]["realname_verified"] is False
+    assert account_of(svc.db, BOB.openid)["realname_verified"] is False
 
     # The same ticket and code work once ICBC is back.
     ok(invoke("account", confirm, BOB.openid))
-    assert accounts.caller_by_openid(svc.db, BOB.openid)[0]["realname_verified"] is True
+    assert account_of(svc.db, BOB.openid)["realname_verified"] is True
 
 
 def test_icbc_unreachable_during_auto_debit_frees_the_bills_once_the_order_expires(
@@ -506,7 +505,7 @@ def test_wechat_down_during_dispatch_still_dispatches_and_fills_both_inboxes(
 ) -> None:
     subscribe = {"action": "subscribe", "template_ids": ["tmpl-repair"]}
     ok(invoke("notify", subscribe, ALICE.openid))
-    ok(invoke("notify", {"action": "subscribe", "template_ids": ["tmpl-assigned"]}, FIXER))
+    ok(invoke("notify", {"action": "subscribe", "template_ids": ["tmpl-assigned"]}, FIXER, "staff"))
     event = {
         "action": "create",
         "house_id": world.h101,
@@ -518,7 +517,7 @@ def test_wechat_down_during_dispatch_still_dispatches_and_fills_both_inboxes(
     wechat.stop()
 
     dispatch = {"action": "dispatch", "repair_id": rid, "repairman_id": world.ids[FIXER]}
-    done = ok(invoke("repair", dispatch, ADMIN))
+    done = ok(invoke("repair", dispatch, ADMIN, "staff"))
 
     assert done["status"] == "dispatched"
     assert [m["title"] for m in inbox(svc, FIXER)] == ["新的维修工单"]
@@ -676,7 +675,7 @@ def test_database_failing_at_any_point_of_login_leaves_the_resident_able_to_sign
         if not retry["ok"]:
             problems.append(f"{where}: a fresh code then answered {retry['error']['code']}")
             continue
-        bound = accounts.caller_by_openid(svc.db, openid)[0]
+        bound = account_of(svc.db, openid)
         if bound is None or bound["phone"] != BOB.phone:
             problems.append(f"{where}: the openid is not bound to the account after login")
     assert problems == [], "\n".join(problems)

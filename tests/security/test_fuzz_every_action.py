@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 import test_authorization_matrix as matrix
-from conftest import http, invoke
+from conftest import http
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
@@ -42,7 +42,9 @@ from test_authorization_matrix import (
     PEOPLE,
     REQUESTS,
     World,
+    app_of,
     changed_collections,
+    invoke_as,
     openid_of,
     session_token,
     snapshot,
@@ -320,7 +322,11 @@ def policy_refusal(w: World, target: Target, who: str, transport: str) -> str | 
     if transport == "http":
         invocation = Invocation(kind="http", request_id="oracle", bearer=target.tokens[who])
     else:
-        invocation = Invocation(kind="cloudbase", request_id="oracle", openid=openid_of(who))
+        settings = w.svc.settings
+        appid = settings.wechat_staff_appid if app_of(who) == "staff" else settings.wechat_appid
+        invocation = Invocation(
+            kind="cloudbase", request_id="oracle", openid=openid_of(who), appid=appid
+        )
     try:
         target.action.allow(Call(w.svc, invocation))
     except AppError as refusal:
@@ -345,7 +351,7 @@ def send(w: World, target: Target, who: str, transport: str, payload: dict[str, 
         status, reply = http(function, body, token=target.tokens[who])
         assert status != 500, reply
         return reply
-    return invoke(function, body, openid_of(who))
+    return invoke_as(function, body, who)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,7 +445,7 @@ def test_unknown_or_hostile_action_names_are_refused_and_write_nothing(
         return
     before = snapshot(world.svc.db)
     for who in ("owner", "admin"):
-        reply = invoke(function, {**junk, "action": action}, openid_of(who))
+        reply = invoke_as(function, {**junk, "action": action}, who)
         assert assert_sound_envelope(reply, junk, function) == "UNKNOWN_ACTION", reply
     assert changed_collections(before, snapshot(world.svc.db)) == set()
 

@@ -307,7 +307,7 @@ def test_a_crash_answers_internal_without_any_internal_detail(
     broken_db: Services, event: dict[str, Any]
 ) -> None:
     token = jwt.encode(
-        {"iss": "caiyun", "sub": "a-1", "sid": "s-1", "exp": 4102444800},
+        {"iss": "caiyun", "sub": "a-1", "sid": "s-1", "app": "resident", "exp": 4102444800},
         broken_db.settings.token_secret.get_secret_value(),
         algorithm="HS256",
     )  # well signed, so `me` over HTTP goes on to look the session up

@@ -136,7 +136,9 @@ def test_two_imports_of_the_same_owner_file_at_once_make_each_thing_once(
     ]
     event = {"action": "import_owners", "community": BAY, "rows": rows}
 
-    replies = together(*[lambda who=who: invoke("admin", event, who) for who in (BOSS, BOSS2) * 2])
+    replies = together(
+        *[lambda who=who: invoke("admin", event, who, "staff") for who in (BOSS, BOSS2) * 2]
+    )
 
     reports = [ok(r) for r in replies]
     db = services.db
@@ -171,7 +173,9 @@ def test_two_imports_of_the_same_bill_file_at_once_make_each_bill_once_and_tell_
     ]
     event = {"action": "import_bills", "community_id": world.community_id, "rows": rows}
 
-    replies = together(*[lambda who=who: invoke("admin", event, who) for who in (ADMIN, BOSS) * 2])
+    replies = together(
+        *[lambda who=who: invoke("admin", event, who, "staff") for who in (ADMIN, BOSS) * 2]
+    )
 
     reports = [ok(r) for r in replies]
     db = services.db
@@ -267,7 +271,7 @@ def test_a_double_tapped_dispatch_to_one_repairman_dispatches_once_and_tells_onc
     rid = _report(world)
     event = {"action": "dispatch", "repair_id": rid, "repairman_id": world.ids[FIXER]}
 
-    replies = together(*[lambda: invoke("repair", event, ADMIN)] * 4)
+    replies = together(*[lambda: invoke("repair", event, ADMIN, "staff")] * 4)
 
     assert any(r["ok"] for r in replies)
     assert all(r["error"]["code"] == "CONFLICT" for r in replies if not r["ok"])
@@ -287,7 +291,7 @@ def test_dispatch_racing_the_residents_cancel_ends_one_way_only(
         cancel = {"action": "cancel", "repair_id": rid}
 
         sent, withdrawn = together(
-            lambda d=dispatch: invoke("repair", d, ADMIN),
+            lambda d=dispatch: invoke("repair", d, ADMIN, "staff"),
             lambda c=cancel: invoke("repair", c, ALICE.openid),
         )
 

@@ -26,15 +26,16 @@ from caiyun.services import Services
 class Person:
     account_id: str
     openid: str
+    app: str = "resident"
 
     def call(self, action: str, **fields: Any) -> dict[str, Any]:
-        return invoke("repair", {"action": action, **fields}, self.openid)
+        return invoke("repair", {"action": action, **fields}, self.openid, self.app)
 
 
 def sign_in(services: Services, phone: str, app: str) -> tuple[Person, str]:
     """A real login (code from the sandbox outbox); returns the person and their token."""
     openid, data = log_in(services, phone, app)
-    return Person(data["account"]["account_id"], openid), data["session_token"]
+    return Person(data["account"]["account_id"], openid, app), data["session_token"]
 
 
 @dataclass(frozen=True)

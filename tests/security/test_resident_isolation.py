@@ -26,7 +26,7 @@ def house_in(services: Services, record: dict[str, str], room: str, phone: str) 
 
 def resident(services: Services, phone: str, name: str, house: dict[str, Any]) -> dict:
     account = resident_account(services, phone, name, f"o-{phone}", [house])
-    token = sessions.open_session(services, account["_id"])[0].token
+    token = sessions.open_session(services, account["_id"], "resident")[0].token
     return {"id": account["_id"], "openid": f"o-{phone}", "token": token, "house": house}
 
 
@@ -76,7 +76,7 @@ def world(services: Services) -> dict[str, Any]:
             "title": f"{name} 停水通知",
             "content": "周六上午停水",
         }
-        notices[name] = ok(invoke("notify", event, "o-boss"))["notice_id"]
+        notices[name] = ok(invoke("notify", event, "o-boss", "staff"))["notice_id"]
     return {
         "alice": alice,
         "bob": bob,
@@ -202,9 +202,8 @@ def test_other_communitys_guard_learns_nothing_from_a_pass(
     )
     accounts.bind_openid(services.db, guard["_id"], "staff", "o-bay-guard")
 
-    reply = invoke(
-        "visitor", {"action": "verify", "token": world["visit"]["pass_token"]}, "o-bay-guard"
-    )
+    event = {"action": "verify", "token": world["visit"]["pass_token"]}
+    reply = invoke("visitor", event, "o-bay-guard", "staff")
 
     assert refused(reply) == "FORBIDDEN"
     assert "赵敏" not in json.dumps(reply, ensure_ascii=False)

@@ -153,8 +153,10 @@ def _run_journey(svc: Services, bank: FakeIcbc, errors: list[str]) -> dict[str, 
     db, now = svc.db, svc.clock.now()
     found: dict[str, str] = {}
 
+    staff_openids = {openid for _, _, openid in STAFF.values()}
+
     def call(function: str, event: dict[str, Any], openid: str | None) -> dict[str, Any]:
-        reply = invoke(function, event, openid)
+        reply = invoke(function, event, openid, "staff" if openid in staff_openids else "resident")
         if not reply["ok"]:
             errors.append(json.dumps(reply, ensure_ascii=False))
         return reply

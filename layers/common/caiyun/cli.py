@@ -191,7 +191,7 @@ def _add_admin(commands: argparse._SubParsersAction) -> None:
 
 def _invoke(args: argparse.Namespace) -> int:
     from caiyun.sandbox.functions import function_names, handler
-    from caiyun.sandbox.server import SANDBOX_APPID, open_sandbox
+    from caiyun.sandbox.server import SANDBOX_APPID, SANDBOX_STAFF_APPID, open_sandbox
     from caiyun.services import install_services
 
     if args.function not in function_names():
@@ -202,10 +202,12 @@ def _invoke(args: argparse.Namespace) -> int:
         raise CliError("--event 不是有效的 JSON / --event is not valid JSON") from None
     if not isinstance(event, dict):
         raise CliError("--event 必须是 JSON 对象 / --event must be a JSON object")
-    # As on /invoke, only the caller's openid (here --openid) plays the platform's userInfo.
+    # As on /invoke, only the caller's openid (here --openid, in the mini-program --app) plays
+    # the platform's userInfo.
     event.pop("userInfo", None)
     if args.openid:
-        event["userInfo"] = {"openId": args.openid, "appId": SANDBOX_APPID}
+        appid = SANDBOX_STAFF_APPID if args.app == "staff" else SANDBOX_APPID
+        event["userInfo"] = {"openId": args.openid, "appId": appid}
     _function_logs_to_stderr()
     with open_sandbox(args.data_dir) as sandbox:
         install_services(sandbox.services)
@@ -234,6 +236,12 @@ def _add_invoke(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("function")
     parser.add_argument("--event", required=True, help='JSON, e.g. {"action": "me"}')
     parser.add_argument("--openid", help="调用者的 openid / the caller's WeChat openid")
+    parser.add_argument(
+        "--app",
+        choices=("resident", "staff"),
+        default="resident",
+        help="调用者所在的小程序 / the caller's mini-program (its openid is that app's)",
+    )
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     parser.set_defaults(run=_invoke)
 

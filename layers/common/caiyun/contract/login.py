@@ -32,11 +32,14 @@ class SendCodeReply(Reply):
 
 
 class Login(Request):
-    """Sign in with the code. ``js_code`` (from ``wx.login``) binds the WeChat user over HTTP."""
+    """Sign in with the code to one mini-program. Over CloudBase the app is the one the platform
+    names (its appid) and ``app``, if sent, must agree; over HTTP ``app`` names it (default
+    ``resident``). ``js_code`` (from ``wx.login``) binds the WeChat user over HTTP. Signing in
+    to one app never signs the other out."""
 
     phone: Phone
     code: SmsCode
-    app: Literal["resident", "staff"] = "resident"
+    app: Literal["resident", "staff"] | None = None
     js_code: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)] | None = None
 
 

@@ -1,4 +1,9 @@
-"""Accounts: one per phone number, with the WeChat openids and sessions bound to it."""
+"""Accounts: one per phone number, with the WeChat openids and sessions bound to it.
+
+The resident and the staff mini-program each have their own appid, so one WeChat user has a
+different openid in each: an account binds one openid per app (``wx.<app>``) and keeps its
+sessions per app (``sessions_by_app.<app>``), so signing in to one app never touches the other.
+"""
 
 from __future__ import annotations
 
@@ -85,17 +90,41 @@ def with_staff(db: Any, account_id: str) -> Caller:
     return _caller(db, {"_id": account_id})
 
 
-def caller_by_openid(db: Any, openid: str) -> Caller:
-    """The account (and staff record) a WeChat openid of either mini-program is bound to."""
-    return _caller(db, {"$or": [{f"wx.{app}": openid} for app in APPS]})
+def _caller_in(db: Any, app: App, query: dict[str, Any]) -> Caller:
+    # Staff rights come only through the staff app: in the resident app a staff member is a
+    # resident like any other, so the staff record is not even read.
+    if app == "staff":
+        return _caller(db, query)
+    account = db[ACCOUNTS].find_one(query)
+    if account is None:
+        return None, None
+    account[STAFF_JOINED] = None
+    return account, None
 
 
-def caller_with_session(db: Any, account_id: str, sid: str, now: datetime) -> Caller:
-    """The account (and staff record) if ``sid`` is one of its live sessions."""
-    return _caller(
+def caller_by_openid(db: Any, app: App, openid: str) -> Caller:
+    """The account bound to this openid of ``app``, with its staff record in the staff app."""
+    return _caller_in(db, app, {f"wx.{app}": openid})
+
+
+def caller_with_session(db: Any, app: App, account_id: str, sid: str, now: datetime) -> Caller:
+    """The account if ``sid`` is one of its live sessions in ``app``, with its staff record in
+    the staff app."""
+    return _caller_in(
         db,
-        {"_id": account_id, "sessions": {"$elemMatch": {"sid": sid, "expires_at": {"$gt": now}}}},
+        app,
+        {
+            "_id": account_id,
+            f"sessions_by_app.{app}": {"$elemMatch": {"sid": sid, "expires_at": {"$gt": now}}},
+        },
     )
+
+
+def app_for_appid(settings: Any, appid: str | None) -> App:
+    """Which of our mini-programs a platform appid is: the staff app only when it is the staff
+    app's appid; any other caller (the resident appid, or none named) is the resident app."""
+    staff_appid = settings.wechat_staff_appid
+    return "staff" if staff_appid and appid == staff_appid else "resident"
 
 
 def for_login(db: Any, phone: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -141,7 +170,6 @@ def ensure_account(
         "avatar": None,
         "last_login_at": None,
         "wx": {},
-        "sessions": [],
         "realname_verified": False,
     }
     if name:
@@ -193,35 +221,32 @@ def bind_openid(db: Any, account_id: str, app: App, openid: str) -> None:
     raise RuntimeError("openid binding kept colliding")
 
 
-def unbind_openid(db: Any, account: dict[str, Any], openid: str) -> None:
-    """Unbind ``openid`` from this account if it is bound there; its consents stop being
-    spendable (they are kept for a later sign-in by the same WeChat user)."""
+def unbind_openid(db: Any, account: dict[str, Any], app: App, openid: str) -> None:
+    """Unbind ``openid`` from this account's ``app`` if it is bound there (the other app's
+    binding stays); its consents stop being spendable (they are kept for a later sign-in by
+    the same WeChat user)."""
     from caiyun.domain.messaging import follow_unbind
 
-    for app in APPS:
-        if account.get("wx", {}).get(app) == openid:
-            unbound = db[ACCOUNTS].update_one(
-                {"_id": account["_id"], f"wx.{app}": openid}, {"$unset": {f"wx.{app}": ""}}
-            )
-            if unbound.modified_count:
-                follow_unbind(db, account["_id"], openid)
-
-
-def app_of_openid(account: dict[str, Any], openid: str) -> App | None:
-    """Which mini-program ``openid`` is bound to this account for, if either."""
-    return next((app for app in APPS if account.get("wx", {}).get(app) == openid), None)
+    if account.get("wx", {}).get(app) == openid:
+        unbound = db[ACCOUNTS].update_one(
+            {"_id": account["_id"], f"wx.{app}": openid}, {"$unset": {f"wx.{app}": ""}}
+        )
+        if unbound.modified_count:
+            follow_unbind(db, account["_id"], openid)
 
 
 def record_login(
-    db: Any, account_id: str, sid: str, now: datetime, expires_at: datetime
+    db: Any, account_id: str, app: App, sid: str, now: datetime, expires_at: datetime
 ) -> dict[str, Any]:
-    """Add a session and stamp the login; returns the account as it was *before* this login."""
+    """Add a session of ``app`` and stamp the login; returns the account as it was *before*
+    this login. Each app keeps its newest ``MAX_SESSIONS``: signing in to one app again and
+    again never pushes out the other app's sessions."""
     return db[ACCOUNTS].find_one_and_update(
         {"_id": account_id},
         {
             "$set": {"last_login_at": now},
             "$push": {
-                "sessions": {
+                f"sessions_by_app.{app}": {
                     "$each": [{"sid": sid, "created_at": now, "expires_at": expires_at}],
                     "$slice": -MAX_SESSIONS,
                 }
@@ -231,6 +256,8 @@ def record_login(
     )
 
 
-def end_session(db: Any, account_id: str, sid: str) -> None:
-    """Revoke one session of this account."""
-    db[ACCOUNTS].update_one({"_id": account_id}, {"$pull": {"sessions": {"sid": sid}}})
+def end_session(db: Any, account_id: str, app: App, sid: str) -> None:
+    """Revoke one session of this account in ``app``."""
+    db[ACCOUNTS].update_one(
+        {"_id": account_id}, {"$pull": {f"sessions_by_app.{app}": {"sid": sid}}}
+    )

@@ -1,8 +1,9 @@
 """Session tokens for the HTTP path: signed, expiring, revocable by logout.
 
-A token is an HS256 JWT naming the account and a session id; the session id must still be on
-the account, so logout revokes a token at once. Expiry is checked against the injectable clock
-(the sandbox clock moves every time rule together), not the wall clock.
+A token is an HS256 JWT naming the account, the mini-program it was opened in and a session id;
+the session id must still be among that app's sessions on the account, so logout revokes a token
+at once, and a token of the resident app never carries staff rights. Expiry is checked against
+the injectable clock (the sandbox clock moves every time rule together), not the wall clock.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ class Session:
 
 
 def open_session(
-    services: Services, account_id: str, app: accounts.App | None = None
+    services: Services, account_id: str, app: accounts.App
 ) -> tuple[Session, dict[str, Any]]:
-    """Open a session for the account; returns it with the account as it was before.
+    """Open a session of ``app`` for the account; returns it with the account as it was before.
 
-    ``app`` is the mini-program signing in: the token names it, so a call over HTTP knows
-    which of the account's openids is the caller's.
+    The token names the app: a call over HTTP acts in that app (staff rights only in the staff
+    app) and knows which of the account's openids is the caller's.
     """
     import jwt
 
@@ -45,17 +46,16 @@ def open_session(
         "iss": _ISSUER,
         "sub": account_id,
         "sid": sid,
+        "app": app,
         "iat": int(now.timestamp()),
         "exp": int(expires_at.timestamp()),
     }
-    if app is not None:
-        payload["app"] = app
     token = jwt.encode(
         payload,
         services.settings.token_secret.get_secret_value(),
         algorithm=_ALGORITHM,
     )
-    before = accounts.record_login(services.db, account_id, sid, now, expires_at)
+    before = accounts.record_login(services.db, account_id, app, sid, now, expires_at)
     return Session(sid=sid, token=token, expires_at=expires_at), before
 
 
@@ -71,7 +71,7 @@ def claims(services: Services, token: str) -> dict[str, Any] | None:
             issuer=_ISSUER,
             # Time claims are checked against the injectable clock below, not the wall clock.
             options={
-                "require": ["exp", "sub", "sid", "iss"],
+                "require": ["exp", "sub", "sid", "iss", "app"],
                 "verify_exp": False,
                 "verify_iat": False,
                 "verify_nbf": False,
@@ -81,14 +81,22 @@ def claims(services: Services, token: str) -> dict[str, Any] | None:
         return None
     if not isinstance(data.get("sub"), str) or not isinstance(data.get("sid"), str):
         return None
+    if data["app"] not in accounts.APPS:
+        return None
     if data["exp"] <= services.clock.now().timestamp():
         return None
     return data
 
 
-def caller_for_token(services: Services, token: str) -> accounts.Caller:
-    """The account (and staff record) a live session token belongs to."""
+def caller_for_token(
+    services: Services, token: str
+) -> tuple[accounts.App | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """The app a live session token was opened in, and the account (and, in the staff app,
+    staff record) it belongs to; (None, None, None) for a dead or forged token."""
     data = claims(services, token)
     if data is None:
-        return None, None
-    return accounts.caller_with_session(services.db, data["sub"], data["sid"], services.clock.now())
+        return None, None, None
+    account, record = accounts.caller_with_session(
+        services.db, data["app"], data["sub"], data["sid"], services.clock.now()
+    )
+    return data["app"], account, record

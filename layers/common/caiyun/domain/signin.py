@@ -87,13 +87,20 @@ def _openid_from_js_code(services: Services, app: accounts.App, js_code: str) ->
         ) from None
 
 
-def _app_of(services: Services, appid: str | None) -> accounts.App | None:
-    settings = services.settings
-    if appid and appid == settings.wechat_staff_appid:
-        return "staff"
-    if appid and appid == settings.wechat_appid:
-        return "resident"
-    return None
+def signing_in_app(
+    requested: accounts.App | None, platform_app: accounts.App | None
+) -> accounts.App:
+    """The mini-program a login is for: the one the platform names (CloudBase), else the one the
+    request names (HTTP), else the resident app. A request naming another app than the platform
+    is refused: binding a staff-app openid as the resident app's (or the reverse) would sign the
+    person out of the app they really use."""
+    if platform_app is not None and requested is not None and requested != platform_app:
+        raise AppError(
+            "INVALID_ARGUMENT",
+            "登录的小程序与调用的小程序不一致",
+            {"fields": {"app": "须为调用的小程序"}},
+        )
+    return platform_app or requested or "resident"
 
 
 def login(
@@ -103,12 +110,10 @@ def login(
     app: accounts.App,
     openid: str | None,
     js_code: str | None,
-    appid: str | None = None,
 ) -> SignedIn:
-    """Verify the code, bind the caller's WeChat openid and open a session.
+    """Verify the code, bind the caller's WeChat openid for ``app`` and open a session there.
 
-    The openid is bound for the mini-program the platform says it came from (``appid``) when
-    that is one of ours; ``app`` (what the client asks for) decides only the staff check.
+    Only ``app``'s openid and sessions change: the account stays signed in to the other app.
     """
     db = services.db
     account, links = accounts.for_login(db, phone)
@@ -121,16 +126,17 @@ def login(
     if openid is None and js_code is not None:
         openid = _openid_from_js_code(services, app, js_code)
     sms_codes.verify(services, phone, "login", code)
-    signing_in = _app_of(services, appid) or app
     # Already bound here (the common case of signing in again): nothing to move, and the
     # unique index meant no other account held it when the account was read.
-    if openid is not None and account.get("wx", {}).get(signing_in) != openid:
-        accounts.bind_openid(db, account["_id"], signing_in, openid)
-    session, before = sessions.open_session(services, account["_id"], signing_in)
+    if openid is not None and account.get("wx", {}).get(app) != openid:
+        accounts.bind_openid(db, account["_id"], app, openid)
+    session, before = sessions.open_session(services, account["_id"], app)
     # The login changed only sessions and openids, none of which the reply shows: the account
-    # as it was just before is current for the reply, so it is not read again.
+    # as it was just before is current for the reply, so it is not read again. Staff rights
+    # show only in the staff app.
+    record = account[accounts.STAFF_JOINED] if app == "staff" else None
     return SignedIn(
-        account={**before, accounts.STAFF_JOINED: account[accounts.STAFF_JOINED]},
+        account={**before, accounts.STAFF_JOINED: record},
         houses=links,
         session=session,
         first_login=before.get("last_login_at") is None,
@@ -138,15 +144,20 @@ def login(
 
 
 def logout(
-    services: Services, account: dict[str, Any], openid: str | None, token: str | None
+    services: Services,
+    account: dict[str, Any],
+    app: accounts.App,
+    openid: str | None,
+    token: str | None,
 ) -> None:
-    """Unbind the caller's openid and revoke the session token the call came with."""
+    """Sign out of ``app`` only: unbind the caller's openid there and revoke the session token
+    the call came with; the other app stays signed in."""
     if openid is not None:
-        accounts.unbind_openid(services.db, account, openid)
+        accounts.unbind_openid(services.db, account, app, openid)
     if token is not None:
         data = sessions.claims(services, token)
-        if data is not None and data["sub"] == account["_id"]:
-            accounts.end_session(services.db, account["_id"], data["sid"])
+        if data is not None and data["sub"] == account["_id"] and data["app"] == app:
+            accounts.end_session(services.db, account["_id"], app, data["sid"])
 
 
 def summary(

@@ -37,18 +37,38 @@ class Call:
         self.log_fields: dict[str, Any] = {}
         self._account: Any = _UNSET
         self._staff: Any = _UNSET
+        self._app: App | None = None
 
     def _resolve(self) -> None:
-        # One lookup answers both who the caller is and whether they are staff.
+        # One lookup answers who the caller is, in which app, and whether they are staff there.
         from caiyun.domain import accounts, sessions
 
         inv = self.invocation
-        account, staff = None, None
+        app, account, staff = None, None, None
         if inv.kind == "cloudbase" and inv.openid:
-            account, staff = accounts.caller_by_openid(self.services.db, inv.openid)
+            app = self.platform_app
+            account, staff = accounts.caller_by_openid(self.services.db, app, inv.openid)
         elif inv.kind == "http" and inv.bearer:
-            account, staff = sessions.caller_for_token(self.services, inv.bearer)
-        self._account, self._staff = account, staff
+            app, account, staff = sessions.caller_for_token(self.services, inv.bearer)
+        self._app, self._account, self._staff = app, account, staff
+
+    @property
+    def platform_app(self) -> App | None:
+        """The mini-program the platform says this call comes from (CloudBase's appid), or None
+        off the platform (HTTP, timer)."""
+        from caiyun.domain import accounts
+
+        if self.invocation.kind != "cloudbase":
+            return None
+        return accounts.app_for_appid(self.services.settings, self.invocation.appid)
+
+    @property
+    def app(self) -> App | None:
+        """The mini-program the caller acts in: the platform's over CloudBase, the session's
+        over HTTP; None for an anonymous caller."""
+        if self._account is _UNSET:
+            self._resolve()
+        return self._app if self._account is not None else None
 
     @property
     def account(self) -> dict[str, Any] | None:
@@ -72,7 +92,8 @@ class Call:
         return self._staff
 
     def require_staff(self, *roles: str) -> dict[str, Any]:
-        """The caller's staff record if it has one of ``roles``; else FORBIDDEN."""
+        """The caller's staff record if it has one of ``roles``; else FORBIDDEN (a staff member
+        calling from the resident app has no staff record there)."""
         self.require_account()
         record = self.staff
         if record is None or record["role"] not in roles:
@@ -80,23 +101,12 @@ class Call:
         return record
 
     def wechat_user(self) -> tuple[App, str] | None:
-        """The WeChat user making this call, as (mini-program, openid), when known.
-
-        CloudBase names the openid, bound to the caller's account for one of the apps; over
-        HTTP it is the openid the account holds for the app its session was opened in.
-        """
-        from caiyun.domain import accounts, sessions
-
+        """The WeChat user making this call, as (mini-program, openid), when known: the openid
+        the account holds for the app the call is made in (over CloudBase, the caller's own)."""
         account = self.require_account()
-        inv = self.invocation
-        if inv.kind == "cloudbase" and inv.openid:
-            app = accounts.app_of_openid(account, inv.openid)
-            return None if app is None else (app, inv.openid)
-        if inv.kind == "http" and inv.bearer:
-            app = (sessions.claims(self.services, inv.bearer) or {}).get("app")
-            openid = account.get("wx", {}).get(app) if app in accounts.APPS else None
-            return (app, openid) if openid else None
-        return None
+        app = self.app
+        openid = account.get("wx", {}).get(app) if app is not None else None
+        return (app, openid) if openid else None
 
     @property
     def known_account_id(self) -> str | None:

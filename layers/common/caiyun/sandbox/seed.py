@@ -121,6 +121,8 @@ DEMO_STAFF: tuple[DemoStaff, ...] = (
     DemoStaff("13900000002", "吴刚", "admin", (CAIYUN_GARDEN,)),
     DemoStaff("13900000003", "郑师傅", "repairman", (CAIYUN_GARDEN, YUNQI_COURT)),
     DemoStaff("13900000004", "孙立", "guard", (CAIYUN_GARDEN,)),
+    # An owner (2栋-1单元-302) who is also a guard: one person in both mini-programs.
+    DemoStaff("13800000005", "陈静", "guard", (CAIYUN_GARDEN,)),
 )
 
 
