@@ -11,7 +11,7 @@ notification tries to spend a consent, as in production (none is held: nothing g
   (tracemalloc, in a second run on fresh data).
 * ``raw``: the same state change written directly: one ``update_many`` closing the repairs
   (same fields, same timeline entry), then ``insert_many`` of the same inbox messages, of the
-  house and account reminder claims, and of the reminder messages. Target: scheduler ≤ 1.5 × raw.
+  (house, account) reminder claims, and of the reminder messages. Target: scheduler ≤ 1.5 × raw.
 
 Each size runs in a process of its own. On the embedded engine (mongomock scans the whole
 collection for every query) the sizes double from ``--start`` while the next one fits the time
@@ -272,15 +272,22 @@ def _raw_writes(services: Any) -> float:
     memberships = list(db["memberships"].find({}, {"house_id": 1, "account_id": 1}))
     expires = now + timedelta(days=1)
     window = int(now.timestamp() // 86400)
+    run = new_id()
     db["payment_reminders"].insert_many(
         [
-            {"_id": f"house:{m['house_id']}:{window}", "created_at": now, "expires_at": expires}
-            for m in memberships
-        ]
-    )
-    db["payment_reminders"].insert_many(
-        [
-            {"_id": f"account:{m['account_id']}:{window}", "created_at": now, "expires_at": expires}
+            {
+                "_id": f"pair:{m['house_id']}:{m['account_id']}:{window}",
+                "run": run,
+                "account_id": m["account_id"],
+                "house_id": m["house_id"],
+                "community_id": COMMUNITY,
+                "community_name": "彩云花园",
+                "house_label": "1栋-1单元-101",
+                "total": 26800,
+                "count": 1,
+                "created_at": now,
+                "expires_at": expires,
+            }
             for m in memberships
         ]
     )
@@ -292,7 +299,10 @@ def _raw_writes(services: Any) -> float:
                 "community_id": COMMUNITY,
                 "kind": "reminder",
                 "title": "缴费提醒",
-                "body": "您有 1 笔物业费待缴，共 268.00 元，请及时缴纳。",
+                "body": (
+                    "以下房屋有待缴费用，合计 268.00 元："
+                    "彩云花园 1栋-1单元-101：1 笔，共 268.00 元。请及时缴纳。"
+                ),
                 "page": "/pages/bills/index",
                 "created_at": now,
                 "read_at": None,

@@ -24,13 +24,14 @@ from billing import (
     pay,
     post_notify,
     verify,
+    wire,
 )
 from conftest import TEST_START, invoke
 from round_trips import counted
 from worlds import ok, refused
 
 from caiyun.clock import SHANGHAI
-from caiyun.domain import houses, reminders
+from caiyun.domain import accounts, houses, memberships, reminders
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services
@@ -208,25 +209,107 @@ def test_staff_views_are_only_for_admins_of_that_community(
 # ------------------------------------------------------------------------------ remind_unpaid
 
 
+def counts(reminded: int, skipped: int, unbound: int, notified: int) -> dict[str, int]:
+    """A reminder's reply; every owing house is reminded, skipped or unbound."""
+    return {
+        "houses_unpaid": reminded + skipped + unbound,
+        "houses_reminded": reminded,
+        "houses_skipped": skipped,
+        "houses_unbound": unbound,
+        "accounts_notified": notified,
+    }
+
+
+def join(svc: Services, who: SimpleNamespace, house: dict[str, Any], role: str) -> None:
+    """Make ``who`` (already an account) a member of another house."""
+    account = accounts.by_phone(svc.db, who.phone)
+    memberships.add(svc.db, house, account["_id"], role, svc.clock.now(), account["_id"])
+
+
 def test_remind_tells_every_account_bound_to_each_unpaid_house(
     svc: Services, world: SimpleNamespace, garden: str
 ) -> None:
-    counts = ok(remind(garden))
+    replied = ok(remind(garden))
 
-    # 101 (ALICE, ERIN), 102 (BOB), 201 (nobody bound in the app yet).
-    assert counts == {
-        "houses_unpaid": 3,
-        "houses_reminded": 3,
-        "houses_skipped": 0,
-        "accounts_notified": 3,
-    }
+    # 101 (ALICE, ERIN), 102 (BOB); 201 owes too but nobody is bound to it in the app yet.
+    assert replied == counts(reminded=2, skipped=0, unbound=1, notified=3)
     for who, total in ((ALICE, "295.00"), (ERIN, "295.00"), (BOB, "150.00")):
         told = messages(who, "reminder")
         assert len(told) == 1, who
         assert total in told[0]["body"]
         assert told[0]["page"] == "/pages/bills/index"
+    assert "彩云花园 1栋-1单元-101：3 笔，共 295.00 元" in messages(ALICE, "reminder")[0]["body"]
     assert messages(DAVE, "reminder") == []  # another community
     assert messages(NOBODY, "reminder") == []
+
+
+def test_an_owner_reminded_about_one_house_is_still_told_about_another(
+    svc: Services, world: SimpleNamespace, garden: str
+) -> None:
+    # Issue 15.2 as reported: an owner of houses in two communities, reminded about the first,
+    # was never told about the second ({houses_reminded: 1, accounts_notified: 0}).
+    join(svc, ALICE, world.m101, "owner")
+    maple = world.m101["community_id"]
+    assert ok(remind(maple, "o-staff-maple")) == counts(
+        reminded=1, skipped=0, unbound=0, notified=2
+    )
+
+    replied = ok(remind(garden))
+
+    assert replied == counts(reminded=2, skipped=0, unbound=1, notified=3)
+    first, second = messages(ALICE, "reminder")  # newest first
+    assert "彩云花园 1栋-1单元-101" in first["body"] and "295.00" in first["body"]
+    assert "枫林苑 1栋-1单元-101" in second["body"] and "88.00" in second["body"]
+
+
+def test_one_message_per_account_lists_each_house_and_its_amount(
+    svc: Services, world: SimpleNamespace, garden: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ALICE is also family of 102; with one house per batch her two houses are claimed in two
+    # batches and still reach her as one message.
+    monkeypatch.setattr(reminders, "BATCH", 1)
+    join(svc, ALICE, world.h102, "family")
+
+    replied = ok(remind(garden))
+
+    assert replied == counts(reminded=2, skipped=0, unbound=1, notified=3)
+    (told,) = messages(ALICE, "reminder")
+    assert told["body"] == (
+        "以下房屋有待缴费用，合计 445.00 元："
+        "彩云花园 1栋-1单元-101：3 笔，共 295.00 元；"
+        "彩云花园 1栋-1单元-102：1 笔，共 150.00 元。请及时缴纳。"
+    )
+    assert len(messages(BOB, "reminder")) == 1 and len(messages(ERIN, "reminder")) == 1
+
+
+def test_a_house_added_to_an_account_later_in_the_window_is_still_reminded(
+    svc: Services, world: SimpleNamespace, garden: str
+) -> None:
+    ok(remind(garden))
+    join(svc, ALICE, world.h102, "family")
+    svc.clock.advance(3600)
+
+    again = ok(remind(garden))
+
+    # 101's payers and BOB were told already; ALICE has not heard about 102.
+    assert again == counts(reminded=1, skipped=1, unbound=1, notified=1)
+    newest = messages(ALICE, "reminder")[0]
+    assert "1栋-1单元-102" in newest["body"] and "1栋-1单元-101" not in newest["body"]
+
+
+def test_tenants_are_reminded_unless_the_setting_leaves_them_out(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace, garden: str
+) -> None:
+    join(svc, NOBODY, world.h102, "tenant")
+    assert ok(remind(garden, house_ids=[world.h102["_id"]]))["accounts_notified"] == 2
+    assert len(messages(NOBODY, "reminder")) == 1
+
+    wire(svc, bank, reminder_include_tenants=False)
+    svc.clock.advance(svc.settings.reminder_window_s)
+    replied = ok(remind(garden, house_ids=[world.h102["_id"]]))
+
+    assert replied == counts(reminded=1, skipped=0, unbound=0, notified=1)
+    assert len(messages(NOBODY, "reminder")) == 1 and len(messages(BOB, "reminder")) == 2
 
 
 def test_remind_goes_through_every_batch_of_unpaid_houses(
@@ -235,14 +318,7 @@ def test_remind_goes_through_every_batch_of_unpaid_houses(
     # One house per batch: the same outcome as one batch, so no batch is lost or repeated.
     monkeypatch.setattr(reminders, "BATCH", 1)
 
-    counts = ok(remind(garden))
-
-    assert counts == {
-        "houses_unpaid": 3,
-        "houses_reminded": 3,
-        "houses_skipped": 0,
-        "accounts_notified": 3,
-    }
+    assert ok(remind(garden)) == counts(reminded=2, skipped=0, unbound=1, notified=3)
     for who in (ALICE, ERIN, BOB):
         assert len(messages(who, "reminder")) == 1, who
 
@@ -255,12 +331,7 @@ def test_second_remind_within_the_window_skips_the_houses(
 
     again = ok(remind(garden))
 
-    assert again == {
-        "houses_unpaid": 3,
-        "houses_reminded": 0,
-        "houses_skipped": 3,
-        "accounts_notified": 0,
-    }
+    assert again == counts(reminded=0, skipped=2, unbound=1, notified=0)
     assert len(messages(ALICE, "reminder")) == 1
     assert len(messages(BOB, "reminder")) == 1
 
@@ -271,8 +342,7 @@ def test_remind_again_after_the_window(svc: Services, world: SimpleNamespace, ga
 
     again = ok(remind(garden))
 
-    assert again["houses_reminded"] == 3
-    assert again["accounts_notified"] == 3
+    assert again == counts(reminded=2, skipped=0, unbound=1, notified=3)
     assert len(messages(ALICE, "reminder")) == 2
 
 
@@ -282,22 +352,14 @@ def test_paid_houses_are_not_reminded(
     verify(svc, BOB)
     pay_and_settle(svc, bank, BOB, world.bob_fee)
 
-    counts = ok(remind(garden))
-
-    assert counts["houses_unpaid"] == 2
-    assert counts["accounts_notified"] == 2
+    assert ok(remind(garden)) == counts(reminded=1, skipped=0, unbound=1, notified=2)
     assert messages(BOB, "reminder") == []
 
 
 def test_remind_only_the_listed_houses(svc: Services, world: SimpleNamespace, garden: str) -> None:
-    counts = ok(remind(garden, house_ids=[world.h102["_id"]]))
+    replied = ok(remind(garden, house_ids=[world.h102["_id"]]))
 
-    assert counts == {
-        "houses_unpaid": 1,
-        "houses_reminded": 1,
-        "houses_skipped": 0,
-        "accounts_notified": 1,
-    }
+    assert replied == counts(reminded=1, skipped=0, unbound=0, notified=1)
     assert len(messages(BOB, "reminder")) == 1
     assert messages(ALICE, "reminder") == []
 
@@ -309,6 +371,21 @@ def test_listed_house_of_another_community_is_never_reminded(
 
     assert counts["houses_unpaid"] == 0
     assert messages(DAVE, "reminder") == []
+
+
+def test_a_reminder_costs_two_commands_per_batch_and_one_read_per_run(
+    svc: Services, world: SimpleNamespace, garden: str
+) -> None:
+    with counted(svc) as sent:
+        ok(remind(garden))
+
+    assert [c for c in sent if not c.startswith(("messages.", "subscription_consents."))] == [
+        "accounts.aggregate",  # the admin
+        "bills.aggregate",  # the owing houses, with count and sum
+        "houses.aggregate",  # the batch's houses, members and community names
+        "payment_reminders.insert_many",  # a slot per (house, payer)
+        "payment_reminders.find",  # this run's slots, by account
+    ]
 
 
 def test_remind_is_only_for_admins_of_that_community(
@@ -340,6 +417,8 @@ def test_the_timer_keeps_quiet_hours_the_same_due_bills_wait_from_3am_until_10am
     assert svc.clock.now().astimezone(SHANGHAI).hour == 10
     by_day = handler("scheduler")(timer, {})
     assert by_day["ok"] and by_day["data"]["reminders_accounts_notified"] == 4
+    assert by_day["data"]["reminders_houses_reminded"] == 3  # 101, 102 and 枫林苑's 101
+    assert by_day["data"]["reminders_houses_unbound"] == 1  # 201: nobody bound
     assert len(messages(ALICE, "reminder")) == 1
 
 

@@ -61,10 +61,12 @@ class Settings(BaseSettings):
     # notify is reconciled by querying ICBC instead.
     order_ttl_s: int = 15 * 60
     order_query_after_s: int = 30
-    # Payment reminders: each house at most once per window.
+    # Payment reminders: each house reaches each of its payers at most once per window. Owners
+    # and family are payers; tenants too unless this is switched off.
     reminder_window_s: int = 24 * 3600
     reminder_start_hour: int = 9
     reminder_end_hour: int = 20
+    reminder_include_tenants: bool = True
 
     # Tencent Cloud SMS (sms v20210111).
     sms_provider: Literal["sandbox", "tencent"] = "sandbox"

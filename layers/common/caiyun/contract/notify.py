@@ -97,15 +97,23 @@ class SubscribeReply(Reply):
 
 
 class RemindUnpaid(Request):
-    """催交通知 to every account bound to each unpaid house of the community (or the listed
-    houses). A house already reminded within the reminder window is skipped."""
+    """催交通知 for each unpaid house of the community (or the listed houses), to everyone who
+    may pay it: its owner and family, and its tenants unless the deployment turns that off. Each
+    (house, account) is reminded at most once per reminder window; each account gets one
+    message listing each of its houses and what it owes."""
 
     community_id: ObjectKey
     house_ids: Annotated[list[ObjectKey], Field(min_length=1, max_length=1000)] | None = None
 
 
 class RemindReply(Reply):
+    """What the reminder did: ``houses_unpaid`` = ``houses_reminded`` (at least one payer told
+    now) + ``houses_skipped`` (every payer already told about it in this window) +
+    ``houses_unbound`` (nobody who may pay is bound in the app yet); ``accounts_notified``
+    accounts got a message."""
+
     houses_unpaid: int
     houses_reminded: int
     houses_skipped: int
+    houses_unbound: int
     accounts_notified: int

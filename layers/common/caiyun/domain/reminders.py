@@ -1,10 +1,23 @@
-"""Payment reminders (催交通知): each house, and each account, at most once per window."""
+"""Payment reminders (催交通知): each house reaches each of its payers once per window.
+
+A reminder goes to everyone who may pay a house's bills: its owner and family, and its tenants
+unless ``reminder_include_tenants`` is off. The once-per-window rule holds per (house, account):
+being reminded about one house never silences another house of the same account, so an owner
+of two houses hears about both. Each account gets one message per run listing each house and
+what it owes there.
+
+A run works in two passes, each in bounded batches. The first walks the owing houses (by house)
+and claims a (house, account) slot for each payer, recording in the claim what the message
+needs; a slot another run already holds is not claimed again, so two runs at once never tell
+anyone about a house twice. The second streams this run's claims by account and sends one
+message per account.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
-from itertools import islice
+from itertools import groupby, islice
 from typing import Any
 
 from pymongo import IndexModel
@@ -12,35 +25,27 @@ from pymongo.errors import BulkWriteError
 
 from caiyun.clock import SHANGHAI, business_date
 from caiyun.data.schema import declare
-from caiyun.domain import bills, memberships, messaging, rate_limits, staff
+from caiyun.domain import bills, communities, houses, memberships, messaging, rate_limits, staff
 from caiyun.errors import AppError
+from caiyun.ids import new_id
 from caiyun.money import yuan
 from caiyun.services import Services
 
-REMINDERS = declare("payment_reminders", IndexModel("expires_at", expireAfterSeconds=0))
+REMINDERS = declare(
+    "payment_reminders",
+    IndexModel("expires_at", expireAfterSeconds=0),
+    # A run's claims, account after account (the second pass).
+    IndexModel([("run", 1), ("account_id", 1)], partialFilterExpression={"run": {"$exists": True}}),
+)
 
 BATCH = 500
 _NO_REMINDERS = {
     "houses_unpaid": 0,
     "houses_reminded": 0,
     "houses_skipped": 0,
+    "houses_unbound": 0,
     "accounts_notified": 0,
 }
-
-
-def _claim(services: Services, keys: list[str]) -> set[str]:
-    """Claim reminder slots for this window; returns the keys this caller won."""
-    now = services.clock.now()
-    expires = now + timedelta(seconds=services.settings.reminder_window_s)
-    docs = [{"_id": key, "created_at": now, "expires_at": expires} for key in keys]
-    if not docs:
-        return set()
-    try:
-        services.db[REMINDERS].insert_many(docs, ordered=False)
-        return set(keys)
-    except BulkWriteError as exc:
-        taken = {docs[e["index"]]["_id"] for e in exc.details.get("writeErrors", [])}
-        return set(keys) - taken
 
 
 def _window(services: Services) -> int:
@@ -59,7 +64,6 @@ def _unpaid_houses(services: Services, match: dict[str, Any]) -> Iterator[list[d
             {
                 "$group": {
                     "_id": "$house_id",
-                    "community_id": {"$first": "$community_id"},
                     "total": {"$sum": "$amount_fen"},
                     "count": {"$sum": 1},
                 }
@@ -73,55 +77,170 @@ def _unpaid_houses(services: Services, match: dict[str, Any]) -> Iterator[list[d
         yield batch
 
 
-def _owed_by_account(services: Services, houses: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """What each account bound to these houses owes, summed over the houses."""
-    by_house = {h["_id"]: h for h in houses}
-    owed: dict[str, dict[str, Any]] = {}
-    for link in services.db[memberships.MEMBERSHIPS].find(
-        {"house_id": {"$in": list(by_house)}}, {"house_id": 1, "account_id": 1}
-    ):
-        house = by_house[link["house_id"]]
-        entry = owed.setdefault(
-            link["account_id"], {"count": 0, "total": 0, "community_id": house["community_id"]}
+def _payer_roles(services: Services) -> list[str]:
+    if services.settings.reminder_include_tenants:
+        return ["owner", "family", "tenant"]
+    return ["owner", "family"]
+
+
+def _houses_with_people(services: Services, house_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The batch's houses with their members and community name, in one command."""
+    rows = services.db[houses.HOUSES].aggregate(
+        [
+            {"$match": {"_id": {"$in": house_ids}}},
+            {
+                "$lookup": {
+                    "from": memberships.MEMBERSHIPS,
+                    "localField": "_id",
+                    "foreignField": "house_id",
+                    "as": "_members",
+                }
+            },
+            {
+                "$lookup": {
+                    "from": communities.COMMUNITIES,
+                    "localField": "community_id",
+                    "foreignField": "_id",
+                    "as": "_community",
+                }
+            },
+            {
+                "$project": {
+                    "building": 1,
+                    "unit": 1,
+                    "room": 1,
+                    "community_id": 1,
+                    "_members.account_id": 1,
+                    "_members.role": 1,
+                    "_community.name": 1,
+                }
+            },
+        ]
+    )
+    return {row["_id"]: row for row in rows}
+
+
+def _claim(services: Services, claims: list[dict[str, Any]]) -> set[str]:
+    """Insert the claims; returns the ids of those this run won (not held by another)."""
+    if not claims:
+        return set()
+    try:
+        services.db[REMINDERS].insert_many(claims, ordered=False)
+        return {c["_id"] for c in claims}
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != 11000 for e in errors):
+            raise
+        taken = {claims[e["index"]]["_id"] for e in errors}
+        return {c["_id"] for c in claims} - taken
+
+
+def _claim_batch(
+    services: Services, run: str, batch: list[dict[str, Any]], counts: dict[str, int]
+) -> None:
+    """The first pass over one batch of owing houses: claim a slot per (house, payer)."""
+    now = services.clock.now()
+    expires = now + timedelta(seconds=services.settings.reminder_window_s)
+    window, roles = _window(services), _payer_roles(services)
+    found = _houses_with_people(services, [h["_id"] for h in batch])
+    claims: list[dict[str, Any]] = []
+    payers: dict[str, list[str]] = {}
+    for owing in batch:
+        house = found.get(owing["_id"])
+        accounts = (
+            []
+            if house is None
+            else [m["account_id"] for m in house["_members"] if m["role"] in roles]
         )
-        entry["count"] += house["count"]
-        entry["total"] += house["total"]
-    return owed
+        if not accounts:
+            counts["houses_unbound"] += 1
+            continue
+        payers[owing["_id"]] = accounts
+        where = {
+            "house_id": owing["_id"],
+            "community_id": house["community_id"],
+            "community_name": (house["_community"] or [{}])[0].get("name", ""),
+            "house_label": houses.label(house),
+            "total": owing["total"],
+            "count": owing["count"],
+        }
+        claims += [
+            {
+                "_id": f"pair:{owing['_id']}:{account_id}:{window}",
+                "run": run,
+                "account_id": account_id,
+                **where,
+                "created_at": now,
+                "expires_at": expires,
+            }
+            for account_id in accounts
+        ]
+    won = _claim(services, claims)
+    for house_id, accounts in payers.items():
+        told = any(f"pair:{house_id}:{a}:{window}" in won for a in accounts)
+        counts["houses_reminded" if told else "houses_skipped"] += 1
 
 
-def _reminder(account_id: str, owed: dict[str, Any]) -> messaging.Note:
-    amount = yuan(owed["total"])
+def _reminder(account_id: str, owed: list[dict[str, Any]]) -> messaging.Note:
+    """One account's message: each house it is told about, with what that house owes."""
+    owed = sorted(owed, key=lambda o: (o["community_name"], o["house_label"]))
+    total = yuan(sum(o["total"] for o in owed))
+    lines = "；".join(
+        f"{o['community_name']} {o['house_label']}：{o['count']} 笔，共 {yuan(o['total'])} 元"
+        for o in owed
+    )
+    first = owed[0]["house_label"]
+    what = f"{first}待缴" if len(owed) == 1 else f"{first}等{len(owed)}套待缴"
+    places = {o["community_id"] for o in owed}
     return messaging.Note(
         account_id=account_id,
         kind="reminder",
         title="缴费提醒",
-        body=f"您有 {owed['count']} 笔物业费待缴，共 {amount} 元，请及时缴纳。",
+        body=f"以下房屋有待缴费用，合计 {total} 元：{lines}。请及时缴纳。",
         page="/pages/bills/index",
-        push=messaging.Push("reminder", {"amount1": f"{amount}元", "thing2": "物业费待缴"}),
-        community_id=owed["community_id"],
+        push=messaging.Push("reminder", {"amount1": f"{total}元", "thing2": what}),
+        community_id=places.pop() if len(places) == 1 else None,
     )
 
 
+def _send_run(services: Services, run: str) -> int:
+    """The second pass: one message per account this run claimed slots for; returns how many
+    accounts were told."""
+    claims = (
+        services.db[REMINDERS]
+        .find(
+            {"run": run},
+            {
+                "account_id": 1,
+                "community_id": 1,
+                "community_name": 1,
+                "house_label": 1,
+                "total": 1,
+                "count": 1,
+            },
+        )
+        .sort("account_id", 1)
+        .batch_size(BATCH)
+    )
+    grouped = groupby(claims, key=lambda c: c["account_id"])
+    notified = 0
+    while notes := [_reminder(a, list(owed)) for a, owed in islice(grouped, BATCH)]:
+        messaging.notify_many(services, notes)
+        notified += len(notes)
+    return notified
+
+
 def remind(services: Services, match: dict[str, Any]) -> dict[str, int]:
-    """Remind every account bound to each house with unpaid bills matching ``match``: each
-    house and each account at most once per reminder window, in batches."""
-    window = _window(services)
+    """Remind every payer of each house with unpaid bills matching ``match``, each (house,
+    account) at most once per reminder window, one message per account. Returns true counts:
+    houses owing, houses that reached at least one payer now, houses all of whose payers were
+    already told in this window, houses with nobody to tell, and accounts told."""
+    run = new_id()
     counts = dict(_NO_REMINDERS)
     for batch in _unpaid_houses(services, match):
         counts["houses_unpaid"] += len(batch)
-        won = _claim(services, [f"house:{h['_id']}:{window}" for h in batch])
-        fresh = [h for h in batch if f"house:{h['_id']}:{window}" in won]
-        counts["houses_reminded"] += len(fresh)
-        counts["houses_skipped"] += len(batch) - len(fresh)
-        owed = _owed_by_account(services, fresh)
-        accounts_won = _claim(services, [f"account:{a}:{window}" for a in owed])
-        notes = [
-            _reminder(account_id, entry)
-            for account_id, entry in owed.items()
-            if f"account:{account_id}:{window}" in accounts_won
-        ]
-        messaging.notify_many(services, notes)
-        counts["accounts_notified"] += len(notes)
+        _claim_batch(services, run, batch, counts)
+    counts["accounts_notified"] = _send_run(services, run)
     return counts
 
 
