@@ -60,7 +60,7 @@ def _ids(prefix: str, n: int) -> list[str]:
 
 
 def load(db: Any, n: int) -> None:
-    """The backlog: n accounts, memberships, stale repairs and unpaid bills."""
+    """The backlog: n accounts, houses and memberships, stale repairs and unpaid bills."""
     from caiyun.domain import repair_views
 
     now = BENCH_NOW
@@ -88,6 +88,22 @@ def load(db: Any, n: int) -> None:
                 "realname_verified": False,
             }
             for i, a in enumerate(accounts)
+        ),
+    )
+    bulk_load(
+        db,
+        "houses",
+        (
+            {
+                "_id": h,
+                "community_id": COMMUNITY,
+                "building": "1栋",
+                "unit": "1单元",
+                "room": str(101 + i),
+                "owner_name": f"业主{i}",
+                "owner_phone": f"139{i:08d}",
+            }
+            for i, h in enumerate(houses)
         ),
     )
     bulk_load(

@@ -1,10 +1,16 @@
 """notify: community notices, the in-app inbox and WeChat subscription consents.
 
-``notices`` returns one group per community where the caller holds a house, each with its 20
-newest notices (title and publish time) and its ``total``. ``notice_detail`` is for residents
-and staff of the notice's community; to anyone else it does not exist (``NOT_FOUND``).
-``publish_notice`` also puts a message in the inbox of every account bound to a house of the
-community (once per account).
+``notices`` returns one group per community where the caller holds a house, each with a page
+of its notices (newest first: title, publish time, ``read``), its ``total`` and its ``unread``
+count; ``community_id`` narrows it to one community, and ``page`` pages through every notice of
+it. ``notice_detail`` is for residents and staff of the notice's community, and marks the notice
+read for the caller; to anyone else it does not exist (``NOT_FOUND``). ``publish_notice`` also
+puts a message in the inbox of every account bound to a house of the community (once per
+account).
+
+``remind_unpaid`` sends 催交通知 for each unpaid house to everyone who may pay it (owner,
+family, and tenants unless ``CAIYUN_REMINDER_INCLUDE_TENANTS`` is off): each (house, account)
+at most once per reminder window, one message per account listing each house and its amount.
 
 The inbox keeps every message, whether or not it was also pushed on WeChat. ``subscribe``
 records the one-time consents the user accepted in ``wx.requestSubscribeMessage`` (one per
@@ -26,11 +32,12 @@ from caiyun.runtime import (
 )
 
 api = lazy_import("caiyun.contract.notify")
-common = lazy_import("caiyun.contract.common")
 
 
-def list_notices(call: Call, req: common.Empty) -> api.NoticesReply:
-    groups = notices.for_resident(call.services, call.require_account())
+def list_notices(call: Call, req: api.Notices) -> api.NoticesReply:
+    groups = notices.for_resident(
+        call.services, call.require_account(), req.community_id, req.page, req.page_size
+    )
     return api.NoticesReply.model_validate({"groups": groups})
 
 
@@ -81,7 +88,7 @@ def remind_unpaid(call: Call, req: api.RemindUnpaid) -> api.RemindReply:
 
 def actions() -> dict[str, Action]:
     return {
-        "notices": Action(common.Empty, signed_in, list_notices, api.NoticesReply),
+        "notices": Action(api.Notices, signed_in, list_notices, api.NoticesReply, ("FORBIDDEN",)),
         "notice_detail": Action(
             api.NoticeDetailRequest, signed_in, notice_detail, api.NoticeDetail, ("NOT_FOUND",)
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -110,22 +111,96 @@ def test_residents_see_one_group_per_community_newest_first(
     assert [(g["community_name"], g["total"]) for g in both] == [("彩云花园", 2), ("星河湾", 1)]
     assert [n["title"] for n in both[0]["items"]] == ["电梯检修", "停水通知"]
     assert both[0]["items"][0]["published_at"] > both[0]["items"][1]["published_at"]
-    assert set(both[0]["items"][0]) == {"notice_id", "title", "published_at"}
+    assert set(both[0]["items"][0]) == {"notice_id", "title", "published_at", "read"}
+    assert [(g["unread"], g["page"], g["page_size"]) for g in both] == [(2, 1, 20), (1, 1, 20)]
     assert [g["community_name"] for g in garden_only] == ["彩云花园"]
     assert groups(world, "admin") == []
 
 
-def test_each_group_is_bounded(
-    monkeypatch: pytest.MonkeyPatch, services: Services, world: dict[str, Any]
+def test_each_group_of_the_first_page_holds_a_page_of_its_notices(
+    services: Services, world: dict[str, Any]
 ) -> None:
-    monkeypatch.setattr(notices, "GROUP_LIMIT", 3)
     for i in range(5):
         ok(publish(world, "garden_id", f"第{i}号通知"))
 
-    garden = groups(world, "garden_only")[0]
+    garden = ok(call(world, "garden_only", {"action": "notices", "page_size": 3}))["groups"][0]
 
     assert garden["total"] == 5
     assert [n["title"] for n in garden["items"]] == ["第4号通知", "第3号通知", "第2号通知"]
+
+
+def test_every_notice_of_a_community_is_reached_by_paging_it(
+    services: Services, world: dict[str, Any]
+) -> None:
+    # Issue 15.3 as reported: after 22 notices only the 20 newest could be read.
+    for i in range(22):
+        ok(publish(world, "garden_id", f"第{i}号通知"))
+    ok(publish(world, "bay_id", "星河湾通知", who="boss"))
+
+    def page(n: int) -> dict[str, Any]:
+        ask = {"action": "notices", "community_id": world["garden_id"], "page": n}
+        (group,) = ok(call(world, "both", ask))["groups"]
+        return group
+
+    first, second, third = page(1), page(2), page(3)
+
+    assert (first["total"], len(first["items"]), len(second["items"])) == (22, 20, 2)
+    assert [n["title"] for n in second["items"]] == ["第1号通知", "第0号通知"]
+    assert third["items"] == [] and third["page"] == 3
+    titles = [n["title"] for n in first["items"] + second["items"]]
+    assert sorted(titles) == sorted(f"第{i}号通知" for i in range(22))
+
+
+def test_a_community_where_the_caller_has_no_house_is_forbidden_unless_they_staff_it(
+    services: Services, world: dict[str, Any]
+) -> None:
+    ok(publish(world, "bay_id", "星河湾通知", who="boss"))
+    bay = {"action": "notices", "community_id": world["bay_id"]}
+
+    assert refused(call(world, "garden_only", bay)) == "FORBIDDEN"
+    assert refused(call(world, "guard", bay)) == "FORBIDDEN"  # staffs the garden only
+    (group,) = ok(call(world, "boss", bay))["groups"]  # company-wide admin, no house
+    assert (group["community_name"], group["total"]) == ("星河湾", 1)
+    assert refused(call(world, "both", {**bay, "community_id": "missing"})) == "FORBIDDEN"
+
+
+def test_reading_a_notice_marks_it_read_for_that_reader_only(
+    services: Services, world: dict[str, Any]
+) -> None:
+    first = ok(publish(world, "garden_id", "停水通知"))["notice_id"]
+    ok(publish(world, "garden_id", "电梯检修"))
+    ok(publish(world, "bay_id", "星河湾通知", who="boss"))
+
+    for _ in range(2):  # reading again changes nothing
+        ok(call(world, "both", {"action": "notice_detail", "notice_id": first}))
+
+    garden, bay = groups(world, "both")
+    assert (garden["unread"], bay["unread"]) == (1, 1)
+    assert {n["title"]: n["read"] for n in garden["items"]} == {"停水通知": True, "电梯检修": False}
+    assert groups(world, "garden_only")[0]["unread"] == 2
+    assert services.db[notices.READS].count_documents({}) == 1
+
+
+def test_two_reads_of_a_notice_at_once_keep_one_record(
+    services: Services, world: dict[str, Any]
+) -> None:
+    notice_id = ok(publish(world, "garden_id", "停水通知"))["notice_id"]
+    start = threading.Barrier(4)
+    replies: list[dict[str, Any]] = []
+
+    def read() -> None:
+        start.wait()
+        replies.append(call(world, "both", {"action": "notice_detail", "notice_id": notice_id}))
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert [r["ok"] for r in replies] == [True] * 4
+    assert services.db[notices.READS].count_documents({}) == 1
+    assert groups(world, "both")[0]["unread"] == 0
 
 
 def test_notice_detail_only_for_that_communitys_residents_and_staff(
@@ -298,5 +373,6 @@ def test_a_notice_is_one_read_for_its_residents_and_its_staff(
     with counted(services) as as_staff:
         ok(call(world, "guard", ask))
 
-    assert as_resident == ["accounts.find_one", "notices.aggregate"]
-    assert as_staff == ["accounts.aggregate", "notices.find_one"]
+    # The read itself, then the caller's read record (an upsert, one command).
+    assert as_resident == ["accounts.find_one", "notices.aggregate", "notice_reads.update_one"]
+    assert as_staff == ["accounts.aggregate", "notices.find_one", "notice_reads.update_one"]

@@ -170,6 +170,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "complaint.staff_list#community":ADMIN_HERE,
     "complaint.reply":            ADMIN_HERE,
     "notify.notices":             ACCOUNT,
+    "notify.notices#community":   (U,   U,   F,   OK,  OK,  OK,  OK,  OK,  OK,  OK,  F,   OK,  F),
     "notify.notice_detail":       (U,   U,   NF,  OK,  OK,  OK,  OK,  OK,  OK,  OK,  NF,  OK,  NF),
     "notify.publish_notice":      ADMIN_HERE,
     "notify.messages":            ACCOUNT,
@@ -745,6 +746,7 @@ REQUESTS: dict[str, Builder] = {
         "status": "processing",
     },
     "notify.notices": NOTHING,
+    "notify.notices#community": lambda w, who: {"community_id": w.garden_id},
     "notify.notice_detail": lambda w, who: {"notice_id": w.notice_id},
     "notify.publish_notice": lambda w, who: {
         "community_id": w.garden_id,

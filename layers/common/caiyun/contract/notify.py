@@ -15,18 +15,33 @@ Content = Annotated[
 TemplateId = Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
 
 
+class Notices(PageRequest):
+    """The caller's notices by community. Without ``community_id``: one group per community
+    where the caller holds a house, each with page ``page`` of its notices (the first page of
+    every group in one call). With it: that community's group alone, to page through every one
+    of its notices (a community where the caller holds no house, and does not staff, is
+    ``FORBIDDEN``)."""
+
+    community_id: ObjectKey | None = None
+
+
 class NoticeItem(Reply):
     notice_id: str
     title: str
     published_at: str
+    read: bool
 
 
 class NoticeGroup(Reply):
-    """A community's newest notices (at most 20) and how many it has in all."""
+    """A page of a community's notices, newest first, with how many it has in all and how many
+    of them the caller has not read (``notice_detail`` marks a notice read)."""
 
     community_id: str
     community_name: str
     total: int
+    unread: int
+    page: int
+    page_size: int
     items: list[NoticeItem]
 
 

@@ -2,7 +2,9 @@
 
 A notice belongs to one community. Residents read the notices of the communities where they
 hold a house; staff read those of the communities they cover. Anyone else is told the notice
-does not exist (NOT_FOUND), so notice ids of other communities cannot be probed.
+does not exist (NOT_FOUND), so notice ids of other communities cannot be probed. Every notice of
+a community can be reached by paging it, and each carries whether the caller has read it
+(reading its detail marks it read).
 
 Publishing also drops a message in the inbox of every account bound to a house of the
 community, streamed in bounded batches. The notice list stays the record: if that delivery is
@@ -12,10 +14,11 @@ cut short, the notice is still published and a retry does not deliver it twice.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import DESCENDING, IndexModel, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from caiyun.clock import iso
 from caiyun.data.schema import declare
@@ -28,10 +31,12 @@ NOTICES = declare(
     IndexModel([("community_id", 1), ("_id", DESCENDING)]),
     IndexModel([("inbox", 1), ("sending_since", 1)]),
 )
+# Who has read which notice: one record per (notice, account), found by (account, community).
+READS = declare("notice_reads", IndexModel("reader"))
 # How long a delivery may run before another sender may take it over.
 _DELIVERY_LEASE = timedelta(minutes=5)
 
-# Newest notices shown per community on the resident's notice page.
+# Notices per community on a page of the notice list, unless the caller asks for another size.
 GROUP_LIMIT = 20
 # Accounts whose inbox messages are written together, per batch.
 DELIVERY_BATCH = 500
@@ -173,15 +178,143 @@ def _detail(db: Any, doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def for_resident(services: Services, account: dict[str, Any]) -> list[dict[str, Any]]:
-    """One group per community where the caller holds a house: its newest notices (title and
-    publish time, at most ``GROUP_LIMIT``) and how many it has in all."""
-    # One command from the caller's memberships: each community with its name and its
-    # notices joined in. The notices are read whole on the server either way (a group's
-    # total counts them, as paging.page's $facet does); only the newest of each come back.
-    rows = services.db[memberships.MEMBERSHIPS].aggregate(
+def _community_page(account_id: str, skip: int, limit: int) -> list[dict[str, Any]]:
+    """Stages that turn rows of ``{_id: community id, since, community: [{name}]}`` into one
+    group each: the community's notices counted, a page of them (newest first), and this
+    account's reads there (to tell each item's read state and the unread count)."""
+    return [
+        {
+            "$lookup": {
+                "from": NOTICES,
+                "localField": "_id",
+                "foreignField": "community_id",
+                "as": "notice",
+            }
+        },
+        # Right after the $lookup, MongoDB unwinds inside the join (no array of every notice is
+        # built); a community without notices stays, as one row without one.
+        {"$unwind": {"path": "$notice", "preserveNullAndEmptyArrays": True}},
+        # The sort holds every notice of the communities: without their contents it stays far
+        # inside the server's 100 MB in-memory sort limit.
+        {
+            "$project": {
+                "since": 1,
+                "community.name": 1,
+                "notice._id": 1,
+                "notice.title": 1,
+                "notice.published_at": 1,
+            }
+        },
+        {"$sort": {"since": 1, "notice._id": DESCENDING}},
+        {
+            "$group": {
+                "_id": "$_id",
+                "since": {"$first": "$since"},
+                "community": {"$first": "$community"},
+                "total": {"$sum": {"$cond": [{"$ifNull": ["$notice._id", False]}, 1, 0]}},
+                "items": {
+                    "$push": {
+                        "notice_id": "$notice._id",
+                        "title": "$notice.title",
+                        "published_at": "$notice.published_at",
+                    }
+                },
+            }
+        },
+        {"$sort": {"since": 1}},
+        {
+            "$project": {
+                "community.name": 1,
+                "total": 1,
+                "items": {"$slice": ["$items", skip, limit]},
+            }
+        },
+        # The account's reads in each community: one indexed join on their (account, community)
+        # key, as many as the notices it has read there.
+        {"$set": {"_reader": {"$concat": [account_id, ":", "$_id"]}}},
+        {
+            "$lookup": {
+                "from": READS,
+                "localField": "_reader",
+                "foreignField": "reader",
+                "as": "_reads",
+            }
+        },
+        {"$project": {"community.name": 1, "total": 1, "items": 1, "_reads.notice_id": 1}},
+    ]
+
+
+def _groups(rows: Any, page: int, page_size: int) -> list[dict[str, Any]]:
+    groups = []
+    for row in rows:
+        read = {r["notice_id"] for r in row["_reads"]}
+        groups.append(
+            {
+                "community_id": row["_id"],
+                "community_name": (row["community"] or [{}])[0].get("name", ""),
+                "total": row["total"],
+                # Reads are only ever of the community's notices, which are never deleted.
+                "unread": max(0, row["total"] - len(read)),
+                "page": page,
+                "page_size": page_size,
+                "items": [
+                    {
+                        "notice_id": n["notice_id"],
+                        "title": n["title"],
+                        "published_at": iso(n["published_at"]),
+                        "read": n["notice_id"] in read,
+                    }
+                    # The one row of a community without notices pushes an empty item.
+                    for n in row["items"]
+                    if "notice_id" in n
+                ],
+            }
+        )
+    return groups
+
+
+def for_resident(
+    services: Services,
+    account: dict[str, Any],
+    community_id: str | None = None,
+    page: int = 1,
+    page_size: int = GROUP_LIMIT,
+) -> list[dict[str, Any]]:
+    """The caller's notices, grouped by community: with no ``community_id``, one group per
+    community where the caller holds a house (in the order the caller joined them); with one,
+    that community's group alone (for a resident of it, or staff covering it; FORBIDDEN for
+    anyone else). Each group holds page ``page`` of its notices, newest first (title, publish
+    time, whether the caller has read it), its ``total`` and its ``unread`` count. One command.
+    """
+    db, me = services.db, account["_id"]
+    window = _community_page(me, (page - 1) * page_size, page_size)
+    record = staff.of_account(db, account)
+    if community_id is not None and staff.covers(record, community_id):
+        # Staff read the notices of the communities they cover, house or no house.
+        rows = db[communities.COMMUNITIES].aggregate(
+            [
+                {"$match": {"_id": community_id}},
+                {"$project": {"_id": 1, "since": "$_id"}},
+                {
+                    "$lookup": {
+                        "from": communities.COMMUNITIES,
+                        "localField": "_id",
+                        "foreignField": "_id",
+                        "as": "community",
+                    }
+                },
+                *window,
+            ]
+        )
+        return _groups(rows, page, page_size)
+    mine: dict[str, Any] = {"account_id": me}
+    if community_id is not None:
+        mine["community_id"] = community_id
+    # From the caller's memberships: each community with its name, its notices and the
+    # caller's reads joined in.
+    rows = db[memberships.MEMBERSHIPS].aggregate(
         [
-            {"$match": {"account_id": account["_id"]}},
+            {"$match": mine},
             # In the order the caller first joined each community.
             {"$group": {"_id": "$community_id", "since": {"$min": "$_id"}}},
             {
@@ -192,82 +325,52 @@ def for_resident(services: Services, account: dict[str, Any]) -> list[dict[str, 
                     "as": "community",
                 }
             },
-            {
-                "$lookup": {
-                    "from": NOTICES,
-                    "localField": "_id",
-                    "foreignField": "community_id",
-                    "as": "notice",
-                }
-            },
-            # Right after the $lookup, MongoDB unwinds inside the join (no array of every
-            # notice is built); a community without notices stays, as one row without one.
-            {"$unwind": {"path": "$notice", "preserveNullAndEmptyArrays": True}},
-            # The sort holds every notice of the communities: without their contents it stays
-            # far inside the server's 100 MB in-memory sort limit.
-            {
-                "$project": {
-                    "since": 1,
-                    "community.name": 1,
-                    "notice._id": 1,
-                    "notice.title": 1,
-                    "notice.published_at": 1,
-                }
-            },
-            {"$sort": {"since": 1, "notice._id": DESCENDING}},
-            {
-                "$group": {
-                    "_id": "$_id",
-                    "since": {"$first": "$since"},
-                    "community": {"$first": "$community"},
-                    "total": {"$sum": {"$cond": [{"$ifNull": ["$notice._id", False]}, 1, 0]}},
-                    "items": {
-                        "$push": {
-                            "notice_id": "$notice._id",
-                            "title": "$notice.title",
-                            "published_at": "$notice.published_at",
-                        }
-                    },
-                }
-            },
-            {"$sort": {"since": 1}},
-            {
-                "$project": {
-                    "community.name": 1,
-                    "total": 1,
-                    "items": {"$slice": ["$items", GROUP_LIMIT]},
-                }
-            },
+            *window,
         ]
     )
-    return [
-        {
-            "community_id": row["_id"],
-            "community_name": (row["community"] or [{}])[0].get("name", ""),
-            "total": row["total"],
-            "items": [
-                {
-                    "notice_id": n["notice_id"],
-                    "title": n["title"],
-                    "published_at": iso(n["published_at"]),
+    groups = _groups(rows, page, page_size)
+    if community_id is not None and not groups:
+        raise AppError("FORBIDDEN", "您在该小区没有房屋")
+    return groups
+
+
+def _mark_read(db: Any, account_id: str, doc: dict[str, Any], now: datetime) -> None:
+    # One upsert keyed by (notice, account): reading again, or twice at once, keeps one record
+    # and the first moment.
+    try:
+        db[READS].update_one(
+            {"_id": f"{doc['_id']}:{account_id}"},
+            {
+                "$setOnInsert": {
+                    "notice_id": doc["_id"],
+                    "account_id": account_id,
+                    "community_id": doc["community_id"],
+                    "reader": f"{account_id}:{doc['community_id']}",
+                    "read_at": now,
                 }
-                for n in row["items"]
-                # The one row of a community without notices pushes an empty item.
-                if "notice_id" in n
-            ],
-        }
-        for row in rows
-    ]
+            },
+            upsert=True,
+        )
+    except DuplicateKeyError:
+        # Two first reads raced on the upsert: the other one recorded it.
+        return
 
 
 def detail(services: Services, account: dict[str, Any], notice_id: str) -> dict[str, Any]:
-    """A notice of a community where the caller holds a house, or which the caller staffs."""
+    """A notice of a community where the caller holds a house, or which the caller staffs;
+    reading it marks it read for the caller."""
     db = services.db
+    doc = _readable(db, account, notice_id)
+    _mark_read(db, account["_id"], doc, services.clock.now())
+    return _detail(db, doc)
+
+
+def _readable(db: Any, account: dict[str, Any], notice_id: str) -> dict[str, Any]:
     record = staff.of_account(db, account)
     if record is not None:
         doc = db[NOTICES].find_one({"_id": notice_id, **staff.scope_query(record)})
         if doc is not None:
-            return _detail(db, doc)
+            return doc
     # A resident's read: the notice with the caller's membership of its community joined in.
     # MongoDB folds an $unwind and a $match on the joined field into the $lookup before them,
     # so the join fetches the caller's membership alone (an index lookup), not the
@@ -292,4 +395,4 @@ def detail(services: Services, account: dict[str, Any], notice_id: str) -> dict[
     doc = next(iter(rows), None)
     if doc is None:
         raise AppError("NOT_FOUND", "公告不存在")
-    return _detail(db, doc)
+    return doc
