@@ -6,8 +6,10 @@ resolved one takes no more replies (``CONFLICT``), as does one that already has 
 kept with the staff member's name and time and shown to the resident, who is told in the inbox
 and, with a consent for the ``complaint`` template, on WeChat.
 
-``images`` are file ids of this deployment's storage, uploaded first. ``detail`` is for the
-reporter and the admins of the complaint's community; to anyone else a complaint does not exist
+``images`` are file ids of this deployment's storage, uploaded first. ``my_list`` and
+``detail`` are for the reporter, and for the owner of the complaint's house (``mine`` false:
+filed by family or a tenant, shown read-only with the contact phone masked); ``detail`` is also
+for the admins of the complaint's community; to anyone else a complaint does not exist
 (``NOT_FOUND``). ``staff_list`` masks the contact phone; ``detail`` shows it to the admin in full
 so they can call back. Lists are newest first.
 """
@@ -43,11 +45,11 @@ def create(call: Call, req: api.Create) -> api.Detail:
     return api.Detail.model_validate(filed)
 
 
-def my_list(call: Call, req: api.MyList) -> api.Page:
+def my_list(call: Call, req: api.MyList) -> api.MyPage:
     items, total = complaints.my_list(
         call.services, call.require_account(), req.status, req.page, req.page_size
     )
-    return page_reply(api.Page, req, items, total)
+    return page_reply(api.MyPage, req, items, total)
 
 
 def detail(call: Call, req: api.DetailRequest) -> api.Detail:
@@ -84,7 +86,7 @@ def actions() -> dict[str, Action]:
             api.Detail,
             ("HOUSE_NOT_BOUND", "FORBIDDEN", "NOT_FOUND", "CONFLICT"),
         ),
-        "my_list": Action(api.MyList, signed_in, my_list, api.Page),
+        "my_list": Action(api.MyList, signed_in, my_list, api.MyPage),
         "detail": Action(api.DetailRequest, signed_in, detail, api.Detail, ("NOT_FOUND",)),
         "staff_list": Action(api.StaffList, admin_only, staff_list, api.Page, ("FORBIDDEN",)),
         "reply": Action(

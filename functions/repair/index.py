@@ -1,4 +1,9 @@
-"""repair: residents report, follow and rate repairs; admins dispatch; repairmen finish them."""
+"""repair: residents report, follow and rate repairs; admins dispatch; repairmen finish them.
+
+``my_list`` and ``detail`` show a resident the repairs they reported and, to the owner of a
+house, every repair of it (``mine`` false: filed by family or a tenant; read-only, the contact
+phone masked; ``cancel`` and ``rate`` stay the reporter's, ``FORBIDDEN`` to the owner).
+"""
 
 from __future__ import annotations
 
@@ -124,8 +129,10 @@ def actions() -> dict[str, Action]:
         ),
         "my_list": Action(api.MyList, signed_in, my_list, api.RepairPage),
         "detail": Action(api.RepairRef, signed_in, detail, api.RepairDetail, READ_ERRORS),
-        "cancel": Action(api.RepairRef, signed_in, cancel, api.RepairDetail, MOVE_ERRORS),
-        "rate": Action(api.Rate, signed_in, rate, api.RepairDetail, MOVE_ERRORS),
+        "cancel": Action(
+            api.RepairRef, signed_in, cancel, api.RepairDetail, ("FORBIDDEN", *MOVE_ERRORS)
+        ),
+        "rate": Action(api.Rate, signed_in, rate, api.RepairDetail, ("FORBIDDEN", *MOVE_ERRORS)),
         "staff_list": Action(
             api.StaffList, admin_only, staff_list, api.StaffRepairPage, ("FORBIDDEN",)
         ),

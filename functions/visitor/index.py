@@ -10,8 +10,14 @@ community get ``FORBIDDEN`` and nothing is recorded.
 
 ``pass`` is for anyone holding the token (no sign-in needed): it shows the visit, the community
 and the house label, the plate partly masked, and nothing about the host; a forged token is
-``NOT_FOUND``. ``share_path`` is the page to share, with the token in its query. ``history``
-masks the visitors' phones. At most 50 registrations per account per day.
+``NOT_FOUND``. ``share_path`` is the page to share, with the token in its query.
+
+``history`` (访客记录) lists the caller's registrations with the visitor's name, phone, party
+size, plate and registration time, the phone and plate in full as the caller typed them, and,
+to the owner of a house, every visit to it (``mine`` false: registered by family or a tenant;
+phone and plate masked). ``detail`` shows one of them, and to the person who registered it the
+pass again while it is valid (``pass_token``, ``qr_png_base64``, ``share_path``) so it can be
+shared once more. At most 50 registrations per account per day.
 """
 
 from __future__ import annotations
@@ -57,6 +63,11 @@ def history(call: Call, req: api.History) -> api.HistoryPage:
     return page_reply(api.HistoryPage, req, items, total)
 
 
+def detail(call: Call, req: api.VisitorRef) -> api.VisitorDetail:
+    found = visitors.detail(call.services, call.require_account(), req.visitor_id)
+    return api.VisitorDetail.model_validate(found)
+
+
 def actions() -> dict[str, Action]:
     return {
         "register": Action(
@@ -71,6 +82,7 @@ def actions() -> dict[str, Action]:
             api.PassRequest, staff_role("guard", "admin"), verify, api.VerifyReply, ("FORBIDDEN",)
         ),
         "history": Action(api.History, signed_in, history, api.HistoryPage),
+        "detail": Action(api.VisitorRef, signed_in, detail, api.VisitorDetail, ("NOT_FOUND",)),
     }
 
 

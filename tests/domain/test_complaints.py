@@ -235,6 +235,30 @@ def test_detail_is_for_the_reporter_and_the_communitys_admins(
     assert refused(call(world, "alice", {**ask, "complaint_id": "missing"})) == ("NOT_FOUND")
 
 
+def test_the_owner_sees_every_complaint_of_the_house_read_only(
+    services: Services, world: dict[str, Any]
+) -> None:
+    house = world["garden"][0]
+    resident_account(services, "13800000009", "家人", "o-res-family", [house], "family")
+    world["family"] = "o-res-family"
+    theirs = ok(file(world["family"], house["_id"], contact_phone="13800000009"))["complaint_id"]
+    mine = ok(file(world["alice"], house["_id"]))["complaint_id"]
+
+    listed = ok(call(world, "alice", {"action": "my_list"}))["items"]
+    shown = ok(call(world, "alice", {"action": "detail", "complaint_id": theirs}))
+
+    assert [(i["complaint_id"], i["mine"], i["contact_phone"]) for i in listed] == [
+        (mine, True, "13912345678"),
+        (theirs, False, "138****0009"),
+    ]
+    assert (shown["mine"], shown["contact_phone"]) == (False, "138****0009")
+    family_list = ok(call(world, "family", {"action": "my_list"}))["items"]
+    assert [i["complaint_id"] for i in family_list] == [theirs]
+    ask_mine = {"action": "detail", "complaint_id": mine}
+    assert refused(call(world, "family", ask_mine)) == "NOT_FOUND"
+    assert refused(call(world, "bob", {**ask_mine, "complaint_id": theirs})) == "NOT_FOUND"
+
+
 def test_staff_list_covers_only_the_admins_communities(
     services: Services, world: dict[str, Any]
 ) -> None:

@@ -208,6 +208,40 @@ def test_my_list_pages_newest_first_and_filters_by_status(services: Services, wo
     assert ok(world.family.call("my_list"))["total"] == 1
 
 
+def test_the_owner_sees_every_repair_of_the_house_and_moves_only_their_own(
+    services: Services, world: World
+) -> None:
+    # Issue 15.5 as reported: repair.detail of a repair family filed answered the owner
+    # NOT_FOUND.
+    theirs = report(world.family, world.house_101, description="卫生间漏水")
+    mine = report(world.owner, world.house_101)
+    report(world.neighbour, world.house_102)
+
+    listed = ok(world.owner.call("my_list"))["items"]
+    shown = ok(world.owner.call("detail", repair_id=theirs["repair_id"]))
+
+    assert [(i["repair_id"], i["mine"]) for i in listed] == [
+        (mine["repair_id"], True),
+        (theirs["repair_id"], False),
+    ]
+    assert (shown["description"], shown["mine"]) == ("卫生间漏水", False)
+    assert shown["contact_phone"] == "138****0111"  # family's number, not the owner's
+    assert refused(world.owner.call("cancel", repair_id=theirs["repair_id"])) == "FORBIDDEN"
+    assert refused(
+        world.owner.call("rate", repair_id=theirs["repair_id"], stars=5, comment="")
+    ) == ("FORBIDDEN")
+    assert ok(world.owner.call("detail", repair_id=mine["repair_id"]))["contact_phone"] == (
+        world.owner.phone
+    )
+    # Family and neighbours see their own only.
+    family_list = ok(world.family.call("my_list"))["items"]
+    assert [(i["repair_id"], i["mine"]) for i in family_list] == [(theirs["repair_id"], True)]
+    assert refused(world.family.call("detail", repair_id=mine["repair_id"])) == "NOT_FOUND"
+    assert refused(world.neighbour.call("detail", repair_id=theirs["repair_id"])) == "NOT_FOUND"
+    assert refused(world.neighbour.call("cancel", repair_id=theirs["repair_id"])) == "NOT_FOUND"
+    assert ok(world.family.call("cancel", repair_id=theirs["repair_id"]))["status"] == "cancelled"
+
+
 def test_reporting_needs_a_bound_house_of_ones_own(world: World) -> None:
     event = {"category": "other", "description": "门禁坏了", "contact_phone": "13800000999"}
     assert refused(world.homeless.call("create", house_id=world.house_101, **event)) == (

@@ -397,16 +397,90 @@ def test_history_lists_the_callers_registrations_newest_first(
     assert page["total"] == 2 and page["page"] == 1 and page["page_size"] == 20
     newest, oldest = page["items"]
     assert newest["visitor_id"] == second["visitor_id"]
+    # Issue 15.4: 访客记录 shows the phone the resident typed in, not 137****4321.
     assert (newest["name"], newest["phone"], newest["count"], newest["plate"]) == (
         "赵敏",
-        "137****4321",
+        "13787654321",
         1,
         None,
     )
+    assert newest["mine"] is True
     assert newest["status"] == "valid" and newest["entered_at"] is None
     assert oldest["status"] == "used" and oldest["entered_at"] is not None
     assert oldest["plate"] == "粤B12345" and oldest["registered_at"] < newest["registered_at"]
     assert oldest["house_label"] == houses.label(world["house"])
+
+
+def family_of_the_house(services: Services, world: dict[str, Any]) -> str:
+    """A family member of the host's house, signed in to the resident app; returns the openid."""
+    account = person(services, "13800000009", "张小")
+    now = services.clock.now()
+    memberships.add(services.db, world["house"], account["_id"], "family", now, "test")
+    accounts.bind_openid(services.db, account["_id"], "resident", "o-res-family")
+    world["family"] = "o-res-family"
+    return "family"
+
+
+def detail(world: dict[str, Any], who: str, visitor_id: str) -> dict[str, Any]:
+    return call(world, who, {"action": "detail", "visitor_id": visitor_id})
+
+
+def test_the_registrant_shares_the_same_pass_again_from_a_record_while_it_is_valid(
+    services: Services, world: dict[str, Any]
+) -> None:
+    issued = ok(register(world, plate="粤B12345"))
+
+    again = ok(detail(world, "host", issued["visitor_id"]))
+
+    assert (again["phone"], again["plate"], again["mine"]) == ("13612345678", "粤B12345", True)
+    for field in ("pass_token", "qr_png_base64", "share_path", "valid_until"):
+        assert again[field] == issued[field], field
+    assert ok(verify(world, again["pass_token"]))["result"] == "valid"
+    used = ok(detail(world, "host", issued["visitor_id"]))
+    assert used["status"] == "used"
+    assert (used["pass_token"], used["qr_png_base64"], used["share_path"]) == (None, None, None)
+
+
+def test_an_expired_pass_is_not_shared_again(services: Services, world: dict[str, Any]) -> None:
+    issued = ok(register(world))
+    services.clock.advance(2 * 86400)
+
+    shown = ok(detail(world, "host", issued["visitor_id"]))
+
+    assert shown["status"] == "expired" and shown["pass_token"] is None
+
+
+def test_the_owner_sees_visits_family_registered_masked_and_without_the_pass(
+    services: Services, world: dict[str, Any]
+) -> None:
+    family = family_of_the_house(services, world)
+    theirs = ok(register(world, family, phone="13598765432", plate="粤B54321"))
+    ok(register(world))
+
+    listed = ok(call(world, "host", {"action": "history"}))["items"]
+    shown = ok(detail(world, "host", theirs["visitor_id"]))
+
+    assert [(i["phone"], i["mine"]) for i in listed] == [
+        ("13612345678", True),
+        ("135****5432", False),
+    ]
+    assert (shown["phone"], shown["plate"], shown["mine"]) == ("135****5432", "粤B***21", False)
+    assert (shown["pass_token"], shown["qr_png_base64"], shown["share_path"]) == (None, None, None)
+    # Family see their own registrations only, in full.
+    own = ok(call(world, family, {"action": "history"}))["items"]
+    assert [(i["phone"], i["plate"]) for i in own] == [("13598765432", "粤B54321")]
+
+
+def test_a_record_of_another_house_does_not_exist_for_the_caller(
+    services: Services, world: dict[str, Any]
+) -> None:
+    family = family_of_the_house(services, world)
+    hosts = ok(register(world))["visitor_id"]
+
+    assert refused(detail(world, "neighbour", hosts)) == "NOT_FOUND"
+    assert refused(detail(world, family, hosts)) == "NOT_FOUND"  # the owner's, not theirs
+    assert refused(detail(world, "guard", hosts)) == "NOT_FOUND"
+    assert refused(detail(world, "host", "0" * 24)) == "NOT_FOUND"
 
 
 def test_history_shows_expired_passes(services: Services, world: dict[str, Any]) -> None:

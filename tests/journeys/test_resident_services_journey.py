@@ -313,8 +313,16 @@ def test_a_visitor_pass_shows_no_host_admits_once_at_the_gate_and_appears_in_his
     history = host.ok("visitor", "history")["items"]
     assert [(v["name"], v["status"]) for v in history] == [("李雷", "valid"), ("王小明", "used")]
     visited = history[1]
-    assert (visited["phone"], visited["count"], visited["plate"]) == ("136****0000", 2, "粤B12345")
+    # 访客记录 shows the host what they typed in: the phone and plate in full.
+    assert (visited["phone"], visited["count"], visited["plate"]) == ("13600000000", 2, "粤B12345")
     assert visited["entered_at"] == first["visitor"]["entered_at"]
+    # A pass still valid can be shared again from its record; a used one cannot.
+    again = host.ok("visitor", "detail", visitor_id=elsewhere["visitor_id"])
+    assert (again["pass_token"], again["share_path"]) == (
+        elsewhere["pass_token"],
+        elsewhere["share_path"],
+    )
+    assert host.ok("visitor", "detail", visitor_id=issued["visitor_id"])["pass_token"] is None
     assert [m["title"] for m in inbox(host, "visitor")] == ["访客已到达"]
     status, shown = invoke(base, "visitor", {"action": "pass", "token": token})
     assert (status, shown["data"]["status"]) == (200, "used")

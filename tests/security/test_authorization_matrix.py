@@ -166,6 +166,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "complaint.create":           MEMBER,
     "complaint.my_list":          ACCOUNT,
     "complaint.detail":           (U,   U,   NF,  NF,  NF,  NF,  OK,  NF,  NF,  NF,  NF,  OK,  NF),
+    "complaint.detail#family":    (U,   U,   NF,  NF,  OK,  NF,  OK,  NF,  NF,  NF,  NF,  OK,  NF),
     "complaint.staff_list":       ANY_ADMIN,
     "complaint.staff_list#community":ADMIN_HERE,
     "complaint.reply":            ADMIN_HERE,
@@ -182,7 +183,9 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "repair.create":              MEMBER,
     "repair.my_list":             ACCOUNT,
     "repair.detail":              (U,   U,   NF,  NF,  NF,  NF,  OK,  NF,  OK,  NF,  NF,  OK,  NF),
+    "repair.detail#family":       (U,   U,   NF,  NF,  OK,  NF,  OK,  NF,  NF,  NF,  NF,  OK,  NF),
     "repair.cancel":              REPORTER,
+    "repair.cancel#family":       (U,   U,   NF,  NF,  OK,  NF,  F,   NF,  NF,  NF,  NF,  NF,  NF),
     "repair.rate":                REPORTER,
     "repair.staff_list":          ANY_ADMIN,
     "repair.staff_list#community":ADMIN_HERE,
@@ -194,6 +197,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "visitor.pass":               ANYONE,
     "visitor.verify":             (U,   U,   F,   F,   F,   F,   F,   F,   F,   OK,  F,   OK,  F),
     "visitor.history":            ACCOUNT,
+    "visitor.detail":             REPORTER,
+    "visitor.detail#family":      (U,   U,   NF,  NF,  OK,  NF,  OK,  NF,  NF,  NF,  NF,  NF,  NF),
 }
 # fmt: on
 
@@ -316,8 +321,11 @@ class World:
     r_pending: str
     r_dispatched: str
     r_awaiting: str
+    r_family: str  # pending, filed by the family member (the owner sees it, read-only)
     complaint_id: str
+    complaint_family: str  # filed by the family member
     visitor_id: str
+    visitor_family: str  # registered by the family member
     pass_token: str
     bill_target: str  # unpaid bill of h1
     bill_ordered: str  # bill of h1 locked in the owner's order
@@ -450,6 +458,7 @@ def build_world(svc: Services, bank: FakeIcbc, wallets: dict[str, dict[str, Any]
     r_awaiting = new_repair("owner", h1, REPAIR_TEXT)
     repairs.dispatch(svc, admin, r_awaiting, ids["repairman"])
     repairs.complete(svc, repairman, r_awaiting, [completion_photo(ids["repairman"])], "")
+    r_family = new_repair("family", h1, REPAIR_TEXT)
     new_repair("bay_owner", h3, "星河湾的报修")
 
     def new_complaint(who: str, house_id: str, text: str) -> str:
@@ -464,10 +473,12 @@ def build_world(svc: Services, bank: FakeIcbc, wallets: dict[str, dict[str, Any]
         return complaints.create(svc, account(who), fields, None)["complaint_id"]
 
     complaint_id = new_complaint("owner", h1, COMPLAINT_TEXT)
+    complaint_family = new_complaint("family", h1, COMPLAINT_TEXT)
     new_complaint("bay_owner", h3, "星河湾的投诉")
 
     visit = {"name": VISITOR_NAME, "phone": VISITOR_PHONE, "count": 2, "plate": None}
     issued = visitors.register(svc, account("owner"), h1, visit, None, None)
+    by_family = visitors.register(svc, account("family"), h1, visit, None, None)
 
     due = (business_date(now) + timedelta(days=10)).isoformat()
     bill_rows = [
@@ -496,8 +507,11 @@ def build_world(svc: Services, bank: FakeIcbc, wallets: dict[str, dict[str, Any]
         r_pending=r_pending,
         r_dispatched=r_dispatched,
         r_awaiting=r_awaiting,
+        r_family=r_family,
         complaint_id=complaint_id,
+        complaint_family=complaint_family,
         visitor_id=issued["visitor_id"],
+        visitor_family=by_family["visitor_id"],
         pass_token=issued["pass_token"],
         bill_target=bill[(h1, "2026-11")],
         bill_ordered=bill[(h1, "2026-10")],
@@ -513,8 +527,11 @@ def build_world(svc: Services, bank: FakeIcbc, wallets: dict[str, dict[str, Any]
                 r_pending,
                 r_dispatched,
                 r_awaiting,
+                r_family,
                 complaint_id,
+                complaint_family,
                 world.visitor_id,
+                world.visitor_family,
                 world.bill_target,
                 world.bill_ordered,
                 world.order_no,
@@ -738,6 +755,7 @@ REQUESTS: dict[str, Builder] = {
     },
     "complaint.my_list": NOTHING,
     "complaint.detail": lambda w, who: {"complaint_id": w.complaint_id},
+    "complaint.detail#family": lambda w, who: {"complaint_id": w.complaint_family},
     "complaint.staff_list": NOTHING,
     "complaint.staff_list#community": lambda w, who: {"community_id": w.garden_id},
     "complaint.reply": lambda w, who: {
@@ -767,7 +785,9 @@ REQUESTS: dict[str, Builder] = {
     },
     "repair.my_list": NOTHING,
     "repair.detail": lambda w, who: {"repair_id": w.r_dispatched},
+    "repair.detail#family": lambda w, who: {"repair_id": w.r_family},
     "repair.cancel": lambda w, who: {"repair_id": w.r_pending},
+    "repair.cancel#family": lambda w, who: {"repair_id": w.r_family},
     "repair.rate": lambda w, who: {"repair_id": w.r_awaiting, "stars": 5, "comment": "很好"},
     "repair.staff_list": NOTHING,
     "repair.staff_list#community": lambda w, who: {"community_id": w.garden_id},
@@ -791,6 +811,8 @@ REQUESTS: dict[str, Builder] = {
     "visitor.pass": lambda w, who: {"token": w.pass_token},
     "visitor.verify": lambda w, who: {"token": w.pass_token},
     "visitor.history": NOTHING,
+    "visitor.detail": lambda w, who: {"visitor_id": w.visitor_id},
+    "visitor.detail#family": lambda w, who: {"visitor_id": w.visitor_family},
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -76,6 +76,10 @@ class Item(Reply):
 
 
 class Detail(Item):
+    """A complaint with its images and replies. ``mine``: the caller filed it; the owner of the
+    house reading another member's complaint sees its contact phone masked."""
+
+    mine: bool
     community_name: str
     images: list[str]
     replies: list[StaffReply]
@@ -88,6 +92,20 @@ class MyList(PageRequest):
 
 class Page(Reply):
     items: list[Item]
+    total: int
+    page: int
+    page_size: int
+
+
+class MyItem(Item):
+    """A complaint in the resident's list: ``mine`` false for one filed by family or a tenant
+    of a house the caller owns (shown read-only, its contact phone masked)."""
+
+    mine: bool
+
+
+class MyPage(Reply):
+    items: list[MyItem]
     total: int
     page: int
     page_size: int

@@ -125,8 +125,15 @@ class StaffRepairItem(RepairSummary):
     repairman_name: str | None
 
 
+class MyRepairItem(RepairSummary):
+    """A repair in the resident's list: ``mine`` false for one filed by family or a tenant of a
+    house the caller owns (the owner sees it, read-only)."""
+
+    mine: bool
+
+
 class RepairPage(Reply):
-    items: list[RepairSummary]
+    items: list[MyRepairItem]
     total: int
     page: int
     page_size: int
@@ -168,6 +175,11 @@ class Rating(Reply):
 
 
 class RepairDetail(RepairSummary):
+    """Everything about a repair. ``mine``: the caller reported it (only the reporter cancels
+    or rates); the owner of the house reading another member's repair sees its contact phone
+    masked."""
+
+    mine: bool
     contact_phone: str
     images: list[str]
     timeline: list[TimelineEntry]

@@ -116,6 +116,10 @@ class History(PageRequest):
 
 
 class HistoryItem(Reply):
+    """A registration in 访客记录. ``mine``: the caller registered it (phone and plate in
+    full); false for a visit family or a tenant registered to a house the caller owns (phone
+    and plate masked)."""
+
     visitor_id: str
     house_id: str
     house_label: str
@@ -127,6 +131,22 @@ class HistoryItem(Reply):
     registered_at: str
     status: PassStatus
     entered_at: str | None
+    mine: bool
+
+
+class VisitorRef(Request):
+    visitor_id: ObjectKey
+
+
+class VisitorDetail(HistoryItem):
+    """One registration. To the person who registered it, while the pass is ``valid``, the pass
+    again (the same token, its QR code and the page to share), to share it once more; otherwise
+    those three are null."""
+
+    valid_until: str
+    pass_token: str | None
+    qr_png_base64: str | None
+    share_path: str | None
 
 
 class HistoryPage(Reply):

@@ -26,6 +26,8 @@ COMPLAINTS = declare(
     "complaints",
     IndexModel([("account_id", 1), ("_id", DESCENDING)]),
     IndexModel([("account_id", 1), ("status", 1), ("_id", DESCENDING)]),
+    # Every complaint of the houses an owner owns.
+    IndexModel([("house_id", 1), ("_id", DESCENDING)]),
     IndexModel([("community_id", 1), ("_id", DESCENDING)]),
     IndexModel([("community_id", 1), ("status", 1), ("_id", DESCENDING)]),
     # A company-wide admin's list across every community.
@@ -102,7 +104,7 @@ def create(
         services, "complaint.create", account["_id"], request_id, file, stored
     )
     if filed:
-        return _detail(db, filed[-1])
+        return _detail(db, filed[-1], account["_id"])
     # A repeated request answered from the first one's result: its complaint is read back.
     return detail(services, account, created["complaint_id"])
 
@@ -119,12 +121,17 @@ def _page(
 def my_list(
     services: Services, account: dict[str, Any], status: str | None, page: int, page_size: int
 ) -> tuple[list[dict[str, Any]], int]:
-    """A page of the caller's own complaints, newest first."""
-    query: dict[str, Any] = {"account_id": account["_id"]}
+    """A page of the caller's complaints, and of every complaint of the houses the caller owns
+    (``mine`` false: filed by family or tenants, the contact phone masked), newest first."""
+    me = account["_id"]
+    query = memberships.filed_or_owned(services.db, me, "account_id")
     if status:
         query["status"] = status
     docs, total = _page(services, query, page, page_size)
-    return [item(doc, reveal_phone=True) for doc in docs], total
+    return [
+        {**item(doc, reveal_phone=doc["account_id"] == me), "mine": doc["account_id"] == me}
+        for doc in docs
+    ], total
 
 
 def staff_list(
@@ -151,26 +158,31 @@ def staff_list(
     return [item(doc, reveal_phone=False) for doc in docs], total
 
 
-def _readable(services: Services, account: dict[str, Any], complaint_id: str) -> dict[str, Any]:
-    # Someone else's complaint answers NOT_FOUND, so ids cannot be probed for existence.
-    doc = services.db[COMPLAINTS].find_one({"_id": complaint_id})
+def detail(services: Services, account: dict[str, Any], complaint_id: str) -> dict[str, Any]:
+    """One complaint with its images and replies, for its reporter, an admin covering it, or
+    the owner of its house (read-only, the contact phone masked).
+
+    Anyone else is told it does not exist, so ids cannot be probed for existence.
+    """
+    db, me = services.db, account["_id"]
+    doc = db[COMPLAINTS].find_one({"_id": complaint_id})
     if doc is None:
         raise AppError("NOT_FOUND", "投诉建议不存在")
-    if doc["account_id"] == account["_id"]:
-        return doc
-    if staff.is_admin_of(staff.of_account(services.db, account), doc["community_id"]):
-        return doc
+    if doc["account_id"] == me or staff.is_admin_of(
+        staff.of_account(db, account), doc["community_id"]
+    ):
+        return _detail(db, doc, me)
+    if memberships.owns(db, me, doc["house_id"]):
+        return _detail(db, doc, me, reveal_phone=False)
     raise AppError("NOT_FOUND", "投诉建议不存在")
 
 
-def detail(services: Services, account: dict[str, Any], complaint_id: str) -> dict[str, Any]:
-    """One complaint with its images and replies, for its reporter or an admin covering it."""
-    return _detail(services.db, _readable(services, account, complaint_id))
-
-
-def _detail(db: Any, doc: dict[str, Any]) -> dict[str, Any]:
+def _detail(
+    db: Any, doc: dict[str, Any], viewer_id: str, reveal_phone: bool = True
+) -> dict[str, Any]:
     return {
-        **item(doc, reveal_phone=True),
+        **item(doc, reveal_phone=reveal_phone),
+        "mine": doc["account_id"] == viewer_id,
         "community_name": communities.name_on(db, doc),
         "images": doc["images"],
         "replies": [
@@ -244,7 +256,7 @@ def reply(
     if doc is None:
         raise _refusal(db, admin, complaint_id)
     _tell_reporter(services, doc, text, now)
-    return _detail(db, doc)
+    return _detail(db, doc, admin["_id"])
 
 
 def _refusal(db: Any, admin: dict[str, Any], complaint_id: str) -> AppError:

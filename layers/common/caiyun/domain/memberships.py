@@ -31,6 +31,26 @@ def of_account(db: Any, account_id: str) -> list[dict[str, Any]]:
     return list(db[MEMBERSHIPS].find({"account_id": account_id}).sort("_id", 1))
 
 
+def filed_or_owned(db: Any, account_id: str, filer_field: str) -> dict[str, Any]:
+    """The filter for records a resident may list: those they filed (``filer_field`` names
+    them), and those filed by anyone for a house they own (an owner sees every repair,
+    complaint and visitor of their houses). One read of the caller's owned houses."""
+    owned = [
+        m["house_id"]
+        for m in db[MEMBERSHIPS].find({"account_id": account_id, "role": "owner"}, {"house_id": 1})
+    ]
+    mine = {filer_field: account_id}
+    return {"$or": [mine, {"house_id": {"$in": owned}}]} if owned else mine
+
+
+def owns(db: Any, account_id: str, house_id: str) -> bool:
+    """Whether the account is the owner of the house."""
+    found = db[MEMBERSHIPS].find_one(
+        {"house_id": house_id, "account_id": account_id, "role": "owner"}, {"_id": 1}
+    )
+    return found is not None
+
+
 def of_house(db: Any, house_id: str) -> list[dict[str, Any]]:
     """Every member of a house, owner first, then by when they joined."""
     return owner_first(list(db[MEMBERSHIPS].find({"house_id": house_id})))

@@ -69,8 +69,9 @@ def _entry(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def detail(doc: dict[str, Any]) -> dict[str, Any]:
-    """Everything about a repair, for its reporter and the staff working on it.
+def detail(doc: dict[str, Any], viewer_id: str) -> dict[str, Any]:
+    """Everything about a repair, for its reporter and the staff working on it; ``mine`` says
+    whether ``viewer_id`` reported it.
 
     Phones are shown in full: the reporter calls the repairman, the repairman calls the
     contact phone the reporter gave for this repair.
@@ -87,6 +88,7 @@ def detail(doc: dict[str, Any]) -> dict[str, Any]:
     awaiting = doc["status"] == "awaiting_rating"
     return {
         **summary(doc),
+        "mine": doc["reporter_id"] == viewer_id,
         "contact_phone": doc["contact_phone"],
         "images": doc.get("images", []),
         "timeline": [_entry(e) for e in doc.get("timeline", [])],

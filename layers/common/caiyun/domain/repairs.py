@@ -42,6 +42,8 @@ REPAIRS = declare(
     "repairs",
     IndexModel([("reporter_id", 1), ("_id", DESCENDING)]),
     IndexModel([("reporter_id", 1), ("status", 1), ("_id", DESCENDING)]),
+    # Every repair of the houses an owner owns.
+    IndexModel([("house_id", 1), ("_id", DESCENDING)]),
     IndexModel([("community_id", 1), ("_id", DESCENDING)]),
     IndexModel([("community_id", 1), ("status", 1), ("_id", DESCENDING)]),
     IndexModel([("repairman_id", 1), ("_id", DESCENDING)]),
@@ -84,10 +86,14 @@ def _get(db: Any, repair_id: str) -> dict[str, Any]:
 
 
 def _require_reporter(db: Any, account: dict[str, Any], repair_id: str) -> None:
-    # Someone else's repair answers as if it did not exist: ids reveal nothing.
-    doc = db[REPAIRS].find_one({"_id": repair_id}, {"reporter_id": 1})
-    if doc is None or doc["reporter_id"] != account["_id"]:
-        raise AppError("NOT_FOUND", "报修单不存在")
+    # Someone else's repair answers as if it did not exist: ids reveal nothing. The owner of
+    # its house sees it, read-only: moving it is the reporter's.
+    doc = db[REPAIRS].find_one({"_id": repair_id}, {"reporter_id": 1, "house_id": 1})
+    if doc is not None and doc["reporter_id"] == account["_id"]:
+        return
+    if doc is not None and memberships.owns(db, account["_id"], doc["house_id"]):
+        raise AppError("FORBIDDEN", "只有报修人可以操作此报修单")
+    raise AppError("NOT_FOUND", "报修单不存在")
 
 
 def _conflict(doc: dict[str, Any] | None) -> AppError:
@@ -218,7 +224,7 @@ def create(
             "updated_at": now,
             "timeline": [_entry("created", "pending", account["_id"], "resident", now)],
         }
-        return views.detail(idempotency.insert_once(db[REPAIRS], doc))
+        return views.detail(idempotency.insert_once(db[REPAIRS], doc), account["_id"])
 
     def stored(record_id: str) -> dict[str, Any] | None:
         # The reply as the first call gave it, whatever happened to the repair since.
@@ -227,7 +233,7 @@ def create(
         if doc is None:
             return None
         first = {**doc, "status": "pending", "repairman_id": None, "updated_at": doc["created_at"]}
-        return views.detail(first)
+        return views.detail(first, account["_id"])
 
     return idempotency.once(services, "repair.create", account["_id"], request_id, make, stored)
 
@@ -248,7 +254,7 @@ def cancel(services: Services, account: dict[str, Any], repair_id: str) -> dict[
     )
     if done is None:
         raise _conflict(db[REPAIRS].find_one({"_id": repair_id}))
-    return views.detail(done)
+    return views.detail(done, account["_id"])
 
 
 def rate(
@@ -280,7 +286,7 @@ def rate(
     )
     if done is None:
         raise _conflict(db[REPAIRS].find_one({"_id": repair_id}))
-    return views.detail(done)
+    return views.detail(done, account["_id"])
 
 
 def _require_repairman(
@@ -350,7 +356,7 @@ def dispatch(
         staff.require_scope(admin, doc["community_id"])
         person, record = _require_repairman(person, record, doc["community_id"])
         if doc["status"] == "dispatched" and doc["repairman_id"] == repairman_id:
-            return views.detail(doc)
+            return views.detail(doc, admin["_id"])
         if doc["status"] not in ("pending", "dispatched"):
             raise _conflict(doc)
         event = "dispatched" if doc["status"] == "pending" else "redispatched"
@@ -369,7 +375,7 @@ def dispatch(
     if previous:
         notes.append(_reassigned_note(done, previous))
     messaging.notify_many(services, notes)
-    return views.detail(done)
+    return views.detail(done, admin["_id"])
 
 
 def complete(
@@ -418,7 +424,7 @@ def complete(
         raise _conflict(_require_assigned(db, repairman, repair_id))
     remark = f"请在{views.RATING_WINDOW.days}天内评价"
     messaging.notify_many(services, [_resident_note(done, "维修已完成，请评价", remark)])
-    return views.detail(done)
+    return views.detail(done, repairman["_id"])
 
 
 def _require_assigned(db: Any, repairman: dict[str, Any], repair_id: str) -> dict[str, Any]:
@@ -433,27 +439,32 @@ def _require_assigned(db: Any, repairman: dict[str, Any], repair_id: str) -> dic
 
 
 def detail(services: Services, account: dict[str, Any], repair_id: str) -> dict[str, Any]:
-    """A repair for its reporter, an admin of its community or its assigned repairman.
+    """A repair for its reporter, an admin of its community, its assigned repairman, or the
+    owner of its house (read-only, the reporter's contact phone masked).
 
     Anyone else is told it does not exist.
     """
     db = services.db
     doc = db[REPAIRS].find_one({"_id": repair_id})
-    if doc is not None and doc["reporter_id"] != account["_id"]:
-        record = staff.of_account(db, account)
-        working_on_it = (
-            record is not None
-            and staff.covers(record, doc["community_id"])
-            and (
-                record["role"] == "admin"
-                or (record["role"] == "repairman" and doc.get("repairman_id") == account["_id"])
-            )
-        )
-        if not working_on_it:
-            doc = None
     if doc is None:
         raise AppError("NOT_FOUND", "报修单不存在")
-    return views.detail(doc)
+    if doc["reporter_id"] == account["_id"]:
+        return views.detail(doc, account["_id"])
+    record = staff.of_account(db, account)
+    working_on_it = (
+        record is not None
+        and staff.covers(record, doc["community_id"])
+        and (
+            record["role"] == "admin"
+            or (record["role"] == "repairman" and doc.get("repairman_id") == account["_id"])
+        )
+    )
+    if working_on_it:
+        return views.detail(doc, account["_id"])
+    if memberships.owns(db, account["_id"], doc["house_id"]):
+        shown = views.detail(doc, account["_id"])
+        return {**shown, "contact_phone": mask_phone(doc["contact_phone"])}
+    raise AppError("NOT_FOUND", "报修单不存在")
 
 
 def _page(
@@ -468,12 +479,14 @@ def _page(
 def my_list(
     services: Services, account: dict[str, Any], status: str | None, page: int, page_size: int
 ) -> tuple[list[dict[str, Any]], int]:
-    """The caller's own repairs, newest first; returns (items, total)."""
-    query: dict[str, Any] = {"reporter_id": account["_id"]}
+    """The caller's repairs, and every repair of the houses the caller owns (``mine`` false:
+    filed by family or tenants, read-only), newest first; returns (items, total)."""
+    me = account["_id"]
+    query = memberships.filed_or_owned(services.db, me, "reporter_id")
     if status:
         query["status"] = status
     docs, total = _page(services.db, query, page, page_size)
-    return [views.summary(d) for d in docs], total
+    return [{**views.summary(d), "mine": d["reporter_id"] == me} for d in docs], total
 
 
 def staff_list(

@@ -42,7 +42,12 @@ if TYPE_CHECKING:
 
 PassStatus = Literal["valid", "used", "expired"]
 
-VISITORS = declare("visitors", IndexModel([("host_id", 1), ("_id", DESCENDING)]))
+VISITORS = declare(
+    "visitors",
+    IndexModel([("host_id", 1), ("_id", DESCENDING)]),
+    # Every visit to the houses an owner owns.
+    IndexModel([("house_id", 1), ("_id", DESCENDING)]),
+)
 
 _KEY_PURPOSE = b"caiyun/visitor-pass/v1"
 # 128 bits of HMAC-SHA256 cannot be guessed, and a shorter token makes a QR code that scans
@@ -141,17 +146,25 @@ def register(
         }
         doc = idempotency.insert_once(db[VISITORS], doc)
         valid_until = doc["valid_until"]
-        token = _sign(services.settings, doc["_id"], int(valid_until.timestamp()))
         return {
             "visitor_id": doc["_id"],
-            "pass_token": token,
-            "qr_png_base64": qr_png_base64(token),
-            "share_path": f"{SHARE_PAGE}?token={quote(token, safe='')}",
+            **_pass(services.settings, doc),
             "visit_date": doc["visit_date"],
-            "valid_until": iso(valid_until),
+            "valid_until": iso(doc["valid_until"]),
         }
 
     return idempotency.once(services, "visitor.register", account["_id"], request_id, make)
+
+
+def _pass(settings: Settings, doc: dict[str, Any]) -> dict[str, str]:
+    """The pass of a registration: its token (the same every time it is made), a QR code of it
+    and the page to share it with."""
+    token = _sign(settings, doc["_id"], int(doc["valid_until"].timestamp()))
+    return {
+        "pass_token": token,
+        "qr_png_base64": qr_png_base64(token),
+        "share_path": f"{SHARE_PAGE}?token={quote(token, safe='')}",
+    }
 
 
 def _status(doc: dict[str, Any], now: datetime) -> PassStatus:
@@ -273,29 +286,50 @@ def _tell_host(services: Services, doc: dict[str, Any], community_name: str) -> 
     )
 
 
+def _record(doc: dict[str, Any], now: datetime, viewer_id: str) -> dict[str, Any]:
+    # The person who registered the visit sees the phone and plate they typed in; the owner of
+    # the house, reading a visit family or a tenant registered, sees them masked.
+    mine = doc["host_id"] == viewer_id
+    return {
+        "visitor_id": doc["_id"],
+        "house_id": doc["house_id"],
+        "house_label": doc["house_label"],
+        "name": doc["name"],
+        "phone": doc["phone"] if mine else mask_phone(doc["phone"]),
+        "count": doc["count"],
+        "plate": doc["plate"] if mine else _mask_plate(doc["plate"]),
+        "visit_date": doc["visit_date"],
+        "registered_at": iso(doc["created_at"]),
+        "status": _status(doc, now),
+        "entered_at": iso((doc.get("entry") or {}).get("at")),
+        "mine": mine,
+    }
+
+
 def history(
     services: Services, account: dict[str, Any], page: int, page_size: int
 ) -> tuple[list[dict[str, Any]], int]:
-    """A page of the caller's registrations, newest first; visitors' phones are masked."""
-    query = {"host_id": account["_id"]}
+    """A page of the caller's registrations (phone and plate in full), and of every visit to a
+    house the caller owns (``mine`` false: registered by family or a tenant, phone and plate
+    masked), newest first."""
+    me = account["_id"]
+    query = memberships.filed_or_owned(services.db, me, "host_id")
     docs, total, _ = paging.page(
         services.db[VISITORS], query, [("_id", DESCENDING)], page, page_size
     )
     now = services.clock.now()
-    items = [
-        {
-            "visitor_id": doc["_id"],
-            "house_id": doc["house_id"],
-            "house_label": doc["house_label"],
-            "name": doc["name"],
-            "phone": mask_phone(doc["phone"]),
-            "count": doc["count"],
-            "plate": doc["plate"],
-            "visit_date": doc["visit_date"],
-            "registered_at": iso(doc["created_at"]),
-            "status": _status(doc, now),
-            "entered_at": iso((doc.get("entry") or {}).get("at")),
-        }
-        for doc in docs
-    ]
-    return items, total
+    return [_record(doc, now, me) for doc in docs], total
+
+
+def detail(services: Services, account: dict[str, Any], visitor_id: str) -> dict[str, Any]:
+    """One registration, for the person who made it (with the pass to share again while it is
+    valid) or the owner of its house (read-only: masked, no pass). NOT_FOUND for anyone else."""
+    db, me = services.db, account["_id"]
+    doc = db[VISITORS].find_one({"_id": visitor_id})
+    if doc is None or (doc["host_id"] != me and not memberships.owns(db, me, doc["house_id"])):
+        raise AppError("NOT_FOUND", "访客记录不存在")
+    now = services.clock.now()
+    shown = {**_record(doc, now, me), "valid_until": iso(doc["valid_until"])}
+    if shown["mine"] and shown["status"] == "valid":
+        return {**shown, **_pass(services.settings, doc)}
+    return {**shown, "pass_token": None, "qr_png_base64": None, "share_path": None}
