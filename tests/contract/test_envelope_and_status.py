@@ -480,3 +480,24 @@ def test_staff_app_login_binds_the_staff_openid(services: Services) -> None:
     assert reply["data"]["account"]["staff"]["all_communities"] is True
     me = handler("login")({"action": "me"}, platform)
     assert me["data"]["account_id"] == account["_id"]
+
+
+def test_a_staff_app_sharing_the_resident_apps_environment_is_named_by_its_from_keys(
+    services: Services,
+) -> None:
+    # 资源复用: the staff app calls functions of an environment the resident app owns; the
+    # platform names the calling app and its user in WX_FROM_APPID / WX_FROM_OPENID.
+    account = new_account(services)
+    make_staff(services.db, account["_id"], "张三", "guard", ["c-1"], services.clock.now())
+    env = {"WX_OPENID": "", "WX_APPID": "wx-resident", "WX_FROM_APPID": "wx-staff"}
+    platform = {"environment": json.dumps({**env, "WX_FROM_OPENID": "o-staff-shared"})}
+    handler("login")({"action": "send_code", "phone": PHONE}, platform)
+    code = sandbox_outbox(services.db, PHONE)[0]["code"]
+
+    reply = handler("login")({"action": "login", "phone": PHONE, "code": code}, platform)
+
+    assert reply["data"]["account"]["staff"]["role"] == "guard", reply
+    assert services.db["accounts"].find_one({"_id": account["_id"]})["wx"] == {
+        "staff": "o-staff-shared"
+    }
+    assert handler("login")({"action": "me"}, platform)["data"]["staff"]["role"] == "guard"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,23 +230,95 @@ def test_binding_an_unknown_house_is_not_found(services: Services, estate: Estat
     assert refused(bind(owner, estate, "109", "张三")) == "NOT_FOUND"
 
 
-def test_binding_is_rate_limited_after_ten_tries_an_hour(
-    services: Services, estate: Estate
-) -> None:
-    owner = sign_in(services, "13800000001")
+def at_the_start_of_a_day(services: Services) -> None:
+    """Move the clock to just past a UTC day boundary: every try of the test falls inside one
+    hourly and one daily window."""
     now = services.clock.now().timestamp()
-    services.clock.advance(3600 - now % 3600 + 1)  # all tries inside one hourly window
+    services.clock.advance(86400 - now % 86400 + 1)
 
-    for _ in range(10):
+
+def stranger(services: Services, n: int) -> Person:
+    """Another account signed in to the resident app, with no house."""
+    phone = f"1360000{n:04d}"
+    account = worlds.resident_account(services, phone, None, f"o-stranger-{n}")
+    return Person(phone, f"o-stranger-{n}", account["_id"], "")
+
+
+def test_wrong_binding_attempts_are_limited_per_account(services: Services, estate: Estate) -> None:
+    # Issue 15.6 as reported: eight wrong owner names in a row were never limited.
+    owner = sign_in(services, "13800000001")
+    at_the_start_of_a_day(services)
+    limit = services.settings.bind_wrong_per_account_per_hour
+
+    for _ in range(limit - 1):
         assert refused(bind(owner, estate, "101", "张叁")) == "OWNER_MISMATCH"
+    assert refused(bind(owner, estate, "109", "张三")) == "NOT_FOUND"  # no such house: wrong too
     limited = bind(owner, estate, "101", "张三")  # even the right details wait now
 
     assert refused(limited) == "RATE_LIMITED"
+    assert limited["error"]["message"] == "房屋绑定尝试次数过多，请稍后再试"
     assert 0 < limited["error"]["details"]["retry_after_s"] <= 3600
     assert my_houses(owner) == []
-
     services.clock.advance(3600)
     assert [h["label"] for h in ok(bind(owner, estate, "101", "张三"))["items"]] == [H101]
+
+
+def test_a_right_binding_does_not_count_against_the_limit(
+    services: Services, estate: Estate
+) -> None:
+    owner = sign_in(services, "13800000001")
+    at_the_start_of_a_day(services)
+    limit = services.settings.bind_wrong_per_account_per_hour
+    for _ in range(limit - 1):
+        refused(bind(owner, estate, "101", "张叁"))
+
+    ok(bind(owner, estate, "101", "张三"))
+    ok(bind(owner, estate, "101", "张三"))  # binding again is right too
+
+    assert refused(bind(owner, estate, "102", "李四")) == "OWNER_MISMATCH"  # the last one left
+    assert refused(bind(owner, estate, "102", "李四")) == "RATE_LIMITED"
+
+
+def test_wrong_attempts_on_one_house_are_limited_across_accounts(
+    services: Services, estate: Estate
+) -> None:
+    # Guessing the owner's name from many accounts, one try each.
+    at_the_start_of_a_day(services)
+    limit = services.settings.bind_wrong_per_house_per_day
+    for n in range(limit):
+        guess = bind(stranger(services, n), estate, "101", f"张{n}")
+        assert refused(guess) == "OWNER_MISMATCH", n
+
+    owner = sign_in(services, "13800000001")
+    limited = bind(owner, estate, "101", "张三")
+    assert refused(limited) == "RATE_LIMITED"
+    assert 0 < limited["error"]["details"]["retry_after_s"] <= 86400
+    # Another house is not affected, and the house can be bound the next day.
+    assert ok(bind(sign_in(services, "13800000002"), estate, "102", "李四"))["items"]
+    services.clock.advance(86400)
+    assert [h["label"] for h in ok(bind(owner, estate, "101", "张三"))["items"]] == [H101]
+
+
+def test_wrong_attempts_racing_are_judged_only_as_often_as_the_limit_allows(
+    services: Services, estate: Estate
+) -> None:
+    owner = sign_in(services, "13800000001")
+    at_the_start_of_a_day(services)
+    start = threading.Barrier(12)
+    codes: list[str] = []
+
+    def guess(n: int) -> None:
+        start.wait()
+        codes.append(refused(bind(owner, estate, "101", f"张{n}")))
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    limit = services.settings.bind_wrong_per_account_per_hour
+    assert sorted(codes) == ["OWNER_MISMATCH"] * limit + ["RATE_LIMITED"] * (12 - limit)
 
 
 def test_an_owner_added_as_family_first_becomes_owner_on_binding(

@@ -206,8 +206,9 @@ def test_bind_replies_with_every_house_of_the_caller_from_the_one_read_of_the_ho
     )["items"]
     assert commands == [
         "accounts.find_one",
-        "rate_limits.find_one_and_update",
+        "rate_limits.bulk_write",  # a try against the caller's and the house's limits
         "houses.aggregate",
+        "rate_limits.bulk_write",  # a right try is given back: only wrong ones count
         "memberships.insert_one",
     ]
     assert [i["label"] for i in items] == ["1栋-1单元-101", "1栋-1单元-102"]

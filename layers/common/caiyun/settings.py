@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     # Per caller (openid, or source IP over HTTP): calls allowed per minute.
     check_account_per_minute: int = 20
     send_code_per_minute: int = 5
+    # Wrong house-binding attempts (bind_house.bind whose owner details or address do not
+    # match): per account per hour, and per house (address) per day, across every account.
+    bind_wrong_per_account_per_hour: int = 5
+    bind_wrong_per_house_per_day: int = 10
 
     # Payments: how long an unpaid ICBC order holds its bills, and when a pending order with no
     # notify is reconciled by querying ICBC instead.

@@ -9,7 +9,36 @@ from caiyun.domain import accounts, communities, houses, memberships, rate_limit
 from caiyun.errors import AppError
 from caiyun.services import Services
 
-_BIND_TRIES_PER_HOUR = 10
+
+def _bind_tries(
+    services: Services, account_id: str, community_id: str, address: tuple[str, str, str]
+) -> list[rate_limits.Hits]:
+    """One binding attempt counted against the caller and against the house it names.
+
+    Taken before the attempt is judged, in one conditional write each, so however many
+    attempts race only as many as the limits allow are ever judged; a right one gives its
+    hits back. A house is named by its exact address (a different spelling finds no house and
+    counts against the caller only).
+    """
+    settings, now = services.settings, services.clock.now()
+    hits = [
+        rate_limits.per_window(
+            f"bind-wrong:account:{account_id}", settings.bind_wrong_per_account_per_hour, 3600, now
+        ),
+        rate_limits.per_window(
+            f"bind-wrong:house:{community_id}:{'/'.join(address)}",
+            settings.bind_wrong_per_house_per_day,
+            86400,
+            now,
+        ),
+    ]
+    try:
+        rate_limits.take_all(services.db, hits, now)
+    except AppError as refused:
+        raise AppError(
+            "RATE_LIMITED", "房屋绑定尝试次数过多，请稍后再试", refused.details
+        ) from None
+    return hits
 
 
 def bind_owner(
@@ -23,8 +52,10 @@ def bind_owner(
     """Bind the caller as owner of a house whose imported record names them; returns the
     caller's houses afterwards (as :func:`my_houses`).
 
-    A mismatch answers OWNER_MISMATCH without saying which detail was wrong; tries are limited
-    per account so the owner's name cannot be guessed.
+    A mismatch answers OWNER_MISMATCH without saying which detail was wrong. Wrong attempts
+    (a mismatch, or an address with no house) are limited per account and per house, so the
+    owner's name cannot be guessed from one account or from many: past either limit the answer
+    is RATE_LIMITED with ``retry_after_s``, right details included, until the window ends.
     """
     db, now = services.db, services.clock.now()
     if owner_phone != account["phone"]:
@@ -33,7 +64,7 @@ def bind_owner(
             "请填写本人登录使用的手机号",
             {"fields": {"owner_phone": "须为本人登录手机号"}},
         )
-    rate_limits.limit_per_window(db, f"bind:{account['_id']}", _BIND_TRIES_PER_HOUR, 3600, now)
+    tries = _bind_tries(services, account["_id"], community_id, address)
     found = list(
         db[houses.HOUSES].aggregate(
             [
@@ -56,6 +87,7 @@ def bind_owner(
     house = found[0]
     if house.get("owner_name") != owner_name or house.get("owner_phone") != owner_phone:
         raise AppError("OWNER_MISMATCH")
+    rate_limits.undo_hits(db, tries)
     membership, _ = memberships.add(db, house, account["_id"], "owner", now, account["_id"])
     if membership["role"] != "owner":
         # Someone added the owner as family first; the imported record says they own it.

@@ -65,6 +65,15 @@ def undo_hit(db: Any, key: str) -> None:
     db[RATE_LIMITS].update_one({"_id": key, "count": {"$gt": 0}}, {"$inc": {"count": -1}})
 
 
+def undo_hits(db: Any, hits: Sequence[Hits]) -> None:
+    """Give back one hit on each counter, in one command (the attempt they counted turned out
+    not to be one the limit is about)."""
+    db[RATE_LIMITS].bulk_write(
+        [UpdateOne({"_id": h.key, "count": {"$gt": 0}}, {"$inc": {"count": -1}}) for h in hits],
+        ordered=False,
+    )
+
+
 def take_lease(db: Any, key: str, seconds: float, now: datetime) -> None:
     """Hold ``key`` for ``seconds``; RATE_LIMITED with ``retry_after_s`` while someone holds it.
 

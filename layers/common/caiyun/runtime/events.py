@@ -103,10 +103,23 @@ def _has_caller(event: dict[str, Any], context: dict[str, Any]) -> bool:
     # A mini-program's callFunction data becomes the event, so it can claim {"Type": "Timer"}
     # too; only the platform's timer comes with no caller at all.
     user_info = event.get("userInfo")
+    env = _platform_environment(context)
     return bool(
-        _platform_environment(context).get("WX_OPENID")
+        env.get("WX_OPENID")
+        or env.get("WX_FROM_OPENID")
         or (isinstance(user_info, dict) and user_info.get("openId"))
     )
+
+
+def _platform_caller(env: dict[str, Any], user_info: dict[str, Any]) -> tuple[Any, Any]:
+    # A mini-program calling an environment another mini-program of the company owns (资源复用,
+    # how the staff app can share the resident app's functions) is named by WX_FROM_APPID and
+    # WX_FROM_OPENID: getWXContext reports them as FROM_APPID/FROM_OPENID "跨账号调用时"
+    # (wx-server-sdk 4.0.2 getWXContext strips the WX_ prefix of WX_CONTEXT_KEYS).
+    if env.get("WX_FROM_APPID"):
+        return env.get("WX_FROM_OPENID"), env["WX_FROM_APPID"]
+    openid = env.get("WX_OPENID") or user_info.get("openId")
+    return openid, env.get("WX_APPID") or user_info.get("appId")
 
 
 def parse_http_json(raw_body: str) -> dict[str, Any]:
@@ -165,8 +178,7 @@ def parse_event(event: Any, context: Any) -> Invocation:
     env = _platform_environment(ctx)
     user_info = event.get("userInfo")
     user_info = user_info if isinstance(user_info, dict) else {}
-    openid = env.get("WX_OPENID") or user_info.get("openId")
-    appid = env.get("WX_APPID") or user_info.get("appId")
+    openid, appid = _platform_caller(env, user_info)
     payload = {k: v for k, v in event.items() if k not in ("userInfo", "tcbContext")}
     return Invocation(
         kind="cloudbase",
