@@ -373,7 +373,7 @@ def test_listed_house_of_another_community_is_never_reminded(
     assert messages(DAVE, "reminder") == []
 
 
-def test_a_reminder_costs_two_commands_per_batch_and_one_read_per_run(
+def test_a_reminder_costs_three_commands_per_batch_and_one_read_per_run(
     svc: Services, world: SimpleNamespace, garden: str
 ) -> None:
     with counted(svc) as sent:
@@ -382,7 +382,9 @@ def test_a_reminder_costs_two_commands_per_batch_and_one_read_per_run(
     assert [c for c in sent if not c.startswith(("messages.", "subscription_consents."))] == [
         "accounts.aggregate",  # the admin
         "bills.aggregate",  # the owing houses, with count and sum
-        "houses.aggregate",  # the batch's houses, members and community names
+        "houses.find",  # the batch's houses: their addresses
+        "memberships.find",  # and who may pay each
+        "communities.find",  # a community's name, the first time one of its houses owes
         "payment_reminders.insert_many",  # a slot per (house, payer)
         "payment_reminders.find",  # this run's slots, by account
     ]

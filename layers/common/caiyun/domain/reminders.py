@@ -83,41 +83,30 @@ def _payer_roles(services: Services) -> list[str]:
     return ["owner", "family"]
 
 
-def _houses_with_people(services: Services, house_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The batch's houses with their members and community name, in one command."""
-    rows = services.db[houses.HOUSES].aggregate(
-        [
-            {"$match": {"_id": {"$in": house_ids}}},
-            {
-                "$lookup": {
-                    "from": memberships.MEMBERSHIPS,
-                    "localField": "_id",
-                    "foreignField": "house_id",
-                    "as": "_members",
-                }
-            },
-            {
-                "$lookup": {
-                    "from": communities.COMMUNITIES,
-                    "localField": "community_id",
-                    "foreignField": "_id",
-                    "as": "_community",
-                }
-            },
-            {
-                "$project": {
-                    "building": 1,
-                    "unit": 1,
-                    "room": 1,
-                    "community_id": 1,
-                    "_members.account_id": 1,
-                    "_members.role": 1,
-                    "_community.name": 1,
-                }
-            },
-        ]
-    )
-    return {row["_id"]: row for row in rows}
+def _houses_with_payers(
+    services: Services, house_ids: list[str], names: dict[str, str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """The batch's houses (address and community) and the accounts that may pay each, in two
+    indexed reads; ``names`` caches community names across the run's batches (a community's
+    name is read the first time one of its houses owes)."""
+    db = services.db
+    found = {
+        h["_id"]: h
+        for h in db[houses.HOUSES].find(
+            {"_id": {"$in": house_ids}}, {"building": 1, "unit": 1, "room": 1, "community_id": 1}
+        )
+    }
+    payers: dict[str, list[str]] = {}
+    for link in db[memberships.MEMBERSHIPS].find(
+        {"house_id": {"$in": house_ids}, "role": {"$in": _payer_roles(services)}},
+        {"house_id": 1, "account_id": 1},
+    ):
+        payers.setdefault(link["house_id"], []).append(link["account_id"])
+    unnamed = sorted({h["community_id"] for h in found.values()} - names.keys())
+    if unnamed:
+        for community in db[communities.COMMUNITIES].find({"_id": {"$in": unnamed}}, {"name": 1}):
+            names[community["_id"]] = community["name"]
+    return found, payers
 
 
 def _claim(services: Services, claims: list[dict[str, Any]]) -> set[str]:
@@ -136,30 +125,28 @@ def _claim(services: Services, claims: list[dict[str, Any]]) -> set[str]:
 
 
 def _claim_batch(
-    services: Services, run: str, batch: list[dict[str, Any]], counts: dict[str, int]
+    services: Services,
+    run: str,
+    batch: list[dict[str, Any]],
+    names: dict[str, str],
+    counts: dict[str, int],
 ) -> None:
     """The first pass over one batch of owing houses: claim a slot per (house, payer)."""
     now = services.clock.now()
     expires = now + timedelta(seconds=services.settings.reminder_window_s)
-    window, roles = _window(services), _payer_roles(services)
-    found = _houses_with_people(services, [h["_id"] for h in batch])
+    window = _window(services)
+    found, payers = _houses_with_payers(services, [h["_id"] for h in batch], names)
     claims: list[dict[str, Any]] = []
-    payers: dict[str, list[str]] = {}
     for owing in batch:
-        house = found.get(owing["_id"])
-        accounts = (
-            []
-            if house is None
-            else [m["account_id"] for m in house["_members"] if m["role"] in roles]
-        )
-        if not accounts:
+        house, accounts = found.get(owing["_id"]), payers.get(owing["_id"], [])
+        if house is None or not accounts:
             counts["houses_unbound"] += 1
+            payers.pop(owing["_id"], None)
             continue
-        payers[owing["_id"]] = accounts
         where = {
             "house_id": owing["_id"],
             "community_id": house["community_id"],
-            "community_name": (house["_community"] or [{}])[0].get("name", ""),
+            "community_name": names.get(house["community_id"], ""),
             "house_label": houses.label(house),
             "total": owing["total"],
             "count": owing["count"],
@@ -237,9 +224,10 @@ def remind(services: Services, match: dict[str, Any]) -> dict[str, int]:
     already told in this window, houses with nobody to tell, and accounts told."""
     run = new_id()
     counts = dict(_NO_REMINDERS)
+    names: dict[str, str] = {}
     for batch in _unpaid_houses(services, match):
         counts["houses_unpaid"] += len(batch)
-        _claim_batch(services, run, batch, counts)
+        _claim_batch(services, run, batch, names, counts)
     counts["accounts_notified"] = _send_run(services, run)
     return counts
 
