@@ -658,3 +658,19 @@ def test_repairmen_of_a_scoped_admin_are_two_reads_after_the_caller(
         ok(world.admin.call("repairmen", community_id=world.garden_id))
 
     assert calls == ["accounts.aggregate", "staff.aggregate", "repairs.aggregate"]
+
+
+def test_my_list_reads_the_callers_owned_houses_then_one_page(
+    services: Services, world: World
+) -> None:
+    report(world.family, world.house_101)
+
+    with counted(services) as calls:
+        assert ok(world.owner.call("my_list"))["total"] == 1
+
+    assert calls == [
+        "accounts.find_one",  # the caller
+        # The houses the caller owns: an owner sees every repair of them (issue 15.5).
+        "memberships.find",
+        "repairs.aggregate",  # the page and its total
+    ]

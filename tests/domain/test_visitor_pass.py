@@ -534,3 +534,19 @@ def test_a_pass_stored_before_names_were_kept_still_shows_its_community(
 
     assert ok(show(data["pass_token"]))["community_name"] == "彩云花园"
     assert ok(verify(world, data["pass_token"]))["visitor"]["community_name"] == "彩云花园"
+
+
+def test_history_reads_the_callers_owned_houses_then_one_page(
+    services: Services, world: dict[str, Any]
+) -> None:
+    ok(register(world))
+
+    with counted(services) as commands:
+        ok(call(world, "host", {"action": "history"}))
+
+    assert commands == [
+        "accounts.find_one",
+        # The houses the caller owns: an owner sees every visit to them (issue 15.5).
+        "memberships.find",
+        "visitors.aggregate",  # the page and its total
+    ]

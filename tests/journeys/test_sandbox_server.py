@@ -24,6 +24,7 @@ from sandbox_client import (
 )
 
 from caiyun import cli
+from caiyun.adapters.sms import sandbox_outbox
 from caiyun.domain import accounts, communities, houses, staff
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.sandbox.seed import DEMO_COMMUNITIES, DEMO_STAFF, seed_demo
@@ -34,6 +35,7 @@ from caiyun.sandbox.server import (
     SandboxRefused,
     SandboxServer,
     create_server,
+    open_sandbox,
 )
 from caiyun.settings import Settings
 
@@ -336,6 +338,29 @@ def test_invoke_command_prints_the_envelope_and_fails_on_an_error_envelope(
 
     assert cli.main(["invoke", "nope", "--event", "{}", "--data-dir", str(data_dir)]) != 0
     assert "nope" in capsys.readouterr().err
+
+
+def test_invoke_command_calls_as_the_mini_program_app_names(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Running(data_dir).stop()
+    guard = "13800000005"  # 陈静, owner and guard
+
+    def invoke_as(app: str, event: dict[str, Any]) -> tuple[int, Any]:
+        args = ["invoke", "login", "--event", json.dumps(event), "--openid", "o-cli"]
+        code = cli.main([*args, "--app", app, "--data-dir", str(data_dir)])
+        out = capsys.readouterr().out
+        return code, json.loads(out[out.index('{\n  "ok"') :])
+
+    invoke_as("staff", {"action": "send_code", "phone": guard})
+    with open_sandbox(data_dir) as sandbox:
+        code = sandbox_outbox(sandbox.services.db, guard)[0]["code"]
+    assert invoke_as("staff", {"action": "login", "phone": guard, "code": code})[0] == 0
+
+    status, me = invoke_as("staff", {"action": "me"})
+    assert (status, me["data"]["staff"]["role"]) == (0, "guard")
+    status, me = invoke_as("resident", {"action": "me"})  # the staff app's openid, not this one's
+    assert (status, me["error"]["code"]) == (1, "UNAUTHENTICATED")
 
 
 def test_unknown_routes_and_functions_answer_not_found_envelopes(sandbox: Running) -> None:
