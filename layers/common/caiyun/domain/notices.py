@@ -231,7 +231,7 @@ def _community_page(account_id: str, skip: int, limit: int) -> list[dict[str, An
         },
         # The account's reads in each community: one indexed join on their (account, community)
         # key, as many as the notices it has read there.
-        {"$set": {"_reader": {"$concat": [account_id, ":", "$_id"]}}},
+        {"$set": {"_reader": {"$concat": [{"$literal": account_id}, ":", "$_id"]}}},
         {
             "$lookup": {
                 "from": READS,
