@@ -287,6 +287,9 @@ Route = Callable[["SandboxServer", Request], Reply]
 
 class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's listen backlog is 5: a burst of clients beyond that (a front end's page
+    # load, a load test) had its connections reset before a thread could accept them.
+    request_queue_size = 128
     sandbox_server: SandboxServer
 
 
