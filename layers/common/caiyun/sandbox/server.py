@@ -183,6 +183,14 @@ def _wechat_apps(settings: Settings | None) -> dict[str, str]:
     return {appid: secret for appid, secret in pairs.items() if appid}
 
 
+def _production_environment() -> bool:
+    """True when the shell asks for another profile than the sandbox (``CAIYUN_ENV``, read
+    case-insensitively as the settings read it): the sandbox pins its own settings, so it must
+    look itself, before serving /dev routes to a production configuration."""
+    asked = [v for k, v in os.environ.items() if k.upper() == "CAIYUN_ENV"]
+    return any(value.strip().lower() not in ("", "sandbox") for value in asked)
+
+
 def open_sandbox(
     data_dir: str | Path,
     settings: Settings | None = None,
@@ -194,7 +202,7 @@ def open_sandbox(
 
     Raises SandboxRefused for a production profile, before any database is opened.
     """
-    if settings is not None and not settings.is_sandbox:
+    if (settings is not None and not settings.is_sandbox) or _production_environment():
         raise SandboxRefused("生产配置不能启动沙箱 / the sandbox refuses a production profile")
     root = Path(data_dir).resolve()
     clock = load_clock(root, clock_start)
