@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import site
 import socket
@@ -181,3 +182,71 @@ def test_a_failed_pip_is_reported_without_a_traceback(
 def test_an_unusable_python_version_is_refused(tmp_path: Path) -> None:
     assert main(["build", "--no-wheels", "--out", str(tmp_path), "--python-version", "py3"]) == 1
     assert not (tmp_path / "layer.zip").exists()
+
+
+# The first call of a function deployed without its settings, as SCF runs it: the login zip in
+# /var/user, the layer in /opt, TENCENTCLOUD_RUNENV=SCF and none of our variables.
+SCF_PROBE = """
+import json, sys
+import index
+url_event = {"httpMethod": "POST", "path": "/", "headers": {"content-type": "application/json",
+             "x-scf-remote-addr": "203.0.113.7"}, "body": json.dumps({"action": "me"}),
+             "queryString": {}}
+call_event = {"action": "check_account", "phone": "13800000000",
+              "userInfo": {"openId": "o-1", "appId": "wx8c3f5a7b9d1e2f40"}}
+context = {"request_id": "req-1", "function_name": "login", "environment": "{}"}
+replies = [index.main_handler(url_event, context), index.main_handler(call_event, context)]
+print("REPLIES " + json.dumps(replies, ensure_ascii=False))
+"""
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({}, ["CAIYUN_ENV=production is required on a cloud function"]),
+        (
+            {"CAIYUN_ENV": "production"},
+            ["MONGODB_URI is required", "CAIYUN_TOKEN_SECRET", "CAIYUN_ICBC_PRIVATE_KEY"],
+        ),
+    ],
+    ids=["no variables", "only CAIYUN_ENV"],
+)
+def test_the_built_login_zip_without_its_settings_answers_unavailable_and_logs_what_is_missing(
+    unpacked: Path, variables: dict[str, str], named: list[str]
+) -> None:
+    code_dir = unpacked / "var" / "user" / "login"
+    third_party = dict.fromkeys(
+        [
+            *site.getsitepackages(),
+            sysconfig.get_paths()["purelib"],
+            sysconfig.get_paths()["platlib"],
+        ]
+    )
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(code_dir), str(unpacked / "opt"), *third_party]),
+        "PYTHONDONTWRITEBYTECODE": "x",
+        "PATH": os.environ["PATH"],
+        "TENCENTCLOUD_RUNENV": "SCF",
+        **variables,
+    }
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", SCF_PROBE],
+        cwd=code_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    url_reply, call_reply = json.loads(lines[-1].removeprefix("REPLIES "))
+    # The function URL answers 503 with the envelope, the CloudBase call the envelope itself.
+    assert url_reply["statusCode"] == 503
+    for envelope in (json.loads(url_reply["body"]), call_reply):
+        assert envelope["ok"] is False
+        assert envelope["error"]["code"] == "UNAVAILABLE"
+        assert "Traceback" not in json.dumps(envelope)
+    logged = [json.loads(line) for line in lines[:-1]]
+    assert [line["code"] for line in logged] == ["UNAVAILABLE", "UNAVAILABLE"]
+    problems = "; ".join(logged[0]["settings_problems"])
+    assert all(name in problems for name in named), problems
