@@ -71,15 +71,14 @@ def test_each_function_zip_holds_its_index_at_the_root(built: Path) -> None:
             assert function.read("index.py") == source
 
 
-@pytest.mark.parametrize("function", FUNCTIONS)
-def test_every_function_imports_from_the_unpacked_layer_alone(
-    unpacked: Path, function: str
-) -> None:
+def run_as_scf(
+    unpacked: Path, function: str, probe: str, variables: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``probe`` in the function's code directory with SCF's /var/user:/opt path and only
+    ``variables`` in the environment. -S: no site processing, so the editable install of this
+    checkout is invisible and `caiyun` can only come from the unpacked layer; third-party
+    packages come from the virtualenv's site-packages, standing in for the layer's wheels."""
     code_dir = unpacked / "var" / "user" / function
-    opt = unpacked / "opt"
-    # -S: no site processing, so the editable install of this checkout is invisible and
-    # `caiyun` can only come from the unpacked layer; third-party packages come from the
-    # virtualenv's site-packages, standing in for the layer's wheels.
     third_party = dict.fromkeys(
         [
             *site.getsitepackages(),
@@ -87,14 +86,13 @@ def test_every_function_imports_from_the_unpacked_layer_alone(
             sysconfig.get_paths()["platlib"],
         ]
     )
-    path = os.pathsep.join([str(code_dir), str(opt), *third_party])
-    env = {"PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "x", "PATH": os.environ["PATH"]}
-    probe = (
-        "import caiyun, index; "
-        "assert callable(index.main_handler); "
-        "print(caiyun.__file__); print(index.__file__)"
-    )
-    result = subprocess.run(
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(code_dir), str(unpacked / "opt"), *third_party]),
+        "PYTHONDONTWRITEBYTECODE": "x",
+        "PATH": os.environ["PATH"],
+        **(variables or {}),
+    }
+    return subprocess.run(
         [sys.executable, "-S", "-c", probe],
         cwd=code_dir,
         env=env,
@@ -102,6 +100,20 @@ def test_every_function_imports_from_the_unpacked_layer_alone(
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_every_function_imports_from_the_unpacked_layer_alone(
+    unpacked: Path, function: str
+) -> None:
+    code_dir = unpacked / "var" / "user" / function
+    opt = unpacked / "opt"
+    probe = (
+        "import caiyun, index; "
+        "assert callable(index.main_handler); "
+        "print(caiyun.__file__); print(index.__file__)"
+    )
+    result = run_as_scf(unpacked, function, probe)
     assert result.returncode == 0, result.stderr
     caiyun_file, index_file = result.stdout.split()
     assert Path(caiyun_file).is_relative_to(opt)
@@ -214,29 +226,7 @@ print("REPLIES " + json.dumps(replies, ensure_ascii=False))
 def test_the_built_login_zip_without_its_settings_answers_unavailable_and_logs_what_is_missing(
     unpacked: Path, variables: dict[str, str], named: list[str]
 ) -> None:
-    code_dir = unpacked / "var" / "user" / "login"
-    third_party = dict.fromkeys(
-        [
-            *site.getsitepackages(),
-            sysconfig.get_paths()["purelib"],
-            sysconfig.get_paths()["platlib"],
-        ]
-    )
-    env = {
-        "PYTHONPATH": os.pathsep.join([str(code_dir), str(unpacked / "opt"), *third_party]),
-        "PYTHONDONTWRITEBYTECODE": "x",
-        "PATH": os.environ["PATH"],
-        "TENCENTCLOUD_RUNENV": "SCF",
-        **variables,
-    }
-    result = subprocess.run(
-        [sys.executable, "-S", "-c", SCF_PROBE],
-        cwd=code_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_as_scf(unpacked, "login", SCF_PROBE, {"TENCENTCLOUD_RUNENV": "SCF", **variables})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     url_reply, call_reply = json.loads(lines[-1].removeprefix("REPLIES "))

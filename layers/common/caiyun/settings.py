@@ -30,10 +30,10 @@ _MIN_SECRET_LEN = 32
 _MIN_DISTINCT_CHARS = 8
 # The formats the consoles issue: a mini-program AppSecret is 32 hex characters (开发管理 →
 # 开发设置), a CAM API key is an "AKID…" SecretId of 36 characters and a 32-character SecretKey.
-_WECHAT_APPID = re.compile(r"wx[0-9a-f]{16}")
-_WECHAT_SECRET = re.compile(r"[0-9a-fA-F]{32}")
-_TENCENT_SECRET_ID = re.compile(r"AKID[0-9A-Za-z]{32}")
-_TENCENT_SECRET_KEY = re.compile(r"[0-9A-Za-z]{32}")
+_APPID = (re.compile(r"wx[0-9a-f]{16}"), "wx + 16 hex characters")
+_APPSECRET = (re.compile(r"[0-9a-fA-F]{32}"), "the mini-program's AppSecret, 32 hex characters")
+_CAM_SECRET_ID = (re.compile(r"AKID[0-9A-Za-z]{32}"), "a CAM SecretId, AKID + 32 letters or digits")
+_CAM_SECRET_KEY = (re.compile(r"[0-9A-Za-z]{32}"), "a CAM SecretKey, 32 letters or digits")
 
 
 class Settings(BaseSettings):
@@ -207,53 +207,25 @@ class Settings(BaseSettings):
 
     def _implausible_credentials(self) -> list[str]:
         """Values that cannot be what the consoles issue (a typo, a placeholder, a test value)."""
-        formats = {
-            "CAIYUN_WECHAT_APPID": (self.wechat_appid, _WECHAT_APPID, "wx + 16 hex characters"),
-            "CAIYUN_WECHAT_STAFF_APPID": (
-                self.wechat_staff_appid,
-                _WECHAT_APPID,
-                "wx + 16 hex characters",
-            ),
-            "CAIYUN_WECHAT_SECRET": (
-                self.wechat_secret.get_secret_value(),
-                _WECHAT_SECRET,
-                "the mini-program's AppSecret, 32 hex characters",
-            ),
-            "CAIYUN_WECHAT_STAFF_SECRET": (
-                self.wechat_staff_secret.get_secret_value(),
-                _WECHAT_SECRET,
-                "the mini-program's AppSecret, 32 hex characters",
-            ),
-            "CAIYUN_TENCENT_SECRET_ID": (
-                self.tencent_secret_id.get_secret_value(),
-                _TENCENT_SECRET_ID,
-                "a CAM SecretId, AKID + 32 letters or digits",
-            ),
-            "CAIYUN_TENCENT_SECRET_KEY": (
-                self.tencent_secret_key.get_secret_value(),
-                _TENCENT_SECRET_KEY,
-                "a CAM SecretKey, 32 letters or digits",
-            ),
+        fields = {
+            "wechat_appid": _APPID,
+            "wechat_staff_appid": _APPID,
+            "wechat_secret": _APPSECRET,
+            "wechat_staff_secret": _APPSECRET,
+            "tencent_secret_id": _CAM_SECRET_ID,
+            "tencent_secret_key": _CAM_SECRET_KEY,
         }
         if self.storage_provider == "cos":
-            formats["CAIYUN_COS_SECRET_ID"] = (
-                self.cos_secret_id.get_secret_value(),
-                _TENCENT_SECRET_ID,
-                "a CAM SecretId, AKID + 32 letters or digits",
-            )
-            formats["CAIYUN_COS_SECRET_KEY"] = (
-                self.cos_secret_key.get_secret_value(),
-                _TENCENT_SECRET_KEY,
-                "a CAM SecretKey, 32 letters or digits",
-            )
+            fields |= {"cos_secret_id": _CAM_SECRET_ID, "cos_secret_key": _CAM_SECRET_KEY}
         problems = []
-        for variable, (value, pattern, expected) in formats.items():
+        for name, (pattern, expected) in fields.items():
+            value = getattr(self, name)
+            value = value.get_secret_value() if isinstance(value, SecretStr) else value
+            variable = f"CAIYUN_{name.upper()}"
             # A missing value is reported as required elsewhere.
             if value and not pattern.fullmatch(value):
                 problems.append(f"{variable} is not {expected}")
-            elif (
-                value and variable.endswith(("SECRET", "SECRET_KEY")) and (why := _guessable(value))
-            ):
+            elif value and name.endswith(("secret", "key")) and (why := _guessable(value)):
                 problems.append(f"{variable} {why}")
         return problems
 
