@@ -1,5 +1,6 @@
-"""icbc_callback: ICBC's notifies (HTTP trigger POST /icbc/notify): payment results and JFT
-account openings, each verified with the algorithm its sign_type names (RSA or RSA2)."""
+"""icbc_callback: ICBC's notifies (posted to this function's URL, or POST /icbc/notify where a
+gateway routes it): payment results and JFT account openings, each verified with the
+algorithm its sign_type names (RSA or RSA2)."""
 
 from __future__ import annotations
 

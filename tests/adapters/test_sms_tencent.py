@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from tencent_api import TencentApiStub, running_stub
 
 from caiyun.adapters.sms import (
     SANDBOX_OUTBOX,
@@ -36,42 +32,6 @@ PHONE = "13800000000"
 CODE = "482913"
 
 
-def _hmac(key: bytes, msg: str) -> bytes:
-    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
-
-
-def tc3_signature(
-    secret_key: str, headers: dict[str, str], signed: list[str], body: bytes, ts: str, scope: str
-) -> str:
-    """TC3-HMAC-SHA256, computed independently of the SDK from the published algorithm."""
-    canonical_headers = "".join(f"{h}:{headers[h].strip().lower()}\n" for h in signed)
-    canonical_request = "\n".join(
-        ["POST", "/", "", canonical_headers, ";".join(signed), hashlib.sha256(body).hexdigest()]
-    )
-    string_to_sign = "\n".join(
-        ["TC3-HMAC-SHA256", ts, scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
-    )
-    date, service, _ = scope.split("/")
-    key = _hmac(_hmac(_hmac(("TC3" + secret_key).encode(), date), service), "tc3_request")
-    return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
-
-
-class TencentStub(ThreadingHTTPServer):
-    """A Tencent Cloud API 3.0 endpoint that checks the signature and answers as scripted."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _StubHandler)
-        self.requests: list[dict[str, Any]] = []
-        self.reply: dict[str, Any] = {"SendStatusSet": [_status("Ok")]}
-        self.content_type = "application/json"
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
-
-
 def _status(code: str, phone: str = "+86" + PHONE) -> dict[str, Any]:
     return {
         "SerialNo": "2028:0000",
@@ -84,62 +44,11 @@ def _status(code: str, phone: str = "+86" + PHONE) -> dict[str, Any]:
     }
 
 
-class _StubHandler(BaseHTTPRequestHandler):
-    server: TencentStub
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        record = {
-            "path": self.path,
-            "headers": headers,
-            "json": json.loads(body),
-            "signature_valid": self._signature_valid(headers, body),
-        }
-        self.server.requests.append(record)
-        if record["signature_valid"]:
-            response = dict(self.server.reply)
-        else:
-            error = {"Code": "AuthFailure.SignatureFailure", "Message": "signature mismatch"}
-            response = {"Error": error}
-        response["RequestId"] = f"req-{len(self.server.requests)}"
-        out = json.dumps({"Response": response}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", self.server.content_type)
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-
-    def _signature_valid(self, headers: dict[str, str], body: bytes) -> bool:
-        auth = headers.get("authorization", "")
-        algorithm, _, rest = auth.partition(" ")
-        if algorithm != "TC3-HMAC-SHA256":
-            return False
-        fields = dict(part.strip().split("=", 1) for part in rest.split(","))
-        secret_id, date, service, terminator = fields["Credential"].split("/")
-        ts = headers["x-tc-timestamp"]
-        utc_date = datetime.fromtimestamp(int(ts), timezone.utc).strftime("%Y-%m-%d")
-        if (secret_id, date, service, terminator) != (SECRET_ID, utc_date, "sms", "tc3_request"):
-            return False
-        signed = fields["SignedHeaders"].split(";")
-        expected = tc3_signature(SECRET_KEY, headers, signed, body, ts, f"{date}/sms/tc3_request")
-        return hmac.compare_digest(expected, fields["Signature"])
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[TencentStub]:
-    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    server = TencentStub()
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[TencentApiStub]:
+    with running_stub(monkeypatch, "sms", SECRET_ID, SECRET_KEY) as server:
+        server.reply = {"SendStatusSet": [_status("Ok")]}
+        yield server
 
 
 def _settings(port: int) -> Settings:
@@ -156,7 +65,7 @@ def _settings(port: int) -> Settings:
 
 
 @pytest.fixture
-def sender(stub: TencentStub) -> TencentSms:
+def sender(stub: TencentApiStub) -> TencentSms:
     return TencentSms(_settings(stub.port), timeout_s=2)
 
 
@@ -169,7 +78,7 @@ def _assert_private(error: SmsError) -> None:
 
 
 def test_send_posts_v20210111_request_with_plus86_phone_and_template(
-    stub: TencentStub, sender: TencentSms
+    stub: TencentApiStub, sender: TencentSms
 ) -> None:
     sender.send(PHONE, "code", [CODE, "5"])
 
@@ -188,7 +97,9 @@ def test_send_posts_v20210111_request_with_plus86_phone_and_template(
     }
 
 
-def test_request_signature_verifies_with_secret_key(stub: TencentStub, sender: TencentSms) -> None:
+def test_request_signature_verifies_with_secret_key(
+    stub: TencentApiStub, sender: TencentSms
+) -> None:
     sender.send(PHONE, "code", [CODE, "5"])
 
     [request] = stub.requests
@@ -196,7 +107,7 @@ def test_request_signature_verifies_with_secret_key(stub: TencentStub, sender: T
     assert request["signature_valid"] is True
 
 
-def test_wrong_secret_key_fails_signature_and_is_not_retryable(stub: TencentStub) -> None:
+def test_wrong_secret_key_fails_signature_and_is_not_retryable(stub: TencentApiStub) -> None:
     settings = _settings(stub.port).model_copy(update={"tencent_secret_key": SecretStr("wrong")})
 
     with pytest.raises(SmsError) as caught:
@@ -208,7 +119,7 @@ def test_wrong_secret_key_fails_signature_and_is_not_retryable(stub: TencentStub
     assert caught.value.request_id == "req-1"
 
 
-def test_sms_client_is_created_once_and_reused(stub: TencentStub, sender: TencentSms) -> None:
+def test_sms_client_is_created_once_and_reused(stub: TencentApiStub, sender: TencentSms) -> None:
     sender.send(PHONE, "code", [CODE, "5"])
     first = sender._client
     sender.send(PHONE, "code", ["111111", "5"])
@@ -230,7 +141,7 @@ def test_sms_client_is_created_once_and_reused(stub: TencentStub, sender: Tencen
     ],
 )
 def test_per_number_limit_status_raises_rate_limited(
-    stub: TencentStub, sender: TencentSms, code: str
+    stub: TencentApiStub, sender: TencentSms, code: str
 ) -> None:
     stub.reply = {"SendStatusSet": [_status(code)]}
 
@@ -254,7 +165,7 @@ def test_per_number_limit_status_raises_rate_limited(
     ],
 )
 def test_failed_status_code_raises_sms_error_without_phone_or_code_in_message(
-    stub: TencentStub, sender: TencentSms, code: str, retryable: bool
+    stub: TencentApiStub, sender: TencentSms, code: str, retryable: bool
 ) -> None:
     stub.reply = {"SendStatusSet": [_status(code)]}
 
@@ -268,7 +179,7 @@ def test_failed_status_code_raises_sms_error_without_phone_or_code_in_message(
     _assert_private(caught.value)
 
 
-def test_every_status_entry_is_checked(stub: TencentStub, sender: TencentSms) -> None:
+def test_every_status_entry_is_checked(stub: TencentApiStub, sender: TencentSms) -> None:
     stub.reply = {"SendStatusSet": [_status("Ok"), _status("LimitExceeded.PhoneNumberDailyLimit")]}
 
     with pytest.raises(SmsRateLimited):
@@ -284,7 +195,7 @@ def test_every_status_entry_is_checked(stub: TencentStub, sender: TencentSms) ->
     ],
 )
 def test_api_error_response_maps_to_sms_error(
-    stub: TencentStub,
+    stub: TencentApiStub,
     sender: TencentSms,
     code: str,
     exc_type: type[SmsError],
@@ -302,7 +213,7 @@ def test_api_error_response_maps_to_sms_error(
 
 
 def test_error_body_with_unexpected_content_type_is_not_taken_as_success(
-    stub: TencentStub, sender: TencentSms
+    stub: TencentApiStub, sender: TencentSms
 ) -> None:
     # The SDK only looks for Response.Error when Content-Type is exactly application/json.
     stub.content_type = "application/json; charset=utf-8"
@@ -333,7 +244,7 @@ def test_unreachable_endpoint_is_a_retryable_sms_error(monkeypatch: pytest.Monke
 
 
 def test_unknown_template_or_wrong_params_raise_value_error_before_sending(
-    stub: TencentStub, sender: TencentSms
+    stub: TencentApiStub, sender: TencentSms
 ) -> None:
     with pytest.raises(ValueError, match="unknown SMS template"):
         sender.send(PHONE, "welcome", [])

@@ -210,8 +210,12 @@ def test_production_needs_the_chosen_storage_configured() -> None:
     cos = production_problems(storage_provider="cos")
     for name in ("CAIYUN_COS_BUCKET", "CAIYUN_COS_SECRET_ID", "CAIYUN_COS_SECRET_KEY"):
         assert f"{name} is required" in cos
+    # A CAM key pair as the console issues it (production refuses implausible ones).
     configured = production_problems(
-        storage_provider="cos", cos_bucket=BUCKET, cos_secret_id="id", cos_secret_key="key"
+        storage_provider="cos",
+        cos_bucket=BUCKET,
+        cos_secret_id="AKID0123456789abcdefghijABCDEFGHIJkl",
+        cos_secret_key="mnopqrstuvwxyzKLMNOPQRSTUVWXYZ98",
     )
     assert "CAIYUN_COS" not in configured
     assert "CAIYUN_CLOUDBASE_ENV is required" in production_problems(storage_provider="cloudbase")

@@ -429,6 +429,28 @@ def test_cloudbase_platform_environment_is_preferred_over_user_info(services: Se
     assert reply["data"]["account_id"] == account["_id"]
 
 
+def test_older_cloudbase_context_environ_names_the_caller(services: Services) -> None:
+    # Older runtimes pass `context.environ` as k=v;k=v, read as the CloudBase node SDK's
+    # parseContext reads it: the first "=" ends the key, parts without one are skipped.
+    account = new_account(services)
+    signed_in_token(services, openid="o-bound")
+    environ = "SCF_NAMESPACE=default;WX_OPENID=o-bound;WX_APPID=wx-resident;junk;WX_UNIONID="
+
+    reply = handler("login")({"action": "me"}, {"request_id": "cb-old", "environ": environ})
+
+    assert reply["ok"], reply
+    assert reply["data"]["account_id"] == account["_id"]
+
+
+def test_older_context_environ_with_a_list_value_names_no_caller(services: Services) -> None:
+    signed_in_token(services, openid="o-bound")
+    environ = "WX_OPENID=o-bound,o-other;WX_APPID=wx-resident"
+
+    reply = handler("login")({"action": "me"}, {"request_id": "cb-list", "environ": environ})
+
+    assert reply["error"]["code"] == "UNAUTHENTICATED"
+
+
 def test_user_info_is_not_used_when_the_platform_names_another_openid(
     services: Services,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import site
 import socket
@@ -70,15 +71,14 @@ def test_each_function_zip_holds_its_index_at_the_root(built: Path) -> None:
             assert function.read("index.py") == source
 
 
-@pytest.mark.parametrize("function", FUNCTIONS)
-def test_every_function_imports_from_the_unpacked_layer_alone(
-    unpacked: Path, function: str
-) -> None:
+def run_as_scf(
+    unpacked: Path, function: str, probe: str, variables: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``probe`` in the function's code directory with SCF's /var/user:/opt path and only
+    ``variables`` in the environment. -S: no site processing, so the editable install of this
+    checkout is invisible and `caiyun` can only come from the unpacked layer; third-party
+    packages come from the virtualenv's site-packages, standing in for the layer's wheels."""
     code_dir = unpacked / "var" / "user" / function
-    opt = unpacked / "opt"
-    # -S: no site processing, so the editable install of this checkout is invisible and
-    # `caiyun` can only come from the unpacked layer; third-party packages come from the
-    # virtualenv's site-packages, standing in for the layer's wheels.
     third_party = dict.fromkeys(
         [
             *site.getsitepackages(),
@@ -86,14 +86,13 @@ def test_every_function_imports_from_the_unpacked_layer_alone(
             sysconfig.get_paths()["platlib"],
         ]
     )
-    path = os.pathsep.join([str(code_dir), str(opt), *third_party])
-    env = {"PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "x", "PATH": os.environ["PATH"]}
-    probe = (
-        "import caiyun, index; "
-        "assert callable(index.main_handler); "
-        "print(caiyun.__file__); print(index.__file__)"
-    )
-    result = subprocess.run(
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(code_dir), str(unpacked / "opt"), *third_party]),
+        "PYTHONDONTWRITEBYTECODE": "x",
+        "PATH": os.environ["PATH"],
+        **(variables or {}),
+    }
+    return subprocess.run(
         [sys.executable, "-S", "-c", probe],
         cwd=code_dir,
         env=env,
@@ -101,6 +100,20 @@ def test_every_function_imports_from_the_unpacked_layer_alone(
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_every_function_imports_from_the_unpacked_layer_alone(
+    unpacked: Path, function: str
+) -> None:
+    code_dir = unpacked / "var" / "user" / function
+    opt = unpacked / "opt"
+    probe = (
+        "import caiyun, index; "
+        "assert callable(index.main_handler); "
+        "print(caiyun.__file__); print(index.__file__)"
+    )
+    result = run_as_scf(unpacked, function, probe)
     assert result.returncode == 0, result.stderr
     caiyun_file, index_file = result.stdout.split()
     assert Path(caiyun_file).is_relative_to(opt)
@@ -181,3 +194,49 @@ def test_a_failed_pip_is_reported_without_a_traceback(
 def test_an_unusable_python_version_is_refused(tmp_path: Path) -> None:
     assert main(["build", "--no-wheels", "--out", str(tmp_path), "--python-version", "py3"]) == 1
     assert not (tmp_path / "layer.zip").exists()
+
+
+# The first call of a function deployed without its settings, as SCF runs it: the login zip in
+# /var/user, the layer in /opt, TENCENTCLOUD_RUNENV=SCF and none of our variables.
+SCF_PROBE = """
+import json, sys
+import index
+url_event = {"httpMethod": "POST", "path": "/", "headers": {"content-type": "application/json",
+             "x-scf-remote-addr": "203.0.113.7"}, "body": json.dumps({"action": "me"}),
+             "queryString": {}}
+call_event = {"action": "check_account", "phone": "13800000000",
+              "userInfo": {"openId": "o-1", "appId": "wx8c3f5a7b9d1e2f40"}}
+context = {"request_id": "req-1", "function_name": "login", "environment": "{}"}
+replies = [index.main_handler(url_event, context), index.main_handler(call_event, context)]
+print("REPLIES " + json.dumps(replies, ensure_ascii=False))
+"""
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({}, ["CAIYUN_ENV=production is required on a cloud function"]),
+        (
+            {"CAIYUN_ENV": "production"},
+            ["MONGODB_URI is required", "CAIYUN_TOKEN_SECRET", "CAIYUN_ICBC_PRIVATE_KEY"],
+        ),
+    ],
+    ids=["no variables", "only CAIYUN_ENV"],
+)
+def test_the_built_login_zip_without_its_settings_answers_unavailable_and_logs_what_is_missing(
+    unpacked: Path, variables: dict[str, str], named: list[str]
+) -> None:
+    result = run_as_scf(unpacked, "login", SCF_PROBE, {"TENCENTCLOUD_RUNENV": "SCF", **variables})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    url_reply, call_reply = json.loads(lines[-1].removeprefix("REPLIES "))
+    # The function URL answers 503 with the envelope, the CloudBase call the envelope itself.
+    assert url_reply["statusCode"] == 503
+    for envelope in (json.loads(url_reply["body"]), call_reply):
+        assert envelope["ok"] is False
+        assert envelope["error"]["code"] == "UNAVAILABLE"
+        assert "Traceback" not in json.dumps(envelope)
+    logged = [json.loads(line) for line in lines[:-1]]
+    assert [line["code"] for line in logged] == ["UNAVAILABLE", "UNAVAILABLE"]
+    problems = "; ".join(logged[0]["settings_problems"])
+    assert all(name in problems for name in named), problems

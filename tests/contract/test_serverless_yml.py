@@ -1,45 +1,46 @@
-"""serverless.yml declares every function as the platform will run it, and holds no secret."""
+"""serverless.yml declares every function as multi-scf will deploy it, fits SCF's limits, and
+holds no secret. (tests/contract/test_deploy_tools.py runs the deploy tools' own code over it.)"""
 
 from __future__ import annotations
 
-import base64
-import functools
 import importlib.util
 import os
 import re
-import secrets
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from deploy_values import (
+    DEPLOY_SHELL,
+    ENV_REFERENCE,
+    ROOT,
+    SERVERLESS_YML,
+    environment_bytes,
+    environment_variables,
+    secret_template,
+    secret_values,
+    serverless_config,
+)
 from pydantic import SecretStr, ValidationError
 
 from caiyun.packaging import DEFAULT_PYTHON_VERSION, function_names
 from caiyun.sandbox import server as sandbox_server
 from caiyun.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
-SERVERLESS_YML = ROOT / "serverless.yml"
 TEXT = SERVERLESS_YML.read_text(encoding="utf-8")
-CONFIG: dict[str, Any] = yaml.safe_load(TEXT)
+CONFIG: dict[str, Any] = serverless_config()
 INPUTS: dict[str, Any] = CONFIG["inputs"]
 FUNCTIONS: dict[str, dict[str, Any]] = INPUTS["functions"]
 TIMER_ONLY = {"scheduler"}
-NOTIFY_FUNCTION = "icbc_callback"
-ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 # The only literal values the environment may hold: none of them is a secret.
 FIXED_VALUES = {"CAIYUN_ENV": "production", "CAIYUN_SMS_PROVIDER": "tencent", "TZ": "Asia/Shanghai"}
 NAMED_SETTING = re.compile(r"\b(MONGODB_URI|CAIYUN_[A-Z0-9_]+)\b")
-
-
-def environment_of(function: str) -> dict[str, str]:
-    entries = FUNCTIONS[function]["environment"]
-    assert isinstance(entries, list), "multi-scf takes environment variables as a key/value list"
-    pairs = [(entry["key"], entry["value"]) for entry in entries]
-    keys = [key for key, _ in pairs]
-    assert len(keys) == len(set(keys)), f"{function}: a variable is declared twice"
-    return dict(pairs)
+# SCF's limit on one function's environment variables (document 583/11637).
+ENVIRONMENT_LIMIT = 4096
+SECRET_FIELDS = {
+    "MONGODB_URI" if name == "mongodb_uri" else f"CAIYUN_{name.upper()}"
+    for name, field in Settings.model_fields.items()
+    if field.annotation in (SecretStr, SecretStr | None)
+}
 
 
 def triggers(kind: str) -> list[dict[str, Any]]:
@@ -68,41 +69,56 @@ def test_each_declared_handler_is_the_main_handler_of_its_own_folder(function: s
     assert callable(load_handler(function))
 
 
-def test_every_function_runs_on_the_python_the_layer_is_built_for() -> None:
-    runtime = f"Python{DEFAULT_PYTHON_VERSION}"
-    assert INPUTS["runtime"] == runtime
+def test_every_function_names_the_python_the_layer_is_built_for_itself() -> None:
+    # multi-scf 0.3.14 checks inputs.runtime against a list that stops at Python3.7; each
+    # function's own runtime is laid over the common inputs and reaches SCF unchecked.
+    assert "runtime" not in INPUTS
     for function, declared in FUNCTIONS.items():
-        assert declared.get("runtime", runtime) == runtime, function
-        assert declared.get("type", INPUTS.get("type", "event")) == "event", function
+        assert declared["runtime"] == f"Python{DEFAULT_PYTHON_VERSION}", function
+        assert declared.get("type", INPUTS["type"]) == "event", function
 
 
-def test_every_function_binds_the_layer_joins_the_vpc_and_sizes_itself() -> None:
+def test_the_shared_settings_are_written_once_where_the_formatter_spreads_them() -> None:
+    # formatInputs spreads every key of `inputs` into each function before its own keys.
+    shared = {"environments", "layers", "vpc", "role", "publicAccess"}
+    assert shared <= set(INPUTS)
     for function, declared in FUNCTIONS.items():
-        assert [layer["name"] for layer in declared["layers"]] == ["caiyun-common"], function
-        assert ENV_REFERENCE.fullmatch(str(declared["layers"][0]["version"])), function
-        assert declared["vpcConfig"] == {
-            "vpcId": "${env:SCF_VPC_ID}",
-            "subnetId": "${env:SCF_SUBNET_ID}",
-        }, f"{function} must reach MongoDB in the VPC"
-        assert declared["publicAccess"] is True, f"{function} must reach WeChat, ICBC and SMS"
-        assert declared["memorySize"] in {128, 256, 384, 512, 640, 768, 896, 1024}, function
-        assert 1 <= declared["timeout"] <= 900, function
+        assert not shared & set(declared), function
+        assert declared.get("memorySize", INPUTS["memorySize"]) in {128, 256, 384, 512, 1024}
+        assert 1 <= declared.get("timeout", INPUTS["timeout"]) <= 900, function
 
 
-def test_every_client_function_gets_a_post_route_and_icbc_its_notify_path() -> None:
-    (gateway,) = triggers("apigw")
-    routes = {
-        (api["path"], api["method"], api["function"]) for api in gateway["parameters"]["apis"]
-    }
-    expected = {
-        (f"/api/{name}", "POST", name)
-        for name in FUNCTIONS
-        if name not in TIMER_ONLY and name != NOTIFY_FUNCTION
-    }
-    expected.add(("/icbc/notify", "POST", NOTIFY_FUNCTION))
-    assert routes == expected
-    # The functions answer with statusCode/headers/body, which needs integrated response.
-    assert all(api.get("isIntegratedResponse") is True for api in gateway["parameters"]["apis"])
+def test_the_environment_is_a_key_value_list_under_the_key_multi_scf_reads() -> None:
+    # Under any key but `environments` the formatter gives the function an empty environment.
+    assert "environment" not in INPUTS
+    assert not any("environment" in declared for declared in FUNCTIONS.values())
+    entries = INPUTS["environments"]
+    assert isinstance(entries, list)
+    assert all(set(entry) == {"key", "value"} for entry in entries)
+    keys = [entry["key"] for entry in entries]
+    assert len(keys) == len(set(keys)), "a variable is declared twice"
+
+
+def test_the_layer_is_bound_by_version_number_and_the_vpc_by_id() -> None:
+    (layer,) = INPUTS["layers"]
+    assert layer["name"] == "caiyun-common"
+    # SCF's LayerVersion is an integer; the toolkit passes the value on as written.
+    assert type(layer["version"]) is int and layer["version"] >= 1
+    assert INPUTS["vpc"] == {"vpcId": "${env:SCF_VPC_ID}", "subnetId": "${env:SCF_SUBNET_ID}"}
+    assert INPUTS["publicAccess"] is True, "the functions reach WeChat, ICBC, SMS and SSM"
+
+
+def test_every_client_function_and_icbc_get_a_public_function_url() -> None:
+    urls = triggers("http")
+    assert sorted(t["function"] for t in urls) == sorted(set(FUNCTIONS) - TIMER_ONLY)
+    for trigger in urls:
+        parameters = trigger["parameters"]
+        # The functions authenticate callers (bearer tokens) and ICBC (its signature).
+        assert parameters["authType"] == "NONE"
+        assert parameters["netConfig"] == {"enableIntranet": False, "enableExtranet": True}
+        assert parameters["qualifier"] == "$DEFAULT"
+    # API Gateway triggers can no longer be created (SCF announcement, document 583/107631).
+    assert triggers("apigw") == []
 
 
 def test_the_scheduler_has_an_enabled_seven_field_timer_in_beijing_time() -> None:
@@ -118,13 +134,7 @@ def test_the_scheduler_has_an_enabled_seven_field_timer_in_beijing_time() -> Non
     assert minute != "*", "at most once a minute"
     # Weekday numbers differ between the SCF and CloudBase documents; names or * are safe.
     assert not re.search(r"[0-9]", weekday)
-    assert environment_of("scheduler")["TZ"] == "Asia/Shanghai"
-
-
-def test_every_function_gets_the_same_environment() -> None:
-    first = environment_of(sorted(FUNCTIONS)[0])
-    for function in FUNCTIONS:
-        assert environment_of(function) == first, function
+    assert environment_variables()["TZ"] == "Asia/Shanghai"
 
 
 def production_requirements(monkeypatch: pytest.MonkeyPatch) -> set[str]:
@@ -140,87 +150,61 @@ def production_requirements(monkeypatch: pytest.MonkeyPatch) -> set[str]:
     return named
 
 
-def test_every_setting_production_requires_is_in_the_environment(
+def test_every_required_setting_is_in_the_environment_or_the_ssm_secret(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     required = production_requirements(monkeypatch)
     # Sanity: the probe really finds the secrets and the services' identities.
     assert {"MONGODB_URI", "CAIYUN_TOKEN_SECRET", "CAIYUN_ICBC_PRIVATE_KEY"} <= required
-    assert required <= set(environment_of("login"))
+    assert required <= set(environment_variables()) | set(secret_template())
 
 
-@functools.cache
-def icbc_key_pair() -> tuple[str, str]:
-    """A real RSA 2048 pair in the one-line base64 DER form docs/deploy.md recommends."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return base64.b64encode(private).decode(), base64.b64encode(public).decode()
-
-
-def fill(name: str) -> str:
-    """A plausible production value for a variable the deploy shell would supply."""
-    if name == "CAIYUN_ICBC_PRIVATE_KEY":
-        return icbc_key_pair()[0]
-    if name == "CAIYUN_ICBC_GATEWAY_PUBLIC_KEY":
-        return icbc_key_pair()[1]
-    if name == "CAIYUN_DATA_KEY":
-        return base64.b64encode(secrets.token_bytes(32)).decode()
-    if name == "CAIYUN_WECHAT_TEMPLATES":
-        return "{}"
-    if name == "CAIYUN_STORAGE_PROVIDER":
-        return "cos"
-    if name == "CAIYUN_COS_REGION":
-        return "ap-guangzhou"
-    if name == "CAIYUN_DB_NAME":
-        return "caiyun"
-    if name == "MONGODB_URI":
-        return "mongodb://app:pw@10.0.0.1:27017/?replicaSet=cmgo-test"
-    if name == "CAIYUN_ICBC_NOTIFY_URL":
-        return "https://pay.example.com/icbc/notify"
-    if name == "CAIYUN_ICBC_NOTIFY_SIGN_PATH":
-        return "/icbc/notify"
-    if name == "CAIYUN_ICBC_SIGN_TYPE":
-        return "RSA2"
-    if name == "CAIYUN_ICBC_AES_KEY":
-        return base64.b64encode(secrets.token_bytes(16)).decode()
-    return secrets.token_urlsafe(40)
-
-
-def test_the_declared_environment_filled_from_the_deploy_shell_starts_production(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    production_requirements(monkeypatch)
-    for key, value in environment_of("login").items():
-        reference = ENV_REFERENCE.fullmatch(value)
-        monkeypatch.setenv(key, fill(reference.group(1)) if reference else value)
-    settings = Settings()
-    assert settings.env == "production"
-    assert settings.sms_provider == "tencent"
-
-
-def test_every_value_comes_from_the_deploy_shell_under_its_own_name_or_is_fixed() -> None:
-    secret_fields = {
-        f"CAIYUN_{name.upper()}"
-        for name, field in Settings.model_fields.items()
-        if field.annotation in (SecretStr, SecretStr | None)
-    } | {"MONGODB_URI"}
-    assert {"CAIYUN_ICBC_PRIVATE_KEY", "CAIYUN_WECHAT_SECRET"} <= secret_fields
-    assert not secret_fields & set(FIXED_VALUES)
-    for key, value in environment_of("login").items():
+def test_secrets_are_only_in_the_ssm_secret_and_the_environment_only_names_it() -> None:
+    in_secret = set(secret_template())
+    assert in_secret >= SECRET_FIELDS
+    # ICBC's gateway key is public but decides which notifies we believe: kept with the keys.
+    assert in_secret - SECRET_FIELDS == {"CAIYUN_ICBC_GATEWAY_PUBLIC_KEY"}
+    assert not in_secret & set(environment_variables())
+    for key, value in ((e["key"], e["value"]) for e in INPUTS["environments"]):
         if key in FIXED_VALUES:
             assert value == FIXED_VALUES[key]
         else:
             assert value == f"${{env:{key}}}", key
+
+
+def test_the_declared_environment_and_the_filled_secret_start_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    production_requirements(monkeypatch)
+    for key, value in environment_variables().items():
+        monkeypatch.setenv(key, value)
+    values = secret_values()
+    fields = {
+        "MONGODB_URI" if key == "MONGODB_URI" else key.removeprefix("CAIYUN_").lower(): value
+        for key, value in values.items()
+    }
+    settings = Settings(**fields)
+    assert settings.env == "production" and settings.sms_provider == "tencent"
+    # ICBC posts to the function URL's root, so that is the path it signs over.
+    assert settings.icbc_notify_sign_path == "/"
+
+
+def test_a_functions_environment_fits_scfs_4_kb_with_real_values() -> None:
+    environment = environment_bytes(environment_variables())
+    with_secrets = environment_bytes({**environment_variables(), **secret_values()})
+    print(f"\nenvironment of one function: {environment} bytes of {ENVIRONMENT_LIMIT}")
+    print(f"the same with the secrets inline: {with_secrets} bytes")
+    # Half the limit stays free for the optional settings an engineer may add (ICBC paths,
+    # limits); inline, the secrets alone would take most of it.
+    assert environment <= ENVIRONMENT_LIMIT // 2
+    assert with_secrets - environment > ENVIRONMENT_LIMIT // 2
+
+
+def test_every_deploy_shell_variable_is_documented_and_used() -> None:
+    referenced = set(ENV_REFERENCE.findall(TEXT))
+    assert referenced == set(DEPLOY_SHELL)
+    guide = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert [name for name in sorted(referenced) if name not in guide] == []
 
 
 def test_no_secret_literal_is_in_the_file() -> None:
@@ -232,10 +216,11 @@ def test_no_secret_literal_is_in_the_file() -> None:
         "sandbox-token-secret",
         "sandbox-code-hash-key",
     ]
-    for literal in forbidden:
-        assert literal not in TEXT, literal
-    # Credentials inside a connection string, or any long key-like blob (keys, tokens and
-    # base64 always carry digits; variable names and paths here do not).
-    assert not re.search(r"mongodb(\+srv)?://[^$\s]", TEXT)
-    blobs = re.findall(r"[A-Za-z0-9+/=_-]{32,}", ENV_REFERENCE.sub("", TEXT))
-    assert [blob for blob in blobs if re.search(r"[0-9]", blob)] == []
+    for text in (TEXT, (ROOT / "deploy" / "settings-secret.template.json").read_text()):
+        for literal in forbidden:
+            assert literal not in text, literal
+        # Credentials inside a connection string, or any long key-like blob (keys, tokens and
+        # base64 always carry digits; variable names and paths here do not).
+        assert not re.search(r"mongodb(\+srv)?://[^$\s<]", text)
+        blobs = re.findall(r"[A-Za-z0-9+/=_-]{32,}", ENV_REFERENCE.sub("", text))
+        assert [blob for blob in blobs if re.search(r"[0-9]", blob)] == []

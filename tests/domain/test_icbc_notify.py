@@ -21,6 +21,7 @@ from billing import (
     ALICE,
     ERIN,
     NOTIFY_URL,
+    RESIDENT_APPID,
     as_paid,
     bank_order,
     billed_world,
@@ -35,7 +36,7 @@ from billing import (
     status_of,
     verify,
 )
-from conftest import invoke
+from conftest import invoke, make_settings
 from round_trips import counted
 from worlds import ok
 
@@ -43,7 +44,7 @@ from caiyun.adapters.icbc_protocol import rsa_verify, sign_params, signing_strin
 from caiyun.domain import payments
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.icbc import FakeIcbc
-from caiyun.services import Services
+from caiyun.services import Services, build_services, install_services
 
 
 @pytest.fixture
@@ -249,6 +250,42 @@ def test_base64_encoded_notify_body_is_read_like_a_plain_one(
         "requestContext": {"sourceIp": "202.106.0.20", "requestId": "apigw-b64"},
     }
     answer = reply_of(handler("icbc_callback")(event, {}), bank)
+
+    assert answer["return_code"] == 0
+    assert ok(get_order(ALICE, order["order_no"]))["status"] == "paid"
+
+
+def test_a_notify_through_the_function_url_is_verified_over_its_root_path(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    # The deploy's notify URL is icbc_callback's function URL; ICBC signs over that URL's
+    # path, "/", which the settings derive when no sign path is set.
+    function_url = "https://1312345678-8yq2kz4m9a.ap-guangzhou.tencentscf.com/"
+    overrides = {
+        **bank.settings_overrides(),
+        "icbc_notify_sign_path": "",
+        "icbc_notify_url": function_url,
+        "icbc_timeout_s": 5.0,
+        "wechat_appid": RESIDENT_APPID,
+    }
+    wired = build_services(make_settings(**overrides), clock=svc.clock, db=svc.db)
+    install_services(wired)
+    assert wired.settings.icbc_notify_sign_path == "/"
+    verify(wired, ALICE)
+    order = ok(pay(ALICE, world.oct_fee))
+    form = bank.notify_form(bank.settle(order["order_no"], "success"), function_url)
+
+    event = {
+        "httpMethod": "POST",
+        "path": "/",
+        "headers": {
+            "content-type": "application/x-www-form-urlencoded",
+            "x-scf-remote-addr": "202.106.0.20",
+        },
+        "body": urlencode(form),
+        "queryString": {},
+    }
+    answer = reply_of(handler("icbc_callback")(event, {"request_id": "url-1"}), bank)
 
     assert answer["return_code"] == 0
     assert ok(get_order(ALICE, order["order_no"]))["status"] == "paid"

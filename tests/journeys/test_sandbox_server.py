@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -498,3 +499,28 @@ def test_create_server_refuses_a_production_profile(data_dir: Path) -> None:
     with pytest.raises(SandboxRefused):
         create_server("127.0.0.1", 0, data_dir, True, settings=production_settings())
     assert not data_dir.exists()
+
+
+def test_fifty_clients_at_once_are_all_answered_without_a_connection_reset(
+    sandbox: Running,
+) -> None:
+    clients = 50
+    start = threading.Barrier(clients)
+    answers: list[int] = []
+    failures: list[str] = []
+
+    def call() -> None:
+        start.wait()
+        try:
+            status, _ = invoke(sandbox.url, "notify", {"action": "notices"}, "o-burst")
+            answers.append(status)
+        except requests.RequestException as exc:
+            failures.append(repr(exc))
+
+    threads = [threading.Thread(target=call) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT_S)
+    assert failures == []
+    assert answers == [401] * clients  # an unbound openid: every call reached the function

@@ -675,6 +675,57 @@ def test_production_refuses_an_icbc_private_key_that_is_not_a_strong_rsa_key(
     assert "CAIYUN_ICBC_PRIVATE_KEY" in refusal(clean_env, {**strong, "icbc_private_key": key})
 
 
+GUESSABLE = {
+    "token_secret": {"one letter": "a" * 32, "a repeated word": "password" * 4},
+    "code_hash_key": {"two letters": "ab" * 20, "few symbols": "0123" * 8 + "4"},
+    "data_key": {
+        "zero bytes": base64.b64encode(bytes(32)).decode(),
+        "a repeated block": base64.b64encode(b"0123456789abcdef" * 2).decode(),
+    },
+    "wechat_secret": {"hex of one digit": "0" * 32},
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "kind"), [(f, k) for f, kinds in GUESSABLE.items() for k in kinds], ids=str
+)
+def test_production_refuses_a_low_entropy_or_repeated_secret_by_name(
+    clean_env: pytest.MonkeyPatch, strong: dict[str, Any], field: str, kind: str
+) -> None:
+    message = refusal(clean_env, {**strong, field: GUESSABLE[field][kind]})
+    variable = f"CAIYUN_{field.upper()}"
+    assert variable in message, message
+    assert re.search(r"repeats a shorter pattern|distinct symbols", message), message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("wechat_secret", "x"),
+        ("wechat_staff_secret", "not-an-appsecret"),
+        ("wechat_appid", "wx123"),
+        ("wechat_staff_appid", "appid"),
+        ("tencent_secret_id", "AKID"),
+        ("tencent_secret_key", "k"),
+        ("cos_secret_id", "id"),
+        ("cos_secret_key", "key"),
+    ],
+)
+def test_production_refuses_credentials_no_console_issues_by_name(
+    clean_env: pytest.MonkeyPatch, strong: dict[str, Any], field: str, value: str
+) -> None:
+    message = refusal(clean_env, {**strong, field: value})
+    assert f"CAIYUN_{field.upper()} is not " in message, message
+
+
+def test_production_refuses_our_own_key_as_icbcs_gateway_key(
+    clean_env: pytest.MonkeyPatch, strong: dict[str, Any]
+) -> None:
+    ours = strong["icbc_private_key"]
+    message = refusal(clean_env, {**strong, "icbc_gateway_public_key": public_key_pem(ours)})
+    assert "CAIYUN_ICBC_GATEWAY_PUBLIC_KEY is our own key's public half" in message
+
+
 def test_a_refused_production_profile_never_echoes_a_secret_in_its_error(
     clean_env: pytest.MonkeyPatch, strong: dict[str, Any]
 ) -> None:
@@ -707,6 +758,31 @@ def test_the_sandbox_server_refuses_a_validated_production_profile(
     with pytest.raises(SandboxRefused):
         create_server("127.0.0.1", 0, data_dir, True, settings=Settings(**strong))
     assert not data_dir.exists()  # refused before any database, key or clock file
+
+
+@pytest.mark.parametrize("value", ["production", " Production "])
+def test_the_sandbox_refuses_to_start_under_a_production_environment(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, value: str
+) -> None:
+    # `caiyun dev` pins the sandbox profile for itself; CAIYUN_ENV=production in the shell must
+    # still stop it before /dev/sms and /dev/clock are served.
+    clean_env.setenv("CAIYUN_ENV", value)
+    data_dir = tmp_path / "data"
+    with pytest.raises(SandboxRefused):
+        create_server("127.0.0.1", 0, data_dir, True)
+    assert not data_dir.exists()
+
+
+def test_caiyun_dev_under_a_production_environment_exits_with_the_reason(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from caiyun.cli import main
+
+    clean_env.setenv("CAIYUN_ENV", "production")
+    status = main(["dev", "--port", "0", "--data-dir", str(tmp_path / "data")])
+    assert status == 1
+    assert "the sandbox refuses a production profile" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
 
 
 def test_no_cloud_function_has_a_dev_action(services: Services) -> None:

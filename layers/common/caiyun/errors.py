@@ -50,3 +50,15 @@ class AppError(Exception):
         if self.details:
             error["details"] = self.details
         return {"ok": False, "error": error}
+
+
+class SettingsUnavailable(Exception):
+    """This container cannot serve: its settings are missing or refused.
+
+    ``problems`` name each setting and why, never a value; the runtime logs them and answers
+    UNAVAILABLE (caiyun.settings.get_settings raises it).
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems

@@ -30,7 +30,7 @@ LAYER_ZIP = "layer.zip"
 FUNCTIONS_DIR = "functions"
 
 # Operator-only parts of the package; no cloud function imports them.
-LAYER_EXCLUDED = ("sandbox", "cli.py", "apidoc.py", "packaging.py")
+LAYER_EXCLUDED = ("sandbox", "cli.py", "apidoc.py", "packaging.py", "selfcheck.py")
 # Only these files are copied from our own code (an allowlist, so a stray key, database or
 # .env file in the source tree can never reach a package).
 _SOURCE_FILE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.py|py\.typed")

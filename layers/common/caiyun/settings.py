@@ -10,17 +10,30 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from caiyun.errors import SettingsUnavailable
 
 # Used only in the sandbox profile so `caiyun dev` works with no set-up; production rejects them.
 _SANDBOX_TOKEN_SECRET = "sandbox-token-secret-not-for-production-use-0001"
 _SANDBOX_CODE_KEY = "sandbox-code-hash-key-not-for-production-use-0001"
 _SANDBOX_DATA_KEY = base64.b64encode(b"sandbox-data-key-0123456789abcde").decode()
 _MIN_SECRET_LEN = 32
+# A secret drawn at random (secrets.token_urlsafe, token_hex) has many distinct characters and
+# no period; a typed one ('a'*32, 'password'*4) fails one of the two.
+_MIN_DISTINCT_CHARS = 8
+# The formats the consoles issue: a mini-program AppSecret is 32 hex characters (开发管理 →
+# 开发设置), a CAM API key is an "AKID…" SecretId of 36 characters and a 32-character SecretKey.
+_APPID = (re.compile(r"wx[0-9a-f]{16}"), "wx + 16 hex characters")
+_APPSECRET = (re.compile(r"[0-9a-fA-F]{32}"), "the mini-program's AppSecret, 32 hex characters")
+_CAM_SECRET_ID = (re.compile(r"AKID[0-9A-Za-z]{32}"), "a CAM SecretId, AKID + 32 letters or digits")
+_CAM_SECRET_KEY = (re.compile(r"[0-9A-Za-z]{32}"), "a CAM SecretKey, 32 letters or digits")
 
 
 class Settings(BaseSettings):
@@ -107,9 +120,10 @@ class Settings(BaseSettings):
     icbc_gateway_public_key: str = ""
     icbc_aes_key: SecretStr = SecretStr("")
     # Implementations disagree on the algorithm of the gateway's replies and on which path a
-    # notify is signed over; a notify's own sign_type names its algorithm.
+    # notify is signed over; a notify's own sign_type names its algorithm. Empty: the path of
+    # icbc_notify_url as ICBC sees it ("/" for a function URL's root).
     icbc_response_sign_alg: Literal["SHA1", "SHA256"] = "SHA1"
-    icbc_notify_sign_path: str = "/icbc/notify"
+    icbc_notify_sign_path: str = ""
     icbc_merchant_id: str = ""
     icbc_mer_prtcl_no: str = ""  # 收单产品协议编号 of the aggregate-pay contract
     icbc_notify_url: str = ""
@@ -154,6 +168,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _secrets_for_profile(self) -> Settings:
+        if not self.icbc_notify_sign_path:
+            path = urlsplit(self.icbc_notify_url).path if self.icbc_notify_url else ""
+            object.__setattr__(self, "icbc_notify_sign_path", path or "/")
         if self.env == "sandbox":
             # The sandbox profile fills in well-known keys: on a real cloud function (SCF and
             # CloudBase set TENCENTCLOUD_RUNENV) a forgotten CAIYUN_ENV must fail, not run open.
@@ -177,8 +194,11 @@ class Settings(BaseSettings):
         problems = []
         for name in ("token_secret", "code_hash_key"):
             value = getattr(self, name).get_secret_value()
+            variable = f"CAIYUN_{name.upper()}"
             if len(value) < _MIN_SECRET_LEN or value.startswith("sandbox-"):
-                problems.append(f"CAIYUN_{name.upper()} must be at least {_MIN_SECRET_LEN} chars")
+                problems.append(f"{variable} must be at least {_MIN_SECRET_LEN} chars")
+            elif why := _guessable(value):
+                problems.append(f"{variable} {why}: generate it at random")
         if self.token_secret.get_secret_value() == self.code_hash_key.get_secret_value():
             problems.append("CAIYUN_TOKEN_SECRET and CAIYUN_CODE_HASH_KEY must differ")
         try:
@@ -187,6 +207,32 @@ class Settings(BaseSettings):
             key = b""
         if len(key) != 32 or self.data_key.get_secret_value() == _SANDBOX_DATA_KEY:
             problems.append("CAIYUN_DATA_KEY must be base64 of 32 random bytes")
+        elif why := _guessable(key):
+            problems.append(f"CAIYUN_DATA_KEY {why}: it must be 32 random bytes")
+        return problems + self._implausible_credentials()
+
+    def _implausible_credentials(self) -> list[str]:
+        """Values that cannot be what the consoles issue (a typo, a placeholder, a test value)."""
+        fields = {
+            "wechat_appid": _APPID,
+            "wechat_staff_appid": _APPID,
+            "wechat_secret": _APPSECRET,
+            "wechat_staff_secret": _APPSECRET,
+            "tencent_secret_id": _CAM_SECRET_ID,
+            "tencent_secret_key": _CAM_SECRET_KEY,
+        }
+        if self.storage_provider == "cos":
+            fields |= {"cos_secret_id": _CAM_SECRET_ID, "cos_secret_key": _CAM_SECRET_KEY}
+        problems = []
+        for name, (pattern, expected) in fields.items():
+            value = getattr(self, name)
+            value = value.get_secret_value() if isinstance(value, SecretStr) else value
+            variable = f"CAIYUN_{name.upper()}"
+            # A missing value is reported as required elsewhere.
+            if value and not pattern.fullmatch(value):
+                problems.append(f"{variable} is not {expected}")
+            elif value and name.endswith(("secret", "key")) and (why := _guessable(value)):
+                problems.append(f"{variable} {why}")
         return problems
 
     def _missing_production_settings(self) -> list[str]:
@@ -251,7 +297,73 @@ class Settings(BaseSettings):
         return base64.b64decode(self.data_key.get_secret_value())
 
 
+def _guessable(value: str | bytes) -> str | None:
+    """Why a secret is guessable (a repeated pattern, too few distinct symbols); else None."""
+    size = len(value)
+    for period in range(1, size // 2 + 1):
+        if size % period == 0 and value[:period] * (size // period) == value:
+            return "repeats a shorter pattern"
+    distinct = len(set(value))
+    # Random bytes: about as many distinct values as bytes; random text: at least a handful.
+    floor = size // 2 if isinstance(value, bytes) else _MIN_DISTINCT_CHARS
+    if distinct < floor:
+        return f"uses only {distinct} distinct symbols"
+    return None
+
+
+def _variable(field: str) -> str:
+    return "MONGODB_URI" if field == "mongodb_uri" else f"CAIYUN_{field.upper()}"
+
+
+def settings_problems(error: ValidationError) -> list[str]:
+    """Each reason a Settings was refused, naming the variable (no value is ever included)."""
+    problems: list[str] = []
+    for detail in error.errors():
+        message = str(detail.get("msg", ""))
+        if detail.get("type") == "value_error":
+            text = message.removeprefix("Value error, ").removeprefix(
+                "production settings refused: "
+            )
+            problems += [part for part in text.split("; ") if part]
+        else:
+            where = ".".join(str(part) for part in detail.get("loc", ()))
+            problems.append(f"{_variable(where)}: {message}" if where else message)
+    return problems
+
+
+def _secret_store_values() -> dict[str, Any]:
+    """Settings kept in Tencent Cloud Secrets Manager, when the environment names a secret."""
+    if not os.environ.get("CAIYUN_SSM_SECRET"):
+        return {}
+    from caiyun.adapters.secrets import SecretStoreError, read_settings_secret
+
+    try:
+        values = read_settings_secret()
+    except SecretStoreError as exc:
+        raise SettingsUnavailable([str(exc)]) from None
+    known = {_variable(name): name for name in Settings.model_fields}
+    unknown = sorted(set(values) - set(known))
+    environment = {name.upper() for name in os.environ}
+    both = sorted(name for name in values if name in environment)
+    problems = [f"{name} in the SSM secret is not a setting" for name in unknown]
+    problems += [f"{name} is set both in the environment and in the SSM secret" for name in both]
+    if problems:
+        raise SettingsUnavailable(problems)
+    # MONGODB_URI is read by its alias; every other setting by its field name.
+    return {
+        (name if name == "MONGODB_URI" else known[name]): value for name, value in values.items()
+    }
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The settings of this warm container, read from the environment once."""
-    return Settings()
+    """The settings of this warm container: the environment, plus the SSM secret it names.
+
+    Read once per warm container (the secret store is asked once too). Raises
+    SettingsUnavailable, naming what is missing or refused, when the function cannot serve.
+    """
+    overrides = _secret_store_values()
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsUnavailable(settings_problems(exc)) from None

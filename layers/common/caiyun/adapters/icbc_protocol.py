@@ -182,9 +182,10 @@ _MIN_GATEWAY_BITS = 1024
 
 def key_problems(private_pem: str, public_pem: str) -> list[str]:
     """Why these ICBC keys cannot be used (unreadable, not RSA, too short: our private key
-    under 2048 bits, ICBC's gateway key under 1024); empty when they are fine. Never repeats
-    the key text."""
+    under 2048 bits, ICBC's gateway key under 1024; the gateway key equal to ours); empty when
+    they are fine. Never repeats the key text."""
     problems = []
+    loaded = []
     for name, load, text, floor in (
         ("CAIYUN_ICBC_PRIVATE_KEY", _private_key, private_pem, _MIN_PRIVATE_BITS),
         ("CAIYUN_ICBC_GATEWAY_PUBLIC_KEY", _public_key, public_pem, _MIN_GATEWAY_BITS),
@@ -194,8 +195,14 @@ def key_problems(private_pem: str, public_pem: str) -> list[str]:
         except IcbcError:
             problems.append(f"{name} is not a readable RSA key")
             continue
+        loaded.append(key)
         if key.key_size < floor:
             problems.append(f"{name} must be an RSA key of at least {floor} bits")
+    # Verifying ICBC with our own key would accept notifies anyone holding our key signs.
+    if len(loaded) == 2 and loaded[0].public_key().public_numbers() == loaded[1].public_numbers():
+        problems.append(
+            "CAIYUN_ICBC_GATEWAY_PUBLIC_KEY is our own key's public half, not ICBC's gateway key"
+        )
     return problems
 
 

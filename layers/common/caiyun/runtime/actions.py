@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo.errors import ConnectionFailure
 
 from caiyun.clock import iso
-from caiyun.errors import AppError
+from caiyun.errors import AppError, SettingsUnavailable
 from caiyun.runtime.events import Invocation, parse_event, parse_http_json
 from caiyun.runtime.logs import log_call
 from caiyun.runtime.policies import Policy
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from caiyun.domain.accounts import App
 
 _UNSET = object()
+_NOT_CONFIGURED = "服务配置未完成，暂时无法使用，请联系物业"
 
 
 class Call:
@@ -214,6 +215,12 @@ class CloudFunction:
         except AppError as error:
             envelope, status = error.to_envelope(), error.status
             log["code"] = error.code
+        except SettingsUnavailable as exc:
+            # Deployed without its settings (or with refused ones): say so in the log, by name,
+            # and answer like any other refusal, never with a bare platform 500.
+            error = AppError("UNAVAILABLE", _NOT_CONFIGURED, details={"retryable": False})
+            envelope, status = error.to_envelope(), error.status
+            log.update(code="UNAVAILABLE", settings_problems=exc.problems)
         except ConnectionFailure as exc:
             # The database is failing over or out of reach: worth a retry, not a crash report.
             error = AppError("UNAVAILABLE", details={"retryable": True})

@@ -57,7 +57,23 @@ def _platform_environment(context: dict[str, Any]) -> dict[str, Any]:
             env = json.loads(env)
         except ValueError:
             env = None
-    return env if isinstance(env, dict) else {}
+    if isinstance(env, dict):
+        return env
+    environ = context.get("environ")
+    return _older_environ(environ) if isinstance(environ, str) else {}
+
+
+def _older_environ(environ: str) -> dict[str, Any]:
+    """Older CloudBase runtimes' ``context.environ``: ``k=v;k=v``, read as the CloudBase node
+    SDK's ``parseContext`` reads it (TencentCloudBase/node-sdk, lib/cloudbase.js): split on
+    ``;``, a key ends at the first ``=``, parts without ``=`` are skipped, and a value with a
+    comma is a list (so it is no openid or appid here)."""
+    parsed: dict[str, Any] = {}
+    for part in environ.split(";"):
+        key, equals, value = part.partition("=")
+        if equals:
+            parsed[key] = value.split(",") if "," in value else value
+    return parsed
 
 
 def _request_id(event: dict[str, Any], context: dict[str, Any]) -> str:

@@ -183,14 +183,24 @@ def _wechat_apps(settings: Settings | None) -> dict[str, str]:
     return {appid: secret for appid, secret in pairs.items() if appid}
 
 
+def _production_environment() -> bool:
+    """True when the shell asks for another profile than the sandbox (``CAIYUN_ENV``, read
+    case-insensitively as the settings read it): the sandbox server pins its own settings, so it
+    must look itself before it serves /dev routes to a production configuration."""
+    asked = [v for k, v in os.environ.items() if k.upper() == "CAIYUN_ENV"]
+    return any(value.strip().lower() not in ("", "sandbox") for value in asked)
+
+
 def open_sandbox(
     data_dir: str | Path,
     settings: Settings | None = None,
     *,
     clock_start: datetime | None = None,
+    db: Any = None,
 ) -> Sandbox:
     """Sandbox services on ``data_dir`` (``settings``: a sandbox profile to start from;
-    ``clock_start``: where a new data directory's clock starts, default the real time).
+    ``clock_start``: where a new data directory's clock starts, default the real time; ``db``:
+    a database to use instead of the data directory's, as `caiyun selfcheck` does).
 
     Raises SandboxRefused for a production profile, before any database is opened.
     """
@@ -208,7 +218,7 @@ def open_sandbox(
             base = settings.model_copy(
                 update={"data_dir": str(root), "wechat_api_base": wechat.url}
             )
-        db = open_database(base, clock)
+        db = db if db is not None else open_database(base, clock)
         # The local ICBC keeps its key pair under the data dir, so its signatures (and ours,
         # which it verifies) stay valid across restarts.
         icbc = FakeIcbc(db, clock, key_dir=root / "icbc")
@@ -287,6 +297,9 @@ Route = Callable[["SandboxServer", Request], Reply]
 
 class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's listen backlog is 5: a burst of clients beyond that (a front end's page
+    # load, a load test) had its connections reset before a thread could accept them.
+    request_queue_size = 128
     sandbox_server: SandboxServer
 
 
@@ -361,6 +374,8 @@ def create_server(
     moment. The services are installed for this process: every ``main_handler`` the server
     calls uses them.
     """
+    if settings is None and _production_environment():
+        raise SandboxRefused("生产配置不能启动沙箱 / the sandbox refuses a production profile")
     sandbox = open_sandbox(data_dir, settings, clock_start=clock_start)
     try:
         seeded = False
