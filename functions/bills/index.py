@@ -17,10 +17,10 @@ api = lazy_import("caiyun.contract.bills")
 
 
 def list_bills(call: Call, req: api.ListBills) -> api.BillsReply:
-    items, total, unpaid = bills.resident_bills(
+    items, total, unpaid, houses = bills.resident_bills(
         call.services, call.require_account(), req.house_id, req.status, req.page, req.page_size
     )
-    return page_reply(api.BillsReply, req, items, total, unpaid_total_fen=unpaid)
+    return page_reply(api.BillsReply, req, items, total, unpaid_total_fen=unpaid, houses=houses)
 
 
 def pay(call: Call, req: api.Pay) -> api.Order:
@@ -55,13 +55,23 @@ def staff_list(call: Call, req: api.StaffList) -> api.StaffListReply:
         call.services,
         call.require_staff("admin"),
         req.community_id,
-        req.status,
-        req.building,
-        req.period,
+        req.model_dump(include={"status", "building", "house_id", "period"}),
         req.page,
         req.page_size,
     )
     return page_reply(api.StaffListReply, req, items, total)
+
+
+def staff_houses(call: Call, req: api.StaffHouses) -> api.StaffHousesReply:
+    items, total, counts = billing_staff.houses_page(
+        call.services,
+        call.require_staff("admin"),
+        req.community_id,
+        req.model_dump(include={"status", "building", "unit", "room", "owner_name", "period"}),
+        req.page,
+        req.page_size,
+    )
+    return page_reply(api.StaffHousesReply, req, items, total, counts=counts)
 
 
 def actions() -> dict[str, Action]:
@@ -82,6 +92,9 @@ def actions() -> dict[str, Action]:
         ),
         "staff_list": Action(
             api.StaffList, admin_only, staff_list, api.StaffListReply, ("FORBIDDEN",)
+        ),
+        "staff_houses": Action(
+            api.StaffHouses, admin_only, staff_houses, api.StaffHousesReply, ("FORBIDDEN",)
         ),
     }
 

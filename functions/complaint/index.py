@@ -30,7 +30,7 @@ common = lazy_import("caiyun.contract.common")
 
 
 def types(call: Call, req: common.Empty) -> api.TypesReply:
-    return api.TypesReply.model_validate({"items": complaints.types()})
+    return api.TypesReply.model_validate({"items": complaints.types(call.services)})
 
 
 def create(call: Call, req: api.Create) -> api.Detail:
@@ -44,10 +44,10 @@ def create(call: Call, req: api.Create) -> api.Detail:
 
 
 def my_list(call: Call, req: api.MyList) -> api.Page:
-    items, total = complaints.my_list(
+    items, total, counts = complaints.my_list(
         call.services, call.require_account(), req.status, req.page, req.page_size
     )
-    return page_reply(api.Page, req, items, total)
+    return page_reply(api.Page, req, items, total, counts=counts)
 
 
 def detail(call: Call, req: api.DetailRequest) -> api.Detail:
@@ -56,15 +56,15 @@ def detail(call: Call, req: api.DetailRequest) -> api.Detail:
 
 
 def staff_list(call: Call, req: api.StaffList) -> api.Page:
-    items, total = complaints.staff_list(
+    items, total, counts = complaints.staff_list(
         call.services,
         call.require_staff("admin"),
         req.community_id,
-        req.status,
+        req.model_dump(include={"status", "kind", "type"}),
         req.page,
         req.page_size,
     )
-    return page_reply(api.Page, req, items, total)
+    return page_reply(api.Page, req, items, total, counts=counts)
 
 
 def reply(call: Call, req: api.ReplyRequest) -> api.Detail:

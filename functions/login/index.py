@@ -1,9 +1,16 @@
-"""login: phone + SMS code sign-in for the resident and staff mini-programs."""
+"""login: phone + SMS code sign-in for the resident and staff mini-programs, and what each app
+is configured with.
+
+``config`` (the resident app) and ``staff_config`` (the staff app) need no sign-in: they hold
+nothing personal, only what the property company configures (agreements, categories and
+types, subscription-message templates) and the labels of every code. Call them at start-up;
+``revision`` tells whether anything changed since.
+"""
 
 from __future__ import annotations
 
 from caiyun.clock import iso
-from caiyun.domain import signin
+from caiyun.domain import appconfig, signin
 from caiyun.runtime import Action, Call, CloudFunction, anyone, lazy_import, signed_in
 
 api = lazy_import("caiyun.contract.login")
@@ -45,6 +52,14 @@ def me(call: Call, req: common.Empty) -> api.AccountSummary:
     return api.AccountSummary(**signin.summary(call.services, call.require_account()))
 
 
+def config(call: Call, req: common.Empty) -> api.ResidentConfig:
+    return api.ResidentConfig.model_validate(appconfig.for_app(call.services, "resident"))
+
+
+def staff_config(call: Call, req: common.Empty) -> api.StaffConfig:
+    return api.StaffConfig.model_validate(appconfig.for_app(call.services, "staff"))
+
+
 def actions() -> dict[str, Action]:
     return {
         "check_account": Action(
@@ -66,6 +81,8 @@ def actions() -> dict[str, Action]:
         ),
         "logout": Action(common.Empty, signed_in, logout, api.LogoutReply),
         "me": Action(common.Empty, signed_in, me, api.AccountSummary),
+        "config": Action(common.Empty, anyone, config, api.ResidentConfig),
+        "staff_config": Action(common.Empty, anyone, staff_config, api.StaffConfig),
     }
 
 

@@ -92,7 +92,7 @@ def world(services: Services) -> dict[str, Any]:
 def test_types_name_each_type_in_chinese(world: dict[str, Any]) -> None:
     items = ok(invoke("complaint", {"action": "types"}, world["alice"]))["items"]
 
-    names = {item["type"]: item["name"] for item in items}
+    names = {item["code"]: item["name"] for item in items}
     assert names["engineering"] == "工程维修"
     assert names["service_staff"] == "服务人员"
     assert {"环境绿化", "安保秩序", "停车管理", "其他"} <= set(names.values())
@@ -110,7 +110,8 @@ def test_member_files_a_complaint_that_starts_submitted(
     assert data["type_name"] == "停车管理"
     assert data["house_label"] == houses.label(house)
     assert data["community_name"] == "彩云花园"
-    assert data["images"] == [image_of(world["alice"])]
+    assert [i["file_id"] for i in data["images"]] == [image_of(world["alice"])]
+    assert data["images"][0]["url"].startswith("http://127.0.0.1:8787/files/complaint/")
     assert data["replies"] == [] and data["reply_count"] == 0
     assert data["created_at"].endswith("+08:00")
     stored = services.db[complaints.COMPLAINTS].find_one({"_id": data["complaint_id"]})
@@ -408,7 +409,13 @@ def test_filing_checks_the_house_in_one_read_and_replies_from_what_it_stored(
     with counted(services) as commands:
         filed = ok(invoke("complaint", event, world["alice"]))
 
-    assert commands == ["accounts.aggregate", "memberships.aggregate", "complaints.insert_one"]
+    # The membership check also reads the community's admins; they are told in one write.
+    assert commands == [
+        "accounts.aggregate",
+        "memberships.aggregate",
+        "complaints.insert_one",
+        "messages.insert_many",
+    ]
     assert filed["community_name"] == "彩云花园"
     assert filed == ok(
         invoke(

@@ -470,7 +470,16 @@ def test_messages_are_newest_first_with_the_unread_count(
     assert (first["total"], first["unread"], first["page"], first["page_size"]) == (3, 3, 1, 2)
     assert [m["title"] for m in first["items"] + second["items"]] == ["通知2", "通知1", "通知0"]
     item = first["items"][0]
-    assert set(item) == {"message_id", "kind", "title", "body", "page", "created_at", "read"}
+    assert set(item) == {
+        "message_id",
+        "kind",
+        "kind_name",
+        "title",
+        "body",
+        "page",
+        "created_at",
+        "read",
+    }
     assert item["read"] is False and item["created_at"].endswith("+08:00")
 
 

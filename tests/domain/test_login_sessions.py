@@ -102,6 +102,7 @@ def test_login_reply_has_account_token_and_expiry(services: Services) -> None:
         "name": "张三",
         "nickname": None,
         "avatar": None,
+        "avatar_url": None,
         "realname_verified": False,
         "houses": [],
         "staff": None,
@@ -191,7 +192,9 @@ def test_staff_app_signs_in_an_account_with_a_staff_record(services: Services) -
 
     assert data["account"]["staff"] == {
         "role": "repairman",
+        "role_name": "维修员",
         "community_ids": ["c-1"],
+        "communities": [{"community_id": "c-1", "name": ""}],  # no such community here
         "all_communities": False,
     }
     assert me("o-staff-app")["data"]["account_id"] == account["_id"]

@@ -39,6 +39,7 @@ def test_profile_of_a_new_account(me: dict[str, Any]) -> None:
         "name": "张三",
         "nickname": None,
         "avatar": None,
+        "avatar_url": None,
         "realname_verified": False,
         "wallet": None,
     }

@@ -30,7 +30,7 @@ from worlds import GARDEN, ok, owner_row, refused, staff_account
 
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import business_date
-from caiyun.domain import accounts, houses, payments, realname
+from caiyun.domain import accounts, appconfig, houses, payments, realname
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.icbc import OPENING_BALANCE_FEN, FakeIcbc
 from caiyun.services import Services
@@ -261,7 +261,9 @@ def test_agreements_are_required_and_recorded_with_version_and_time(
     missing = confirm(ALICE, ticket, code, ["privacy"])
     no_consent_text = confirm(ALICE, ticket, code, ["wallet_service", "privacy"], autodebit=True)
     assert refused(missing) == "INVALID_ARGUMENT"
-    assert "agreements" in missing["error"]["details"]["fields"]
+    assert missing["error"]["details"]["fields"] == {
+        "agreements.wallet_service": "须同意《工银e钱包服务协议》"
+    }
     assert refused(no_consent_text) == "INVALID_ARGUMENT"
     assert not account_doc(svc, ALICE)["realname_verified"]
 
@@ -271,10 +273,10 @@ def test_agreements_are_required_and_recorded_with_version_and_time(
     signed = {a["name"]: a for a in doc["agreements"]}
     assert set(signed) == {"wallet_service", "privacy", "autodebit"}
     for name, agreement in signed.items():
-        assert agreement["version"] == realname.AGREEMENTS[name]
+        assert agreement["version"] == appconfig.DEFAULTS.agreement(name).version
         assert agreement["signed_at"] is not None
     assert doc["autodebit"]["enabled"] is True
-    assert doc["autodebit"]["version"] == realname.AGREEMENTS["autodebit"]
+    assert doc["autodebit"]["version"] == appconfig.DEFAULTS.agreement("autodebit").version
     assert doc["autodebit"]["changed_at"] is not None
     assert doc["autodebit"]["agreement_no"]
     at_bank = svc.db["sandbox_icbc_agreements"].find_one({"_id": doc["autodebit"]["agreement_no"]})
@@ -389,7 +391,7 @@ def test_set_autodebit_signs_and_cancels_the_icbc_agreement(
     doc = account_doc(svc, ALICE)
     assert doc["autodebit"]["enabled"] is False
     assert doc["autodebit"]["agreement_no"] is None
-    assert doc["autodebit"]["version"] == realname.AGREEMENTS["autodebit"]
+    assert doc["autodebit"]["version"] == appconfig.DEFAULTS.agreement("autodebit").version
     at_bank = svc.db["sandbox_icbc_agreements"].find_one({"_id": agreement_no})
     assert at_bank["status"] == "cancelled"
     assert svc.db["sandbox_icbc_agreements"].count_documents({}) == 1  # asked again: no new one

@@ -227,6 +227,7 @@ def test_pass_page_shows_the_visit_and_nothing_about_the_host(
 
     assert view == {
         "status": "valid",
+        "status_name": "有效",
         "visitor_name": "王芳",
         "count": 2,
         "plate": "粤B***45",
@@ -323,7 +324,11 @@ def test_forged_pass_is_reported_forged_and_records_nothing(
     token = ok(register(world))["pass_token"]
 
     for forged in forgeries(services, token):
-        assert ok(verify(world, forged)) == {"result": "forged", "visitor": None}, forged
+        assert ok(verify(world, forged)) == {
+            "result": "forged",
+            "result_name": "无效通行证",
+            "visitor": None,
+        }, forged
     assert services.db[visitors.VISITORS].find_one({})["status"] == "registered"
 
 

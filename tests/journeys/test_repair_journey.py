@@ -77,7 +77,7 @@ def finish(repairman: App, repair_id: str) -> dict[str, Any]:
     assert repair_id in [r["repair_id"] for r in assigned]
     photo = upload(repairman, "completion", "fixed.jpg")
     done = repairman.ok("repair", "complete", repair_id=repair_id, photos=[photo], note="已更换")
-    assert done["completion"]["photos"] == [photo]
+    assert [p["file_id"] for p in done["completion"]["photos"]] == [photo]
     return done
 
 
@@ -113,7 +113,7 @@ def test_an_unrated_repair_goes_from_report_to_work_done_and_auto_closes_after_t
     repair_id = created["repair_id"]
     assert (created["status"], created["status_name"]) == ("pending", "待处理")
     assert created["house_label"] == "1栋-1单元-101"
-    assert created["images"][0].startswith("sandbox://files/")
+    assert created["images"][0]["file_id"].startswith("sandbox://files/")
     assert events(created) == ["created"]
     mine = owner.ok("repair", "my_list", status="pending")
     assert [r["repair_id"] for r in mine["items"]] == [repair_id]
@@ -136,7 +136,7 @@ def test_an_unrated_repair_goes_from_report_to_work_done_and_auto_closes_after_t
     assert detail["repairman"] == {"account_id": zheng, "name": "郑师傅", "phone": REPAIRMAN}
     assert detail["images"] == created["images"]
     assert detail["completion"]["note"] == "已更换"
-    assert detail["completion"]["photos"][0].startswith("sandbox://files/")
+    assert detail["completion"]["photos"][0]["file_id"].startswith("sandbox://files/")
     assert detail["auto_close_at"] is not None and detail["rating"] is None
 
     # Within the three days the timer leaves it for the resident to rate.

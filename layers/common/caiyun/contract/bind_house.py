@@ -79,6 +79,7 @@ class MyHouse(Reply):
     community_name: str
     label: str
     role: Literal["owner", "family", "tenant"]
+    role_name: str
     can_manage_members: bool
 
 
@@ -95,6 +96,7 @@ class Member(Reply):
     name: str | None
     phone: str | None
     role: Literal["owner", "family", "tenant"]
+    role_name: str
     is_me: bool
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, StrictBool, StrictStr, StringConstraints
 
@@ -58,9 +58,25 @@ class Messages(PageRequest):
     unread_only: StrictBool = False
 
 
+MessageKind = Literal[
+    "bill",
+    "payment",
+    "reminder",
+    "repair",
+    "repair_filed",
+    "complaint",
+    "complaint_filed",
+    "notice",
+    "visitor",
+]
+
+
 class Message(Reply):
+    """One inbox message; ``page`` is the page it opens (see the deep links in the README)."""
+
     message_id: str
-    kind: str
+    kind: MessageKind
+    kind_name: str
     title: str
     body: str
     page: str

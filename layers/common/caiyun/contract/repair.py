@@ -18,12 +18,18 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictInt, StrictStr, StringConstraints
 
-from caiyun.contract.common import ObjectKey, PageRequest, Phone, Reply, Request
+from caiyun.contract.common import (
+    ImageRef,
+    ObjectKey,
+    Option,
+    OptionCode,
+    PageRequest,
+    Phone,
+    Reply,
+    Request,
+)
 
 RepairStatus = Literal["pending", "dispatched", "awaiting_rating", "completed", "cancelled"]
-Category = Literal[
-    "water_electric", "door_window", "pipe_unclog", "appliance", "public_facility", "other"
-]
 FileId = Annotated[StrictStr, StringConstraints(min_length=1, max_length=1100)]
 Description = Annotated[
     StrictStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)
@@ -33,13 +39,10 @@ Note = Annotated[StrictStr, StringConstraints(strip_whitespace=True, max_length=
 MAX_IMAGES = 9
 
 
-class CategoryItem(Reply):
-    code: Category
-    name: str
-
-
 class CategoriesReply(Reply):
-    items: list[CategoryItem]
+    """The repair categories in force (``login.config`` has them too)."""
+
+    items: list[Option]
 
 
 class UploadUrl(Request):
@@ -53,10 +56,11 @@ class UploadUrl(Request):
 
 
 class Create(Request):
-    """Report a repair for a house the caller lives in (any role)."""
+    """Report a repair for a house the caller lives in (any role). ``category`` is a code of
+    the repair categories in force (``categories``, ``login.config``)."""
 
     house_id: ObjectKey
-    category: Category
+    category: OptionCode
     description: Description
     contact_phone: Phone
     images: Annotated[list[FileId], Field(max_length=MAX_IMAGES, default_factory=list)]
@@ -64,6 +68,8 @@ class Create(Request):
 
 
 class MyList(PageRequest):
+    """The caller's own repairs, newest first; ``counts`` has every status (the 我的报修 tabs)."""
+
     status: RepairStatus | None = None
 
 
@@ -78,7 +84,8 @@ class Rate(Request):
 
 
 class StaffList(PageRequest):
-    """Repairs of one community, or of every community the admin covers."""
+    """Repairs of one community, or of every community the admin covers, newest first;
+    ``counts`` has every status within the same scope (the tabs)."""
 
     community_id: ObjectKey | None = None
     status: RepairStatus | None = None
@@ -94,6 +101,8 @@ class Dispatch(Request):
 
 
 class Assigned(PageRequest):
+    """The repairs assigned to the caller, newest first; ``counts`` has every status."""
+
     status: RepairStatus | None = None
 
 
@@ -109,7 +118,7 @@ class RepairSummary(Reply):
     community_name: str
     house_id: str
     house_label: str
-    category: Category
+    category: str
     category_name: str
     description: str
     status: RepairStatus
@@ -130,6 +139,7 @@ class RepairPage(Reply):
     total: int
     page: int
     page_size: int
+    counts: dict[RepairStatus, int]
 
 
 class StaffRepairPage(Reply):
@@ -137,14 +147,18 @@ class StaffRepairPage(Reply):
     total: int
     page: int
     page_size: int
+    counts: dict[RepairStatus, int]
 
 
 class TimelineEntry(Reply):
     event: Literal[
         "created", "dispatched", "redispatched", "work_done", "rated", "auto_closed", "cancelled"
     ]
+    event_name: str
     status: RepairStatus
+    status_name: str
     actor_role: Literal["resident", "admin", "repairman", "system"]
+    actor_role_name: str
     at: str
     note: str | None
 
@@ -156,7 +170,7 @@ class Person(Reply):
 
 
 class Completion(Reply):
-    photos: list[str]
+    photos: list[ImageRef]
     note: str
     at: str
 
@@ -169,7 +183,7 @@ class Rating(Reply):
 
 class RepairDetail(RepairSummary):
     contact_phone: str
-    images: list[str]
+    images: list[ImageRef]
     timeline: list[TimelineEntry]
     repairman: Person | None
     completion: Completion | None

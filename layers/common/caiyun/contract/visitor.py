@@ -81,6 +81,7 @@ class PassView(Reply):
     """What the visitor's shared page shows: nothing about the host beyond the house."""
 
     status: PassStatus
+    status_name: str
     visitor_name: str
     count: int
     plate: str | None
@@ -108,6 +109,7 @@ class VerifyReply(Reply):
     """The guard's answer. ``visitor`` is absent for a forged pass."""
 
     result: Literal["valid", "used", "expired", "forged"]
+    result_name: str
     visitor: GateVisitor | None
 
 
@@ -126,6 +128,7 @@ class HistoryItem(Reply):
     visit_date: str
     registered_at: str
     status: PassStatus
+    status_name: str
     entered_at: str | None
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pymongo import DESCENDING, IndexModel, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError
 
+from caiyun import labels
 from caiyun.adapters.wechat import WeChatError, WeChatNoConsent
 from caiyun.clock import iso
 from caiyun.data import paging
@@ -25,7 +26,17 @@ from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
 
-MessageKind = Literal["bill", "payment", "reminder", "repair", "complaint", "notice", "visitor"]
+MessageKind = Literal[
+    "bill",
+    "payment",
+    "reminder",
+    "repair",
+    "repair_filed",
+    "complaint",
+    "complaint_filed",
+    "notice",
+    "visitor",
+]
 
 MESSAGES = declare(
     "messages",
@@ -333,6 +344,7 @@ def view(message: dict[str, Any]) -> dict[str, Any]:
     return {
         "message_id": message["_id"],
         "kind": message["kind"],
+        "kind_name": labels.name("message_kind", message["kind"]),
         "title": message["title"],
         "body": message["body"],
         "page": message["page"],

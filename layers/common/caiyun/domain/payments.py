@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from caiyun import labels
 from caiyun.clock import SHANGHAI, business_date, iso
 from caiyun.data.schema import declare
 from caiyun.domain import bills, memberships, messaging, rate_limits
@@ -61,6 +62,7 @@ def view(order: dict[str, Any]) -> dict[str, Any]:
     return {
         "order_no": order["_id"],
         "status": order["status"],
+        "status_name": labels.name("order_status", order["status"]),
         "amount_fen": order["amount_fen"],
         "method": order["method"],
         "bill_ids": order["bill_ids"],

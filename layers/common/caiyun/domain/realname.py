@@ -1,7 +1,8 @@
 """Real-name verification through ICBC, the e-wallet, and the auto-debit (代扣) consent.
 
 ID and card numbers are encrypted at rest (AES-GCM) and only ever shown masked. The agreements
-and the auto-debit consent are recorded with their version and time.
+and the auto-debit consent are recorded with their version and time: the versions in force
+(``appconfig``), whose texts are kept.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pymongo import IndexModel
 from caiyun import crypto
 from caiyun.clock import business_date
 from caiyun.data.schema import declare
-from caiyun.domain import accounts
+from caiyun.domain import accounts, appconfig
 from caiyun.errors import AppError
 from caiyun.services import Services
 
@@ -24,8 +25,6 @@ TICKETS = declare(
     "realname_tickets", IndexModel("account_id"), IndexModel("expires_at", expireAfterSeconds=0)
 )
 
-# The agreements a resident signs, by the version shown in the app.
-AGREEMENTS = {"wallet_service": "2026.1", "autodebit": "2026.1", "privacy": "2026.1"}
 _TICKET_TTL = timedelta(minutes=10)
 _AUTODEBIT_LIMIT_FEN = 500_000
 _AUTODEBIT_YEARS = 3
@@ -109,12 +108,13 @@ def confirm(
     )
     if pending is None:
         raise AppError("NOT_FOUND", "认证已过期，请重新提交")
-    required = {"wallet_service", "privacy"} | ({"autodebit"} if autodebit else set())
-    missing = sorted(required - set(agreements))
+    config = appconfig.current(services)
+    missing = [
+        c for c in config.required_agreements(pending["method"], autodebit) if c not in agreements
+    ]
     if missing:
-        raise AppError(
-            "INVALID_ARGUMENT", "请阅读并同意相关协议", {"fields": {"agreements": missing}}
-        )
+        reasons = {f"agreements.{c}": f"须同意《{config.agreement(c).title}》" for c in missing}
+        raise AppError("INVALID_ARGUMENT", "请阅读并同意相关协议", {"fields": reasons})
     try:
         wallet = services.icbc.realname_confirm(ticket, sms_code)
         agreement_no = (
@@ -129,8 +129,8 @@ def confirm(
     except IcbcError as exc:
         raise _bank_error(exc) from None
     signed = [
-        {"name": name, "version": AGREEMENTS[name], "signed_at": now}
-        for name in sorted(set(agreements) & set(AGREEMENTS))
+        {"name": name, "version": config.agreement(name).version, "signed_at": now}
+        for name in sorted(set(agreements))
     ]
     update = {
         "realname_verified": True,
@@ -151,7 +151,7 @@ def confirm(
         "autodebit": {
             "enabled": autodebit,
             "agreement_no": agreement_no,
-            "version": AGREEMENTS["autodebit"],
+            "version": config.agreement("autodebit").version,
             "changed_at": now,
         },
     }
@@ -236,7 +236,7 @@ def set_autodebit(services: Services, account: dict[str, Any], enabled: bool) ->
     autodebit = {
         "enabled": enabled,
         "agreement_no": agreement_no,
-        "version": AGREEMENTS["autodebit"],
+        "version": appconfig.current(services).agreement("autodebit").version,
         "changed_at": now,
     }
     # Conditional on the agreement we saw: of two changes racing, one wins; the loser undoes
