@@ -85,13 +85,17 @@ LABELS: dict[str, dict[str, str]] = {
         "notice": "小区公告",
         "visitor": "访客到达",
     },
-    "push_template": {
+    # The WeChat subscription-message templates each app asks its users to accept, by
+    # purpose (the keys of CAIYUN_WECHAT_TEMPLATES).
+    "resident_template": {
         "bill": "新账单通知",
         "payment": "缴费结果通知",
         "reminder": "缴费提醒",
         "repair": "报修进度通知",
         "complaint": "投诉处理结果通知",
         "visitor": "访客到访提醒",
+    },
+    "staff_template": {
         "repair_assigned": "维修派单通知",
         "repair_filed": "新报修提醒",
         "complaint_filed": "新投诉建议提醒",
@@ -122,6 +126,23 @@ LABELS: dict[str, dict[str, str]] = {
 
 # Enumerations the property company may change; the ones above are then only the defaults.
 CONFIGURABLE = frozenset({"repair_category", "complaint_type"})
+
+# What the reference says besides the labels, where a code means more than its label.
+NOTES: dict[str, str] = {
+    "bill_status": (
+        "As a filter (`bills.list`, `bills.staff_list`), `unpaid` is every bill not yet paid, "
+        "`paying` included; `paying` is only the bills in a payment not finished yet. Every "
+        "`unpaid_..._fen` and `unpaid_count` sums the same bills as the `unpaid` filter."
+    ),
+    "house_dues": "A house is `unpaid` (未交) while any of its bills is not yet paid.",
+    "pass_status": "`forged` is only ever a `visitor.verify` result.",
+    "repair_status": (
+        "`completed` repairs closed by the timer after the rating window show `auto_closed`."
+    ),
+    "message_kind": (
+        "`repair_filed` and `complaint_filed` reach the community's admins (staff app)."
+    ),
+}
 
 
 def name(kind: str, code: str) -> str:

@@ -32,6 +32,8 @@ class ImportOwners(Request):
 
 
 class RowReport(Reply):
+    """What happened to one row of an import (``reason`` says why a row failed)."""
+
     row: int
     status: Literal["created", "updated", "unchanged", "error"]
     status_name: str
@@ -55,6 +57,8 @@ class AddStaff(Request):
 
 
 class StaffMember(Reply):
+    """A staff member: role and the communities covered (a company-wide admin covers all)."""
+
     account_id: str
     name: str
     phone: str | None

@@ -27,6 +27,9 @@ class ListBills(PageRequest):
 
 
 class Bill(Reply):
+    """One bill of one house: a fee ``item`` (物业费...) for a ``period`` (``2026-11``), due on
+    ``due_date``; ``paid_at`` once paid."""
+
     bill_id: str
     house_id: str
     community_id: str
@@ -92,6 +95,8 @@ class StaffSummary(Request):
 
 
 class BuildingTotals(Reply):
+    """Paid and unpaid bills of one building: how many, and their sums."""
+
     building: str
     paid_count: int
     paid_fen: int

@@ -26,6 +26,8 @@ class Communities(Request):
 
 
 class CommunityItem(Reply):
+    """A community the binding picker offers, with its region and address."""
+
     community_id: str
     name: str
     province: str
@@ -74,6 +76,9 @@ class Bind(Request):
 
 
 class MyHouse(Reply):
+    """A house the caller is bound to, with the caller's role on it; the owner manages its
+    members (``can_manage_members``)."""
+
     house_id: str
     community_id: str
     community_name: str
@@ -92,6 +97,8 @@ class Members(Request):
 
 
 class Member(Reply):
+    """A person bound to the house; phones of people other than the caller are masked."""
+
     account_id: str
     name: str | None
     phone: str | None

@@ -58,6 +58,8 @@ class StaffReply(Reply):
 
 
 class Item(Reply):
+    """A complaint or suggestion as lists show it; ``contact_phone`` is masked in ``staff_list``."""
+
     complaint_id: str
     community_id: str
     community_name: str

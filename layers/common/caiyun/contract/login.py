@@ -41,6 +41,8 @@ class Login(Request):
 
 
 class CommunityRef(Reply):
+    """A community by id and name."""
+
     community_id: str
     name: str
 
@@ -57,6 +59,8 @@ class StaffSummary(Reply):
 
 
 class HouseRole(Reply):
+    """A house the account is bound to, and its role there."""
+
     house_id: str
     community_id: str
     role: Literal["owner", "family", "tenant"]
@@ -64,6 +68,8 @@ class HouseRole(Reply):
 
 
 class AccountSummary(Reply):
+    """The signed-in account: who it is, its houses and, for staff, its role and communities."""
+
     account_id: str
     phone: str
     name: str | None

@@ -16,6 +16,8 @@ TemplateId = Annotated[StrictStr, StringConstraints(min_length=1, max_length=128
 
 
 class NoticeItem(Reply):
+    """A notice as the list shows it: its title and when it was published."""
+
     notice_id: str
     title: str
     published_at: str

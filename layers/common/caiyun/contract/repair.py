@@ -113,6 +113,9 @@ class Complete(Request):
 
 
 class RepairSummary(Reply):
+    """A repair as lists show it (no phones, no timeline); ``auto_closed`` is true for one
+    the timer completed because it was not rated in time."""
+
     repair_id: str
     community_id: str
     community_name: str
@@ -129,6 +132,9 @@ class RepairSummary(Reply):
 
 
 class StaffRepairItem(RepairSummary):
+    """A repair as the staff lists show it: the contact phone masked (``detail`` has it in
+    full), the repairman it is assigned to."""
+
     contact_phone: str
     repairman_id: str | None
     repairman_name: str | None
@@ -151,6 +157,8 @@ class StaffRepairPage(Reply):
 
 
 class TimelineEntry(Reply):
+    """One step of a repair's progress: what happened, the state it left, who did it, when."""
+
     event: Literal[
         "created", "dispatched", "redispatched", "work_done", "rated", "auto_closed", "cancelled"
     ]
@@ -164,18 +172,24 @@ class TimelineEntry(Reply):
 
 
 class Person(Reply):
+    """The repairman sent to the repair; the reporter sees his phone to call him."""
+
     account_id: str
     name: str
     phone: str | None
 
 
 class Completion(Reply):
+    """What the repairman reported when the work was done: photos and a note."""
+
     photos: list[ImageRef]
     note: str
     at: str
 
 
 class Rating(Reply):
+    """The reporter's rating of the finished work (1–5 stars)."""
+
     stars: int
     comment: str
     at: str
@@ -192,6 +206,8 @@ class RepairDetail(RepairSummary):
 
 
 class RepairmanItem(Reply):
+    """A repairman who covers the community, with how many repairs he has to visit now."""
+
     account_id: str
     name: str
     phone: str | None

@@ -118,6 +118,9 @@ class History(PageRequest):
 
 
 class HistoryItem(Reply):
+    """One of the caller's registrations: the visitor's phone masked, ``entered_at`` once a
+    guard admitted them."""
+
     visitor_id: str
     house_id: str
     house_label: str

@@ -45,13 +45,6 @@ _LISTS: dict[OptionList, str] = {
     "complaint_types": "complaint_type",
 }
 
-# The WeChat subscription-message templates each app asks the user to accept, by purpose (the
-# keys of CAIYUN_WECHAT_TEMPLATES).
-TEMPLATES_BY_APP: dict[str, tuple[str, ...]] = {
-    "resident": ("bill", "payment", "reminder", "repair", "complaint", "visitor"),
-    "staff": ("repair_assigned", "repair_filed", "complaint_filed"),
-}
-
 
 @dataclass(frozen=True)
 class Agreement:
@@ -311,7 +304,7 @@ def _option_list(options: dict[str, str]) -> list[dict[str, str]]:
 
 def _templates(services: Services, app: str) -> dict[str, str]:
     configured = services.settings.wechat_templates
-    return {p: configured[p] for p in TEMPLATES_BY_APP[app] if configured.get(p)}
+    return {p: configured[p] for p in labels.LABELS[f"{app}_template"] if configured.get(p)}
 
 
 def _labels(config: AppConfig) -> dict[str, list[dict[str, str]]]:
