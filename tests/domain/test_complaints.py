@@ -259,6 +259,40 @@ def test_staff_list_covers_only_the_admins_communities(
     assert refused(reply) == "FORBIDDEN"
 
 
+def test_staff_list_narrows_by_kind_and_type_and_counts_every_status(
+    services: Services, world: dict[str, Any]
+) -> None:
+    house_id = world["garden"][0]["_id"]
+    noise = ok(file(world["alice"], house_id, type="noise"))["complaint_id"]
+    ok(file(world["alice"], house_id, type="environment"))
+    idea = ok(file(world["alice"], house_id, kind="suggestion", type="environment"))
+    ok(answer(world, noise, "已提醒楼上住户", "resolved"))
+
+    def page(**fields: Any) -> dict[str, Any]:
+        return ok(invoke("complaint", {"action": "staff_list", **fields}, world["admin"]))
+
+    everything = page()
+    complaints_only = page(kind="complaint")
+    environment = page(type="environment", status="submitted")
+    suggestions = page(kind="suggestion")
+
+    assert everything["counts"] == {"submitted": 2, "processing": 0, "resolved": 1}
+    assert complaints_only["counts"] == {"submitted": 1, "processing": 0, "resolved": 1}
+    assert environment["counts"] == {"submitted": 2, "processing": 0, "resolved": 0}
+    assert environment["total"] == 2
+    assert [c["complaint_id"] for c in suggestions["items"]] == [idea["complaint_id"]]
+    item = suggestions["items"][0]
+    assert (item["kind_name"], item["type_name"], item["status_name"]) == (
+        "建议",
+        "环境绿化",
+        "已提交",
+    )
+    assert item["community_name"] == "彩云花园"
+    mine = ok(invoke("complaint", {"action": "my_list", "status": "resolved"}, world["alice"]))
+    assert [c["complaint_id"] for c in mine["items"]] == [noise]
+    assert mine["counts"] == everything["counts"]
+
+
 def test_staff_list_masks_the_contact_phone(world: dict[str, Any]) -> None:
     ok(file(world["alice"], world["garden"][0]["_id"]))
 
@@ -454,5 +488,7 @@ def test_a_complaint_stored_before_names_were_kept_still_shows_its_community(
     )
 
     seen = invoke("complaint", {"action": "detail", "complaint_id": complaint_id}, world["alice"])
+    listed = invoke("complaint", {"action": "my_list"}, world["alice"])
 
     assert ok(seen)["community_name"] == "彩云花园"
+    assert ok(listed)["items"][0]["community_name"] == "彩云花园"

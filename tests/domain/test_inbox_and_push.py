@@ -24,6 +24,7 @@ TEMPLATES = {
     "notice": "tmpl-notice",
     "repair": "tmpl-repair",
     "repair_assigned": "tmpl-assigned",
+    "complaint_filed": "tmpl-complaint-filed",
 }
 RESIDENT_OPENID = "o-resident-alice"
 
@@ -100,6 +101,30 @@ def inbox_count(services: Services, account_id: str) -> int:
 
 
 # ------------------------------------------------------------------------------ subscribe
+
+
+def test_a_new_complaint_is_pushed_to_the_admin_who_consented_in_the_staff_app(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    given = invoke(
+        "notify", {"action": "subscribe", "template_ids": ["tmpl-complaint-filed"]}, world["admin"]
+    )
+    assert ok(given)["remaining"] == {"tmpl-complaint-filed": 1}
+
+    complaint_id = complain(world)
+    complain(world)  # the one consent is spent: this one reaches the inbox only
+
+    pushed = [m for m in fake.sent if m["template_id"] == "tmpl-complaint-filed"]
+    assert [(m["appid"], m["touser"], m["page"]) for m in pushed] == [
+        (STAFF_APPID, world["admin"], f"pages/complaint/detail?id={complaint_id}")
+    ]
+    assert pushed[0]["data"]["thing1"]["value"] == "投诉·环境绿化"
+    admin_id = accounts.caller_by_openid(services.db, world["admin"])[0]["_id"]
+    titles = [m["title"] for m in messaging.inbox(services, admin_id, False, 1, 10)[0]]
+    assert titles == ["新的投诉", "新的投诉"]
+    # The guard of the same community is not an admin: nothing for him.
+    guard_id = accounts.caller_by_openid(services.db, world["guard"])[0]["_id"]
+    assert inbox_count(services, guard_id) == 0
 
 
 def test_subscribe_counts_one_consent_per_template_and_call(

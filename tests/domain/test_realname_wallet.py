@@ -375,6 +375,35 @@ def test_wallet_shows_the_balance_icbc_reports(
     assert wallet["autodebit"] is False
 
 
+def test_the_agreements_required_and_their_versions_follow_the_configuration(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    edits = [
+        {
+            "code": a.code,
+            "title": a.title,
+            "text": "隐私政策第二版" if a.code == "privacy" else a.text,
+            # The property company requires the privacy policy only of e-wallet openers now.
+            "required_when": ["wallet"] if a.code == "privacy" else list(a.required_when),
+        }
+        for a in appconfig.DEFAULT_AGREEMENTS
+    ]
+    hq = {"_id": "hq-admin", "role": "admin", "all_communities": True}
+    appconfig.update(svc, hq, {"agreements": edits}, None)
+    ticket = ok(start(ALICE))["ticket"]
+
+    ok(confirm(ALICE, ticket, bank_code(svc, ALICE), ["wallet_service"]))
+    ticket = ok(start(BOB, "wallet", OTHER_BANK_CARD))["ticket"]
+    missing = confirm(BOB, ticket, bank_code(svc, BOB), ["wallet_service"])
+    ok(confirm(BOB, ticket, bank_code(svc, BOB), ["wallet_service", "privacy"]))
+
+    assert missing["error"]["details"] == {"fields": {"agreements.privacy": "须同意《隐私政策》"}}
+    signed = {a["name"]: a["version"] for a in account_doc(svc, BOB)["agreements"]}
+    assert signed == {"wallet_service": "2026.1", "privacy": "2026.2"}
+    text = svc.db[appconfig.AGREEMENT_TEXTS].find_one({"_id": "privacy@2026.2"})
+    assert text["text"] == "隐私政策第二版"  # what BOB signed can be shown again
+
+
 def test_set_autodebit_signs_and_cancels_the_icbc_agreement(
     svc: Services, world: SimpleNamespace
 ) -> None:

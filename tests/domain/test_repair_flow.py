@@ -209,6 +209,46 @@ def test_my_list_pages_newest_first_and_filters_by_status(services: Services, wo
     assert ok(world.family.call("my_list"))["total"] == 1
 
 
+ALL_ZERO = {s: 0 for s in ("pending", "dispatched", "awaiting_rating", "completed", "cancelled")}
+
+
+def test_every_list_counts_its_repairs_by_status_for_the_tabs(
+    services: Services, world: World
+) -> None:
+    ids = [report(world.owner, world.house_101)["repair_id"] for _ in range(4)]
+    ok(world.owner.call("cancel", repair_id=ids[0]))
+    for rid in ids[1:3]:
+        ok(world.admin.call("dispatch", repair_id=rid, repairman_id=world.fixer.account_id))
+    ok(world.fixer.call("complete", repair_id=ids[2], photos=[photo(services, "p", world.fixer)]))
+    expected = {**ALL_ZERO, "pending": 1, "dispatched": 1, "awaiting_rating": 1, "cancelled": 1}
+
+    mine = ok(world.owner.call("my_list", status="pending"))
+    staff_view = ok(world.admin.call("staff_list", status="dispatched"))
+    assigned = ok(world.fixer.call("assigned"))
+
+    # The counts cover every tab whichever one the page shows.
+    assert mine["counts"] == staff_view["counts"] == expected
+    assert [i["repair_id"] for i in mine["items"]] == [ids[3]] and mine["total"] == 1
+    assert [i["repair_id"] for i in staff_view["items"]] == [ids[1]]
+    assert assigned["counts"] == {**ALL_ZERO, "dispatched": 1, "awaiting_rating": 1}
+    assert ok(world.family.call("my_list"))["counts"] == ALL_ZERO
+    assert ok(world.fixer2.call("assigned"))["counts"] == ALL_ZERO
+
+
+def test_the_communitys_admins_hear_of_a_new_repair_once(services: Services, world: World) -> None:
+    created = report(world.owner, world.house_101, request_id="tell-once")
+    report(world.owner, world.house_101, request_id="tell-once")  # the retry tells nobody again
+
+    for admin in (world.admin, world.hq):
+        told = [m for m in inbox(services, admin) if m["kind"] == "repair_filed"]
+        assert [(m["title"], m["page"]) for m in told] == [
+            ("新的报修", f"/pages/repair/detail?id={created['repair_id']}")
+        ]
+        assert "厨房水管漏水" in told[0]["body"] and "3栋-2单元-101" in told[0]["body"]
+    for nobody in (world.fixer, world.bay_fixer, world.owner):
+        assert not [m for m in inbox(services, nobody) if m["kind"] == "repair_filed"]
+
+
 def test_reporting_needs_a_bound_house_of_ones_own(world: World) -> None:
     event = {"category": "other", "description": "门禁坏了", "contact_phone": "13800000999"}
     assert refused(world.homeless.call("create", house_id=world.house_101, **event)) == (

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pymongo import UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from caiyun import labels
 from caiyun.clock import business_date, iso
@@ -152,9 +152,13 @@ def current(services: Services, fresh: bool = False) -> AppConfig:
     kept = services.memo.get(_MEMO_KEY)
     if not fresh and kept is not None and kept[0] > now:
         return kept[1]
-    found = _from_doc(services.db[APP_CONFIG].find_one({"_id": _CURRENT}))
-    services.memo[_MEMO_KEY] = (now + timedelta(seconds=services.settings.config_cache_s), found)
-    return found
+    return _remember(services, _from_doc(services.db[APP_CONFIG].find_one({"_id": _CURRENT})), now)
+
+
+def _remember(services: Services, config: AppConfig, now: datetime) -> AppConfig:
+    """Keep ``config`` in this container for ``config_cache_s`` seconds from ``now``."""
+    services.memo[_MEMO_KEY] = (now + timedelta(seconds=services.settings.config_cache_s), config)
+    return config
 
 
 def option_name(services: Services, list_name: OptionList, code: str, field_name: str) -> str:
@@ -228,17 +232,17 @@ def update(
     """Replace the parts of the configuration given in ``changes`` (``agreements``,
     ``repair_categories``, ``complaint_types``); only a company-wide admin may.
 
-    An agreement whose title or text changes gets a new version; every version in force is
-    kept in ``agreement_texts`` before the configuration names it. The write is conditional on
-    the revision it was made from (``expected_revision`` if the admin names the one they
-    edited), so of two admins saving at once the second is told CONFLICT instead of silently
-    undoing the first.
+    An agreement whose title or text changes gets a new version; the versions in force before
+    and after are kept in ``agreement_texts`` before the configuration names them. The write
+    is conditional on the revision it was made from (``expected_revision`` if the admin names
+    the one they edited), so of two admins saving at once the second is told CONFLICT instead
+    of silently undoing the first.
     """
     _check_admin(admin)
     db, now = services.db, services.clock.now()
     before = current(services, fresh=True)
     if expected_revision is not None and expected_revision != before.revision:
-        raise AppError("CONFLICT", "配置已被他人修改，请刷新后重试")
+        raise _changed_meanwhile()
     agreements = _edited_agreements(before, changes.get("agreements"), now)
     doc: dict[str, Any] = {
         "revision": before.revision + 1,
@@ -252,25 +256,11 @@ def update(
             before.options(list_name) if edited is None else {o["code"]: o["name"] for o in edited}
         )
         doc[list_name] = [{"code": code, "name": name} for code, name in kept.items()]
-    db[AGREEMENT_TEXTS].bulk_write(
-        [
-            UpdateOne(
-                {"_id": f"{a['code']}@{a['version']}"},
-                {
-                    "$setOnInsert": {
-                        "code": a["code"],
-                        "version": a["version"],
-                        "title": a["title"],
-                        "text": a["text"],
-                        "published_at": now,
-                    }
-                },
-                upsert=True,
-            )
-            for a in agreements
-        ],
-        ordered=False,
-    )
+    texts = {
+        f"{a['code']}@{a['version']}": a
+        for a in [*(_agreement_doc(a) for a in before.agreements), *agreements]
+    }
+    _keep_texts(db, texts, now)
     try:
         if before.revision == 0:
             db[APP_CONFIG].insert_one({"_id": _CURRENT, **doc})
@@ -280,12 +270,43 @@ def update(
             .matched_count
             == 0
         ):
-            raise AppError("CONFLICT", "配置已被他人修改，请刷新后重试")
+            raise _changed_meanwhile()
     except DuplicateKeyError:
-        raise AppError("CONFLICT", "配置已被他人修改，请刷新后重试") from None
-    saved = _from_doc({"_id": _CURRENT, **doc})
-    services.memo[_MEMO_KEY] = (now + timedelta(seconds=services.settings.config_cache_s), saved)
-    return saved
+        raise _changed_meanwhile() from None
+    return _remember(services, _from_doc({"_id": _CURRENT, **doc}), now)
+
+
+def _changed_meanwhile() -> AppError:
+    return AppError("CONFLICT", "配置已被他人修改，请刷新后重试")
+
+
+def _keep_texts(db: Any, texts: dict[str, dict[str, Any]], now: datetime) -> None:
+    """Store each agreement text by ``<code>@<version>`` unless it is stored already (a text
+    never changes once published: a change is a new version)."""
+    try:
+        db[AGREEMENT_TEXTS].bulk_write(
+            [
+                UpdateOne(
+                    {"_id": text_id},
+                    {
+                        "$setOnInsert": {
+                            "code": a["code"],
+                            "version": a["version"],
+                            "title": a["title"],
+                            "text": a["text"],
+                            "published_at": now,
+                        }
+                    },
+                    upsert=True,
+                )
+                for text_id, a in texts.items()
+            ],
+            ordered=False,
+        )
+    except BulkWriteError as exc:
+        # Another save stored the same version at the same moment: it is there either way.
+        if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+            raise
 
 
 def view(config: AppConfig) -> dict[str, Any]:
