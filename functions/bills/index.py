@@ -1,4 +1,10 @@
-"""bills: residents list and pay their bills through ICBC; admins see who has paid."""
+"""bills: residents list and pay their bills through ICBC; admins see who has paid.
+
+``list`` gives, besides the page, what each of the caller's houses still owes (``houses``).
+``staff_summary``, ``staff_list`` (per bill) and ``staff_houses`` (per house, with the 已交/未交
+tab counts and filters by building, unit, room and owner name) are the admin's 已交/未交; they
+show the owners' phones in full, for calls about unpaid fees.
+"""
 
 from __future__ import annotations
 

@@ -9,7 +9,10 @@ and, with a consent for the ``complaint`` template, on WeChat.
 ``images`` are file ids of this deployment's storage, uploaded first. ``detail`` is for the
 reporter and the admins of the complaint's community; to anyone else a complaint does not exist
 (``NOT_FOUND``). ``staff_list`` masks the contact phone; ``detail`` shows it to the admin in full
-so they can call back. Lists are newest first.
+so they can call back. Lists are newest first, with ``counts`` by status for the tabs;
+``staff_list`` narrows by ``kind`` (投诉/建议) and ``type`` too. A new complaint or suggestion is
+told to the admins of its community (inbox, and the staff app's ``complaint_filed`` subscription
+message where they consented).
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""repair: residents report, follow and rate repairs; admins dispatch; repairmen finish them."""
+"""repair: residents report, follow and rate repairs; admins dispatch; repairmen finish them.
+
+A new repair is told to the admins of its community (inbox, and the staff app's ``repair_filed``
+subscription message where they consented). ``my_list``, ``staff_list`` and ``assigned`` give
+``counts`` by status (every status, whichever one the page shows) for the tabs. Images come
+back as ``{file_id, url}`` with a short-lived display URL.
+"""
 
 from __future__ import annotations
 

@@ -107,7 +107,7 @@ def create(
     membership, house, community = memberships.require_member_house(
         db, account["_id"], fields["house_id"], also=staff.admins_joined()
     )
-    admin_ids = staff.admins_of(membership)
+    admin_ids, spendable = staff.admins_of(membership)
     type_name = appconfig.option_name(services, "complaint_types", fields["type"], "type")
     images = services.storage.check_file_ids(fields["images"], uploader=account["_id"])
     filed: list[dict[str, Any]] = []
@@ -131,7 +131,7 @@ def create(
             "resolved_at": None,
         }
         filed.append(idempotency.insert_once(db[COMPLAINTS], doc))
-        messaging.notify_many(services, _filed_notes(filed[-1], admin_ids))
+        messaging.notify_many(services, _filed_notes(filed[-1], admin_ids), spendable)
         return {"complaint_id": filed[-1]["_id"]}
 
     def stored(record_id: str) -> dict[str, Any] | None:

@@ -260,14 +260,42 @@ def _spend(db: Any, consent_id: str, app: accounts.App) -> dict[str, Any] | None
     )
 
 
-def notify_many(services: Services, notes: list[Note]) -> dict[str, int]:
+def consents_joined(account_ids_field: str) -> list[dict[str, Any]]:
+    """Aggregate stages that join, to a document holding account ids in
+    ``account_ids_field``, those accounts' subscription consents (by the consents' account
+    index); :func:`spendable_of` reads which can be spent. A caller that reads the people it is
+    about to tell anyway learns this in the same command, instead of :func:`notify_many`
+    trying to spend consents nobody gave."""
+    return [
+        {
+            "$lookup": {
+                "from": CONSENTS,
+                "localField": account_ids_field,
+                "foreignField": "account_id",
+                "as": "_consents",
+            }
+        }
+    ]
+
+
+def spendable_of(doc: dict[str, Any]) -> set[str]:
+    """The ids of the consents joined by :func:`consents_joined` that have one left (the
+    joined field is taken off the document)."""
+    return {c["_id"] for c in doc.pop("_consents", []) if c.get("held") and c["remaining"] > 0}
+
+
+def notify_many(
+    services: Services, notes: list[Note], spendable: set[str] | None = None
+) -> dict[str, int]:
     """Put each note in its account's inbox and push it on WeChat where a consent is left.
 
     A batch costs one write for the inbox and one write per consent spent: the consent names
     the openid to send to. Up to two pushable notes spend directly (a note without a consent
     left costs that one write and nothing more); a bigger batch first reads which of its
-    consents are left. WeChat being down never raises: the inbox has the message either way.
-    Returns counts: ``inbox`` messages written and ``pushed`` WeChat messages sent.
+    consents are left. A caller that read the consents already (``spendable``, see
+    :func:`consents_joined`) has only those spent. WeChat being down never raises: the inbox has
+    the message either way. Returns counts: ``inbox`` messages written and ``pushed`` WeChat
+    messages sent.
     """
     if not notes:
         return {"inbox": 0, "pushed": 0}
@@ -282,7 +310,9 @@ def notify_many(services: Services, notes: list[Note]) -> dict[str, int]:
         return {"inbox": len(fresh), "pushed": 0}
     db = services.db
     to_spend = list(wanted)
-    if len(to_spend) > _DIRECT_SPENDS:
+    if spendable is not None:
+        to_spend = [consent_id for consent_id in to_spend if consent_id in spendable]
+    elif len(to_spend) > _DIRECT_SPENDS:
         left = db[CONSENTS].find(
             {"_id": {"$in": to_spend}, "held": True, "remaining": {"$gt": 0}}, {"app": 1}
         )

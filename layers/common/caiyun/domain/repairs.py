@@ -246,7 +246,7 @@ def create(
     membership, house, community = memberships.require_member_house(
         db, account["_id"], house_id, also=staff.admins_joined()
     )
-    admin_ids = staff.admins_of(membership)
+    admin_ids, spendable = staff.admins_of(membership)
     category_name = appconfig.option_name(services, "repair_categories", category, "category")
     images = services.storage.check_file_ids(images, "images", uploader=account["_id"])
 
@@ -268,7 +268,7 @@ def create(
             "timeline": [_entry("created", "pending", account["_id"], "resident", now)],
         }
         stored = idempotency.insert_once(db[REPAIRS], doc)
-        messaging.notify_many(services, _filed_notes(stored, admin_ids))
+        messaging.notify_many(services, _filed_notes(stored, admin_ids), spendable)
         return _shown(services, stored)
 
     def stored(record_id: str) -> dict[str, Any] | None:

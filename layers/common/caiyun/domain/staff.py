@@ -56,9 +56,12 @@ def covers(staff: dict[str, Any] | None, community_id: str) -> bool:
 
 def admins_joined() -> list[dict[str, Any]]:
     """Aggregate stages that join, to a document with a ``community_id``, the staff records
-    that may cover it (of the community, and company-wide ones); :func:`admins_of` reads the
-    admins among them. Both joins are served by indexes and bring back a handful of records.
+    that may cover it (of the community, and company-wide ones) and their subscription
+    consents; :func:`admins_of` reads the admins among them and the consents they have left.
+    Every join is served by an index and brings back a handful of records.
     """
+    from caiyun.domain.messaging import consents_joined
+
     return [
         {
             "$lookup": {
@@ -77,15 +80,22 @@ def admins_joined() -> list[dict[str, Any]]:
                 "as": "_staff_everywhere",
             }
         },
+        {"$set": {"_staff_ids": {"$concatArrays": ["$_staff_here._id", "$_staff_everywhere._id"]}}},
+        *consents_joined("_staff_ids"),
     ]
 
 
-def admins_of(doc: dict[str, Any]) -> list[str]:
+def admins_of(doc: dict[str, Any]) -> tuple[list[str], set[str]]:
     """The account ids of the admins covering the community of a document that went through
-    :func:`admins_joined` (the joined fields are taken off it)."""
+    :func:`admins_joined`, and the ids of the consents they have left for
+    ``messaging.notify_many`` (the joined fields are taken off the document)."""
+    from caiyun.domain.messaging import spendable_of
+
     doc.pop("_every", None)
+    doc.pop("_staff_ids", None)
     found = [*doc.pop("_staff_here", []), *doc.pop("_staff_everywhere", [])]
-    return list(dict.fromkeys(r["_id"] for r in found if r["role"] == "admin"))
+    admin_ids = list(dict.fromkeys(r["_id"] for r in found if r["role"] == "admin"))
+    return admin_ids, spendable_of(doc)
 
 
 def scope_query(record: dict[str, Any]) -> dict[str, Any]:
