@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from caiyun import apidoc, labels
+from caiyun.contract import login, notify
 from caiyun.deeplinks import DEEP_LINKS
+from caiyun.domain import appconfig, messaging
 from caiyun.errors import DETAILS
 from caiyun.sandbox.functions import function_names, handler
 
@@ -141,3 +143,12 @@ def test_every_page_the_layer_links_to_is_a_documented_deep_link() -> None:
     readme = (REFERENCE / "README.md").read_text(encoding="utf-8")
     for path in documented:
         assert f"| `{path}` |" in readme
+
+
+def test_the_codes_the_domain_writes_are_the_codes_the_contract_declares() -> None:
+    kinds = tuple(labels.LABELS["message_kind"])
+    assert get_args(messaging.MessageKind) == get_args(notify.MessageKind) == kinds
+    assert get_args(appconfig.AgreementCode) == get_args(login.AgreementCode)
+    assert get_args(appconfig.AgreementCode) == tuple(labels.LABELS["agreement"])
+    assert get_args(appconfig.Trigger) == get_args(login.AgreementTrigger)
+    assert get_args(appconfig.Trigger) == tuple(labels.LABELS["agreement_trigger"])

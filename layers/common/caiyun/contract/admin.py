@@ -16,7 +16,7 @@ from caiyun.contract.common import (
     Reply,
     Request,
 )
-from caiyun.contract.login import AgreementText
+from caiyun.contract.login import AgreementCode, AgreementText, AgreementTrigger
 
 StaffRoleName = Literal["admin", "repairman", "guard"]
 
@@ -116,12 +116,10 @@ class AgreementEdit(Request):
     """An agreement's text as it should read from now on; ``required_when`` lists what
     requires it: ``card``, ``wallet`` (real-name verification by that method), ``autodebit``."""
 
-    code: Literal["wallet_service", "autodebit", "privacy"]
+    code: AgreementCode
     title: AgreementTitle
     text: AgreementBody
-    required_when: Annotated[
-        list[Literal["card", "wallet", "autodebit"]], Field(min_length=1, max_length=3)
-    ]
+    required_when: Annotated[list[AgreementTrigger], Field(min_length=1, max_length=3)]
 
 
 class OptionEdit(Request):

@@ -92,16 +92,20 @@ class LogoutReply(Reply):
     logged_out: bool
 
 
+AgreementCode = Literal["wallet_service", "autodebit", "privacy"]
+AgreementTrigger = Literal["card", "wallet", "autodebit"]
+
+
 class AgreementText(Reply):
     """One agreement a resident reads and signs: the text of ``version``, the one a signature
     records. ``required_when``: ``card`` or ``wallet`` (real-name verification by that method)
     and ``autodebit`` (turning auto-debit on) each require it."""
 
-    code: Literal["wallet_service", "autodebit", "privacy"]
+    code: AgreementCode
     title: str
     version: str
     text: str
-    required_when: list[Literal["card", "wallet", "autodebit"]]
+    required_when: list[AgreementTrigger]
 
 
 class RegionCity(Reply):

@@ -133,31 +133,47 @@ def _resident_note(doc: dict[str, Any], title: str, remark: str) -> messaging.No
     )
 
 
-def _repairman_note(doc: dict[str, Any]) -> messaging.Note:
-    """The assigned repairman's inbox message, with the staff app's ``repair_assigned``
-    subscription message.
+def _staff_note(
+    doc: dict[str, Any],
+    account_id: str,
+    kind: messaging.MessageKind,
+    title: str,
+    template: str,
+    when: datetime,
+    key: str | None = None,
+) -> messaging.Note:
+    """A staff member's inbox message about the work a repair asks for, with the staff app's
+    subscription message ``template``.
 
     Template keys: thing1 category, thing2 where, time3 when, thing4 the resident's words.
     """
     category = views.category_name(doc)
     where = f"{doc['community_name']}{doc['house_label']}"
     return messaging.Note(
-        account_id=doc["repairman_id"],
-        kind="repair",
-        title="新的维修工单",
+        account_id=account_id,
+        kind=kind,
+        title=title,
         body=f"{where}：{category}，{doc['description']}",
         page=REPAIR_PAGE.format(doc["_id"]),
         push=messaging.Push(
-            template="repair_assigned",
+            template=template,
             data={
                 "thing1": category,
                 "thing2": where,
-                "time3": _time(doc["updated_at"]),
+                "time3": _time(when),
                 "thing4": doc["description"],
             },
         ),
         app="staff",
         community_id=doc["community_id"],
+        key=key,
+    )
+
+
+def _repairman_note(doc: dict[str, Any]) -> messaging.Note:
+    """The assigned repairman's message (``repair_assigned``)."""
+    return _staff_note(
+        doc, doc["repairman_id"], "repair", "新的维修工单", "repair_assigned", doc["updated_at"]
     )
 
 
@@ -175,32 +191,16 @@ def _reassigned_note(doc: dict[str, Any], previous_id: str) -> messaging.Note:
 
 
 def _filed_notes(doc: dict[str, Any], admin_ids: list[str]) -> list[messaging.Note]:
-    """The community's admins' inbox messages about a new repair, with the staff app's
-    ``repair_filed`` subscription message; keyed by the repair, so a retried create tells
-    nobody twice.
-
-    Template keys: thing1 category, thing2 where, time3 when, thing4 the resident's words.
-    """
-    category = views.category_name(doc)
-    where = f"{doc['community_name']}{doc['house_label']}"
+    """The community's admins' messages about a new repair (``repair_filed``); keyed by the
+    repair, so a retried create tells nobody twice."""
     return [
-        messaging.Note(
-            account_id=admin_id,
-            kind="repair_filed",
-            title="新的报修",
-            body=f"{where}：{category}，{doc['description']}",
-            page=REPAIR_PAGE.format(doc["_id"]),
-            push=messaging.Push(
-                template="repair_filed",
-                data={
-                    "thing1": category,
-                    "thing2": where,
-                    "time3": _time(doc["created_at"]),
-                    "thing4": doc["description"],
-                },
-            ),
-            app="staff",
-            community_id=doc["community_id"],
+        _staff_note(
+            doc,
+            admin_id,
+            "repair_filed",
+            "新的报修",
+            "repair_filed",
+            doc["created_at"],
             key=f"repair-filed-{doc['_id']}",
         )
         for admin_id in admin_ids
