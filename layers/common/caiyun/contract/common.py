@@ -109,7 +109,7 @@ class ImageRef(Reply):
 class UploadUrlReply(Reply):
     """Where to upload one file. CloudBase: ``wx.cloud.uploadFile({cloudPath: path})`` and use
     its fileID. COS: PUT the bytes to ``url`` with ``headers`` and use ``file_id``. Sandbox:
-    use ``file_id`` as it is."""
+    use ``file_id`` as it is; PUT the bytes to ``url`` first to see the picture in replies."""
 
     provider: Literal["sandbox", "cloudbase", "cos"]
     path: str

@@ -49,7 +49,7 @@ class UploadUrl(Request):
     """Where to upload one image: ``report`` for a resident's report, ``completion`` for a
     repairman's photo. CloudBase: call ``wx.cloud.uploadFile({cloudPath: path})`` and use its
     fileID. COS: PUT the bytes to ``url`` with ``headers`` and use ``file_id``. Sandbox: use
-    ``file_id`` as it is."""
+    ``file_id`` as it is; PUT the bytes to ``url`` first to see the picture in replies."""
 
     purpose: Literal["report", "completion"]
     filename: Annotated[StrictStr, StringConstraints(min_length=1, max_length=255)]
