@@ -45,7 +45,9 @@ TEMPLATES = {
         "payment",
         "repair",
         "repair_assigned",
+        "repair_filed",
         "complaint",
+        "complaint_filed",
         "visitor",
         "notice",
     )

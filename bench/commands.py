@@ -96,6 +96,8 @@ def steps() -> list[Step]:
             lambda c: {"phone": c.owner_phone, "code": c.sms_code()},
         ),
         Step("login", "me", "read", OWNER, empty),
+        Step("login", "config", "read", None, empty),
+        Step("login", "staff_config", "read", None, empty),
         Step(
             "notify",
             "subscribe",
@@ -154,6 +156,7 @@ def steps() -> list[Step]:
             ADMIN,
             lambda c: {"community_id": c.garden, "status": "unpaid"},
         ),
+        Step("bills", "staff_houses", "read", ADMIN, lambda c: {"community_id": c.garden}),
         Step("repair", "categories", "read", OWNER, empty),
         Step(
             "repair",
@@ -294,6 +297,13 @@ def steps() -> list[Step]:
                 ],
             },
         ),
+        Step(
+            "admin",
+            "update_config",
+            "write",
+            ADMIN,
+            lambda c: {"complaint_types": [{"code": "noise", "name": "噪音扰民"}]},
+        ),
         Step("scheduler", "timer", "timer", None, empty),
     ]
 
@@ -340,7 +350,7 @@ def build_world() -> World:
     from caiyun.adapters.icbc_protocol import generate_private_key_pem
     from caiyun.adapters.sms import sandbox_outbox
     from caiyun.clock import OffsetClock
-    from caiyun.domain import accounts, bills, communities, houses, staff, uploads
+    from caiyun.domain import accounts, appconfig, bills, communities, houses, staff, uploads
     from caiyun.sandbox import seed
     from caiyun.sandbox.fake_wechat import FakeWeChat
     from caiyun.sandbox.functions import load_function
@@ -402,9 +412,11 @@ def build_world() -> World:
 
     log_counted = CountingDatabase(raw_db, log)
     services = build_services(settings, clock=clock, db=log_counted)
-    # Cached per warm container in production: fetch once so no call below pays for it.
+    # Cached per warm container in production (the access tokens, the app configuration):
+    # fetch once so no call below pays for it.
     services.wechat.access_token("resident")
     services.wechat.access_token("staff")
+    appconfig.current(services)
     install_services(services)
 
     def sms_code() -> str:

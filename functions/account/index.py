@@ -32,7 +32,7 @@ common = lazy_import("caiyun.contract.common")
 
 
 def profile(call: Call, req: common.Empty) -> api.Profile:
-    return api.Profile.model_validate(profiles.profile(call.require_account()))
+    return api.Profile.model_validate(profiles.profile(call.services, call.require_account()))
 
 
 def update_profile(call: Call, req: api.UpdateProfile) -> api.Profile:

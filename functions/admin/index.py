@@ -1,8 +1,14 @@
-"""admin: owner imports and staff management for property admins."""
+"""admin: owner imports, staff management and the apps' configuration for property admins.
+
+``update_config`` is for company-wide admins: it changes the agreements residents sign, the
+repair categories and the complaint types for every community (both apps read them through
+``login.config`` / ``login.staff_config``; a change reaches every running function within
+``CAIYUN_CONFIG_CACHE_S`` seconds).
+"""
 
 from __future__ import annotations
 
-from caiyun.domain import staff_admin
+from caiyun.domain import appconfig, staff_admin
 from caiyun.runtime import Action, Call, CloudFunction, admin_only, lazy_import, page_reply
 
 api = lazy_import("caiyun.contract.admin")
@@ -57,6 +63,16 @@ def remove_staff(call: Call, req: api.RemoveStaff) -> api.RemoveStaffReply:
     return api.RemoveStaffReply(removed=True)
 
 
+def update_config(call: Call, req: api.UpdateConfig) -> api.ConfigReply:
+    saved = appconfig.update(
+        call.services,
+        call.require_staff("admin"),
+        req.model_dump(exclude={"revision"}, exclude_none=True),
+        req.revision,
+    )
+    return api.ConfigReply.model_validate(appconfig.view(saved))
+
+
 def actions() -> dict[str, Action]:
     return {
         "import_owners": Action(
@@ -83,6 +99,13 @@ def actions() -> dict[str, Action]:
             remove_staff,
             api.RemoveStaffReply,
             ("FORBIDDEN", "NOT_FOUND", "CONFLICT"),
+        ),
+        "update_config": Action(
+            api.UpdateConfig,
+            admin_only,
+            update_config,
+            api.ConfigReply,
+            ("FORBIDDEN", "CONFLICT"),
         ),
     }
 

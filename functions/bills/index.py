@@ -6,6 +6,11 @@
 or ``INSUFFICIENT_BALANCE`` with nothing paid). A bill in an unfinished order shows as
 ``paying``; ``open_orders`` lists those orders with the bills each holds. Admins see
 ``payment_issues``: money to give back and refunds ICBC reports.
+
+``list`` gives, besides the page, what each of the caller's houses still owes (``houses``).
+``staff_summary``, ``staff_list`` (per bill) and ``staff_houses`` (per house, with the 已交/未交
+tab counts and filters by building, unit, room and owner name) are the admin's 已交/未交; they
+show the owners' phones in full, for calls about unpaid fees.
 """
 
 from __future__ import annotations
@@ -25,10 +30,10 @@ api = lazy_import("caiyun.contract.bills")
 
 
 def list_bills(call: Call, req: api.ListBills) -> api.BillsReply:
-    items, total, unpaid = bills.resident_bills(
+    items, total, unpaid, houses = bills.resident_bills(
         call.services, call.require_account(), req.house_id, req.status, req.page, req.page_size
     )
-    return page_reply(api.BillsReply, req, items, total, unpaid_total_fen=unpaid)
+    return page_reply(api.BillsReply, req, items, total, unpaid_total_fen=unpaid, houses=houses)
 
 
 def pay(call: Call, req: api.Pay) -> api.Order:
@@ -72,9 +77,7 @@ def staff_list(call: Call, req: api.StaffList) -> api.StaffListReply:
         call.services,
         call.require_staff("admin"),
         req.community_id,
-        req.status,
-        req.building,
-        req.period,
+        req.model_dump(include={"status", "building", "house_id", "period"}),
         req.page,
         req.page_size,
     )
@@ -86,6 +89,18 @@ def staff_payment_issues(call: Call, req: api.PaymentIssues) -> api.PaymentIssue
         call.services, call.require_staff("admin"), req.community_id, req.page, req.page_size
     )
     return page_reply(api.PaymentIssuesReply, req, items, total)
+
+
+def staff_houses(call: Call, req: api.StaffHouses) -> api.StaffHousesReply:
+    items, total, counts = billing_staff.houses_page(
+        call.services,
+        call.require_staff("admin"),
+        req.community_id,
+        req.model_dump(include={"status", "building", "unit", "room", "owner_name", "period"}),
+        req.page,
+        req.page_size,
+    )
+    return page_reply(api.StaffHousesReply, req, items, total, counts=counts)
 
 
 def actions() -> dict[str, Action]:
@@ -121,6 +136,9 @@ def actions() -> dict[str, Action]:
             staff_payment_issues,
             api.PaymentIssuesReply,
             ("FORBIDDEN",),
+        ),
+        "staff_houses": Action(
+            api.StaffHouses, admin_only, staff_houses, api.StaffHousesReply, ("FORBIDDEN",)
         ),
     }
 

@@ -11,7 +11,10 @@ and, with a consent for the ``complaint`` template, on WeChat.
 filed by family or a tenant, shown read-only with the contact phone masked); ``detail`` is also
 for the admins of the complaint's community; to anyone else a complaint does not exist
 (``NOT_FOUND``). ``staff_list`` masks the contact phone; ``detail`` shows it to the admin in full
-so they can call back. Lists are newest first.
+so they can call back. Lists are newest first, with ``counts`` by status for the tabs;
+``staff_list`` narrows by ``kind`` (投诉/建议) and ``type`` too. A new complaint or suggestion is
+told to the admins of its community (inbox, and the staff app's ``complaint_filed`` subscription
+message where they consented).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ common = lazy_import("caiyun.contract.common")
 
 
 def types(call: Call, req: common.Empty) -> api.TypesReply:
-    return api.TypesReply.model_validate({"items": complaints.types()})
+    return api.TypesReply.model_validate({"items": complaints.types(call.services)})
 
 
 def create(call: Call, req: api.Create) -> api.Detail:
@@ -46,10 +49,10 @@ def create(call: Call, req: api.Create) -> api.Detail:
 
 
 def my_list(call: Call, req: api.MyList) -> api.MyPage:
-    items, total = complaints.my_list(
+    items, total, counts = complaints.my_list(
         call.services, call.require_account(), req.status, req.page, req.page_size
     )
-    return page_reply(api.MyPage, req, items, total)
+    return page_reply(api.MyPage, req, items, total, counts=counts)
 
 
 def detail(call: Call, req: api.DetailRequest) -> api.Detail:
@@ -58,15 +61,15 @@ def detail(call: Call, req: api.DetailRequest) -> api.Detail:
 
 
 def staff_list(call: Call, req: api.StaffList) -> api.Page:
-    items, total = complaints.staff_list(
+    items, total, counts = complaints.staff_list(
         call.services,
         call.require_staff("admin"),
         req.community_id,
-        req.status,
+        req.model_dump(include={"status", "kind", "type"}),
         req.page,
         req.page_size,
     )
-    return page_reply(api.Page, req, items, total)
+    return page_reply(api.Page, req, items, total, counts=counts)
 
 
 def reply(call: Call, req: api.ReplyRequest) -> api.Detail:

@@ -1,4 +1,5 @@
-"""login: phone + SMS code sign-in for the resident and staff mini-programs.
+"""login: phone + SMS code sign-in for the resident and staff mini-programs, and what each app
+is configured with.
 
 The two mini-programs have their own appids, so one WeChat user has a different openid in each:
 an account binds one openid per app and keeps its sessions per app. Signing in to (or out of)
@@ -6,12 +7,17 @@ one app never touches the other, and a change of phone keeps both. Over CloudBas
 the one the platform names (``WX_APPID`` / ``userInfo.appId``); over HTTP the session token
 carries the app named at login. Staff rights come only through the staff app: in the resident
 app a staff member is a resident (``me`` shows ``staff: null`` there).
+
+``config`` (the resident app) and ``staff_config`` (the staff app) need no sign-in: they hold
+nothing personal, only what the property company configures (agreements, categories and
+types, subscription-message templates) and the labels of every code. Call them at start-up;
+``revision`` tells whether anything changed since.
 """
 
 from __future__ import annotations
 
 from caiyun.clock import iso
-from caiyun.domain import signin
+from caiyun.domain import appconfig, signin
 from caiyun.runtime import Action, Call, CloudFunction, anyone, lazy_import, signed_in
 
 api = lazy_import("caiyun.contract.login")
@@ -53,6 +59,14 @@ def me(call: Call, req: common.Empty) -> api.AccountSummary:
     return api.AccountSummary(**signin.summary(call.services, call.require_account()))
 
 
+def config(call: Call, req: common.Empty) -> api.ResidentConfig:
+    return api.ResidentConfig.model_validate(appconfig.for_app(call.services, "resident"))
+
+
+def staff_config(call: Call, req: common.Empty) -> api.StaffConfig:
+    return api.StaffConfig.model_validate(appconfig.for_app(call.services, "staff"))
+
+
 def actions() -> dict[str, Action]:
     return {
         "check_account": Action(
@@ -74,6 +88,8 @@ def actions() -> dict[str, Action]:
         ),
         "logout": Action(common.Empty, signed_in, logout, api.LogoutReply),
         "me": Action(common.Empty, signed_in, me, api.AccountSummary),
+        "config": Action(common.Empty, anyone, config, api.ResidentConfig),
+        "staff_config": Action(common.Empty, anyone, staff_config, api.StaffConfig),
     }
 
 

@@ -59,8 +59,14 @@ def publish_notice(call: Call, req: api.PublishNotice) -> api.NoticeDetail:
 
 
 def messages(call: Call, req: api.Messages) -> api.MessagesPage:
+    account = call.require_account()
     items, total, unread = messaging.inbox(
-        call.services, call.require_account()["_id"], req.unread_only, req.page, req.page_size
+        call.services,
+        account["_id"],
+        call.app or "resident",
+        req.unread_only,
+        req.page,
+        req.page_size,
     )
     return page_reply(
         api.MessagesPage, req, [messaging.view(m) for m in items], total, unread=unread
@@ -68,7 +74,10 @@ def messages(call: Call, req: api.Messages) -> api.MessagesPage:
 
 
 def mark_read(call: Call, req: api.MarkRead) -> api.MarkReadReply:
-    marked = messaging.mark_read(call.services, call.require_account()["_id"], req.message_ids)
+    account = call.require_account()
+    marked = messaging.mark_read(
+        call.services, account["_id"], call.app or "resident", req.message_ids
+    )
     return api.MarkReadReply(marked=marked)
 
 

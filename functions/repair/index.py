@@ -3,6 +3,11 @@
 ``my_list`` and ``detail`` show a resident the repairs they reported and, to the owner of a
 house, every repair of it (``mine`` false: filed by family or a tenant; read-only, the contact
 phone masked; ``cancel`` and ``rate`` stay the reporter's, ``FORBIDDEN`` to the owner).
+
+A new repair is told to the admins of its community (inbox, and the staff app's ``repair_filed``
+subscription message where they consented). ``my_list``, ``staff_list`` and ``assigned`` give
+``counts`` by status (every status, whichever one the page shows) for the tabs. Images come
+back as ``{file_id, url}`` with a short-lived display URL.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ repairman_only = staff_role("repairman")
 
 
 def categories(call: Call, req: common.Empty) -> api.CategoriesReply:
-    return api.CategoriesReply.model_validate({"items": repairs.categories()})
+    return api.CategoriesReply.model_validate({"items": repairs.categories(call.services)})
 
 
 def upload_url(call: Call, req: api.UploadUrl) -> common.UploadUrlReply:
@@ -51,10 +56,10 @@ def create(call: Call, req: api.Create) -> api.RepairDetail:
 
 
 def my_list(call: Call, req: api.MyList) -> api.RepairPage:
-    items, total = repairs.my_list(
+    items, total, counts = repairs.my_list(
         call.services, call.require_account(), req.status, req.page, req.page_size
     )
-    return page_reply(api.RepairPage, req, items, total)
+    return page_reply(api.RepairPage, req, items, total, counts=counts)
 
 
 def detail(call: Call, req: api.RepairRef) -> api.RepairDetail:
@@ -75,7 +80,7 @@ def rate(call: Call, req: api.Rate) -> api.RepairDetail:
 
 
 def staff_list(call: Call, req: api.StaffList) -> api.StaffRepairPage:
-    items, total = repairs.staff_list(
+    items, total, counts = repairs.staff_list(
         call.services,
         call.require_staff("admin"),
         req.community_id,
@@ -83,7 +88,7 @@ def staff_list(call: Call, req: api.StaffList) -> api.StaffRepairPage:
         req.page,
         req.page_size,
     )
-    return page_reply(api.StaffRepairPage, req, items, total)
+    return page_reply(api.StaffRepairPage, req, items, total, counts=counts)
 
 
 def repairmen(call: Call, req: api.Repairmen) -> api.RepairmenReply:
@@ -99,10 +104,10 @@ def dispatch(call: Call, req: api.Dispatch) -> api.RepairDetail:
 
 
 def assigned(call: Call, req: api.Assigned) -> api.StaffRepairPage:
-    items, total = repairs.assigned(
+    items, total, counts = repairs.assigned(
         call.services, call.require_staff("repairman"), req.status, req.page, req.page_size
     )
-    return page_reply(api.StaffRepairPage, req, items, total)
+    return page_reply(api.StaffRepairPage, req, items, total, counts=counts)
 
 
 def complete(call: Call, req: api.Complete) -> api.RepairDetail:

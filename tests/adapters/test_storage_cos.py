@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from conftest import TEST_START
 
 from caiyun.adapters.storage import (
     CloudBaseStorage,
@@ -19,6 +20,7 @@ from caiyun.adapters.storage import (
     SandboxStorage,
     build_storage,
 )
+from caiyun.clock import OffsetClock
 from caiyun.errors import AppError
 from caiyun.settings import Settings
 
@@ -70,6 +72,27 @@ def test_a_presigned_put_uploads_the_object_under_its_file_id(aws: None) -> None
     assert stored["Body"].read() == b"\x89PNG fake"
     assert stored["ContentType"] == "image/png"
     assert storage.check_file_ids([target.file_id]) == [target.file_id]
+
+
+def test_a_display_url_is_a_presigned_get_that_fetches_the_object(aws: None) -> None:
+    storage = CosStorage(
+        cos_settings(cos_endpoint="https://s3.ap-guangzhou.amazonaws.com", display_url_ttl_s=600)
+    )
+    storage.client().create_bucket(
+        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "ap-guangzhou"}
+    )
+    target = storage.upload_target("repair/report/acct1", "leak.jpg")
+    assert target.url is not None and target.file_id is not None
+    requests.put(target.url, data=b"jpeg bytes", headers=target.headers, timeout=5)
+
+    urls = storage.display_urls([target.file_id, "cloud://elsewhere.b/x.jpg"])
+
+    url = urls[target.file_id]
+    assert url is not None and urls["cloud://elsewhere.b/x.jpg"] is None
+    query = parse_qs(urlsplit(url).query)
+    assert query["X-Amz-Expires"] == ["600"] and "example-secret-key" not in url
+    shown = requests.get(url, timeout=5)
+    assert (shown.status_code, shown.content) == (200, b"jpeg bytes")
 
 
 def test_urls_point_at_the_cos_endpoint_signed_for_the_content_type() -> None:
@@ -179,6 +202,28 @@ def test_the_sandbox_keeps_files_in_the_data_directory(tmp_path: Path) -> None:
         assert not storage.owns(foreign), foreign
         with pytest.raises(ValueError):
             storage.put(foreign, b"x")
+
+
+def test_sandbox_urls_are_signed_for_one_method_and_path_and_expire() -> None:
+    clock = OffsetClock(start=TEST_START)
+    storage = SandboxStorage("", b"k" * 32, clock, ttl_s=3600)
+    storage.serve_at("http://127.0.0.1:9999/")
+    file_id = "sandbox://files/repair/report/a/1.jpg"
+
+    url = storage.display_urls([file_id])[file_id]
+
+    assert url is not None and url.startswith("http://127.0.0.1:9999/files/repair/report/a/1.jpg?")
+    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    path = "repair/report/a/1.jpg"
+    assert storage.verify("GET", path, query["expires"], query["signature"])
+    assert not storage.verify("PUT", path, query["expires"], query["signature"])
+    assert not storage.verify("GET", "repair/report/a/2.jpg", query["expires"], query["signature"])
+    later = str(int(query["expires"]) + 60)
+    assert not storage.verify("GET", path, later, query["signature"])
+    # Asked again within the hour: the same URL (the app's image cache keeps it).
+    assert storage.display_urls([file_id])[file_id] == url
+    clock.advance(int(query["expires"]) - TEST_START.timestamp() + 1)
+    assert not storage.verify("GET", path, query["expires"], query["signature"])
 
 
 def test_without_a_data_directory_the_sandbox_uses_a_temporary_one() -> None:

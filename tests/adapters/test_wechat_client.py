@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from caiyun.adapters.storage import CloudBaseStorage
 from caiyun.adapters.wechat import (
     WECHAT_TOKENS,
     WeChatClient,
@@ -365,3 +366,70 @@ def test_token_never_appears_in_error_messages(client: WeChatClient, fake: FakeW
         client.send_subscribe("resident", "oRes1", "tmpl-bill", "pages/bills/index", {})
 
     assert token not in "".join(traceback.format_exception(down.value))
+
+
+# ------------------------------------------------------------------- CloudBase display URLs
+
+CLOUD_ENV = "prod-4g2k7x"
+
+
+def cloud_file(n: int) -> str:
+    return f"cloud://{CLOUD_ENV}.7072-{CLOUD_ENV}-1250000000/repair/report/a/{n}.jpg"
+
+
+@pytest.fixture
+def cloudbase(fake: FakeWeChat, client: WeChatClient, clock: ManualClock) -> CloudBaseStorage:
+    fake.cloud_envs[CLOUD_ENV] = "wxresident"
+    return CloudBaseStorage(CLOUD_ENV, client, clock, ttl_s=3600)
+
+
+def test_temp_urls_come_from_tcb_batchdownloadfile_fifty_ids_a_call(
+    fake: FakeWeChat, cloudbase: CloudBaseStorage
+) -> None:
+    ids = [cloud_file(n) for n in range(60)]
+
+    urls = cloudbase.display_urls([*ids, "https://thirdwx.qlogo.cn/a.png"])
+
+    assert [len(call) for call in fake.download_calls] == [50, 10]
+    assert all(urls[fid].startswith("https://7072-") for fid in ids)
+    assert urls["https://thirdwx.qlogo.cn/a.png"] is None  # not this storage's
+
+
+def test_a_temp_url_is_reused_for_half_its_life_then_asked_for_again(
+    fake: FakeWeChat, cloudbase: CloudBaseStorage, clock: ManualClock
+) -> None:
+    first = cloudbase.display_urls([cloud_file(1)])
+    clock.advance(1700)
+    again = cloudbase.display_urls([cloud_file(1)])
+    clock.advance(200)
+    renewed = cloudbase.display_urls([cloud_file(1)])
+
+    assert first == again and len(fake.download_calls) == 2
+    assert renewed != first
+
+
+def test_wechat_down_leaves_the_url_empty_not_the_reply_and_a_stale_token_is_renewed(
+    fake: FakeWeChat, cloudbase: CloudBaseStorage
+) -> None:
+    fake.fail_next(-1, "batchdownloadfile")
+    assert cloudbase.display_urls([cloud_file(1)]) == {cloud_file(1): None}
+    assert cloudbase.display_urls([cloud_file(1)])[cloud_file(1)] is not None  # not kept empty
+    fake.revoke_tokens()  # a stale token is replaced and the call made once more
+    assert cloudbase.display_urls([cloud_file(3)])[cloud_file(3)] is not None
+
+
+def test_the_fake_refuses_what_wechat_refuses(fake: FakeWeChat, client: WeChatClient) -> None:
+    fake.cloud_envs[CLOUD_ENV] = "wxresident"
+    with pytest.raises(WeChatError) as too_many:
+        client.temp_file_urls(CLOUD_ENV, [cloud_file(n) for n in range(51)], 3600)
+    with pytest.raises(WeChatError) as too_long:
+        client.temp_file_urls(CLOUD_ENV, [cloud_file(1)], 86401)
+    with pytest.raises(WeChatError) as no_env:
+        client.temp_file_urls("someone-elses-env", [cloud_file(1)], 3600)
+    assert (too_many.value.errcode, too_long.value.errcode, no_env.value.errcode) == (
+        40097,
+        40097,
+        85088,
+    )
+    foreign = client.temp_file_urls(CLOUD_ENV, ["cloud://other-env.b/a.jpg"], 3600)
+    assert foreign == {"cloud://other-env.b/a.jpg": None}

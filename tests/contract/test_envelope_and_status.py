@@ -14,7 +14,7 @@ from conftest import fixed_clock, http, invoke, make_settings
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.domain.accounts import ensure_account
 from caiyun.domain.staff import upsert as make_staff
-from caiyun.errors import ERROR_CODES
+from caiyun.errors import ERROR_CODES, AppError
 from caiyun.sandbox.functions import handler
 from caiyun.services import Services, build_services, install_services
 
@@ -523,3 +523,32 @@ def test_a_staff_app_sharing_the_resident_apps_environment_is_named_by_its_from_
         "staff": "o-staff-shared"
     }
     assert handler("login")({"action": "me"}, platform)["data"]["staff"]["role"] == "guard"
+
+
+# ------------------------------------------------------------------ the shapes of error details
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        {"fields": ["agreements"]},  # a list where a map of field → reason belongs
+        {"fields": {"phone": 1}},
+        {"retry_after_s": 0},
+        {"retry_after_s": "60"},
+        {"retryable": "yes"},
+        {"missing": "c1"},
+        {"community_ids": ["c1"]},  # a key no client is told about
+    ],
+)
+def test_an_error_detail_of_any_other_shape_is_a_bug_caught_where_it_is_raised(
+    details: dict[str, Any],
+) -> None:
+    with pytest.raises(ValueError):
+        AppError("INVALID_ARGUMENT", details=details)
+
+
+def test_unavailable_says_whether_the_call_may_be_retried_and_by_default_it_may() -> None:
+    assert AppError("UNAVAILABLE").details == {"retryable": True}
+    assert AppError("UNAVAILABLE", "银行服务暂时不可用").to_envelope()["error"]["details"] == {
+        "retryable": True
+    }

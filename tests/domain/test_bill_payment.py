@@ -84,6 +84,59 @@ def test_list_for_one_own_house_and_status_filter(world: SimpleNamespace) -> Non
     assert paid["unpaid_total_fen"] == unpaid["unpaid_total_fen"] == owed
 
 
+def test_each_house_shows_what_it_owes_with_its_label_and_community(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    memberships.add(svc.db, world.h102, world.ids[ALICE.openid], "tenant", svc.clock.now(), "test")
+
+    data = ok(list_bills(ALICE))
+    one = ok(list_bills(ALICE, house_id=world.h102["_id"]))
+
+    assert data["houses"] == [
+        {
+            "house_id": h["_id"],
+            "house_label": houses.label(h),
+            "community_id": h["community_id"],
+            "community_name": "彩云花园",
+            "unpaid_count": count,
+            "unpaid_fen": fen,
+        }
+        for h, count, fen in sorted(
+            [(world.h101, 3, 12000 + 5000 + 12500), (world.h102, 1, 15000)],
+            key=lambda row: row[0]["_id"],
+        )
+    ]
+    assert data["unpaid_total_fen"] == sum(h["unpaid_fen"] for h in data["houses"])
+    assert [h["house_id"] for h in one["houses"]] == [world.h102["_id"]]
+    assert one["unpaid_total_fen"] == 15000
+    assert {b["community_name"] for b in data["items"]} == {"彩云花园"}
+    assert {(b["status"], b["status_name"]) for b in data["items"]} == {("unpaid", "待缴")}
+
+
+def test_the_status_filter_unpaid_holds_bills_being_paid_and_paying_only_those(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    verify(svc, ALICE)
+    ok(pay(ALICE, world.nov_fee))
+
+    unpaid = ok(list_bills(ALICE, status="unpaid"))
+    paying = ok(list_bills(ALICE, status="paying"))
+    everything = ok(list_bills(ALICE))
+
+    assert {b["bill_id"] for b in unpaid["items"]} == {
+        world.oct_fee,
+        world.oct_parking,
+        world.nov_fee,
+    }
+    assert [(b["bill_id"], b["status"], b["status_name"]) for b in paying["items"]] == [
+        (world.nov_fee, "paying", "支付中")
+    ]
+    # Still owed until the bank says paid: the totals sum what the unpaid filter shows.
+    owed = sum(b["amount_fen"] for b in unpaid["items"])
+    assert everything["unpaid_total_fen"] == paying["unpaid_total_fen"] == owed
+    assert everything["houses"][0]["unpaid_count"] == 3
+
+
 def test_list_without_a_house_is_house_not_bound(world: SimpleNamespace) -> None:
     assert refused(list_bills(NOBODY)) == "HOUSE_NOT_BOUND"
 

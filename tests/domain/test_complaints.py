@@ -101,7 +101,7 @@ def world(services: Services) -> dict[str, Any]:
 def test_types_name_each_type_in_chinese(world: dict[str, Any]) -> None:
     items = ok(call(world, "alice", {"action": "types"}))["items"]
 
-    names = {item["type"]: item["name"] for item in items}
+    names = {item["code"]: item["name"] for item in items}
     assert names["engineering"] == "工程维修"
     assert names["service_staff"] == "服务人员"
     assert {"环境绿化", "安保秩序", "停车管理", "其他"} <= set(names.values())
@@ -119,7 +119,8 @@ def test_member_files_a_complaint_that_starts_submitted(
     assert data["type_name"] == "停车管理"
     assert data["house_label"] == houses.label(house)
     assert data["community_name"] == "彩云花园"
-    assert data["images"] == [image_of(world["alice"])]
+    assert [i["file_id"] for i in data["images"]] == [image_of(world["alice"])]
+    assert data["images"][0]["url"].startswith("http://127.0.0.1:8787/files/complaint/")
     assert data["replies"] == [] and data["reply_count"] == 0
     assert data["created_at"].endswith("+08:00")
     stored = services.db[complaints.COMPLAINTS].find_one({"_id": data["complaint_id"]})
@@ -282,6 +283,40 @@ def test_staff_list_covers_only_the_admins_communities(
     assert refused(reply) == "FORBIDDEN"
 
 
+def test_staff_list_narrows_by_kind_and_type_and_counts_every_status(
+    services: Services, world: dict[str, Any]
+) -> None:
+    house_id = world["garden"][0]["_id"]
+    noise = ok(file(world["alice"], house_id, type="noise"))["complaint_id"]
+    ok(file(world["alice"], house_id, type="environment"))
+    idea = ok(file(world["alice"], house_id, kind="suggestion", type="environment"))
+    ok(answer(world, noise, "已提醒楼上住户", "resolved"))
+
+    def page(**fields: Any) -> dict[str, Any]:
+        return ok(call(world, "admin", {"action": "staff_list", **fields}))
+
+    everything = page()
+    complaints_only = page(kind="complaint")
+    environment = page(type="environment", status="submitted")
+    suggestions = page(kind="suggestion")
+
+    assert everything["counts"] == {"submitted": 2, "processing": 0, "resolved": 1}
+    assert complaints_only["counts"] == {"submitted": 1, "processing": 0, "resolved": 1}
+    assert environment["counts"] == {"submitted": 2, "processing": 0, "resolved": 0}
+    assert environment["total"] == 2
+    assert [c["complaint_id"] for c in suggestions["items"]] == [idea["complaint_id"]]
+    item = suggestions["items"][0]
+    assert (item["kind_name"], item["type_name"], item["status_name"]) == (
+        "建议",
+        "环境绿化",
+        "已提交",
+    )
+    assert item["community_name"] == "彩云花园"
+    mine = ok(call(world, "alice", {"action": "my_list", "status": "resolved"}))
+    assert [c["complaint_id"] for c in mine["items"]] == [noise]
+    assert mine["counts"] == everything["counts"]
+
+
 def test_staff_list_masks_the_contact_phone(world: dict[str, Any]) -> None:
     ok(file(world["alice"], world["garden"][0]["_id"]))
 
@@ -333,7 +368,9 @@ def test_reporter_is_told_in_the_inbox(services: Services, world: dict[str, Any]
 
     ok(answer(world, complaint_id, "已安排专人处理", "processing"))
 
-    items, _, unread = messaging.inbox(services, account_id(services, world["alice"]), False, 1, 20)
+    items, _, unread = messaging.inbox(
+        services, account_id(services, world["alice"]), "resident", False, 1, 20
+    )
     assert unread == 1
     assert items[0]["kind"] == "complaint"
     assert items[0]["title"] == "您的投诉处理中"
@@ -430,7 +467,13 @@ def test_filing_checks_the_house_in_one_read_and_replies_from_what_it_stored(
     with counted(services) as commands:
         filed = ok(call(world, "alice", event))
 
-    assert commands == ["accounts.find_one", "memberships.aggregate", "complaints.insert_one"]
+    # The membership check also reads the community's admins; they are told in one write.
+    assert commands == [
+        "accounts.find_one",
+        "memberships.aggregate",
+        "complaints.insert_one",
+        "messages.insert_many",
+    ]
     assert filed["community_name"] == "彩云花园"
     assert filed == ok(
         call(world, "alice", {"action": "detail", "complaint_id": filed["complaint_id"]})
@@ -467,5 +510,7 @@ def test_a_complaint_stored_before_names_were_kept_still_shows_its_community(
     )
 
     seen = call(world, "alice", {"action": "detail", "complaint_id": complaint_id})
+    listed = call(world, "alice", {"action": "my_list"})
 
     assert ok(seen)["community_name"] == "彩云花园"
+    assert ok(listed)["items"][0]["community_name"] == "彩云花园"

@@ -180,6 +180,7 @@ def test_owner_binds_with_the_imported_name_and_own_phone(
             "community_name": "彩云花园",
             "label": H101,
             "role": "owner",
+            "role_name": "业主",
             "can_manage_members": True,
         }
     ]
@@ -399,6 +400,7 @@ def test_added_family_member_can_log_in_and_sees_the_house(
             "community_name": "彩云花园",
             "label": H101,
             "role": "family",
+            "role_name": "家人",
             "can_manage_members": False,
         }
     ]

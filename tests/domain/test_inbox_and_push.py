@@ -24,6 +24,7 @@ TEMPLATES = {
     "notice": "tmpl-notice",
     "repair": "tmpl-repair",
     "repair_assigned": "tmpl-assigned",
+    "complaint_filed": "tmpl-complaint-filed",
 }
 RESIDENT_OPENID = "o-resident-alice"
 
@@ -96,10 +97,33 @@ def consents_left(services: Services, account_id: str, template_id: str) -> int:
 
 
 def inbox_count(services: Services, account_id: str) -> int:
-    return messaging.inbox(services, account_id, False, 1, 1)[1]
+    return messaging.inbox(services, account_id, "resident", False, 1, 1)[1]
 
 
 # ------------------------------------------------------------------------------ subscribe
+
+
+def test_a_new_complaint_is_pushed_to_the_admin_who_consented_in_the_staff_app(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    event = {"action": "subscribe", "template_ids": ["tmpl-complaint-filed"]}
+    given = invoke("notify", event, world["admin"], "staff")
+    assert ok(given)["remaining"] == {"tmpl-complaint-filed": 1}
+
+    complaint_id = complain(world)
+    complain(world)  # the one consent is spent: this one reaches the inbox only
+
+    pushed = [m for m in fake.sent if m["template_id"] == "tmpl-complaint-filed"]
+    assert [(m["appid"], m["touser"], m["page"]) for m in pushed] == [
+        (STAFF_APPID, world["admin"], f"pages/complaint/detail?id={complaint_id}")
+    ]
+    assert pushed[0]["data"]["thing1"]["value"] == "投诉·环境绿化"
+    admin_id = accounts.caller_by_openid(services.db, "staff", world["admin"])[0]["_id"]
+    titles = [m["title"] for m in messaging.inbox(services, admin_id, "staff", False, 1, 10)[0]]
+    assert titles == ["新的投诉", "新的投诉"]
+    # The guard of the same community is not an admin: nothing for him.
+    guard_id = accounts.caller_by_openid(services.db, "staff", world["guard"])[0]["_id"]
+    assert inbox_count(services, guard_id) == 0
 
 
 def test_subscribe_counts_one_consent_per_template_and_call(
@@ -473,7 +497,16 @@ def test_messages_are_newest_first_with_the_unread_count(
     assert (first["total"], first["unread"], first["page"], first["page_size"]) == (3, 3, 1, 2)
     assert [m["title"] for m in first["items"] + second["items"]] == ["通知2", "通知1", "通知0"]
     item = first["items"][0]
-    assert set(item) == {"message_id", "kind", "title", "body", "page", "created_at", "read"}
+    assert set(item) == {
+        "message_id",
+        "kind",
+        "kind_name",
+        "title",
+        "body",
+        "page",
+        "created_at",
+        "read",
+    }
     assert item["read"] is False and item["created_at"].endswith("+08:00")
 
 
@@ -497,10 +530,28 @@ def test_mark_read_never_touches_another_accounts_messages(
 ) -> None:
     admin_id = account_of(services.db, world["admin"])["_id"]
     messaging.notify(services, [admin_id], "repair", "派单", "正文", "/pages/x", app="staff")
-    theirs = messaging.inbox(services, admin_id, False, 1, 20)[0][0]["_id"]
+    theirs = messaging.inbox(services, admin_id, "staff", False, 1, 20)[0][0]["_id"]
 
     reply = invoke("notify", {"action": "mark_read", "message_ids": [theirs]}, RESIDENT_OPENID)
 
     assert ok(reply) == {"marked": 0}
-    assert messaging.inbox(services, admin_id, True, 1, 20)[2] == 1
+    assert messaging.inbox(services, admin_id, "staff", True, 1, 20)[2] == 1
     assert messages()["total"] == 0
+
+
+def test_each_app_shows_its_own_inbox_and_marks_only_its_own_read(
+    services: Services, world: dict[str, Any]
+) -> None:
+    # A staff member who also lives in a community: their work reaches the staff app only, their
+    # bills the resident app only (the matrix's admin in the resident app found the leak).
+    admin_id = account_of(services.db, world["admin"])["_id"]
+    page = "/pages/repair/detail?id=r1"
+    messaging.notify(services, [admin_id], "repair_filed", "新的报修", "正文", page, app="staff")
+    messaging.notify(services, [admin_id], "bill", "新账单", "正文", "/pages/bills/index")
+
+    def titles(app: str) -> list[str]:
+        return [m["title"] for m in messaging.inbox(services, admin_id, app, False, 1, 20)[0]]
+
+    assert (titles("staff"), titles("resident")) == (["新的报修"], ["新账单"])
+    assert messaging.mark_read(services, admin_id, "resident", None) == 1
+    assert messaging.inbox(services, admin_id, "staff", True, 1, 20)[2] == 1

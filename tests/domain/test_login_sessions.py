@@ -11,11 +11,13 @@ import jwt
 import pytest
 from conftest import fixed_clock, http, invoke, make_settings
 from round_trips import counted
+from worlds import BAY, GARDEN
 
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.domain import accounts as account_store
 from caiyun.domain import sessions, staff
 from caiyun.domain.accounts import ensure_account
+from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services, build_services, install_services
 
 PHONE = "13800001111"
@@ -110,6 +112,7 @@ def test_login_reply_has_account_token_and_expiry(services: Services) -> None:
         "name": "张三",
         "nickname": None,
         "avatar": None,
+        "avatar_url": None,
         "realname_verified": False,
         "houses": [],
         "staff": None,
@@ -193,6 +196,23 @@ def test_staff_app_refusal_does_not_spend_the_code(services: Services) -> None:
     assert reply["data"]["account"]["account_id"] == account["_id"]
 
 
+def test_a_company_wide_admin_is_told_every_community_by_name(services: Services) -> None:
+    garden = import_owners(services, GARDEN, []).community_id
+    bay = import_owners(services, BAY, []).community_id
+    account = new_account(services, name="周敏")
+    staff.upsert(services.db, account["_id"], "周敏", "admin", None, services.clock.now())
+
+    signed_in = login(services, app="staff", openid="o-staff-app")["account"]["staff"]
+
+    assert signed_in["role_name"] == "物业管理员" and signed_in["all_communities"]
+    assert signed_in["community_ids"] == []
+    assert signed_in["communities"] == [  # by name
+        {"community_id": garden, "name": "彩云花园"},
+        {"community_id": bay, "name": "星河湾"},
+    ]
+    assert me("o-staff-app", "staff")["data"]["staff"] == signed_in
+
+
 def test_staff_app_signs_in_an_account_with_a_staff_record(services: Services) -> None:
     account = new_account(services, name="王师傅")
     staff.upsert(services.db, account["_id"], "王师傅", "repairman", ["c-1"], services.clock.now())
@@ -201,7 +221,9 @@ def test_staff_app_signs_in_an_account_with_a_staff_record(services: Services) -
 
     assert data["account"]["staff"] == {
         "role": "repairman",
+        "role_name": "维修员",
         "community_ids": ["c-1"],
+        "communities": [{"community_id": "c-1", "name": ""}],  # no such community here
         "all_communities": False,
     }
     assert me("o-staff-app", "staff")["data"]["account_id"] == account["_id"]

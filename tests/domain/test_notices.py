@@ -248,7 +248,9 @@ def test_publishing_tells_each_resident_of_the_community_once(
     notice_id = ok(publish(world, "garden_id", "停水通知"))["notice_id"]
 
     def inbox(who: str) -> list[dict[str, Any]]:
-        return messaging.inbox(services, account_id(services, world[who]), False, 1, 20)[0]
+        return messaging.inbox(
+            services, account_id(services, world[who]), "resident", False, 1, 20
+        )[0]
 
     for who in ("both", "garden_only"):
         assert [(m["kind"], m["title"]) for m in inbox(who)] == [("notice", "停水通知")], who
@@ -277,7 +279,7 @@ def test_a_delivery_cut_short_is_finished_by_the_timer_without_repeats(
     assert too_soon["data"]["notices_resumed"] == 0
     assert later["data"]["notices_resumed"] == 1
     for who in (garden_only, both):
-        assert messaging.inbox(services, who, False, 1, 20)[1] == 1, who
+        assert messaging.inbox(services, who, "resident", False, 1, 20)[1] == 1, who
     assert services.db[notices.NOTICES].find_one({"_id": notice_id})["inbox"] == "sent"
 
 
@@ -290,7 +292,7 @@ def test_same_request_id_publishes_and_delivers_once(
     assert again == first
     assert services.db[notices.NOTICES].count_documents({}) == 1
     garden_only = account_id(services, world["garden_only"])
-    assert messaging.inbox(services, garden_only, False, 1, 20)[1] == 1
+    assert messaging.inbox(services, garden_only, "resident", False, 1, 20)[1] == 1
 
 
 def test_a_community_without_notices_still_has_its_group(world: dict[str, Any]) -> None:
@@ -315,9 +317,9 @@ def test_a_publisher_dying_before_delivery_leaves_it_to_the_timer(
 
     assert later["data"]["notices_resumed"] == 1
     garden_only = account_id(services, world["garden_only"])
-    assert [m["title"] for m in messaging.inbox(services, garden_only, False, 1, 20)[0]] == [
-        "停气通知"
-    ]
+    assert [
+        m["title"] for m in messaging.inbox(services, garden_only, "resident", False, 1, 20)[0]
+    ] == ["停气通知"]
     assert services.db[notices.NOTICES].find_one({})["inbox"] == "sent"
 
 

@@ -222,6 +222,7 @@ def test_a_new_owner_phone_ends_the_old_owners_binding_and_lets_the_new_owner_bi
         {
             "row": 1,
             "status": "updated",
+            "status_name": "已更新",
             "house_id": house_id,
             "label": "1栋-1单元-101",
             "reason": None,

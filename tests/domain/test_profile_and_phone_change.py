@@ -39,6 +39,7 @@ def test_profile_of_a_new_account(me: dict[str, Any]) -> None:
         "name": "张三",
         "nickname": None,
         "avatar": None,
+        "avatar_url": None,
         "realname_verified": False,
         "wallet": None,
     }
@@ -70,8 +71,10 @@ def test_profile_shows_the_wallet_to_its_owner_with_the_id_number_masked(
     assert data["realname_verified"] is True
     assert data["wallet"] == {
         "account_kind": "wallet",
+        "account_kind_name": "工银e钱包",
         "wallet_no": "6212000012345678901",  # the owner's own wallet: in full
         "wallet_class": "II",
+        "wallet_class_name": "Ⅱ类电子账户",
         "linked_card": "6228********5678",
         "autodebit": True,
         "realname": "张伟",

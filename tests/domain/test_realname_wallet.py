@@ -40,7 +40,7 @@ from worlds import GARDEN, ok, owner_row, refused, staff_account
 
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import business_date
-from caiyun.domain import accounts, houses, payments, realname
+from caiyun.domain import accounts, appconfig, houses, payments, realname
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.icbc import OPENING_BALANCE_FEN, FakeIcbc
 from caiyun.services import Services
@@ -325,7 +325,9 @@ def test_agreements_are_required_and_recorded_with_version_and_time(
 
     missing = confirm(ALICE, ticket, code, ["privacy"])
     assert refused(missing) == "INVALID_ARGUMENT"
-    assert "agreements" in missing["error"]["details"]["fields"]
+    assert missing["error"]["details"]["fields"] == {
+        "agreements.wallet_service": "须同意《工银e钱包服务协议》"
+    }
     assert not account_doc(svc, ALICE)["realname_verified"]
 
     ok(confirm(ALICE, ticket, code))
@@ -334,9 +336,40 @@ def test_agreements_are_required_and_recorded_with_version_and_time(
     signed = {a["name"]: a for a in doc["agreements"]}
     assert set(signed) == {"wallet_service", "privacy"}
     for name, agreement in signed.items():
-        assert agreement["version"] == realname.AGREEMENTS[name]
+        assert agreement["version"] == appconfig.DEFAULTS.agreement(name).version
         assert agreement["signed_at"] is not None
     assert doc["autodebit"]["enabled"] is False  # nothing signed for 代扣
+
+
+def test_the_agreements_required_and_their_versions_follow_the_configuration(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    edits = [
+        {
+            "code": a.code,
+            "title": a.title,
+            "text": "隐私政策第二版" if a.code == "privacy" else a.text,
+            # The property company requires the privacy policy only of e-wallet openers now.
+            "required_when": ["wallet"] if a.code == "privacy" else list(a.required_when),
+        }
+        for a in appconfig.DEFAULT_AGREEMENTS
+    ]
+    hq = {"_id": "hq-admin", "role": "admin", "all_communities": True}
+    appconfig.update(svc, hq, {"agreements": edits}, None)
+    ticket = ok(start(ALICE))["ticket"]
+
+    ok(confirm(ALICE, ticket, bank_code(svc, ALICE.bank_phone), ["wallet_service"]))
+    ticket = ok(start(BOB, "wallet", card_no=OTHER_BANK_CARD))["ticket"]
+    code = bank_code(svc, BOB.bank_phone)
+    missing = confirm(BOB, ticket, code, ["wallet_service"])
+    ok(confirm(BOB, ticket, code, ["wallet_service", "privacy"]))
+
+    assert missing["error"]["details"] == {"fields": {"agreements.privacy": "须同意《隐私政策》"}}
+    assert {a["name"] for a in account_doc(svc, ALICE)["agreements"]} == {"wallet_service"}
+    signed = {a["name"]: a["version"] for a in account_doc(svc, BOB)["agreements"]}
+    assert signed == {"wallet_service": "2026.1", "privacy": "2026.2"}
+    text = svc.db[appconfig.AGREEMENT_TEXTS].find_one({"_id": "privacy@2026.2"})
+    assert text["text"] == "隐私政策第二版"  # what BOB signed can be shown again
 
 
 # ------------------------------------------------------------------------------ ICBC's notify
@@ -359,7 +392,12 @@ def test_an_opening_icbc_finishes_later_is_completed_by_its_encrypted_notify(
 
         pending = ok(confirm(ALICE, ticket, bank_code(svc, ALICE.bank_phone)))
 
-        assert pending == {"status": "pending", "wallet": None, "autodebit_ticket": None}
+        assert pending == {
+            "status": "pending",
+            "status_name": "开户中",
+            "wallet": None,
+            "autodebit_ticket": None,
+        }
         assert ok(invoke("account", {"action": "profile"}, ALICE.openid))["wallet"] is None
         form = bank.opening_notify(ticket, NOTIFY_URL)
         assert form["encrypt_type"] == "AES" and form["sign_type"] == "RSA"
@@ -522,7 +560,11 @@ def test_auto_debit_cannot_be_turned_on_without_signing_the_agreement(
     reply = set_autodebit(ALICE, True)
 
     assert refused(reply) == "INVALID_ARGUMENT"
-    assert set(reply["error"]["details"]["fields"]) == {"ticket", "sms_code", "agreements"}
+    assert set(reply["error"]["details"]["fields"]) == {
+        "ticket",
+        "sms_code",
+        "agreements.autodebit",
+    }
     assert account_doc(svc, ALICE)["autodebit"]["enabled"] is False
     assert payments.run_autodebit(svc)["autodebit_accounts"] == 0
     assert bank.balance(ALICE.card) == OPENING_BALANCE_FEN
@@ -548,7 +590,7 @@ def test_signing_the_agreement_turns_auto_debit_on_and_off_cancels_it_at_once(
     verify(svc, ALICE)
     started = ok(invoke("account", {"action": "autodebit_start"}, ALICE.openid))
     assert started["agreement"]["name"] == "autodebit"
-    assert started["agreement"]["version"] == realname.AGREEMENTS["autodebit"]
+    assert started["agreement"]["version"] == appconfig.DEFAULTS.agreement("autodebit").version
     assert started["sent_to"] == ALICE.bank_phone[:3] + "****" + ALICE.bank_phone[-4:]
     code = bank_code(svc, ALICE.bank_phone)
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
@@ -561,7 +603,7 @@ def test_signing_the_agreement_turns_auto_debit_on_and_off_cancels_it_at_once(
     assert on["autodebit"] is True and again["autodebit"] is True
     doc = account_doc(svc, ALICE)
     agreement = doc["autodebit"]
-    assert agreement["version"] == realname.AGREEMENTS["autodebit"]
+    assert agreement["version"] == appconfig.DEFAULTS.agreement("autodebit").version
     assert agreement["signed_at"] is not None and agreement["agreement_no"]
     assert "autodebit" in {a["name"] for a in doc["agreements"]}
     at_bank = svc.db["sandbox_icbc_agreements"].find_one({"_id": agreement["agreement_id"]})
@@ -674,7 +716,10 @@ def test_autodebit_charges_under_the_signed_agreement_and_tells_the_resident(
     assert svc.db[payments.TRANSACTIONS].count_documents({"order_no": order["_id"]}) == 1
     told = messages(ALICE, "payment")
     assert [m["title"] for m in told] == ["自动扣缴成功"]
-    assert "170.00" in told[0]["body"] and realname.AGREEMENTS["autodebit"] in told[0]["body"]
+    assert (
+        "170.00" in told[0]["body"]
+        and appconfig.DEFAULTS.agreement("autodebit").version in told[0]["body"]
+    )
     assert ok(list_bills(ALICE))["unpaid_total_fen"] == 3000
 
 

@@ -133,7 +133,7 @@ def test_summary_covers_only_the_asked_community(paid_world: SimpleNamespace, ma
 # ------------------------------------------------------------------------------ staff_list
 
 
-def test_unpaid_list_shows_house_owner_name_and_masked_phone(
+def test_unpaid_list_shows_house_owner_name_and_full_phone_to_the_admin(
     paid_world: SimpleNamespace, garden: str
 ) -> None:
     data = ok(staff_list(garden, "unpaid"))
@@ -144,13 +144,107 @@ def test_unpaid_list_shows_house_owner_name_and_masked_phone(
     assert set(by_bill) == {paid_world.nov_fee, paid_world.bob_fee, paid_world.carol_fee}
     alice = by_bill[paid_world.nov_fee]
     assert alice["owner_name"] == ALICE.name
-    assert alice["owner_phone"] == "138****0001"
+    # Contract §1: an admin sees the phones of owners in their communities (to call them).
+    assert alice["owner_phone"] == "13800000001"
     assert alice["house_label"] == houses.label(paid_world.h101)
     assert alice["status"] == "paying"
     assert by_bill[paid_world.carol_fee]["owner_name"] == CAROL.name  # bound in the app or not
-    text = str(data)
-    for who in (ALICE, BOB, CAROL):
-        assert who.phone not in text
+    assert by_bill[paid_world.carol_fee]["owner_phone"] == CAROL.phone
+
+
+def test_staff_list_of_one_house_and_of_the_bills_being_paid(
+    paid_world: SimpleNamespace, garden: str
+) -> None:
+    paying = ok(staff_list(garden, "paying"))
+    of_101 = ok(staff_list(garden, "unpaid", house_id=paid_world.h101["_id"]))
+
+    assert [(b["bill_id"], b["status_name"]) for b in paying["items"]] == [
+        (paid_world.nov_fee, "支付中")
+    ]
+    assert [b["bill_id"] for b in of_101["items"]] == [paid_world.nov_fee]
+    assert {b["community_name"] for b in of_101["items"]} == {"彩云花园"}
+
+
+# ------------------------------------------------------------------------------ staff_houses
+
+
+def houses_of(community_id: str, openid: str = ADMIN, **narrow: Any) -> dict[str, Any]:
+    event = {"action": "staff_houses", "community_id": community_id, **narrow}
+    return invoke("bills", event, openid, "staff")
+
+
+def test_each_house_is_listed_once_with_what_it_owes_and_paid_and_the_tab_counts(
+    paid_world: SimpleNamespace, garden: str
+) -> None:
+    data = ok(houses_of(garden))
+
+    assert data["counts"] == {"unpaid": 3, "paid": 0}
+    assert data["total"] == 3
+    assert [h["house_label"] for h in data["items"]] == [
+        "1栋-1单元-101",
+        "1栋-1单元-102",
+        "2栋-1单元-201",
+    ]
+    alice = data["items"][0]
+    assert alice == {
+        "house_id": paid_world.h101["_id"],
+        "house_label": "1栋-1单元-101",
+        "building": "1栋",
+        "unit": "1单元",
+        "room": "101",
+        "owner_name": ALICE.name,
+        "owner_phone": ALICE.phone,  # in full: the admin calls about unpaid fees
+        "status": "unpaid",  # its November fee is being paid, not paid
+        "status_name": "未交",
+        "unpaid_count": 1,
+        "unpaid_fen": 12500,
+        "paid_count": 2,
+        "paid_fen": 17000,
+    }
+    assert data["items"][2]["owner_phone"] == CAROL.phone  # never bound in the app
+
+
+def test_a_period_and_a_tab_narrow_the_houses(paid_world: SimpleNamespace, garden: str) -> None:
+    october = ok(houses_of(garden, period="2026-10"))
+    paid = ok(houses_of(garden, period="2026-10", status="paid"))
+    owing = ok(houses_of(garden, status="unpaid", page_size=2))
+    rest = ok(houses_of(garden, status="unpaid", page=2, page_size=2))
+
+    assert october["counts"] == {"unpaid": 0, "paid": 1}
+    assert [(h["house_label"], h["status_name"]) for h in paid["items"]] == [
+        ("1栋-1单元-101", "已交")
+    ]
+    assert (owing["total"], len(owing["items"]), len(rest["items"])) == (3, 2, 1)
+    assert owing["counts"] == rest["counts"] == {"unpaid": 3, "paid": 0}
+
+
+def test_houses_are_found_by_building_unit_room_and_owner_name(
+    paid_world: SimpleNamespace, garden: str
+) -> None:
+    def labels(**narrow: Any) -> list[str]:
+        return [h["house_label"] for h in ok(houses_of(garden, **narrow))["items"]]
+
+    assert labels(building="2栋") == ["2栋-1单元-201"]
+    assert labels(building="1栋", unit="1单元", room="102") == ["1栋-1单元-102"]
+    assert labels(owner_name=BOB.name[1:]) == ["1栋-1单元-102"]
+    assert labels(owner_name=".*") == []  # a name, not a pattern
+    assert ok(houses_of(garden, room="999"))["counts"] == {"unpaid": 0, "paid": 0}
+
+
+def test_houses_of_another_community_are_forbidden(
+    paid_world: SimpleNamespace, garden: str, maple: str
+) -> None:
+    assert refused(houses_of(garden, "o-staff-maple")) == "FORBIDDEN"
+    assert ok(houses_of(maple, "o-staff-maple"))["counts"] == {"unpaid": 1, "paid": 0}
+
+
+def test_the_house_list_is_the_caller_lookup_and_one_query(
+    svc: Services, paid_world: SimpleNamespace, garden: str
+) -> None:
+    with counted(svc) as sent:
+        ok(houses_of(garden, owner_name="张"))
+
+    assert sent == ["accounts.aggregate", "houses.aggregate"]
 
 
 def test_staff_list_joins_the_houses_in_its_one_query(

@@ -125,7 +125,7 @@ def photo(services: Services, name: str, uploader: Person) -> str:
 
 
 def inbox(services: Services, person: Person) -> list[dict[str, Any]]:
-    items, _, _ = messaging.inbox(services, person.account_id, False, 1, 100)
+    items, _, _ = messaging.inbox(services, person.account_id, person.app, False, 1, 100)
     return items
 
 
@@ -150,7 +150,7 @@ def test_a_repair_goes_from_report_to_rating_telling_people_at_each_step(
     assert created["status"] == "pending" and created["status_name"] == "待处理"
     assert created["house_label"] == "3栋-2单元-101"
     assert created["community_name"] == "彩云花园"
-    assert created["images"] == images
+    assert [i["file_id"] for i in created["images"]] == images
     assert created["repairman"] is None
     assert events(created) == [("created", "pending", "resident")]
 
@@ -173,7 +173,9 @@ def test_a_repair_goes_from_report_to_rating_telling_people_at_each_step(
     photos = [photo(services, "fixed-1", world.fixer), photo(services, "fixed-2", world.fixer)]
     done = ok(world.fixer.call("complete", repair_id=rid, photos=photos, note="更换了阀门"))
     assert done["status"] == "awaiting_rating" and done["status_name"] == "待评价"
-    assert done["completion"]["photos"] == photos and done["completion"]["note"] == "更换了阀门"
+    assert [p["file_id"] for p in done["completion"]["photos"]] == photos and done["completion"][
+        "note"
+    ] == "更换了阀门"
     assert done["auto_close_at"] is not None
     assert inbox(services, world.owner)[0]["title"] == "维修已完成，请评价"
 
@@ -242,6 +244,46 @@ def test_the_owner_sees_every_repair_of_the_house_and_moves_only_their_own(
     assert ok(world.family.call("cancel", repair_id=theirs["repair_id"]))["status"] == "cancelled"
 
 
+ALL_ZERO = {s: 0 for s in ("pending", "dispatched", "awaiting_rating", "completed", "cancelled")}
+
+
+def test_every_list_counts_its_repairs_by_status_for_the_tabs(
+    services: Services, world: World
+) -> None:
+    ids = [report(world.owner, world.house_101)["repair_id"] for _ in range(4)]
+    ok(world.owner.call("cancel", repair_id=ids[0]))
+    for rid in ids[1:3]:
+        ok(world.admin.call("dispatch", repair_id=rid, repairman_id=world.fixer.account_id))
+    ok(world.fixer.call("complete", repair_id=ids[2], photos=[photo(services, "p", world.fixer)]))
+    expected = {**ALL_ZERO, "pending": 1, "dispatched": 1, "awaiting_rating": 1, "cancelled": 1}
+
+    mine = ok(world.owner.call("my_list", status="pending"))
+    staff_view = ok(world.admin.call("staff_list", status="dispatched"))
+    assigned = ok(world.fixer.call("assigned"))
+
+    # The counts cover every tab whichever one the page shows.
+    assert mine["counts"] == staff_view["counts"] == expected
+    assert [i["repair_id"] for i in mine["items"]] == [ids[3]] and mine["total"] == 1
+    assert [i["repair_id"] for i in staff_view["items"]] == [ids[1]]
+    assert assigned["counts"] == {**ALL_ZERO, "dispatched": 1, "awaiting_rating": 1}
+    assert ok(world.family.call("my_list"))["counts"] == ALL_ZERO
+    assert ok(world.fixer2.call("assigned"))["counts"] == ALL_ZERO
+
+
+def test_the_communitys_admins_hear_of_a_new_repair_once(services: Services, world: World) -> None:
+    created = report(world.owner, world.house_101, request_id="tell-once")
+    report(world.owner, world.house_101, request_id="tell-once")  # the retry tells nobody again
+
+    for admin in (world.admin, world.hq):
+        told = [m for m in inbox(services, admin) if m["kind"] == "repair_filed"]
+        assert [(m["title"], m["page"]) for m in told] == [
+            ("新的报修", f"/pages/repair/detail?id={created['repair_id']}")
+        ]
+        assert "厨房水管漏水" in told[0]["body"] and "3栋-2单元-101" in told[0]["body"]
+    for nobody in (world.fixer, world.bay_fixer, world.owner):
+        assert not [m for m in inbox(services, nobody) if m["kind"] == "repair_filed"]
+
+
 def test_reporting_needs_a_bound_house_of_ones_own(world: World) -> None:
     event = {"category": "other", "description": "门禁坏了", "contact_phone": "13800000999"}
     assert refused(world.homeless.call("create", house_id=world.house_101, **event)) == (
@@ -256,7 +298,7 @@ def test_create_is_validated_field_by_field(world: World) -> None:
     reply = world.owner.call(
         "create",
         house_id=world.house_101,
-        category="roof",
+        category="Roof!",
         description="",
         contact_phone="12345",
         images=["sandbox://files/a.jpg"] * 10,
@@ -268,6 +310,15 @@ def test_create_is_validated_field_by_field(world: World) -> None:
         "contact_phone",
         "images",
     }
+    # A well-formed code that is not a category in force is refused by name too.
+    reply = world.owner.call(
+        "create",
+        house_id=world.house_101,
+        category="roof",
+        description="屋顶漏水",
+        contact_phone=world.owner.phone,
+    )
+    assert reply["error"]["details"] == {"fields": {"category": "不在可选范围内"}}
 
 
 def test_double_submitted_create_with_one_request_id_creates_one_repair(
@@ -480,7 +531,7 @@ def test_upload_url_gives_an_id_that_create_accepts(world: World) -> None:
     assert target["file_id"].startswith("sandbox://files/repair/report/")
     assert target["file_id"].endswith(".jpg")
     created = report(world.owner, world.house_101, images=[target["file_id"]])
-    assert created["images"] == [target["file_id"]]
+    assert [i["file_id"] for i in created["images"]] == [target["file_id"]]
     reply = world.owner.call("upload_url", purpose="report", filename="notes.exe")
     assert refused(reply) == "INVALID_ARGUMENT"
     assert reply["error"]["details"]["fields"] == {"filename": "文件类型不支持"}
@@ -548,9 +599,10 @@ def test_create_checks_and_labels_the_house_in_one_read_and_writes_the_key_once(
 
     assert calls == [
         "accounts.find_one",  # the caller (a resident)
-        "memberships.aggregate",  # membership, house and community
+        "memberships.aggregate",  # membership, house, community and its admins
         "idempotency_keys.insert_one",
         "repairs.insert_one",
+        "messages.insert_many",  # the community's admins are told
     ]
 
 

@@ -260,6 +260,43 @@ def test_house_tree_reads_the_community_only_when_it_has_no_house(
     assert commands == ["accounts.find_one", "houses.find", "communities.find_one"]
 
 
+def test_staff_are_told_their_communities_names_without_reading_them_again(
+    services: Services, estate: dict[str, Any], commands: list[str]
+) -> None:
+    garden = {"community_id": estate["community_id"], "name": "彩云花园"}
+    ok(
+        estate["hq"].call(
+            "admin",
+            "add_staff",
+            phone="13700000009",
+            name="钱师傅",
+            role="repairman",
+            community_ids=[garden["community_id"]],
+        )
+    )
+    code = _code_sent(services, commands, "13700000009")
+    event = {"action": "login", "phone": "13700000009", "code": code, "app": "staff"}
+    data = ok(invoke("login", event, "o-staff-fixer", "staff"))
+    assert data["account"]["staff"]["communities"] == [garden]
+    assert not any(c.startswith("communities.") for c in commands)
+    commands.clear()
+    # A company-wide admin covers every community: their names and the admin's houses are one
+    # command.
+    hq = ok(estate["hq"].call("login", "me"))
+    assert hq["staff"]["communities"] == [garden] and hq["staff"]["all_communities"]
+    assert commands == ["accounts.aggregate", "communities.aggregate"]
+
+
+def test_the_apps_configuration_is_one_command_in_a_warm_container(
+    services: Services, estate: dict[str, Any], commands: list[str]
+) -> None:
+    ok(invoke("login", {"action": "config"}, None))
+    assert commands == ["communities.aggregate"]  # the regions
+    commands.clear()
+    ok(invoke("login", {"action": "staff_config"}, None))
+    assert commands == []
+
+
 # ------------------------------------------------------------------------------ staff admin
 
 

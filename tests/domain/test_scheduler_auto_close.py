@@ -114,7 +114,7 @@ def completions(services: Services, rid: str) -> list[str]:
 
 
 def auto_close_messages(services: Services, world: World) -> int:
-    items, _, _ = messaging.inbox(services, world.owner["_id"], False, 1, 100)
+    items, _, _ = messaging.inbox(services, world.owner["_id"], "resident", False, 1, 100)
     return sum(1 for m in items if m["title"] == "报修已自动完成")
 
 

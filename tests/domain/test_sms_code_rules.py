@@ -461,7 +461,11 @@ def test_sms_provider_failure_is_unavailable_and_leaves_no_live_code(
 
     assert reply == {
         "ok": False,
-        "error": {"code": "UNAVAILABLE", "message": reply["error"]["message"]},
+        "error": {
+            "code": "UNAVAILABLE",
+            "message": reply["error"]["message"],
+            "details": {"retryable": True},
+        },
     }
     assert CHINESE.search(reply["error"]["message"])
     live = {"phone": PHONE, "used": False, "expires_at": {"$gt": services.clock.now()}}

@@ -93,6 +93,7 @@ def test_company_wide_admin_appoints_a_community_admin(
         "name": "湾区管理员",
         "phone": "137****0002",
         "role": "admin",
+        "role_name": "物业管理员",
         "community_ids": [company.bay_id],
         "all_communities": False,
     }
@@ -331,11 +332,14 @@ def test_a_staff_change_lands_only_on_a_record_the_filter_still_allows(
     db, now = services.db, services.clock.now()
     person, _ = accounts.ensure_account(db, "13700000077", now, "周师傅")
     within_c1 = {"community_ids": {"$not": {"$elemMatch": {"$nin": ["c1"]}}}}
-    assert staff.change_where(db, person["_id"], within_c1, "周师傅", "repairman", ["c1"], now)
+    assert staff.change_where(
+        db, person["_id"], within_c1, "周师傅", "repairman", {"c1": "一区"}, now
+    )
     staff.upsert(db, person["_id"], "周师傅", "guard", ["c2"], now)
 
     assert (
-        staff.change_where(db, person["_id"], within_c1, "周师傅", "repairman", ["c1"], now) is None
+        staff.change_where(db, person["_id"], within_c1, "周师傅", "repairman", {"c1": "一区"}, now)
+        is None
     )
     assert db[staff.STAFF].count_documents({}) == 1
     assert staff.get(db, person["_id"])["role"] == "guard"

@@ -236,6 +236,7 @@ def test_pass_page_shows_the_visit_and_nothing_about_the_host(
 
     assert view == {
         "status": "valid",
+        "status_name": "有效",
         "visitor_name": "王芳",
         "count": 2,
         "plate": "粤B***45",
@@ -309,7 +310,7 @@ def test_host_is_told_when_the_visitor_arrives(services: Services, world: dict[s
     ok(verify(world, token))
 
     host_id = account_of(services.db, world["host"])["_id"]
-    items, _, _ = messaging.inbox(services, host_id, True, 1, 20)
+    items, _, _ = messaging.inbox(services, host_id, "resident", True, 1, 20)
     assert [(m["kind"], m["title"]) for m in items] == [("visitor", "访客已到达")]
     assert "王芳" in items[0]["body"] and "彩云花园" in items[0]["body"]
 
@@ -334,7 +335,11 @@ def test_forged_pass_is_reported_forged_and_records_nothing(
     token = ok(register(world))["pass_token"]
 
     for forged in forgeries(services, token):
-        assert ok(verify(world, forged)) == {"result": "forged", "visitor": None}, forged
+        assert ok(verify(world, forged)) == {
+            "result": "forged",
+            "result_name": "无效通行证",
+            "visitor": None,
+        }, forged
     assert services.db[visitors.VISITORS].find_one({})["status"] == "registered"
 
 

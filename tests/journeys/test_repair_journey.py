@@ -77,7 +77,7 @@ def finish(repairman: App, repair_id: str) -> dict[str, Any]:
     assert repair_id in [r["repair_id"] for r in assigned]
     photo = upload(repairman, "completion", "fixed.jpg")
     done = repairman.ok("repair", "complete", repair_id=repair_id, photos=[photo], note="已更换")
-    assert done["completion"]["photos"] == [photo]
+    assert [p["file_id"] for p in done["completion"]["photos"]] == [photo]
     return done
 
 
@@ -113,7 +113,7 @@ def test_an_unrated_repair_goes_from_report_to_work_done_and_auto_closes_after_t
     repair_id = created["repair_id"]
     assert (created["status"], created["status_name"]) == ("pending", "待处理")
     assert created["house_label"] == "1栋-1单元-101"
-    assert created["images"][0].startswith("sandbox://files/")
+    assert created["images"][0]["file_id"].startswith("sandbox://files/")
     assert events(created) == ["created"]
     mine = owner.ok("repair", "my_list", status="pending")
     assert [r["repair_id"] for r in mine["items"]] == [repair_id]
@@ -136,7 +136,7 @@ def test_an_unrated_repair_goes_from_report_to_work_done_and_auto_closes_after_t
     assert detail["repairman"] == {"account_id": zheng, "name": "郑师傅", "phone": REPAIRMAN}
     assert detail["images"] == created["images"]
     assert detail["completion"]["note"] == "已更换"
-    assert detail["completion"]["photos"][0].startswith("sandbox://files/")
+    assert detail["completion"]["photos"][0]["file_id"].startswith("sandbox://files/")
     assert detail["auto_close_at"] is not None and detail["rating"] is None
 
     # Within the three days the timer leaves it for the resident to rate.
@@ -228,3 +228,42 @@ def test_the_same_report_sent_twice_with_one_request_id_makes_one_repair(
     other = owner.ok("repair", "create", **{**form, "request_id": uuid.uuid4().hex})
     assert other["repair_id"] != first["repair_id"]
     assert owner.ok("repair", "my_list")["total"] == 2
+
+
+def test_a_photo_uploaded_to_the_sandbox_is_shown_by_its_signed_url_until_it_expires(
+    sandbox: Running,
+) -> None:
+    base = sandbox.url
+    owner = resident(base, OWNER, "o-zhangwei")
+    house = house_in(owner, CAIYUN_GARDEN)
+    target = owner.ok("repair", "upload_url", purpose="report", filename="leak.png")
+    assert (target["method"], target["headers"]) == ("PUT", {"Content-Type": "image/png"})
+    sent = requests.put(target["url"], data=b"\x89PNG leak", headers=target["headers"], timeout=5)
+    assert sent.status_code == 200
+    created = owner.ok(
+        "repair",
+        "create",
+        house_id=house["house_id"],
+        category="water_electric",
+        description="阳台漏水",
+        contact_phone=OWNER,
+        images=[target["file_id"]],
+    )
+
+    shown = created["images"][0]
+    assert shown["file_id"] == target["file_id"]
+    assert shown["url"].startswith(f"{base}/files/")
+    got = requests.get(shown["url"], timeout=TIMEOUT_S)
+    assert (got.status_code, got.content) == (200, b"\x89PNG leak")
+    assert got.headers["Content-Type"] == "image/png"
+    forged = shown["url"][:-4] + "0000"
+    assert requests.get(forged, timeout=TIMEOUT_S).status_code == 403
+    assert requests.put(shown["url"], data=b"x", timeout=TIMEOUT_S).status_code == 403
+
+    assert advance(base, 3 * 3600)[0] == 200
+    assert requests.get(shown["url"], timeout=TIMEOUT_S).status_code == 403
+    again = owner.ok("repair", "detail", repair_id=created["repair_id"])["images"][0]["url"]
+    assert requests.get(again, timeout=TIMEOUT_S).content == b"\x89PNG leak"
+    # The garden's admin heard of the new repair.
+    admin = staff_by_api(base, GARDEN_ADMIN)
+    assert "新的报修" in inbox_titles(admin, "repair_filed")

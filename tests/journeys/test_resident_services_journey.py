@@ -128,6 +128,7 @@ def test_an_owner_binds_his_house_and_the_family_member_he_adds_can_sign_in_and_
             "community_name": CAIYUN_GARDEN,
             "label": "1栋-1单元-102",
             "role": "owner",
+            "role_name": "业主",
             "can_manage_members": True,
         }
     ]
@@ -173,7 +174,7 @@ def test_a_complaint_is_answered_taken_up_and_resolved_and_the_resident_reads_th
 
     mine = bind_own_house(owner, house)
     types = owner.ok("complaint", "types")["items"]
-    assert "environment" in [t["type"] for t in types]
+    assert "environment" in [t["code"] for t in types]
     filed = owner.ok("complaint", "create", house_id=mine["house_id"], **complaint)
     complaint_id = filed["complaint_id"]
     assert (filed["status"], filed["house_label"], filed["replies"]) == (

@@ -262,9 +262,12 @@ def test_staff_added_from_the_command_line_while_serving_can_log_in_to_the_staff
     assert "staff added" in capsys.readouterr().out
 
     data = login_by_invoke(sandbox.url, phone, "o-staff-app", app="staff")
+    garden = community_id(sandbox.server, DEMO_COMMUNITIES[0].name)
     assert data["account"]["staff"] == {
         "role": "repairman",
-        "community_ids": [community_id(sandbox.server, DEMO_COMMUNITIES[0].name)],
+        "role_name": "维修员",
+        "community_ids": [garden],
+        "communities": [{"community_id": garden, "name": DEMO_COMMUNITIES[0].name}],
         "all_communities": False,
     }
 

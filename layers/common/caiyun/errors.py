@@ -25,6 +25,52 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "INSUFFICIENT_BALANCE": (403, "工行账户余额不足，请充值后再试"),
 }
 
+# What ``error.details`` may hold, by key: (JSON shape, when it is sent and what it means). No
+# error carries anything else, and each key always has this shape (AppError checks both).
+DETAILS: dict[str, tuple[str, str]] = {
+    "fields": (
+        "object: field → Chinese reason",
+        "`INVALID_ARGUMENT`: every refused field of the request. A nested field is named by its "
+        "path (`community.name`), a list entry by its index (`images.0`), a missing agreement "
+        "by its code (`agreements.privacy`); `(body)` is the request as a whole",
+    ),
+    "missing": (
+        "list of strings",
+        "`NOT_FOUND` of an action given several ids: the ids that name nothing",
+    ),
+    "retry_after_s": (
+        "integer ≥ 1",
+        "`RATE_LIMITED`: seconds until the same call may succeed",
+    ),
+    "retryable": (
+        "boolean",
+        "`true` on `UNAVAILABLE` (the service behind the call failed, not the request) and on the "
+        "`CONFLICT` of a create whose first try (same `request_id`) is still being processed: "
+        "send the same request again later. `false` only on the `UNAVAILABLE` of a function "
+        "deployed without its settings, which no retry mends",
+    ),
+}
+
+
+def _details_problem(details: dict[str, Any]) -> str | None:
+    for key, value in details.items():
+        if key not in DETAILS:
+            return f"unknown details key {key!r}"
+        if key == "fields" and not (
+            isinstance(value, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        ):
+            return "details.fields must map field names to reasons"
+        if key == "missing" and not (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            return "details.missing must list ids"
+        if key == "retry_after_s" and not (isinstance(value, int) and value >= 1):
+            return "details.retry_after_s must be a whole number of seconds"
+        if key == "retryable" and not isinstance(value, bool):
+            return "details.retryable is true or false"
+    return None
+
 
 class AppError(Exception):
     """A refusal the caller should see: stable code, Chinese message, optional details."""
@@ -34,9 +80,15 @@ class AppError(Exception):
     ) -> None:
         if code not in ERROR_CODES:
             raise ValueError(f"unknown error code {code}")
+        details = dict(details or {})
+        if code == "UNAVAILABLE":
+            details.setdefault("retryable", True)
+        problem = _details_problem(details)
+        if problem is not None:
+            raise ValueError(problem)
         self.code = code
         self.message = message or ERROR_CODES[code][1]
-        self.details = details or {}
+        self.details = details
         super().__init__(code)
 
     @property

@@ -73,6 +73,15 @@ class Report:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class WeChatUser:
+    """A WeChat user in one of the two mini-programs: the same person has another openid in
+    each, and staff rights come only through the staff app."""
+
+    openid: str
+    app: str
+
+
 class StepFailed(Exception):
     """A step's answer was not what the journey needs; the message says what came back."""
 
@@ -115,14 +124,16 @@ class Journey:
         if not check.ok:
             raise JourneyStopped
 
-    def call(self, function: str, payload: dict[str, Any], openid: str | None = None) -> Any:
-        """One call of a function as a mini-program makes it; the data of an ok answer."""
+    def call(self, function: str, payload: dict[str, Any], who: WeChatUser | None = None) -> Any:
+        """One call of a function as ``who``'s mini-program makes it (the platform names the
+        app's appid, as the settings know it); the data of an ok answer."""
         from caiyun.sandbox.functions import handler
-        from caiyun.sandbox.server import SANDBOX_APPID
 
         event = dict(payload)
-        if openid:
-            event["userInfo"] = {"openId": openid, "appId": SANDBOX_APPID}
+        if who is not None:
+            settings = self.services.settings
+            appid = settings.wechat_staff_appid if who.app == "staff" else settings.wechat_appid
+            event["userInfo"] = {"openId": who.openid, "appId": appid}
         return self._answer(handler(function)(event, self._context(function)))
 
     def http(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -190,10 +201,11 @@ def _sms_code(services: Any, phone: str) -> str:
     return str(sent[0]["code"])
 
 
-def _sign_in(journey: Journey, phone: str, openid: str, app: str = "resident") -> None:
-    journey.call("login", {"action": "send_code", "phone": phone, "purpose": "login"}, openid)
+def _sign_in(journey: Journey, phone: str, who: WeChatUser) -> None:
+    journey.call("login", {"action": "send_code", "phone": phone, "purpose": "login"}, who)
     code = _sms_code(journey.services, phone)
-    journey.call("login", {"action": "login", "phone": phone, "code": code, "app": app}, openid)
+    event = {"action": "login", "phone": phone, "code": code, "app": who.app}
+    journey.call("login", event, who)
 
 
 def _run(steps: Callable[[], None]) -> None:
@@ -205,7 +217,10 @@ def _run(steps: Callable[[], None]) -> None:
 def walk(journey: Journey) -> None:
     """Every function's journey on the demo data set, in an order the later ones build on."""
     services = journey.services
-    owner, admin, repairman, guard = "o-sc-owner", "o-sc-admin", "o-sc-repair", "o-sc-guard"
+    owner = WeChatUser("o-sc-owner", "resident")
+    admin = WeChatUser("o-sc-admin", "staff")
+    repairman = WeChatUser("o-sc-repair", "staff")
+    guard = WeChatUser("o-sc-guard", "staff")
     state: dict[str, Any] = {}
     j = journey
 
@@ -216,8 +231,8 @@ def walk(journey: Journey) -> None:
         with j.step("login", "send_code + login"):
             _sign_in(j, _OWNER, owner)
         with j.step("login", "staff sign-in"):
-            for phone, openid in ((_ADMIN, admin), (_REPAIRMAN, repairman), (_GUARD, guard)):
-                _sign_in(j, phone, openid, app="staff")
+            for phone, who in ((_ADMIN, admin), (_REPAIRMAN, repairman), (_GUARD, guard)):
+                _sign_in(j, phone, who)
         with j.step("login", "me"):
             j.call("login", {"action": "me"}, owner)
 
@@ -345,7 +360,7 @@ def walk(journey: Journey) -> None:
 
     def complaint() -> None:
         with j.step("complaint", "types + create"):
-            kind = j.call("complaint", {"action": "types"}, owner)["items"][0]["type"]
+            kind = j.call("complaint", {"action": "types"}, owner)["items"][0]["code"]
             filed = j.call(
                 "complaint",
                 {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from caiyun.clock import Clock, SystemClock
@@ -27,6 +27,9 @@ class Services:
     wechat: WeChatClient
     storage: Storage
     icbc: IcbcClient
+    # Slow-changing documents this container keeps between calls (the app configuration),
+    # by key: (valid until, value).
+    memo: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
 
 _current: Services | None = None
@@ -46,13 +49,14 @@ def build_services(settings: Settings, clock: Clock | None = None, db: Any = Non
     sms: SmsSender = (
         TencentSms(settings) if settings.sms_provider == "tencent" else SandboxSms(db, clock)
     )
+    wechat = WeChatClient(settings, db, clock)
     return Services(
         settings=settings,
         db=db,
         clock=clock,
         sms=sms,
-        wechat=WeChatClient(settings, db, clock),
-        storage=build_storage(settings),
+        wechat=wechat,
+        storage=build_storage(settings, wechat, clock),
         icbc=IcbcClient(settings, clock),
     )
 

@@ -162,6 +162,12 @@ class Settings(BaseSettings):
     cos_secret_id: SecretStr = SecretStr("")
     cos_secret_key: SecretStr = SecretStr("")
     upload_url_ttl_s: int = 900
+    # How long a display URL of a stored image (repair photos, avatars) stays valid; CloudBase
+    # allows at most a day.
+    display_url_ttl_s: int = Field(default=3600, ge=60, le=86400)
+    # How long a warm container keeps the app configuration (agreements, repair categories,
+    # complaint types) before reading it again: a change reaches every container within this.
+    config_cache_s: int = Field(default=60, ge=0, le=3600)
 
     # Timer jobs work through due records in batches of this many.
     scheduler_batch_size: int = 500

@@ -12,15 +12,23 @@ attach a file from another bucket, another CloudBase environment or a URL of the
 
 Ids are checked by form, not by asking the storage whether the object exists: the check costs
 nothing, and a missing object only shows as a broken picture to the people who already see it.
+
+Replies show a stored file by a short-lived display URL beside its id (``display_urls``): a COS
+presigned GET, a CloudBase temporary URL from WeChat's ``tcb/batchdownloadfile``, or in the
+sandbox a signed URL that ``caiyun dev`` serves.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import tempfile
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -28,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 from caiyun.errors import AppError
 
 if TYPE_CHECKING:
+    from caiyun.adapters.wechat import WeChatClient
+    from caiyun.clock import Clock
     from caiyun.settings import Settings
 
 # What an upload may be, by the extension of the name the mini-program gives it.
@@ -114,6 +124,20 @@ class Storage(ABC):
             raise AppError("INVALID_ARGUMENT", "文件无效，请重新上传", {"fields": bad})
         return list(dict.fromkeys(ids))
 
+    def display_urls(self, file_ids: list[str]) -> dict[str, str | None]:
+        """A URL an ``<image>`` can show now for each file id of this storage (None for an id
+        that is not this storage's, or when none can be had at the moment). Never raises: a
+        reply is better without a picture than not at all."""
+        mine = [fid for fid in dict.fromkeys(file_ids) if self.owns(fid)]
+        urls: dict[str, str | None] = dict.fromkeys(file_ids)
+        if mine:
+            urls.update(self._urls(mine))
+        return urls
+
+    @abstractmethod
+    def _urls(self, file_ids: list[str]) -> dict[str, str | None]:
+        """Display URLs of ids this storage owns (deduplicated)."""
+
     @staticmethod
     def new_path(folder: str, filename: str) -> str:
         """A fresh object path in ``folder`` keeping the upload's image extension."""
@@ -127,12 +151,28 @@ class CloudBaseStorage(Storage):
     """WeChat CloudBase storage: the mini-program uploads with ``wx.cloud.uploadFile``."""
 
     provider = "cloudbase"
+    # WeChat's tcb/batchdownloadfile (wx.cloud.getTempFileURL) takes at most 50 ids per call.
+    BATCH = 50
+    _CACHED = 2048
 
-    def __init__(self, env_id: str) -> None:
+    def __init__(
+        self,
+        env_id: str,
+        wechat: WeChatClient | None = None,
+        clock: Clock | None = None,
+        ttl_s: int = 3600,
+    ) -> None:
         if not _ENV_ID.fullmatch(env_id):
             raise ValueError("CAIYUN_CLOUDBASE_ENV must be a CloudBase environment id")
         self.env_id = env_id
         self._prefix = f"cloud://{env_id}."
+        self._wechat = wechat
+        self._clock = clock
+        self.ttl_s = ttl_s
+        # file id -> (URL, when to stop handing it out): the same picture shown again within
+        # half its lifetime costs no WeChat call.
+        self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def owns(self, file_id: str) -> bool:
         """``cloud://<env>.<bucket>/<path>`` of this environment."""
@@ -146,6 +186,39 @@ class CloudBaseStorage(Storage):
         return UploadTarget(
             provider=self.provider, path=self.new_path(folder, filename), file_id=None
         )
+
+    def _now(self) -> float:
+        return self._clock.now().timestamp() if self._clock is not None else time.time()
+
+    def _urls(self, file_ids: list[str]) -> dict[str, str | None]:
+        """Temporary URLs from WeChat, ``BATCH`` ids per call, kept for half their lifetime."""
+        from caiyun.adapters.wechat import WeChatError
+
+        now = self._now()
+        found: dict[str, str | None] = {}
+        with self._lock:
+            for fid in file_ids:
+                kept = self._cache.get(fid)
+                if kept is not None and kept[1] > now:
+                    found[fid] = kept[0]
+        wanted = [fid for fid in file_ids if fid not in found]
+        if not wanted or self._wechat is None:
+            return found
+        for start in range(0, len(wanted), self.BATCH):
+            batch = wanted[start : start + self.BATCH]
+            try:
+                fetched = self._wechat.temp_file_urls(self.env_id, batch, self.ttl_s)
+            except WeChatError:
+                continue
+            found.update(fetched)
+            with self._lock:
+                for fid, url in fetched.items():
+                    if url:
+                        self._cache[fid] = (url, now + self.ttl_s / 2)
+                        self._cache.move_to_end(fid)
+                while len(self._cache) > self._CACHED:
+                    self._cache.popitem(last=False)
+        return found
 
 
 class CosStorage(Storage):
@@ -162,6 +235,7 @@ class CosStorage(Storage):
         self.region = settings.cos_region
         self.endpoint = settings.cos_endpoint or f"https://cos.{settings.cos_region}.myqcloud.com"
         self.ttl_s = settings.upload_url_ttl_s
+        self.display_ttl_s = settings.display_url_ttl_s
         self._secret_id = settings.cos_secret_id
         self._secret_key = settings.cos_secret_key
         self._prefix = f"cos://{self.bucket}/"
@@ -211,20 +285,75 @@ class CosStorage(Storage):
             expires_in_s=self.ttl_s,
         )
 
+    def _urls(self, file_ids: list[str]) -> dict[str, str | None]:
+        """Presigned GET URLs (signed locally: no request leaves the function)."""
+        client = self.client()
+        return {
+            fid: client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": fid[len(self._prefix) :]},
+                ExpiresIn=self.display_ttl_s,
+            )
+            for fid in file_ids
+        }
+
 
 class SandboxStorage(Storage):
     """Local files for ``caiyun dev`` and the tests: ``sandbox://files/<path>``.
 
     Files live in ``<data_dir>/files``, or in a temporary directory made on first write when
-    there is no data directory.
+    there is no data directory. ``caiyun dev`` serves them at ``<base_url>/files/<path>``:
+    a GET shows one, a PUT (as to COS) keeps its bytes, each on a URL signed here that expires
+    (``verify``).
     """
 
     provider = "sandbox"
     PREFIX = "sandbox://files/"
+    DEFAULT_BASE_URL = "http://127.0.0.1:8787"
 
-    def __init__(self, data_dir: str) -> None:
+    def __init__(
+        self,
+        data_dir: str,
+        secret: bytes = b"sandbox-files",
+        clock: Clock | None = None,
+        ttl_s: int = 3600,
+    ) -> None:
         self._root = Path(data_dir) / "files" if data_dir else None
         self._lock = threading.Lock()
+        self._secret = secret
+        self._clock = clock
+        self.ttl_s = ttl_s
+        self.base_url = self.DEFAULT_BASE_URL
+
+    def serve_at(self, base_url: str) -> None:
+        """Sign URLs for the sandbox server listening at ``base_url``."""
+        self.base_url = base_url.rstrip("/")
+
+    def _now(self) -> int:
+        return int(self._clock.now().timestamp() if self._clock is not None else time.time())
+
+    def _signature(self, method: str, path: str, expires: int) -> str:
+        message = f"{method}\n{path}\n{expires}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+    def signed_url(self, method: str, path: str, ttl_s: int) -> str:
+        """The URL of ``path`` (under ``files/``) for ``method``, valid at least ``ttl_s``
+        seconds. The expiry is rounded up to a whole number of ``ttl_s`` periods, so the same
+        file asked for again within one gets the same URL (the app's image cache keeps it)."""
+        expires = (self._now() // ttl_s + 2) * ttl_s
+        signature = self._signature(method, path, expires)
+        return f"{self.base_url}/files/{path}?expires={expires}&signature={signature}"
+
+    def verify(self, method: str, path: str, expires: str, signature: str) -> bool:
+        """Whether a request for ``path`` carries an unexpired signature for ``method``."""
+        if not expires.isdigit() or int(expires) < self._now() or not _safe_path(path):
+            return False
+        return hmac.compare_digest(self._signature(method, path, int(expires)), signature)
+
+    def _urls(self, file_ids: list[str]) -> dict[str, str | None]:
+        return {
+            fid: self.signed_url("GET", fid[len(self.PREFIX) :], self.ttl_s) for fid in file_ids
+        }
 
     @property
     def root(self) -> Path:
@@ -239,9 +368,18 @@ class SandboxStorage(Storage):
         return file_id.startswith(self.PREFIX) and _safe_path(file_id[len(self.PREFIX) :])
 
     def upload_target(self, folder: str, filename: str) -> UploadTarget:
-        """A ready file id: the sandbox needs no bytes to accept it."""
+        """A ready file id: the sandbox needs no bytes to accept it. To see the picture later,
+        PUT the bytes to ``url`` (served by ``caiyun dev``)."""
         path = self.new_path(folder, filename)
-        return UploadTarget(provider=self.provider, path=path, file_id=self.PREFIX + path)
+        return UploadTarget(
+            provider=self.provider,
+            path=path,
+            file_id=self.PREFIX + path,
+            url=self.signed_url("PUT", path, self.ttl_s),
+            method="PUT",
+            headers={"Content-Type": CONTENT_TYPES[PurePosixPath(path).suffix]},
+            expires_in_s=self.ttl_s,
+        )
 
     def _local(self, file_id: str) -> Path:
         if not self.owns(file_id):
@@ -260,10 +398,16 @@ class SandboxStorage(Storage):
         return self._local(file_id).read_bytes()
 
 
-def build_storage(settings: Settings) -> Storage:
-    """The storage a settings profile selects."""
+def build_storage(
+    settings: Settings, wechat: WeChatClient | None = None, clock: Clock | None = None
+) -> Storage:
+    """The storage a settings profile selects (CloudBase asks ``wechat`` for display URLs)."""
+    ttl = settings.display_url_ttl_s
     if settings.storage_provider == "cloudbase":
-        return CloudBaseStorage(settings.cloudbase_env)
+        return CloudBaseStorage(settings.cloudbase_env, wechat, clock, ttl)
     if settings.storage_provider == "cos":
         return CosStorage(settings)
-    return SandboxStorage(settings.data_dir)
+    secret = hmac.new(
+        settings.token_secret.get_secret_value().encode(), b"sandbox-files", hashlib.sha256
+    ).digest()
+    return SandboxStorage(settings.data_dir, secret, clock, ttl)

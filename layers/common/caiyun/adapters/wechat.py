@@ -170,22 +170,52 @@ class WeChatClient:
             "miniprogram_state": state,
             "lang": "zh_CN",
         }
-        for attempt in range(2):
-            token = self.access_token(app)
-            try:
-                self._call(
-                    "POST",
-                    "/cgi-bin/message/subscribe/send",
-                    "subscribeMessage.send",
-                    params={"access_token": token},
-                    json=body,
-                    hide=(token,),
-                )
-                return
-            except WeChatError as error:
-                if error.errcode not in _TOKEN_REJECTED or attempt == 1:
-                    raise
-                self._forget_token(app, token)
+        self._post_with_token(app, "/cgi-bin/message/subscribe/send", "subscribeMessage.send", body)
+
+    def temp_file_urls(
+        self, env: str, file_ids: list[str], max_age_s: int
+    ) -> dict[str, str | None]:
+        """Temporary download URLs of CloudBase files (``tcb/batchdownloadfile``, what
+        ``wx.cloud.getTempFileURL`` calls; at most 50 ids), valid ``max_age_s`` seconds; None
+        for a file WeChat could not sign (its ``status`` is not 0). The CloudBase environment
+        belongs to the resident mini-program, whose token makes the call.
+        """
+        reply = self._post_with_token(
+            "resident",
+            "/tcb/batchdownloadfile",
+            "tcb.batchdownloadfile",
+            {
+                "env": env,
+                "file_list": [{"fileid": fid, "max_age": max_age_s} for fid in file_ids],
+            },
+        )
+        urls: dict[str, str | None] = dict.fromkeys(file_ids)
+        for item in reply.get("file_list") or []:
+            if not isinstance(item, dict) or item.get("fileid") not in urls:
+                continue
+            url = item.get("download_url")
+            if item.get("status") == 0 and isinstance(url, str) and url.startswith("https://"):
+                urls[item["fileid"]] = url
+        return urls
+
+    def _post_with_token(
+        self, app: App, path: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        def post(token: str) -> dict[str, Any]:
+            return self._call(
+                "POST", path, name, params={"access_token": token}, json=body, hide=(token,)
+            )
+
+        token = self.access_token(app)
+        try:
+            return post(token)
+        except WeChatError as error:
+            if error.errcode not in _TOKEN_REJECTED:
+                raise
+        # A token WeChat rejects (revoked, or refreshed by another container) is dropped and
+        # the call made once more with a fresh one.
+        self._forget_token(app, token)
+        return post(self.access_token(app))
 
     def _credentials(self, app: App) -> tuple[str, str]:
         if app == "resident":

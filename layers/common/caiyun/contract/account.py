@@ -24,11 +24,15 @@ Avatar = Annotated[StrictStr, StringConstraints(min_length=1, max_length=1100)]
 
 
 class Profile(Reply):
+    """``avatar`` is what was set (a file id or a WeChat avatar URL); ``avatar_url`` is what an
+    ``<image>`` shows: the WeChat URL as it is, or a short-lived URL of the stored file."""
+
     account_id: str
     phone: str
     name: str | None
     nickname: str | None
     avatar: str | None
+    avatar_url: str | None
     realname_verified: bool
     wallet: WalletSummary | None
 

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictStr
+from pydantic import Field, StrictInt, StrictStr, StringConstraints, field_validator
 
 from caiyun.contract.bind_house import PersonName
-from caiyun.contract.common import ObjectKey, PageRequest, Phone, Reply, Request
+from caiyun.contract.common import (
+    ObjectKey,
+    Option,
+    OptionCode,
+    PageRequest,
+    Phone,
+    Reply,
+    Request,
+)
+from caiyun.contract.login import AgreementCode, AgreementText, AgreementTrigger
 
 StaffRoleName = Literal["admin", "repairman", "guard"]
 
@@ -23,8 +32,11 @@ class ImportOwners(Request):
 
 
 class RowReport(Reply):
+    """What happened to one row of an import (``reason`` says why a row failed)."""
+
     row: int
     status: Literal["created", "updated", "unchanged", "error"]
+    status_name: str
     house_id: str | None = None
     label: str | None = None
     reason: str | None = None
@@ -45,10 +57,13 @@ class AddStaff(Request):
 
 
 class StaffMember(Reply):
+    """A staff member: role and the communities covered (a company-wide admin covers all)."""
+
     account_id: str
     name: str
     phone: str | None
     role: StaffRoleName
+    role_name: str
     community_ids: list[str]
     all_communities: bool
 
@@ -84,3 +99,73 @@ class ImportBillsReply(Reply):
     community_id: str
     counts: dict[str, int]
     rows: list[RowReport]
+
+
+AgreementTitle = Annotated[
+    StrictStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)
+]
+AgreementBody = Annotated[
+    StrictStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=20000)
+]
+OptionName = Annotated[
+    StrictStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=16)
+]
+
+
+class AgreementEdit(Request):
+    """An agreement's text as it should read from now on; ``required_when`` lists what
+    requires it: ``card``, ``wallet`` (real-name verification by that method), ``autodebit``."""
+
+    code: AgreementCode
+    title: AgreementTitle
+    text: AgreementBody
+    required_when: Annotated[list[AgreementTrigger], Field(min_length=1, max_length=3)]
+
+
+class OptionEdit(Request):
+    code: OptionCode
+    name: OptionName
+
+
+def _distinct(items: list[Any], what: str) -> list[Any]:
+    codes = [item.code for item in items]
+    if len(set(codes)) != len(codes):
+        raise ValueError(f"{what}代码重复")
+    return items
+
+
+Options = Annotated[list[OptionEdit], Field(min_length=1, max_length=30)]
+
+
+class UpdateConfig(Request):
+    """Change what the apps are configured with (company-wide admins only); what is left out
+    stays as it is. ``agreements`` lists all three, each with its text: one whose title or
+    text changed gets a new version, and residents sign that one from then on (the texts of
+    earlier versions are kept). A category or type taken out is no longer offered or
+    accepted; records filed under it keep its label. ``revision``, the one the admin edited,
+    makes a save over someone else's change a CONFLICT."""
+
+    agreements: Annotated[list[AgreementEdit], Field(min_length=3, max_length=3)] | None = None
+    repair_categories: Options | None = None
+    complaint_types: Options | None = None
+    revision: Annotated[StrictInt, Field(ge=0)] | None = None
+
+    @field_validator("agreements")
+    @classmethod
+    def _every_agreement_once(cls, value: list[AgreementEdit] | None) -> Any:
+        return value if value is None else _distinct(value, "协议")
+
+    @field_validator("repair_categories", "complaint_types")
+    @classmethod
+    def _codes_once(cls, value: list[OptionEdit] | None) -> Any:
+        return value if value is None else _distinct(value, "选项")
+
+
+class ConfigReply(Reply):
+    """The configuration now in force."""
+
+    revision: int
+    updated_at: str | None
+    agreements: list[AgreementText]
+    repair_categories: list[Option]
+    complaint_types: list[Option]

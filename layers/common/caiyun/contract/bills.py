@@ -12,25 +12,47 @@ Period = Annotated[StrictStr, StringConstraints(pattern=r"^[0-9]{4}-(0[1-9]|1[0-
 OrderNo = Annotated[StrictStr, StringConstraints(pattern=r"^CY[0-9A-F]{22}$")]
 
 
+BillStatus = Literal["unpaid", "paying", "paid"]
+
+
 class ListBills(PageRequest):
-    """A page of the caller's bills (all houses, or ``house_id``), newest period first;
-    ``unpaid_total_fen`` is everything still owed on those houses."""
+    """A page of the caller's bills (all houses, or ``house_id``), newest period first.
+    As a filter, ``unpaid`` (待缴) is every bill not yet paid, including those in a payment not
+    finished yet; ``paying`` is only those; ``paid`` the paid ones. ``unpaid_total_fen`` and
+    each house's ``unpaid_fen`` in ``houses`` sum the ``unpaid`` bills of those houses, whatever
+    ``status`` filters the page."""
 
     house_id: ObjectKey | None = None
-    status: Literal["unpaid", "paid"] | None = None
+    status: BillStatus | None = None
 
 
 class Bill(Reply):
+    """One bill of one house: a fee ``item`` (物业费...) for a ``period`` (``2026-11``), due on
+    ``due_date``; ``paid_at`` once paid."""
+
     bill_id: str
     house_id: str
     community_id: str
+    community_name: str
     house_label: str | None = None
     period: str
     item: str
     amount_fen: int
     due_date: str
-    status: Literal["unpaid", "paying", "paid"]
+    status: BillStatus
+    status_name: str
     paid_at: str | None
+
+
+class HouseOwed(Reply):
+    """What one of the caller's houses still owes (its ``unpaid`` bills, ``paying`` included)."""
+
+    house_id: str
+    house_label: str
+    community_id: str
+    community_name: str
+    unpaid_count: int
+    unpaid_fen: int
 
 
 class BillsReply(Reply):
@@ -39,6 +61,7 @@ class BillsReply(Reply):
     page: int
     page_size: int
     unpaid_total_fen: int
+    houses: list[HouseOwed]
 
 
 class Pay(Request):
@@ -75,9 +98,11 @@ class OrderPayment(Reply):
     ``account`` / ``autodebit``: nothing (the bank debited the account)."""
 
     pay_with: Literal["wechat", "account", "autodebit"]
+    pay_with_name: str
     order_id: str | None
     request_payment: RequestPayment | None
     account_kind: Literal["wallet", "card"] | None
+    account_kind_name: str | None
 
 
 class Order(Reply):
@@ -88,6 +113,7 @@ class Order(Reply):
 
     order_no: str
     status: Literal["pending", "paid", "failed", "closed"]
+    status_name: str
     amount_fen: int
     method: str
     bill_ids: list[str]
@@ -124,6 +150,8 @@ class StaffSummary(Request):
 
 
 class BuildingTotals(Reply):
+    """Paid and unpaid bills of one building: how many, and their sums."""
+
     building: str
     paid_count: int
     paid_fen: int
@@ -148,14 +176,26 @@ class SummaryReply(Reply):
     bank_refund_count: int
 
 
+AddressFilter = Annotated[StrictStr, StringConstraints(strip_whitespace=True, max_length=16)]
+
+
 class StaffList(PageRequest):
+    """A page of the bills of a community the admin covers (or of one of its houses), by
+    building, house and newest period, with each house's owner. As a filter, ``unpaid`` (未交)
+    is every bill not yet paid, including those in a payment not finished yet; ``paying`` is
+    only those; ``paid`` the paid ones."""
+
     community_id: ObjectKey
-    status: Literal["paid", "unpaid"]
-    building: Annotated[StrictStr, StringConstraints(max_length=16)] | None = None
+    status: BillStatus
+    building: AddressFilter | None = None
+    house_id: ObjectKey | None = None
     period: Period | None = None
 
 
 class StaffBill(Bill):
+    """A bill with its house's owner on record; the admin sees the owner's phone in full (to
+    call about unpaid fees)."""
+
     owner_name: str | None
     owner_phone: str | None
 
@@ -179,6 +219,7 @@ class PaymentIssues(PageRequest):
 class PaymentIssue(Reply):
     issue_id: str
     kind: Literal["extra_settlement", "bills_paid_elsewhere", "bank_refund", "amount_mismatch"]
+    kind_name: str
     order_no: str
     account_id: str
     amount_fen: int
@@ -193,3 +234,50 @@ class PaymentIssuesReply(Reply):
     total: int
     page: int
     page_size: int
+
+
+HouseDuesStatus = Literal["unpaid", "paid"]
+
+
+class StaffHouses(PageRequest):
+    """已交/未交 per house: the houses of a community the admin covers that have bills (of
+    ``period``, if given), by building, unit and room. A house is ``unpaid`` (未交) while any of
+    those bills is not yet paid (``paying`` included), else ``paid`` (已交). ``counts`` has
+    both tabs under the same filters; ``status`` picks the page's tab. ``owner_name`` matches
+    any part of the owner's name on record."""
+
+    community_id: ObjectKey
+    status: HouseDuesStatus | None = None
+    building: AddressFilter | None = None
+    unit: AddressFilter | None = None
+    room: AddressFilter | None = None
+    owner_name: (
+        Annotated[StrictStr, StringConstraints(strip_whitespace=True, max_length=32)] | None
+    ) = None
+    period: Period | None = None
+
+
+class HouseDues(Reply):
+    """One house in 已交/未交, with its owner on record (phone in full, for the admin)."""
+
+    house_id: str
+    house_label: str
+    building: str
+    unit: str
+    room: str
+    owner_name: str | None
+    owner_phone: str | None
+    status: HouseDuesStatus
+    status_name: str
+    unpaid_count: int
+    unpaid_fen: int
+    paid_count: int
+    paid_fen: int
+
+
+class StaffHousesReply(Reply):
+    items: list[HouseDues]
+    total: int
+    page: int
+    page_size: int
+    counts: dict[HouseDuesStatus, int]

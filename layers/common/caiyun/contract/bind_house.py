@@ -26,6 +26,8 @@ class Communities(Request):
 
 
 class CommunityItem(Reply):
+    """A community the binding picker offers, with its region and address."""
+
     community_id: str
     name: str
     province: str
@@ -74,11 +76,15 @@ class Bind(Request):
 
 
 class MyHouse(Reply):
+    """A house the caller is bound to, with the caller's role on it; the owner manages its
+    members (``can_manage_members``)."""
+
     house_id: str
     community_id: str
     community_name: str
     label: str
     role: Literal["owner", "family", "tenant"]
+    role_name: str
     can_manage_members: bool
 
 
@@ -91,10 +97,13 @@ class Members(Request):
 
 
 class Member(Reply):
+    """A person bound to the house; phones of people other than the caller are masked."""
+
     account_id: str
     name: str | None
     phone: str | None
     role: Literal["owner", "family", "tenant"]
+    role_name: str
     is_me: bool
 
 

@@ -27,6 +27,9 @@ SmsCode = Annotated[StrictStr, StringConstraints(pattern=r"^[0-9]{6}$")]
 ObjectKey = Annotated[
     StrictStr, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 ]
+# A code of a configurable option list (repair categories, complaint types): checked against the
+# configuration in force when the request is served.
+OptionCode = Annotated[StrictStr, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 ShortText = Annotated[StrictStr, StringConstraints(strip_whitespace=True, max_length=64)]
 LongText = Annotated[StrictStr, StringConstraints(strip_whitespace=True, max_length=2000)]
 
@@ -84,10 +87,29 @@ class PageRequest(Request):
     page_size: Annotated[StrictInt, Field(ge=1, le=100)] = 20
 
 
+class Option(Reply):
+    """One entry of an option list: a code and its label."""
+
+    code: str
+    name: str
+
+
+class ImageRef(Reply):
+    """A stored image: its file id (what actions take) and a URL an ``<image>`` can show now.
+
+    ``url`` is short-lived (``display_url_ttl_s``, an hour by default): ask for the record again
+    rather than keeping it. It is null when the storage cannot sign one at the moment (CloudBase
+    through WeChat's API, which may be down); the file id stays valid.
+    """
+
+    file_id: str
+    url: str | None
+
+
 class UploadUrlReply(Reply):
     """Where to upload one file. CloudBase: ``wx.cloud.uploadFile({cloudPath: path})`` and use
     its fileID. COS: PUT the bytes to ``url`` with ``headers`` and use ``file_id``. Sandbox:
-    use ``file_id`` as it is."""
+    use ``file_id`` as it is; PUT the bytes to ``url`` first to see the picture in replies."""
 
     provider: Literal["sandbox", "cloudbase", "cos"]
     path: str

@@ -6,20 +6,19 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictStr, StringConstraints
 
-from caiyun.contract.common import ObjectKey, PageRequest, Phone, Reply, Request
+from caiyun.contract.common import (
+    ImageRef,
+    ObjectKey,
+    Option,
+    OptionCode,
+    PageRequest,
+    Phone,
+    Reply,
+    Request,
+)
 
 Kind = Literal["complaint", "suggestion"]
 Status = Literal["submitted", "processing", "resolved"]
-TypeCode = Literal[
-    "engineering",
-    "service_staff",
-    "environment",
-    "security",
-    "parking",
-    "facilities",
-    "noise",
-    "other",
-]
 
 # A file id of this deployment's storage; its form is checked against the storage in use.
 FileId = Annotated[StrictStr, StringConstraints(min_length=1, max_length=1100)]
@@ -29,21 +28,19 @@ Text = Annotated[StrictStr, StringConstraints(strip_whitespace=True, min_length=
 MAX_IMAGES = 9
 
 
-class TypeItem(Reply):
-    type: TypeCode
-    name: str
-
-
 class TypesReply(Reply):
-    items: list[TypeItem]
+    """The complaint types in force (``login.config`` has them too)."""
+
+    items: list[Option]
 
 
 class Create(Request):
-    """A complaint or suggestion about one of the caller's houses."""
+    """A complaint or suggestion about one of the caller's houses. ``type`` is a code of the
+    complaint types in force (``types``, ``login.config``)."""
 
     house_id: ObjectKey
     kind: Kind
-    type: TypeCode
+    type: OptionCode
     contact_phone: Phone
     content: Text
     images: Annotated[list[FileId], Field(max_length=MAX_IMAGES, default_factory=list)]
@@ -56,20 +53,26 @@ class StaffReply(Reply):
     staff_name: str
     text: str
     status: Status
+    status_name: str
     replied_at: str
 
 
 class Item(Reply):
+    """A complaint or suggestion as lists show it; ``contact_phone`` is masked in ``staff_list``."""
+
     complaint_id: str
     community_id: str
+    community_name: str
     house_id: str
     house_label: str
     kind: Kind
-    type: TypeCode
+    kind_name: str
+    type: str
     type_name: str
     content: str
     contact_phone: str
     status: Status
+    status_name: str
     reply_count: int
     created_at: str
     updated_at: str
@@ -80,13 +83,14 @@ class Detail(Item):
     house reading another member's complaint sees its contact phone masked."""
 
     mine: bool
-    community_name: str
-    images: list[str]
+    images: list[ImageRef]
     replies: list[StaffReply]
     resolved_at: str | None
 
 
 class MyList(PageRequest):
+    """The caller's own complaints, newest first; ``counts`` has every status (the tabs)."""
+
     status: Status | None = None
 
 
@@ -95,6 +99,7 @@ class Page(Reply):
     total: int
     page: int
     page_size: int
+    counts: dict[Status, int]
 
 
 class MyItem(Item):
@@ -109,6 +114,7 @@ class MyPage(Reply):
     total: int
     page: int
     page_size: int
+    counts: dict[Status, int]
 
 
 class DetailRequest(Request):
@@ -116,10 +122,14 @@ class DetailRequest(Request):
 
 
 class StaffList(PageRequest):
-    """Complaints of one community, or of every community the admin covers."""
+    """Complaints of one community, or of every community the admin covers, newest first,
+    narrowed to a kind (投诉/建议) and a type if given. ``counts`` has every status under the
+    same scope and narrowing (the tabs); ``status`` then picks the page's tab."""
 
     community_id: ObjectKey | None = None
     status: Status | None = None
+    kind: Kind | None = None
+    type: OptionCode | None = None
 
 
 class ReplyRequest(Request):

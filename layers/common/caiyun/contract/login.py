@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import StrictStr, StringConstraints
 
-from caiyun.contract.common import Phone, Reply, Request, SmsCode
+from caiyun.contract.common import Option, Phone, Reply, Request, SmsCode
 
 
 class CheckAccount(Request):
@@ -43,24 +43,42 @@ class Login(Request):
     js_code: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)] | None = None
 
 
+class CommunityRef(Reply):
+    """A community by id and name."""
+
+    community_id: str
+    name: str
+
+
 class StaffSummary(Reply):
+    """The caller's staff role and the communities it covers (``communities``: ids with names;
+    a company-wide admin, ``all_communities``, covers every community, listed too)."""
+
     role: Literal["admin", "repairman", "guard"]
+    role_name: str
     community_ids: list[str]
+    communities: list[CommunityRef]
     all_communities: bool
 
 
 class HouseRole(Reply):
+    """A house the account is bound to, and its role there."""
+
     house_id: str
     community_id: str
     role: Literal["owner", "family", "tenant"]
+    role_name: str
 
 
 class AccountSummary(Reply):
+    """The signed-in account: who it is, its houses and, for staff, its role and communities."""
+
     account_id: str
     phone: str
     name: str | None
     nickname: str | None
     avatar: str | None
+    avatar_url: str | None
     realname_verified: bool
     houses: list[HouseRole]
     staff: StaffSummary | None
@@ -75,3 +93,64 @@ class LoginReply(Reply):
 
 class LogoutReply(Reply):
     logged_out: bool
+
+
+AgreementCode = Literal["wallet_service", "autodebit", "privacy"]
+AgreementTrigger = Literal["card", "wallet", "autodebit"]
+
+
+class AgreementText(Reply):
+    """One agreement a resident reads and signs: the text of ``version``, the one a signature
+    records. ``required_when``: ``card`` or ``wallet`` (real-name verification by that method)
+    and ``autodebit`` (turning auto-debit on) each require it."""
+
+    code: AgreementCode
+    title: str
+    version: str
+    text: str
+    required_when: list[AgreementTrigger]
+
+
+class RegionCity(Reply):
+    city: str
+    districts: list[str]
+
+
+class RegionProvince(Reply):
+    """A province with its cities and their districts, for the binding picker (省 → 市 → 区)."""
+
+    province: str
+    cities: list[RegionCity]
+
+
+ResidentTemplate = Literal["bill", "payment", "reminder", "repair", "complaint", "visitor"]
+StaffTemplate = Literal["repair_assigned", "repair_filed", "complaint_filed"]
+
+
+class ResidentConfig(Reply):
+    """What the resident app needs before anyone signs in: the agreements to show and sign,
+    the subscription-message template ids to request by purpose (only those configured; pass
+    the accepted ones to ``notify.subscribe``), the repair categories and complaint types in
+    force, the regions that have communities (for ``bind_house.communities``) and every
+    enumeration's labels. ``revision`` changes whenever the property company changes the
+    configuration."""
+
+    revision: int
+    agreements: list[AgreementText]
+    templates: dict[ResidentTemplate, str]
+    repair_categories: list[Option]
+    complaint_types: list[Option]
+    regions: list[RegionProvince]
+    labels: dict[str, list[Option]]
+
+
+class StaffConfig(Reply):
+    """What the staff app needs before anyone signs in: its subscription-message template ids
+    by purpose, the repair categories and complaint types in force (the list filters) and every
+    enumeration's labels."""
+
+    revision: int
+    templates: dict[StaffTemplate, str]
+    repair_categories: list[Option]
+    complaint_types: list[Option]
+    labels: dict[str, list[Option]]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, StrictBool, StrictStr, StringConstraints
 
@@ -26,6 +26,8 @@ class Notices(PageRequest):
 
 
 class NoticeItem(Reply):
+    """A notice as the list shows it: its title and when it was published."""
+
     notice_id: str
     title: str
     published_at: str
@@ -70,12 +72,31 @@ class PublishNotice(Request):
 
 
 class Messages(PageRequest):
+    """The inbox of the app you call from: a staff member's work (new repairs and complaints,
+    dispatches) is in the staff app's, their own bills and repairs in the resident app's."""
+
     unread_only: StrictBool = False
 
 
+MessageKind = Literal[
+    "bill",
+    "payment",
+    "reminder",
+    "repair",
+    "repair_filed",
+    "complaint",
+    "complaint_filed",
+    "notice",
+    "visitor",
+]
+
+
 class Message(Reply):
+    """One inbox message; ``page`` is the page it opens (see the deep links in the README)."""
+
     message_id: str
-    kind: str
+    kind: MessageKind
+    kind_name: str
     title: str
     body: str
     page: str
@@ -92,7 +113,8 @@ class MessagesPage(Reply):
 
 
 class MarkRead(Request):
-    """Mark these messages read; without ``message_ids``, every message of the caller."""
+    """Mark these messages read; without ``message_ids``, every message of the caller's inbox
+    in the app called from."""
 
     message_ids: Annotated[list[ObjectKey], Field(min_length=1, max_length=100)] | None = None
 

@@ -18,12 +18,18 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictInt, StrictStr, StringConstraints
 
-from caiyun.contract.common import ObjectKey, PageRequest, Phone, Reply, Request
+from caiyun.contract.common import (
+    ImageRef,
+    ObjectKey,
+    Option,
+    OptionCode,
+    PageRequest,
+    Phone,
+    Reply,
+    Request,
+)
 
 RepairStatus = Literal["pending", "dispatched", "awaiting_rating", "completed", "cancelled"]
-Category = Literal[
-    "water_electric", "door_window", "pipe_unclog", "appliance", "public_facility", "other"
-]
 FileId = Annotated[StrictStr, StringConstraints(min_length=1, max_length=1100)]
 Description = Annotated[
     StrictStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)
@@ -33,30 +39,28 @@ Note = Annotated[StrictStr, StringConstraints(strip_whitespace=True, max_length=
 MAX_IMAGES = 9
 
 
-class CategoryItem(Reply):
-    code: Category
-    name: str
-
-
 class CategoriesReply(Reply):
-    items: list[CategoryItem]
+    """The repair categories in force (``login.config`` has them too)."""
+
+    items: list[Option]
 
 
 class UploadUrl(Request):
     """Where to upload one image: ``report`` for a resident's report, ``completion`` for a
     repairman's photo. CloudBase: call ``wx.cloud.uploadFile({cloudPath: path})`` and use its
     fileID. COS: PUT the bytes to ``url`` with ``headers`` and use ``file_id``. Sandbox: use
-    ``file_id`` as it is."""
+    ``file_id`` as it is; PUT the bytes to ``url`` first to see the picture in replies."""
 
     purpose: Literal["report", "completion"]
     filename: Annotated[StrictStr, StringConstraints(min_length=1, max_length=255)]
 
 
 class Create(Request):
-    """Report a repair for a house the caller lives in (any role)."""
+    """Report a repair for a house the caller lives in (any role). ``category`` is a code of
+    the repair categories in force (``categories``, ``login.config``)."""
 
     house_id: ObjectKey
-    category: Category
+    category: OptionCode
     description: Description
     contact_phone: Phone
     images: Annotated[list[FileId], Field(max_length=MAX_IMAGES, default_factory=list)]
@@ -64,6 +68,8 @@ class Create(Request):
 
 
 class MyList(PageRequest):
+    """The caller's own repairs, newest first; ``counts`` has every status (the 我的报修 tabs)."""
+
     status: RepairStatus | None = None
 
 
@@ -78,7 +84,8 @@ class Rate(Request):
 
 
 class StaffList(PageRequest):
-    """Repairs of one community, or of every community the admin covers."""
+    """Repairs of one community, or of every community the admin covers, newest first;
+    ``counts`` has every status within the same scope (the tabs)."""
 
     community_id: ObjectKey | None = None
     status: RepairStatus | None = None
@@ -94,6 +101,8 @@ class Dispatch(Request):
 
 
 class Assigned(PageRequest):
+    """The repairs assigned to the caller, newest first; ``counts`` has every status."""
+
     status: RepairStatus | None = None
 
 
@@ -104,12 +113,15 @@ class Complete(Request):
 
 
 class RepairSummary(Reply):
+    """A repair as lists show it (no phones, no timeline); ``auto_closed`` is true for one
+    the timer completed because it was not rated in time."""
+
     repair_id: str
     community_id: str
     community_name: str
     house_id: str
     house_label: str
-    category: Category
+    category: str
     category_name: str
     description: str
     status: RepairStatus
@@ -120,6 +132,9 @@ class RepairSummary(Reply):
 
 
 class StaffRepairItem(RepairSummary):
+    """A repair as the staff lists show it: the contact phone masked (``detail`` has it in
+    full), the repairman it is assigned to."""
+
     contact_phone: str
     repairman_id: str | None
     repairman_name: str | None
@@ -137,6 +152,7 @@ class RepairPage(Reply):
     total: int
     page: int
     page_size: int
+    counts: dict[RepairStatus, int]
 
 
 class StaffRepairPage(Reply):
@@ -144,31 +160,43 @@ class StaffRepairPage(Reply):
     total: int
     page: int
     page_size: int
+    counts: dict[RepairStatus, int]
 
 
 class TimelineEntry(Reply):
+    """One step of a repair's progress: what happened, the state it left, who did it, when."""
+
     event: Literal[
         "created", "dispatched", "redispatched", "work_done", "rated", "auto_closed", "cancelled"
     ]
+    event_name: str
     status: RepairStatus
+    status_name: str
     actor_role: Literal["resident", "admin", "repairman", "system"]
+    actor_role_name: str
     at: str
     note: str | None
 
 
 class Person(Reply):
+    """The repairman sent to the repair; the reporter sees his phone to call him."""
+
     account_id: str
     name: str
     phone: str | None
 
 
 class Completion(Reply):
-    photos: list[str]
+    """What the repairman reported when the work was done: photos and a note."""
+
+    photos: list[ImageRef]
     note: str
     at: str
 
 
 class Rating(Reply):
+    """The reporter's rating of the finished work (1–5 stars)."""
+
     stars: int
     comment: str
     at: str
@@ -181,7 +209,7 @@ class RepairDetail(RepairSummary):
 
     mine: bool
     contact_phone: str
-    images: list[str]
+    images: list[ImageRef]
     timeline: list[TimelineEntry]
     repairman: Person | None
     completion: Completion | None
@@ -190,6 +218,8 @@ class RepairDetail(RepairSummary):
 
 
 class RepairmanItem(Reply):
+    """A repairman who covers the community, with how many repairs he has to visit now."""
+
     account_id: str
     name: str
     phone: str | None

@@ -81,6 +81,7 @@ class PassView(Reply):
     """What the visitor's shared page shows: nothing about the host beyond the house."""
 
     status: PassStatus
+    status_name: str
     visitor_name: str
     count: int
     plate: str | None
@@ -108,6 +109,7 @@ class VerifyReply(Reply):
     """The guard's answer. ``visitor`` is absent for a forged pass."""
 
     result: Literal["valid", "used", "expired", "forged"]
+    result_name: str
     visitor: GateVisitor | None
 
 
@@ -118,7 +120,7 @@ class History(PageRequest):
 class HistoryItem(Reply):
     """A registration in 访客记录. ``mine``: the caller registered it (phone and plate in
     full); false for a visit family or a tenant registered to a house the caller owns (phone
-    and plate masked)."""
+    and plate masked). ``entered_at`` once a guard admitted them."""
 
     visitor_id: str
     house_id: str
@@ -130,6 +132,7 @@ class HistoryItem(Reply):
     visit_date: str
     registered_at: str
     status: PassStatus
+    status_name: str
     entered_at: str | None
     mine: bool
 

@@ -91,8 +91,10 @@ class WalletSummary(Reply):
     ``realname`` is the verified name; the ID number only ever shows masked."""
 
     account_kind: Literal["wallet", "card"]
+    account_kind_name: str
     wallet_no: str | None
     wallet_class: Literal["I", "II", "III"]
+    wallet_class_name: str
     linked_card: str | None
     autodebit: bool
     realname: str | None
@@ -104,6 +106,7 @@ class RealnameResult(Reply):
     the verification; ``profile`` shows it done)."""
 
     status: Literal["verified", "pending"]
+    status_name: str
     wallet: WalletSummary | None
     autodebit_ticket: str | None = None
 

@@ -58,3 +58,39 @@ def page(
     counts = {name: (result.get(name) or [{"n": 0}])[0]["n"] for name in ["total", *extra_counts]}
     total = counts.pop("total")
     return list(result.get("items", [])), total, counts
+
+
+def tabbed(
+    collection: Any,
+    query: dict[str, Any],
+    tab_field: str,
+    tab: Any,
+    sort: list[tuple[str, int]],
+    page: int,
+    page_size: int,
+    projection: dict[str, Any] | None = None,
+    shaping: list[dict[str, Any]] | None = None,
+) -> tuple[list[dict[str, Any]], int, dict[Any, int]]:
+    """A page as :func:`page` gives it, of the documents matching ``query`` whose ``tab_field``
+    is ``tab`` (any, when ``tab`` is None), with how many match ``query`` per value of
+    ``tab_field``: the counts a list's tabs show. One command. ``shaping`` stages run between
+    the match and the sort (to make the rows listed out of the documents matched).
+
+    Returns ``(items, total, counts)``; ``total`` counts the tab's documents.
+    """
+    in_tab = [] if tab is None else [{"$match": {tab_field: tab}}]
+    items = [*in_tab, *window(page, page_size)]
+    if projection:
+        items.append({"$project": projection})
+    facets = {
+        "items": items,
+        "total": [*in_tab, {"$count": "n"}],
+        "tabs": [{"$group": {"_id": f"${tab_field}", "n": {"$sum": 1}}}],
+    }
+    # As in page(): the sort right after the match keeps the index serving both; the tab's
+    # own match inside the facet keeps that order.
+    pipeline = [{"$match": query}, *(shaping or []), {"$sort": dict(sort)}, {"$facet": facets}]
+    result = next(iter(collection.aggregate(pipeline)), {})
+    total = (result.get("total") or [{"n": 0}])[0]["n"]
+    counts = {row["_id"]: row["n"] for row in result.get("tabs", [])}
+    return list(result.get("items", [])), total, counts

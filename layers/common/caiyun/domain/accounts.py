@@ -142,14 +142,16 @@ def for_login(db: Any, phone: str) -> tuple[dict[str, Any] | None, list[dict[str
     return account, sorted(account.pop("_links"), key=lambda m: m["_id"])
 
 
-def identity(account: dict[str, Any]) -> dict[str, Any]:
-    """Who the account is, as the account holder sees it (their own phone unmasked)."""
+def identity(account: dict[str, Any], avatar_url: str | None = None) -> dict[str, Any]:
+    """Who the account is, as the account holder sees it (their own phone unmasked), with
+    the display URL of its avatar."""
     return {
         "account_id": account["_id"],
         "phone": account["phone"],
         "name": account.get("name"),
         "nickname": account.get("nickname"),
         "avatar": account.get("avatar"),
+        "avatar_url": avatar_url,
         "realname_verified": bool(account.get("realname_verified")),
     }
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from caiyun.clock import business_date
 from caiyun.crypto import mask_phone
-from caiyun.domain import accounts, realname
+from caiyun.domain import accounts, appconfig, realname
 from caiyun.errors import AppError
 from caiyun.services import Services
 
@@ -61,7 +61,7 @@ def start(services: Services, account: dict[str, Any]) -> dict[str, Any]:
         "ticket": agreement_id,
         "agreement": {
             "name": "autodebit",
-            "version": realname.AGREEMENTS["autodebit"],
+            "version": appconfig.current(services).agreement("autodebit").version,
             "limit_fen": LIMIT_FEN,
             "end_date": end.isoformat(),
         },
@@ -98,13 +98,12 @@ def _sign(
 ) -> dict[str, Any]:
     from caiyun.adapters.icbc import IcbcError
 
-    missing = {}
+    config = appconfig.current(services)
+    missing = (config.missing_agreements("autodebit", agreements) or {}).get("fields", {})
     if not ticket:
         missing["ticket"] = "请先获取代扣协议验证码（autodebit_start）"
     if not sms_code:
         missing["sms_code"] = "请输入银行发送的验证码"
-    if "autodebit" not in agreements:
-        missing["agreements"] = ["autodebit"]
     if missing:
         raise AppError("INVALID_ARGUMENT", "开通自动扣缴须签署代扣协议", {"fields": missing})
     now = services.clock.now()
@@ -126,7 +125,7 @@ def _sign(
         )
     except IcbcError as exc:
         raise realname.bank_error(exc) from None
-    version = realname.AGREEMENTS["autodebit"]
+    version = config.agreement("autodebit").version
     autodebit = {
         "enabled": True,
         "agreement_id": draft["agreement_id"],

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Any
 
-from caiyun.crypto import mask_phone
+from caiyun import labels
 from caiyun.data import paging
-from caiyun.domain import bills, houses, payment_issues, staff
+from caiyun.domain import bills, communities, houses, payment_issues, staff
 from caiyun.services import Services
-
-_UNPAID = ["unpaid", "locked"]
 
 
 def summary(
@@ -57,25 +56,27 @@ def listing(
     services: Services,
     admin: dict[str, Any],
     community_id: str,
-    status: Literal["paid", "unpaid"],
-    building: str | None,
-    period: str | None,
+    narrow: dict[str, Any],
     page: int,
     page_size: int,
 ) -> tuple[list[dict[str, Any]], int]:
-    """A page of the paid or unpaid bills of a community the admin covers, with house label
-    and owner."""
+    """A page of the bills of a community the admin covers, with house label and owner.
+
+    ``narrow`` holds ``status`` (as :data:`bills.STATUS_FILTERS` reads it) and may hold
+    ``building``, ``house_id`` and ``period``. The owner's phone is shown in full: the contract
+    lets an admin see the phones of owners in their communities, to call about unpaid fees.
+    """
     staff.require_scope(admin, community_id)
     db = services.db
     query: dict[str, Any] = {
         "community_id": community_id,
-        "status": "paid" if status == "paid" else {"$in": _UNPAID},
+        "status": bills.STATUS_FILTERS[narrow["status"]],
     }
-    if building:
-        query["building"] = building
-    if period:
-        query["period"] = period
-    # Each bill of the page joins its house (label, owner) in the same command.
+    for field in ("building", "house_id", "period"):
+        if narrow.get(field):
+            query[field] = narrow[field]
+    # Each bill of the page joins its house (label, owner) and community (name) in the same
+    # command.
     found, total, _ = paging.page(
         db[bills.BILLS],
         query,
@@ -90,17 +91,106 @@ def listing(
                     "foreignField": "_id",
                     "as": "_house",
                 }
-            }
+            },
+            {
+                "$lookup": {
+                    "from": communities.COMMUNITIES,
+                    "localField": "community_id",
+                    "foreignField": "_id",
+                    "as": "_community",
+                }
+            },
         ],
     )
     items = []
     for bill in found:
         house = (bill.pop("_house") or [{}])[0]
+        community = (bill.pop("_community") or [{}])[0]
         items.append(
             {
-                **bills.view(bill, house or None),
+                **bills.view(bill, house or None, community.get("name", "")),
                 "owner_name": house.get("owner_name"),
-                "owner_phone": mask_phone(house.get("owner_phone")),
+                "owner_phone": house.get("owner_phone"),
             }
         )
     return items, total
+
+
+def houses_page(
+    services: Services,
+    admin: dict[str, Any],
+    community_id: str,
+    narrow: dict[str, Any],
+    page: int,
+    page_size: int,
+) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
+    """已交/未交 by house: a page of the houses of a community the admin covers that have
+    bills (of ``period``, if given), by building, unit and room, each with what it owes and
+    has paid and its owner (phone in full, as in :func:`listing`), and how many houses each tab
+    holds.
+
+    ``narrow`` may hold ``status`` (the tab: ``unpaid`` while any bill is not yet paid, else
+    ``paid``), ``building``, ``unit``, ``room`` (exact), ``owner_name`` (any part of it) and
+    ``period``. One command: the houses matched (by the address index), their bills joined by
+    the bills' house index and summed, then the page and the tab counts.
+    """
+    staff.require_scope(admin, community_id)
+    query: dict[str, Any] = {"community_id": community_id}
+    for field in ("building", "unit", "room"):
+        if narrow.get(field):
+            query[field] = narrow[field]
+    if narrow.get("owner_name"):
+        query["owner_name"] = {"$regex": re.escape(narrow["owner_name"])}
+    owing = bills.OWING
+    shaping: list[dict[str, Any]] = [
+        {"$project": {"building": 1, "unit": 1, "room": 1, "owner_name": 1, "owner_phone": 1}},
+        {
+            "$lookup": {
+                "from": bills.BILLS,
+                "localField": "_id",
+                "foreignField": "house_id",
+                "as": "bill",
+            }
+        },
+        {"$unwind": "$bill"},
+        *([{"$match": {"bill.period": narrow["period"]}}] if narrow.get("period") else []),
+        {
+            "$group": {
+                "_id": "$_id",
+                **{f: {"$first": f"${f}"} for f in ("building", "unit", "room")},
+                "owner_name": {"$first": "$owner_name"},
+                "owner_phone": {"$first": "$owner_phone"},
+                "unpaid_count": {"$sum": {"$cond": [owing, 1, 0]}},
+                "unpaid_fen": {"$sum": {"$cond": [owing, "$bill.amount_fen", 0]}},
+                "paid_count": {"$sum": {"$cond": [owing, 0, 1]}},
+                "paid_fen": {"$sum": {"$cond": [owing, 0, "$bill.amount_fen"]}},
+            }
+        },
+        {"$set": {"status": {"$cond": [{"$gt": ["$unpaid_count", 0]}, "unpaid", "paid"]}}},
+    ]
+    found, total, counts = paging.tabbed(
+        services.db[houses.HOUSES],
+        query,
+        "status",
+        narrow.get("status"),
+        [("building", 1), ("unit", 1), ("room", 1)],
+        page,
+        page_size,
+        shaping=shaping,
+    )
+    items = [
+        {
+            "house_id": h["_id"],
+            "house_label": houses.label(h),
+            "building": h["building"],
+            "unit": h["unit"],
+            "room": h["room"],
+            "owner_name": h.get("owner_name"),
+            "owner_phone": h.get("owner_phone"),
+            "status": h["status"],
+            "status_name": labels.name("house_dues", h["status"]),
+            **{k: h[k] for k in ("unpaid_count", "unpaid_fen", "paid_count", "paid_fen")},
+        }
+        for h in found
+    ]
+    return items, total, {tab: counts.get(tab, 0) for tab in labels.LABELS["house_dues"]}

@@ -38,6 +38,30 @@ def find(db: Any, region: dict[str, str]) -> list[dict[str, Any]]:
     )
 
 
+def regions(db: Any) -> list[dict[str, Any]]:
+    """The provinces, cities and districts that have communities, for the binding picker
+    (省 → 市 → 区), sorted; one command, however many communities there are."""
+    rows = db[COMMUNITIES].aggregate(
+        [{"$group": {"_id": {"province": "$province", "city": "$city", "district": "$district"}}}]
+    )
+    tree: dict[str, dict[str, set[str]]] = {}
+    for row in rows:
+        where = row["_id"]
+        tree.setdefault(where["province"], {}).setdefault(where["city"], set()).add(
+            where["district"]
+        )
+    return [
+        {
+            "province": province,
+            "cities": [
+                {"city": city, "districts": sorted(districts)}
+                for city, districts in sorted(cities.items())
+            ],
+        }
+        for province, cities in sorted(tree.items())
+    ]
+
+
 def names(db: Any, community_ids: list[str]) -> dict[str, str]:
     """Community names by id, in one query."""
     return {

@@ -7,16 +7,26 @@ through the inbox (and WeChat where they consented).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 
+from caiyun import labels
 from caiyun.clock import SHANGHAI, iso
 from caiyun.crypto import mask_phone
 from caiyun.data import paging
 from caiyun.data.schema import declare
-from caiyun.domain import communities, houses, idempotency, memberships, messaging, staff
+from caiyun.domain import (
+    appconfig,
+    communities,
+    houses,
+    idempotency,
+    memberships,
+    messaging,
+    staff,
+)
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
@@ -34,18 +44,9 @@ COMPLAINTS = declare(
     IndexModel([("status", 1), ("_id", DESCENDING)]),
 )
 
-TYPES: dict[str, str] = {
-    "engineering": "工程维修",
-    "service_staff": "服务人员",
-    "environment": "环境绿化",
-    "security": "安保秩序",
-    "parking": "停车管理",
-    "facilities": "公共设施",
-    "noise": "噪音扰民",
-    "other": "其他",
-}
-KIND_NAMES = {"complaint": "投诉", "suggestion": "建议"}
-STATUS_NAMES = {"submitted": "已提交", "processing": "处理中", "resolved": "已解决"}
+KIND_NAMES = labels.LABELS["complaint_kind"]
+STATUS_NAMES = labels.LABELS["complaint_status"]
+PAGE = "/pages/complaint/detail?id={}"
 
 # A reply may move a complaint only to a later state; ``resolved`` is final.
 _OPEN = ["submitted", "processing"]
@@ -53,9 +54,43 @@ _OPEN = ["submitted", "processing"]
 MAX_REPLIES = 50
 
 
-def types() -> list[dict[str, str]]:
-    """The complaint types in the order the app offers them."""
-    return [{"type": code, "name": name} for code, name in TYPES.items()]
+def types(services: Services) -> list[dict[str, str]]:
+    """The complaint types in force, in the order the app offers them."""
+    options = appconfig.current(services).complaint_types
+    return [{"code": code, "name": name} for code, name in options.items()]
+
+
+def _filed_notes(doc: dict[str, Any], admin_ids: list[str]) -> list[messaging.Note]:
+    """The community's admins' inbox messages about a new complaint or suggestion, with the
+    staff app's ``complaint_filed`` subscription message; keyed by the complaint, so a retried
+    create tells nobody twice.
+
+    Template keys: thing1 kind and type, thing2 where, time3 when, thing4 the resident's words.
+    """
+    what = f"{KIND_NAMES[doc['kind']]}·{doc['type_name']}"
+    where = f"{doc['community_name']}{doc['house_label']}"
+    return [
+        messaging.Note(
+            account_id=admin_id,
+            kind="complaint_filed",
+            title=f"新的{KIND_NAMES[doc['kind']]}",
+            body=f"{where}：{what}，{doc['content']}",
+            page=PAGE.format(doc["_id"]),
+            push=messaging.Push(
+                template="complaint_filed",
+                data={
+                    "thing1": what,
+                    "thing2": where,
+                    "time3": f"{doc['created_at'].astimezone(SHANGHAI):%Y-%m-%d %H:%M}",
+                    "thing4": doc["content"],
+                },
+            ),
+            app="staff",
+            community_id=doc["community_id"],
+            key=f"complaint-filed-{doc['_id']}",
+        )
+        for admin_id in admin_ids
+    ]
 
 
 def create(
@@ -66,12 +101,17 @@ def create(
 ) -> dict[str, Any]:
     """File a complaint or suggestion about one of the caller's houses; returns its detail.
 
-    ``fields`` holds house_id, kind, type, contact_phone, content and images (file ids of
-    this deployment's storage). The same ``request_id`` from the same caller returns the first
-    complaint instead of filing again.
+    ``fields`` holds house_id, kind, type (a complaint type in force), contact_phone, content
+    and images (file ids of this deployment's storage). The same ``request_id`` from the same
+    caller returns the first complaint instead of filing again. The community's admins are
+    told (inbox, and WeChat where they consented).
     """
     db = services.db
-    _, house, community = memberships.require_member_house(db, account["_id"], fields["house_id"])
+    membership, house, community = memberships.require_member_house(
+        db, account["_id"], fields["house_id"], also=staff.admins_joined()
+    )
+    admin_ids, spendable = staff.admins_of(membership)
+    type_name = appconfig.option_name(services, "complaint_types", fields["type"], "type")
     images = services.storage.check_file_ids(fields["images"], uploader=account["_id"])
     filed: list[dict[str, Any]] = []
 
@@ -83,6 +123,7 @@ def create(
             "account_id": account["_id"],
             "kind": fields["kind"],
             "type": fields["type"],
+            "type_name": type_name,
             "contact_phone": fields["contact_phone"],
             "content": fields["content"],
             "images": images,
@@ -93,6 +134,7 @@ def create(
             "resolved_at": None,
         }
         filed.append(idempotency.insert_once(db[COMPLAINTS], doc))
+        messaging.notify_many(services, _filed_notes(filed[-1], admin_ids), spendable)
         return {"complaint_id": filed[-1]["_id"]}
 
     def stored(record_id: str) -> dict[str, Any] | None:
@@ -104,45 +146,67 @@ def create(
         services, "complaint.create", account["_id"], request_id, file, stored
     )
     if filed:
-        return _detail(db, filed[-1], account["_id"])
+        return _detail(services, filed[-1], account["_id"])
     # A repeated request answered from the first one's result: its complaint is read back.
     return detail(services, account, created["complaint_id"])
 
 
+Page = tuple[list[dict[str, Any]], int, dict[str, int]]
+
+
 def _page(
-    services: Services, query: dict[str, Any], page: int, page_size: int
-) -> tuple[list[dict[str, Any]], int]:
-    docs, total, _ = paging.page(
-        services.db[COMPLAINTS], query, [("_id", DESCENDING)], page, page_size
+    services: Services,
+    query: dict[str, Any],
+    status: str | None,
+    page: int,
+    page_size: int,
+    show: Callable[[dict[str, Any], dict[str, str]], dict[str, Any]],
+) -> Page:
+    """(items, total, counts): the page of ``status`` (any), newest first, each complaint as
+    ``show`` makes it from the document and community names, and how many complaints
+    ``query`` holds in each status (every status present)."""
+    db = services.db
+    docs, total, counts = paging.tabbed(
+        db[COMPLAINTS], query, "status", status, [("_id", DESCENDING)], page, page_size
     )
-    return docs, total
+    names = _community_names(db, docs)
+    items = [show(doc, names) for doc in docs]
+    return items, total, {s: counts.get(s, 0) for s in STATUS_NAMES}
+
+
+def _community_names(db: Any, docs: list[dict[str, Any]]) -> dict[str, str]:
+    # Complaints filed since names are kept carry their community's; older ones are looked up,
+    # all in one read, only if the page holds any.
+    missing = sorted({d["community_id"] for d in docs if "community_name" not in d})
+    return communities.names(db, missing) if missing else {}
 
 
 def my_list(
     services: Services, account: dict[str, Any], status: str | None, page: int, page_size: int
-) -> tuple[list[dict[str, Any]], int]:
+) -> Page:
     """A page of the caller's complaints, and of every complaint of the houses the caller owns
-    (``mine`` false: filed by family or tenants, the contact phone masked), newest first."""
+    (``mine`` false: filed by family or tenants, the contact phone masked), newest first, with
+    counts by status."""
     me = account["_id"]
+
+    def show(doc: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+        return {**item(doc, doc["account_id"] == me, names), "mine": doc["account_id"] == me}
+
     query = memberships.filed_or_owned(services.db, me, "account_id")
-    if status:
-        query["status"] = status
-    docs, total = _page(services, query, page, page_size)
-    return [
-        {**item(doc, reveal_phone=doc["account_id"] == me), "mine": doc["account_id"] == me}
-        for doc in docs
-    ], total
+    return _page(services, query, status, page, page_size, show)
 
 
 def staff_list(
     services: Services,
     admin: dict[str, Any],
     community_id: str | None,
-    status: str | None,
+    narrow: dict[str, str | None],
     page: int,
     page_size: int,
-) -> tuple[list[dict[str, Any]], int]:
-    """A page of complaints of one community, or of every community the admin covers.
+) -> Page:
+    """A page of complaints of one community, or of every community the admin covers, with
+    counts by status. ``narrow`` may hold ``status`` (the page's tab), ``kind`` and ``type``
+    (which narrow the counts too).
 
     Contact phones are masked in the list; the detail shows them to the admin in full.
     """
@@ -152,10 +216,17 @@ def staff_list(
         query["community_id"] = community_id
     else:
         query.update(staff.scope_query(admin))
-    if status:
-        query["status"] = status
-    docs, total = _page(services, query, page, page_size)
-    return [item(doc, reveal_phone=False) for doc in docs], total
+    for field in ("kind", "type"):
+        if narrow.get(field):
+            query[field] = narrow[field]
+    return _page(
+        services,
+        query,
+        narrow.get("status"),
+        page,
+        page_size,
+        lambda doc, names: item(doc, False, names),
+    )
 
 
 def detail(services: Services, account: dict[str, Any], complaint_id: str) -> dict[str, Any]:
@@ -171,25 +242,27 @@ def detail(services: Services, account: dict[str, Any], complaint_id: str) -> di
     if doc["account_id"] == me or staff.is_admin_of(
         staff.of_account(db, account), doc["community_id"]
     ):
-        return _detail(db, doc, me)
+        return _detail(services, doc, me)
     if memberships.owns(db, me, doc["house_id"]):
-        return _detail(db, doc, me, reveal_phone=False)
+        return _detail(services, doc, me, reveal_phone=False)
     raise AppError("NOT_FOUND", "投诉建议不存在")
 
 
 def _detail(
-    db: Any, doc: dict[str, Any], viewer_id: str, reveal_phone: bool = True
+    services: Services, doc: dict[str, Any], viewer_id: str, reveal_phone: bool = True
 ) -> dict[str, Any]:
+    names = {doc["community_id"]: communities.name_on(services.db, doc)}
+    urls = services.storage.display_urls(doc["images"])
     return {
-        **item(doc, reveal_phone=reveal_phone),
+        **item(doc, reveal_phone, names),
         "mine": doc["account_id"] == viewer_id,
-        "community_name": communities.name_on(db, doc),
-        "images": doc["images"],
+        "images": [{"file_id": fid, "url": urls.get(fid)} for fid in doc["images"]],
         "replies": [
             {
                 "staff_name": r["staff_name"],
                 "text": r["text"],
                 "status": r["status"],
+                "status_name": STATUS_NAMES[r["status"]],
                 "replied_at": iso(r["at"]),
             }
             for r in doc["replies"]
@@ -198,19 +271,23 @@ def _detail(
     }
 
 
-def item(doc: dict[str, Any], reveal_phone: bool) -> dict[str, Any]:
-    """A complaint as a list shows it."""
+def item(doc: dict[str, Any], reveal_phone: bool, names: dict[str, str]) -> dict[str, Any]:
+    """A complaint as a list shows it; ``names`` are community names for complaints that do
+    not carry theirs."""
     return {
         "complaint_id": doc["_id"],
         "community_id": doc["community_id"],
+        "community_name": doc.get("community_name") or names.get(doc["community_id"], ""),
         "house_id": doc["house_id"],
         "house_label": doc["house_label"],
         "kind": doc["kind"],
+        "kind_name": KIND_NAMES[doc["kind"]],
         "type": doc["type"],
-        "type_name": TYPES[doc["type"]],
+        "type_name": doc.get("type_name") or labels.name("complaint_type", doc["type"]),
         "content": doc["content"],
         "contact_phone": doc["contact_phone"] if reveal_phone else mask_phone(doc["contact_phone"]),
         "status": doc["status"],
+        "status_name": STATUS_NAMES[doc["status"]],
         "reply_count": len(doc["replies"]),
         "created_at": iso(doc["created_at"]),
         "updated_at": iso(doc["updated_at"]),
@@ -256,7 +333,7 @@ def reply(
     if doc is None:
         raise _refusal(db, admin, complaint_id)
     _tell_reporter(services, doc, text, now)
-    return _detail(db, doc, admin["_id"])
+    return _detail(services, doc, admin["_id"])
 
 
 def _refusal(db: Any, admin: dict[str, Any], complaint_id: str) -> AppError:
@@ -278,7 +355,7 @@ def _tell_reporter(services: Services, doc: dict[str, Any], text: str, now: date
         "complaint",
         f"您的{kind}{status}",
         text,
-        f"/pages/complaint/detail?id={doc['_id']}",
+        PAGE.format(doc["_id"]),
         # Keys of the 投诉处理结果通知 template: content, progress, reply, time.
         push=messaging.Push(
             template="complaint",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from caiyun import labels
 from caiyun.crypto import mask_phone
 from caiyun.domain import accounts, communities, houses, memberships, rate_limits, staff
 from caiyun.errors import AppError
@@ -151,6 +152,7 @@ def _houses_view(
             "community_name": names.get(m["community_id"], ""),
             "label": houses.label(found[m["house_id"]]),
             "role": m["role"],
+            "role_name": labels.name("resident_role", m["role"]),
             "can_manage_members": m["role"] == "owner",
         }
         for m in sorted(links, key=lambda m: m["_id"])
@@ -240,6 +242,7 @@ def members(services: Services, account: dict[str, Any], house_id: str) -> list[
                 "name": person.get("name"),
                 "phone": phone if m["account_id"] == account["_id"] else mask_phone(phone),
                 "role": m["role"],
+                "role_name": labels.name("resident_role", m["role"]),
                 "is_me": m["account_id"] == account["_id"],
             }
         )
@@ -266,6 +269,7 @@ def add_member(
         "name": person.get("name") or name,
         "phone": mask_phone(phone),
         "role": membership["role"],
+        "role_name": labels.name("resident_role", membership["role"]),
         "is_me": False,
     }
 

@@ -80,13 +80,14 @@ def _not_member(db: Any, account_id: str) -> AppError:
 
 
 def require_member_house(
-    db: Any, account_id: str, house_id: str
+    db: Any, account_id: str, house_id: str, also: list[dict[str, Any]] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
     """(membership, house, community) for a member acting on one of their houses.
 
     One aggregate where :func:`require_member` then ``houses.get`` then ``communities.get``
     would be three round trips; refused as :func:`require_member` does (the refusal reads
-    again), and NOT_FOUND when the house itself is gone.
+    again), and NOT_FOUND when the house itself is gone. ``also`` are further stages run on
+    the membership in the same command (what they add stays on the membership).
     """
     rows = list(
         db[MEMBERSHIPS].aggregate(
@@ -109,6 +110,7 @@ def require_member_house(
                         "as": "_community",
                     }
                 },
+                *(also or []),
             ]
         )
     )

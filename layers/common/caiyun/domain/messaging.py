@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pymongo import DESCENDING, IndexModel, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError
 
+from caiyun import labels
 from caiyun.adapters.wechat import WeChatError, WeChatNoConsent
 from caiyun.clock import iso
 from caiyun.data import paging
@@ -25,7 +26,17 @@ from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
 
-MessageKind = Literal["bill", "payment", "reminder", "repair", "complaint", "notice", "visitor"]
+MessageKind = Literal[
+    "bill",
+    "payment",
+    "reminder",
+    "repair",
+    "repair_filed",
+    "complaint",
+    "complaint_filed",
+    "notice",
+    "visitor",
+]
 
 MESSAGES = declare(
     "messages",
@@ -206,6 +217,7 @@ class Note:
     body: str
     page: str
     push: Push | None = None
+    # The mini-program whose inbox shows it and to which it is pushed.
     app: accounts.App = "resident"
     community_id: str | None = None
     key: str | None = None
@@ -218,6 +230,7 @@ def _store(services: Services, notes: list[Note]) -> list[Note]:
         {
             "_id": f"{n.key}-{n.account_id}" if n.key else new_id(),
             "account_id": n.account_id,
+            "app": n.app,
             "community_id": n.community_id,
             "kind": n.kind,
             "title": n.title,
@@ -249,14 +262,42 @@ def _spend(db: Any, consent_id: str, app: accounts.App) -> dict[str, Any] | None
     )
 
 
-def notify_many(services: Services, notes: list[Note]) -> dict[str, int]:
+def consents_joined(account_ids_field: str) -> list[dict[str, Any]]:
+    """Aggregate stages that join, to a document holding account ids in
+    ``account_ids_field``, those accounts' subscription consents (by the consents' account
+    index); :func:`spendable_of` reads which can be spent. A caller that reads the people it is
+    about to tell anyway learns this in the same command, instead of :func:`notify_many`
+    trying to spend consents nobody gave."""
+    return [
+        {
+            "$lookup": {
+                "from": CONSENTS,
+                "localField": account_ids_field,
+                "foreignField": "account_id",
+                "as": "_consents",
+            }
+        }
+    ]
+
+
+def spendable_of(doc: dict[str, Any]) -> set[str]:
+    """The ids of the consents joined by :func:`consents_joined` that have one left (the
+    joined field is taken off the document)."""
+    return {c["_id"] for c in doc.pop("_consents", []) if c.get("held") and c["remaining"] > 0}
+
+
+def notify_many(
+    services: Services, notes: list[Note], spendable: set[str] | None = None
+) -> dict[str, int]:
     """Put each note in its account's inbox and push it on WeChat where a consent is left.
 
     A batch costs one write for the inbox and one write per consent spent: the consent names
     the openid to send to. Up to two pushable notes spend directly (a note without a consent
     left costs that one write and nothing more); a bigger batch first reads which of its
-    consents are left. WeChat being down never raises: the inbox has the message either way.
-    Returns counts: ``inbox`` messages written and ``pushed`` WeChat messages sent.
+    consents are left. A caller that read the consents already (``spendable``, see
+    :func:`consents_joined`) has only those spent. WeChat being down never raises: the inbox has
+    the message either way. Returns counts: ``inbox`` messages written and ``pushed`` WeChat
+    messages sent.
     """
     if not notes:
         return {"inbox": 0, "pushed": 0}
@@ -271,7 +312,9 @@ def notify_many(services: Services, notes: list[Note]) -> dict[str, int]:
         return {"inbox": len(fresh), "pushed": 0}
     db = services.db
     to_spend = list(wanted)
-    if len(to_spend) > _DIRECT_SPENDS:
+    if spendable is not None:
+        to_spend = [consent_id for consent_id in to_spend if consent_id in spendable]
+    elif len(to_spend) > _DIRECT_SPENDS:
         left = db[CONSENTS].find(
             {"_id": {"$in": to_spend}, "held": True, "remaining": {"$gt": 0}}, {"app": 1}
         )
@@ -307,12 +350,23 @@ def notify(
     )
 
 
+def _in_app(account_id: str, app: accounts.App) -> dict[str, Any]:
+    # Messages stored before inboxes were per app carry no app: they were the resident app's.
+    return {"account_id": account_id, "app": "staff" if app == "staff" else {"$ne": "staff"}}
+
+
 def inbox(
-    services: Services, account_id: str, unread_only: bool, page: int, page_size: int
+    services: Services,
+    account_id: str,
+    app: accounts.App,
+    unread_only: bool,
+    page: int,
+    page_size: int,
 ) -> tuple[list[dict[str, Any]], int, int]:
-    """A page of the account's messages, newest first; returns (items, total, unread)."""
+    """A page of the account's messages in ``app``'s inbox (a staff member's work reaches the
+    staff app only), newest first; returns (items, total, unread)."""
     db = services.db
-    query: dict[str, Any] = {"account_id": account_id}
+    query = _in_app(account_id, app)
     if unread_only:
         query["read_at"] = None
     # Unread only: the total is the unread count; otherwise unread is counted alongside.
@@ -333,6 +387,7 @@ def view(message: dict[str, Any]) -> dict[str, Any]:
     return {
         "message_id": message["_id"],
         "kind": message["kind"],
+        "kind_name": labels.name("message_kind", message["kind"]),
         "title": message["title"],
         "body": message["body"],
         "page": message["page"],
@@ -341,9 +396,12 @@ def view(message: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def mark_read(services: Services, account_id: str, message_ids: list[str] | None) -> int:
-    """Mark the given messages (or all) of this account read; returns how many changed."""
-    query: dict[str, Any] = {"account_id": account_id, "read_at": None}
+def mark_read(
+    services: Services, account_id: str, app: accounts.App, message_ids: list[str] | None
+) -> int:
+    """Mark the given messages (or all) of this account's ``app`` inbox read; returns how many
+    changed."""
+    query = {**_in_app(account_id, app), "read_at": None}
     if message_ids is not None:
         query["_id"] = {"$in": message_ids}
     result = services.db[MESSAGES].update_many(query, {"$set": {"read_at": services.clock.now()}})

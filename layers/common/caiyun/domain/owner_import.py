@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
 from pymongo.errors import DuplicateKeyError
 
+from caiyun import labels
 from caiyun.contract.common import PHONE_PATTERN
 from caiyun.domain import accounts, communities, houses, memberships, staff
 from caiyun.errors import AppError
@@ -221,4 +222,5 @@ def count_statuses(results: list[RowResult]) -> dict[str, int]:
 
 def result_dict(result: RowResult) -> dict[str, Any]:
     """A row result as a plain dict for a reply or a printed report (empty fields left out)."""
-    return {k: v for k, v in asdict(result).items() if v is not None}
+    shown = {k: v for k, v in asdict(result).items() if v is not None}
+    return {**shown, "status_name": labels.name("import_row_status", result.status)}

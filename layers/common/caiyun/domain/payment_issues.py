@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pymongo import DESCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
+from caiyun import labels
 from caiyun.clock import iso
 from caiyun.data import paging
 from caiyun.data.schema import declare
@@ -84,6 +85,7 @@ def view(issue: dict[str, Any]) -> dict[str, Any]:
     return {
         "issue_id": issue["_id"],
         "kind": issue["kind"],
+        "kind_name": labels.name("payment_issue", issue["kind"]),
         "order_no": issue["order_no"],
         "account_id": issue["account_id"],
         "amount_fen": issue["amount_fen"],

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from caiyun import labels
 from caiyun.clock import SHANGHAI, business_date, iso
 from caiyun.data import paging
 from caiyun.data.schema import declare
@@ -79,9 +80,11 @@ def _bank_unavailable() -> AppError:
 def view(order: dict[str, Any]) -> dict[str, Any]:
     """An order as the payer sees it, with what the app does next (``icbc.pay_with``)."""
     icbc = order.get("icbc") or {}
+    pay_with, kind = icbc.get("pay_with", "account"), icbc.get("account_kind")
     return {
         "order_no": order["_id"],
         "status": order["status"],
+        "status_name": labels.name("order_status", order["status"]),
         "amount_fen": order["amount_fen"],
         "method": order["method"],
         "bill_ids": order["bill_ids"],
@@ -89,10 +92,12 @@ def view(order: dict[str, Any]) -> dict[str, Any]:
         "expires_at": iso(order["expires_at"]),
         "paid_at": iso(order.get("paid_at")),
         "icbc": {
-            "pay_with": icbc.get("pay_with", "account"),
+            "pay_with": pay_with,
+            "pay_with_name": labels.name("pay_with", pay_with),
             "order_id": icbc.get("order_id"),
             "request_payment": icbc.get("request_payment"),
-            "account_kind": icbc.get("account_kind"),
+            "account_kind": kind,
+            "account_kind_name": None if kind is None else labels.name("bank_method", kind),
         },
     }
 

@@ -17,9 +17,21 @@ from caiyun.services import Services
 _WECHAT_AVATAR = re.compile(r"^https://(?:[a-z0-9-]+\.)*qlogo\.cn/[A-Za-z0-9._~%/+=&?-]*$")
 
 
-def profile(account: dict[str, Any]) -> dict[str, Any]:
+def avatar_url(services: Services, account: dict[str, Any]) -> str | None:
+    """What an ``<image>`` shows for the account's avatar: a WeChat avatar URL as it is, a
+    stored file by a short-lived display URL."""
+    avatar = account.get("avatar")
+    if not avatar or _WECHAT_AVATAR.match(avatar):
+        return avatar
+    return services.storage.display_urls([avatar]).get(avatar)
+
+
+def profile(services: Services, account: dict[str, Any]) -> dict[str, Any]:
     """The account as its 我的 page shows it, with the wallet summary once there is a wallet."""
-    return {**accounts.identity(account), "wallet": realname.wallet_summary(account)}
+    return {
+        **accounts.identity(account, avatar_url(services, account)),
+        "wallet": realname.wallet_summary(account),
+    }
 
 
 def update_profile(
@@ -42,7 +54,7 @@ def update_profile(
     updated = services.db[accounts.ACCOUNTS].find_one_and_update(
         {"_id": account["_id"]}, {"$set": changes}, return_document=ReturnDocument.AFTER
     )
-    return profile(updated)
+    return profile(services, updated)
 
 
 def change_phone(
@@ -78,4 +90,4 @@ def change_phone(
     if updated is None:
         # Another change of this account's phone won the race.
         raise AppError("CONFLICT", "手机号已变更，请刷新后重试")
-    return profile(updated)
+    return profile(services, updated)

@@ -10,7 +10,8 @@ is written once.
 
 The name given must be the account holder's name where the property recorded one. ID and card
 numbers are encrypted at rest (AES-GCM) and only ever shown masked; the e-wallet number is the
-owner's to see in full. The agreements are recorded with their version and time.
+owner's to see in full. The agreements are recorded with the version in force (``appconfig``),
+whose text is kept.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from typing import Any, Literal
 
 from pymongo import IndexModel
 
-from caiyun import crypto
+from caiyun import crypto, labels
 from caiyun.data.schema import declare
-from caiyun.domain import accounts, messaging
+from caiyun.domain import accounts, appconfig, messaging
 from caiyun.errors import AppError
 from caiyun.services import Services
 
@@ -36,8 +37,6 @@ TICKETS = declare(
     "realname_tickets", IndexModel("account_id"), IndexModel("expires_at", expireAfterSeconds=0)
 )
 
-# The agreements a resident signs, by the version shown in the app.
-AGREEMENTS = {"wallet_service": "2026.1", "autodebit": "2026.1", "privacy": "2026.1"}
 _TICKET_TTL = timedelta(minutes=10)
 # An opening ICBC reports later waits this long for its notify.
 _PENDING_TTL = timedelta(days=2)
@@ -185,28 +184,36 @@ def confirm(
     from caiyun.adapters.icbc import IcbcError
 
     pending = _awaiting(services, account, ticket)
-    missing = sorted({"wallet_service", "privacy"} - set(agreements))
+    config = appconfig.current(services)
+    missing = config.missing_agreements(pending["method"], agreements)
     if missing:
-        raise AppError(
-            "INVALID_ARGUMENT", "请阅读并同意相关协议", {"fields": {"agreements": missing}}
-        )
+        raise AppError("INVALID_ARGUMENT", "请阅读并同意相关协议", missing)
     try:
         result = services.icbc.confirm_opening(ticket, pending["sms_send_no"], sms_code)
     except IcbcError as exc:
         raise bank_error(exc) from None
     now = services.clock.now()
     signed = [
-        {"name": name, "version": AGREEMENTS[name], "signed_at": now}
-        for name in sorted(set(agreements) & {"wallet_service", "privacy"})
+        {"name": name, "version": config.agreement(name).version, "signed_at": now}
+        for name in sorted(config.required_agreements(pending["method"]))
     ]
     if result.status == "pending":
         services.db[TICKETS].update_one(
             {"_id": ticket},
             {"$set": {"state": "pending", "agreements": signed, "expires_at": now + _PENDING_TTL}},
         )
-        return {"status": "pending", "wallet": None}, None
+        return {
+            "status": "pending",
+            "status_name": labels.name("realname_status", "pending"),
+            "wallet": None,
+        }, None
     updated = _finish(services, {**pending, "agreements": signed}, result.account)
-    return {"status": "verified", "wallet": wallet_summary(updated)}, updated
+    shown = {
+        "status": "verified",
+        "status_name": labels.name("realname_status", "verified"),
+        "wallet": wallet_summary(updated),
+    }
+    return shown, updated
 
 
 def apply_opening(services: Services, result: Any) -> bool:
@@ -279,10 +286,13 @@ def wallet_summary(account: dict[str, Any]) -> dict[str, Any] | None:
     if not wallet:
         return None
     realname = account.get("realname", {})
+    kind = _kind(wallet)
     return {
-        "account_kind": _kind(wallet),
+        "account_kind": kind,
+        "account_kind_name": labels.name("bank_method", kind),
         "wallet_no": wallet.get("wallet_no"),
         "wallet_class": wallet["wallet_class"],
+        "wallet_class_name": labels.name("account_class", wallet["wallet_class"]),
         "linked_card": wallet["linked_card_masked"],
         "autodebit": bool(account.get("autodebit", {}).get("enabled")),
         "realname": realname.get("name"),

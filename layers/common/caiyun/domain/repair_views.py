@@ -3,31 +3,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from caiyun import labels
 from caiyun.clock import iso
 from caiyun.crypto import mask_phone
 
-CATEGORIES: dict[str, str] = {
-    "water_electric": "水电维修",
-    "door_window": "门窗维修",
-    "pipe_unclog": "管道疏通",
-    "appliance": "电器维修",
-    "public_facility": "公共设施",
-    "other": "其他",
-}
-
-STATUS_NAMES: dict[str, str] = {
-    "pending": "待处理",
-    "dispatched": "待上门",
-    "awaiting_rating": "待评价",
-    "completed": "已完成",
-    "cancelled": "已取消",
-}
+STATUS_NAMES: dict[str, str] = labels.LABELS["repair_status"]
 
 # A repair left unrated this long after the repairman finished is completed by the timer.
 RATING_WINDOW = timedelta(days=3)
+
+
+def category_name(doc: dict[str, Any]) -> str:
+    """The category's label as the repair was filed (older repairs: the default label)."""
+    return doc.get("category_name") or labels.name("repair_category", doc["category"])
+
+
+def file_ids(doc: dict[str, Any]) -> list[str]:
+    """Every stored image a repair's detail shows: the report's, then the completion photos."""
+    return [*doc.get("images", []), *(doc.get("completion") or {}).get("photos", [])]
+
+
+def _images(ids: list[str], urls: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    return [{"file_id": fid, "url": urls.get(fid)} for fid in ids]
 
 
 def summary(doc: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +40,7 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
         "house_id": doc["house_id"],
         "house_label": doc["house_label"],
         "category": doc["category"],
-        "category_name": CATEGORIES[doc["category"]],
+        "category_name": category_name(doc),
         "description": doc["description"],
         "status": doc["status"],
         "status_name": STATUS_NAMES[doc["status"]],
@@ -62,16 +63,20 @@ def staff_item(doc: dict[str, Any]) -> dict[str, Any]:
 def _entry(entry: dict[str, Any]) -> dict[str, Any]:
     return {
         "event": entry["event"],
+        "event_name": labels.name("repair_event", entry["event"]),
         "status": entry["status"],
+        "status_name": STATUS_NAMES[entry["status"]],
         "actor_role": entry["actor_role"],
+        "actor_role_name": labels.name("actor_role", entry["actor_role"]),
         "at": iso(entry["at"]),
         "note": entry.get("note"),
     }
 
 
-def detail(doc: dict[str, Any], viewer_id: str) -> dict[str, Any]:
+def detail(doc: dict[str, Any], viewer_id: str, urls: Mapping[str, str | None]) -> dict[str, Any]:
     """Everything about a repair, for its reporter and the staff working on it; ``mine`` says
-    whether ``viewer_id`` reported it.
+    whether ``viewer_id`` reported it, ``urls`` are the display URLs of its images
+    (:func:`file_ids`).
 
     Phones are shown in full: the reporter calls the repairman, the repairman calls the
     contact phone the reporter gave for this repair.
@@ -90,10 +95,16 @@ def detail(doc: dict[str, Any], viewer_id: str) -> dict[str, Any]:
         **summary(doc),
         "mine": doc["reporter_id"] == viewer_id,
         "contact_phone": doc["contact_phone"],
-        "images": doc.get("images", []),
+        "images": _images(doc.get("images", []), urls),
         "timeline": [_entry(e) for e in doc.get("timeline", [])],
         "repairman": repairman,
-        "completion": None if completion is None else {**completion, "at": iso(completion["at"])},
+        "completion": None
+        if completion is None
+        else {
+            **completion,
+            "photos": _images(completion["photos"], urls),
+            "at": iso(completion["at"]),
+        },
         "rating": None if rating is None else {**rating, "at": iso(rating["at"])},
         "auto_close_at": iso(doc["awaiting_since"] + RATING_WINDOW) if awaiting else None,
     }

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 
+from caiyun import labels
 from caiyun.adapters.storage import UploadTarget
 from caiyun.clock import SHANGHAI
 from caiyun.crypto import mask_phone
@@ -21,6 +22,7 @@ from caiyun.data import paging
 from caiyun.data.schema import declare
 from caiyun.domain import (
     accounts,
+    appconfig,
     communities,
     houses,
     idempotency,
@@ -55,9 +57,16 @@ REPAIRS = declare(
 REPAIR_PAGE = "/pages/repair/detail?id={}"
 
 
-def categories() -> list[dict[str, str]]:
-    """The repair categories a resident picks from."""
-    return [{"code": code, "name": name} for code, name in views.CATEGORIES.items()]
+def categories(services: Services) -> list[dict[str, str]]:
+    """The repair categories a resident picks from (the configuration in force)."""
+    options = appconfig.current(services).repair_categories
+    return [{"code": code, "name": name} for code, name in options.items()]
+
+
+def _shown(services: Services, doc: dict[str, Any], viewer_id: str) -> dict[str, Any]:
+    """The repair's detail as ``viewer_id`` sees it, its images with display URLs."""
+    urls = services.storage.display_urls(views.file_ids(doc))
+    return views.detail(doc, viewer_id, urls)
 
 
 def _entry(
@@ -111,7 +120,7 @@ def _resident_note(doc: dict[str, Any], title: str, remark: str) -> messaging.No
 
     Template keys: thing1 category, phrase2 status, time3 when, thing4 remark.
     """
-    category = views.CATEGORIES[doc["category"]]
+    category = views.category_name(doc)
     return messaging.Note(
         account_id=doc["reporter_id"],
         kind="repair",
@@ -131,31 +140,47 @@ def _resident_note(doc: dict[str, Any], title: str, remark: str) -> messaging.No
     )
 
 
-def _repairman_note(doc: dict[str, Any]) -> messaging.Note:
-    """The assigned repairman's inbox message, with the staff app's ``repair_assigned``
-    subscription message.
+def _staff_note(
+    doc: dict[str, Any],
+    account_id: str,
+    kind: messaging.MessageKind,
+    title: str,
+    template: str,
+    when: datetime,
+    key: str | None = None,
+) -> messaging.Note:
+    """A staff member's inbox message about the work a repair asks for, with the staff app's
+    subscription message ``template``.
 
     Template keys: thing1 category, thing2 where, time3 when, thing4 the resident's words.
     """
-    category = views.CATEGORIES[doc["category"]]
+    category = views.category_name(doc)
     where = f"{doc['community_name']}{doc['house_label']}"
     return messaging.Note(
-        account_id=doc["repairman_id"],
-        kind="repair",
-        title="新的维修工单",
+        account_id=account_id,
+        kind=kind,
+        title=title,
         body=f"{where}：{category}，{doc['description']}",
         page=REPAIR_PAGE.format(doc["_id"]),
         push=messaging.Push(
-            template="repair_assigned",
+            template=template,
             data={
                 "thing1": category,
                 "thing2": where,
-                "time3": _time(doc["updated_at"]),
+                "time3": _time(when),
                 "thing4": doc["description"],
             },
         ),
         app="staff",
         community_id=doc["community_id"],
+        key=key,
+    )
+
+
+def _repairman_note(doc: dict[str, Any]) -> messaging.Note:
+    """The assigned repairman's message (``repair_assigned``)."""
+    return _staff_note(
+        doc, doc["repairman_id"], "repair", "新的维修工单", "repair_assigned", doc["updated_at"]
     )
 
 
@@ -172,6 +197,23 @@ def _reassigned_note(doc: dict[str, Any], previous_id: str) -> messaging.Note:
     )
 
 
+def _filed_notes(doc: dict[str, Any], admin_ids: list[str]) -> list[messaging.Note]:
+    """The community's admins' messages about a new repair (``repair_filed``); keyed by the
+    repair, so a retried create tells nobody twice."""
+    return [
+        _staff_note(
+            doc,
+            admin_id,
+            "repair_filed",
+            "新的报修",
+            "repair_filed",
+            doc["created_at"],
+            key=f"repair-filed-{doc['_id']}",
+        )
+        for admin_id in admin_ids
+    ]
+
+
 # What create writes besides the state (pending, nobody assigned, the first timeline entry).
 _CREATED_FIELDS = (
     "community_id",
@@ -180,6 +222,7 @@ _CREATED_FIELDS = (
     "house_label",
     "reporter_id",
     "category",
+    "category_name",
     "description",
     "contact_phone",
     "images",
@@ -200,12 +243,18 @@ def create(
     """Report a repair for a house the caller lives in; returns its detail.
 
     HOUSE_NOT_BOUND when the caller has no house at all, FORBIDDEN for a house that is not
-    theirs, INVALID_ARGUMENT for an image not in this deployment's storage. The same
-    ``request_id`` again returns the first result and creates nothing (the result is rebuilt
-    from the repair, so the key needs no second write).
+    theirs, INVALID_ARGUMENT for a category not in force or an image not in this deployment's
+    storage. The same ``request_id`` again returns the first result and creates nothing (the
+    result is rebuilt from the repair, so the key needs no second write). The community's
+    admins are told (inbox, and WeChat where they consented); the membership check reads who
+    they are in the same command.
     """
     db = services.db
-    _, house, community = memberships.require_member_house(db, account["_id"], house_id)
+    membership, house, community = memberships.require_member_house(
+        db, account["_id"], house_id, also=staff.admins_joined()
+    )
+    admin_ids, spendable = staff.admins_of(membership)
+    category_name = appconfig.option_name(services, "repair_categories", category, "category")
     images = services.storage.check_file_ids(images, "images", uploader=account["_id"])
 
     def make(record_id: str) -> dict[str, Any]:
@@ -215,6 +264,7 @@ def create(
             **houses.where(house, community),
             "reporter_id": account["_id"],
             "category": category,
+            "category_name": category_name,
             "description": description,
             "contact_phone": contact_phone,
             "images": images,
@@ -224,7 +274,9 @@ def create(
             "updated_at": now,
             "timeline": [_entry("created", "pending", account["_id"], "resident", now)],
         }
-        return views.detail(idempotency.insert_once(db[REPAIRS], doc), account["_id"])
+        stored = idempotency.insert_once(db[REPAIRS], doc)
+        messaging.notify_many(services, _filed_notes(stored, admin_ids), spendable)
+        return _shown(services, stored, account["_id"])
 
     def stored(record_id: str) -> dict[str, Any] | None:
         # The reply as the first call gave it, whatever happened to the repair since.
@@ -233,7 +285,7 @@ def create(
         if doc is None:
             return None
         first = {**doc, "status": "pending", "repairman_id": None, "updated_at": doc["created_at"]}
-        return views.detail(first, account["_id"])
+        return _shown(services, first, account["_id"])
 
     return idempotency.once(services, "repair.create", account["_id"], request_id, make, stored)
 
@@ -254,7 +306,7 @@ def cancel(services: Services, account: dict[str, Any], repair_id: str) -> dict[
     )
     if done is None:
         raise _conflict(db[REPAIRS].find_one({"_id": repair_id}))
-    return views.detail(done, account["_id"])
+    return _shown(services, done, account["_id"])
 
 
 def rate(
@@ -286,7 +338,7 @@ def rate(
     )
     if done is None:
         raise _conflict(db[REPAIRS].find_one({"_id": repair_id}))
-    return views.detail(done, account["_id"])
+    return _shown(services, done, account["_id"])
 
 
 def _require_repairman(
@@ -356,7 +408,7 @@ def dispatch(
         staff.require_scope(admin, doc["community_id"])
         person, record = _require_repairman(person, record, doc["community_id"])
         if doc["status"] == "dispatched" and doc["repairman_id"] == repairman_id:
-            return views.detail(doc, admin["_id"])
+            return _shown(services, doc, admin["_id"])
         if doc["status"] not in ("pending", "dispatched"):
             raise _conflict(doc)
         event = "dispatched" if doc["status"] == "pending" else "redispatched"
@@ -375,7 +427,7 @@ def dispatch(
     if previous:
         notes.append(_reassigned_note(done, previous))
     messaging.notify_many(services, notes)
-    return views.detail(done, admin["_id"])
+    return _shown(services, done, admin["_id"])
 
 
 def complete(
@@ -424,7 +476,7 @@ def complete(
         raise _conflict(_require_assigned(db, repairman, repair_id))
     remark = f"请在{views.RATING_WINDOW.days}天内评价"
     messaging.notify_many(services, [_resident_note(done, "维修已完成，请评价", remark)])
-    return views.detail(done, repairman["_id"])
+    return _shown(services, done, repairman["_id"])
 
 
 def _require_assigned(db: Any, repairman: dict[str, Any], repair_id: str) -> dict[str, Any]:
@@ -449,7 +501,7 @@ def detail(services: Services, account: dict[str, Any], repair_id: str) -> dict[
     if doc is None:
         raise AppError("NOT_FOUND", "报修单不存在")
     if doc["reporter_id"] == account["_id"]:
-        return views.detail(doc, account["_id"])
+        return _shown(services, doc, account["_id"])
     record = staff.of_account(db, account)
     working_on_it = (
         record is not None
@@ -460,33 +512,42 @@ def detail(services: Services, account: dict[str, Any], repair_id: str) -> dict[
         )
     )
     if working_on_it:
-        return views.detail(doc, account["_id"])
+        return _shown(services, doc, account["_id"])
     if memberships.owns(db, account["_id"], doc["house_id"]):
-        shown = views.detail(doc, account["_id"])
+        shown = _shown(services, doc, account["_id"])
         return {**shown, "contact_phone": mask_phone(doc["contact_phone"])}
     raise AppError("NOT_FOUND", "报修单不存在")
 
 
-def _page(
-    db: Any, query: dict[str, Any], page: int, page_size: int
-) -> tuple[list[dict[str, Any]], int]:
-    docs, total, _ = paging.page(
-        db[REPAIRS], query, [("_id", DESCENDING)], page, page_size, {"timeline": 0}
+Page = tuple[list[dict[str, Any]], int, dict[str, int]]
+
+
+def _page(db: Any, query: dict[str, Any], status: str | None, page: int, page_size: int) -> Page:
+    """(documents, total, counts): the page of ``status`` (any), newest first, and how many
+    repairs ``query`` holds in each status (every status present)."""
+    docs, total, counts = paging.tabbed(
+        db[REPAIRS],
+        query,
+        "status",
+        status,
+        [("_id", DESCENDING)],
+        page,
+        page_size,
+        {"timeline": 0},
     )
-    return docs, total
+    return docs, total, {s: counts.get(s, 0) for s in labels.LABELS["repair_status"]}
 
 
 def my_list(
     services: Services, account: dict[str, Any], status: str | None, page: int, page_size: int
-) -> tuple[list[dict[str, Any]], int]:
+) -> Page:
     """The caller's repairs, and every repair of the houses the caller owns (``mine`` false:
-    filed by family or tenants, read-only), newest first; returns (items, total)."""
+    filed by family or tenants, read-only), newest first; returns (items, total, counts by
+    status)."""
     me = account["_id"]
     query = memberships.filed_or_owned(services.db, me, "reporter_id")
-    if status:
-        query["status"] = status
-    docs, total = _page(services.db, query, page, page_size)
-    return [{**views.summary(d), "mine": d["reporter_id"] == me} for d in docs], total
+    docs, total, counts = _page(services.db, query, status, page, page_size)
+    return [{**views.summary(d), "mine": d["reporter_id"] == me} for d in docs], total, counts
 
 
 def staff_list(
@@ -496,29 +557,27 @@ def staff_list(
     status: str | None,
     page: int,
     page_size: int,
-) -> tuple[list[dict[str, Any]], int]:
-    """Repairs of one community the admin covers, or of all of them; newest first."""
+) -> Page:
+    """Repairs of one community the admin covers, or of all of them; newest first, with the
+    counts by status of that scope."""
     query: dict[str, Any] = {}
     if community_id is not None:
         staff.require_scope(admin, community_id)
         query["community_id"] = community_id
     else:
         query.update(staff.scope_query(admin))
-    if status:
-        query["status"] = status
-    docs, total = _page(services.db, query, page, page_size)
-    return [views.staff_item(d) for d in docs], total
+    docs, total, counts = _page(services.db, query, status, page, page_size)
+    return [views.staff_item(d) for d in docs], total, counts
 
 
 def assigned(
     services: Services, repairman: dict[str, Any], status: str | None, page: int, page_size: int
-) -> tuple[list[dict[str, Any]], int]:
-    """The repairs assigned to this repairman now, newest first."""
-    query: dict[str, Any] = {"repairman_id": repairman["_id"]}
-    if status:
-        query["status"] = status
-    docs, total = _page(services.db, query, page, page_size)
-    return [views.staff_item(d) for d in docs], total
+) -> Page:
+    """The repairs assigned to this repairman now, newest first, with counts by status."""
+    docs, total, counts = _page(
+        services.db, {"repairman_id": repairman["_id"]}, status, page, page_size
+    )
+    return [views.staff_item(d) for d in docs], total, counts
 
 
 def repairmen(services: Services, admin: dict[str, Any], community_id: str) -> list[dict[str, Any]]:

@@ -5,8 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from caiyun import labels
 from caiyun.adapters.wechat import WeChatError, WeChatUnavailable
-from caiyun.domain import accounts, memberships, rate_limits, sessions, sms_codes, staff
+from caiyun.domain import (
+    accounts,
+    communities,
+    memberships,
+    profiles,
+    rate_limits,
+    sessions,
+    sms_codes,
+    staff,
+)
 from caiyun.errors import AppError
 from caiyun.services import Services
 
@@ -163,24 +173,78 @@ def logout(
 def summary(
     services: Services, account: dict[str, Any], houses: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    """The account as the caller sees it: identity, houses with roles, staff role.
+    """The account as the caller sees it: identity, houses with roles, staff role with the
+    communities it covers (ids and names).
 
     ``houses`` are the account's memberships when the caller already holds them (a login);
-    otherwise they are read.
+    otherwise they are read. A scoped staff record carries its communities' names; a
+    company-wide admin's are every community's, read in the same command as the memberships
+    when those are read too.
     """
-    record = staff.of_account(services.db, account)
-    links = memberships.of_account(services.db, account["_id"]) if houses is None else houses
+    db = services.db
+    record = staff.of_account(db, account)
+    everywhere = record is not None and bool(record.get("all_communities"))
+    names: dict[str, str] | None = None
+    if houses is None and everywhere:
+        names, links = _every_community_and_links(db, account["_id"])
+    else:
+        links = memberships.of_account(db, account["_id"]) if houses is None else houses
     return {
-        **accounts.identity(account),
+        **accounts.identity(account, profiles.avatar_url(services, account)),
         "houses": [
-            {"house_id": m["house_id"], "community_id": m["community_id"], "role": m["role"]}
+            {
+                "house_id": m["house_id"],
+                "community_id": m["community_id"],
+                "role": m["role"],
+                "role_name": labels.name("resident_role", m["role"]),
+            }
             for m in links
         ],
-        "staff": None
-        if record is None
-        else {
-            "role": record["role"],
-            "community_ids": record.get("community_ids", []),
-            "all_communities": bool(record.get("all_communities")),
-        },
+        "staff": None if record is None else _staff_summary(db, record, names),
     }
+
+
+def _staff_summary(db: Any, record: dict[str, Any], names: dict[str, str] | None) -> dict[str, Any]:
+    ids = record.get("community_ids", [])
+    if names is None and record.get("all_communities"):
+        found = db[communities.COMMUNITIES].find({}, {"name": 1}).sort("name", 1)
+        names = {c["_id"]: c["name"] for c in found}
+    elif names is None:
+        # Records written before names were kept look them up.
+        names = record.get("community_names") or communities.names(db, ids)
+        names = {cid: names.get(cid, "") for cid in ids}
+    return {
+        "role": record["role"],
+        "role_name": labels.name("staff_role", record["role"]),
+        "community_ids": record.get("community_ids", []),
+        "communities": [{"community_id": cid, "name": name} for cid, name in names.items()],
+        "all_communities": bool(record.get("all_communities")),
+    }
+
+
+def _every_community_and_links(
+    db: Any, account_id: str
+) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    # Every community's name, with the account's memberships joined to the one grouped row:
+    # one command where reading both would be two. No community means no house either.
+    rows = list(
+        db[communities.COMMUNITIES].aggregate(
+            [
+                {"$sort": {"name": 1}},
+                {"$group": {"_id": None, "found": {"$push": {"_id": "$_id", "name": "$name"}}}},
+                {"$set": {"_me": {"$literal": account_id}}},
+                {
+                    "$lookup": {
+                        "from": memberships.MEMBERSHIPS,
+                        "localField": "_me",
+                        "foreignField": "account_id",
+                        "as": "links",
+                    }
+                },
+            ]
+        )
+    )
+    if not rows:
+        return {}, []
+    names = {c["_id"]: c["name"] for c in rows[0]["found"]}
+    return names, sorted(rows[0]["links"], key=lambda m: m["_id"])

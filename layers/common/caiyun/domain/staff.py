@@ -1,7 +1,9 @@
 """Property staff: admins, repairmen and guards, each scoped to communities.
 
 A staff record with ``all_communities`` (a company-wide admin) covers every community,
-including ones imported later.
+including ones imported later. A scoped record keeps its communities' names
+(``community_names``, id → name; a community's name never changes), so the staff app is
+told them without another read.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from caiyun.errors import AppError
 StaffRole = Literal["admin", "repairman", "guard"]
 STAFF_ROLES: tuple[StaffRole, ...] = ("admin", "repairman", "guard")
 
-STAFF = declare("staff", IndexModel([("community_ids", 1), ("role", 1)]), IndexModel("role"))
+STAFF = declare(
+    "staff",
+    IndexModel([("community_ids", 1), ("role", 1)]),
+    IndexModel("role"),
+    IndexModel("all_communities"),
+)
 
 
 def get(db: Any, account_id: str) -> dict[str, Any] | None:
@@ -47,6 +54,50 @@ def covers(staff: dict[str, Any] | None, community_id: str) -> bool:
     return bool(staff.get("all_communities")) or community_id in staff.get("community_ids", [])
 
 
+def admins_joined() -> list[dict[str, Any]]:
+    """Aggregate stages that join, to a document with a ``community_id``, the staff records
+    that may cover it (of the community, and company-wide ones) and their subscription
+    consents; :func:`admins_of` reads the admins among them and the consents they have left.
+    Every join is served by an index and brings back a handful of records.
+    """
+    from caiyun.domain.messaging import consents_joined
+
+    return [
+        {
+            "$lookup": {
+                "from": STAFF,
+                "localField": "community_id",
+                "foreignField": "community_ids",
+                "as": "_staff_here",
+            }
+        },
+        {"$set": {"_every": {"$literal": True}}},
+        {
+            "$lookup": {
+                "from": STAFF,
+                "localField": "_every",
+                "foreignField": "all_communities",
+                "as": "_staff_everywhere",
+            }
+        },
+        {"$set": {"_staff_ids": {"$concatArrays": ["$_staff_here._id", "$_staff_everywhere._id"]}}},
+        *consents_joined("_staff_ids"),
+    ]
+
+
+def admins_of(doc: dict[str, Any]) -> tuple[list[str], set[str]]:
+    """The account ids of the admins covering the community of a document that went through
+    :func:`admins_joined`, and the ids of the consents they have left for
+    ``messaging.notify_many`` (the joined fields are taken off the document)."""
+    from caiyun.domain.messaging import spendable_of
+
+    doc.pop("_every", None)
+    doc.pop("_staff_ids", None)
+    found = [*doc.pop("_staff_here", []), *doc.pop("_staff_everywhere", [])]
+    admin_ids = list(dict.fromkeys(r["_id"] for r in found if r["role"] == "admin"))
+    return admin_ids, spendable_of(doc)
+
+
 def scope_query(record: dict[str, Any]) -> dict[str, Any]:
     """The filter that limits a query to the communities this staff record covers (none for a
     company-wide one), so a conditional write can check the scope itself."""
@@ -64,6 +115,8 @@ def upsert(
     now: datetime,
 ) -> dict[str, Any]:
     """Make the account staff with this role and scope (``None`` scope = every community)."""
+    from caiyun.domain.communities import names
+
     return db[STAFF].find_one_and_update(
         {"_id": account_id},
         {
@@ -71,6 +124,7 @@ def upsert(
                 "name": name,
                 "role": role,
                 "community_ids": sorted(set(community_ids or [])),
+                "community_names": names(db, community_ids) if community_ids else {},
                 "all_communities": community_ids is None,
                 "updated_at": now,
             },
@@ -98,11 +152,12 @@ def change_where(
     allowed: dict[str, Any],
     name: str,
     role: StaffRole,
-    community_ids: list[str],
+    community_names: dict[str, str],
     now: datetime,
 ) -> dict[str, Any] | None:
-    """Set the record as :func:`upsert` does (scoped to ``community_ids``) if there is none or
-    the one there matches the filter ``allowed``; None, writing nothing, when it does not.
+    """Set the record as :func:`upsert` does (scoped to the communities of
+    ``community_names``, id → name) if there is none or the one there matches the filter
+    ``allowed``; None, writing nothing, when it does not.
 
     The check and the write are one conditional upsert, so a change racing another cannot
     land on a record the caller may no longer change.
@@ -114,7 +169,8 @@ def change_where(
                 "$set": {
                     "name": name,
                     "role": role,
-                    "community_ids": sorted(set(community_ids)),
+                    "community_ids": sorted(community_names),
+                    "community_names": community_names,
                     "all_communities": False,
                     "updated_at": now,
                 },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from caiyun import labels
 from caiyun.crypto import mask_phone
 from caiyun.data import paging
 from caiyun.domain import accounts, communities, staff
@@ -37,13 +38,11 @@ def add_staff(
     known = communities.names(db, community_ids)
     missing = [c for c in community_ids if c not in known]
     if missing:
-        raise AppError("NOT_FOUND", "小区不存在", {"community_ids": missing})
+        raise AppError("NOT_FOUND", "小区不存在", {"missing": missing})
     if role == "admin" and not admin.get("all_communities"):
         raise AppError("FORBIDDEN", "只有总部管理员可以任命小区管理员")
     account, _ = accounts.ensure_account(db, phone, now, name)
-    record = staff.change_where(
-        db, account["_id"], _changeable_by(admin), name, role, community_ids, now
-    )
+    record = staff.change_where(db, account["_id"], _changeable_by(admin), name, role, known, now)
     if record is None:
         existing = staff.get(db, account["_id"])
         if existing is not None and not _within_scope(admin, existing):
@@ -74,6 +73,7 @@ def view(record: dict[str, Any], phone: str | None) -> dict[str, Any]:
         "name": record["name"],
         "phone": mask_phone(phone),
         "role": record["role"],
+        "role_name": labels.name("staff_role", record["role"]),
         "community_ids": record.get("community_ids", []),
         "all_communities": bool(record.get("all_communities")),
     }

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 
+from caiyun import labels
 from caiyun.clock import SHANGHAI, business_date, end_of_business_day, iso
 from caiyun.crypto import mask_phone
 from caiyun.data import paging
@@ -173,6 +174,15 @@ def _status(doc: dict[str, Any], now: datetime) -> PassStatus:
     return "expired" if now >= doc["valid_until"] else "valid"
 
 
+def _named_status(doc: dict[str, Any], now: datetime) -> dict[str, str]:
+    status = _status(doc, now)
+    return {"status": status, "status_name": labels.name("pass_status", status)}
+
+
+def _result(result: str, visitor: dict[str, Any] | None) -> dict[str, Any]:
+    return {"result": result, "result_name": labels.name("pass_status", result), "visitor": visitor}
+
+
 def _mask_plate(plate: str | None) -> str | None:
     # The shared page may be forwarded: enough of the plate to recognise, not to copy.
     if plate is None:
@@ -197,7 +207,7 @@ def pass_view(services: Services, token: str) -> dict[str, Any]:
     if doc is None:
         raise AppError("NOT_FOUND", "通行证无效")
     return {
-        "status": _status(doc, services.clock.now()),
+        **_named_status(doc, services.clock.now()),
         "visitor_name": doc["name"],
         "count": doc["count"],
         "plate": _mask_plate(doc["plate"]),
@@ -233,7 +243,7 @@ def verify(services: Services, guard: dict[str, Any], token: str) -> dict[str, A
     """
     visitor_id = open_token(services.settings, token)
     if visitor_id is None:
-        return {"result": "forged", "visitor": None}
+        return _result("forged", None)
     now = services.clock.now()
     # The guard's scope is part of the condition, so admitting a valid pass is this one write;
     # why a pass was not admitted is read only when it was not.
@@ -256,12 +266,12 @@ def verify(services: Services, guard: dict[str, Any], token: str) -> dict[str, A
         # Out of scope (nothing recorded), already used by another scan, or past its day.
         latest = services.db[VISITORS].find_one({"_id": visitor_id})
         if latest is None:
-            return {"result": "forged", "visitor": None}
+            return _result("forged", None)
         staff.require_scope(guard, latest["community_id"])
-        return {"result": _status(latest, now), "visitor": _gate_view(services, latest)}
+        return _result(_status(latest, now), _gate_view(services, latest))
     view = _gate_view(services, entered)
     _tell_host(services, entered, view["community_name"])
-    return {"result": "valid", "visitor": view}
+    return _result("valid", view)
 
 
 def _tell_host(services: Services, doc: dict[str, Any], community_name: str) -> None:
@@ -300,7 +310,7 @@ def _record(doc: dict[str, Any], now: datetime, viewer_id: str) -> dict[str, Any
         "plate": doc["plate"] if mine else _mask_plate(doc["plate"]),
         "visit_date": doc["visit_date"],
         "registered_at": iso(doc["created_at"]),
-        "status": _status(doc, now),
+        **_named_status(doc, now),
         "entered_at": iso((doc.get("entry") or {}).get("at")),
         "mine": mine,
     }

@@ -1,9 +1,9 @@
 """A fake WeChat server API on loopback, for the tests and for `caiyun dev`.
 
-It speaks the request and reply shapes of the three endpoints the back end uses
-(``/sns/jscode2session``, ``/cgi-bin/stable_token``, ``/cgi-bin/message/subscribe/send``), with
-WeChat's error codes, and lets a test steer it: fixed openids for chosen login codes, limited
-consents, revoked tokens and one-off failures.
+It speaks the request and reply shapes of the endpoints the back end uses
+(``/sns/jscode2session``, ``/cgi-bin/stable_token``, ``/cgi-bin/message/subscribe/send``,
+``/tcb/batchdownloadfile``), with WeChat's error codes, and lets a test steer it: fixed openids
+for chosen login codes, limited consents, revoked tokens and one-off failures.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from caiyun.sandbox.loopback import LoopbackService
 Reply = dict[str, Any]
 
 _TOKEN_TTL_S = 7200
+# tcb/batchdownloadfile: at most 50 files per call (wx.cloud.getTempFileURL's documented limit),
+# a link valid at most a day.
+_TCB_BATCH = 50
+_TCB_MAX_AGE_S = 86400
 
 
 def _error(errcode: int, errmsg: str) -> Reply:
@@ -31,8 +35,10 @@ class FakeWeChat(LoopbackService):
     """A fake WeChat server API that knows the given ``appid -> secret`` pairs.
 
     State a test may read or set: ``sent`` (every accepted subscription message, with the
-    ``appid`` that sent it), ``token_issues`` (how many tokens ``stable_token`` handed out) and
-    ``consents`` (``(touser, template_id) -> consents left``; a pair not listed is unlimited).
+    ``appid`` that sent it), ``token_issues`` (how many tokens ``stable_token`` handed out),
+    ``consents`` (``(touser, template_id) -> consents left``; a pair not listed is unlimited),
+    ``cloud_envs`` (CloudBase environment id -> the appid it belongs to; files of other
+    environments are refused) and ``download_calls`` (the file lists asked for).
     """
 
     thread_name = "fake-wechat"
@@ -47,6 +53,8 @@ class FakeWeChat(LoopbackService):
         self._used_codes: set[tuple[str, str]] = set()
         self._tokens: dict[str, str] = {}  # token -> appid
         self._failures: list[tuple[int, str | None]] = []
+        self.cloud_envs: dict[str, str] = {}
+        self.download_calls: list[list[str]] = []
         self._lock = threading.Lock()
 
     # Steering, for tests and the sandbox.
@@ -82,6 +90,7 @@ class FakeWeChat(LoopbackService):
             ("GET", "/sns/jscode2session"): self._jscode2session,
             ("POST", "/cgi-bin/stable_token"): self._stable_token,
             ("POST", "/cgi-bin/message/subscribe/send"): self._subscribe_send,
+            ("POST", "/tcb/batchdownloadfile"): self._batch_download,
         }
         endpoint = routes.get((method, path))
         if endpoint is None:
@@ -161,6 +170,41 @@ class FakeWeChat(LoopbackService):
             self.consents[(touser, template_id)] = left - 1
         self.sent.append({"appid": appid, **body})
         return {"errcode": 0, "errmsg": "ok"}
+
+    def _batch_download(self, query: dict[str, str], body: Any) -> Reply:
+        appid = self._tokens.get(query.get("access_token", ""))
+        if appid is None:
+            return _error(40001, "invalid credential, access_token is invalid or not latest")
+        if not isinstance(body, dict):
+            return _error(47001, "data format error")
+        env, files = body.get("env"), body.get("file_list")
+        if not isinstance(env, str) or not isinstance(files, list) or not files:
+            return _error(40101, "missing parameter")
+        if self.cloud_envs.get(env) != appid:
+            return _error(85088, "no cloud env for this app")
+        if len(files) > _TCB_BATCH or not all(
+            isinstance(f, dict)
+            and isinstance(f.get("fileid"), str)
+            and isinstance(f.get("max_age"), int)
+            and 0 < f["max_age"] <= _TCB_MAX_AGE_S
+            for f in files
+        ):
+            return _error(40097, "invalid parameter")
+        self.download_calls.append([f["fileid"] for f in files])
+        found = []
+        for f in files:
+            fileid = f["fileid"]
+            env_part, _, path = fileid.removeprefix("cloud://").partition("/")
+            if not fileid.startswith(f"cloud://{env}.") or not path:
+                found.append(
+                    {"fileid": fileid, "download_url": "", "status": -1, "errmsg": "file not exist"}
+                )
+                continue
+            bucket = env_part.partition(".")[2]
+            sign = secrets.token_hex(8)
+            url = f"https://{bucket}.tcb.qcloud.la/{path}?sign={sign}&t={f['max_age']}"
+            found.append({"fileid": fileid, "download_url": url, "status": 0, "errmsg": "ok"})
+        return {"errcode": 0, "errmsg": "ok", "file_list": found}
 
 
 class _Handler(BaseHTTPRequestHandler):

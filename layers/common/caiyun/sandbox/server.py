@@ -24,9 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from caiyun.adapters.sms import sandbox_outbox
+from caiyun.adapters.storage import CONTENT_TYPES, SandboxStorage
 from caiyun.clock import OffsetClock, iso
 from caiyun.data.connect import open_database
 from caiyun.errors import ERROR_CODES, AppError
@@ -387,6 +388,8 @@ def create_server(
     except BaseException:
         sandbox.close()
         raise
+    if isinstance(sandbox.services.storage, SandboxStorage):
+        sandbox.services.storage.serve_at(server.url)
     install_services(sandbox.services)
     return server
 
@@ -487,6 +490,34 @@ def _timer(server: SandboxServer, request: Request) -> Reply:
     return json_reply(envelope_status(reply), reply)
 
 
+def _sandbox_file(server: SandboxServer, request: Request) -> tuple[SandboxStorage, str]:
+    """The storage and the file id a signed ``/files/<path>`` URL names, or FORBIDDEN."""
+    storage = server.services.storage
+    path = request.params["path"]
+    query = dict(parse_qsl(request.query))
+    if not isinstance(storage, SandboxStorage) or not storage.verify(
+        request.method, path, query.get("expires", ""), query.get("signature", "")
+    ):
+        raise AppError("FORBIDDEN", "链接无效或已过期")
+    return storage, SandboxStorage.PREFIX + path
+
+
+def _get_file(server: SandboxServer, request: Request) -> Reply:
+    storage, file_id = _sandbox_file(server, request)
+    try:
+        data = storage.read(file_id)
+    except FileNotFoundError:
+        return error_reply("NOT_FOUND", "文件不存在")
+    content_type = CONTENT_TYPES.get(Path(file_id).suffix.lower(), "application/octet-stream")
+    return Reply(200, data, {"Content-Type": content_type, "Cache-Control": "private, max-age=300"})
+
+
+def _put_file(server: SandboxServer, request: Request) -> Reply:
+    storage, file_id = _sandbox_file(server, request)
+    storage.put(file_id, request.body)
+    return Reply(200, b"", {})
+
+
 def _dev_sms(server: SandboxServer, request: Request) -> Reply:
     phone = dict(parse_qsl(request.query)).get("phone", "")
     if not _PHONE.fullmatch(phone):
@@ -525,15 +556,22 @@ ROUTES: tuple[tuple[re.Pattern[str], str, Route], ...] = (
     (re.compile(r"/dev/sms"), "GET", _dev_sms),
     (re.compile(r"/dev/clock"), "POST", _dev_clock),
     (re.compile(r"/dev/icbc/complete"), "POST", _dev_icbc_complete),
+    (re.compile(r"/files/(?P<path>[^?#]{1,1024})"), "GET", _get_file),
+    (re.compile(r"/files/(?P<path>[^?#]{1,1024})"), "PUT", _put_file),
 )
 
 
-def _match(path: str) -> tuple[str, Route, dict[str, str]] | None:
-    for pattern, method, route in ROUTES:
+def _match(path: str, method: str) -> tuple[str, Route, dict[str, str]] | None:
+    """The route for ``path`` and ``method``; a path served for other methods only gives the
+    first of those (answered 405)."""
+    other = None
+    for pattern, allowed, route in ROUTES:
         found = pattern.fullmatch(path)
-        if found is not None:
-            return method, route, found.groupdict()
-    return None
+        if found is not None and allowed == method:
+            return allowed, route, found.groupdict()
+        if found is not None and other is None:
+            other = (allowed, route, found.groupdict())
+    return other
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -548,7 +586,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> Reply:
         try:
             url = urlsplit(self.path)
-            matched = _match(url.path)
+            matched = _match(unquote(url.path), self.command)
             if matched is None:
                 return error_reply("NOT_FOUND", "接口不存在")
             method, route, params = matched
