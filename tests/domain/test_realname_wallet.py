@@ -470,9 +470,13 @@ class LogLines(logging.Handler):
 def log_lines() -> Iterator[LogLines]:
     collector = LogLines()
     logger = logging.getLogger("caiyun")
+    # The level is set here, not inherited from whichever test configured logging first.
+    level = logger.level
+    logger.setLevel(logging.INFO)
     logger.addHandler(collector)
     yield collector
     logger.removeHandler(collector)
+    logger.setLevel(level)
 
 
 def test_id_and_card_numbers_are_unreadable_at_rest_and_masked_in_every_reply(
