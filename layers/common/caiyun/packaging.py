@@ -66,11 +66,11 @@ def project_root() -> Path:
 
 def runtime_requirements(pyproject: Path) -> list[str]:
     """The project's runtime dependencies (``[project] dependencies`` of pyproject.toml)."""
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
+    else:
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib
         except ModuleNotFoundError:
             raise PackagingError(
                 "读取 pyproject.toml 需要 Python 3.11+ 或 tomli / "

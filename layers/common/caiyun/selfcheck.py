@@ -301,6 +301,8 @@ def walk(journey: Journey) -> None:
 
         with j.step("icbc_callback", "signed notify through the function URL"):
             fake = running_fake(services.icbc.settings.icbc_gateway)
+            if fake is None:
+                raise StepFailed("the local ICBC is not running in this process")
             url = services.settings.icbc_notify_url
             form = fake.notify_form(fake.settle(state["order_no"], "success"), url)
             j.http(

@@ -54,7 +54,7 @@ def page(
     # The $sort sits before $facet, right after $match, so the index that served find's
     # filter and sort still serves both here; stages inside $facet can use no index.
     pipeline = [{"$match": query}, {"$sort": dict(sort)}, {"$facet": facets}]
-    result = next(iter(collection.aggregate(pipeline)), {})
+    result: dict[str, Any] = next(iter(collection.aggregate(pipeline)), {})
     counts = {name: (result.get(name) or [{"n": 0}])[0]["n"] for name in ["total", *extra_counts]}
     total = counts.pop("total")
     return list(result.get("items", [])), total, counts
@@ -90,7 +90,7 @@ def tabbed(
     # As in page(): the sort right after the match keeps the index serving both; the tab's
     # own match inside the facet keeps that order.
     pipeline = [{"$match": query}, *(shaping or []), {"$sort": dict(sort)}, {"$facet": facets}]
-    result = next(iter(collection.aggregate(pipeline)), {})
+    result: dict[str, Any] = next(iter(collection.aggregate(pipeline)), {})
     total = (result.get("total") or [{"n": 0}])[0]["n"]
     counts = {row["_id"]: row["n"] for row in result.get("tabs", [])}
     return list(result.get("items", [])), total, counts

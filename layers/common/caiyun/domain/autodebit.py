@@ -106,6 +106,7 @@ def _sign(
         missing["sms_code"] = "请输入银行发送的验证码"
     if missing:
         raise AppError("INVALID_ARGUMENT", "开通自动扣缴须签署代扣协议", {"fields": missing})
+    assert sms_code is not None  # refused above when missing
     now = services.clock.now()
     draft = account.get("autodebit_draft") or {}
     if draft.get("agreement_id") != ticket or draft["expires_at"] <= now:

@@ -143,7 +143,7 @@ def resident_bills(
             }
         },
     ]
-    found = next(iter(services.db[memberships.MEMBERSHIPS].aggregate(pipeline)), {})
+    found: dict[str, Any] = next(iter(services.db[memberships.MEMBERSHIPS].aggregate(pipeline)), {})
     held = found.get("houses", [])
     if not held:
         raise AppError("HOUSE_NOT_BOUND")

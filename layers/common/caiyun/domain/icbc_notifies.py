@@ -92,12 +92,17 @@ def receive(services: Services, raw_body: str) -> NotifyOutcome:
         # The reason (never the form: it may carry an ID or card number) is kept and logged
         # for whoever looks into notifies that stop going through.
         return record("rejected", False, message="verify failed", reason=exc.code)
-    reply = {"reply_to": notice.msg_id, "encrypted": notice.encrypted}
+    reply_to, encrypted = notice.msg_id, notice.encrypted
     if notice.kind == "wallet_open":
         known = realname.apply_opening(services, opening)
         outcome = "applied" if known else "unknown_opening"
-        return record(outcome, known, message="success" if known else outcome, **reply)
-    fields = {"order_no": paid.order_no, "msg_id": paid.msg_id, "amount_fen": paid.amount_fen}
+        message = "success" if known else outcome
+        return record(outcome, known, reply_to, message, encrypted)
+    fields: dict[str, Any] = {
+        "order_no": paid.order_no,
+        "msg_id": paid.msg_id,
+        "amount_fen": paid.amount_fen,
+    }
     result = payments.BankResult(
         order_no=paid.order_no,
         status="paid" if paid.success else "failed",
@@ -108,7 +113,7 @@ def receive(services: Services, raw_body: str) -> NotifyOutcome:
     # apply_result checks the order and its amount in the same update that applies it.
     applied = payments.apply_result(services, result)
     if applied == "unknown_order":
-        return record(applied, False, message="order not found", **reply, **fields)
+        return record(applied, False, reply_to, "order not found", encrypted, **fields)
     if applied == "amount_mismatch":
-        return record(applied, False, message="amount mismatch", **reply, **fields)
-    return record(applied, True, message="success", **reply, **fields)
+        return record(applied, False, reply_to, "amount mismatch", encrypted, **fields)
+    return record(applied, True, reply_to, "success", encrypted, **fields)

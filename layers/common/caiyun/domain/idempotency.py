@@ -37,7 +37,7 @@ def _busy() -> AppError:
 Existing = Callable[[str], dict[str, Any] | None]
 
 
-def _claim(services: Services, key: str, existing: Existing | None) -> dict[str, Any] | None:
+def _claim(services: Services, key: str, existing: Existing | None) -> dict[str, Any]:
     """The claim this call holds on ``key``, or the finished first call's document."""
     db, now = services.db, services.clock.now()
     claim = {

@@ -139,7 +139,7 @@ def _apply_row(services: Services, community_id: str, row: OwnerRow, number: int
     }
     current = houses.by_address(db, community_id, row.building, row.unit, row.room)
     if current is None:
-        doc = {
+        doc: dict[str, Any] = {
             "_id": new_id(),
             **address,
             "owner_name": row.owner_name,

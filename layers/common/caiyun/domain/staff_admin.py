@@ -88,7 +88,7 @@ def list_staff(
         query["role"] = role
     if not admin.get("all_communities"):
         query["community_ids"] = {"$in": admin.get("community_ids", [])}
-    phone = [
+    phone: list[dict[str, Any]] = [
         {
             "$lookup": {
                 "from": accounts.ACCOUNTS,

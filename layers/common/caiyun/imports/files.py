@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import re
 import zipfile
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _xlsx_lines(path: Path) -> Iterator[tuple[int, Sequence[Any]]]:
+def _xlsx_lines(path: Path) -> Generator[tuple[int, Sequence[Any]], None, None]:
     # Imported here: openpyxl is large and only the import needs it.
     from openpyxl import load_workbook
     from openpyxl.utils.exceptions import InvalidFileException
@@ -128,7 +128,7 @@ def _xlsx_lines(path: Path) -> Iterator[tuple[int, Sequence[Any]]]:
         workbook.close()
 
 
-def _csv_lines(path: Path) -> Iterator[tuple[int, Sequence[Any]]]:
+def _csv_lines(path: Path) -> Generator[tuple[int, Sequence[Any]], None, None]:
     with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle)
         line = 0

@@ -47,7 +47,7 @@ class Call:
         inv = self.invocation
         app, account, staff = None, None, None
         if inv.kind == "cloudbase" and inv.openid:
-            app = self.platform_app
+            app = accounts.app_for_appid(self.services.settings, inv.appid)
             account, staff = accounts.caller_by_openid(self.services.db, app, inv.openid)
         elif inv.kind == "http" and inv.bearer:
             app, account, staff = sessions.caller_for_token(self.services, inv.bearer)
@@ -106,7 +106,9 @@ class Call:
         the account holds for the app the call is made in (over CloudBase, the caller's own)."""
         account = self.require_account()
         app = self.app
-        openid = account.get("wx", {}).get(app) if app is not None else None
+        if app is None:
+            return None
+        openid = account.get("wx", {}).get(app)
         return (app, openid) if openid else None
 
     @property
@@ -212,9 +214,9 @@ class CloudFunction:
                 }
             envelope = {"ok": True, "data": _data(self._dispatch(call, log))}
             log["code"] = "OK"
-        except AppError as error:
-            envelope, status = error.to_envelope(), error.status
-            log["code"] = error.code
+        except AppError as refusal:
+            envelope, status = refusal.to_envelope(), refusal.status
+            log["code"] = refusal.code
         except SettingsUnavailable as exc:
             # Deployed without its settings (or with refused ones): say so in the log, by name,
             # and answer like any other refusal, never with a bare platform 500.

@@ -163,11 +163,12 @@ class FakeWeChat(LoopbackService):
         )
         if not well_formed:
             return _error(47003, "argument invalid! data invalid")
-        left = self.consents.get((touser, template_id))
+        consent = (str(touser), str(template_id))
+        left = self.consents.get(consent)
         if left is not None:
             if left <= 0:
                 return _error(43101, "user refuse to accept the msg")
-            self.consents[(touser, template_id)] = left - 1
+            self.consents[consent] = left - 1
         self.sent.append({"appid": appid, **body})
         return {"errcode": 0, "errmsg": "ok"}
 

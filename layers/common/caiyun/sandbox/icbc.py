@@ -126,8 +126,11 @@ _NOTIFY_TIMEOUT_S = 10.0
 _REQUIRED_FIELDS = ("app_id", "msg_id", "format", "charset", "sign_type", "timestamp", "sign")
 # The bank's own states of an order, by the query's pay_status; an unpaid order closed at its
 # expiry reads as a failed payment.
-_STATUS_CODES = {**{state: code for code, state in PAY_STATUS.items()}, "closed": "2"}
-_LEVEL_CODES = {level: code for code, level in ACCOUNT_LEVELS.items()}
+_STATUS_CODES: dict[str, str] = {
+    **{state: code for code, state in PAY_STATUS.items()},
+    "closed": "2",
+}
+_LEVEL_CODES: dict[str, str] = {level: code for code, level in ACCOUNT_LEVELS.items()}
 
 _running: dict[str, FakeIcbc] = {}
 _running_lock = threading.Lock()

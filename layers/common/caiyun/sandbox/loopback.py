@@ -27,6 +27,7 @@ class LoopbackService:
         if self._server is None:
             raise RuntimeError(f"{type(self).__name__} is not running")
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)  # a TCP server, never a Unix socket
         return f"http://{host}:{port}"
 
     def start(self) -> str:

@@ -191,6 +191,7 @@ def seed_demo(services: Services) -> bool:
         for result, house in zip(report.rows, community.houses, strict=True):
             if house.owner_phone in DEMO_BOUND_OWNERS and result.house_id:
                 owner = accounts.by_phone(services.db, house.owner_phone)
+                assert owner is not None  # the import made every owner's account
                 memberships.add(
                     services.db,
                     houses.get(services.db, result.house_id) or {},

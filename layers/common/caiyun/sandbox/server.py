@@ -23,8 +23,10 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from pydantic import SecretStr
 
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.adapters.storage import CONTENT_TYPES, SandboxStorage
@@ -84,9 +86,9 @@ def sandbox_settings(data_dir: str | Path, wechat_api_base: str) -> Settings:
         storage_provider="sandbox",
         wechat_api_base=wechat_api_base,
         wechat_appid=SANDBOX_APPID,
-        wechat_secret=SANDBOX_SECRET,
+        wechat_secret=SecretStr(SANDBOX_SECRET),
         wechat_staff_appid=SANDBOX_STAFF_APPID,
-        wechat_staff_secret=SANDBOX_STAFF_SECRET,
+        wechat_staff_secret=SecretStr(SANDBOX_STAFF_SECRET),
     )
 
 
@@ -268,7 +270,7 @@ def envelope_status(reply: Any) -> int:
     if isinstance(reply, dict) and reply.get("ok") is False:
         error = reply.get("error")
         code = error.get("code") if isinstance(error, dict) else None
-        return ERROR_CODES.get(code, ERROR_CODES["INTERNAL"])[0]
+        return ERROR_CODES.get(str(code), ERROR_CODES["INTERNAL"])[0]
     return 200
 
 
@@ -325,6 +327,7 @@ class SandboxServer:
     def url(self) -> str:
         """The base URL the server listens on."""
         host, port = self._httpd.server_address[:2]
+        assert isinstance(host, str)  # a TCP server, never a Unix socket
         return f"http://{host}:{port}"
 
     def serve_forever(self) -> None:
@@ -544,7 +547,8 @@ def _dev_icbc_complete(server: SandboxServer, request: Request) -> Reply:
         bad["result"] = "须为 success 或 fail"
     if bad:
         raise AppError("INVALID_ARGUMENT", details={"fields": bad})
-    data = icbc_sandbox.complete(server.services, server.url, order_no, result)
+    outcome: Literal["success", "fail"] = "success" if result == "success" else "fail"
+    data = icbc_sandbox.complete(server.services, server.url, str(order_no), outcome)
     return json_reply(200, {"ok": True, "data": data if isinstance(data, dict) else {}})
 
 
