@@ -49,11 +49,6 @@ def at_address(community_id: str, building: str, unit: str, room: str) -> dict[s
     return {"community_id": community_id, "building": building, "unit": unit, "room": room}
 
 
-def many(db: Any, house_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Houses by id, in one query."""
-    return {h["_id"]: h for h in db[HOUSES].find({"_id": {"$in": house_ids}})}
-
-
 def tree(db: Any, community_id: str) -> list[dict[str, Any]]:
     """Buildings → units → rooms of a community, for the picker; no owner data.
 

@@ -51,26 +51,9 @@ def owns(db: Any, account_id: str, house_id: str) -> bool:
     return found is not None
 
 
-def of_house(db: Any, house_id: str) -> list[dict[str, Any]]:
-    """Every member of a house, owner first, then by when they joined."""
-    return owner_first(list(db[MEMBERSHIPS].find({"house_id": house_id})))
-
-
 def owner_first(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Members of a house, owner first, then by when they joined."""
     return sorted(members, key=lambda m: (m["role"] != "owner", m["_id"]))
-
-
-def require_member(db: Any, account_id: str, house_id: str) -> dict[str, Any]:
-    """The account's membership of the house, for actions only a member may take.
-
-    HOUSE_NOT_BOUND when the account holds no house at all (the app then offers binding);
-    FORBIDDEN when it holds others but not this one, whether or not the house exists.
-    """
-    membership = db[MEMBERSHIPS].find_one({"house_id": house_id, "account_id": account_id})
-    if membership is not None:
-        return membership
-    raise _not_member(db, account_id)
 
 
 def _not_member(db: Any, account_id: str) -> AppError:
@@ -82,12 +65,13 @@ def _not_member(db: Any, account_id: str) -> AppError:
 def require_member_house(
     db: Any, account_id: str, house_id: str, also: list[dict[str, Any]] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
-    """(membership, house, community) for a member acting on one of their houses.
+    """(membership, house, community) for a member acting on one of their houses, in one
+    aggregate (membership, house and community would otherwise be three round trips).
 
-    One aggregate where :func:`require_member` then ``houses.get`` then ``communities.get``
-    would be three round trips; refused as :func:`require_member` does (the refusal reads
-    again), and NOT_FOUND when the house itself is gone. ``also`` are further stages run on
-    the membership in the same command (what they add stays on the membership).
+    HOUSE_NOT_BOUND when the account holds no house at all (the app then offers binding);
+    FORBIDDEN when it holds others but not this one, whether or not the house exists (the
+    refusal reads again); NOT_FOUND when the house itself is gone. ``also`` are further stages
+    run on the membership in the same command (what they add stays on the membership).
     """
     rows = list(
         db[MEMBERSHIPS].aggregate(
