@@ -77,7 +77,14 @@ def actions() -> dict[str, Action]:
             anyone,
             send_code,
             api.SendCodeReply,
-            ("ACCOUNT_NOT_FOUND", "RATE_LIMITED", "CONFLICT", "UNAVAILABLE"),
+            (
+                "ACCOUNT_NOT_FOUND",
+                "UNAUTHENTICATED",
+                "FORBIDDEN",
+                "RATE_LIMITED",
+                "CONFLICT",
+                "UNAVAILABLE",
+            ),
         ),
         "login": Action(
             api.Login,

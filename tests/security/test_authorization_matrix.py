@@ -37,6 +37,7 @@ from conftest import fixed_clock, http, invoke, make_settings
 
 from caiyun.adapters.icbc_protocol import generate_private_key_pem
 from caiyun.adapters.sms import sandbox_outbox
+from caiyun.apidoc import documented_errors
 from caiyun.clock import business_date
 from caiyun.crypto import mask_phone
 from caiyun.data.embedded import EmbeddedEngine
@@ -921,6 +922,12 @@ def leaked(w: World, key: str, who: str, reply: dict[str, Any]) -> list[str]:
     return [f"{kind}:{value}" for kind, value in secrets if kind not in exempt and value in text]
 
 
+def reference_errors(key: str) -> list[str]:
+    """The codes the API reference lists for the action of a matrix row."""
+    function, action = key.split("#")[0].split(".")
+    return documented_errors(handler(function).actions[action])
+
+
 def run_cell(w: World, key: str, who: str, transport: Callable[[World, str], Send]) -> None:
     send = transport(w, who)
     payload = REQUESTS[key](w, who)
@@ -929,6 +936,7 @@ def run_cell(w: World, key: str, who: str, transport: Callable[[World, str], Sen
     reply = send(key, payload)
     got = outcome(reply)
     assert got == expected, f"{key} as {who}: expected {expected}, got {reply}"
+    assert got == "OK" or got in reference_errors(key), f"{key} answers {got}, not in its reference"
     if got in REFUSED:
         writes = changed_collections(before, snapshot(w.svc.db)) - MAY_WRITE_WHEN_REFUSED
         assert not writes, f"{key} as {who} was refused ({got}) but wrote {sorted(writes)}"

@@ -50,7 +50,9 @@ _CONVENTIONS = """\
 _ALWAYS = ("INVALID_ARGUMENT", "UNKNOWN_ACTION", "INTERNAL")
 
 
-def _errors(action: Action) -> list[str]:
+def documented_errors(action: Action) -> list[str]:
+    """The error codes the API reference lists for ``action``: those any action may answer,
+    those its caller policy implies, and the ones the action declares."""
     codes = list(_ALWAYS)
     if action.allow.label != "anyone":
         codes.append("UNAUTHENTICATED")
@@ -179,7 +181,7 @@ def function_page(name: str, function: CloudFunction) -> str:
     if function.actions:
         lines += ["| action | who | errors |", "|---|---|---|"]
         for action_name, action in function.actions.items():
-            errors = ", ".join(f"`{c}`" for c in _errors(action))
+            errors = ", ".join(f"`{c}`" for c in documented_errors(action))
             lines.append(f"| [`{action_name}`](#{action_name}) | {action.allow.label} | {errors} |")
         lines.append("")
     for action_name, action in function.actions.items():
@@ -195,7 +197,7 @@ def function_page(name: str, function: CloudFunction) -> str:
             if doc and not doc.startswith("Base of"):
                 lines += [doc, ""]
             lines += _fields_table(action.reply.model_json_schema())
-        lines += ["Errors: " + ", ".join(f"`{c}`" for c in _errors(action)), ""]
+        lines += ["Errors: " + ", ".join(f"`{c}`" for c in documented_errors(action)), ""]
     lines += _types_section(_types_of(function))
     return "\n".join(lines).rstrip() + "\n"
 
@@ -214,7 +216,7 @@ def schema(functions: dict[str, CloudFunction]) -> dict[str, Any]:
                 "who": action.allow.label,
                 "request": action.request.model_json_schema(),
                 "reply": action.reply.model_json_schema() if action.reply else None,
-                "errors": _errors(action),
+                "errors": documented_errors(action),
             }
             for action_name, action in function.actions.items()
         }

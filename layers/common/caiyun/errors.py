@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
+
+# The contract's codes, as a type: a code the list does not hold is caught by the type checker
+# wherever a refusal or an action's documented errors name it.
+ErrorCode = Literal[
+    "INVALID_ARGUMENT",
+    "UNKNOWN_ACTION",
+    "UNAUTHENTICATED",
+    "FORBIDDEN",
+    "NOT_FOUND",
+    "CONFLICT",
+    "RATE_LIMITED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "ACCOUNT_NOT_FOUND",
+    "CODE_INVALID",
+    "OWNER_MISMATCH",
+    "HOUSE_NOT_BOUND",
+    "REALNAME_REQUIRED",
+    "BILL_NOT_PAYABLE",
+    "NOT_ICBC_CARD",
+    "INSUFFICIENT_BALANCE",
+]
 
 # code -> (HTTP status, default message shown to the resident)
 ERROR_CODES: dict[str, tuple[int, str]] = {
@@ -24,6 +46,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "NOT_ICBC_CARD": (403, "请使用工商银行一类借记卡"),
     "INSUFFICIENT_BALANCE": (403, "工行账户余额不足，请充值后再试"),
 }
+assert set(ERROR_CODES) == set(get_args(ErrorCode)), "ErrorCode and ERROR_CODES list one set"
 
 # What ``error.details`` may hold, by key: (JSON shape, when it is sent and what it means). No
 # error carries anything else, and each key always has this shape (AppError checks both).
@@ -76,7 +99,7 @@ class AppError(Exception):
     """A refusal the caller should see: stable code, Chinese message, optional details."""
 
     def __init__(
-        self, code: str, message: str | None = None, details: dict[str, Any] | None = None
+        self, code: ErrorCode, message: str | None = None, details: dict[str, Any] | None = None
     ) -> None:
         if code not in ERROR_CODES:
             raise ValueError(f"unknown error code {code}")

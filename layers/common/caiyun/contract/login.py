@@ -20,7 +20,10 @@ class CheckAccountReply(Reply):
 
 
 class SendCode(Request):
-    """Send a verification code by SMS."""
+    """Send a verification code by SMS. ``login`` needs no sign-in. The two ``change_phone_*``
+    purposes are for a signed-in caller (``UNAUTHENTICATED`` otherwise): ``change_phone_old``
+    goes only to the phone the account holds now (``FORBIDDEN`` for any other),
+    ``change_phone_new`` only to a phone no account holds (``CONFLICT``)."""
 
     phone: Phone
     purpose: Literal["login", "change_phone_old", "change_phone_new"] = "login"

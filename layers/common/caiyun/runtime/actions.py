@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo.errors import ConnectionFailure
 
 from caiyun.clock import iso
-from caiyun.errors import AppError, SettingsUnavailable
+from caiyun.errors import AppError, ErrorCode, SettingsUnavailable
 from caiyun.runtime.events import Invocation, parse_event, parse_http_json
 from caiyun.runtime.logs import log_call
 from caiyun.runtime.policies import Policy
@@ -141,7 +141,7 @@ class Action:
     allow: Policy
     run: Handler
     reply: type[BaseModel] | None = None
-    errors: tuple[str, ...] = field(default_factory=tuple)
+    errors: tuple[ErrorCode, ...] = field(default_factory=tuple)
 
 
 def _data(result: BaseModel | Mapping[str, Any] | None) -> Any:

@@ -32,7 +32,7 @@ from caiyun.adapters.sms import sandbox_outbox
 from caiyun.adapters.storage import CONTENT_TYPES, SandboxStorage
 from caiyun.clock import OffsetClock, iso
 from caiyun.data.connect import open_database
-from caiyun.errors import ERROR_CODES, AppError
+from caiyun.errors import ERROR_CODES, AppError, ErrorCode
 from caiyun.runtime.events import MAX_BODY_BYTES, parse_http_json
 from caiyun.runtime.logs import redact
 from caiyun.sandbox import icbc as icbc_sandbox
@@ -258,7 +258,7 @@ def json_reply(status: int, payload: Any, headers: dict[str, str] | None = None)
 
 
 def error_reply(
-    code: str, message: str | None = None, status: int | None = None, **headers: str
+    code: ErrorCode, message: str | None = None, status: int | None = None, **headers: str
 ) -> Reply:
     """A failure envelope; the HTTP status follows the code unless the transport dictates one."""
     error = AppError(code, message)
