@@ -23,6 +23,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,6 +33,7 @@ from mongomock import aggregate, helpers
 from mongomock.collection import Collection, Cursor
 from mongomock.filtering import NOTHING, filter_applies, iter_key_candidates
 from mongomock.store import CollectionStore, _get_min_datetime_from_value
+from pymongo.errors import DuplicateKeyError
 
 # Types whose equality is plain Python equality with a consistent hash, in mongomock's filter as
 # in a dict; values of any other type are never used as keys.
@@ -139,6 +141,71 @@ def _equality(condition: Any) -> tuple[list[Any], bool] | None:
     return None
 
 
+@dataclass(frozen=True)
+class Clash:
+    """Documents that share one key of a unique index."""
+
+    collection: str
+    index: str
+    values: dict[str, Any]
+    ids: tuple[Any, ...]
+
+
+def _unique_key(doc: dict[str, Any], spec: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The key ``doc`` holds in the unique index ``spec``, None when the index leaves it out
+    (MongoDB: a partial index holds only documents matching its filter, a sparse one only
+    documents with the field). A missing field is None, as mongomock and MongoDB's null."""
+    partial = spec.get("partialFilterExpression")
+    if partial is not None and not filter_applies(partial, doc):
+        return None
+    values = []
+    for field, _ in spec["key"]:
+        try:
+            values.append(helpers.get_value_by_dot(doc, field))
+        except KeyError:
+            values.append(None)
+    if spec.get("sparse") and all(value is None for value in values):
+        return None
+    return tuple(values)
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
+def unique_clashes(store: IndexedStore, index_name: str) -> list[Clash]:
+    """Every group of documents sharing a key of the unique index ``index_name``. Only
+    documents the hash index files under a shared value (or cannot key) are compared."""
+    spec = store.indexes[index_name]
+    fields = tuple(field for field, _ in spec["key"])
+    postings = store._postings.get(fields)
+    if postings is None:
+        candidates: Iterable[Any] = list(store._documents)
+    else:
+        shared: set[Any] = set(store._unkeyed[fields])
+        for held in postings.values():
+            if type(held) is set:
+                shared.update(held)
+        candidates = sorted(shared, key=store._rank.__getitem__)
+    groups: dict[Any, list[Any]] = {}
+    for key in candidates:
+        value = _unique_key(store._documents[key], spec)
+        if value is not None:
+            groups.setdefault(_hashable(value), []).append(key)
+    clashes = []
+    for ids in groups.values():
+        if len(ids) > 1:
+            shown = _unique_key(store._documents[ids[0]], spec) or ()
+            values = dict(zip(fields, shown, strict=True))
+            clashes.append(Clash(store.name, index_name, values, tuple(ids)))
+            store.tolerated.update(ids)
+    return clashes
+
+
 class _Option:
     """One way to narrow a query: how many candidates, how to list them, what it answers."""
 
@@ -158,6 +225,9 @@ class IndexedStore(CollectionStore):
         # The naive UTC time TTL expiry is measured against: mongomock's (looked up per call)
         # unless the engine was given a clock.
         self._now = now or (lambda: mongomock.utcnow())
+        # Documents found breaking a unique index when it was created: they may keep their key
+        # (so the directory works while an operator removes the extras), nothing may join them.
+        self.tolerated: set[Any] = set()
         self._reset_indexes()
 
     def _reset_indexes(self) -> None:
@@ -490,6 +560,7 @@ class IndexedStore(CollectionStore):
 # ---------------------------------------------------------------------- mongomock patches
 
 _scan = Collection._iter_documents
+_scan_uniques = Collection._ensure_uniques
 _get_dataset = Collection._get_dataset
 _compute_results = Cursor._compute_results
 _whole_aggregate = Collection.aggregate
@@ -510,6 +581,36 @@ def _iter_documents(self: Collection, query: Any) -> Iterator[dict[str, Any]]:
     if not residual:
         return iter(docs)
     return (doc for doc in docs if filter_applies(residual, doc))
+
+
+def _ensure_uniques(self: Collection, new_data: dict[str, Any]) -> None:
+    # mongomock checks every unique index with a query that, for a partial index, also lists
+    # every document outside it (all accounts without an openid share the key None): a scan
+    # per write. A document a partial index leaves out is bound by nothing (MongoDB's rule),
+    # and otherwise the equality on the index's fields is answered from the hash index.
+    store = self._store
+    if not isinstance(store, IndexedStore):
+        _scan_uniques(self, new_data)
+        return
+    own = store.stored_key(new_data)
+    for spec in store.indexes.values():
+        if not spec.get("unique"):
+            continue
+        value = _unique_key(new_data, spec)
+        if value is None:
+            continue
+        query = {field: v for (field, _), v in zip(spec["key"], value, strict=True)}
+        others = [
+            doc
+            for doc in _iter_documents(self, query)
+            if doc is not new_data and _unique_key(doc, spec) is not None
+        ]
+        if not others:
+            continue
+        tolerated = store.tolerated
+        if own in tolerated and all(store.stored_key(doc) in tolerated for doc in others):
+            continue
+        raise DuplicateKeyError("E11000 Duplicate Key Error", 11000)
 
 
 def _get_indexed_dataset(
@@ -569,6 +670,7 @@ def _reindexing(apply: Callable[..., Any]) -> Callable[..., Any]:
 
 
 Collection._iter_documents = _iter_documents
+Collection._ensure_uniques = _ensure_uniques
 Collection._get_dataset = _get_indexed_dataset
 Collection.aggregate = _aggregate
 Cursor._compute_results = _compute_page
