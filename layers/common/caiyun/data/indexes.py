@@ -31,6 +31,7 @@ import mongomock
 from bson import ObjectId
 from mongomock import aggregate, helpers
 from mongomock.collection import Collection, Cursor
+from mongomock.command_cursor import CommandCursor
 from mongomock.filtering import NOTHING, filter_applies, iter_key_candidates
 from mongomock.store import CollectionStore, _get_min_datetime_from_value
 from pymongo.errors import DuplicateKeyError
@@ -434,7 +435,7 @@ class IndexedStore(CollectionStore):
                         yield from self._options(part, top=False)
                 continue
             if field == "$or" and isinstance(condition, list):
-                either = self._or_option(condition)
+                either = self._or_option(condition, top)
                 if either is not None:
                     yield either
                 continue
@@ -461,16 +462,20 @@ class IndexedStore(CollectionStore):
                 combos = list(itertools.product(*(equalities[field] for field in path)))
                 yield self._union_option(postings, combos, self._unkeyed[path], None)
 
-    def _or_option(self, branches: list[Any]) -> _Option | None:
+    def _or_option(self, branches: list[Any], top: bool) -> _Option | None:
         """A ``$or`` narrows only when each of its branches does: the union of every branch's
-        best candidates (the whole query is still run on them)."""
+        best candidates. When each branch is one condition its candidates satisfy exactly (a
+        resident's list: filed by me, or of a house I own), the union is the ``$or``'s answer
+        and its filter is not run again; otherwise the whole query still runs on them."""
         picked: list[_Option] = []
+        exact = top
         for branch in branches:
             if not isinstance(branch, dict):
                 return None
-            best = min(self._options(branch, top=False), key=lambda o: o.size, default=None)
+            best = min(self._options(branch, top=True), key=lambda o: o.size, default=None)
             if best is None:
                 return None
+            exact = exact and len(branch) == 1 and best.answers in branch
             picked.append(best)
         if not picked:
             return None
@@ -481,7 +486,7 @@ class IndexedStore(CollectionStore):
                 found.update(option.keys())
             return found
 
-        return _Option(sum(option.size for option in picked), keys, None)
+        return _Option(sum(option.size for option in picked), keys, "$or" if exact else None)
 
     @staticmethod
     def _union_option(
@@ -647,9 +652,80 @@ def _aggregate(self: Collection, pipeline: Any, session: Any = None, **unused: A
     # filter as a find's (both compare naive UTC datetimes), so let the find narrow it first.
     first = pipeline[0] if pipeline and isinstance(pipeline, list) else None
     if isinstance(first, dict) and list(first) == ["$match"] and isinstance(first["$match"], dict):
+        paged = _paged_facet(self, pipeline, session)
+        if paged is not None:
+            return paged
         found = list(self.find(pipeline[0]["$match"]))
         return aggregate.process_pipeline(found, self.database, pipeline[1:], session)
     return _whole_aggregate(self, pipeline, session, **unused)
+
+
+# Sort values whose order within one type is Python's (as BSON's): a page can be sorted from
+# the stored documents without mongomock's comparator.
+_SORTABLE_VALUES = frozenset({str, ObjectId, int, datetime})
+
+
+def _sort_in_place(docs: list[dict[str, Any]], sort: dict[str, Any]) -> bool:
+    """Sort stored documents by ``sort`` (top-level fields, 1/-1) when every value of each
+    field is of one sortable type; False (unsorted) otherwise."""
+    if not sort or not all(
+        isinstance(f, str) and "." not in f and d in (1, -1) for f, d in sort.items()
+    ):
+        return False
+    for field in sort:
+        kinds = {type(doc.get(field, NOTHING)) for doc in docs}
+        if len(kinds) > 1 or not kinds <= _SORTABLE_VALUES:
+            return False
+    for field, direction in reversed(list(sort.items())):  # stable: last key first
+        docs.sort(key=lambda doc, f=field: doc[f], reverse=direction == -1)
+    return True
+
+
+def _paged_facet(self: Collection, pipeline: list[Any], session: Any) -> Any:
+    """``[$match, $sort, $facet]`` as a list page asks it (``caiyun.data.paging``), answered
+    from the stored documents: the filter narrowed by the indexes, the sort on the stored
+    values, counts without copies, and only the page's documents copied into the pipeline.
+    mongomock would copy and compare every matching document. None when the pipeline is of
+    another shape or its sort values are not plainly ordered."""
+    if len(pipeline) != 3 or not all(isinstance(stage, dict) for stage in pipeline):
+        return None
+    if [list(stage) for stage in pipeline[1:]] != [["$sort"], ["$facet"]]:
+        return None
+    sort, facets = pipeline[1]["$sort"], pipeline[2]["$facet"]
+    if not isinstance(sort, dict) or not isinstance(facets, dict):
+        return None
+    query = helpers.patch_datetime_awareness_in_document(pipeline[0]["$match"])
+    docs = list(_iter_documents(self, query))
+    if not _sort_in_place(docs, sort):
+        return None
+    result = {name: _facet(self, docs, stages, session) for name, stages in facets.items()}
+    return CommandCursor([result])
+
+
+def _facet(self: Collection, docs: list[dict[str, Any]], stages: Any, session: Any) -> list[Any]:
+    def copies(chosen: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = [self._copy_only_fields(doc, None, dict) for doc in chosen]
+        if self.codec_options.tz_aware:
+            out = [helpers.make_datetime_timezone_aware_in_document(doc) for doc in out]
+        return out
+
+    def counted(n: int, field: str) -> list[Any]:
+        # As mongomock's $count, which also answers 0 (MongoDB gives no document; callers such
+        # as caiyun.data.paging read both alike).
+        return [{field: n}]
+
+    kinds = [next(iter(stage), None) if isinstance(stage, dict) else None for stage in stages]
+    if kinds == ["$count"]:
+        return counted(len(docs), stages[0]["$count"])
+    if kinds == ["$match", "$count"] and isinstance(stages[0]["$match"], dict):
+        extra = helpers.patch_datetime_awareness_in_document(stages[0]["$match"])
+        return counted(sum(1 for doc in docs if filter_applies(extra, doc)), stages[1]["$count"])
+    start, stop, rest = 0, None, list(stages)
+    if kinds[:1] == ["$skip"] and isinstance(stages[0]["$skip"], int):
+        start, rest = stages[0]["$skip"], rest[1:]
+    if rest and next(iter(rest[0])) == "$limit" and isinstance(rest[0]["$limit"], int):
+        stop, rest = start + rest[0]["$limit"], rest[1:]
+    return list(aggregate.process_pipeline(copies(docs[start:stop]), self.database, rest, session))
 
 
 def _reindexing(apply: Callable[..., Any]) -> Callable[..., Any]:
