@@ -586,6 +586,10 @@ def _indexed_and_scanned() -> tuple[Any, Any]:
     for collection in (indexed, scanned):
         collection.create_index("f")
         collection.create_index([("g", 1), ("n.x", -1)])
+        # A compound unique index answers equalities on all its fields from its own hash index.
+        collection.create_index(
+            [("f", 1), ("n.x", 1)], unique=True, partialFilterExpression={"g": {"$type": "string"}}
+        )
     return indexed, scanned
 
 

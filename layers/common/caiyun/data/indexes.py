@@ -210,11 +210,13 @@ def unique_clashes(store: IndexedStore, index_name: str) -> list[Clash]:
 class _Option:
     """One way to narrow a query: how many candidates, how to list them, what it answers."""
 
-    def __init__(self, size: int, keys: Callable[[], Iterable[Any]], answers: str | None) -> None:
+    def __init__(
+        self, size: int, keys: Callable[[], Iterable[Any]], answers: tuple[str, ...] = ()
+    ) -> None:
         self.size = size
         self.keys = keys
-        # The top-level condition the candidates satisfy by construction (left out of the
-        # filter run on them), if any.
+        # The top-level conditions the candidates satisfy by construction (left out of the
+        # filter run on them).
         self.answers = answers
 
 
@@ -428,6 +430,7 @@ class IndexedStore(CollectionStore):
 
     def _options(self, query: dict[str, Any], top: bool) -> Iterator[_Option]:
         equalities: dict[str, list[Any]] = {}
+        whole_fields: set[str] = set()
         for field, condition in query.items():
             if field == "$and" and isinstance(condition, list):
                 for part in condition:
@@ -452,15 +455,27 @@ class IndexedStore(CollectionStore):
                 # mongomock also matches an ObjectId by its string form inside an array.
                 values, whole = [*values, str(condition)], False
             equalities[field] = values
+            if whole:
+                whole_fields.add(field)
             postings = self._postings.get((field,))
             if postings is not None:
                 unkeyed = self._unkeyed[(field,)]
-                answers = field if top and whole and not unkeyed else None
+                answers = (field,) if top and whole and not unkeyed else ()
                 yield self._union_option(postings, values, unkeyed, answers)
         for path, postings in self._postings.items():
             if len(path) > 1 and all(field in equalities for field in path):
                 combos = list(itertools.product(*(equalities[field] for field in path)))
-                yield self._union_option(postings, combos, self._unkeyed[path], None)
+                unkeyed = self._unkeyed[path]
+                # A document is filed under every combination of its fields' keys, so the
+                # candidates of whole equalities on all of them are exactly the matches (but
+                # for null on a dotted path, which mongomock's filter judges by the parents).
+                exact = (
+                    top
+                    and whole_fields.issuperset(path)
+                    and not unkeyed
+                    and not any("." in f and None in equalities[f] for f in path)
+                )
+                yield self._union_option(postings, combos, unkeyed, path if exact else ())
 
     def _or_option(self, branches: list[Any], top: bool) -> _Option | None:
         """A ``$or`` narrows only when each of its branches does: the union of every branch's
@@ -475,7 +490,7 @@ class IndexedStore(CollectionStore):
             best = min(self._options(branch, top=True), key=lambda o: o.size, default=None)
             if best is None:
                 return None
-            exact = exact and len(branch) == 1 and best.answers in branch
+            exact = exact and set(best.answers) == set(branch)
             picked.append(best)
         if not picked:
             return None
@@ -486,11 +501,11 @@ class IndexedStore(CollectionStore):
                 found.update(option.keys())
             return found
 
-        return _Option(sum(option.size for option in picked), keys, "$or" if exact else None)
+        return _Option(sum(o.size for o in picked), keys, ("$or",) if exact else ())
 
     @staticmethod
     def _union_option(
-        postings: dict[Any, Any], values: list[Any], unkeyed: set[Any], answers: str | None
+        postings: dict[Any, Any], values: list[Any], unkeyed: set[Any], answers: tuple[str, ...]
     ) -> _Option:
         size = len(unkeyed) + sum(len(_posted(postings, v)) for v in values)
 
@@ -509,13 +524,13 @@ class IndexedStore(CollectionStore):
         if accepted is not None:
             values, whole = accepted
             found = [key for key in dict.fromkeys(values) if key in docs]
-            yield _Option(len(found), lambda: found, "_id" if top and whole else None)
+            yield _Option(len(found), lambda: found, ("_id",) if top and whole else ())
             return
         span = self._id_span(condition)
         if span is not None:
             ids = self.sorted_ids() or []
             start, end = span
-            yield _Option(end - start, lambda: ids[start:end], "_id" if top else None)
+            yield _Option(end - start, lambda: ids[start:end], ("_id",) if top else ())
 
     def plan(self, query: dict[str, Any]) -> tuple[list[Any], dict[str, Any]] | None:
         """The keys, in store order, of a superset of the documents ``query`` matches, and the
@@ -526,9 +541,9 @@ class IndexedStore(CollectionStore):
         keys = list(best.keys())
         if len(keys) > 1:
             keys.sort(key=self._rank.__getitem__)
-        if best.answers is None:
+        if not best.answers:
             return keys, query
-        return keys, {field: cond for field, cond in query.items() if field != best.answers}
+        return keys, {field: cond for field, cond in query.items() if field not in best.answers}
 
     def walk_by_id(self, query: dict[str, Any], sort: Any) -> Iterator[dict[str, Any]] | None:
         """The matching documents lazily in ``_id`` order, for a query sorted by ``_id`` alone
@@ -605,15 +620,13 @@ def _ensure_uniques(self: Collection, new_data: dict[str, Any]) -> None:
         if value is None:
             continue
         query = {field: v for (field, _), v in zip(spec["key"], value, strict=True)}
-        others = [
-            doc
-            for doc in _iter_documents(self, query)
-            if doc is not new_data and _unique_key(doc, spec) is not None
-        ]
-        if not others:
+        # As mongomock counts: the documents the index holds that match the key, new_data
+        # included when it matches its own key (its values are already stored).
+        holders = [d for d in _iter_documents(self, query) if _unique_key(d, spec) is not None]
+        if len(holders) < 2:
             continue
         tolerated = store.tolerated
-        if own in tolerated and all(store.stored_key(doc) in tolerated for doc in others):
+        if own in tolerated and all(store.stored_key(doc) in tolerated for doc in holders):
             continue
         raise DuplicateKeyError("E11000 Duplicate Key Error", 11000)
 
