@@ -26,7 +26,7 @@ from bench._support import fmt_s, mongo_uri, note, print_table
 SIZES = (1_000, 10_000)
 BULK_OPS = 100
 LIST_SIZES = (1_000, 100_000)
-LIST_REPEAT = 15
+LIST_REPEAT = 31
 
 
 def _docs(n: int) -> list[dict[str, Any]]:

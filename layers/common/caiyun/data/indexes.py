@@ -22,6 +22,7 @@ import bisect
 import heapq
 import itertools
 import math
+import operator
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -532,14 +533,17 @@ class IndexedStore(CollectionStore):
             start, end = span
             yield _Option(end - start, lambda: ids[start:end], ("_id",) if top else ())
 
-    def plan(self, query: dict[str, Any]) -> tuple[list[Any], dict[str, Any]] | None:
-        """The keys, in store order, of a superset of the documents ``query`` matches, and the
-        part of ``query`` still to check on them; None when no index narrows it."""
+    def plan(
+        self, query: dict[str, Any], ordered: bool = True
+    ) -> tuple[list[Any], dict[str, Any]] | None:
+        """The keys, in store order (unless not ``ordered``), of a superset of the documents
+        ``query`` matches, and the part of ``query`` still to check on them; None when no
+        index narrows it."""
         best = min(self._options(query, top=True), key=lambda option: option.size, default=None)
         if best is None:
             return None
         keys = list(best.keys())
-        if len(keys) > 1:
+        if ordered and len(keys) > 1:
             keys.sort(key=self._rank.__getitem__)
         if not best.answers:
             return keys, query
@@ -686,11 +690,14 @@ def _sort_in_place(docs: list[dict[str, Any]], sort: dict[str, Any]) -> bool:
     ):
         return False
     for field in sort:
-        kinds = {type(doc.get(field, NOTHING)) for doc in docs}
+        try:
+            kinds = set(map(type, map(operator.itemgetter(field), docs)))
+        except KeyError:
+            return False  # a missing value sorts as null: left to mongomock
         if len(kinds) > 1 or not kinds <= _SORTABLE_VALUES:
             return False
     for field, direction in reversed(list(sort.items())):  # stable: last key first
-        docs.sort(key=lambda doc, f=field: doc[f], reverse=direction == -1)
+        docs.sort(key=operator.itemgetter(field), reverse=direction == -1)
     return True
 
 
@@ -708,14 +715,65 @@ def _paged_facet(self: Collection, pipeline: list[Any], session: Any) -> Any:
     if not isinstance(sort, dict) or not isinstance(facets, dict):
         return None
     query = helpers.patch_datetime_awareness_in_document(pipeline[0]["$match"])
-    docs = list(_iter_documents(self, query))
+    store = self._store
+    # Ties keep the store's order, as in mongomock; sorted by _id there are none to keep.
+    ordered = "_id" not in sort
+    planned = None
+    if isinstance(store, IndexedStore):
+        store._remove_expired_documents()
+        planned = store.plan(query, ordered)
+    if planned is not None and not planned[1] and list(sort) == ["_id"] and sort["_id"] in (1, -1):
+        # Answered by the index and sorted by _id: count the keys and pick the page's out of
+        # them; only the page's documents are read.
+        keys = planned[0]
+        kinds = set(map(type, keys))
+        if not keys:
+            filter_applies(query, {})  # mongomock's validation of a filter on no documents
+        if len(kinds) <= 1 and kinds <= _SORTABLE_IDS:
+            matched = _Matched.by_keys(store, keys, descending=sort["_id"] == -1)
+            return _facets(self, matched, facets, session)
+    if planned is None:
+        docs = list(_iter_documents(self, query))
+    else:
+        keys, residual = planned
+        docs = [store._documents[key] for key in keys]
+        if residual:
+            docs = [doc for doc in docs if filter_applies(residual, doc)]
+    if not docs:
+        filter_applies(query, {})  # mongomock's validation of a filter on no documents
     if not _sort_in_place(docs, sort):
         return None
-    result = {name: _facet(self, docs, stages, session) for name, stages in facets.items()}
-    return CommandCursor([result])
+    return _facets(self, _Matched(len(docs), lambda: docs, lambda a, b: docs[a:b]), facets, session)
 
 
-def _facet(self: Collection, docs: list[dict[str, Any]], stages: Any, session: Any) -> list[Any]:
+@dataclass(frozen=True)
+class _Matched:
+    """The documents a page's ``$match`` selected: how many, all of them (any order), and a
+    slice of them in the page's order."""
+
+    count: int
+    every: Callable[[], Iterable[dict[str, Any]]]
+    window: Callable[[int, int | None], list[dict[str, Any]]]
+
+    @staticmethod
+    def by_keys(store: IndexedStore, keys: list[Any], descending: bool) -> _Matched:
+        docs = store._documents
+
+        def window(start: int, stop: int | None) -> list[dict[str, Any]]:
+            if stop is None:
+                chosen = sorted(keys, reverse=descending)
+            else:
+                chosen = (heapq.nlargest if descending else heapq.nsmallest)(stop, keys)
+            return [docs[key] for key in chosen[start:stop]]
+
+        return _Matched(len(keys), lambda: (docs[key] for key in keys), window)
+
+
+def _facets(self: Collection, matched: _Matched, facets: dict[str, Any], session: Any) -> Any:
+    return CommandCursor([{name: _facet(self, matched, s, session) for name, s in facets.items()}])
+
+
+def _facet(self: Collection, matched: _Matched, stages: Any, session: Any) -> list[Any]:
     def copies(chosen: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         out = [self._copy_only_fields(doc, None, dict) for doc in chosen]
         if self.codec_options.tz_aware:
@@ -729,16 +787,18 @@ def _facet(self: Collection, docs: list[dict[str, Any]], stages: Any, session: A
 
     kinds = [next(iter(stage), None) if isinstance(stage, dict) else None for stage in stages]
     if kinds == ["$count"]:
-        return counted(len(docs), stages[0]["$count"])
+        return counted(matched.count, stages[0]["$count"])
     if kinds == ["$match", "$count"] and isinstance(stages[0]["$match"], dict):
         extra = helpers.patch_datetime_awareness_in_document(stages[0]["$match"])
-        return counted(sum(1 for doc in docs if filter_applies(extra, doc)), stages[1]["$count"])
+        found = sum(1 for doc in matched.every() if filter_applies(extra, doc))
+        return counted(found, stages[1]["$count"])
     start, stop, rest = 0, None, list(stages)
     if kinds[:1] == ["$skip"] and isinstance(stages[0]["$skip"], int):
         start, rest = stages[0]["$skip"], rest[1:]
     if rest and next(iter(rest[0])) == "$limit" and isinstance(rest[0]["$limit"], int):
         stop, rest = start + rest[0]["$limit"], rest[1:]
-    return list(aggregate.process_pipeline(copies(docs[start:stop]), self.database, rest, session))
+    page = copies(matched.window(start, stop))
+    return list(aggregate.process_pipeline(page, self.database, rest, session))
 
 
 def _reindexing(apply: Callable[..., Any]) -> Callable[..., Any]:
