@@ -552,3 +552,10 @@ def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+def seeded(doc: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    """A record of the demo data set the bench names; one missing is a broken seed."""
+    if doc is None:
+        raise RuntimeError(f"the demo data has no {what}")
+    return doc

@@ -48,6 +48,7 @@ from bench._support import (
     note,
     open_raw_db,
     print_table,
+    seeded,
 )
 
 TARGETS = {"read": 2, "write": 4}
@@ -345,13 +346,6 @@ class World:
     close: Callable[[], None]
 
 
-def _seeded(doc: dict[str, Any] | None, what: str) -> dict[str, Any]:
-    # The demo data set holds every record the bench names; one missing is a broken seed.
-    if doc is None:
-        raise RuntimeError(f"the demo data has no {what}")
-    return doc
-
-
 def build_world() -> World:
     """Seed the demo data (uncounted) and install counted services with the fake bank."""
     from caiyun.adapters.icbc_protocol import generate_private_key_pem
@@ -400,8 +394,8 @@ def build_world() -> World:
     now = clock.now()
     db = raw_db
     garden = communities.find(db, {"name": seed.CAIYUN_GARDEN})[0]["_id"]
-    h101 = _seeded(houses.by_address(db, garden, "1栋", "1单元", "101"), "house 1栋-1单元-101")
-    owner = _seeded(accounts.by_phone(db, "13800000001"), "owner 13800000001")
+    h101 = seeded(houses.by_address(db, garden, "1栋", "1单元", "101"), "house 1栋-1单元-101")
+    owner = seeded(accounts.by_phone(db, "13800000001"), "owner 13800000001")
     accounts.bind_openid(db, owner["_id"], "resident", OWNER)
     db[accounts.ACCOUNTS].update_one({"_id": owner["_id"]}, {"$set": {"realname_verified": True}})
     newcomer, _ = accounts.ensure_account(db, "13800000002", now, "李娜")
@@ -411,11 +405,11 @@ def build_world() -> World:
         ("13900000003", REPAIRMAN),
         ("13900000004", GUARD),
     ):
-        member = _seeded(accounts.by_phone(db, phone), f"staff {phone}")
+        member = seeded(accounts.by_phone(db, phone), f"staff {phone}")
         accounts.bind_openid(db, member["_id"], "staff", openid)
-    repairman = _seeded(accounts.by_phone(db, "13900000003"), "repairman 13900000003")
+    repairman = seeded(accounts.by_phone(db, "13900000003"), "repairman 13900000003")
     assert staff.get(db, repairman["_id"]) is not None
-    unpaid = _seeded(
+    unpaid = seeded(
         db[bills.BILLS].find_one({"house_id": h101["_id"], "status": "unpaid"}), "an unpaid bill"
     )
 

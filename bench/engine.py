@@ -1,4 +1,4 @@
-"""What one command costs on the embedded engine, by collection size (embedded engine only).
+"""What one command, and one list page, cost on the embedded engine, by collection size.
 
 mongomock alone answers every query by scanning the whole collection and checks a unique index
 by scanning it again for every document written; the engine's hash indexes
@@ -6,6 +6,12 @@ by scanning it again for every document written; the engine's hash indexes
 is one call on a collection of N documents (``bills``, which has a unique index); ``engine``
 goes through ``EmbeddedCollection`` (lock, journal), ``mongomock`` calls the mongomock
 collection underneath directly (the same indexed store), so the difference is the engine's own.
+
+The second table reads the lists residents and staff page through (the domain's own list
+functions, page 1 of 20, median of ``LIST_REPEAT`` calls) in the demo world plus N records per
+collection (repairs, complaints, messages): *spread* over 5,000 other accounts and 200
+communities (彩云花园 among them), as a company's data is, and *one account* holding all N (the
+resident who filed 190,000 repairs). Each is set beside the same read at the small size.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from bench._support import fmt_s, mongo_uri, note, print_table
 
 SIZES = (1_000, 10_000)
 BULK_OPS = 100
+LIST_SIZES = (1_000, 100_000)
+LIST_REPEAT = 31
 
 
 def _docs(n: int) -> list[dict[str, Any]]:
@@ -81,11 +89,119 @@ def measure(n: int) -> dict[str, float]:
     return figures
 
 
+def _list_world(n: int, one_account: bool) -> tuple[Any, dict[str, Callable[[], Any]]]:
+    """The demo world, a few records of the resident's own, and n more per collection."""
+    from bench._support import BENCH_NOW, FixedClock, bench_settings, open_raw_db, seeded
+    from caiyun.domain import accounts, communities, complaints, houses, messaging, repairs, staff
+    from caiyun.sandbox import seed
+    from caiyun.services import build_services
+
+    settings = bench_settings()
+    services = build_services(settings, clock=FixedClock(BENCH_NOW), db=open_raw_db(settings))
+    seed.seed_demo(services)
+    db = services.db
+    garden = communities.find(db, {"name": seed.CAIYUN_GARDEN})[0]["_id"]
+    house = seeded(houses.by_address(db, garden, "1栋", "1单元", "101"), "1栋-1单元-101")["_id"]
+    owner = seeded(accounts.by_phone(db, "13800000001"), "owner 13800000001")
+    admin_account = seeded(accounts.by_phone(db, "13900000002"), "admin 13900000002")
+    admin = seeded(staff.get(db, admin_account["_id"]), "彩云花园's admin")
+    for i in range(10):
+        repairs.create(services, owner, house, "water_electric", f"漏水 {i}", "13800000001", [])
+        fields = {"house_id": house, "kind": "complaint", "type": "engineering"}
+        fields.update(contact_phone="13800000001", content=f"噪音 {i}", images=[])
+        complaints.create(services, owner, fields, None)
+        note_ = messaging.Note(owner["_id"], "repair", f"报修进度 {i}", "已受理", "pages/repair")
+        messaging.notify_many(services, [note_])
+    for name, filer in (("repairs", "reporter_id"), ("complaints", "account_id")):
+        _load_copies(db, name, n, filer, owner["_id"] if one_account else None, garden)
+    _load_copies(db, "messages", n, "account_id", owner["_id"] if one_account else None, garden)
+    reads = {
+        "repair.my_list (resident)": lambda: repairs.my_list(services, owner, None, 1, 20),
+        "repair.staff_list (community admin)": lambda: repairs.staff_list(
+            services, admin, garden, None, 1, 20
+        ),
+        "complaint.my_list (resident)": lambda: complaints.my_list(services, owner, None, 1, 20),
+        "complaint.staff_list (community admin)": lambda: complaints.staff_list(
+            services, admin, garden, {}, 1, 20
+        ),
+        "notify.inbox (resident)": lambda: messaging.inbox(
+            services, owner["_id"], "resident", False, 1, 20
+        ),
+    }
+    return services, reads
+
+
+def _load_copies(db: Any, name: str, n: int, filer: str, only: str | None, garden: str) -> None:
+    """n copies of one of the collection's documents, each another account's (or all ``only``'s)
+    in one of 200 communities (every 200th in 彩云花园), with ids older than the originals."""
+    from bench._support import bulk_load
+
+    template = db[name].find_one({})
+    assert template is not None
+
+    def copies() -> Any:
+        for i in range(n):
+            doc = {**template, "_id": f"{i:024x}", filer: only or f"acc-{i % 5000}"}
+            if "house_id" in doc:
+                doc["house_id"] = f"house-{i % 20000}"
+            if "community_id" in doc:
+                doc["community_id"] = garden if i % 200 == 0 else f"comm-{i % 200}"
+            yield doc
+
+    bulk_load(db, name, copies())
+
+
+def measure_lists(n: int, one_account: bool) -> dict[str, float]:
+    """Median seconds of each list read in a world with n more records per collection."""
+    import statistics
+
+    _, reads = _list_world(n, one_account)
+    figures = {}
+    for name, read in reads.items():
+        read()  # warm: the first call builds the page's validators
+        figures[name] = statistics.median(_time(read) for _ in range(LIST_REPEAT))
+    return figures
+
+
+def run_lists() -> dict[str, Any]:
+    """Print each list read at the small and the large size, spread and on one account."""
+    small, large = LIST_SIZES
+    base = measure_lists(small, one_account=False)
+    spread = measure_lists(large, one_account=False)
+    heavy = measure_lists(large, one_account=True)
+    rows = []
+    for name in base:
+        rows.append(
+            [
+                name,
+                fmt_s(base[name]),
+                fmt_s(spread[name]),
+                f"{spread[name] / base[name]:.1f}×",
+                fmt_s(heavy[name]),
+                f"{heavy[name] / base[name]:.1f}×",
+            ]
+        )
+    print_table(
+        f"Embedded engine: list reads (page 1 of 20, median of {LIST_REPEAT}; target ≤ 2× small)",
+        [
+            "list",
+            f"{small:,} per collection",
+            f"{large:,} spread",
+            "× small",
+            f"{large:,} on one account",
+            "× small",
+        ],
+        rows,
+    )
+    return {"small": base, "spread": spread, "one_account": heavy}
+
+
 def run() -> dict[str, Any]:
-    """Print the per-call costs at each size."""
+    """Print the per-call costs at each size, then the list reads."""
     if mongo_uri():
         note("\n(engine costs: embedded engine only; skipped on MongoDB)")
         return {}
+    lists = run_lists()
     measured = {n: measure(n) for n in SIZES}
     names = list(measured[SIZES[0]])
     rows = []
@@ -97,7 +213,7 @@ def run() -> dict[str, Any]:
         ["operation", *(f"N={n:,}" for n in SIZES), f"growth ×{SIZES[-1] // SIZES[0]} N"],
         rows,
     )
-    return {str(n): figures for n, figures in measured.items()}
+    return {**{str(n): figures for n, figures in measured.items()}, "lists": lists}
 
 
 def main(argv: list[str] | None = None) -> int:

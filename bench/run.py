@@ -6,10 +6,11 @@
 
 Parts: ``imports`` (cold import and first call of every function), ``commands`` (database
 commands and runtime overhead per action), ``scheduler`` (the timer over N stale repairs and N
-unpaid bills), ``import`` (an N-row Excel bill import), ``engine`` (what one command costs on
-the embedded engine). ``MONGODB_URI`` in the environment runs everything against that MongoDB
-(in a database named ``caiyun_bench``, dropped before and after); without it, the embedded
-engine. See bench/README.md for what each figure means and the targets.
+unpaid bills), ``import`` (an N-row Excel bill import, then an N-row owner import), ``engine``
+(what one command and one list page cost on the embedded engine). ``MONGODB_URI`` in the
+environment runs everything against that MongoDB (in a database named ``caiyun_bench``, dropped
+before and after); without it, the embedded engine. See bench/README.md for what each figure
+means and the targets.
 """
 
 from __future__ import annotations
@@ -84,9 +85,10 @@ def main(argv: list[str] | None = None) -> int:
 
             figures[part] = scheduler.run(args.scale, args.budget)
         elif part == "import":
-            from bench import bill_import
+            from bench import bill_import, owner_import
 
             figures[part] = bill_import.run(args.scale, args.budget)
+            figures["owner_import"] = owner_import.run(args.scale)
         elif part == "engine":
             from bench import engine
 
@@ -109,7 +111,11 @@ def _summary(figures: dict[str, Any]) -> None:
     if "commands" in figures and figures["commands"]["over"]:
         listed = figures["commands"]["over"]
         over.append(f"database commands of {len(listed)} actions: " + "; ".join(listed))
-    for part, target, label in (("scheduler", 1.5, "scheduler"), ("import", 2.0, "bill import")):
+    for part, target, label in (
+        ("scheduler", 1.5, "scheduler"),
+        ("import", 2.0, "bill import"),
+        ("owner_import", 2.0, "owner import"),
+    ):
         at = figures.get(part, {}).get("at_scale") or {}
         if at.get("ratio") is not None and at["ratio"] > target:
             how = "extrapolated" if at.get("extrapolated") else "measured"

@@ -165,6 +165,20 @@ def test_reimporting_the_same_rows_creates_no_duplicates(
     assert inbox_total(svc) == announced  # nothing new to announce
 
 
+def test_a_file_imported_in_chunks_numbers_its_rows_as_in_the_file(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    # An import job reading the file in chunks calls the import once per chunk.
+    first = bill_import.import_bills(svc, world.garden, [row(101), row(102)])
+    second = bill_import.import_bills(
+        svc, world.garden, [row(201), {"room": 101}, row(101)], first_row=3
+    )
+
+    assert [(r.row, r.status) for r in first] == [(1, "created"), (2, "created")]
+    assert [(r.row, r.status) for r in second] == [(3, "created"), (4, "error"), (5, "unchanged")]
+    assert len(all_bills(svc)) == 3
+
+
 def test_corrected_amount_updates_the_unpaid_bill_in_place(
     svc: Services, world: SimpleNamespace
 ) -> None:
@@ -353,7 +367,8 @@ def test_a_batch_of_rows_costs_one_read_of_houses_and_one_insert(
 
     assert [r.status for r in results] == ["created"] * 9
     assert [r.row for r in results] == list(range(1, 10))
-    assert sent.count("houses.aggregate") == 3
+    # Batch 1 reads 101 and 102, batch 2 only 201 (102 was read), batch 3 no house at all.
+    assert sent.count("houses.aggregate") == 2
     assert sent.count("bills.insert_many") == 3
     assert "bills.insert_one" not in sent and "houses.find_one" not in sent
     assert "memberships.find" not in sent  # the accounts to tell came with the houses
@@ -374,7 +389,7 @@ def test_reimport_across_batches_reads_each_batch_once_and_writes_nothing(
 
     assert [r.status for r in results] == ["unchanged"] * 9
     assert sorted(set(sent)) == ["bills.find", "bills.insert_many", "houses.aggregate"]
-    assert len(sent) == 9  # three per batch
+    assert len(sent) == 8  # three per batch, less the houses read by an earlier batch
     assert all_bills(svc) == before
 
 

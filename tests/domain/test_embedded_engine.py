@@ -30,6 +30,7 @@ from pymongo import (
 )
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from caiyun.data import indexes
 from caiyun.data.connect import open_database
 from caiyun.data.embedded import EmbeddedEngine
 from caiyun.data.schema import ensure_indexes
@@ -585,6 +586,10 @@ def _indexed_and_scanned() -> tuple[Any, Any]:
     for collection in (indexed, scanned):
         collection.create_index("f")
         collection.create_index([("g", 1), ("n.x", -1)])
+        # A compound unique index answers equalities on all its fields from its own hash index.
+        collection.create_index(
+            [("f", 1), ("n.x", 1)], unique=True, partialFilterExpression={"g": {"$type": "string"}}
+        )
     return indexed, scanned
 
 
@@ -630,6 +635,17 @@ def test_indexed_queries_find_exactly_what_a_scan_finds(
         # A leading $match is narrowed like a find; mongomock's own order of stages is not.
         pipeline = [{"$match": query}, {"$sort": {"_id": 1}}]
         assert list(indexed.aggregate(pipeline)) == list(scanned.aggregate(pipeline[::-1]))
+        # A list page ([$match, $sort, $facet], caiyun.data.paging) is answered from the stored
+        # documents; an extra stage sends the same pipeline through mongomock's own.
+        facets = {
+            "items": [{"$skip": 1}, {"$limit": 2}, {"$project": {"n": 0}}],
+            "total": [{"$count": "n"}],
+            "with_f": [{"$match": {"f": "a"}}, {"$count": "n"}],
+        }
+        for order in ({"_id": -1}, {"f": 1, "_id": -1}):
+            paged = [{"$match": query}, {"$sort": order}, {"$facet": facets}]
+            plain = [*paged[:2], {"$match": {}}, paged[2]]
+            assert list(indexed.aggregate(paged)) == list(scanned.aggregate(plain))
 
     agree()
     # Documents whose indexed values change, and deleted ones, are found as they now are.
@@ -688,6 +704,31 @@ def test_unique_violations_still_raise_and_change_nothing() -> None:
     assert bills.find_one({"house_id": "h2"})["_id"] == 2  # the failed update was rolled back
     assert bills.find_one({"house_id": "h0", "period": "2026-02"})["_id"] == 0
     assert sorted(d["_id"] for d in bills.find({})) == [0, 1, 2, 21]
+
+
+def test_a_write_checks_unique_rules_from_the_indexes_not_by_reading_every_account(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # mongomock checks the partial unique openid indexes with a query that every account
+    # without that openid matches: each upsert of an import read every account.
+    db = EmbeddedEngine(None).database
+    ensure_indexes(db)
+    db["accounts"].insert_many(
+        [{"_id": f"a{i}", "phone": f"1380000{i:04d}", "wx": {}} for i in range(2000)]
+    )
+    examined = []
+    real = indexes.filter_applies
+    monkeypatch.setattr(
+        indexes, "filter_applies", lambda *args: examined.append(args[1]) or real(*args)
+    )
+
+    account, created = ensure_account(db, "13900000000", TEST_START)
+    bind_openid(db, account["_id"], "resident", "o-new")
+    with pytest.raises(DuplicateKeyError):
+        db["accounts"].update_one({"_id": "a1"}, {"$set": {"wx.resident": "o-new"}})
+
+    assert created
+    assert len(examined) < 50  # of 2,001 accounts (each write read them all before)
 
 
 def test_a_partial_unique_index_only_binds_matching_documents() -> None:

@@ -7,11 +7,12 @@ from typing import Any
 import pytest
 import worlds
 from conftest import invoke
+from round_trips import counting
 from worlds import ok, refused
 from worlds import owner_row as row
 
 from caiyun.contract.admin import MAX_IMPORT_ROWS
-from caiyun.domain import accounts
+from caiyun.domain import accounts, owner_import
 from caiyun.services import Services
 
 GARDEN = {**worlds.GARDEN, "address": "科技南路 1 号"}
@@ -390,3 +391,59 @@ def test_residents_cannot_import_and_anonymous_callers_must_sign_in(
     assert refused(resident.import_owners(ROWS)) == "FORBIDDEN"
     assert refused(invoke("admin", event, None)) == "UNAUTHENTICATED"
     assert refused(invoke("admin", event, "o-unknown")) == "UNAUTHENTICATED"
+
+
+def test_a_large_file_is_written_a_batch_of_rows_at_a_time(services: Services) -> None:
+    rows = [
+        row(str(1000 + i), f"业主{i}", f"1390000{i:04d}") for i in range(owner_import.BATCH + 3)
+    ]
+
+    with counting(services) as (counted_services, log):
+        report = owner_import.import_owners(counted_services, GARDEN, rows)
+
+    assert owner_import.count_statuses(report.rows)["created"] == len(rows)
+    # Per batch: the accounts read and inserted, the houses read and inserted; before this,
+    # three commands per row.
+    batch = ["accounts.find", "accounts.insert_many", "houses.find", "houses.insert_many"]
+    assert log == ["communities.find_one_and_update", *batch, *batch]
+    assert account_count(services) == len(rows)
+
+
+def test_a_file_imported_in_chunks_numbers_its_rows_as_in_the_file(
+    services: Services, hq: Person
+) -> None:
+    # An import job reading the file in chunks calls the import once per chunk.
+    first = owner_import.import_owners(services, GARDEN, ROWS[:2])
+    second = owner_import.import_owners(
+        services, GARDEN, [ROWS[2], {"building": 1}, ROWS[0]], first_row=3
+    )
+
+    assert [(r.row, r.status) for r in first.rows] == [(1, "created"), (2, "created")]
+    assert [(r.row, r.status) for r in second.rows] == [
+        (3, "created"),
+        (4, "error"),
+        (5, "unchanged"),
+    ]
+    assert tree_labels(hq, first.community_id) == [
+        "1栋-1单元-101",
+        "1栋-1单元-102",
+        "2栋-1单元-201",
+    ]
+
+
+def test_a_changed_owner_in_one_batch_with_a_new_house_ends_only_that_houses_bindings(
+    services: Services, hq: Person
+) -> None:
+    community_id = ok(hq.import_owners(ROWS))["community_id"]
+    zhang = sign_in(services, "13800000001")
+    li = sign_in(services, "13800000002")
+    ok(bind(zhang, community_id, "101", "张三"))
+    ok(bind(li, community_id, "102", "李四"))
+
+    report = ok(
+        hq.import_owners([row("101", "赵六", "13800000009"), row("103", "李四", "13800000002")])
+    )
+
+    assert [r["status"] for r in report["rows"]] == ["updated", "created"]
+    assert my_labels(zhang) == []
+    assert my_labels(li) == ["1栋-1单元-102"]

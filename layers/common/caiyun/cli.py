@@ -453,7 +453,11 @@ def _open_database(data_dir: str | None) -> tuple[Any, str]:
         if path.exists() and not path.is_dir():
             raise CliError(f"--data-dir 不是目录 / --data-dir is not a directory: {data_dir}")
         settings = Settings(env="sandbox", mongodb_uri=None, data_dir=str(path.resolve()))
-        return open_database(settings), f"嵌入式数据库 / embedded database in {path.resolve()}"
+        from caiyun.sandbox.server import warn_clashes
+
+        db = open_database(settings)
+        warn_clashes(db)
+        return db, f"嵌入式数据库 / embedded database in {path.resolve()}"
     settings = Settings(env="sandbox")
     if settings.mongodb_uri is None or not settings.mongodb_uri.get_secret_value():
         raise CliError(
@@ -461,6 +465,25 @@ def _open_database(data_dir: str | None) -> tuple[Any, str]:
             "MONGODB_URI is not set (use --data-dir DIR for a sandbox data directory)"
         )
     return open_database(settings), f"MongoDB, database {settings.db_name}"
+
+
+def _remove_duplicate(args: argparse.Namespace) -> int:
+    db, where = _open_database(args.data_dir)
+    try:
+        groups = [c for c in db.engine.clashes if c.collection == args.collection]
+        group = next((c for c in groups if args.id in c.ids), None)
+        if group is None:
+            raise CliError(
+                f"{args.collection} 中的 {args.id} 不在任何唯一索引冲突中 / "
+                f"{args.id} of {args.collection} breaks no unique index: nothing removed"
+            )
+        db[args.collection].delete_one({"_id": args.id})
+        kept = ", ".join(str(key) for key in group.ids if key != args.id)
+        print(f"已删除 / removed {args.collection} {args.id}; 保留 / kept: {kept}")
+        print(f"  {where}")
+    finally:
+        _close_database(db)
+    return 0
 
 
 def _close_database(db: Any) -> None:
@@ -581,6 +604,16 @@ def _add_db(commands: argparse._SubParsersAction) -> None:
         "--data-dir", help="沙箱数据目录（代替 MONGODB_URI）/ a sandbox data dir instead"
     )
     admin.set_defaults(run=_add_admin_account)
+    remove = actions.add_parser(
+        "remove-duplicate",
+        help="删除违反唯一索引的多余记录 / remove a document that breaks a unique index",
+        description="只删除启动时报告为违反唯一索引的记录 / removes only a document reported "
+        "at start-up as breaking a unique index (embedded data directories only).",
+    )
+    remove.add_argument("--collection", required=True)
+    remove.add_argument("--id", required=True)
+    remove.add_argument("--data-dir", required=True, help="沙箱数据目录 / the sandbox data dir")
+    remove.set_defaults(run=_remove_duplicate)
 
 
 # caiyun selfcheck

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     )
     db_name: str = "caiyun"
     data_dir: str = ""
+    # How long a write on the embedded engine waits for another process's write lock on the
+    # same data directory before it answers UNAVAILABLE.
+    db_busy_timeout_s: float = Field(default=10.0, gt=0, le=600)
 
     # Secrets.
     token_secret: SecretStr = SecretStr("")

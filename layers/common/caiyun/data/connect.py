@@ -30,6 +30,12 @@ def open_database(settings: Settings, clock: Clock | None = None) -> Any:
     from caiyun.data.embedded import EmbeddedEngine
     from caiyun.data.schema import ensure_indexes
 
-    db = EmbeddedEngine(settings.data_dir or None, settings.db_name, clock=clock).database
+    engine = EmbeddedEngine(
+        settings.data_dir or None,
+        settings.db_name,
+        clock=clock,
+        busy_timeout_s=settings.db_busy_timeout_s,
+    )
+    db = engine.database
     ensure_indexes(db)
     return db

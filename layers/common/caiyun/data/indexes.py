@@ -22,7 +22,9 @@ import bisect
 import heapq
 import itertools
 import math
+import operator
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,8 +32,10 @@ import mongomock
 from bson import ObjectId
 from mongomock import aggregate, helpers
 from mongomock.collection import Collection, Cursor
+from mongomock.command_cursor import CommandCursor
 from mongomock.filtering import NOTHING, filter_applies, iter_key_candidates
 from mongomock.store import CollectionStore, _get_min_datetime_from_value
+from pymongo.errors import DuplicateKeyError
 
 # Types whose equality is plain Python equality with a consistent hash, in mongomock's filter as
 # in a dict; values of any other type are never used as keys.
@@ -139,14 +143,81 @@ def _equality(condition: Any) -> tuple[list[Any], bool] | None:
     return None
 
 
+@dataclass(frozen=True)
+class Clash:
+    """Documents that share one key of a unique index."""
+
+    collection: str
+    index: str
+    values: dict[str, Any]
+    ids: tuple[Any, ...]
+
+
+def _unique_key(doc: dict[str, Any], spec: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The key ``doc`` holds in the unique index ``spec``, None when the index leaves it out
+    (MongoDB: a partial index holds only documents matching its filter, a sparse one only
+    documents with the field). A missing field is None, as mongomock and MongoDB's null."""
+    partial = spec.get("partialFilterExpression")
+    if partial is not None and not filter_applies(partial, doc):
+        return None
+    values = []
+    for field, _ in spec["key"]:
+        try:
+            values.append(helpers.get_value_by_dot(doc, field))
+        except KeyError:
+            values.append(None)
+    if spec.get("sparse") and all(value is None for value in values):
+        return None
+    return tuple(values)
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
+def unique_clashes(store: IndexedStore, index_name: str) -> list[Clash]:
+    """Every group of documents sharing a key of the unique index ``index_name``. Only
+    documents the hash index files under a shared value (or cannot key) are compared."""
+    spec = store.indexes[index_name]
+    fields = tuple(field for field, _ in spec["key"])
+    postings = store._postings.get(fields)
+    if postings is None:
+        candidates: Iterable[Any] = list(store._documents)
+    else:
+        shared: set[Any] = set(store._unkeyed[fields])
+        for held in postings.values():
+            if type(held) is set:
+                shared.update(held)
+        candidates = sorted(shared, key=store._rank.__getitem__)
+    groups: dict[Any, list[Any]] = {}
+    for key in candidates:
+        value = _unique_key(store._documents[key], spec)
+        if value is not None:
+            groups.setdefault(_hashable(value), []).append(key)
+    clashes = []
+    for ids in groups.values():
+        if len(ids) > 1:
+            shown = _unique_key(store._documents[ids[0]], spec) or ()
+            values = dict(zip(fields, shown, strict=True))
+            clashes.append(Clash(store.name, index_name, values, tuple(ids)))
+            store.tolerated.update(ids)
+    return clashes
+
+
 class _Option:
     """One way to narrow a query: how many candidates, how to list them, what it answers."""
 
-    def __init__(self, size: int, keys: Callable[[], Iterable[Any]], answers: str | None) -> None:
+    def __init__(
+        self, size: int, keys: Callable[[], Iterable[Any]], answers: tuple[str, ...] = ()
+    ) -> None:
         self.size = size
         self.keys = keys
-        # The top-level condition the candidates satisfy by construction (left out of the
-        # filter run on them), if any.
+        # The top-level conditions the candidates satisfy by construction (left out of the
+        # filter run on them).
         self.answers = answers
 
 
@@ -157,7 +228,12 @@ class IndexedStore(CollectionStore):
         super().__init__(name)
         # The naive UTC time TTL expiry is measured against: mongomock's (looked up per call)
         # unless the engine was given a clock.
-        self._now = now or (lambda: mongomock.utcnow())
+        # mongomock's own clock, looked up at each call (its TTL reads it there too); the
+        # package exports it without declaring it.
+        self._now = now or (lambda: mongomock.utcnow())  # type: ignore[attr-defined]
+        # Documents found breaking a unique index when it was created: they may keep their key
+        # (so the directory works while an operator removes the extras), nothing may join them.
+        self.tolerated: set[Any] = set()
         self._reset_indexes()
 
     def _reset_indexes(self) -> None:
@@ -357,6 +433,7 @@ class IndexedStore(CollectionStore):
 
     def _options(self, query: dict[str, Any], top: bool) -> Iterator[_Option]:
         equalities: dict[str, list[Any]] = {}
+        whole_fields: set[str] = set()
         for field, condition in query.items():
             if field == "$and" and isinstance(condition, list):
                 for part in condition:
@@ -364,7 +441,7 @@ class IndexedStore(CollectionStore):
                         yield from self._options(part, top=False)
                 continue
             if field == "$or" and isinstance(condition, list):
-                either = self._or_option(condition)
+                either = self._or_option(condition, top)
                 if either is not None:
                     yield either
                 continue
@@ -381,26 +458,42 @@ class IndexedStore(CollectionStore):
                 # mongomock also matches an ObjectId by its string form inside an array.
                 values, whole = [*values, str(condition)], False
             equalities[field] = values
+            if whole:
+                whole_fields.add(field)
             postings = self._postings.get((field,))
             if postings is not None:
                 unkeyed = self._unkeyed[(field,)]
-                answers = field if top and whole and not unkeyed else None
+                answers = (field,) if top and whole and not unkeyed else ()
                 yield self._union_option(postings, values, unkeyed, answers)
         for path, postings in self._postings.items():
             if len(path) > 1 and all(field in equalities for field in path):
                 combos = list(itertools.product(*(equalities[field] for field in path)))
-                yield self._union_option(postings, combos, self._unkeyed[path], None)
+                unkeyed = self._unkeyed[path]
+                # A document is filed under every combination of its fields' keys, so the
+                # candidates of whole equalities on all of them are exactly the matches (but
+                # for null on a dotted path, which mongomock's filter judges by the parents).
+                exact = (
+                    top
+                    and whole_fields.issuperset(path)
+                    and not unkeyed
+                    and not any("." in f and None in equalities[f] for f in path)
+                )
+                yield self._union_option(postings, combos, unkeyed, path if exact else ())
 
-    def _or_option(self, branches: list[Any]) -> _Option | None:
+    def _or_option(self, branches: list[Any], top: bool) -> _Option | None:
         """A ``$or`` narrows only when each of its branches does: the union of every branch's
-        best candidates (the whole query is still run on them)."""
+        best candidates. When each branch is one condition its candidates satisfy exactly (a
+        resident's list: filed by me, or of a house I own), the union is the ``$or``'s answer
+        and its filter is not run again; otherwise the whole query still runs on them."""
         picked: list[_Option] = []
+        exact = top
         for branch in branches:
             if not isinstance(branch, dict):
                 return None
-            best = min(self._options(branch, top=False), key=lambda o: o.size, default=None)
+            best = min(self._options(branch, top=True), key=lambda o: o.size, default=None)
             if best is None:
                 return None
+            exact = exact and set(best.answers) == set(branch)
             picked.append(best)
         if not picked:
             return None
@@ -411,11 +504,11 @@ class IndexedStore(CollectionStore):
                 found.update(option.keys())
             return found
 
-        return _Option(sum(option.size for option in picked), keys, None)
+        return _Option(sum(o.size for o in picked), keys, ("$or",) if exact else ())
 
     @staticmethod
     def _union_option(
-        postings: dict[Any, Any], values: list[Any], unkeyed: set[Any], answers: str | None
+        postings: dict[Any, Any], values: list[Any], unkeyed: set[Any], answers: tuple[str, ...]
     ) -> _Option:
         size = len(unkeyed) + sum(len(_posted(postings, v)) for v in values)
 
@@ -434,26 +527,29 @@ class IndexedStore(CollectionStore):
         if accepted is not None:
             values, whole = accepted
             found = [key for key in dict.fromkeys(values) if key in docs]
-            yield _Option(len(found), lambda: found, "_id" if top and whole else None)
+            yield _Option(len(found), lambda: found, ("_id",) if top and whole else ())
             return
         span = self._id_span(condition)
         if span is not None:
             ids = self.sorted_ids() or []
             start, end = span
-            yield _Option(end - start, lambda: ids[start:end], "_id" if top else None)
+            yield _Option(end - start, lambda: ids[start:end], ("_id",) if top else ())
 
-    def plan(self, query: dict[str, Any]) -> tuple[list[Any], dict[str, Any]] | None:
-        """The keys, in store order, of a superset of the documents ``query`` matches, and the
-        part of ``query`` still to check on them; None when no index narrows it."""
+    def plan(
+        self, query: dict[str, Any], ordered: bool = True
+    ) -> tuple[list[Any], dict[str, Any]] | None:
+        """The keys, in store order (unless not ``ordered``), of a superset of the documents
+        ``query`` matches, and the part of ``query`` still to check on them; None when no
+        index narrows it."""
         best = min(self._options(query, top=True), key=lambda option: option.size, default=None)
         if best is None:
             return None
         keys = list(best.keys())
-        if len(keys) > 1:
+        if ordered and len(keys) > 1:
             keys.sort(key=self._rank.__getitem__)
-        if best.answers is None:
+        if not best.answers:
             return keys, query
-        return keys, {field: cond for field, cond in query.items() if field != best.answers}
+        return keys, {field: cond for field, cond in query.items() if field not in best.answers}
 
     def walk_by_id(self, query: dict[str, Any], sort: Any) -> Iterator[dict[str, Any]] | None:
         """The matching documents lazily in ``_id`` order, for a query sorted by ``_id`` alone
@@ -490,6 +586,7 @@ class IndexedStore(CollectionStore):
 # ---------------------------------------------------------------------- mongomock patches
 
 _scan = Collection._iter_documents
+_scan_uniques = Collection._ensure_uniques
 _get_dataset = Collection._get_dataset
 _compute_results = Cursor._compute_results
 _whole_aggregate = Collection.aggregate
@@ -510,6 +607,34 @@ def _iter_documents(self: Collection, query: Any) -> Iterator[dict[str, Any]]:
     if not residual:
         return iter(docs)
     return (doc for doc in docs if filter_applies(residual, doc))
+
+
+def _ensure_uniques(self: Collection, new_data: dict[str, Any]) -> None:
+    # mongomock checks every unique index with a query that, for a partial index, also lists
+    # every document outside it (all accounts without an openid share the key None): a scan
+    # per write. A document a partial index leaves out is bound by nothing (MongoDB's rule),
+    # and otherwise the equality on the index's fields is answered from the hash index.
+    store = self._store
+    if not isinstance(store, IndexedStore):
+        _scan_uniques(self, new_data)
+        return
+    own = store.stored_key(new_data)
+    for spec in store.indexes.values():
+        if not spec.get("unique"):
+            continue
+        value = _unique_key(new_data, spec)
+        if value is None:
+            continue
+        query = {field: v for (field, _), v in zip(spec["key"], value, strict=True)}
+        # As mongomock counts: the documents the index holds that match the key, new_data
+        # included when it matches its own key (its values are already stored).
+        holders = [d for d in _iter_documents(self, query) if _unique_key(d, spec) is not None]
+        if len(holders) < 2:
+            continue
+        tolerated = store.tolerated
+        if own in tolerated and all(store.stored_key(doc) in tolerated for doc in holders):
+            continue
+        raise DuplicateKeyError("E11000 Duplicate Key Error", 11000)
 
 
 def _get_indexed_dataset(
@@ -537,7 +662,8 @@ def _compute_page(self: Cursor, with_limit_and_skip: bool = False) -> list[Any]:
         rows = list(itertools.islice(self._factory(), stop))[self._skip :]
         if self.collection.codec_options.tz_aware:
             rows = [helpers.make_datetime_timezone_aware_in_document(row) for row in rows]
-        page = self._caiyun_page = (shape, rows)
+        # A cache on the cursor, which mongomock's Cursor does not declare.
+        page = self._caiyun_page = (shape, rows)  # type: ignore[attr-defined]
     return page[1]
 
 
@@ -546,9 +672,136 @@ def _aggregate(self: Collection, pipeline: Any, session: Any = None, **unused: A
     # filter as a find's (both compare naive UTC datetimes), so let the find narrow it first.
     first = pipeline[0] if pipeline and isinstance(pipeline, list) else None
     if isinstance(first, dict) and list(first) == ["$match"] and isinstance(first["$match"], dict):
+        paged = _paged_facet(self, pipeline, session)
+        if paged is not None:
+            return paged
         found = list(self.find(pipeline[0]["$match"]))
         return aggregate.process_pipeline(found, self.database, pipeline[1:], session)
     return _whole_aggregate(self, pipeline, session, **unused)
+
+
+# Sort values whose order within one type is Python's (as BSON's): a page can be sorted from
+# the stored documents without mongomock's comparator.
+_SORTABLE_VALUES = frozenset({str, ObjectId, int, datetime})
+
+
+def _sort_in_place(docs: list[dict[str, Any]], sort: dict[str, Any]) -> bool:
+    """Sort stored documents by ``sort`` (top-level fields, 1/-1) when every value of each
+    field is of one sortable type; False (unsorted) otherwise."""
+    if not sort or not all(
+        isinstance(f, str) and "." not in f and d in (1, -1) for f, d in sort.items()
+    ):
+        return False
+    for field in sort:
+        try:
+            kinds = set(map(type, map(operator.itemgetter(field), docs)))
+        except KeyError:
+            return False  # a missing value sorts as null: left to mongomock
+        if len(kinds) > 1 or not kinds <= _SORTABLE_VALUES:
+            return False
+    for field, direction in reversed(list(sort.items())):  # stable: last key first
+        docs.sort(key=operator.itemgetter(field), reverse=direction == -1)
+    return True
+
+
+def _paged_facet(self: Collection, pipeline: list[Any], session: Any) -> Any:
+    """``[$match, $sort, $facet]`` as a list page asks it (``caiyun.data.paging``), answered
+    from the stored documents: the filter narrowed by the indexes, the sort on the stored
+    values, counts without copies, and only the page's documents copied into the pipeline.
+    mongomock would copy and compare every matching document. None when the pipeline is of
+    another shape or its sort values are not plainly ordered."""
+    if len(pipeline) != 3 or not all(isinstance(stage, dict) for stage in pipeline):
+        return None
+    if [list(stage) for stage in pipeline[1:]] != [["$sort"], ["$facet"]]:
+        return None
+    sort, facets = pipeline[1]["$sort"], pipeline[2]["$facet"]
+    if not isinstance(sort, dict) or not isinstance(facets, dict):
+        return None
+    query = helpers.patch_datetime_awareness_in_document(pipeline[0]["$match"])
+    store = self._store
+    # Ties keep the store's order, as in mongomock; sorted by _id there are none to keep.
+    ordered = "_id" not in sort
+    planned = None
+    if isinstance(store, IndexedStore):
+        store._remove_expired_documents()
+        planned = store.plan(query, ordered)
+    if planned is not None and not planned[1] and list(sort) == ["_id"] and sort["_id"] in (1, -1):
+        # Answered by the index and sorted by _id: count the keys and pick the page's out of
+        # them; only the page's documents are read.
+        keys = planned[0]
+        kinds = set(map(type, keys))
+        if not keys:
+            filter_applies(query, {})  # mongomock's validation of a filter on no documents
+        if len(kinds) <= 1 and kinds <= _SORTABLE_IDS:
+            matched = _Matched.by_keys(store, keys, descending=sort["_id"] == -1)
+            return _facets(self, matched, facets, session)
+    if planned is None:
+        docs = list(_iter_documents(self, query))
+    else:
+        keys, residual = planned
+        docs = [store._documents[key] for key in keys]
+        if residual:
+            docs = [doc for doc in docs if filter_applies(residual, doc)]
+    if not docs:
+        filter_applies(query, {})  # mongomock's validation of a filter on no documents
+    if not _sort_in_place(docs, sort):
+        return None
+    return _facets(self, _Matched(len(docs), lambda: docs, lambda a, b: docs[a:b]), facets, session)
+
+
+@dataclass(frozen=True)
+class _Matched:
+    """The documents a page's ``$match`` selected: how many, all of them (any order), and a
+    slice of them in the page's order."""
+
+    count: int
+    every: Callable[[], Iterable[dict[str, Any]]]
+    window: Callable[[int, int | None], list[dict[str, Any]]]
+
+    @staticmethod
+    def by_keys(store: IndexedStore, keys: list[Any], descending: bool) -> _Matched:
+        docs = store._documents
+
+        def window(start: int, stop: int | None) -> list[dict[str, Any]]:
+            if stop is None:
+                chosen = sorted(keys, reverse=descending)
+            else:
+                chosen = (heapq.nlargest if descending else heapq.nsmallest)(stop, keys)
+            return [docs[key] for key in chosen[start:stop]]
+
+        return _Matched(len(keys), lambda: (docs[key] for key in keys), window)
+
+
+def _facets(self: Collection, matched: _Matched, facets: dict[str, Any], session: Any) -> Any:
+    return CommandCursor([{name: _facet(self, matched, s, session) for name, s in facets.items()}])
+
+
+def _facet(self: Collection, matched: _Matched, stages: Any, session: Any) -> list[Any]:
+    def copies(chosen: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = [self._copy_only_fields(doc, None, dict) for doc in chosen]
+        if self.codec_options.tz_aware:
+            out = [helpers.make_datetime_timezone_aware_in_document(doc) for doc in out]
+        return out
+
+    def counted(n: int, field: str) -> list[Any]:
+        # As mongomock's $count, which also answers 0 (MongoDB gives no document; callers such
+        # as caiyun.data.paging read both alike).
+        return [{field: n}]
+
+    kinds = [next(iter(stage), None) if isinstance(stage, dict) else None for stage in stages]
+    if kinds == ["$count"]:
+        return counted(matched.count, stages[0]["$count"])
+    if kinds == ["$match", "$count"] and isinstance(stages[0]["$match"], dict):
+        extra = helpers.patch_datetime_awareness_in_document(stages[0]["$match"])
+        found = sum(1 for doc in matched.every() if filter_applies(extra, doc))
+        return counted(found, stages[1]["$count"])
+    start, stop, rest = 0, None, list(stages)
+    if kinds[:1] == ["$skip"] and isinstance(stages[0]["$skip"], int):
+        start, rest = stages[0]["$skip"], rest[1:]
+    if rest and next(iter(rest[0])) == "$limit" and isinstance(rest[0]["$limit"], int):
+        stop, rest = start + rest[0]["$limit"], rest[1:]
+    page = copies(matched.window(start, stop))
+    return list(aggregate.process_pipeline(page, self.database, rest, session))
 
 
 def _reindexing(apply: Callable[..., Any]) -> Callable[..., Any]:
@@ -568,9 +821,16 @@ def _reindexing(apply: Callable[..., Any]) -> Callable[..., Any]:
     return applied
 
 
-Collection._iter_documents = _iter_documents
-Collection._get_dataset = _get_indexed_dataset
-Collection.aggregate = _aggregate
-Cursor._compute_results = _compute_page
-Collection._apply_update_document = _reindexing(Collection._apply_update_document)
-Collection._apply_update_pipeline = _reindexing(Collection._apply_update_pipeline)
+# The engine is mongomock with these methods replaced (the type checker's method-assign is
+# exactly what is meant here).
+Collection._iter_documents = _iter_documents  # type: ignore[method-assign]
+Collection._ensure_uniques = _ensure_uniques  # type: ignore[method-assign]
+Collection._get_dataset = _get_indexed_dataset  # type: ignore[method-assign]
+Collection.aggregate = _aggregate  # type: ignore[method-assign]
+Cursor._compute_results = _compute_page  # type: ignore[method-assign]
+Collection._apply_update_document = _reindexing(  # type: ignore[method-assign]
+    Collection._apply_update_document
+)
+Collection._apply_update_pipeline = _reindexing(  # type: ignore[method-assign]
+    Collection._apply_update_pipeline
+)

@@ -156,16 +156,8 @@ def identity(account: dict[str, Any], avatar_url: str | None = None) -> dict[str
     }
 
 
-def ensure_account(
-    db: Any, phone: str, now: datetime, name: str | None = None
-) -> tuple[dict[str, Any], bool]:
-    """The account for ``phone``, created if missing; returns (account, created).
-
-    Creation is an upsert on the unique phone, so two imports racing for one phone make one
-    account.
-    """
-    account_id = new_id()
-    fields = {
+def _new_account(account_id: str, now: datetime, name: str | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {
         "_id": account_id,
         "created_at": now,
         "nickname": None,
@@ -176,6 +168,54 @@ def ensure_account(
     }
     if name:
         fields["name"] = name
+    return fields
+
+
+def ensure_named_accounts(db: Any, names: dict[str, str], now: datetime) -> dict[str, str]:
+    """The account id of each phone in ``names``, created where missing, each named as
+    ``names`` says (an owner import: the company's record is the authority on owners' names).
+
+    At most three commands for any number of phones: one read, one unordered ``insert_many``,
+    one ``bulk_write`` of the renames; a phone another import created meanwhile fails on the
+    unique phone and is read again (a fourth).
+    """
+    if not names:
+        return {}
+    wanted = {"phone": 1, "name": 1}
+    found = {a["phone"]: a for a in db[ACCOUNTS].find({"phone": {"$in": list(names)}}, wanted)}
+    fresh = [{"phone": p, **_new_account(new_id(), now, names[p])} for p in names if p not in found]
+    if fresh:
+        taken: list[str] = []
+        try:
+            db[ACCOUNTS].insert_many(fresh, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            taken = [fresh[e["index"]]["phone"] for e in errors]
+        again = db[ACCOUNTS].find({"phone": {"$in": taken}}, wanted) if taken else []
+        found.update({a["phone"]: a for a in fresh if a["phone"] not in taken})
+        found.update({a["phone"]: a for a in again})
+    renames = [
+        UpdateOne({"_id": a["_id"]}, {"$set": {"name": names[p]}})
+        for p, a in found.items()
+        if a.get("name") != names[p]
+    ]
+    if renames:
+        db[ACCOUNTS].bulk_write(renames, ordered=False)
+    return {phone: account["_id"] for phone, account in found.items()}
+
+
+def ensure_account(
+    db: Any, phone: str, now: datetime, name: str | None = None
+) -> tuple[dict[str, Any], bool]:
+    """The account for ``phone``, created if missing; returns (account, created).
+
+    Creation is an upsert on the unique phone, so two imports racing for one phone make one
+    account.
+    """
+    account_id = new_id()
+    fields = _new_account(account_id, now, name)
     for _ in range(2):
         try:
             account = db[ACCOUNTS].find_one_and_update(

@@ -4,6 +4,7 @@ touches a paid bill, and each new bill is pushed to the accounts bound to its ho
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -54,6 +55,7 @@ class BillRow(AddressRow):
 # Rows are written this many at a time: one read of their houses, one insert_many, and for
 # rows already imported one read and one bulk write. The file itself is streamed.
 BATCH = 500
+HOUSES_KEPT = 5_000
 
 _Key = tuple[str, str, str]  # house_id, period, item
 _PAID_OR_PAYING = "账单已缴费或正在支付，不能修改"
@@ -82,10 +84,19 @@ class _Batch:
     fresh: dict[str, _Fresh]
     rows: list[tuple[int, BillRow]] = field(default_factory=list)
     community_seen: bool = False
+    first_row: int = 1
+    # Houses already read, with their members, most recent last: a bill file names each house
+    # once per period and item, usually in several batches (at most HOUSES_KEPT are kept).
+    known: OrderedDict[tuple[str, str, str], dict[str, Any]] = field(default_factory=OrderedDict)
+
+    def record(self, result: RowResult) -> None:
+        """Put a row's result in its place."""
+        self.results[result.row - self.first_row] = result
 
 
 def _houses(batch: _Batch) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """The batch's houses by address, each with the accounts bound to it, in one command.
+    """The batch's houses by address, each with the accounts bound to it: those not read by an
+    earlier batch in one command.
 
     One ``$or`` branch per address, each an exact match on the houses' unique address index
     (community included):
@@ -93,7 +104,21 @@ def _houses(batch: _Batch) -> dict[tuple[str, str, str], dict[str, Any]]:
     would read their cross product, the whole community for a one-month file).
     """
     wanted = sorted({(r.building, r.unit, r.room) for _, r in batch.rows})
-    found = batch.services.db[houses.HOUSES].aggregate(
+    known = batch.known
+    missing = [address for address in wanted if address not in known]
+    if missing:
+        for house in _read_houses(batch, missing):
+            known[(house["building"], house["unit"], house["room"])] = house
+        while len(known) > HOUSES_KEPT:
+            known.popitem(last=False)
+    for address in wanted:
+        if address in known:
+            known.move_to_end(address)
+    return {address: known[address] for address in wanted if address in known}
+
+
+def _read_houses(batch: _Batch, wanted: list[tuple[str, str, str]]) -> Any:
+    return batch.services.db[houses.HOUSES].aggregate(
         [
             {
                 "$match": {
@@ -114,7 +139,6 @@ def _houses(batch: _Batch) -> dict[tuple[str, str, str], dict[str, Any]]:
             {"$project": {"building": 1, "unit": 1, "room": 1, "members.account_id": 1}},
         ]
     )
-    return {(h["building"], h["unit"], h["room"]): h for h in found}
 
 
 def _insert_new(batch: _Batch, docs: dict[_Key, dict[str, Any]]) -> set[_Key]:
@@ -163,7 +187,7 @@ def _flush(batch: _Batch) -> None:
     for number, row in batch.rows:
         house = by_address.get((row.building, row.unit, row.room))
         if house is None:
-            batch.results[number - 1] = RowResult(number, "error", reason="房屋不存在")
+            batch.record(RowResult(number, "error", reason="房屋不存在"))
             continue
         key = (house["_id"], row.period, row.item)
         planned.append((number, row, house, key))
@@ -197,15 +221,13 @@ def _flush(batch: _Batch) -> None:
             current[key] = {**terms, "status": "unpaid"}
             members = [m["account_id"] for m in house["members"]]
             batch.fresh.setdefault(house["_id"], _Fresh(members)).add(f"{row.period} {row.item}")
-            batch.results[number - 1] = RowResult(number, "created", house["_id"], label)
+            batch.record(RowResult(number, "created", house["_id"], label))
             continue
         bill = current.get(key, {})
         if all(bill.get(k) == v for k, v in terms.items()):
             status: RowStatus = "unchanged"
         elif bill.get("status") != "unpaid":
-            batch.results[number - 1] = RowResult(
-                number, "error", house["_id"], label, reason=_PAID_OR_PAYING
-            )
+            batch.record(RowResult(number, "error", house["_id"], label, reason=_PAID_OR_PAYING))
             continue
         else:
             status = "updated"
@@ -218,7 +240,7 @@ def _flush(batch: _Batch) -> None:
                 )
             )
         result = RowResult(number, status, house["_id"], label)
-        batch.results[number - 1] = result
+        batch.record(result)
         if status == "updated":
             updated.append((result, key, terms))
     if updates and db[bills.BILLS].bulk_write(updates).modified_count < len(updates):
@@ -241,8 +263,8 @@ def _recheck(batch: _Batch, updated: list[tuple[RowResult, _Key, dict[str, Any]]
         if key not in last_failed:
             last_failed[key] = not holds
         if not holds and last_failed[key]:
-            batch.results[done.row - 1] = RowResult(
-                done.row, "error", done.house_id, done.label, reason=_PAID_OR_PAYING
+            batch.record(
+                RowResult(done.row, "error", done.house_id, done.label, reason=_PAID_OR_PAYING)
             )
 
 
@@ -280,8 +302,14 @@ def import_bills(
     community_id: str,
     rows: Iterable[Any],
     importer: dict[str, Any] | None = None,
+    *,
+    first_row: int = 1,
 ) -> list[RowResult]:
     """Create or update bills, a batch of rows at a time; one result per row, in row order.
+
+    A caller importing a file in chunks calls this once per chunk, with ``first_row`` the
+    number of the chunk's first row in the file (results are numbered from it); re-importing
+    a chunk changes nothing.
 
     Each house with new bills is announced once, to every account bound to it, at the end.
     ``importer`` is the admin's staff record (scope-checked) or None for the operator CLI.
@@ -290,8 +318,8 @@ def import_bills(
     # Scope first, so an admin cannot tell which other communities exist.
     if importer is not None:
         staff.require_scope(importer, community_id)
-    batch = _Batch(services, community_id, results=[], fresh={})
-    for number, raw in enumerate(rows, start=1):
+    batch = _Batch(services, community_id, results=[], fresh={}, first_row=first_row)
+    for number, raw in enumerate(rows, start=first_row):
         if not isinstance(raw, dict):
             batch.results.append(RowResult(number, "error", reason="行格式无效"))
             continue

@@ -144,10 +144,10 @@ def remove(db: Any, house_id: str, account_id: str, roles: tuple[str, ...]) -> b
     return result.deleted_count == 1
 
 
-def remove_all_except(db: Any, house_id: str, account_id: str) -> int:
-    """Drop every membership of a house but this account's (the house changed owner)."""
-    return (
-        db[MEMBERSHIPS]
-        .delete_many({"house_id": house_id, "account_id": {"$ne": account_id}})
-        .deleted_count
-    )
+def remove_all_except_owners(db: Any, owners: dict[str, str]) -> int:
+    """Drop every membership of each house but its new owner's (``owners``: house id → the
+    owner's account id), in one command."""
+    if not owners:
+        return 0
+    gone = [{"house_id": h, "account_id": {"$ne": a}} for h, a in owners.items()]
+    return db[MEMBERSHIPS].delete_many({"$or": gone}).deleted_count

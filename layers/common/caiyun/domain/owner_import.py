@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
-from pymongo.errors import DuplicateKeyError
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 
 from caiyun import labels
 from caiyun.contract.common import PHONE_PATTERN
@@ -125,45 +126,135 @@ def row_error(number: int, exc: ValidationError) -> RowResult:
     return RowResult(row=number, status="error", reason=reason)
 
 
-def _apply_row(services: Services, community_id: str, row: OwnerRow, number: int) -> RowResult:
+# Rows are written this many at a time: per batch one read and one insert_many of its owners'
+# accounts and of its houses, plus one bulk write for houses whose owner changed. The file
+# itself is streamed.
+BATCH = 500
+
+_Address = tuple[str, str, str]  # building, unit, room
+
+
+def _address(row: AddressRow) -> _Address:
+    return (row.building, row.unit, row.room)
+
+
+def _stored_houses(db: Any, community_id: str, wanted: Iterable[_Address]) -> dict[_Address, Any]:
+    """These addresses' houses, in one command: one ``$or`` branch per address, each an exact
+    match on the houses' unique address index."""
+    branches = [houses.at_address(community_id, *address) for address in sorted(wanted)]
+    if not branches:
+        return {}
+    fields = {"building": 1, "unit": 1, "room": 1, "owner_name": 1, "owner_phone": 1}
+    return {_address_of(h): h for h in db[houses.HOUSES].find({"$or": branches}, fields)}
+
+
+def _address_of(house: dict[str, Any]) -> _Address:
+    return (house["building"], house["unit"], house["room"])
+
+
+@dataclass
+class _Plan:
+    """A batch's rows applied in order to the houses as stored (as if written one by one),
+    and the writes that leave the houses in the resulting state."""
+
+    community_id: str
+    now: Any
+    houses: dict[_Address, dict[str, Any]]
+    inserts: dict[_Address, dict[str, Any]] = field(default_factory=dict)
+    updates: set[_Address] = field(default_factory=set)
+    new_owner: set[_Address] = field(default_factory=set)
+
+    def apply(self, number: int, row: OwnerRow) -> RowResult:
+        address = _address(row)
+        house = self.houses.get(address)
+        if house is None:
+            house = {
+                "_id": new_id(),
+                **houses.at_address(self.community_id, *address),
+                "owner_name": row.owner_name,
+                "owner_phone": row.owner_phone,
+                "created_at": self.now,
+                "updated_at": self.now,
+            }
+            self.houses[address] = self.inserts[address] = house
+            return RowResult(number, "created", house["_id"], houses.label(house))
+        if house["owner_name"] == row.owner_name and house["owner_phone"] == row.owner_phone:
+            return RowResult(number, "unchanged", house["_id"], houses.label(house))
+        if address not in self.inserts:
+            self.updates.add(address)
+            if house["owner_phone"] != row.owner_phone:
+                # A new owner: the previous owner's household no longer lives there.
+                self.new_owner.add(address)
+        house.update(owner_name=row.owner_name, owner_phone=row.owner_phone)
+        return RowResult(number, "updated", house["_id"], houses.label(house))
+
+
+def _insert_houses(db: Any, docs: dict[_Address, dict[str, Any]]) -> set[_Address]:
+    """Insert new houses; returns the addresses another import took meanwhile."""
+    if not docs:
+        return set()
+    addresses = list(docs)
+    try:
+        db[houses.HOUSES].insert_many(list(docs.values()), ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != 11000 for e in errors):
+            raise
+        return {addresses[e["index"]] for e in errors}
+    return set()
+
+
+def _write_batch(
+    services: Services,
+    community_id: str,
+    batch: list[tuple[int, OwnerRow]],
+    results: list[RowResult | None],
+    first_row: int,
+) -> None:
+    """Write one batch of valid rows and fill in their results."""
     db, now = services.db, services.clock.now()
-    owner, _ = accounts.ensure_account(db, row.owner_phone, now, row.owner_name)
-    if owner.get("name") != row.owner_name:
-        # The company's record is the authority on an owner's name.
-        db[accounts.ACCOUNTS].update_one({"_id": owner["_id"]}, {"$set": {"name": row.owner_name}})
-    address = {
-        "community_id": community_id,
-        "building": row.building,
-        "unit": row.unit,
-        "room": row.room,
-    }
-    current = houses.by_address(db, community_id, row.building, row.unit, row.room)
-    if current is None:
-        doc: dict[str, Any] = {
-            "_id": new_id(),
-            **address,
-            "owner_name": row.owner_name,
-            "owner_phone": row.owner_phone,
-            "created_at": now,
-            "updated_at": now,
-        }
-        try:
-            db[houses.HOUSES].insert_one(doc)
-            return RowResult(number, "created", doc["_id"], houses.label(doc))
-        except DuplicateKeyError:
-            # The same house in a concurrent import or earlier in this file: update instead.
-            current = houses.by_address(db, community_id, row.building, row.unit, row.room)
-            assert current is not None
-    if current["owner_name"] == row.owner_name and current["owner_phone"] == row.owner_phone:
-        return RowResult(number, "unchanged", current["_id"], houses.label(current))
-    db[houses.HOUSES].update_one(
-        {"_id": current["_id"]},
-        {"$set": {"owner_name": row.owner_name, "owner_phone": row.owner_phone, "updated_at": now}},
+    # The last row naming a phone names its owner, as if the rows were written one by one.
+    owners = accounts.ensure_named_accounts(
+        db, {row.owner_phone: row.owner_name for _, row in batch}, now
     )
-    if current["owner_phone"] != row.owner_phone:
-        # A new owner: the previous owner's household no longer lives there.
-        memberships.remove_all_except(db, current["_id"], owner["_id"])
-    return RowResult(number, "updated", current["_id"], houses.label(current))
+    plan = _Plan(
+        community_id, now, _stored_houses(db, community_id, {_address(r) for _, r in batch})
+    )
+    for number, row in batch:
+        results[number - first_row] = plan.apply(number, row)
+    taken = _insert_houses(db, plan.inserts)
+    if taken:
+        # The same houses in a concurrent import: this batch's rows for them update instead.
+        retry = _Plan(community_id, now, _stored_houses(db, community_id, taken))
+        for number, row in batch:
+            if _address(row) in taken:
+                results[number - first_row] = retry.apply(number, row)
+        plan.updates |= retry.updates
+        plan.new_owner |= retry.new_owner
+        plan.houses.update(retry.houses)
+    updates = [plan.houses[a] for a in sorted(plan.updates)]
+    if updates:
+        db[houses.HOUSES].bulk_write(
+            [
+                UpdateOne(
+                    {"_id": h["_id"]},
+                    {
+                        "$set": {
+                            "owner_name": h["owner_name"],
+                            "owner_phone": h["owner_phone"],
+                            "updated_at": now,
+                        }
+                    },
+                )
+                for h in updates
+            ],
+            ordered=False,
+        )
+    moved = [plan.houses[a] for a in sorted(plan.new_owner)]
+    if moved:
+        memberships.remove_all_except_owners(
+            db, {h["_id"]: owners[h["owner_phone"]] for h in moved}
+        )
 
 
 def _check_importer(services: Services, importer: dict[str, Any], record: CommunityRecord) -> None:
@@ -181,10 +272,15 @@ def import_owners(
     community: dict[str, Any],
     rows: Iterable[dict[str, Any]],
     importer: dict[str, Any] | None = None,
+    *,
+    first_row: int = 1,
 ) -> ImportReport:
-    """Create or update the community, its houses and owner accounts, row by row.
+    """Create or update the community, its houses and owner accounts, a batch of rows at a
+    time; one result per row, in row order, as if the rows were written one by one.
 
-    ``rows`` is consumed lazily, so a file reader can stream a large spreadsheet through it.
+    ``rows`` is consumed lazily, so a file reader can stream a large spreadsheet through it;
+    a caller importing a file in chunks calls this once per chunk, with ``first_row`` the
+    number of the chunk's first row in the file (results are numbered from it).
     ``importer`` is the admin's staff record when an admin imports through the API (None for
     the operator's command line): only a company-wide admin creates communities.
     Raises INVALID_ARGUMENT only when the community itself is invalid.
@@ -197,19 +293,29 @@ def import_owners(
         _check_importer(services, importer, record)
     doc, created = communities.upsert(services.db, record.model_dump(), services.clock.now())
     report = ImportReport(community_id=doc["_id"], community_created=created)
-    for number, raw in enumerate(rows, start=1):
-        report.rows.append(_import_one(services, doc["_id"], number, raw))
+    results: list[RowResult | None] = []
+    batch: list[tuple[int, OwnerRow]] = []
+    for number, raw in enumerate(rows, start=first_row):
+        checked = _validate(number, raw)
+        results.append(checked if isinstance(checked, RowResult) else None)
+        if isinstance(checked, OwnerRow):
+            batch.append((number, checked))
+        if len(batch) >= BATCH:
+            _write_batch(services, doc["_id"], batch, results, first_row)
+            batch = []
+    if batch:
+        _write_batch(services, doc["_id"], batch, results, first_row)
+    report.rows = [result for result in results if result is not None]
     return report
 
 
-def _import_one(services: Services, community_id: str, number: int, raw: Any) -> RowResult:
+def _validate(number: int, raw: Any) -> OwnerRow | RowResult:
     if not isinstance(raw, dict):
         return RowResult(row=number, status="error", reason="行格式无效")
     try:
-        row = OwnerRow.model_validate(raw)
+        return OwnerRow.model_validate(raw)
     except ValidationError as exc:
         return row_error(number, exc)
-    return _apply_row(services, community_id, row, number)
 
 
 def count_statuses(results: list[RowResult]) -> dict[str, int]:

@@ -186,6 +186,15 @@ def _wechat_apps(settings: Settings | None) -> dict[str, str]:
     return {appid: secret for appid, secret in pairs.items() if appid}
 
 
+def warn_clashes(db: Any) -> None:
+    """Tell the operator on stderr about documents breaking a unique rule (a data directory
+    written before those rules held across processes), and how to remove them."""
+    from caiyun.data.embedded import clash_report
+
+    for line in clash_report(db):
+        print(f"警告 / warning: {line}", file=sys.stderr)
+
+
 def _production_environment() -> bool:
     """True when the shell asks for another profile than the sandbox (``CAIYUN_ENV``, read
     case-insensitively as the settings read it): the sandbox server pins its own settings, so it
@@ -221,7 +230,9 @@ def open_sandbox(
             base = settings.model_copy(
                 update={"data_dir": str(root), "wechat_api_base": wechat.url}
             )
-        db = db if db is not None else open_database(base, clock)
+        if db is None:
+            db = open_database(base, clock)
+            warn_clashes(db)
         # The local ICBC keeps its key pair under the data dir, so its signatures (and ours,
         # which it verifies) stay valid across restarts.
         icbc = FakeIcbc(db, clock, key_dir=root / "icbc")
