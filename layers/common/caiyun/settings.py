@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # Per caller (openid, or source IP over HTTP): calls allowed per minute.
     check_account_per_minute: int = 20
     send_code_per_minute: int = 5
+    # check_account against enumeration from many openids (issue 17.6): asks about one phone
+    # per hour, and asks from everyone together per minute.
+    check_account_per_phone_per_hour: int = Field(default=10, ge=1)
+    check_account_global_per_minute: int = Field(default=300, ge=1)
     # Wrong house-binding attempts (bind_house.bind whose owner details or address do not
     # match): per account per hour, and per house (address) per day, across every account.
     bind_wrong_per_account_per_hour: int = 5
