@@ -131,7 +131,9 @@ def actions() -> dict[str, Action]:
             api.Profile,
             ("CODE_INVALID", "CONFLICT"),
         ),
-        "upload_url": Action(api.UploadUrl, signed_in, upload_url, common.UploadUrlReply),
+        "upload_url": Action(
+            api.UploadUrl, signed_in, upload_url, common.UploadUrlReply, ("RATE_LIMITED",)
+        ),
         "realname_start": Action(
             wallet_api.RealnameStart,
             signed_in,

@@ -90,7 +90,7 @@ def actions() -> dict[str, Action]:
             admin_only,
             add_staff,
             api.StaffMember,
-            ("FORBIDDEN", "NOT_FOUND", "CONFLICT"),
+            ("FORBIDDEN", "NOT_FOUND", "CONFLICT", "RATE_LIMITED"),
         ),
         "list_staff": Action(api.ListStaff, admin_only, list_staff, api.StaffPage),
         "remove_staff": Action(

@@ -72,7 +72,11 @@ def actions() -> dict[str, Action]:
         "my_houses": Action(common.Empty, signed_in, my_houses, api.MyHousesReply),
         "members": Action(api.Members, signed_in, members, api.MembersReply, MANAGE_ERRORS),
         "add_member": Action(
-            api.AddMember, signed_in, add_member, api.Member, (*MANAGE_ERRORS, "CONFLICT")
+            api.AddMember,
+            signed_in,
+            add_member,
+            api.Member,
+            (*MANAGE_ERRORS, "CONFLICT", "RATE_LIMITED"),
         ),
         "remove_member": Action(
             api.RemoveMember,

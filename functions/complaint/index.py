@@ -87,7 +87,7 @@ def actions() -> dict[str, Action]:
             signed_in,
             create,
             api.Detail,
-            ("HOUSE_NOT_BOUND", "FORBIDDEN", "NOT_FOUND", "CONFLICT"),
+            ("HOUSE_NOT_BOUND", "FORBIDDEN", "NOT_FOUND", "CONFLICT", "RATE_LIMITED"),
         ),
         "my_list": Action(api.MyList, signed_in, my_list, api.MyPage),
         "detail": Action(api.DetailRequest, signed_in, detail, api.Detail, ("NOT_FOUND",)),

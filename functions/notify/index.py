@@ -106,7 +106,7 @@ def actions() -> dict[str, Action]:
             admin_only,
             publish_notice,
             api.NoticeDetail,
-            ("FORBIDDEN", "NOT_FOUND", "CONFLICT"),
+            ("FORBIDDEN", "NOT_FOUND", "CONFLICT", "RATE_LIMITED"),
         ),
         "messages": Action(api.Messages, signed_in, messages, api.MessagesPage),
         "mark_read": Action(api.MarkRead, signed_in, mark_read, api.MarkReadReply),

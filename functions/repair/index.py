@@ -124,13 +124,15 @@ MOVE_ERRORS = ("NOT_FOUND", "CONFLICT")
 def actions() -> dict[str, Action]:
     return {
         "categories": Action(common.Empty, signed_in, categories, api.CategoriesReply),
-        "upload_url": Action(api.UploadUrl, signed_in, upload_url, common.UploadUrlReply),
+        "upload_url": Action(
+            api.UploadUrl, signed_in, upload_url, common.UploadUrlReply, ("RATE_LIMITED",)
+        ),
         "create": Action(
             api.Create,
             signed_in,
             create,
             api.RepairDetail,
-            ("HOUSE_NOT_BOUND", "FORBIDDEN", "NOT_FOUND", "CONFLICT"),
+            ("HOUSE_NOT_BOUND", "FORBIDDEN", "NOT_FOUND", "CONFLICT", "RATE_LIMITED"),
         ),
         "my_list": Action(api.MyList, signed_in, my_list, api.RepairPage),
         "detail": Action(api.RepairRef, signed_in, detail, api.RepairDetail, READ_ERRORS),

@@ -405,13 +405,16 @@ def test_function_url_event_carries_the_session_token(services: Services) -> Non
 
 def test_function_url_caller_is_limited_by_its_remote_address(services: Services) -> None:
     services.clock.advance(60 - services.clock.now().timestamp() % 60 + 0.05)
-    body = json.dumps({"action": "check_account", "phone": PHONE})
+    # A phone per ask: each phone has a limit of its own too (issue 17.6).
+    bodies = [
+        json.dumps({"action": "check_account", "phone": f"1380000{n:04d}"}) for n in range(22)
+    ]
 
     statuses = [
         handler("login")(_function_url_event(body, "198.51.100.7"), {})["statusCode"]
-        for _ in range(21)
+        for body in bodies[:21]
     ]
-    elsewhere = handler("login")(_function_url_event(body, "198.51.100.8"), {})
+    elsewhere = handler("login")(_function_url_event(bodies[21], "198.51.100.8"), {})
 
     assert statuses == [200] * 20 + [429]
     assert elsewhere["statusCode"] == 200

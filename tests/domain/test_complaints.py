@@ -194,6 +194,7 @@ def test_a_request_id_costs_one_claim_and_the_retry_answers_from_the_complaint(
     assert own(commands) == [
         "memberships.aggregate",
         "idempotency_keys.insert_one",
+        "rate_limits.bulk_write",  # issue 17.4: the daily create limits (the retry takes none)
         "complaints.insert_one",
     ]
     assert again["complaint_id"] == first["complaint_id"]
@@ -471,6 +472,7 @@ def test_filing_checks_the_house_in_one_read_and_replies_from_what_it_stored(
     assert commands == [
         "accounts.find_one",
         "memberships.aggregate",
+        "rate_limits.bulk_write",  # issue 17.4: the daily create limits, one command for all
         "complaints.insert_one",
         "messages.insert_many",
     ]

@@ -601,6 +601,8 @@ def test_create_checks_and_labels_the_house_in_one_read_and_writes_the_key_once(
         "accounts.find_one",  # the caller (a resident)
         "memberships.aggregate",  # membership, house, community and its admins
         "idempotency_keys.insert_one",
+        # issue 17.4: the daily create limits, after the key (a retry takes none)
+        "rate_limits.bulk_write",
         "repairs.insert_one",
         "messages.insert_many",  # the community's admins are told
     ]

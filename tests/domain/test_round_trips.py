@@ -233,6 +233,7 @@ def test_members_reads_the_house_its_members_and_their_names_in_one_command(
     assert commands == [
         "accounts.find_one",
         "houses.aggregate",
+        "rate_limits.bulk_write",  # issue 17.4: the daily create limits, one command for all
         "accounts.find_one_and_update",
         "memberships.insert_one",
     ]
@@ -330,6 +331,7 @@ def test_add_staff_checks_scope_in_its_write_for_new_and_existing_people(
         assert commands == [
             "accounts.aggregate",
             "communities.find",
+            "rate_limits.bulk_write",  # issue 17.4: the daily create limits, one command for all
             "accounts.find_one_and_update",
             "staff.find_one_and_update",
         ]

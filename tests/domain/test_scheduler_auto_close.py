@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from conftest import TEST_START, invoke
+from conftest import TEST_START, fresh_services, invoke, make_settings
 from worlds import GARDEN
 
 from caiyun.clock import OffsetClock
@@ -30,6 +30,14 @@ class World:
     owner: dict[str, Any]
     admin: dict[str, Any]
     fixer: dict[str, Any]
+
+
+@pytest.fixture
+def services() -> Iterator[Services]:
+    """Room for the dozens of repairs one resident files here (issue 17.4's daily limits)."""
+    yield from fresh_services(
+        make_settings(repairs_per_account_per_day=100, repairs_per_house_per_day=100)
+    )
 
 
 def build_world(services: Services) -> World:

@@ -213,15 +213,17 @@ def test_same_request_id_registers_once(services: Services, world: dict[str, Any
     assert services.db[visitors.VISITORS].count_documents({}) == 1
 
 
-def test_registrations_per_day_are_limited(
-    monkeypatch: pytest.MonkeyPatch, services: Services, world: dict[str, Any]
-) -> None:
-    monkeypatch.setattr(visitors, "DAILY_LIMIT", 2)
+def test_registrations_per_day_are_limited(services: Services, world: dict[str, Any]) -> None:
+    for _ in range(services.settings.visitors_per_account_per_day - 2):
+        ok(register(world))
     ok(register(world))
     ok(register(world))
 
     assert refused(register(world)) == "RATE_LIMITED"
-    assert services.db[visitors.VISITORS].count_documents({}) == 2
+    assert (
+        services.db[visitors.VISITORS].count_documents({})
+        == services.settings.visitors_per_account_per_day
+    )
 
 
 # ------------------------------------------------------------------------------ the shared page
@@ -509,7 +511,7 @@ def test_registering_checks_the_house_in_one_read(
     assert commands == [
         "accounts.find_one",
         "memberships.aggregate",
-        "rate_limits.find_one_and_update",
+        "rate_limits.bulk_write",  # issue 17.4: the host's and the house's daily limits
         "visitors.insert_one",
     ]
 

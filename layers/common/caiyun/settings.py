@@ -72,10 +72,28 @@ class Settings(BaseSettings):
     # Per caller (openid, or source IP over HTTP): calls allowed per minute.
     check_account_per_minute: int = 20
     send_code_per_minute: int = 5
+    # check_account against enumeration from many openids (issue 17.6): asks about one phone
+    # per hour, and asks from everyone together per minute.
+    check_account_per_phone_per_hour: int = Field(default=10, ge=1)
+    check_account_global_per_minute: int = Field(default=300, ge=1)
     # Wrong house-binding attempts (bind_house.bind whose owner details or address do not
     # match): per account per hour, and per house (address) per day, across every account.
     bind_wrong_per_account_per_hour: int = 5
     bind_wrong_per_house_per_day: int = 10
+    # Creates per account, and per house where the action is about one, per Asia/Shanghai day
+    # (caiyun.domain.create_limits): a real family files a few repairs a day, an admin
+    # publishes a handful of notices.
+    repairs_per_account_per_day: int = Field(default=10, ge=1)
+    repairs_per_house_per_day: int = Field(default=20, ge=1)
+    complaints_per_account_per_day: int = Field(default=10, ge=1)
+    complaints_per_house_per_day: int = Field(default=20, ge=1)
+    uploads_per_account_per_day: int = Field(default=200, ge=1)
+    member_adds_per_account_per_day: int = Field(default=20, ge=1)
+    member_adds_per_house_per_day: int = Field(default=10, ge=1)
+    visitors_per_account_per_day: int = Field(default=50, ge=1)
+    visitors_per_house_per_day: int = Field(default=100, ge=1)
+    notices_per_account_per_day: int = Field(default=20, ge=1)
+    staff_adds_per_account_per_day: int = Field(default=100, ge=1)
 
     # Payments: how long an unpaid ICBC order holds its bills, and when a pending order with no
     # notify is reconciled by querying ICBC instead.

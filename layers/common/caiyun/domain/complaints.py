@@ -21,6 +21,7 @@ from caiyun.data.schema import declare
 from caiyun.domain import (
     appconfig,
     communities,
+    create_limits,
     houses,
     idempotency,
     memberships,
@@ -142,8 +143,11 @@ def create(
         found = db[COMPLAINTS].find_one({"_id": record_id}, {"_id": 1})
         return {"complaint_id": record_id} if found is not None else None
 
+    def limit() -> None:
+        create_limits.take_daily(services, "complaints", account["_id"], fields["house_id"])
+
     created = idempotency.once(
-        services, "complaint.create", account["_id"], request_id, file, stored
+        services, "complaint.create", account["_id"], request_id, file, stored, limit
     )
     if filed:
         return _detail(services, filed[-1], account["_id"])

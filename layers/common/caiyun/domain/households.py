@@ -6,7 +6,15 @@ from typing import Any
 
 from caiyun import labels
 from caiyun.crypto import mask_phone
-from caiyun.domain import accounts, communities, houses, memberships, rate_limits, staff
+from caiyun.domain import (
+    accounts,
+    communities,
+    create_limits,
+    houses,
+    memberships,
+    rate_limits,
+    staff,
+)
 from caiyun.errors import AppError
 from caiyun.services import Services
 
@@ -260,6 +268,8 @@ def add_member(
     """Add family or a tenant; their account is created so they can log in by phone."""
     house = _managed_house(services, account, house_id)
     db, now = services.db, services.clock.now()
+    # Before the first write: the account a new phone gets is itself a record created.
+    create_limits.take_daily(services, "member_adds", account["_id"], house_id)
     person, _ = accounts.ensure_account(db, phone, now, name)
     membership, created = memberships.add(db, house, person["_id"], role, now, account["_id"])
     if not created:

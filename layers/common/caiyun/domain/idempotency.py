@@ -37,8 +37,9 @@ def _busy() -> AppError:
 Existing = Callable[[str], dict[str, Any] | None]
 
 
-def _claim(services: Services, key: str, existing: Existing | None) -> dict[str, Any]:
-    """The claim this call holds on ``key``, or the finished first call's document."""
+def _claim(services: Services, key: str, existing: Existing | None) -> tuple[dict[str, Any], bool]:
+    """The claim this call holds on ``key`` (and whether this call made it), or the finished
+    first call's document."""
     db, now = services.db, services.clock.now()
     claim = {
         "_id": key,
@@ -51,7 +52,7 @@ def _claim(services: Services, key: str, existing: Existing | None) -> dict[str,
     for _ in range(3):
         try:
             db[IDEMPOTENCY].insert_one(claim)
-            return claim
+            return claim, True
         except DuplicateKeyError:
             pass
         first = db[IDEMPOTENCY].find_one({"_id": key})
@@ -61,9 +62,9 @@ def _claim(services: Services, key: str, existing: Existing | None) -> dict[str,
     else:
         raise _busy()
     if first.get("state") == "done":
-        return first
+        return first, False
     if existing is not None and (found := existing(first["record_id"])) is not None:
-        return {"state": "done", "result": found}
+        return {"state": "done", "result": found}, False
     if first.get("lease_until", now) > now:
         raise _busy() from None
     taken = db[IDEMPOTENCY].find_one_and_update(
@@ -73,7 +74,7 @@ def _claim(services: Services, key: str, existing: Existing | None) -> dict[str,
     )
     if taken is None:
         raise _busy()
-    return taken
+    return taken, False
 
 
 def once(
@@ -83,6 +84,7 @@ def once(
     request_id: str | None,
     create: Callable[[str], dict[str, Any]],
     existing: Existing | None = None,
+    limit: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``create(record_id)`` once per (scope, caller, request_id); without a request_id,
     just run it. ``create`` should store its record under ``record_id`` with
@@ -91,15 +93,23 @@ def once(
     ``existing(record_id)`` (the first call's result rebuilt from the record stored under that
     id, or None) saves a write: the outcome is not written on the key, a retry answers from the
     record, and one arriving while the first call runs gets it as soon as it is stored.
+
+    ``limit()`` takes the caller's unit of a rate limit (raising RATE_LIMITED past it) once per
+    request: before ``create`` on the call that claims the key, never on a retry (answered from
+    the first result, or taking over a first call that died after taking its unit).
     """
     if request_id is None:
+        if limit is not None:
+            limit()
         return create(new_id())
     key = f"{scope}:{caller_id}:{request_id}"
     db = services.db
-    claim = _claim(services, key, existing)
+    claim, claimed_here = _claim(services, key, existing)
     if claim.get("state") == "done":
         return claim["result"]
     try:
+        if claimed_here and limit is not None:
+            limit()
         result = create(claim["record_id"])
     except AppError:
         # Refused by a rule: nothing was created, so the same request may be sent again now.

@@ -22,7 +22,7 @@ from pymongo.errors import DuplicateKeyError
 
 from caiyun.clock import iso
 from caiyun.data.schema import declare
-from caiyun.domain import communities, idempotency, memberships, messaging, staff
+from caiyun.domain import communities, create_limits, idempotency, memberships, messaging, staff
 from caiyun.errors import AppError
 from caiyun.services import Services
 
@@ -80,7 +80,12 @@ def publish(
             born.append(doc)
         return {"notice_id": stored["_id"]}
 
-    created = idempotency.once(services, "notice.publish", admin["_id"], request_id, make)
+    def limit() -> None:
+        create_limits.take_daily(services, "notices", admin["_id"])
+
+    created = idempotency.once(
+        services, "notice.publish", admin["_id"], request_id, make, limit=limit
+    )
     notice = born[0] if born else _claim(services, created["notice_id"])
     if notice is None:
         # A repeated request whose delivery is done or under way elsewhere.

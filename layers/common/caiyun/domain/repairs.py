@@ -24,6 +24,7 @@ from caiyun.domain import (
     accounts,
     appconfig,
     communities,
+    create_limits,
     houses,
     idempotency,
     memberships,
@@ -287,7 +288,12 @@ def create(
         first = {**doc, "status": "pending", "repairman_id": None, "updated_at": doc["created_at"]}
         return _shown(services, first, account["_id"])
 
-    return idempotency.once(services, "repair.create", account["_id"], request_id, make, stored)
+    def limit() -> None:
+        create_limits.take_daily(services, "repairs", account["_id"], house_id)
+
+    return idempotency.once(
+        services, "repair.create", account["_id"], request_id, make, stored, limit
+    )
 
 
 def cancel(services: Services, account: dict[str, Any], repair_id: str) -> dict[str, Any]:

@@ -21,15 +21,26 @@ from caiyun.errors import AppError
 from caiyun.services import Services
 
 
-def _per_minute(services: Services, action: str, caller_key: str, limit: int) -> None:
-    rate_limits.limit_per_window(
-        services.db, f"{action}:{caller_key}", limit, 60, services.clock.now()
-    )
-
-
 def check_account(services: Services, caller_key: str, phone: str) -> bool:
-    """Whether an account exists for ``phone``; limited per caller against enumeration."""
-    _per_minute(services, "check_account", caller_key, services.settings.check_account_per_minute)
+    """Whether an account exists for ``phone``; limited against enumeration per caller, per
+    queried phone and for everyone together (a new openid per ask passes only the first), all
+    three counted in one command."""
+    settings, now = services.settings, services.clock.now()
+    rate_limits.take_all(
+        services.db,
+        [
+            rate_limits.per_window(
+                f"check_account:{caller_key}", settings.check_account_per_minute, 60, now
+            ),
+            rate_limits.per_window(
+                f"check_account-phone:{phone}", settings.check_account_per_phone_per_hour, 3600, now
+            ),
+            rate_limits.per_window(
+                "check_account-all", settings.check_account_global_per_minute, 60, now
+            ),
+        ],
+        now,
+    )
     return accounts.by_phone(services.db, phone) is not None
 
 

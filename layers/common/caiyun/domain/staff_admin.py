@@ -7,7 +7,7 @@ from typing import Any
 from caiyun import labels
 from caiyun.crypto import mask_phone
 from caiyun.data import paging
-from caiyun.domain import accounts, communities, staff
+from caiyun.domain import accounts, communities, create_limits, staff
 from caiyun.errors import AppError
 from caiyun.services import Services
 
@@ -41,6 +41,7 @@ def add_staff(
         raise AppError("NOT_FOUND", "小区不存在", {"missing": missing})
     if role == "admin" and not admin.get("all_communities"):
         raise AppError("FORBIDDEN", "只有总部管理员可以任命小区管理员")
+    create_limits.take_daily(services, "staff_adds", admin["_id"])
     account, _ = accounts.ensure_account(db, phone, now, name)
     record = staff.change_where(db, account["_id"], _changeable_by(admin), name, role, known, now)
     if record is None:

@@ -28,11 +28,11 @@ from caiyun.data import paging
 from caiyun.data.schema import declare
 from caiyun.domain import (
     communities,
+    create_limits,
     houses,
     idempotency,
     memberships,
     messaging,
-    rate_limits,
     staff,
 )
 from caiyun.errors import AppError
@@ -56,8 +56,6 @@ _KEY_PURPOSE = b"caiyun/visitor-pass/v1"
 _TAG_BYTES = 16
 _TOKEN = re.compile(r"([0-9a-f]{24})\.([0-9]{1,12})\.([A-Za-z0-9_-]{22})")
 DAYS_AHEAD = 7
-# Registrations per host per day: generous for a party, a stop for a script.
-DAILY_LIMIT = 50
 SHARE_PAGE = "/pages/visitor/pass"
 
 
@@ -123,13 +121,6 @@ def register(
 
     def make(record_id: str) -> dict[str, Any]:
         now = services.clock.now()
-        rate_limits.count_hit(
-            db,
-            f"visitor-register:{account['_id']}:{today}",
-            DAILY_LIMIT,
-            end_of_business_day(today),
-            now,
-        )
         valid_until = end_of_business_day(day)
         doc = {
             "_id": record_id,
@@ -154,7 +145,12 @@ def register(
             "valid_until": iso(doc["valid_until"]),
         }
 
-    return idempotency.once(services, "visitor.register", account["_id"], request_id, make)
+    def limit() -> None:
+        create_limits.take_daily(services, "visitors", account["_id"], house_id)
+
+    return idempotency.once(
+        services, "visitor.register", account["_id"], request_id, make, limit=limit
+    )
 
 
 def _pass(settings: Settings, doc: dict[str, Any]) -> dict[str, str]:
