@@ -172,6 +172,12 @@ class Settings(BaseSettings):
     # Timer jobs work through due records in batches of this many.
     scheduler_batch_size: int = 500
 
+    # The WeChat push sender (caiyun.domain.pushes): calls in flight at once, attempts per push,
+    # and the first retry's delay (doubling with each attempt after).
+    push_concurrency: int = Field(default=8, ge=1, le=64)
+    push_max_attempts: int = Field(default=5, ge=1)
+    push_retry_base_s: int = Field(default=60, ge=1)
+
     @model_validator(mode="after")
     def _secrets_for_profile(self) -> Settings:
         if not self.icbc_notify_sign_path:

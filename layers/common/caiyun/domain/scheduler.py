@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from caiyun.domain import notices, payments, reminders, repairs
+from caiyun.domain import notices, payments, pushes, reminders, repairs
 from caiyun.runtime.logs import log_call
 from caiyun.services import Services
 
@@ -46,6 +46,8 @@ JOBS: tuple[Job, ...] = (
     Job("autodebit", payments.run_autodebit),
     Job("payment_reminders", _remind_overdue),
     Job("notice_deliveries", notices.resume_deliveries),
+    # Last: it sends what the jobs before it queued.
+    Job("pushes", pushes.drain),
 )
 
 
