@@ -96,18 +96,24 @@ def drain(services: Services, until: datetime | None = None) -> dict[str, int]:
     return counts
 
 
-def _claim_due(services: Services, now: datetime) -> list[dict[str, Any]]:
-    claimed: list[dict[str, Any]] = []
-    while len(claimed) < services.settings.push_concurrency:
-        push = services.db[PUSHES].find_one_and_update(
-            {"state": "queued", "due_at": {"$lte": now}},
-            {"$set": {"state": "sending", "claimed_at": now}},
-            sort=[("due_at", 1), ("created_at", 1)],
-        )
-        if push is None:
-            break
-        claimed.append(push)
-    return claimed
+def _claim_due(services: Services, now: datetime, token: str) -> list[dict[str, Any]]:
+    """Up to ``push_concurrency`` due pushes, claimed for this round in three commands: of the
+    due ones read, only those still queued are taken, so a racing sender never gets them too."""
+    outbox = services.db[PUSHES]
+    due = [
+        p["_id"]
+        for p in outbox.find({"state": "queued", "due_at": {"$lte": now}}, {"_id": 1})
+        .sort([("due_at", 1), ("created_at", 1)])
+        .limit(services.settings.push_concurrency)
+    ]
+    if not due:
+        return []
+    outbox.update_many(
+        {"_id": {"$in": due}, "state": "queued"},
+        {"$set": {"state": "sending", "claimed_at": now, "claim": token}},
+    )
+    claimed = {p["_id"]: p for p in outbox.find({"_id": {"$in": due}, "claim": token})}
+    return [claimed[i] for i in due if i in claimed]
 
 
 def _hold_consents(
@@ -155,10 +161,10 @@ def _send_round(services: Services, pool: ThreadPoolExecutor, counts: dict[str, 
     """Claim up to ``push_concurrency`` due pushes, send those whose consents this sender holds
     at once and record how each went; False when none was due or none could be sent."""
     db, now = services.db, services.clock.now()
-    claimed = _claim_due(services, now)
+    lease = new_id()
+    claimed = _claim_due(services, now, lease)
     if not claimed:
         return False
-    lease = new_id()
     consents = _hold_consents(services, list({p["consent_id"] for p in claimed}), lease, now)
     sendable, others = _sort_out(claimed, consents, lease)
     openids = [consents[p["consent_id"]]["openid"] for p in sendable]
