@@ -541,6 +541,19 @@ def test_a_push_wechat_rejects_for_good_is_not_retried(
     assert consents_left(services, world["alice"], "tmpl-complaint") == 1
 
 
+def test_wechat_refusing_one_of_a_rounds_pushes_zeroes_the_consent_whatever_was_sent_on_it(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    queue_for_alice(services, world, 3, consents=3)
+    fake.consents[(RESIDENT_OPENID, "tmpl-complaint")] = 1  # withdrawn in WeChat but one
+
+    counts = pushes.drain(services)
+
+    assert (counts["pushes_sent"], counts["pushes_refused"]) == (1, 2)
+    assert consents_left(services, world["alice"], "tmpl-complaint") == 0
+    assert push_states(services) == ["refused", "refused", "sent"]
+
+
 def test_two_senders_racing_send_each_push_once_and_spend_one_consent_each(
     services: Services, fake: FakeWeChat, world: dict[str, Any]
 ) -> None:

@@ -181,7 +181,8 @@ def _send_round(services: Services, pool: ThreadPoolExecutor, counts: dict[str, 
         counts[f"pushes_{state}"] += 1
         push_writes.append(UpdateOne({"_id": push["_id"]}, {"$set": {"state": state, **fields}}))
         update = spent[push["consent_id"]]
-        if state == "sent":
+        # WeChat saying no consent is left outweighs what the other pushes on it spent.
+        if state == "sent" and "$inc" in update:
             update["$inc"]["remaining"] -= 1
         elif state == "refused":
             update.pop("$inc", None)
@@ -190,8 +191,10 @@ def _send_round(services: Services, pool: ThreadPoolExecutor, counts: dict[str, 
     if spent:
         db[CONSENTS].bulk_write(
             [
+                # Put right only while the consent is still this user's: a subscribe from
+                # another openid meanwhile reset it (and this lease then simply expires).
                 UpdateOne(
-                    {"_id": consent_id, "sender": lease},
+                    {"_id": consent_id, "sender": lease, "openid": consents[consent_id]["openid"]},
                     {**update, "$unset": {"sender": "", "sender_until": ""}},
                 )
                 for consent_id, update in spent.items()
