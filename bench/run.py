@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` and `caiyun` impo
 
 from bench import _support
 
-PARTS = ("imports", "commands", "scheduler", "import", "engine")
+PARTS = ("imports", "commands", "scheduler", "import", "engine", "pushes")
 
 
 def _parts(value: str) -> list[str]:
@@ -93,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import engine
 
             figures[part] = engine.run()
+        elif part == "pushes":
+            from bench import pushes
+
+            figures[part] = pushes.run()
         _support.note(f"({part}: {_support.fmt_s(time.perf_counter() - started)})")
     _summary(figures)
     _support.note(f"\n(all parts: {_support.fmt_s(time.perf_counter() - began)})")

@@ -209,13 +209,13 @@ def _run_jobs(services: Any, log: CommandLog) -> dict[str, Any]:
     errors: dict[str, str] = {}
 
     def measured(job: Job) -> Job:
-        def run(svc: Any) -> Any:
+        def run(svc: Any, until: Any) -> Any:
             import traceback
 
             before = log.count
             started = time.perf_counter()
             try:
-                return job.run(svc)
+                return job.run(svc, until)
             except Exception as exc:
                 where = traceback.extract_tb(exc.__traceback__)[-1]
                 errors[job.name] = (

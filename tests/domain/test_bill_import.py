@@ -33,7 +33,7 @@ from round_trips import counting
 from worlds import ok, refused, staff_account
 
 from caiyun.clock import business_date
-from caiyun.domain import bill_import, houses
+from caiyun.domain import bill_import, houses, pushes
 from caiyun.errors import AppError
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.sandbox.icbc import FakeIcbc
@@ -527,6 +527,7 @@ def test_new_bill_is_pushed_on_wechat_only_to_consenting_accounts(
 
     ok(import_bills([row(101)], world.garden))
     ok(import_bills([row(101, "停车费", 5000)], world.garden))
+    pushes.drain(svc)
 
     assert [(m["touser"], m["template_id"]) for m in wechat.sent] == [
         (ALICE.openid, BILL_TEMPLATE)

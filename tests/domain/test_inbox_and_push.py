@@ -4,6 +4,7 @@ WeChat client against the fake WeChat server."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from conftest import fresh_services, http, invoke, make_settings
 from round_trips import counted, counting
 from worlds import GARDEN, account_of, ok, owner_row, refused, staff_account
 
-from caiyun.domain import accounts, houses, memberships, messaging, sessions
+from caiyun.domain import accounts, houses, memberships, messaging, pushes, scheduler, sessions
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.services import Services
@@ -48,6 +49,12 @@ def services(fake: FakeWeChat) -> Iterator[Services]:
         wechat_timeout_s=2.0,
     )
     yield from fresh_services(settings)
+
+
+def pushed(services: Services, fake: FakeWeChat) -> list[dict[str, Any]]:
+    """What the fake WeChat received once the timer's sender drained the push outbox."""
+    pushes.drain(services)
+    return fake.sent
 
 
 @pytest.fixture
@@ -113,11 +120,11 @@ def test_a_new_complaint_is_pushed_to_the_admin_who_consented_in_the_staff_app(
     complaint_id = complain(world)
     complain(world)  # the one consent is spent: this one reaches the inbox only
 
-    pushed = [m for m in fake.sent if m["template_id"] == "tmpl-complaint-filed"]
-    assert [(m["appid"], m["touser"], m["page"]) for m in pushed] == [
+    filed = [m for m in pushed(services, fake) if m["template_id"] == "tmpl-complaint-filed"]
+    assert [(m["appid"], m["touser"], m["page"]) for m in filed] == [
         (STAFF_APPID, world["admin"], f"pages/complaint/detail?id={complaint_id}")
     ]
-    assert pushed[0]["data"]["thing1"]["value"] == "投诉·环境绿化"
+    assert filed[0]["data"]["thing1"]["value"] == "投诉·环境绿化"
     admin_id = accounts.caller_by_openid(services.db, "staff", world["admin"])[0]["_id"]
     titles = [m["title"] for m in messaging.inbox(services, admin_id, "staff", False, 1, 10)[0]]
     assert titles == ["新的投诉", "新的投诉"]
@@ -163,8 +170,8 @@ def test_consented_reply_is_pushed_once_and_spends_the_consent(
     ok(reply(world, complaint_id, "已通知绿化组，本周内修剪完毕"))
     ok(reply(world, complaint_id, "绿化组已到场"))
 
-    assert len(fake.sent) == 1
-    sent = fake.sent[0]
+    assert len(pushed(services, fake)) == 1
+    sent = pushed(services, fake)[0]
     assert (sent["appid"], sent["touser"], sent["template_id"]) == (
         RESIDENT_APPID,
         RESIDENT_OPENID,
@@ -182,7 +189,7 @@ def test_without_consent_nothing_is_pushed_but_the_inbox_has_it(
 ) -> None:
     ok(reply(world, complain(world)))
 
-    assert fake.sent == []
+    assert pushed(services, fake) == []
     assert inbox_count(services, world["alice"]) == 1
 
 
@@ -193,7 +200,7 @@ def test_consent_for_another_template_is_not_spent(
 
     ok(reply(world, complain(world)))
 
-    assert fake.sent == []
+    assert pushed(services, fake) == []
     assert consents_left(services, world["alice"], "tmpl-visitor") == 1
 
 
@@ -207,7 +214,7 @@ def test_signed_out_resident_keeps_the_consent(
 
     ok(reply(world, complaint_id))
 
-    assert fake.sent == []
+    assert pushed(services, fake) == []
     assert consents_left(services, world["alice"], "tmpl-complaint") == 1
     assert inbox_count(services, world["alice"]) == 1
 
@@ -235,7 +242,7 @@ def test_wechat_busy_never_fails_the_reply(
 
     ok(reply(world, complaint_id))
 
-    assert fake.sent == []
+    assert pushed(services, fake) == []
     assert inbox_count(services, world["alice"]) == 1
     assert consents_left(services, world["alice"], "tmpl-complaint") == 1
 
@@ -250,7 +257,7 @@ def test_consent_refused_by_wechat_is_forgotten(
 
     ok(reply(world, complaint_id))
 
-    assert fake.sent == []
+    assert pushed(services, fake) == []
     assert consents_left(services, world["alice"], "tmpl-complaint") == 0
     assert inbox_count(services, world["alice"]) == 1
 
@@ -271,10 +278,10 @@ def test_visitor_arrival_is_pushed_to_the_consenting_host(
     checked = ok(invoke("visitor", {"action": "verify", "token": token}, world["guard"], "staff"))
 
     assert checked["result"] == "valid"
-    assert [(m["touser"], m["template_id"]) for m in fake.sent] == [
+    assert [(m["touser"], m["template_id"]) for m in pushed(services, fake)] == [
         (RESIDENT_OPENID, "tmpl-visitor")
     ]
-    assert fake.sent[0]["data"]["name1"]["value"] == "王芳"
+    assert pushed(services, fake)[0]["data"]["name1"]["value"] == "王芳"
 
 
 # ------------------------------------------------------------------------------ whose consent
@@ -345,9 +352,10 @@ def test_a_note_spends_its_consent_directly_and_pushes_to_the_openid_that_gave_i
     with counting(services) as (recording, calls):
         counts = messaging.notify_many(recording, [complaint_note(world["alice"])])
 
-    assert counts == {"inbox": 1, "pushed": 1}
-    assert calls == ["messages.insert_many", "subscription_consents.find_one_and_update"]
-    assert [(m["touser"], m["template_id"]) for m in fake.sent] == [
+    # The action queues the push in one write, whatever WeChat's latency.
+    assert counts == {"inbox": 1, "queued": 1}
+    assert calls == ["messages.insert_many", "pushes.bulk_write"]
+    assert [(m["touser"], m["template_id"]) for m in pushed(services, fake)] == [
         (RESIDENT_OPENID, "tmpl-complaint")
     ]
 
@@ -365,13 +373,9 @@ def test_a_big_batch_reads_the_consents_once_and_spends_only_those_left(
     with counting(services) as (recording, calls):
         counts = messaging.notify_many(recording, notes)
 
-    assert counts == {"inbox": 4, "pushed": 1}
-    assert calls == [
-        "messages.insert_many",
-        "subscription_consents.find",
-        "subscription_consents.find_one_and_update",
-    ]
-    assert [m["touser"] for m in fake.sent] == [RESIDENT_OPENID]
+    assert counts == {"inbox": 4, "queued": 1}
+    assert calls == ["messages.insert_many", "subscription_consents.find", "pushes.bulk_write"]
+    assert [m["touser"] for m in pushed(services, fake)] == [RESIDENT_OPENID]
 
 
 def test_a_consent_from_the_accounts_previous_openid_is_not_spent_on_the_new_one(
@@ -383,13 +387,13 @@ def test_a_consent_from_the_accounts_previous_openid_is_not_spent_on_the_new_one
 
     ok(reply(world, complaint_id))
 
-    assert fake.sent == []
+    assert pushed(services, fake) == []
     assert consents_left(services, world["alice"], "tmpl-complaint") == 1
     # The new WeChat user's own consent replaces the old user's count, and is theirs to spend.
     event = {"action": "subscribe", "template_ids": ["tmpl-complaint"]}
     assert ok(invoke("notify", event, "o-alice-new-phone"))["remaining"] == {"tmpl-complaint": 1}
     ok(reply(world, complaint_id))
-    assert [m["touser"] for m in fake.sent] == ["o-alice-new-phone"]
+    assert [m["touser"] for m in pushed(services, fake)] == ["o-alice-new-phone"]
 
 
 def test_a_consent_whose_openid_now_belongs_to_another_account_is_not_spent(
@@ -402,7 +406,7 @@ def test_a_consent_whose_openid_now_belongs_to_another_account_is_not_spent(
 
     ok(reply(world, complaint_id))
 
-    assert fake.sent == []
+    assert pushed(services, fake) == []
     assert consents_left(services, world["alice"], "tmpl-complaint") == 1
 
 
@@ -414,12 +418,12 @@ def test_signing_back_in_with_the_same_openid_makes_the_kept_consent_spendable(
     alice = accounts.by_id(services.db, world["alice"])
     accounts.unbind_openid(services.db, alice, "resident", RESIDENT_OPENID)
     ok(reply(world, complaint_id))
-    assert fake.sent == []
+    assert pushed(services, fake) == []
 
     accounts.bind_openid(services.db, world["alice"], "resident", RESIDENT_OPENID)
     ok(reply(world, complaint_id))
 
-    assert [m["touser"] for m in fake.sent] == [RESIDENT_OPENID]
+    assert [m["touser"] for m in pushed(services, fake)] == [RESIDENT_OPENID]
     assert consents_left(services, world["alice"], "tmpl-complaint") == 0
 
 
@@ -431,11 +435,15 @@ def test_a_consent_given_in_one_app_is_not_spent_on_a_message_for_the_other(
     ok(invoke("notify", event, world["admin"], "staff"))
     assert consent(services, admin_id, "tmpl-complaint")["app"] == "staff"
 
-    resident_side = messaging.notify_many(services, [complaint_note(admin_id, "resident")])
-    staff_side = messaging.notify_many(services, [complaint_note(admin_id, "staff")])
+    messaging.notify_many(services, [complaint_note(admin_id, "resident")])
+    resident_side = pushes.drain(services)
+    messaging.notify_many(services, [complaint_note(admin_id, "staff")])
+    staff_side = pushes.drain(services)
 
-    assert (resident_side["pushed"], staff_side["pushed"]) == (0, 1)
-    assert [(m["appid"], m["touser"]) for m in fake.sent] == [(STAFF_APPID, world["admin"])]
+    assert (resident_side["pushes_sent"], staff_side["pushes_sent"]) == (0, 1)
+    assert [(m["appid"], m["touser"]) for m in pushed(services, fake)] == [
+        (STAFF_APPID, world["admin"])
+    ]
 
 
 def test_dispatch_pushes_to_the_resident_and_the_repairman_from_one_inbox_write(
@@ -467,10 +475,119 @@ def test_dispatch_pushes_to_the_resident_and_the_repairman_from_one_inbox_write(
 
     assert calls.count("messages.insert_many") == 1
     assert "accounts.find" not in calls and "subscription_consents.find" not in calls
-    assert sorted((m["appid"], m["touser"], m["template_id"]) for m in fake.sent) == [
+    assert sorted((m["appid"], m["touser"], m["template_id"]) for m in pushed(services, fake)) == [
         (RESIDENT_APPID, RESIDENT_OPENID, "tmpl-repair"),
         (STAFF_APPID, "o-staff-fixer", "tmpl-assigned"),
     ]
+
+
+# ------------------------------------------------------------------------------ the sender
+
+
+def queue_for_alice(services: Services, world: dict[str, Any], n: int, consents: int) -> None:
+    for _ in range(consents):
+        ok(subscribe("tmpl-complaint"))
+    for _ in range(n):
+        messaging.notify_many(services, [complaint_note(world["alice"])])
+
+
+def push_states(services: Services) -> list[str]:
+    return sorted(p["state"] for p in services.db[messaging.PUSHES].find())
+
+
+def test_a_busy_wechat_is_tried_again_after_a_backoff_and_the_consent_spent_on_delivery(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    queue_for_alice(services, world, 1, consents=1)
+    fake.fail_next(-1, endpoint="subscribe/send")
+
+    assert pushes.drain(services)["pushes_queued"] == 1
+    assert consents_left(services, world["alice"], "tmpl-complaint") == 1
+    assert pushes.drain(services)["pushes_sent"] == 0  # not due before its backoff
+
+    services.clock.advance(services.settings.push_retry_base_s)
+    assert pushes.drain(services)["pushes_sent"] == 1
+    assert len(fake.sent) == 1
+    assert consents_left(services, world["alice"], "tmpl-complaint") == 0
+
+
+@pytest.mark.parametrize("errcode", [45009, 45011, 40001])
+def test_rate_limits_and_token_trouble_are_retried_until_the_attempts_run_out(
+    services: Services, fake: FakeWeChat, world: dict[str, Any], errcode: int
+) -> None:
+    queue_for_alice(services, world, 1, consents=1)
+    attempts = services.settings.push_max_attempts
+    for _ in range(attempts * 2):  # a token error is retried once inside the client
+        fake.fail_next(errcode, endpoint="subscribe/send")
+
+    for attempt in range(attempts):
+        services.clock.advance(services.settings.push_retry_base_s * 2**attempt)
+        pushes.drain(services)
+
+    assert push_states(services) == ["failed"]
+    assert fake.sent == []
+    assert consents_left(services, world["alice"], "tmpl-complaint") == 1
+
+
+def test_a_push_wechat_rejects_for_good_is_not_retried(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    queue_for_alice(services, world, 1, consents=1)
+    fake.fail_next(40003, endpoint="subscribe/send")  # invalid openid
+
+    assert pushes.drain(services)["pushes_failed"] == 1
+    services.clock.advance(86400)
+    assert pushes.drain(services)["pushes_sent"] == 0
+    assert consents_left(services, world["alice"], "tmpl-complaint") == 1
+
+
+def test_wechat_refusing_one_of_a_rounds_pushes_zeroes_the_consent_whatever_was_sent_on_it(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    queue_for_alice(services, world, 3, consents=3)
+    fake.consents[(RESIDENT_OPENID, "tmpl-complaint")] = 1  # withdrawn in WeChat but one
+
+    counts = pushes.drain(services)
+
+    assert (counts["pushes_sent"], counts["pushes_refused"]) == (1, 2)
+    assert consents_left(services, world["alice"], "tmpl-complaint") == 0
+    assert push_states(services) == ["refused", "refused", "sent"]
+
+
+def test_two_senders_racing_send_each_push_once_and_spend_one_consent_each(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    queue_for_alice(services, world, 12, consents=10)
+    fake.send_latency_s = 0.01  # so the two senders' calls overlap
+
+    with ThreadPoolExecutor(max_workers=2) as senders:
+        runs = list(senders.map(lambda _: pushes.drain(services), range(2)))
+
+    assert sum(r["pushes_sent"] for r in runs) == 10 == len(fake.sent)
+    assert push_states(services) == ["dropped"] * 2 + ["sent"] * 10
+    assert consents_left(services, world["alice"], "tmpl-complaint") == 0
+
+
+def test_a_sender_past_its_deadline_leaves_the_rest_queued_for_the_next_run(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    queue_for_alice(services, world, 3, consents=3)
+
+    assert pushes.drain(services, until=services.clock.now())["pushes_sent"] == 0
+    assert push_states(services) == ["queued"] * 3
+    assert pushes.drain(services)["pushes_sent"] == 3
+    assert pushes.drain(services)["pushes_sent"] == 0
+
+
+def test_the_timer_sends_what_the_actions_queued(
+    services: Services, fake: FakeWeChat, world: dict[str, Any]
+) -> None:
+    queue_for_alice(services, world, 1, consents=1)
+
+    counts = scheduler.run_jobs(services)
+
+    assert counts["pushes_sent"] == 1 and counts["failed_jobs"] == []
+    assert len(fake.sent) == 1
 
 
 # ------------------------------------------------------------------------------ the inbox

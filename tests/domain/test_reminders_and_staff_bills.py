@@ -473,7 +473,9 @@ def test_a_reminder_costs_three_commands_per_batch_and_one_read_per_run(
     with counted(svc) as sent:
         ok(remind(garden))
 
-    assert [c for c in sent if not c.startswith(("messages.", "subscription_consents."))] == [
+    assert [
+        c for c in sent if not c.startswith(("messages.", "subscription_consents.", "pushes."))
+    ] == [
         "accounts.aggregate",  # the admin
         "bills.aggregate",  # the owing houses, with count and sum
         "houses.find",  # the batch's houses: their addresses

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +283,30 @@ def test_more_than_one_batch_is_closed_in_one_run(services: Services, world: Wor
     assert doc(services, fresh[0])["status"] == "awaiting_rating"
 
 
+def test_a_run_past_its_budget_stops_at_a_checkpoint_and_the_next_resumes_it(
+    services: Services, world: World
+) -> None:
+    ids = awaiting_rating(services, world, 8)
+    advance(services, 3 * DAY)
+    budget = services.settings.scheduler_budget_s
+    batches: list[int] = []
+
+    def slow_batch(batch_ids: list[Any]) -> None:
+        batches.append(len(batch_ids))
+        advance(services, budget * 0.6)  # each batch takes 60 % of the budget
+
+    hooked(services, slow_batch, batch=3)
+    first = fire_timer()
+    assert closed_by(first) == 6  # the second batch crossed the budget: stop there
+    assert "pushes" in first["deferred_jobs"]
+
+    second = fire_timer()
+    assert closed_by(second) == 2 and second["deferred_jobs"] == []
+    assert batches == [3, 3, 2]
+    assert all(completions(services, rid) == ["auto_closed"] for rid in ids)
+    assert closed_by(fire_timer()) == 0
+
+
 def test_a_rating_between_the_timers_read_and_write_wins_alone(
     services: Services, world: World
 ) -> None:
@@ -364,7 +389,7 @@ def test_a_failing_job_does_not_stop_the_others(services: Services, world: World
     [rid] = awaiting_rating(services, world, 1)
     advance(services, 3 * DAY + 1)
 
-    def broken(_: Services) -> dict[str, int]:
+    def broken(_: Services, __: datetime) -> dict[str, int]:
         raise RuntimeError("bank unreachable")
 
     jobs = (scheduler.Job("broken", broken), *scheduler.JOBS)

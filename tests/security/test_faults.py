@@ -38,7 +38,16 @@ from worlds import account_of
 from caiyun.adapters.icbc_protocol import generate_private_key_pem
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import business_date
-from caiyun.domain import accounts, bill_import, houses, memberships, payments, scheduler, staff
+from caiyun.domain import (
+    accounts,
+    bill_import,
+    houses,
+    memberships,
+    payments,
+    pushes,
+    scheduler,
+    staff,
+)
 from caiyun.domain.idempotency import IDEMPOTENCY
 from caiyun.domain.owner_import import import_owners
 from caiyun.domain.realname import TICKETS
@@ -522,6 +531,7 @@ def test_wechat_down_during_dispatch_still_dispatches_and_fills_both_inboxes(
     assert done["status"] == "dispatched"
     assert [m["title"] for m in inbox(svc, FIXER)] == ["新的维修工单"]
     assert [m["title"] for m in inbox(svc, ALICE.openid)] == ["报修已派单"]
+    assert pushes.drain(svc)["pushes_queued"] == 2  # to be tried again later
     assert wechat.sent == []
     # Nothing was delivered, so neither consent was used up.
     consents = {c["template_id"]: c["remaining"] for c in svc.db["subscription_consents"].find()}

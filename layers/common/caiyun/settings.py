@@ -192,6 +192,15 @@ class Settings(BaseSettings):
 
     # Timer jobs work through due records in batches of this many.
     scheduler_batch_size: int = 500
+    # No timer invocation works past this many seconds (SCF stops a function at 900 s): a job
+    # with more to do stops at a checkpoint between batches, and the next invocation resumes it.
+    scheduler_budget_s: int = Field(default=600, ge=1, le=880)
+
+    # The WeChat push sender (caiyun.domain.pushes): calls in flight at once, attempts per push,
+    # and the first retry's delay (doubling with each attempt after).
+    push_concurrency: int = Field(default=8, ge=1, le=64)
+    push_max_attempts: int = Field(default=5, ge=1)
+    push_retry_base_s: int = Field(default=60, ge=1)
 
     @model_validator(mode="after")
     def _secrets_for_profile(self) -> Settings:

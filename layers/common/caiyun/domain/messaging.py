@@ -1,11 +1,11 @@
 """Telling people things: the in-app inbox always, a WeChat subscription message when allowed.
 
 A one-time subscription consent allows exactly one message, so consents are counted per account
-and template and spent atomically; two features sharing a template cannot both spend the same
-consent. WeChat counts a consent for the WeChat user who gave it, in the mini-program where it
-was given, so the consent document names that openid and app: spending it returns whom to send
-to, and it is only spendable (``held``) while the account still holds that openid. WeChat being
-down never fails the business action that wanted to tell someone.
+and template. WeChat counts a consent for the WeChat user who gave it, in the mini-program where
+it was given, so the consent document names that openid and app: it says whom to send to, and
+it is only spendable (``held``) while the account still holds that openid. An action only
+queues its pushes (caiyun.domain.pushes sends them and spends a consent per delivered push), so
+WeChat being slow or down never slows or fails the business action that wanted to tell someone.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pymongo import DESCENDING, IndexModel, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from caiyun import labels
-from caiyun.adapters.wechat import WeChatError, WeChatNoConsent
 from caiyun.clock import iso
 from caiyun.data import paging
 from caiyun.data.schema import declare
@@ -48,9 +47,11 @@ CONSENTS = declare(
     IndexModel("account_id"),
     IndexModel("openid", partialFilterExpression={"openid": {"$type": "string"}}),
 )
+# The WeChat push outbox, drained by caiyun.domain.pushes.
+PUSHES = declare("pushes", IndexModel([("state", 1), ("due_at", 1)]))
 
-# Up to this many pushable notes, each consent is spent blindly (one command, nothing to read
-# first); a bigger batch reads which consents are left so it only writes those.
+# Up to this many pushable notes are queued without reading their consents first; a bigger
+# batch reads which consents are left so it only queues those.
 _DIRECT_SPENDS = 2
 
 # WeChat's limits on template values, by the key's type prefix (thing12 → thing).
@@ -180,32 +181,6 @@ def follow_unbind(db: Any, account_id: str, openid: str) -> None:
     )
 
 
-def _send(services: Services, note: Note, consent: dict[str, Any]) -> bool:
-    data = {key: _fit(key, value) for key, value in (note.push.data if note.push else {}).items()}
-    # Put right only while the consent is still this user's (a subscribe from another openid
-    # may have reset it meanwhile).
-    spent = {"_id": consent["_id"], "openid": consent["openid"]}
-    try:
-        # The inbox keeps an absolute path for wx.navigateTo; a subscribe message's page is
-        # written without the leading slash.
-        services.wechat.send_subscribe(
-            note.app,
-            consent["openid"],
-            consent["template_id"],
-            note.page.lstrip("/"),
-            data,
-            services.settings.wechat_miniprogram_state,
-        )
-        return True
-    except WeChatNoConsent:
-        services.db[CONSENTS].update_one(spent, {"$set": {"remaining": 0}})
-    except WeChatError as error:
-        if error.retryable or error.errcode is None:
-            # Not delivered (WeChat down, or never asked): the consent was not used up.
-            services.db[CONSENTS].update_one(spent, {"$inc": {"remaining": 1}})
-    return False
-
-
 @dataclass(frozen=True)
 class Note:
     """One message to one account. With ``key`` it is sent at most once however often the
@@ -252,16 +227,6 @@ def _store(services: Services, notes: list[Note]) -> list[Note]:
         return [n for i, n in enumerate(notes) if i not in sent_before]
 
 
-def _spend(db: Any, consent_id: str, app: accounts.App) -> dict[str, Any] | None:
-    """Take one consent if one is left; returns whom it was given by, or None."""
-    # Atomic: two features sharing a template cannot both use one consent.
-    return db[CONSENTS].find_one_and_update(
-        {"_id": consent_id, "app": app, "held": True, "remaining": {"$gt": 0}},
-        {"$inc": {"remaining": -1}},
-        {"openid": 1, "template_id": 1},
-    )
-
-
 def consents_joined(account_ids_field: str) -> list[dict[str, Any]]:
     """Aggregate stages that join, to a document holding account ids in
     ``account_ids_field``, those accounts' subscription consents (by the consents' account
@@ -289,18 +254,17 @@ def spendable_of(doc: dict[str, Any]) -> set[str]:
 def notify_many(
     services: Services, notes: list[Note], spendable: set[str] | None = None
 ) -> dict[str, int]:
-    """Put each note in its account's inbox and push it on WeChat where a consent is left.
+    """Put each note in its account's inbox and queue its WeChat push where a consent is left.
 
-    A batch costs one write for the inbox and one write per consent spent: the consent names
-    the openid to send to. Up to two pushable notes spend directly (a note without a consent
-    left costs that one write and nothing more); a bigger batch first reads which of its
-    consents are left. A caller that read the consents already (``spendable``, see
-    :func:`consents_joined`) has only those spent. WeChat being down never raises: the inbox has
-    the message either way. Returns counts: ``inbox`` messages written and ``pushed`` WeChat
-    messages sent.
+    A batch costs one write for the inbox and one for the push outbox (drained by
+    :func:`caiyun.domain.pushes.drain`; the sender spends the consent once WeChat accepted the
+    push). Up to two pushable notes are queued unread (the sender drops a push whose consent is
+    gone); a bigger batch first reads which of its consents are left. A caller that read the
+    consents already (``spendable``, see :func:`consents_joined`) has only those queued.
+    Returns counts: ``inbox`` messages written and ``queued`` WeChat pushes.
     """
     if not notes:
-        return {"inbox": 0, "pushed": 0}
+        return {"inbox": 0, "queued": 0}
     fresh = _store(services, notes)
     templates = services.settings.wechat_templates
     wanted = {
@@ -308,24 +272,45 @@ def notify_many(
         for n in fresh
         if n.push is not None and templates.get(n.push.template)
     }
-    if not wanted:
-        return {"inbox": len(fresh), "pushed": 0}
-    db = services.db
-    to_spend = list(wanted)
+    to_push = list(wanted)
     if spendable is not None:
-        to_spend = [consent_id for consent_id in to_spend if consent_id in spendable]
-    elif len(to_spend) > _DIRECT_SPENDS:
-        left = db[CONSENTS].find(
-            {"_id": {"$in": to_spend}, "held": True, "remaining": {"$gt": 0}}, {"app": 1}
+        to_push = [consent_id for consent_id in to_push if consent_id in spendable]
+    elif len(to_push) > _DIRECT_SPENDS:
+        left = services.db[CONSENTS].find(
+            {"_id": {"$in": to_push}, "held": True, "remaining": {"$gt": 0}}, {"app": 1}
         )
-        to_spend = [c["_id"] for c in left if c.get("app") == wanted[c["_id"]].app]
-    pushed = 0
-    for consent_id in to_spend:
-        note = wanted[consent_id]
-        consent = _spend(db, consent_id, note.app)
-        if consent is not None:
-            pushed += _send(services, note, consent)
-    return {"inbox": len(fresh), "pushed": pushed}
+        to_push = [c["_id"] for c in left if c.get("app") == wanted[c["_id"]].app]
+    _queue(services, [(consent_id, wanted[consent_id]) for consent_id in to_push])
+    return {"inbox": len(fresh), "queued": len(to_push)}
+
+
+def _queue(services: Services, pushes: list[tuple[str, Note]]) -> None:
+    """One write: an outbox document per push, named like its inbox message so a note sent at
+    most once by key is queued at most once."""
+    if not pushes:
+        return
+    now = services.clock.now()
+    writes = []
+    for consent_id, note in pushes:
+        assert note.push is not None
+        doc = {
+            "consent_id": consent_id,
+            "account_id": note.account_id,
+            "app": note.app,
+            "template_id": consent_id.split(":", 1)[1],
+            # The inbox keeps an absolute path for wx.navigateTo; a subscribe message's page is
+            # written without the leading slash.
+            "page": note.page.lstrip("/"),
+            "data": {key: _fit(key, value) for key, value in note.push.data.items()},
+            "state": "queued",
+            "attempts": 0,
+            "due_at": now,
+            "created_at": now,
+        }
+        # Keyed notes are stored once; an unkeyed note's push gets an id of its own.
+        push_id = f"{note.key}-{note.account_id}:{doc['template_id']}" if note.key else new_id()
+        writes.append(UpdateOne({"_id": push_id}, {"$setOnInsert": doc}, upsert=True))
+    services.db[PUSHES].bulk_write(writes, ordered=False)
 
 
 def notify(

@@ -658,8 +658,13 @@ def upload_target(
     return uploads.target(services, account, f"repair/{purpose}", filename)
 
 
-def auto_close_due(services: Services, batch_size: int | None = None) -> dict[str, int]:
+def auto_close_due(
+    services: Services, until: datetime | None = None, batch_size: int | None = None
+) -> dict[str, int]:
     """Complete every repair left in ``awaiting_rating`` for the rating window; tell each reporter.
+
+    Stops after the batch during which the clock passed ``until``: what it closed no longer
+    matches, so the next run carries on with the rest.
 
     Works in batches (``scheduler_batch_size`` by default) with one ``update_many`` each, paging
     by ``_id`` through every due repair. Each update still requires ``awaiting_rating`` and the
@@ -719,6 +724,6 @@ def auto_close_due(services: Services, batch_size: int | None = None) -> dict[st
         closed += len(notes)
         messaging.notify_many(services, notes)
         last_id = due[-1]
-        if len(due) < size:
+        if len(due) < size or (until is not None and services.clock.now() >= until):
             break
     return {"repairs_auto_closed": closed}

@@ -1,9 +1,13 @@
 """The timer's work: a list of jobs, each safe to run again or twice at once.
 
-A job takes the services and returns counts (``{"repairs_auto_closed": 3}``); the timer's reply
-merges them. A job works through what is due in bounded batches (``scheduler_batch_size``)
-with conditional writes, so an overlapping run or a retry never applies anything twice. Adding
-a job is adding an entry to :data:`JOBS`.
+A job takes the services and the moment the invocation's budget (``scheduler_budget_s``) ends,
+and returns counts (``{"repairs_auto_closed": 3}``); the timer's reply merges them. A job that
+can stop early checks that moment between batches; once it has passed, the jobs not yet started
+are listed under ``deferred_jobs`` and left for the next invocation, which resumes all of them
+from what is still due (what a job did no longer matches its query, so nothing is done twice).
+A job works through what is due in bounded batches (``scheduler_batch_size``) with conditional
+writes, so an overlapping run or a retry never applies anything twice. Adding a job is adding
+an entry to :data:`JOBS`.
 
 One failing job does not stop the others: its error is logged and its name is listed under
 ``failed_jobs``; what it left undone is still due at the next run.
@@ -15,9 +19,10 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from caiyun.domain import notices, payments, reminders, repairs
+from caiyun.domain import notices, payments, pushes, reminders, repairs
 from caiyun.runtime.logs import log_call
 from caiyun.services import Services
 
@@ -27,15 +32,23 @@ class Job:
     """One piece of timer work: a name for the logs and the function that does it."""
 
     name: str
-    run: Callable[[Services], Mapping[str, int]]
+    run: Callable[[Services, datetime], Mapping[str, int]]
 
 
-def _expire_orders(services: Services) -> dict[str, int]:
+def _expire_orders(services: Services, until: datetime) -> dict[str, int]:
     return {"orders_ended": payments.expire_orders(services)}
 
 
-def _remind_overdue(services: Services) -> dict[str, int]:
+def _autodebit(services: Services, until: datetime) -> dict[str, int]:
+    return payments.run_autodebit(services)
+
+
+def _remind_overdue(services: Services, until: datetime) -> dict[str, int]:
     return {f"reminders_{k}": v for k, v in reminders.remind_overdue(services).items()}
+
+
+def _resume_deliveries(services: Services, until: datetime) -> dict[str, int]:
+    return notices.resume_deliveries(services)
 
 
 # Orders are settled or released before auto-debit runs, and auto-debit before reminders, so
@@ -43,20 +56,28 @@ def _remind_overdue(services: Services) -> dict[str, int]:
 JOBS: tuple[Job, ...] = (
     Job("repairs_auto_close", repairs.auto_close_due),
     Job("orders_expire", _expire_orders),
-    Job("autodebit", payments.run_autodebit),
+    Job("autodebit", _autodebit),
     Job("payment_reminders", _remind_overdue),
-    Job("notice_deliveries", notices.resume_deliveries),
+    Job("notice_deliveries", _resume_deliveries),
+    # Last: it sends what the jobs before it queued.
+    Job("pushes", pushes.drain),
 )
 
 
 def run_jobs(services: Services, jobs: Sequence[Job] = JOBS) -> dict[str, Any]:
-    """Run every job in order; returns their merged counts and ``failed_jobs``."""
+    """Run the jobs in order within the budget; returns their merged counts, ``failed_jobs``
+    and ``deferred_jobs`` (not started: the budget was spent)."""
+    until = services.clock.now() + timedelta(seconds=services.settings.scheduler_budget_s)
     counts: dict[str, Any] = {}
     failed: list[str] = []
+    deferred: list[str] = []
     for job in jobs:
+        if services.clock.now() >= until:
+            deferred.append(job.name)
+            continue
         started = time.perf_counter()
         try:
-            counts.update(job.run(services))
+            counts.update(job.run(services, until))
         except Exception as exc:
             failed.append(job.name)
             log_call(
@@ -69,4 +90,4 @@ def run_jobs(services: Services, jobs: Sequence[Job] = JOBS) -> dict[str, Any]:
                     "ms": round((time.perf_counter() - started) * 1000, 2),
                 }
             )
-    return {**counts, "failed_jobs": failed}
+    return {**counts, "failed_jobs": failed, "deferred_jobs": deferred}

@@ -12,6 +12,7 @@ import hashlib
 import json
 import secrets
 import threading
+import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
@@ -38,7 +39,9 @@ class FakeWeChat(LoopbackService):
     ``appid`` that sent it), ``token_issues`` (how many tokens ``stable_token`` handed out),
     ``consents`` (``(touser, template_id) -> consents left``; a pair not listed is unlimited),
     ``cloud_envs`` (CloudBase environment id -> the appid it belongs to; files of other
-    environments are refused) and ``download_calls`` (the file lists asked for).
+    environments are refused), ``download_calls`` (the file lists asked for) and
+    ``send_latency_s`` (how long each ``subscribe/send`` takes to answer, as WeChat's 50–200 ms
+    do, so a bench can show what sending costs; calls in flight at once overlap).
     """
 
     thread_name = "fake-wechat"
@@ -55,6 +58,7 @@ class FakeWeChat(LoopbackService):
         self._failures: list[tuple[int, str | None]] = []
         self.cloud_envs: dict[str, str] = {}
         self.download_calls: list[list[str]] = []
+        self.send_latency_s = 0.0
         self._lock = threading.Lock()
 
     # Steering, for tests and the sandbox.
@@ -95,6 +99,8 @@ class FakeWeChat(LoopbackService):
         endpoint = routes.get((method, path))
         if endpoint is None:
             return None
+        if endpoint == self._subscribe_send and self.send_latency_s:
+            time.sleep(self.send_latency_s)
         with self._lock:
             for i, (errcode, only) in enumerate(self._failures):
                 if only is None or path.endswith(only):
