@@ -56,6 +56,7 @@ def _banner(url: str, data_dir: str, demo: bool, seeded: bool) -> str:
 
     lines = [
         f"彩云居家沙箱 / Caiyun sandbox: {url}",
+        f"  物业后台 / console: {url}/console/ (demo admins: 13900000001, 13900000002)",
         f"  数据目录 / data dir: {data_dir}",
         f"  云函数 / functions: {', '.join(function_names())}",
     ]
