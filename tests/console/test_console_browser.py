@@ -7,6 +7,7 @@ export 已交/未交, and remind with the true counts. Every page is screenshott
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -16,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from conftest import TEST_START
-from sandbox_client import advance, latest_code
+from sandbox_client import App, advance, latest_code, login_by_api
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -215,3 +217,56 @@ def test_the_unpaid_filter_exports_xlsx_and_reminders_give_the_true_counts(
     shot(page, "remind")
     assert first.startswith("未交 ") and "本次已提醒 1 户" in first and "无人绑定" in first
     assert "本次已提醒 0 户" in again and "通知 0 个账号" in again
+
+
+# A 1×1 PNG: the photo a resident attaches to a repair.
+PHOTO = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+def reported_repair(base: str) -> str:
+    """张伟 reports a leak with a photo from the resident app (over /api); returns its id."""
+    advance(base, 120)
+    owner = App(base, token=login_by_api(base, "13800000001"))
+    house = owner.ok("bind_house", "my_houses")["items"][0]["house_id"]
+    slot = owner.ok("repair", "upload_url", purpose="report", filename="leak.png")
+    put = requests.put(slot["url"], data=PHOTO, headers=slot["headers"], timeout=10)
+    assert put.status_code == 200
+    made = owner.ok(
+        "repair",
+        "create",
+        house_id=house,
+        category="water_electric",
+        description="厨房水管漏水",
+        contact_phone="13800000001",
+        images=[slot["file_id"]],
+    )
+    return made["repair_id"]
+
+
+def test_an_admin_dispatches_a_repair_seeing_its_photo_and_timeline(page: Any) -> None:
+    reported_repair(page.base)
+    sign_in(page)
+    page.click("text=报修看板")
+    page.click("#repairs tbody tr:has-text('厨房水管漏水')")
+    page.wait_for_selector("#repair-detail img")
+    assert page.eval_on_selector("#repair-detail img", "img => img.naturalWidth") == 1
+    page.select_option("#repairman", label="郑师傅（在办 0）")
+    page.click("#dispatch")
+    page.wait_for_selector("#repair-detail:has-text('待上门')")
+    timeline = page.inner_text("#repair-detail .timeline")
+    assert "报修" in timeline and "派单" in timeline
+    assert "待上门（1）" in page.inner_text(".tabs")
+    shot(page, "repair-dispatched")
+
+
+def test_an_admin_publishes_a_notice_to_the_community(page: Any) -> None:
+    sign_in(page)
+    page.click("text=公告")
+    page.fill("#notice-title", "电梯年检通知")
+    page.fill("#notice-content", "12 月 1 日 9:00-12:00 1 栋电梯年检，暂停使用。")
+    page.click("#publish")
+    page.wait_for_selector("#notices:has-text('电梯年检通知')")
+    assert "2026/11/25" in page.inner_text("#notices")  # the sandbox clock, in Shanghai time
+    shot(page, "notice-published")
