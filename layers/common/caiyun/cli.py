@@ -367,6 +367,8 @@ def _build(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     for package in built:
         print(f"{package.path}  {_size(package.size)}  ({package.files} files)")
+    console = packaging.build_console(Path(args.out))
+    print(f"{console}/  物业后台静态文件 / the console's static files (docs/deploy.md)")
     if args.no_wheels:
         print(
             "注意：--no-wheels 的层只含本项目代码 / note: with --no-wheels the layer holds only "
