@@ -218,6 +218,12 @@ def test_the_unpaid_filter_exports_xlsx_and_reminders_give_the_true_counts(
     assert first.startswith("未交 ") and "本次已提醒 1 户" in first and "无人绑定" in first
     assert "本次已提醒 0 户" in again and "通知 0 个账号" in again
 
+    page.fill("#f-building", "")
+    page.fill("#f-phone", "13800000002")
+    page.click("#f-search")
+    page.wait_for_selector("text=共 1 户")
+    assert page.locator("#dues tbody tr td:nth-child(2)").all_inner_texts() == ["1栋-1单元-102"]
+
 
 # A 1×1 PNG: the photo a resident attaches to a repair.
 PHOTO = base64.b64decode(

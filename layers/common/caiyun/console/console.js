@@ -381,6 +381,7 @@ function duesPage() {
     unit: h("input", { id: "f-unit", placeholder: "单元" }),
     room: h("input", { id: "f-room", placeholder: "房号" }),
     owner_name: h("input", { id: "f-owner", placeholder: "业主姓名" }),
+    owner_phone: h("input", { id: "f-phone", placeholder: "业主手机号", maxlength: 11 }),
     period: h("input", { id: "f-period", placeholder: "账期 2026-11" }),
   };
   const tabs = h("div", { class: "tabs" });
