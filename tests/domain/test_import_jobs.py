@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from io import BytesIO
 from pathlib import Path
@@ -175,3 +176,27 @@ def test_caiyun_import_runs_the_same_job_and_reports_bad_lines(
     out = capsys.readouterr().out
     assert status == 1
     assert "新增 1，更新 0，未变 0，错误 1" in out and "第 3 行" in out
+
+
+def test_callers_racing_on_one_job_import_and_count_each_row_once(
+    services: Services, admin: Person
+) -> None:
+    job_id = start_owners(services, admin, OWNER_HEAD + "\n".join(OWNERS))["job_id"]
+    job: dict[str, Any] = {"status": "running"}
+    with ThreadPoolExecutor(4) as pool:
+        while job["status"] == "running":
+            seen = list(pool.map(lambda _: import_jobs.run_chunk(services, None, job_id), range(4)))
+            job = import_jobs.get(services, None, job_id)
+            assert max(j["rows_done"] for j in seen) == job["rows_done"]
+    assert job["counts"] == {"created": 5, "updated": 0, "unchanged": 0, "error": 2}
+    assert services.db[import_jobs.IMPORT_FAILED_ROWS].count_documents({}) == 2
+    assert services.db["houses"].count_documents({}) == 5
+
+
+def test_a_job_and_its_failed_rows_are_dropped_after_the_days_kept(
+    services: Services, admin: Person
+) -> None:
+    job = run_to_end(admin, start_owners(services, admin, OWNER_HEAD + "\n".join(OWNERS)))[-1]
+    services.clock.advance((import_jobs.KEEP_DAYS + 1) * 86400)  # type: ignore[attr-defined]
+    assert refused(admin.call("admin", "import_job", job_id=job["job_id"])) == "NOT_FOUND"
+    assert services.db[import_jobs.IMPORT_FAILED_ROWS].count_documents({}) == 0

@@ -43,11 +43,18 @@ from caiyun.services import Services
 
 ImportKind = Literal["owners", "bills"]
 
+# A job and its failed rows (owners' names and phones among them) are kept for KEEP_DAYS, long
+# enough to correct and re-import, then the database drops them.
+KEEP_DAYS = 30
 IMPORT_JOBS = declare(
-    "import_jobs", IndexModel([("community_id", ASCENDING), ("created_at", DESCENDING)])
+    "import_jobs",
+    IndexModel([("community_id", ASCENDING), ("created_at", DESCENDING)]),
+    IndexModel("expires_at", expireAfterSeconds=0),
 )
 IMPORT_FAILED_ROWS = declare(
-    "import_failed_rows", IndexModel([("job_id", ASCENDING), ("line", ASCENDING)], unique=True)
+    "import_failed_rows",
+    IndexModel([("job_id", ASCENDING), ("line", ASCENDING)], unique=True),
+    IndexModel("expires_at", expireAfterSeconds=0),
 )
 
 _COLUMNS = {"owners": OWNER_COLUMNS, "bills": BILL_COLUMNS}
@@ -139,6 +146,7 @@ def start(
         "created_at": now,
         "updated_at": now,
         "finished_at": None,
+        "expires_at": now + timedelta(days=KEEP_DAYS),
     }
     if total == 0:
         job.update(status="done", finished_at=now)
@@ -216,7 +224,13 @@ def _import_chunk(
     failed = [
         UpdateOne(
             {"job_id": job["_id"], "line": taken[r.row - 1]["line"]},
-            {"$set": {"reason": r.reason, "values": _values(taken[r.row - 1])}},
+            {
+                "$set": {
+                    "reason": r.reason,
+                    "values": _values(taken[r.row - 1]),
+                    "expires_at": job["expires_at"],
+                }
+            },
             upsert=True,
         )
         for r in results
