@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 from dataclasses import asdict
 
-from caiyun.domain import appconfig, staff_admin
+from caiyun.domain import appconfig, overview, staff_admin
 from caiyun.runtime import Action, Call, CloudFunction, admin_only, lazy_import, page_reply
 
 api = lazy_import("caiyun.contract.admin")
@@ -97,6 +97,13 @@ def import_failed_file(call: Call, req: api.ImportJobRef) -> api.FailedRowsFile:
     )
 
 
+def community_overview(call: Call, req: api.Overview) -> api.OverviewReply:
+    found = overview.community_overview(
+        call.services, call.require_staff("admin"), req.community_id
+    )
+    return api.OverviewReply.model_validate(found)
+
+
 def add_staff(call: Call, req: api.AddStaff) -> api.StaffMember:
     added = staff_admin.add_staff(
         call.services, call.require_staff("admin"), req.phone, req.name, req.role, req.community_ids
@@ -163,6 +170,13 @@ def actions() -> dict[str, Action]:
         ),
         "import_failed_file": Action(
             api.ImportJobRef, admin_only, import_failed_file, api.FailedRowsFile, ("NOT_FOUND",)
+        ),
+        "overview": Action(
+            api.Overview,
+            admin_only,
+            community_overview,
+            api.OverviewReply,
+            ("FORBIDDEN", "NOT_FOUND"),
         ),
         "add_staff": Action(
             api.AddStaff,

@@ -119,6 +119,7 @@ def test_an_admin_signs_in_by_sms_code_and_sees_the_community_overview(page: Any
     sign_in(page)
     overview = page.inner_text("#overview")
     # Five houses of 彩云花园, each owing 268.00 + 268.00 + 35.60 元.
+    assert "房屋\n5 户" in overview and "已绑定房屋\n1 户" in overview  # 张伟's 101
     assert "未交房屋\n5 户" in overview
     assert "未交金额\n2858.00 元" in overview
     assert page.inner_text("#community") == "彩云花园"

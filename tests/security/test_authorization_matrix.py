@@ -150,6 +150,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "account.set_autodebit":      VERIFIED,
     "admin.import_owners":        ADMIN_HERE,
     "admin.import_bills":         ADMIN_HERE,
+    "admin.overview":             ADMIN_HERE,
     "admin.import_upload_url":    ANY_ADMIN,
     "admin.start_import":         ADMIN_HERE,
     # A job of another community is hidden from its admin as if it did not exist.
@@ -761,6 +762,7 @@ REQUESTS: dict[str, Builder] = {
     "account.set_autodebit": lambda w, who: {"enabled": False},
     "admin.import_owners": lambda w, who: {"community": GARDEN, "rows": [owner_row()]},
     "admin.import_bills": import_bills_request,
+    "admin.overview": lambda w, who: {"community_id": w.garden_id},
     "admin.import_upload_url": lambda w, who: {"filename": "账单.xlsx"},
     "admin.start_import": start_import_request,
     "admin.run_import": job_request,

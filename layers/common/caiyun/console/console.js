@@ -257,7 +257,8 @@ const community = () => state.me.staff.communities.find((c) => c.community_id ==
 
 async function overviewPage() {
   const id = state.community;
-  const [summary, houses, repairs, complaints] = await Promise.all([
+  const [glance, summary, houses, repairs, complaints] = await Promise.all([
+    call("admin", "overview", { community_id: id }),
     call("bills", "staff_summary", { community_id: id }),
     call("bills", "staff_houses", { community_id: id, page_size: 1 }),
     call("repair", "staff_list", { community_id: id, page_size: 1 }),
@@ -268,6 +269,8 @@ async function overviewPage() {
       h("div", { class: `n${red ? " red" : ""}` }, value));
   return h("div", {},
     h("div", { class: "stats", id: "overview" },
+      stat("房屋", `${glance.houses} 户`),
+      stat("已绑定房屋", `${glance.bound_houses} 户`),
       stat("有账单的房屋", `${houses.counts.unpaid + houses.counts.paid} 户`),
       stat("未交房屋", `${houses.counts.unpaid} 户`, true),
       stat("未交金额", yuan(summary.unpaid_fen), true),

@@ -263,3 +263,16 @@ class FailedRowsFile(Reply):
     content_type: str
     content_base64: str
     rows: int
+
+
+class Overview(Request):
+    community_id: ObjectKey
+
+
+class OverviewReply(Reply):
+    """A community at a glance: its houses, and those with at least one account bound."""
+
+    community_id: str
+    community_name: str
+    houses: int
+    bound_houses: int
