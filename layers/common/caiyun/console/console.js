@@ -38,8 +38,14 @@ async function call(fn, action, body = {}) {
   const url = state.config.functions[fn] || `/api/${fn}`;
   const headers = { "Content-Type": "application/json" };
   if (state.token) headers.Authorization = `Bearer ${state.token}`;
-  const reply = await fetch(url, { method: "POST", headers, body: JSON.stringify({ action, ...body }) });
-  const envelope = await reply.json();
+  let envelope;
+  try {
+    const reply = await fetch(url, { method: "POST", headers, body: JSON.stringify({ action, ...body }) });
+    envelope = await reply.json();
+  } catch {
+    // No answer, or not the contract's envelope (a gateway's error page): say so, retryable.
+    throw new ApiError({ code: "UNAVAILABLE", message: "网络异常或服务暂不可用，请稍后重试" });
+  }
   if (!envelope.ok) {
     if (envelope.error.code === "UNAUTHENTICATED" && action !== "login") signOut();
     throw new ApiError(envelope.error);
