@@ -153,7 +153,7 @@ def actions() -> dict[str, Action]:
             admin_only,
             start_import,
             api.ImportJob,
-            ("FORBIDDEN", "NOT_FOUND"),
+            ("FORBIDDEN", "NOT_FOUND", "CONFLICT"),
         ),
         "run_import": Action(
             api.ImportJobRef, admin_only, run_import, api.ImportJob, ("NOT_FOUND",)

@@ -200,3 +200,16 @@ def test_a_job_and_its_failed_rows_are_dropped_after_the_days_kept(
     services.clock.advance((import_jobs.KEEP_DAYS + 1) * 86400)  # type: ignore[attr-defined]
     assert refused(admin.call("admin", "import_job", job_id=job["job_id"])) == "NOT_FOUND"
     assert services.db[import_jobs.IMPORT_FAILED_ROWS].count_documents({}) == 0
+
+
+def test_a_start_sent_twice_gets_one_job_and_the_file_serves_no_other_import(
+    services: Services, admin: Person
+) -> None:
+    file_id = upload(services, admin, "业主.csv", (OWNER_HEAD + OWNERS[0]).encode())
+    start = {"kind": "owners", "file_id": file_id, "community": GARDEN}
+    first = ok(admin.call("admin", "start_import", **start))
+    again = ok(admin.call("admin", "start_import", **start))
+    assert again["job_id"] == first["job_id"]
+    other = {"kind": "bills", "file_id": file_id, "community_id": first["community_id"]}
+    assert refused(admin.call("admin", "start_import", **other)) == "CONFLICT"
+    assert services.db[import_jobs.IMPORT_JOBS].count_documents({}) == 1

@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument, UpdateOne
+from pymongo.errors import DuplicateKeyError
 
 from caiyun import labels
 from caiyun.adapters.storage import SHEET_TYPES, UploadTarget
@@ -50,6 +51,8 @@ IMPORT_JOBS = declare(
     "import_jobs",
     IndexModel([("community_id", ASCENDING), ("created_at", DESCENDING)]),
     IndexModel("expires_at", expireAfterSeconds=0),
+    # One job per uploaded file: a start sent twice gets the first one's job.
+    IndexModel("file_id", unique=True),
 )
 IMPORT_FAILED_ROWS = declare(
     "import_failed_rows",
@@ -113,7 +116,8 @@ def start(
 
     Checks the admin's scope through the import itself, and the file's header and row count
     now, so a wrong file fails here: INVALID_ARGUMENT (file not uploaded, wrong type, missing
-    column), FORBIDDEN, NOT_FOUND (no such community).
+    column), FORBIDDEN, NOT_FOUND (no such community). A file already started (the same start
+    sent twice) gets its job back; started for another kind or community, CONFLICT.
     """
     from caiyun.domain import bill_import, owner_import
 
@@ -125,6 +129,9 @@ def start(
     else:
         assert community_id is not None
         bill_import.import_bills(services, community_id, [], importer)
+    started = _started(services, file_id, kind, community_id)
+    if started is not None:
+        return started
     with _local_copy(services, file_id) as path:
         rows = _open_rows(path, kind)
         total = sum(1 for _ in rows)
@@ -150,7 +157,20 @@ def start(
     }
     if total == 0:
         job.update(status="done", finished_at=now)
-    services.db[IMPORT_JOBS].insert_one(job)
+    try:
+        services.db[IMPORT_JOBS].insert_one(job)
+    except DuplicateKeyError:
+        # The same start, sent again while the first was reading the file.
+        return _started(services, file_id, kind, community_id) or job
+    return job
+
+
+def _started(
+    services: Services, file_id: str, kind: str, community_id: str | None
+) -> dict[str, Any] | None:
+    job = services.db[IMPORT_JOBS].find_one({"file_id": file_id})
+    if job is not None and (job["kind"], job["community_id"]) != (kind, community_id):
+        raise AppError("CONFLICT", "该文件已用于另一项导入，请重新上传")
     return job
 
 
