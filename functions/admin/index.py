@@ -8,13 +8,18 @@ repair categories and the complaint types for every community (both apps read th
 
 from __future__ import annotations
 
-from caiyun.domain import appconfig, staff_admin
+import base64
+from dataclasses import asdict
+
+from caiyun.domain import appconfig, overview, staff_admin
 from caiyun.runtime import Action, Call, CloudFunction, admin_only, lazy_import, page_reply
 
 api = lazy_import("caiyun.contract.admin")
+common = lazy_import("caiyun.contract.common")
 # The import row models are pydantic models too: loaded when an import is served.
 bill_import = lazy_import("caiyun.domain.bill_import")
 owner_import = lazy_import("caiyun.domain.owner_import")
+import_jobs = lazy_import("caiyun.domain.import_jobs")
 
 
 def import_owners(call: Call, req: api.ImportOwners) -> api.ImportOwnersReply:
@@ -42,6 +47,61 @@ def import_bills(call: Call, req: api.ImportBills) -> api.ImportBillsReply:
             "rows": [owner_import.result_dict(r) for r in results],
         }
     )
+
+
+def import_upload_url(call: Call, req: api.ImportUploadUrl) -> common.UploadUrlReply:
+    call.require_staff("admin")
+    target = import_jobs.upload_target(call.services, call.require_account(), req.filename)
+    return common.UploadUrlReply.model_validate(asdict(target))
+
+
+def start_import(call: Call, req: api.StartImport) -> api.ImportJob:
+    job = import_jobs.start(
+        call.services,
+        call.require_staff("admin"),
+        req.kind,
+        req.file_id,
+        filename=req.filename or "",
+        community_id=req.community_id,
+        community=req.community,
+        uploader=call.require_account()["_id"],
+    )
+    return api.ImportJob.model_validate(import_jobs.view(job))
+
+
+def run_import(call: Call, req: api.ImportJobRef) -> api.ImportJob:
+    job = import_jobs.run_chunk(call.services, call.require_staff("admin"), req.job_id)
+    return api.ImportJob.model_validate(import_jobs.view(job))
+
+
+def import_job(call: Call, req: api.ImportJobRef) -> api.ImportJob:
+    job = import_jobs.get(call.services, call.require_staff("admin"), req.job_id)
+    return api.ImportJob.model_validate(import_jobs.view(job))
+
+
+def import_failed_rows(call: Call, req: api.ImportFailedRowsPage) -> api.FailedRowsPage:
+    job = import_jobs.get(call.services, call.require_staff("admin"), req.job_id)
+    skip = (req.page - 1) * req.page_size
+    rows, total = import_jobs.failed_rows(call.services, job, skip, req.page_size)
+    return page_reply(api.FailedRowsPage, req, [import_jobs.row_view(r) for r in rows], total)
+
+
+def import_failed_file(call: Call, req: api.ImportJobRef) -> api.FailedRowsFile:
+    job = import_jobs.get(call.services, call.require_staff("admin"), req.job_id)
+    content, rows = import_jobs.failed_rows_workbook(call.services, job)
+    return api.FailedRowsFile(
+        filename=f"导入失败的行-{job['_id']}.xlsx",
+        content_type=import_jobs.SHEET_TYPES[".xlsx"],
+        content_base64=base64.b64encode(content).decode(),
+        rows=rows,
+    )
+
+
+def community_overview(call: Call, req: api.Overview) -> api.OverviewReply:
+    found = overview.community_overview(
+        call.services, call.require_staff("admin"), req.community_id
+    )
+    return api.OverviewReply.model_validate(found)
 
 
 def add_staff(call: Call, req: api.AddStaff) -> api.StaffMember:
@@ -83,6 +143,39 @@ def actions() -> dict[str, Action]:
             admin_only,
             import_bills,
             api.ImportBillsReply,
+            ("FORBIDDEN", "NOT_FOUND"),
+        ),
+        "import_upload_url": Action(
+            api.ImportUploadUrl, admin_only, import_upload_url, common.UploadUrlReply
+        ),
+        "start_import": Action(
+            api.StartImport,
+            admin_only,
+            start_import,
+            api.ImportJob,
+            ("FORBIDDEN", "NOT_FOUND", "CONFLICT"),
+        ),
+        "run_import": Action(
+            api.ImportJobRef, admin_only, run_import, api.ImportJob, ("NOT_FOUND",)
+        ),
+        "import_job": Action(
+            api.ImportJobRef, admin_only, import_job, api.ImportJob, ("NOT_FOUND",)
+        ),
+        "import_failed_rows": Action(
+            api.ImportFailedRowsPage,
+            admin_only,
+            import_failed_rows,
+            api.FailedRowsPage,
+            ("NOT_FOUND",),
+        ),
+        "import_failed_file": Action(
+            api.ImportJobRef, admin_only, import_failed_file, api.FailedRowsFile, ("NOT_FOUND",)
+        ),
+        "overview": Action(
+            api.Overview,
+            admin_only,
+            community_overview,
+            api.OverviewReply,
             ("FORBIDDEN", "NOT_FOUND"),
         ),
         "add_staff": Action(

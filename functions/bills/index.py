@@ -96,7 +96,9 @@ def staff_houses(call: Call, req: api.StaffHouses) -> api.StaffHousesReply:
         call.services,
         call.require_staff("admin"),
         req.community_id,
-        req.model_dump(include={"status", "building", "unit", "room", "owner_name", "period"}),
+        req.model_dump(
+            include={"status", "building", "unit", "room", "owner_name", "owner_phone", "period"}
+        ),
         req.page,
         req.page_size,
     )

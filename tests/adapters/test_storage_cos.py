@@ -74,6 +74,26 @@ def test_a_presigned_put_uploads_the_object_under_its_file_id(aws: None) -> None
     assert storage.check_file_ids([target.file_id]) == [target.file_id]
 
 
+def test_an_import_file_is_put_to_cos_and_read_back_where_the_function_runs(
+    aws: None, tmp_path: Path
+) -> None:
+    from caiyun.adapters.storage import SHEET_TYPES
+
+    storage = CosStorage(cos_settings(cos_endpoint="https://s3.ap-guangzhou.amazonaws.com"))
+    storage.client().create_bucket(
+        Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "ap-guangzhou"}
+    )
+    target = storage.upload_target("imports/acct1", "账单.csv", SHEET_TYPES)
+    assert target.headers == {"Content-Type": "text/csv"} and target.path.endswith(".csv")
+    assert target.url is not None and target.file_id is not None
+    body = "楼栋,单元\n1,1\n".encode()
+    assert requests.put(target.url, data=body, headers=target.headers, timeout=5).status_code == 200
+    storage.download(target.file_id, tmp_path / "copy.csv")
+    assert (tmp_path / "copy.csv").read_bytes() == body
+    with pytest.raises(FileNotFoundError):
+        storage.download(f"cos://{BUCKET}/imports/acct1/never-sent.csv", tmp_path / "none.csv")
+
+
 def test_a_display_url_is_a_presigned_get_that_fetches_the_object(aws: None) -> None:
     storage = CosStorage(
         cos_settings(cos_endpoint="https://s3.ap-guangzhou.amazonaws.com", display_url_ttl_s=600)

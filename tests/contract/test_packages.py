@@ -62,6 +62,14 @@ def test_build_prints_every_zip_with_its_size(
         assert any(unit in line for unit in (" B ", "KiB", "MiB")), line
 
 
+def test_build_writes_the_console_for_static_hosting(built: Path) -> None:
+    names = sorted(p.name for p in (built / "console").iterdir())
+    assert names == ["config.json", "console.css", "console.js", "index.html"]
+    assert (
+        '<script type="module" src="console.js">' in (built / "console" / "index.html").read_text()
+    )
+
+
 def test_each_function_zip_holds_its_index_at_the_root(built: Path) -> None:
     assert sorted(p.stem for p in (built / "functions").glob("*.zip")) == FUNCTIONS
     for name in FUNCTIONS:

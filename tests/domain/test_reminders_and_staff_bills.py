@@ -218,7 +218,7 @@ def test_a_period_and_a_tab_narrow_the_houses(paid_world: SimpleNamespace, garde
     assert owing["counts"] == rest["counts"] == {"unpaid": 3, "paid": 0}
 
 
-def test_houses_are_found_by_building_unit_room_and_owner_name(
+def test_houses_are_found_by_building_unit_room_owner_name_and_phone(
     paid_world: SimpleNamespace, garden: str
 ) -> None:
     def labels(**narrow: Any) -> list[str]:
@@ -228,6 +228,9 @@ def test_houses_are_found_by_building_unit_room_and_owner_name(
     assert labels(building="1栋", unit="1单元", room="102") == ["1栋-1单元-102"]
     assert labels(owner_name=BOB.name[1:]) == ["1栋-1单元-102"]
     assert labels(owner_name=".*") == []  # a name, not a pattern
+    assert labels(owner_phone=BOB.phone) == ["1栋-1单元-102"]
+    assert labels(owner_phone=BOB.phone[:-1] + "0") == []  # the whole phone, not a part
+    assert refused(houses_of(garden, owner_phone="138")) == "INVALID_ARGUMENT"
     assert ok(houses_of(garden, room="999"))["counts"] == {"unpaid": 0, "paid": 0}
 
 

@@ -37,6 +37,7 @@ from conftest import fixed_clock, http, invoke, make_settings
 
 from caiyun.adapters.icbc_protocol import generate_private_key_pem
 from caiyun.adapters.sms import sandbox_outbox
+from caiyun.adapters.storage import SandboxStorage
 from caiyun.apidoc import documented_errors
 from caiyun.clock import business_date
 from caiyun.crypto import mask_phone
@@ -46,6 +47,7 @@ from caiyun.domain import (
     accounts,
     bill_import,
     complaints,
+    import_jobs,
     memberships,
     notices,
     payments,
@@ -124,6 +126,7 @@ MEMBER = (U, U, HNB, OK, OK, F, OK, HNB, HNB, HNB, HNB, HNB, HNB)  # any member 
 REPORTER = (U, U, NF, NF, NF, NF, OK, NF, NF, NF, NF, NF, NF)  # the owner's own record
 VERIFIED = (U, U, RR, RR, OK, OK, OK, OK, OK, OK, OK, OK, OK)  # own wallet, verified accounts
 MANAGER = (U, U, F, F, F, F, OK, F, F, F, F, OK, F)  # owner of the house, or its admin
+ADMIN_JOB = (U, U, F, F, F, F, F, F, F, F, NF, OK, F)  # a record of the target community
 
 # fmt: off
 EXPECTED: dict[str, tuple[str, ...]] = {
@@ -148,6 +151,14 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "account.set_autodebit":      VERIFIED,
     "admin.import_owners":        ADMIN_HERE,
     "admin.import_bills":         ADMIN_HERE,
+    "admin.overview":             ADMIN_HERE,
+    "admin.import_upload_url":    ANY_ADMIN,
+    "admin.start_import":         ADMIN_HERE,
+    # A job of another community is hidden from its admin as if it did not exist.
+    "admin.run_import":           ADMIN_JOB,
+    "admin.import_job":           ADMIN_JOB,
+    "admin.import_failed_rows":   ADMIN_JOB,
+    "admin.import_failed_file":   ADMIN_JOB,
     "admin.add_staff":            ADMIN_HERE,
     "admin.list_staff":           ANY_ADMIN,
     "admin.remove_staff":         ADMIN_HERE,
@@ -338,6 +349,7 @@ class World:
     bill_h2: str
     order_no: str
     notice_id: str
+    import_job: str
     # (category, text) that no outsider may see; "garden" ones only strangers.
     house_secrets: list[tuple[str, str]] = field(default_factory=list)
     garden_secrets: list[tuple[str, str]] = field(default_factory=list)
@@ -500,6 +512,9 @@ def build_world(svc: Services, bank: FakeIcbc, wallets: dict[str, dict[str, Any]
     order = payments.open_order(svc, account("owner"), [bill[(h1, "2026-10")]], "wechat")
 
     notice = notices.publish(svc, admin, community["garden"], NOTICE_TITLE, "周六上午停水", None)
+    job = import_jobs.start(
+        svc, admin, "bills", bills_file(svc, ids["admin"]), community_id=community["garden"]
+    )
 
     world = World(
         svc=svc,
@@ -524,6 +539,7 @@ def build_world(svc: Services, bank: FakeIcbc, wallets: dict[str, dict[str, Any]
         bill_h2=bill[(h2, "2026-11")],
         order_no=order["_id"],
         notice_id=notice["notice_id"],
+        import_job=job["_id"],
     )
     world.house_secrets = [
         ("house_id", h1),
@@ -698,6 +714,27 @@ def import_bills_request(w: World, who: str) -> dict[str, Any]:
     return {"community_id": w.garden_id, "rows": [{**row, "amount_fen": 9900, "due_date": due}]}
 
 
+def bills_file(svc: Services, uploader: str) -> str:
+    """A one-bill import file uploaded by that account (a slot under its own prefix)."""
+    file_id = f"{SandboxStorage.PREFIX}imports/{uploader}/bills.csv"
+    head = "楼栋,单元,房号,账期,收费项目,金额（分）,缴费截止日\n"
+    assert isinstance(svc.storage, SandboxStorage)
+    svc.storage.put(file_id, (head + "1,1,101,2026-12,物业费,9900,2026-12-31\n").encode())
+    return file_id
+
+
+def start_import_request(w: World, who: str) -> dict[str, Any]:
+    uploader = w.ids.get(who, "nobody")
+    file_id = bills_file(w.svc, uploader)
+    return {"kind": "bills", "file_id": file_id, "community_id": w.garden_id}
+
+
+def job_request(w: World, who: str) -> dict[str, Any]:
+    # Each cell's services have storage of their own: the job's file is uploaded again.
+    bills_file(w.svc, w.ids["admin"])
+    return {"job_id": w.import_job}
+
+
 def owner_row() -> dict[str, Any]:
     p = PEOPLE["owner"]
     return {"building": 1, "unit": 1, "room": 101, "owner_name": p.name, "owner_phone": p.phone}
@@ -726,6 +763,13 @@ REQUESTS: dict[str, Builder] = {
     "account.set_autodebit": lambda w, who: {"enabled": False},
     "admin.import_owners": lambda w, who: {"community": GARDEN, "rows": [owner_row()]},
     "admin.import_bills": import_bills_request,
+    "admin.overview": lambda w, who: {"community_id": w.garden_id},
+    "admin.import_upload_url": lambda w, who: {"filename": "账单.xlsx"},
+    "admin.start_import": start_import_request,
+    "admin.run_import": job_request,
+    "admin.import_job": job_request,
+    "admin.import_failed_rows": job_request,
+    "admin.import_failed_file": job_request,
     "admin.add_staff": lambda w, who: {
         "phone": NEW_PHONE,
         "name": "新门岗",

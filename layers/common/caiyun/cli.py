@@ -13,12 +13,15 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from caiyun.clock import SHANGHAI
+
+if TYPE_CHECKING:
+    from caiyun.domain.import_jobs import ImportKind
 
 DEFAULT_DATA_DIR = ".caiyun/data"
 _PHONE = re.compile(r"1[3-9][0-9]{9}")
@@ -56,6 +59,7 @@ def _banner(url: str, data_dir: str, demo: bool, seeded: bool) -> str:
 
     lines = [
         f"彩云居家沙箱 / Caiyun sandbox: {url}",
+        f"  物业后台 / console: {url}/console/ (demo admins: 13900000001, 13900000002)",
         f"  数据目录 / data dir: {data_dir}",
         f"  云函数 / functions: {', '.join(function_names())}",
     ]
@@ -249,62 +253,55 @@ def _add_invoke(commands: argparse._SubParsersAction) -> None:
 # caiyun import owners|bills FILE
 
 
-class _Progress:
-    """Counts rows as the import pulls them and redraws one status line on stderr."""
+def _run_import_job(args: argparse.Namespace, kind: ImportKind, **target: Any) -> int:
+    """The same import job the console runs (admin.start_import, run_import): the file is put
+    in the sandbox's storage, then imported a chunk at a time, with progress on stderr."""
+    from caiyun.adapters.storage import SandboxStorage
+    from caiyun.domain import import_jobs
+    from caiyun.sandbox.server import open_sandbox
 
-    def __init__(self, label: str, every: int = 500) -> None:
-        self.label, self.every, self.count = label, every, 0
-        self.lines: list[int] = []
-        self._started = time.monotonic()
-
-    def track(self, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """Pass rows through, remembering each one's line in the file."""
-        for row in rows:
-            self.count += 1
-            self.lines.append(row.pop("line", self.count))
-            if self.count % self.every == 0:
-                self._draw()
-            yield row
-
-    def _draw(self, end: str = "") -> None:
-        elapsed = max(time.monotonic() - self._started, 1e-6)
-        print(
-            f"\r{self.label}：已处理 {self.count} 行（{self.count / elapsed:.0f} 行/秒）",
-            end=end,
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def finish(self) -> None:
-        """Draw the final count and end the status line."""
-        self._draw(end="\n")
-
-
-def _print_report(results: list[Any], progress: _Progress) -> int:
-    from caiyun.domain.owner_import import count_statuses
-
-    counts = count_statuses(results)
+    path = Path(args.file)
+    label = "导入业主 / owners" if kind == "owners" else "导入账单 / bills"
+    with open_sandbox(args.data_dir) as sandbox:
+        services = sandbox.services
+        if "community_id" in target:
+            target["community_id"] = _community_id(services.db, target["community_id"])
+        storage = services.storage
+        assert isinstance(storage, SandboxStorage)
+        file_id = import_jobs.upload_target(services, {"_id": "cli"}, path.name).file_id
+        assert file_id is not None
+        storage.put(file_id, path.read_bytes())
+        job = import_jobs.start(services, None, kind, file_id, filename=path.name, **target)
+        started = time.monotonic()
+        while job["status"] == "running":
+            job = import_jobs.run_chunk(services, None, job["_id"])
+            rate = job["rows_done"] / max(time.monotonic() - started, 1e-6)
+            print(
+                f"\r{label}：{job['rows_done']}/{job['total_rows']} 行（{rate:.0f} 行/秒）",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+        print(file=sys.stderr)
+        failed, total = import_jobs.failed_rows(services, job, 0, _MAX_ERRORS_SHOWN)
+    counts = job["counts"]
+    if kind == "owners":
+        print(f"小区 / community: {target['community']['name']} ({job['community_id']})")
     print(
         f"新增 {counts['created']}，更新 {counts['updated']}，未变 {counts['unchanged']}，"
         f"错误 {counts['error']} / created, updated, unchanged, errors"
     )
-    errors = [r for r in results if r.status == "error"]
-    for result in errors[:_MAX_ERRORS_SHOWN]:
-        print(f"  第 {progress.lines[result.row - 1]} 行 / line: {result.reason}")
-    if len(errors) > _MAX_ERRORS_SHOWN:
-        print(f"  …… 另有 {len(errors) - _MAX_ERRORS_SHOWN} 行错误 / more errors")
-    return 1 if errors else 0
+    for row in failed:
+        print(f"  第 {row['line']} 行 / line: {row['reason']}")
+    if total > len(failed):
+        print(f"  …… 另有 {total - len(failed)} 行错误 / more errors")
+    return 1 if total else 0
 
 
 _MAX_ERRORS_SHOWN = 50
 
 
 def _import_owners(args: argparse.Namespace) -> int:
-    from caiyun.domain import owner_import
-    from caiyun.imports.files import OWNER_COLUMNS, read_rows
-    from caiyun.sandbox.server import open_sandbox
-
-    rows = read_rows(Path(args.file), OWNER_COLUMNS, line_field="line")
     community = {
         "province": args.province,
         "city": args.city,
@@ -312,26 +309,11 @@ def _import_owners(args: argparse.Namespace) -> int:
         "name": args.name,
         "address": args.address,
     }
-    progress = _Progress("导入业主 / owners")
-    with open_sandbox(args.data_dir) as sandbox:
-        report = owner_import.import_owners(sandbox.services, community, progress.track(rows))
-    progress.finish()
-    print(f"小区 / community: {args.name} ({report.community_id})")
-    return _print_report(report.rows, progress)
+    return _run_import_job(args, "owners", community=community)
 
 
 def _import_bills(args: argparse.Namespace) -> int:
-    from caiyun.domain import bill_import
-    from caiyun.imports.files import BILL_COLUMNS, read_rows
-    from caiyun.sandbox.server import open_sandbox
-
-    rows = read_rows(Path(args.file), BILL_COLUMNS, line_field="line")
-    progress = _Progress("导入账单 / bills")
-    with open_sandbox(args.data_dir) as sandbox:
-        community_id = _community_id(sandbox.services.db, args.community)
-        results = bill_import.import_bills(sandbox.services, community_id, progress.track(rows))
-    progress.finish()
-    return _print_report(results, progress)
+    return _run_import_job(args, "bills", community_id=args.community)
 
 
 def _add_import(commands: argparse._SubParsersAction) -> None:
@@ -388,6 +370,8 @@ def _build(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     for package in built:
         print(f"{package.path}  {_size(package.size)}  ({package.files} files)")
+    console = packaging.build_console(Path(args.out))
+    print(f"{console}/  物业后台静态文件 / the console's static files (docs/deploy.md)")
     if args.no_wheels:
         print(
             "注意：--no-wheels 的层只含本项目代码 / note: with --no-wheels the layer holds only "

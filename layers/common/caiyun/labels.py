@@ -148,6 +148,8 @@ LABELS: dict[str, dict[str, str]] = {
         "unchanged": "无变化",
         "error": "有误",
     },
+    "import_kind": {"owners": "业主导入", "bills": "账单导入"},
+    "import_job_status": {"running": "导入中", "done": "已完成"},
     "upload_provider": {"sandbox": "本地沙箱", "cloudbase": "云开发存储", "cos": "腾讯云 COS"},
 }
 

@@ -28,9 +28,11 @@ DEFAULT_PYTHON_VERSION = "3.10"
 DEFAULT_PLATFORM = "manylinux2014_x86_64"
 LAYER_ZIP = "layer.zip"
 FUNCTIONS_DIR = "functions"
+CONSOLE_DIR = "console"
 
-# Operator-only parts of the package; no cloud function imports them.
-LAYER_EXCLUDED = ("sandbox", "cli.py", "apidoc.py", "packaging.py", "selfcheck.py")
+# Operator-only parts of the package and the console's static files; no cloud function imports
+# them.
+LAYER_EXCLUDED = ("sandbox", "cli.py", "apidoc.py", "packaging.py", "selfcheck.py", CONSOLE_DIR)
 # Only these files are copied from our own code (an allowlist, so a stray key, database or
 # .env file in the source tree can never reach a package).
 _SOURCE_FILE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.py|py\.typed")
@@ -125,6 +127,19 @@ def build(
         files = _source_files(root / FUNCTIONS_DIR / name, ())
         built.append(_zip_files(files, functions_out / f"{name}.zip"))
     return built
+
+
+def build_console(out: Path, *, root: Path | None = None) -> Path:
+    """Copy the console's static files to ``out/console/`` for static hosting (COS static
+    website, CloudBase static hosting); its ``config.json`` is then filled with the function
+    URLs (docs/deploy.md). Returns that folder."""
+    src = (root or project_root()) / "layers" / "common" / "caiyun" / CONSOLE_DIR
+    dest = out / CONSOLE_DIR
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in sorted(src.iterdir()):
+        if path.suffix in (".html", ".css", ".js", ".json"):
+            shutil.copyfile(path, dest / path.name)
+    return dest
 
 
 def install_wheels(

@@ -190,6 +190,11 @@ class Settings(BaseSettings):
     # complaint types) before reading it again: a change reaches every container within this.
     config_cache_s: int = Field(default=60, ge=0, le=3600)
 
+    # An import job (admin.run_import) takes at most this many rows, or this many seconds, per
+    # call, so each call ends well inside the function's timeout (SCF: 60 s unless raised).
+    import_chunk_rows: int = Field(default=20000, ge=1)
+    import_chunk_s: float = Field(default=25.0, gt=0)
+
     # Timer jobs work through due records in batches of this many.
     scheduler_batch_size: int = 500
     # No timer invocation works past this many seconds (SCF stops a function at 900 s): a job

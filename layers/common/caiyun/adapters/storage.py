@@ -50,6 +50,16 @@ CONTENT_TYPES = {
     ".heic": "image/heic",
 }
 
+# What an import file may be (admin.import_upload_url): the readers of caiyun.imports.files.
+SHEET_TYPES = {
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".csv": "text/csv",
+}
+_REFUSED = {
+    id(CONTENT_TYPES): "仅支持 jpg、png、webp、gif、heic 图片",
+    id(SHEET_TYPES): "仅支持 .xlsx 或 .csv 文件",
+}
+
 _MAX_PATH = 1024
 # Printable text without a query, fragment or backslash: ids end up in URLs and file paths.
 _PATH_CHARS = re.compile(r"[^\x00-\x1f\x7f\\?#]+")
@@ -64,13 +74,11 @@ def _safe_path(path: str) -> bool:
     return all(part not in ("", ".", "..") for part in path.split("/"))
 
 
-def _extension(filename: str) -> str:
+def _extension(filename: str, types: dict[str, str]) -> str:
     suffix = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
-    if suffix not in CONTENT_TYPES:
+    if suffix not in types:
         raise AppError(
-            "INVALID_ARGUMENT",
-            "仅支持 jpg、png、webp、gif、heic 图片",
-            {"fields": {"filename": "文件类型不支持"}},
+            "INVALID_ARGUMENT", _REFUSED[id(types)], {"fields": {"filename": "文件类型不支持"}}
         )
     return suffix
 
@@ -105,8 +113,16 @@ class Storage(ABC):
         """Whether ``file_id`` names a file in this deployment's storage."""
 
     @abstractmethod
-    def upload_target(self, folder: str, filename: str) -> UploadTarget:
-        """Where to upload a new file named like ``filename`` into ``folder``."""
+    def upload_target(
+        self, folder: str, filename: str, types: dict[str, str] = CONTENT_TYPES
+    ) -> UploadTarget:
+        """Where to upload a new file named like ``filename`` (an extension of ``types``:
+        images unless told) into ``folder``."""
+
+    @abstractmethod
+    def download(self, file_id: str, dest: Path) -> None:
+        """Copy a stored file to ``dest`` (an import reads its file where the function runs);
+        FileNotFoundError when nothing was uploaded under that id."""
 
     def check_file_ids(
         self, ids: list[str], field: str = "images", uploader: str | None = None
@@ -139,9 +155,9 @@ class Storage(ABC):
         """Display URLs of ids this storage owns (deduplicated)."""
 
     @staticmethod
-    def new_path(folder: str, filename: str) -> str:
-        """A fresh object path in ``folder`` keeping the upload's image extension."""
-        path = f"{folder.strip('/')}/{uuid.uuid4().hex}{_extension(filename)}"
+    def new_path(folder: str, filename: str, types: dict[str, str] = CONTENT_TYPES) -> str:
+        """A fresh object path in ``folder`` keeping the upload's extension (one of ``types``)."""
+        path = f"{folder.strip('/')}/{uuid.uuid4().hex}{_extension(filename, types)}"
         if not _safe_path(path):
             raise ValueError(f"unsafe storage folder {folder!r}")
         return path
@@ -181,11 +197,28 @@ class CloudBaseStorage(Storage):
         bucket, slash, path = file_id[len(self._prefix) :].partition("/")
         return bool(slash) and bool(_CLOUDBASE_BUCKET.fullmatch(bucket)) and _safe_path(path)
 
-    def upload_target(self, folder: str, filename: str) -> UploadTarget:
+    def upload_target(
+        self, folder: str, filename: str, types: dict[str, str] = CONTENT_TYPES
+    ) -> UploadTarget:
         """A ``cloudPath`` for ``wx.cloud.uploadFile``, which returns the file id."""
         return UploadTarget(
-            provider=self.provider, path=self.new_path(folder, filename), file_id=None
+            provider=self.provider, path=self.new_path(folder, filename, types), file_id=None
         )
+
+    def download(self, file_id: str, dest: Path) -> None:
+        """Through a temporary URL from WeChat (tcb/batchdownloadfile), streamed to ``dest``."""
+        import requests
+
+        url = self._urls([file_id]).get(file_id) if self.owns(file_id) else None
+        if not url:
+            raise FileNotFoundError(file_id)
+        with requests.get(url, stream=True, timeout=30) as reply:
+            if reply.status_code == 404:
+                raise FileNotFoundError(file_id)
+            reply.raise_for_status()
+            with dest.open("wb") as out:
+                for chunk in reply.iter_content(1 << 16):
+                    out.write(chunk)
 
     def _now(self) -> float:
         return self._clock.now().timestamp() if self._clock is not None else time.time()
@@ -265,10 +298,12 @@ class CosStorage(Storage):
                     )
         return self._client
 
-    def upload_target(self, folder: str, filename: str) -> UploadTarget:
+    def upload_target(
+        self, folder: str, filename: str, types: dict[str, str] = CONTENT_TYPES
+    ) -> UploadTarget:
         """A presigned PUT URL; the upload must send the returned Content-Type header."""
-        key = self.new_path(folder, filename)
-        content_type = CONTENT_TYPES[PurePosixPath(key).suffix]
+        key = self.new_path(folder, filename, types)
+        content_type = types[PurePosixPath(key).suffix]
         url = self.client().generate_presigned_url(
             "put_object",
             Params={"Bucket": self.bucket, "Key": key, "ContentType": content_type},
@@ -284,6 +319,19 @@ class CosStorage(Storage):
             headers={"Content-Type": content_type},
             expires_in_s=self.ttl_s,
         )
+
+    def download(self, file_id: str, dest: Path) -> None:
+        """GetObject, streamed to ``dest`` by boto3's transfer manager."""
+        from botocore.exceptions import ClientError
+
+        if not self.owns(file_id):
+            raise FileNotFoundError(file_id)
+        try:
+            self.client().download_file(self.bucket, file_id[len(self._prefix) :], str(dest))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise FileNotFoundError(file_id) from None
+            raise
 
     def _urls(self, file_ids: list[str]) -> dict[str, str | None]:
         """Presigned GET URLs (signed locally: no request leaves the function)."""
@@ -367,19 +415,27 @@ class SandboxStorage(Storage):
         """``sandbox://files/<path>``."""
         return file_id.startswith(self.PREFIX) and _safe_path(file_id[len(self.PREFIX) :])
 
-    def upload_target(self, folder: str, filename: str) -> UploadTarget:
+    def upload_target(
+        self, folder: str, filename: str, types: dict[str, str] = CONTENT_TYPES
+    ) -> UploadTarget:
         """A ready file id: the sandbox needs no bytes to accept it. To see the picture later,
         PUT the bytes to ``url`` (served by ``caiyun dev``)."""
-        path = self.new_path(folder, filename)
+        path = self.new_path(folder, filename, types)
         return UploadTarget(
             provider=self.provider,
             path=path,
             file_id=self.PREFIX + path,
             url=self.signed_url("PUT", path, self.ttl_s),
             method="PUT",
-            headers={"Content-Type": CONTENT_TYPES[PurePosixPath(path).suffix]},
+            headers={"Content-Type": types[PurePosixPath(path).suffix]},
             expires_in_s=self.ttl_s,
         )
+
+    def download(self, file_id: str, dest: Path) -> None:
+        """A copy of the kept bytes."""
+        import shutil
+
+        shutil.copyfile(self._local(file_id), dest)
 
     def _local(self, file_id: str) -> Path:
         if not self.owns(file_id):

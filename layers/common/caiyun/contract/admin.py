@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictInt, StrictStr, StringConstraints, field_validator
+from pydantic import (
+    Field,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from caiyun.contract.bind_house import PersonName
 from caiyun.contract.common import (
@@ -169,3 +176,103 @@ class ConfigReply(Reply):
     agreements: list[AgreementText]
     repair_categories: list[Option]
     complaint_types: list[Option]
+
+
+ImportKindName = Literal["owners", "bills"]
+ImportFilename = Annotated[StrictStr, StringConstraints(min_length=1, max_length=255)]
+
+
+class ImportUploadUrl(Request):
+    """Where to upload an import file (``.xlsx`` or ``.csv``) before ``start_import``. COS:
+    PUT the bytes to ``url`` with ``headers`` and use ``file_id``; CloudBase: upload to
+    ``path`` and use the fileID; sandbox: PUT the bytes to ``url`` and use ``file_id``."""
+
+    filename: ImportFilename
+
+
+class StartImport(Request):
+    """Start importing an uploaded file: ``owners`` of ``community`` (``province``, ``city``,
+    ``district``, ``name``, optional ``address``; created if new, by company-wide admins only)
+    or ``bills`` of ``community_id``. The file's header is checked now; the rows are imported
+    by ``run_import``."""
+
+    kind: ImportKindName
+    file_id: Annotated[StrictStr, StringConstraints(min_length=1, max_length=1100)]
+    filename: ImportFilename | None = None
+    community_id: ObjectKey | None = None
+    community: dict[StrictStr, Any] | None = None
+
+    @model_validator(mode="after")
+    def _community_for_kind(self) -> StartImport:
+        if self.kind == "owners" and self.community is None:
+            raise ValueError("业主导入须提供 community")
+        if self.kind == "bills" and self.community_id is None:
+            raise ValueError("账单导入须提供 community_id")
+        return self
+
+
+class ImportJobRef(Request):
+    job_id: ObjectKey
+
+
+class ImportJob(Reply):
+    """An import job: ``rows_done`` of ``total_rows`` data rows imported so far; ``counts``
+    by row status. ``status`` ``running`` until every row is imported: call ``run_import``
+    again (each call imports one chunk within the platform's time limit)."""
+
+    job_id: str
+    kind: ImportKindName
+    kind_name: str
+    status: Literal["running", "done"]
+    status_name: str
+    community_id: str
+    community_created: bool
+    filename: str
+    total_rows: int
+    rows_done: int
+    counts: dict[str, int]
+    created_at: str
+    updated_at: str
+    finished_at: str | None
+
+
+class ImportFailedRowsPage(PageRequest):
+    job_id: ObjectKey
+
+
+class FailedRow(Reply):
+    """A row that was not imported: its line in the file, why, and its values as read."""
+
+    line: int
+    reason: str
+    values: dict[str, str]
+
+
+class FailedRowsPage(Reply):
+    items: list[FailedRow]
+    total: int
+    page: int
+    page_size: int
+
+
+class FailedRowsFile(Reply):
+    """The failed rows as an ``.xlsx`` (base64) in the template's columns with 错误原因 and
+    原行号 beside them: correct and import it again. ``rows`` it holds (at most 20,000)."""
+
+    filename: str
+    content_type: str
+    content_base64: str
+    rows: int
+
+
+class Overview(Request):
+    community_id: ObjectKey
+
+
+class OverviewReply(Reply):
+    """A community at a glance: its houses, and those with at least one account bound."""
+
+    community_id: str
+    community_name: str
+    houses: int
+    bound_houses: int

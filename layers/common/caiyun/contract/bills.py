@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictStr, StringConstraints
 
-from caiyun.contract.common import ObjectKey, PageRequest, Reply, Request
+from caiyun.contract.common import ObjectKey, PageRequest, Phone, Reply, Request
 
 Period = Annotated[StrictStr, StringConstraints(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
 OrderNo = Annotated[StrictStr, StringConstraints(pattern=r"^CY[0-9A-F]{22}$")]
@@ -244,7 +244,7 @@ class StaffHouses(PageRequest):
     ``period``, if given), by building, unit and room. A house is ``unpaid`` (未交) while any of
     those bills is not yet paid (``paying`` included), else ``paid`` (已交). ``counts`` has
     both tabs under the same filters; ``status`` picks the page's tab. ``owner_name`` matches
-    any part of the owner's name on record."""
+    any part of the owner's name on record, ``owner_phone`` the owner's phone on record."""
 
     community_id: ObjectKey
     status: HouseDuesStatus | None = None
@@ -254,6 +254,7 @@ class StaffHouses(PageRequest):
     owner_name: (
         Annotated[StrictStr, StringConstraints(strip_whitespace=True, max_length=32)] | None
     ) = None
+    owner_phone: Phone | None = None
     period: Period | None = None
 
 

@@ -130,13 +130,14 @@ def houses_page(
     holds.
 
     ``narrow`` may hold ``status`` (the tab: ``unpaid`` while any bill is not yet paid, else
-    ``paid``), ``building``, ``unit``, ``room`` (exact), ``owner_name`` (any part of it) and
-    ``period``. One command: the houses matched (by the address index), their bills joined by
-    the bills' house index and summed, then the page and the tab counts.
+    ``paid``), ``building``, ``unit``, ``room`` (exact), ``owner_name`` (any part of it),
+    ``owner_phone`` (exact) and ``period``. One command: the houses matched (by the address
+    index), their bills joined by the bills' house index and summed, then the page and the tab
+    counts.
     """
     staff.require_scope(admin, community_id)
     query: dict[str, Any] = {"community_id": community_id}
-    for field in ("building", "unit", "room"):
+    for field in ("building", "unit", "room", "owner_phone"):
         if narrow.get(field):
             query[field] = narrow[field]
     if narrow.get("owner_name"):

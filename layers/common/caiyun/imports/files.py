@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
+from collections.abc import Collection, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +151,7 @@ def _stream(
     columns: Columns,
     required: list[str],
     line_field: str | None,
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     lines = _xlsx_lines(path) if path.suffix.lower() in _XLSX_SUFFIXES else _csv_lines(path)
     lookup = _lookup(columns)
     try:
@@ -186,7 +186,7 @@ def read_rows(
     *,
     optional: Collection[str] = (),
     line_field: str | None = None,
-) -> Iterator[dict[str, Any]]:
+) -> Generator[dict[str, Any], None, None]:
     """The data rows of an ``.xlsx`` (first sheet) or UTF-8 ``.csv`` file, one dict per row.
 
     ``columns`` maps each canonical field name to the header spellings accepted for it (case,

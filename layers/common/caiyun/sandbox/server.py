@@ -54,6 +54,8 @@ ICBC_FUNCTION = "icbc_callback"
 # Larger over-limit bodies are not read at all; smaller ones are drained so the client sees the
 # 413 instead of a connection reset in the middle of its upload.
 _DRAIN_LIMIT_BYTES = 8 * MAX_BODY_BYTES
+# A PUT to /files carries a whole file (an import of 100,000 bills is a few MB), as to COS.
+_MAX_FILE_BYTES = 64 * 1024 * 1024
 # How far ahead of the real time the sandbox may run in total: far enough for any time rule (a
 # 3-day repair, a year of bills), short of datetime overflow.
 _MAX_OFFSET_S = 10 * 366 * 24 * 3600
@@ -563,6 +565,28 @@ def _dev_icbc_complete(server: SandboxServer, request: Request) -> Reply:
     return json_reply(200, {"ok": True, "data": data if isinstance(data, dict) else {}})
 
 
+CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
+_CONSOLE_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json; charset=utf-8",
+}
+
+
+def _console(server: SandboxServer, request: Request) -> Reply:
+    """The property office's console (caiyun/console): static files; it calls /api/<fn>."""
+    name = request.params.get("file") or "index.html"
+    path = CONSOLE_DIR / name
+    if "/" in name or path.suffix not in _CONSOLE_TYPES or not path.is_file():
+        return error_reply("NOT_FOUND", "页面不存在")
+    return Reply(200, path.read_bytes(), {"Content-Type": _CONSOLE_TYPES[path.suffix]})
+
+
+def _console_root(server: SandboxServer, request: Request) -> Reply:
+    return Reply(301, b"", {"Location": "/console/"})
+
+
 ROUTES: tuple[tuple[re.Pattern[str], str, Route], ...] = (
     (re.compile(rf"/invoke/{_FUNCTION_NAME}"), "POST", _invoke),
     (re.compile(rf"/api/{_FUNCTION_NAME}"), "POST", _api),
@@ -573,6 +597,8 @@ ROUTES: tuple[tuple[re.Pattern[str], str, Route], ...] = (
     (re.compile(r"/dev/icbc/complete"), "POST", _dev_icbc_complete),
     (re.compile(r"/files/(?P<path>[^?#]{1,1024})"), "GET", _get_file),
     (re.compile(r"/files/(?P<path>[^?#]{1,1024})"), "PUT", _put_file),
+    (re.compile(r"/console"), "GET", _console_root),
+    (re.compile(r"/console/(?P<file>[A-Za-z0-9_.-]{0,64})"), "GET", _console),
 )
 
 
@@ -643,7 +669,7 @@ class _Handler(BaseHTTPRequestHandler):
         if length is None:
             self.close_connection = True
             return error_reply("INVALID_ARGUMENT", "Content-Length 无效")
-        if length > MAX_BODY_BYTES:
+        if length > (_MAX_FILE_BYTES if self.command == "PUT" else MAX_BODY_BYTES):
             self._discard_body()
             return error_reply("INVALID_ARGUMENT", "请求体过大", 413)
         return self.rfile.read(length)

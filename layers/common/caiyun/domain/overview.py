@@ -1,0 +1,37 @@
+"""A community at a glance for the property office: its houses and how many are bound."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from caiyun.domain import communities, houses, memberships, staff
+from caiyun.errors import AppError
+from caiyun.services import Services
+
+
+def community_overview(
+    services: Services, admin: dict[str, Any], community_id: str
+) -> dict[str, Any]:
+    """How many houses the community has and how many have someone bound in the app (by the
+    community index of each collection). FORBIDDEN outside the admin's scope (checked first,
+    so other communities' existence stays hidden), NOT_FOUND for no such community."""
+    staff.require_scope(admin, community_id)
+    db = services.db
+    community = communities.get(db, community_id)
+    if community is None:
+        raise AppError("NOT_FOUND", "小区不存在")
+    bound = list(
+        db[memberships.MEMBERSHIPS].aggregate(
+            [
+                {"$match": {"community_id": community_id}},
+                {"$group": {"_id": "$house_id"}},
+                {"$count": "n"},
+            ]
+        )
+    )
+    return {
+        "community_id": community_id,
+        "community_name": community["name"],
+        "houses": db[houses.HOUSES].count_documents({"community_id": community_id}),
+        "bound_houses": bound[0]["n"] if bound else 0,
+    }
