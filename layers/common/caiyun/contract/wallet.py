@@ -73,7 +73,9 @@ class RealnameResend(Request):
 
 
 class RealnameConfirm(Request):
-    """``agreements`` must include ``wallet_service`` and ``privacy``. ``autodebit: true`` also
+    """``agreements`` must include every agreement ``login.config`` marks required for the
+    method (by default ``wallet_service`` and ``privacy``); a missing one is refused as
+    ``details.fields["agreements.<code>"]``. ``autodebit: true`` also
     starts signing the auto-debit agreement: ICBC then texts a second code, to be sent with
     ``set_autodebit`` and ``autodebit_ticket``."""
 
