@@ -9,7 +9,7 @@ from typing import Any, get_args
 from caiyun import apidoc, labels
 from caiyun.contract import login, notify
 from caiyun.deeplinks import DEEP_LINKS
-from caiyun.domain import appconfig, messaging
+from caiyun.domain import appconfig
 from caiyun.errors import DETAILS
 from caiyun.sandbox.functions import function_names, handler
 
@@ -147,7 +147,7 @@ def test_every_page_the_layer_links_to_is_a_documented_deep_link() -> None:
 
 def test_the_codes_the_domain_writes_are_the_codes_the_contract_declares() -> None:
     kinds = tuple(labels.LABELS["message_kind"])
-    assert get_args(messaging.MessageKind) == get_args(notify.MessageKind) == kinds
+    assert get_args(labels.MessageKind) == get_args(notify.MessageKind) == kinds
     assert get_args(appconfig.AgreementCode) == get_args(login.AgreementCode)
     assert get_args(appconfig.AgreementCode) == tuple(labels.LABELS["agreement"])
     assert get_args(appconfig.Trigger) == get_args(login.AgreementTrigger)

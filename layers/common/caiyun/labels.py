@@ -11,6 +11,21 @@ filed under.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
+# What an inbox message is about: the domain writes these and the contract sends them.
+MessageKind = Literal[
+    "bill",
+    "payment",
+    "reminder",
+    "repair",
+    "repair_filed",
+    "complaint",
+    "complaint_filed",
+    "notice",
+    "visitor",
+]
+
 # name -> {code: label}, in the order the apps offer them.
 LABELS: dict[str, dict[str, str]] = {
     "app": {"resident": "业主端", "staff": "物业端"},
@@ -152,6 +167,8 @@ LABELS: dict[str, dict[str, str]] = {
     "import_job_status": {"running": "导入中", "done": "已完成"},
     "upload_provider": {"sandbox": "本地沙箱", "cloudbase": "云开发存储", "cos": "腾讯云 COS"},
 }
+
+assert set(get_args(MessageKind)) == set(LABELS["message_kind"]), "one list of message kinds"
 
 # Enumerations the property company may change; the ones above are then only the defaults.
 CONFIGURABLE = frozenset({"repair_category", "complaint_type"})

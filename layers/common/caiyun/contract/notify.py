@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, StrictBool, StrictStr, StringConstraints
 
 from caiyun.contract.common import ObjectKey, PageRequest, Reply, Request
+from caiyun.labels import MessageKind
 
 Title = Annotated[StrictStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Content = Annotated[
@@ -76,19 +77,6 @@ class Messages(PageRequest):
     dispatches) is in the staff app's, their own bills and repairs in the resident app's."""
 
     unread_only: StrictBool = False
-
-
-MessageKind = Literal[
-    "bill",
-    "payment",
-    "reminder",
-    "repair",
-    "repair_filed",
-    "complaint",
-    "complaint_filed",
-    "notice",
-    "visitor",
-]
 
 
 class Message(Reply):

@@ -11,7 +11,7 @@ WeChat being slow or down never slows or fails the business action that wanted t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from pymongo import DESCENDING, IndexModel, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError
@@ -24,18 +24,6 @@ from caiyun.domain import accounts
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
-
-MessageKind = Literal[
-    "bill",
-    "payment",
-    "reminder",
-    "repair",
-    "repair_filed",
-    "complaint",
-    "complaint_filed",
-    "notice",
-    "visitor",
-]
 
 MESSAGES = declare(
     "messages",
@@ -187,7 +175,7 @@ class Note:
     sending step runs (its inbox id is made from the key)."""
 
     account_id: str
-    kind: MessageKind
+    kind: labels.MessageKind
     title: str
     body: str
     page: str
@@ -316,7 +304,7 @@ def _queue(services: Services, pushes: list[tuple[str, Note]]) -> None:
 def notify(
     services: Services,
     account_ids: list[str],
-    kind: MessageKind,
+    kind: labels.MessageKind,
     title: str,
     body: str,
     page: str,

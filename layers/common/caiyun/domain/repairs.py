@@ -144,7 +144,7 @@ def _resident_note(doc: dict[str, Any], title: str, remark: str) -> messaging.No
 def _staff_note(
     doc: dict[str, Any],
     account_id: str,
-    kind: messaging.MessageKind,
+    kind: labels.MessageKind,
     title: str,
     template: str,
     when: datetime,
