@@ -59,18 +59,38 @@ def _ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}{i:023x}" for i in range(n)]
 
 
-def load(db: Any, n: int) -> None:
-    """The backlog: n accounts, houses and memberships, stale repairs and unpaid bills."""
+def _community(i: int) -> str:
+    return COMMUNITY if i == 0 else f"c{i:024x}"
+
+
+def load(
+    db: Any, n: int, communities: int = 1, bills_per_house: int = 1, repairs: int | None = None
+) -> None:
+    """The backlog: n accounts, houses and memberships (the houses dealt over ``communities``),
+    ``repairs`` stale repairs (one per account, n by default) and ``bills_per_house`` unpaid
+    bills per house, each a month apart, the last due yesterday."""
     from caiyun.domain import repair_views
 
     now = BENCH_NOW
     since = now - repair_views.RATING_WINDOW - timedelta(days=1)
-    yesterday = "2026-03-01"
+    # Bill k is for the k-th month before February 2026 and fell due on the first of the month
+    # after it (as months counted from year 0, January = 0).
+    months = [2026 * 12 + 1 - k for k in range(bills_per_house)]
+    periods = [f"{m // 12}-{m % 12 + 1:02d}" for m in months]
+    dues = [f"{(m + 1) // 12}-{(m + 1) % 12 + 1:02d}-01" for m in months]
     accounts, houses = _ids("a", n), _ids("h", n)
     bulk_load(
         db,
         "communities",
-        [{"_id": COMMUNITY, "name": "彩云花园", "province": "广东省", "city": "深圳市"}],
+        [
+            {
+                "_id": _community(c),
+                "name": f"彩云花园{c or ''}",
+                "province": "广东省",
+                "city": "深圳市",
+            }
+            for c in range(communities)
+        ],
     )
     bulk_load(
         db,
@@ -96,7 +116,7 @@ def load(db: Any, n: int) -> None:
         (
             {
                 "_id": h,
-                "community_id": COMMUNITY,
+                "community_id": _community(i % communities),
                 "building": "1栋",
                 "unit": "1单元",
                 "room": str(101 + i),
@@ -114,7 +134,7 @@ def load(db: Any, n: int) -> None:
                 "_id": f"m{i:023x}",
                 "house_id": h,
                 "account_id": a,
-                "community_id": COMMUNITY,
+                "community_id": _community(i % communities),
                 "role": "owner",
                 "created_at": now,
                 "added_by": a,
@@ -146,7 +166,7 @@ def load(db: Any, n: int) -> None:
         (
             {
                 "_id": f"r{i:023x}",
-                "community_id": COMMUNITY,
+                "community_id": _community(i % communities),
                 "community_name": "彩云花园",
                 "house_id": h,
                 "house_label": f"1栋-1单元-{i}",
@@ -163,6 +183,7 @@ def load(db: Any, n: int) -> None:
                 "timeline": timeline(a),
             }
             for i, (a, h) in enumerate(zip(accounts, houses, strict=True))
+            if repairs is None or i < repairs
         ),
     )
     bulk_load(
@@ -170,19 +191,20 @@ def load(db: Any, n: int) -> None:
         "bills",
         (
             {
-                "_id": f"b{i:023x}",
+                "_id": f"b{i * bills_per_house + k:023x}",
                 "house_id": h,
-                "period": "2026-02",
+                "period": periods[k],
                 "item": "物业费",
                 "amount_fen": 26800,
-                "due_date": yesterday,
-                "community_id": COMMUNITY,
+                "due_date": dues[k],
+                "community_id": _community(i % communities),
                 "building": "1栋",
                 "status": "unpaid",
                 "created_at": now,
                 "updated_at": now,
             }
             for i, h in enumerate(houses)
+            for k in range(bills_per_house)
         ),
     )
 

@@ -393,13 +393,24 @@ def as_paid(svc: Services, order_no: str, **changes: Any) -> dict[str, Any]:
     return {**doc, "status": "paid", "paid_at": svc.clock.now(), **changes}
 
 
+def charges(svc: Services, order_no: str | None = None) -> int:
+    """The bank charges on record (of one order): the one that paid each paid order, and every
+    further one, which is a payment issue to refund."""
+    about = {} if order_no is None else {"order_no": order_no}
+    paid = {"status": "paid"} if order_no is None else {"_id": order_no, "status": "paid"}
+    extra = {"kind": "extra_settlement", **about}
+    return svc.db[payments.ORDERS].count_documents(paid) + svc.db["payment_issues"].count_documents(
+        extra
+    )
+
+
 def snapshot(svc: Services) -> dict[str, Any]:
-    """What a notify may change: orders, bills, transactions and payment messages."""
+    """What a notify may change: orders, bills, charges and payment messages."""
     db = svc.db
     return {
         "orders": sorted(db[payments.ORDERS].find({}), key=lambda d: d["_id"]),
         "bills": sorted(db["bills"].find({}), key=lambda d: d["_id"]),
-        "transactions": db[payments.TRANSACTIONS].count_documents({}),
+        "charges": charges(svc),
         "messages": db["messages"].count_documents({"kind": "payment"}),
     }
 

@@ -80,7 +80,7 @@ def counted(services: Services, warm: bool = True) -> Iterator[list[str]]:
 
 # What a notification costs is messaging's business (it reads accounts and consents, writes
 # messages and queues pushes), pinned by its own tests.
-_NOTIFYING = ("accounts.", "messages.", "subscription_consents.", "pushes.")
+_NOTIFYING = ("accounts.", "messages.", "subscription_consents.")
 
 
 def own(commands: list[str]) -> list[str]:

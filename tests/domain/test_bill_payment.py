@@ -21,6 +21,7 @@ from billing import (
     bill_status,
     billed_world,
     card_number,
+    charges,
     get_order,
     list_bills,
     messages,
@@ -233,9 +234,9 @@ def test_pay_reads_the_bills_and_who_may_pay_them_in_one_query(
     assert sent == [
         "accounts.find_one",  # the caller (a resident: no staff record to join)
         "bills.aggregate",  # the bills, their houses' members joined in
-        "payment_orders.insert_one",  # the order, before ICBC is called
+        # ICBC opens the WeChat Pay order; nothing is paid until the app pays with its answer
+        "payment_orders.insert_one",  # the order, with what ICBC answered
         "bills.update_many",  # the bills locked into it, all or none
-        "payment_orders.update_one",  # what ICBC answered, for the app to pay with
     ]
 
 
@@ -455,17 +456,17 @@ def test_expired_order_is_closed_and_its_bills_can_be_paid_again(
 ) -> None:
     verify(svc, ALICE)
     order = ok(pay(ALICE, world.oct_fee, world.oct_parking))
-    assert payments.expire_orders(svc) == 0  # not due yet
+    assert payments.expire_orders(svc) == {"orders_ended": 0}  # not due yet
 
     svc.clock.advance(svc.settings.order_ttl_s + 1)
-    ended = payments.expire_orders(svc)
+    ended = payments.expire_orders(svc)["orders_ended"]
 
     assert ended == 1
     assert ok(get_order(ALICE, order["order_no"]))["status"] == "closed"
     assert svc.db["sandbox_icbc_orders"].find_one({"_id": order["order_no"]})["status"] == "closed"
     assert status_of(ALICE, world.oct_fee) == "unpaid"
     assert status_of(ALICE, world.oct_parking) == "unpaid"
-    assert payments.expire_orders(svc) == 0  # nothing left to do
+    assert payments.expire_orders(svc) == {"orders_ended": 0}  # nothing left to do
     again = ok(pay(ALICE, world.oct_fee))
     assert again["order_no"] != order["order_no"]
     assert status_of(ALICE, world.oct_fee) == "paying"
@@ -505,11 +506,11 @@ def test_order_without_notify_is_reconciled_by_query_after_30_seconds(
     assert status_of(ALICE, world.oct_fee) == "paid"
     assert status_of(ALICE, world.oct_parking) == "paid"
     assert ok(list_bills(ALICE))["unpaid_total_fen"] == 12500
-    assert svc.db[payments.TRANSACTIONS].count_documents({"order_no": order["order_no"]}) == 1
+    assert charges(svc, order["order_no"]) == 1
     assert len(messages(ALICE, "payment")) == 1
     # Asking again changes nothing more.
     assert ok(get_order(ALICE, order["order_no"]))["status"] == "paid"
-    assert svc.db[payments.TRANSACTIONS].count_documents({}) == 1
+    assert charges(svc) == 1
     assert len(messages(ALICE, "payment")) == 1
 
 
@@ -558,8 +559,8 @@ def test_a_refund_icbc_reports_is_recorded_and_shown_to_staff(
     bank.set_status(order["order_no"], bank_status)
     svc.clock.advance(svc.settings.order_ttl_s + 1)
 
-    first = payments.expire_orders(svc)
-    second = payments.expire_orders(svc)  # flags nothing new
+    first = payments.expire_orders(svc)["orders_ended"]
+    second = payments.expire_orders(svc)["orders_ended"]  # flags nothing new
 
     assert (first, second) == (1 if ends == "closed" else 0, 0)
     assert ok(get_order(ALICE, order["order_no"]))["status"] == ends
@@ -628,9 +629,10 @@ def test_expiry_waits_for_icbc_when_it_cannot_be_asked(
     svc.clock.advance(svc.settings.order_ttl_s + 1)
     bank.fail_next("SYSTEM_BUSY", svc.settings.icbc_query_path)
 
-    assert payments.expire_orders(svc) == 0  # ICBC busy: maybe paid, so keep the lock
+    # ICBC busy: maybe paid, so the bills stay locked
+    assert payments.expire_orders(svc) == {"orders_ended": 0}
     assert status_of(ALICE, world.oct_fee) == "paying"
-    assert payments.expire_orders(svc) == 1  # the next run gets an answer
+    assert payments.expire_orders(svc) == {"orders_ended": 1}  # the next run gets an answer
     assert ok(get_order(ALICE, order["order_no"]))["status"] == "closed"
     assert status_of(ALICE, world.oct_fee) == "unpaid"
 

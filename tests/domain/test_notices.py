@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -381,3 +383,32 @@ def test_a_notice_is_one_read_for_its_residents_and_its_staff(
     # The read itself, then the caller's read record (an upsert, one command).
     assert as_resident == ["accounts.find_one", "notices.aggregate", "notice_reads.update_one"]
     assert as_staff == ["accounts.aggregate", "notices.find_one", "notice_reads.update_one"]
+
+
+def test_a_delivery_the_budget_cuts_short_is_carried_on_by_the_next_run_from_where_it_stopped(
+    services: Services, world: dict[str, Any]
+) -> None:
+    notice_id = ok(publish(world, "garden_id", "停水通知"))["notice_id"]
+    readers = [account_id(services, world[k]) for k in ("both", "garden_only")]
+    # As if the publisher died before telling anyone.
+    services.db[messaging.MESSAGES].delete_many({"account_id": {"$in": readers}})
+    stale = services.clock.now() - timedelta(minutes=6)
+    services.db[notices.NOTICES].update_one(
+        {"_id": notice_id}, {"$set": {"inbox": "sending", "sending_since": stale}}
+    )
+    one_at_a_time = dataclasses.replace(
+        services, settings=services.settings.model_copy(update={"scheduler_batch_size": 1})
+    )
+    spent = services.clock.now()  # the budget is over once a batch is done
+
+    first = notices.resume_deliveries(one_at_a_time, until=spent)
+    halfway = services.db[notices.NOTICES].find_one({"_id": notice_id})
+    second = notices.resume_deliveries(one_at_a_time, until=spent)
+    third = notices.resume_deliveries(one_at_a_time, until=spent)
+
+    assert (first["unfinished"], second["unfinished"]) == (1, 1)
+    assert halfway["inbox"] == "sending" and halfway["delivered_after"] == min(readers)
+    assert third == {"notices_resumed": 1}
+    for reader in readers:
+        assert messaging.inbox(services, reader, "resident", False, 1, 20)[1] == 1, reader
+    assert services.db[notices.NOTICES].find_one({"_id": notice_id})["inbox"] == "sent"

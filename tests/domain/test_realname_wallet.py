@@ -22,6 +22,7 @@ from billing import (
     NOBODY,
     NOTIFY_URL,
     card_number,
+    charges,
     get_order,
     list_bills,
     messages,
@@ -40,7 +41,7 @@ from worlds import GARDEN, ok, owner_row, refused, staff_account
 
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import business_date
-from caiyun.domain import accounts, appconfig, houses, payments, realname
+from caiyun.domain import accounts, appconfig, houses, job_runs, payments, realname
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.icbc import OPENING_BALANCE_FEN, FakeIcbc
 from caiyun.services import Services
@@ -717,7 +718,7 @@ def test_autodebit_charges_under_the_signed_agreement_and_tells_the_resident(
         "version": agreement["version"],
         "signed_at": agreement["signed_at"],
     }
-    assert svc.db[payments.TRANSACTIONS].count_documents({"order_no": order["_id"]}) == 1
+    assert charges(svc, order["_id"]) == 1
     told = messages(ALICE, "payment")
     assert [m["title"] for m in told] == ["自动扣缴成功"]
     assert (
@@ -841,3 +842,39 @@ def test_a_second_pending_ticket_cannot_replace_a_verified_identity(
     assert after["realname"]["id_masked"] == masked_id(ALICE)
     assert after["wallet"] == verified["wallet"]
     assert after["autodebit"] == verified["autodebit"]
+
+
+def test_autodebit_cut_short_by_the_budget_resumes_and_charges_each_account_once(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    import_due_bills(svc, world, (101, "物业费", 12000, -1), (102, "物业费", 15000, -1))
+    for who in (ALICE, BOB):
+        verify(svc, who)
+        sign_autodebit(svc, who)
+    spent = svc.clock.now()  # the budget is over before the first batch ends
+
+    runs = [payments.run_autodebit(svc, until=spent, batch_size=1) for _ in range(4)]
+
+    assert [r.get("unfinished", 0) for r in runs] == [1, 1, 0, 0]
+    assert [r["autodebit_paid"] for r in runs] == [1, 1, 0, 0]
+    assert bill_by_item(svc, world.h101, "物业费")["status"] == "paid"
+    assert bill_by_item(svc, world.h102, "物业费")["status"] == "paid"
+    assert svc.db[payments.ORDERS].count_documents({"method": "autodebit"}) == 2
+    assert charges(svc) == 2
+
+
+def test_an_autodebit_run_held_by_another_invocation_is_left_to_it(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    import_due_bills(svc, world, (101, "物业费", 12000, -1))
+    verify(svc, ALICE)
+    sign_autodebit(svc, ALICE)
+    today = business_date(svc.clock.now()).isoformat()
+    held = job_runs.begin(svc, f"autodebit:{today}", keep_s=3600)
+    assert held is not None
+
+    assert payments.run_autodebit(svc)["autodebit_accounts"] == 0  # the other one is at it
+
+    svc.clock.advance(svc.settings.scheduler_budget_s + 1)  # it died: its hold lapses
+    assert payments.run_autodebit(svc)["autodebit_paid"] == 1
+    assert bill_by_item(svc, world.h101, "物业费")["status"] == "paid"

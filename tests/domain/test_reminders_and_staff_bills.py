@@ -3,6 +3,7 @@ payment reminders (催交) an admin sends, through the bills and notify function
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -539,3 +540,27 @@ def test_timer_sends_due_reminders_once_per_window(svc: Services, world: SimpleN
     assert again["data"]["reminders_accounts_notified"] == 0
     assert len(messages(ALICE, "reminder")) == 1
     assert len(messages(DAVE, "reminder")) == 1
+
+
+def test_reminders_cut_short_by_the_budget_resume_and_tell_each_payer_once(
+    svc: Services, world: SimpleNamespace
+) -> None:
+    svc.clock.advance(11 * 24 * 3600)  # the world's bills are due
+    one_at_a_time = dataclasses.replace(
+        svc, settings=svc.settings.model_copy(update={"scheduler_batch_size": 1})
+    )
+    spent = svc.clock.now()  # the budget is over once a batch is done
+    runs = []
+    while not runs or runs[-1].get("unfinished"):
+        runs.append(reminders.remind_overdue(one_at_a_time, until=spent))
+        assert len(runs) < 20
+
+    # Four owing houses claimed one per run, then four payers told one per run.
+    assert len(runs) == 9
+    assert sum(r["houses_unpaid"] for r in runs) == 4
+    assert sum(r["houses_reminded"] for r in runs) == 3
+    assert sum(r["accounts_notified"] for r in runs) == 4
+    for who in (ALICE, ERIN, BOB, DAVE):
+        assert len(messages(who, "reminder")) == 1, who
+    # The window's run is finished: later invocations in it do nothing.
+    assert reminders.remind_overdue(svc)["accounts_notified"] == 0

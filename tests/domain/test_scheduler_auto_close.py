@@ -298,10 +298,12 @@ def test_a_run_past_its_budget_stops_at_a_checkpoint_and_the_next_resumes_it(
     hooked(services, slow_batch, batch=3)
     first = fire_timer()
     assert closed_by(first) == 6  # the second batch crossed the budget: stop there
+    assert first["unfinished_jobs"] == ["repairs_auto_close"]
     assert "pushes" in first["deferred_jobs"]
 
     second = fire_timer()
     assert closed_by(second) == 2 and second["deferred_jobs"] == []
+    assert second["unfinished_jobs"] == []
     assert batches == [3, 3, 2]
     assert all(completions(services, rid) == ["auto_closed"] for rid in ids)
     assert closed_by(fire_timer()) == 0

@@ -1,4 +1,4 @@
-"""ICBC's notifies: verified before anything is read, kept for audit, applied once.
+"""ICBC's notifies: verified before anything is read, applied once, kept for audit.
 
 ICBC posts three kinds to the one notify URL, told apart by the interface they report on: the
 result of a WeChat Pay order, of a payment from the account, and of a JFT account opening (the
@@ -11,6 +11,7 @@ the call's log line carries too.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -52,35 +53,52 @@ def _parse_form(raw_body: str) -> dict[str, str] | None:
 
 
 def receive(services: Services, raw_body: str) -> NotifyOutcome:
-    """Verify, audit and apply one notify body (form-encoded, as ICBC posts it)."""
-    from caiyun.adapters.icbc import IcbcError
+    """Verify, apply and keep one notify body (form-encoded, as ICBC posts it).
 
-    db, now = services.db, services.clock.now()
-    audit_id = new_id()
-    db[NOTIFIES].insert_one(
+    The record is written once, when the outcome is known: one command, not a record first and
+    its outcome after. Nothing is lost by it: a notify is acted on only through the order's
+    conditional update, which names this record's id (``settled_by_notify``), so a notify that
+    changed anything is on file from that moment; one that changed nothing before the function
+    died was answered with no success, so ICBC sends it again; and one that raised is kept
+    with the outcome ``error`` before the error goes on to the log.
+    """
+    notify_id = new_id()
+    received_at = services.clock.now()
+    try:
+        outcome, fields = _act(services, raw_body, notify_id)
+    except Exception:
+        _keep(services, notify_id, received_at, raw_body, "error", {})
+        raise
+    _keep(services, notify_id, received_at, raw_body, outcome.outcome, fields)
+    return outcome
+
+
+def _keep(
+    services: Services,
+    notify_id: str,
+    received_at: datetime,
+    raw_body: str,
+    outcome: str,
+    fields: dict[str, Any],
+) -> None:
+    services.db[NOTIFIES].insert_one(
         {
-            "_id": audit_id,
-            "received_at": now,
+            "_id": notify_id,
+            "received_at": received_at,
             "body": raw_body[:_MAX_FORM_BYTES],
-            "outcome": "received",
+            "outcome": outcome,
+            **fields,
         }
     )
 
-    def record(
-        outcome: str,
-        success: bool,
-        reply_to: str = "",
-        message: str = "",
-        encrypted: bool = False,
-        **extra: Any,
-    ) -> NotifyOutcome:
-        db[NOTIFIES].update_one({"_id": audit_id}, {"$set": {"outcome": outcome, **extra}})
-        reason = extra.get("reason")
-        return NotifyOutcome(success, reply_to, message or outcome, encrypted, outcome, reason)
+
+def _act(services: Services, raw_body: str, notify_id: str) -> tuple[NotifyOutcome, dict[str, Any]]:
+    """What the notify does, and the fields its record keeps beside the outcome."""
+    from caiyun.adapters.icbc import IcbcError
 
     form = _parse_form(raw_body)
     if form is None:
-        return record("malformed", False)
+        return NotifyOutcome(False, "", "malformed", outcome="malformed"), {}
     client = services.icbc
     try:
         notice = client.verify_notify(form)
@@ -91,13 +109,14 @@ def receive(services: Services, raw_body: str) -> NotifyOutcome:
     except IcbcError as exc:
         # The reason (never the form: it may carry an ID or card number) is kept and logged
         # for whoever looks into notifies that stop going through.
-        return record("rejected", False, message="verify failed", reason=exc.code)
+        refused = NotifyOutcome(False, "", "verify failed", outcome="rejected", reason=exc.code)
+        return refused, {"reason": exc.code}
     reply_to, encrypted = notice.msg_id, notice.encrypted
     if notice.kind == "wallet_open":
         known = realname.apply_opening(services, opening)
         outcome = "applied" if known else "unknown_opening"
         message = "success" if known else outcome
-        return record(outcome, known, reply_to, message, encrypted)
+        return NotifyOutcome(known, reply_to, message, encrypted, outcome), {}
     fields: dict[str, Any] = {
         "order_no": paid.order_no,
         "msg_id": paid.msg_id,
@@ -111,9 +130,8 @@ def receive(services: Services, raw_body: str) -> NotifyOutcome:
         paid_at=paid.paid_at,
     )
     # apply_result checks the order and its amount in the same update that applies it.
-    applied = payments.apply_result(services, result)
-    if applied == "unknown_order":
-        return record(applied, False, reply_to, "order not found", encrypted, **fields)
-    if applied == "amount_mismatch":
-        return record(applied, False, reply_to, "amount mismatch", encrypted, **fields)
-    return record(applied, True, reply_to, "success", encrypted, **fields)
+    applied = payments.apply_result(services, result, notify_id)
+    refusals = {"unknown_order": "order not found", "amount_mismatch": "amount mismatch"}
+    success = applied not in refusals
+    message = refusals.get(applied, "success")
+    return NotifyOutcome(success, reply_to, message, encrypted, applied), fields

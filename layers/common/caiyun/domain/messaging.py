@@ -11,6 +11,7 @@ WeChat being slow or down never slows or fails the business action that wanted t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pymongo import DESCENDING, IndexModel, UpdateMany, UpdateOne
@@ -29,14 +30,18 @@ MESSAGES = declare(
     "messages",
     IndexModel([("account_id", 1), ("created_at", DESCENDING), ("_id", DESCENDING)]),
     IndexModel([("account_id", 1), ("read_at", 1)]),
+    # The WeChat push outbox is the inbox: a message whose push is queued waits here for
+    # caiyun.domain.pushes to send it.
+    IndexModel(
+        [("push.state", 1), ("push.due_at", 1)],
+        partialFilterExpression={"push.state": {"$exists": True}},
+    ),
 )
 CONSENTS = declare(
     "subscription_consents",
     IndexModel("account_id"),
     IndexModel("openid", partialFilterExpression={"openid": {"$type": "string"}}),
 )
-# The WeChat push outbox, drained by caiyun.domain.pushes.
-PUSHES = declare("pushes", IndexModel([("state", 1), ("due_at", 1)]))
 
 # Up to this many pushable notes are queued without reading their consents first; a bigger
 # batch reads which consents are left so it only queues those.
@@ -186,11 +191,30 @@ class Note:
     key: str | None = None
 
 
-def _store(services: Services, notes: list[Note]) -> list[Note]:
-    """Write the inbox messages; returns the notes that were new (not sent before by key)."""
+def _push_of(note: Note, consent_id: str, now: datetime) -> dict[str, Any]:
+    """The outbox half of a message: what the sender needs to push it, and its state."""
+    assert note.push is not None
+    return {
+        "consent_id": consent_id,
+        "template_id": consent_id.split(":", 1)[1],
+        # The inbox keeps an absolute path for wx.navigateTo; a subscribe message's page is
+        # written without the leading slash.
+        "page": note.page.lstrip("/"),
+        "data": {key: _fit(key, value) for key, value in note.push.data.items()},
+        "state": "queued",
+        "attempts": 0,
+        "due_at": now,
+    }
+
+
+def _store(services: Services, notes: list[Note], pushed: dict[int, str]) -> list[int]:
+    """Write the inbox messages, each with its push queued where ``pushed`` names its consent
+    (by the note's position); returns the positions of the notes that were new (not sent
+    before by key): a note sent before is neither stored nor pushed again."""
     now = services.clock.now()
-    docs = [
-        {
+    docs = []
+    for i, n in enumerate(notes):
+        doc: dict[str, Any] = {
             "_id": f"{n.key}-{n.account_id}" if n.key else new_id(),
             "account_id": n.account_id,
             "app": n.app,
@@ -202,17 +226,18 @@ def _store(services: Services, notes: list[Note]) -> list[Note]:
             "created_at": now,
             "read_at": None,
         }
-        for n in notes
-    ]
+        if i in pushed:
+            doc["push"] = _push_of(n, pushed[i], now)
+        docs.append(doc)
     try:
         services.db[MESSAGES].insert_many(docs, ordered=False)
-        return notes
+        return list(range(len(notes)))
     except BulkWriteError as exc:
         errors = exc.details.get("writeErrors", [])
         if any(e.get("code") != 11000 for e in errors):
             raise
         sent_before = {e["index"] for e in errors}
-        return [n for i, n in enumerate(notes) if i not in sent_before]
+        return [i for i in range(len(notes)) if i not in sent_before]
 
 
 def consents_joined(account_ids_field: str) -> list[dict[str, Any]]:
@@ -242,63 +267,34 @@ def spendable_of(doc: dict[str, Any]) -> set[str]:
 def notify_many(
     services: Services, notes: list[Note], spendable: set[str] | None = None
 ) -> dict[str, int]:
-    """Put each note in its account's inbox and queue its WeChat push where a consent is left.
+    """Put each note in its account's inbox with its WeChat push queued where a consent is left.
 
-    A batch costs one write for the inbox and one for the push outbox (drained by
-    :func:`caiyun.domain.pushes.drain`; the sender spends the consent once WeChat accepted the
-    push). Up to two pushable notes are queued unread (the sender drops a push whose consent is
-    gone); a bigger batch first reads which of its consents are left. A caller that read the
-    consents already (``spendable``, see :func:`consents_joined`) has only those queued.
-    Returns counts: ``inbox`` messages written and ``queued`` WeChat pushes.
+    A batch costs one write: the push waits in its inbox message (the outbox is the inbox,
+    drained by :func:`caiyun.domain.pushes.drain`; the sender spends the consent once WeChat
+    accepted the push). Up to two pushable notes are queued unread (the sender drops a push
+    whose consent is gone); a bigger batch first reads which of its consents are left. A caller
+    that read the consents already (``spendable``, see :func:`consents_joined`) has only those
+    queued. Returns counts: ``inbox`` messages written and ``queued`` WeChat pushes.
     """
     if not notes:
         return {"inbox": 0, "queued": 0}
-    fresh = _store(services, notes)
     templates = services.settings.wechat_templates
     wanted = {
-        f"{n.account_id}:{templates[n.push.template]}": n
-        for n in fresh
+        i: f"{n.account_id}:{templates[n.push.template]}"
+        for i, n in enumerate(notes)
         if n.push is not None and templates.get(n.push.template)
     }
-    to_push = list(wanted)
     if spendable is not None:
-        to_push = [consent_id for consent_id in to_push if consent_id in spendable]
-    elif len(to_push) > _DIRECT_SPENDS:
+        wanted = {i: c for i, c in wanted.items() if c in spendable}
+    elif len(wanted) > _DIRECT_SPENDS:
         left = services.db[CONSENTS].find(
-            {"_id": {"$in": to_push}, "held": True, "remaining": {"$gt": 0}}, {"app": 1}
+            {"_id": {"$in": list(set(wanted.values()))}, "held": True, "remaining": {"$gt": 0}},
+            {"app": 1},
         )
-        to_push = [c["_id"] for c in left if c.get("app") == wanted[c["_id"]].app]
-    _queue(services, [(consent_id, wanted[consent_id]) for consent_id in to_push])
-    return {"inbox": len(fresh), "queued": len(to_push)}
-
-
-def _queue(services: Services, pushes: list[tuple[str, Note]]) -> None:
-    """One write: an outbox document per push, named like its inbox message so a note sent at
-    most once by key is queued at most once."""
-    if not pushes:
-        return
-    now = services.clock.now()
-    writes = []
-    for consent_id, note in pushes:
-        assert note.push is not None
-        doc = {
-            "consent_id": consent_id,
-            "account_id": note.account_id,
-            "app": note.app,
-            "template_id": consent_id.split(":", 1)[1],
-            # The inbox keeps an absolute path for wx.navigateTo; a subscribe message's page is
-            # written without the leading slash.
-            "page": note.page.lstrip("/"),
-            "data": {key: _fit(key, value) for key, value in note.push.data.items()},
-            "state": "queued",
-            "attempts": 0,
-            "due_at": now,
-            "created_at": now,
-        }
-        # Keyed notes are stored once; an unkeyed note's push gets an id of its own.
-        push_id = f"{note.key}-{note.account_id}:{doc['template_id']}" if note.key else new_id()
-        writes.append(UpdateOne({"_id": push_id}, {"$setOnInsert": doc}, upsert=True))
-    services.db[PUSHES].bulk_write(writes, ordered=False)
+        apps = {c["_id"]: c.get("app") for c in left}
+        wanted = {i: c for i, c in wanted.items() if c in apps and apps[c] == notes[i].app}
+    fresh = _store(services, notes, wanted)
+    return {"inbox": len(fresh), "queued": sum(i in wanted for i in fresh)}
 
 
 def notify(

@@ -131,17 +131,25 @@ def _batches(links: Iterator[dict[str, Any]], size: int) -> Iterator[list[str]]:
         yield batch
 
 
-def _deliver(services: Services, notice: dict[str, Any]) -> None:
-    """Tell every account bound in the notice's community, for a notice this call claimed."""
+def _deliver(
+    services: Services,
+    notice: dict[str, Any],
+    until: datetime | None = None,
+    size: int = DELIVERY_BATCH,
+) -> bool:
+    """Tell every account bound in the notice's community, for a notice this call claimed,
+    from where a delivery cut short got to. When the clock passes ``until`` it stops after a
+    batch, records how far it got and lets the claim go, so the next run carries on at once;
+    returns whether the delivery is complete."""
     db = services.db
     notice_id, community_id = notice["_id"], notice["community_id"]
+    after = notice.get("delivered_after", "")
+    bound = {"community_id": community_id, "account_id": {"$gt": after}}
     links = (
-        db[memberships.MEMBERSHIPS]
-        .find({"community_id": community_id}, {"account_id": 1, "_id": 0})
-        .sort("account_id", 1)
+        db[memberships.MEMBERSHIPS].find(bound, {"account_id": 1, "_id": 0}).sort("account_id", 1)
     )
-    told = 0
-    for batch in _batches(links, DELIVERY_BATCH):
+    told = notice.get("inbox_count", 0)
+    for batch in _batches(links, size):
         messaging.notify(
             services,
             batch,
@@ -153,11 +161,18 @@ def _deliver(services: Services, notice: dict[str, Any]) -> None:
             message_key=f"notice-{notice_id}",
         )
         told += len(batch)
+        if until is not None and services.clock.now() >= until:
+            stale = services.clock.now() - _DELIVERY_LEASE
+            got_to = {"delivered_after": batch[-1], "inbox_count": told, "sending_since": stale}
+            db[NOTICES].update_one({"_id": notice_id}, {"$set": got_to})
+            return False
     db[NOTICES].update_one({"_id": notice_id}, {"$set": {"inbox": "sent", "inbox_count": told}})
+    return True
 
 
-def resume_deliveries(services: Services) -> dict[str, int]:
-    """The timer's part: finish every notice delivery that was cut short."""
+def resume_deliveries(services: Services, until: datetime | None = None) -> dict[str, int]:
+    """The timer's part: finish every notice delivery that was cut short, within the budget
+    (``unfinished`` in the counts when the clock passed ``until`` first)."""
     stale = services.clock.now() - _DELIVERY_LEASE
     resumed = 0
     for doc in (
@@ -166,9 +181,11 @@ def resume_deliveries(services: Services) -> dict[str, int]:
         .limit(100)
     ):
         notice = _claim(services, doc["_id"])
-        if notice is not None:
-            _deliver(services, notice)
-            resumed += 1
+        if notice is None:
+            continue
+        resumed += 1
+        if not _deliver(services, notice, until, services.settings.scheduler_batch_size):
+            return {"notices_resumed": resumed, "unfinished": 1}
     return {"notices_resumed": resumed}
 
 

@@ -13,14 +13,12 @@ more: it is flagged for refund (:mod:`caiyun.domain.payment_issues`).
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pymongo import DESCENDING, IndexModel, ReturnDocument
-from pymongo.errors import DuplicateKeyError
 
 from caiyun import labels
 from caiyun.clock import SHANGHAI, business_date, iso
@@ -29,10 +27,10 @@ from caiyun.data.schema import declare
 from caiyun.domain import (
     autodebit,
     bills,
+    job_runs,
     memberships,
     messaging,
     payment_issues,
-    rate_limits,
     realname,
 )
 from caiyun.errors import AppError
@@ -47,8 +45,6 @@ ORDERS = declare(
     IndexModel([("status", 1), ("_id", 1)]),
     IndexModel([("account_id", 1), ("created_at", DESCENDING)]),
 )
-TRANSACTIONS = declare("payment_transactions", IndexModel("order_no"))
-
 MAX_BILLS_PER_ORDER = 50
 
 
@@ -135,16 +131,16 @@ def _payable_bills(
     return found
 
 
-def _place_order(
+def _new_order(
     services: Services,
     account: dict[str, Any],
     found: list[dict[str, Any]],
     method: PayMethod,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Write the order (with ``extra`` fields), then lock its bills into it (all or none)."""
-    db, now = services.db, services.clock.now()
-    order = {
+    """The order for ``found`` (with ``extra`` fields), not yet written."""
+    now = services.clock.now()
+    return {
         "_id": _new_order_no(now),
         "account_id": account["_id"],
         "community_id": found[0]["community_id"],
@@ -157,10 +153,28 @@ def _place_order(
         "expires_at": now + timedelta(seconds=services.settings.order_ttl_s),
         **extra,
     }
+
+
+def _place(services: Services, order: dict[str, Any], found: list[dict[str, Any]]) -> None:
+    """Write the order, then lock its bills into it (all or none)."""
+    db = services.db
     db[ORDERS].insert_one(order)
     if not bills.lock_for_order(db, found, order["_id"]):
         db[ORDERS].update_one({"_id": order["_id"]}, {"$set": {"status": "closed"}})
         raise AppError("BILL_NOT_PAYABLE", "账单正在被其他人支付")
+
+
+def _place_order(
+    services: Services,
+    account: dict[str, Any],
+    found: list[dict[str, Any]],
+    method: PayMethod,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Write the order (with ``extra`` fields) and lock its bills into it, before ICBC is asked
+    to take money: a debit happens in ICBC's answer, so the bills must be held first."""
+    order = _new_order(services, account, found, method, **extra)
+    _place(services, order, found)
     return order
 
 
@@ -198,8 +212,7 @@ def open_order(
     found = _payable_bills(services, account, list(dict.fromkeys(bill_ids)))
     subject = f"物业费 {len(found)} 笔"
     if method == "wechat":
-        order = _place_order(services, account, found, method)
-        return _start_wechat(services, account, order, subject, client_ip)
+        return _start_wechat(services, account, found, subject, client_ip)
     icbc = {"pay_with": "account", "account_kind": method}
     order = _place_order(services, account, found, method, icbc=icbc)
     return _pay_from_account(services, account, order, subject)
@@ -208,13 +221,23 @@ def open_order(
 def _start_wechat(
     services: Services,
     account: dict[str, Any],
-    order: dict[str, Any],
+    found: list[dict[str, Any]],
     subject: str,
     client_ip: str | None,
 ) -> dict[str, Any]:
+    """Have ICBC open the WeChat Pay order first and write ours with its answer after.
+
+    Nothing is paid until the app pays with what this returns, so the order and its bill lock
+    may follow ICBC's answer: the order is written once, with it (``bills.order`` and
+    ``open_orders`` hand it back to resume the payment). If the bills were locked by another
+    payer meanwhile, the order is closed and its answer never reaches the app, so ICBC's side of
+    it is never paid and expires with ``order_ttl_s``. If ICBC fails, the order is kept as
+    failed (the payer can look it up) and no bill was ever locked.
+    """
     from caiyun.adapters.icbc import IcbcError
 
     client = services.icbc
+    order = _new_order(services, account, found, "wechat")
     biz = client.pay_biz(
         order["_id"],
         order["amount_fen"],
@@ -226,11 +249,12 @@ def _start_wechat(
     try:
         placed = client.create_wechat_payment(biz)
     except IcbcError:
-        close(services, order["_id"], "failed")
+        ended = {"status": "failed", "ended_at": services.clock.now()}
+        services.db[ORDERS].insert_one({**order, **ended})
         raise _bank_unavailable() from None
-    icbc = {"pay_with": "wechat", **placed}
-    services.db[ORDERS].update_one({"_id": order["_id"]}, {"$set": {"icbc": icbc}})
-    return {**order, "icbc": icbc}
+    order["icbc"] = {"pay_with": "wechat", **placed}
+    _place(services, order, found)
+    return order
 
 
 def _pay_from_account(
@@ -315,22 +339,24 @@ def _decline(services: Services, order: dict[str, Any]) -> None:
     )
 
 
-def run_autodebit(services: Services, batch_size: int = 200) -> dict[str, int]:
+def run_autodebit(
+    services: Services, until: datetime | None = None, batch_size: int | None = None
+) -> dict[str, int]:
     """Charge the due bills of every account that signed the auto-debit agreement, one order
-    per account and community."""
+    per account and community; once per business day, resumed where it stopped when the clock
+    passed ``until`` (``unfinished`` in the counts)."""
     from caiyun.domain import accounts
 
     db = services.db
-    now = services.clock.now()
-    today = business_date(now).isoformat()
+    today = business_date(services.clock.now()).isoformat()
     counts = {"autodebit_accounts": 0, "autodebit_paid": 0, "autodebit_failed": 0}
-    # Once per business day: the timer fires every few minutes, and every run after the first
-    # would only re-read every consenting account to find nothing to charge.
-    try:
-        rate_limits.take_lease(db, f"job:autodebit:{today}", 24 * 3600, now)
-    except AppError:
+    # Once per business day: the timer fires every minute, and every run after the day's
+    # finished one would only re-read every consenting account to find nothing to charge.
+    run = job_runs.begin(services, f"autodebit:{today}", keep_s=2 * 24 * 3600)
+    if run is None:
         return counts
-    last_id = ""
+    last_id = run.state.get("after", "")
+    size = batch_size or services.settings.scheduler_batch_size
     while True:
         batch = list(
             db[accounts.ACCOUNTS]
@@ -344,33 +370,44 @@ def run_autodebit(services: Services, batch_size: int = 200) -> dict[str, int]:
                 }
             )
             .sort("_id", 1)
-            .limit(batch_size)
+            .limit(size)
         )
         for account in batch:
-            house_ids = [m["house_id"] for m in memberships.of_account(db, account["_id"])]
-            due = list(
-                db[bills.BILLS].find(
-                    {
-                        "house_id": {"$in": house_ids},
-                        "status": "unpaid",
-                        "due_date": {"$lte": today},
-                        "autodebit_tried": {"$ne": today},
-                    }
-                )
-            )
-            by_community: dict[str, list[dict[str, Any]]] = {}
-            for bill in due:
-                by_community.setdefault(bill["community_id"], []).append(bill)
-            for group in by_community.values():
-                counts["autodebit_accounts"] += 1
-                outcome = charge_autodebit(services, account, group)
-                if outcome == "paid":
-                    counts["autodebit_paid"] += 1
-                elif outcome == "failed":
-                    counts["autodebit_failed"] += 1
-        if len(batch) < batch_size:
+            _charge_account(services, account, today, counts)
+        if len(batch) < size:
+            job_runs.finish(services, run)
             return counts
         last_id = batch[-1]["_id"]
+        if until is not None and services.clock.now() >= until:
+            job_runs.pause(services, run, {"after": last_id})
+            return {**counts, "unfinished": 1}
+        job_runs.save(services, run, {"after": last_id})
+
+
+def _charge_account(
+    services: Services, account: dict[str, Any], today: str, counts: dict[str, int]
+) -> None:
+    # A bill is stamped as tried today before it is charged, so a run resumed after a crash
+    # never charges it twice.
+    house_ids = [m["house_id"] for m in memberships.of_account(services.db, account["_id"])]
+    due = services.db[bills.BILLS].find(
+        {
+            "house_id": {"$in": house_ids},
+            "status": "unpaid",
+            "due_date": {"$lte": today},
+            "autodebit_tried": {"$ne": today},
+        }
+    )
+    by_community: dict[str, list[dict[str, Any]]] = {}
+    for bill in due:
+        by_community.setdefault(bill["community_id"], []).append(bill)
+    for group in by_community.values():
+        counts["autodebit_accounts"] += 1
+        outcome = charge_autodebit(services, account, group)
+        if outcome == "paid":
+            counts["autodebit_paid"] += 1
+        elif outcome == "failed":
+            counts["autodebit_failed"] += 1
 
 
 def close(
@@ -413,8 +450,13 @@ def _another_payment(order: dict[str, Any], result: BankResult) -> bool:
     return bool(first and result.transaction_id and result.transaction_id != first)
 
 
-def apply_result(services: Services, result: BankResult) -> Applied:
+def apply_result(services: Services, result: BankResult, notify_id: str | None = None) -> Applied:
     """Apply ICBC's word on an order exactly once; repeating it changes nothing more.
+
+    The order is the ledger of the money it took: the settling transaction's id, amount and
+    time are set on it by the update that wins the transition, with the id of the notify that
+    reported it (``notify_id``, its record in ``icbc_notifies``); any other transaction for
+    it is a payment issue.
 
     Only on an order of the amount ICBC reports: ``unknown_order`` and ``amount_mismatch``
     change nothing. A success is recorded even on an order that had expired: the money
@@ -436,6 +478,7 @@ def apply_result(services: Services, result: BankResult) -> Applied:
                 "status": "paid",
                 "paid_at": result.paid_at or services.clock.now(),
                 "transaction_id": result.transaction_id,
+                "settled_by_notify": notify_id,
             }
         },
         return_document=ReturnDocument.AFTER,
@@ -447,7 +490,6 @@ def apply_result(services: Services, result: BankResult) -> Applied:
         if order is None or outcome != "duplicate":
             return outcome
         if _another_payment(order, result):
-            _record_transaction(db, order, result)
             payment_issues.flag(
                 services,
                 "extra_settlement",
@@ -463,23 +505,8 @@ def apply_result(services: Services, result: BankResult) -> Applied:
     if elsewhere:
         db[ORDERS].update_one({"_id": order["_id"]}, {"$set": {"needs_refund": True}})
         payment_issues.flag(services, "bills_paid_elsewhere", "late", order, result.amount_fen)
-    _record_transaction(db, order, result)
     _tell_paid(services, order)
     return outcome
-
-
-def _record_transaction(db: Any, order: dict[str, Any], result: BankResult) -> None:
-    with contextlib.suppress(DuplicateKeyError):
-        db[TRANSACTIONS].insert_one(
-            {
-                "_id": f"icbc:{result.transaction_id or order['_id']}",
-                "order_no": order["_id"],
-                "account_id": order["account_id"],
-                "community_id": order["community_id"],
-                "amount_fen": result.amount_fen,
-                "paid_at": result.paid_at or order["paid_at"],
-            }
-        )
 
 
 def _tell_paid(services: Services, order: dict[str, Any]) -> None:
@@ -621,20 +648,25 @@ def reconcile(services: Services, order: dict[str, Any]) -> None:
         close(services, order["_id"], "failed")
 
 
-def expire_orders(services: Services, batch_size: int = 200) -> int:
-    """Reconcile every pending order past its expiry, in batches; returns how many ended.
+def expire_orders(
+    services: Services, until: datetime | None = None, batch_size: int | None = None
+) -> dict[str, int]:
+    """Reconcile every pending order past its expiry, in batches; returns how many ended
+    (``orders_ended``), with ``unfinished`` when it stopped because the clock passed ``until``.
 
     Pages by ``_id`` so an order ICBC could not be asked about stays pending for the next run
-    without stopping this one.
+    without stopping this one. What ended no longer matches, so a run cut short by its budget
+    needs no cursor: the next one starts again from the orders still pending.
     """
     db, ended, last_id = services.db, 0, ""
     now = services.clock.now()
+    size = batch_size or services.settings.scheduler_batch_size
     while True:
         due = list(
             db[ORDERS]
             .find({"status": "pending", "expires_at": {"$lte": now}, "_id": {"$gt": last_id}})
             .sort("_id", 1)
-            .limit(batch_size)
+            .limit(size)
         )
         for order in due:
             reconcile(services, order)
@@ -642,5 +674,7 @@ def expire_orders(services: Services, batch_size: int = 200) -> int:
             ids = [o["_id"] for o in due]
             ended += db[ORDERS].count_documents({"_id": {"$in": ids}, "status": {"$ne": "pending"}})
             last_id = ids[-1]
-        if len(due) < batch_size:
-            return ended
+        if len(due) < size:
+            return {"orders_ended": ended}
+        if until is not None and services.clock.now() >= until:
+            return {"orders_ended": ended, "unfinished": 1}

@@ -1,10 +1,12 @@
-"""The WeChat push outbox: an action queues its pushes in one write; the sender drains them.
+"""The WeChat push outbox: an action queues its pushes in the same write as its inbox
+messages; the sender drains them.
 
 Sending inside the action made a bill import of N rows wait for N calls to WeChat. Now
-:func:`caiyun.domain.messaging.notify_many` writes one outbox document per push beside the
-inbox messages (its ``_id`` is the inbox message's, so a note sent at most once by key is queued
-at most once) and :func:`drain`, run by the timer's
-``pushes`` job, sends what is due with bounded concurrency.
+:func:`caiyun.domain.messaging.notify_many` queues each push in its inbox message (a ``push``
+field: one document, so the action pays no extra command, and a note sent at most once by key
+is queued at most once) and :func:`drain`, run by the timer's ``pushes`` job, sends what is due
+with bounded concurrency. A finished push stays on its message (state, attempts, WeChat's last
+error) for whoever asks why a resident was not pushed; it goes when the message goes.
 
 Each push is sent at most once: a sender claims it with one conditional write (``queued`` →
 ``sending``), so two senders racing never both send it, and a push left ``sending`` by a sender
@@ -31,7 +33,7 @@ from typing import Any
 from pymongo import UpdateOne
 
 from caiyun.adapters.wechat import WeChatError, WeChatNoConsent
-from caiyun.domain.messaging import CONSENTS, PUSHES
+from caiyun.domain.messaging import CONSENTS, MESSAGES
 from caiyun.ids import new_id
 from caiyun.services import Services
 
@@ -39,14 +41,6 @@ _RETRYABLE = frozenset({-1, 40001, 42001, 45009, 45011})
 # How long a sender holds the consents of the pushes it is sending: longer than a round of
 # calls can take (they run at once, each bounded by wechat_timeout_s, with one token retry).
 _LEASE = timedelta(minutes=2)
-
-
-def _claim(services: Services, now: datetime) -> dict[str, Any] | None:
-    return services.db[PUSHES].find_one_and_update(
-        {"state": "queued", "due_at": {"$lte": now}},
-        {"$set": {"state": "sending", "claimed_at": now}},
-        sort=[("due_at", 1), ("created_at", 1)],
-    )
 
 
 def _send(services: Services, push: dict[str, Any], openid: str) -> WeChatError | None:
@@ -85,34 +79,38 @@ def drain(services: Services, until: datetime | None = None) -> dict[str, int]:
     """Send due pushes, ``push_concurrency`` at a time, until none is due (or all that are due
     wait for another sender) or the clock passes ``until``; returns counts by outcome
     (``pushes_sent``, ``pushes_queued`` for retries later, ``pushes_refused``,
-    ``pushes_failed``, ``pushes_dropped`` with no consent left)."""
+    ``pushes_failed``, ``pushes_dropped`` with no consent left), with ``unfinished`` when the
+    clock passed ``until`` first."""
     counts = dict.fromkeys(
         ("pushes_sent", "pushes_queued", "pushes_refused", "pushes_failed", "pushes_dropped"), 0
     )
     with ThreadPoolExecutor(max_workers=services.settings.push_concurrency) as pool:
         while until is None or services.clock.now() < until:
             if not _send_round(services, pool, counts):
-                break
-    return counts
+                return counts
+    return {**counts, "unfinished": 1}
 
 
 def _claim_due(services: Services, now: datetime, token: str) -> list[dict[str, Any]]:
     """Up to ``push_concurrency`` due pushes, claimed for this round in three commands: of the
     due ones read, only those still queued are taken, so a racing sender never gets them too."""
-    outbox = services.db[PUSHES]
+    outbox = services.db[MESSAGES]
     due = [
-        p["_id"]
-        for p in outbox.find({"state": "queued", "due_at": {"$lte": now}}, {"_id": 1})
-        .sort([("due_at", 1), ("created_at", 1)])
+        m["_id"]
+        for m in outbox.find({"push.state": "queued", "push.due_at": {"$lte": now}}, {"_id": 1})
+        .sort([("push.due_at", 1), ("created_at", 1)])
         .limit(services.settings.push_concurrency)
     ]
     if not due:
         return []
     outbox.update_many(
-        {"_id": {"$in": due}, "state": "queued"},
-        {"$set": {"state": "sending", "claimed_at": now, "claim": token}},
+        {"_id": {"$in": due}, "push.state": "queued"},
+        {"$set": {"push.state": "sending", "push.claimed_at": now, "push.claim": token}},
     )
-    claimed = {p["_id"]: p for p in outbox.find({"_id": {"$in": due}, "claim": token})}
+    claimed = {
+        m["_id"]: {**m["push"], "_id": m["_id"], "app": m["app"]}
+        for m in outbox.find({"_id": {"$in": due}, "push.claim": token}, {"push": 1, "app": 1})
+    }
     return [claimed[i] for i in due if i in claimed]
 
 
@@ -176,7 +174,7 @@ def _send_round(services: Services, pool: ThreadPoolExecutor, counts: dict[str, 
     errors = list(pool.map(lambda p, o: _send(services, p, o), sendable, openids))
     now = services.clock.now()
     counts["pushes_dropped"] += sum(state == "dropped" for state in others.values())
-    push_writes = [UpdateOne({"_id": i}, {"$set": {"state": st}}) for i, st in others.items()]
+    push_writes = [UpdateOne({"_id": i}, {"$set": {"push.state": st}}) for i, st in others.items()]
     # Every consent this sender holds is let go, less what was delivered on it.
     spent: dict[str, dict[str, Any]] = {
         i: {"$inc": {"remaining": 0}} for i, c in consents.items() if c.get("sender") == lease
@@ -184,7 +182,8 @@ def _send_round(services: Services, pool: ThreadPoolExecutor, counts: dict[str, 
     for push, error in zip(sendable, errors, strict=True):
         state, fields = _outcome(services, push, error, now)
         counts[f"pushes_{state}"] += 1
-        push_writes.append(UpdateOne({"_id": push["_id"]}, {"$set": {"state": state, **fields}}))
+        pushed = {f"push.{name}": value for name, value in {"state": state, **fields}.items()}
+        push_writes.append(UpdateOne({"_id": push["_id"]}, {"$set": pushed}))
         update = spent[push["consent_id"]]
         # WeChat saying no consent is left outweighs what the other pushes on it spent.
         if state == "sent" and "$inc" in update:
@@ -192,7 +191,7 @@ def _send_round(services: Services, pool: ThreadPoolExecutor, counts: dict[str, 
         elif state == "refused":
             update.pop("$inc", None)
             update["$set"] = {"remaining": 0}
-    db[PUSHES].bulk_write(push_writes, ordered=False)
+    db[MESSAGES].bulk_write(push_writes, ordered=False)
     if spent:
         db[CONSENTS].bulk_write(
             [

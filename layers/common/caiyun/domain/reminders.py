@@ -16,7 +16,7 @@ message per account.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import groupby, islice
 from typing import Any
 
@@ -25,8 +25,7 @@ from pymongo.errors import BulkWriteError
 
 from caiyun.clock import SHANGHAI, business_date
 from caiyun.data.schema import declare
-from caiyun.domain import bills, communities, houses, memberships, messaging, rate_limits, staff
-from caiyun.errors import AppError
+from caiyun.domain import bills, communities, houses, job_runs, memberships, messaging, staff
 from caiyun.ids import new_id
 from caiyun.money import yuan
 from caiyun.services import Services
@@ -52,7 +51,9 @@ def _window(services: Services) -> int:
     return int(services.clock.now().timestamp() // services.settings.reminder_window_s)
 
 
-def _unpaid_houses(services: Services, match: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+def _unpaid_houses(
+    services: Services, match: dict[str, Any], size: int = BATCH
+) -> Iterator[list[dict[str, Any]]]:
     """Houses with unpaid bills matching ``match``, with their count and sum, in batches.
 
     The aggregate's cursor is consumed batch by batch, so memory stays bounded however many
@@ -70,10 +71,10 @@ def _unpaid_houses(services: Services, match: dict[str, Any]) -> Iterator[list[d
             },
             {"$sort": {"_id": 1}},
         ],
-        batchSize=BATCH,
+        batchSize=size,
     )
     iterator = iter(cursor)
-    while batch := list(islice(iterator, BATCH)):
+    while batch := list(islice(iterator, size)):
         yield batch
 
 
@@ -168,8 +169,9 @@ def _claim_batch(
         counts["houses_reminded" if told else "houses_skipped"] += 1
 
 
-def _reminder(account_id: str, owed: list[dict[str, Any]]) -> messaging.Note:
-    """One account's message: each house it is told about, with what that house owes."""
+def _reminder(account_id: str, owed: list[dict[str, Any]], run: str) -> messaging.Note:
+    """One account's message: each house it is told about, with what that house owes; keyed
+    by the run, so a run resumed after a crash never sends it twice."""
     owed = sorted(owed, key=lambda o: (o["community_name"], o["house_label"]))
     total = yuan(sum(o["total"] for o in owed))
     lines = "；".join(
@@ -187,16 +189,19 @@ def _reminder(account_id: str, owed: list[dict[str, Any]]) -> messaging.Note:
         page="/pages/bills/index",
         push=messaging.Push("reminder", {"amount1": f"{total}元", "thing2": what}),
         community_id=places.pop() if len(places) == 1 else None,
+        key=f"reminder-{run}",
     )
 
 
-def _send_run(services: Services, run: str) -> int:
-    """The second pass: one message per account this run claimed slots for; returns how many
-    accounts were told."""
+def _send_batches(
+    services: Services, run: str, after: str = "", size: int = BATCH
+) -> Iterator[tuple[list[messaging.Note], str]]:
+    """The second pass, a batch at a time: one note per account this run claimed slots for
+    (accounts after ``after``), with the last account of the batch."""
     claims = (
         services.db[REMINDERS]
         .find(
-            {"run": run},
+            {"run": run, "account_id": {"$gt": after}},
             {
                 "account_id": 1,
                 "community_id": 1,
@@ -207,14 +212,11 @@ def _send_run(services: Services, run: str) -> int:
             },
         )
         .sort("account_id", 1)
-        .batch_size(BATCH)
+        .batch_size(size)
     )
     grouped = groupby(claims, key=lambda c: c["account_id"])
-    notified = 0
-    while notes := [_reminder(a, list(owed)) for a, owed in islice(grouped, BATCH)]:
-        messaging.notify_many(services, notes)
-        notified += len(notes)
-    return notified
+    while notes := [_reminder(a, list(owed), run) for a, owed in islice(grouped, size)]:
+        yield notes, notes[-1].account_id
 
 
 def remind(services: Services, match: dict[str, Any]) -> dict[str, int]:
@@ -228,7 +230,9 @@ def remind(services: Services, match: dict[str, Any]) -> dict[str, int]:
     for batch in _unpaid_houses(services, match):
         counts["houses_unpaid"] += len(batch)
         _claim_batch(services, run, batch, names, counts)
-    counts["accounts_notified"] = _send_run(services, run)
+    for notes, _ in _send_batches(services, run):
+        messaging.notify_many(services, notes)
+        counts["accounts_notified"] += len(notes)
     return counts
 
 
@@ -243,8 +247,10 @@ def remind_community(
     return remind(services, match)
 
 
-def remind_overdue(services: Services) -> dict[str, int]:
-    """The timer's run: every house with a bill due today or earlier, in daytime only.
+def remind_overdue(services: Services, until: datetime | None = None) -> dict[str, int]:
+    """The timer's run: every house with a bill due today or earlier, in daytime only, once
+    per reminder window; when the clock passes ``until`` it stops after a batch (counts say
+    ``unfinished``) and the next invocation resumes where it stopped.
 
     The timer fires around the clock; a reminder at 3 a.m. would wake people, so outside the
     configured hours (Asia/Shanghai) nothing is sent and the next daytime run does it.
@@ -259,10 +265,38 @@ def remind_overdue(services: Services) -> dict[str, int]:
         return dict(_NO_REMINDERS)
     # Once per reminder window: every house and account is claimed per window anyway, so a
     # second run in the window would only regroup every overdue bill to send nothing.
-    try:
-        rate_limits.take_lease(
-            services.db, f"job:reminders:{_window(services)}", settings.reminder_window_s, now
-        )
-    except AppError:
+    job = job_runs.begin(services, f"reminders:{_window(services)}", settings.reminder_window_s)
+    if job is None:
         return dict(_NO_REMINDERS)
-    return remind(services, {"due_date": {"$lte": business_date(now).isoformat()}})
+    state = {"run": new_id(), "phase": "claim", "after": "", **job.state}
+    counts = dict(_NO_REMINDERS)
+    size = settings.scheduler_batch_size
+
+    def out_of_time() -> bool:
+        return until is not None and services.clock.now() >= until
+
+    if state["phase"] == "claim":
+        match = {"due_date": {"$lte": business_date(now).isoformat()}}
+        if state["after"]:
+            match["house_id"] = {"$gt": state["after"]}
+        names: dict[str, str] = {}
+        for batch in _unpaid_houses(services, match, size):
+            counts["houses_unpaid"] += len(batch)
+            _claim_batch(services, state["run"], batch, names, counts)
+            state["after"] = batch[-1]["_id"]
+            if out_of_time():
+                job_runs.pause(services, job, state)
+                return {**counts, "unfinished": 1}
+            job_runs.save(services, job, state)
+        state = {**state, "phase": "send", "after": ""}
+        job_runs.save(services, job, state)
+    for notes, last in _send_batches(services, state["run"], state["after"], size):
+        messaging.notify_many(services, notes)
+        counts["accounts_notified"] += len(notes)
+        state["after"] = last
+        if out_of_time():
+            job_runs.pause(services, job, state)
+            return {**counts, "unfinished": 1}
+        job_runs.save(services, job, state)
+    job_runs.finish(services, job)
+    return counts

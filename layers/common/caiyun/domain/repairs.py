@@ -663,8 +663,8 @@ def auto_close_due(
 ) -> dict[str, int]:
     """Complete every repair left in ``awaiting_rating`` for the rating window; tell each reporter.
 
-    Stops after the batch during which the clock passed ``until``: what it closed no longer
-    matches, so the next run carries on with the rest.
+    Stops after the batch during which the clock passed ``until`` (``unfinished`` in the
+    counts): what it closed no longer matches, so the next run carries on with the rest.
 
     Works in batches (``scheduler_batch_size`` by default) with one ``update_many`` each, paging
     by ``_id`` through every due repair. Each update still requires ``awaiting_rating`` and the
@@ -724,6 +724,8 @@ def auto_close_due(
         closed += len(notes)
         messaging.notify_many(services, notes)
         last_id = due[-1]
-        if len(due) < size or (until is not None and services.clock.now() >= until):
+        if len(due) < size:
             break
+        if until is not None and services.clock.now() >= until:
+            return {"repairs_auto_closed": closed, "unfinished": 1}
     return {"repairs_auto_closed": closed}

@@ -26,6 +26,10 @@ from caiyun.domain import notices, payments, pushes, reminders, repairs
 from caiyun.runtime.logs import log_call
 from caiyun.services import Services
 
+# The count a job returns when it stopped at a checkpoint with more to do; the reply lists the
+# job under unfinished_jobs instead.
+_UNFINISHED = "unfinished"
+
 
 @dataclass(frozen=True)
 class Job:
@@ -35,41 +39,32 @@ class Job:
     run: Callable[[Services, datetime], Mapping[str, int]]
 
 
-def _expire_orders(services: Services, until: datetime) -> dict[str, int]:
-    return {"orders_ended": payments.expire_orders(services)}
-
-
-def _autodebit(services: Services, until: datetime) -> dict[str, int]:
-    return payments.run_autodebit(services)
-
-
 def _remind_overdue(services: Services, until: datetime) -> dict[str, int]:
-    return {f"reminders_{k}": v for k, v in reminders.remind_overdue(services).items()}
-
-
-def _resume_deliveries(services: Services, until: datetime) -> dict[str, int]:
-    return notices.resume_deliveries(services)
+    counts = reminders.remind_overdue(services, until)
+    return {k if k == _UNFINISHED else f"reminders_{k}": v for k, v in counts.items()}
 
 
 # Orders are settled or released before auto-debit runs, and auto-debit before reminders, so
 # nobody is reminded of a bill that was just paid.
 JOBS: tuple[Job, ...] = (
     Job("repairs_auto_close", repairs.auto_close_due),
-    Job("orders_expire", _expire_orders),
-    Job("autodebit", _autodebit),
+    Job("orders_expire", payments.expire_orders),
+    Job("autodebit", payments.run_autodebit),
     Job("payment_reminders", _remind_overdue),
-    Job("notice_deliveries", _resume_deliveries),
+    Job("notice_deliveries", notices.resume_deliveries),
     # Last: it sends what the jobs before it queued.
     Job("pushes", pushes.drain),
 )
 
 
 def run_jobs(services: Services, jobs: Sequence[Job] = JOBS) -> dict[str, Any]:
-    """Run the jobs in order within the budget; returns their merged counts, ``failed_jobs``
-    and ``deferred_jobs`` (not started: the budget was spent)."""
+    """Run the jobs in order within the budget; returns their merged counts, ``failed_jobs``,
+    ``unfinished_jobs`` (stopped at a checkpoint: the next invocation resumes them) and
+    ``deferred_jobs`` (not started: the budget was spent)."""
     until = services.clock.now() + timedelta(seconds=services.settings.scheduler_budget_s)
     counts: dict[str, Any] = {}
     failed: list[str] = []
+    unfinished: list[str] = []
     deferred: list[str] = []
     for job in jobs:
         if services.clock.now() >= until:
@@ -77,7 +72,10 @@ def run_jobs(services: Services, jobs: Sequence[Job] = JOBS) -> dict[str, Any]:
             continue
         started = time.perf_counter()
         try:
-            counts.update(job.run(services, until))
+            done = dict(job.run(services, until))
+            if done.pop(_UNFINISHED, 0):
+                unfinished.append(job.name)
+            counts.update(done)
         except Exception as exc:
             failed.append(job.name)
             log_call(
@@ -90,4 +88,9 @@ def run_jobs(services: Services, jobs: Sequence[Job] = JOBS) -> dict[str, Any]:
                     "ms": round((time.perf_counter() - started) * 1000, 2),
                 }
             )
-    return {**counts, "failed_jobs": failed, "deferred_jobs": deferred}
+    return {
+        **counts,
+        "failed_jobs": failed,
+        "unfinished_jobs": unfinished,
+        "deferred_jobs": deferred,
+    }
