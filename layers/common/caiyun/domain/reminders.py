@@ -78,6 +78,47 @@ def _unpaid_houses(
         yield batch
 
 
+def _unpaid_houses_after(
+    services: Services, match: dict[str, Any], after: str, size: int
+) -> Iterator[tuple[list[dict[str, Any]], str]]:
+    """Like :func:`_unpaid_houses`, for a run that stops and resumes: the houses are walked in
+    pages by ``_id`` from ``after`` and each page's unpaid bills grouped on their own (by the
+    bills' house index), so a resumed run starts at once instead of grouping every remaining
+    bill first. Yields each page's owing houses with the page's last house id (the cursor)."""
+    db = services.db
+    while True:
+        page = [
+            h["_id"]
+            for h in db[houses.HOUSES]
+            .find({"_id": {"$gt": after}}, {"_id": 1})
+            .sort("_id", 1)
+            .limit(size)
+        ]
+        if not page:
+            return
+        owing = db[bills.BILLS].aggregate(
+            [
+                {
+                    "$match": {
+                        **match,
+                        "house_id": {"$in": page},
+                        "status": {"$in": ["unpaid", "locked"]},
+                    }
+                },
+                {
+                    "$group": {
+                        "_id": "$house_id",
+                        "total": {"$sum": "$amount_fen"},
+                        "count": {"$sum": 1},
+                    }
+                },
+                {"$sort": {"_id": 1}},
+            ]
+        )
+        after = page[-1]
+        yield list(owing), after
+
+
 def _payer_roles(services: Services) -> list[str]:
     if services.settings.reminder_include_tenants:
         return ["owner", "family", "tenant"]
@@ -277,13 +318,12 @@ def remind_overdue(services: Services, until: datetime | None = None) -> dict[st
 
     if state["phase"] == "claim":
         match = {"due_date": {"$lte": business_date(now).isoformat()}}
-        if state["after"]:
-            match["house_id"] = {"$gt": state["after"]}
         names: dict[str, str] = {}
-        for batch in _unpaid_houses(services, match, size):
+        for batch, last in _unpaid_houses_after(services, match, state["after"], size):
             counts["houses_unpaid"] += len(batch)
-            _claim_batch(services, state["run"], batch, names, counts)
-            state["after"] = batch[-1]["_id"]
+            if batch:
+                _claim_batch(services, state["run"], batch, names, counts)
+            state["after"] = last
             if out_of_time():
                 job_runs.pause(services, job, state)
                 return {**counts, "unfinished": 1}
