@@ -23,6 +23,7 @@ import heapq
 import itertools
 import math
 import operator
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -741,7 +742,7 @@ def _paged_facet(self: Collection, pipeline: list[Any], session: Any) -> Any:
         keys, residual = planned
         docs = [store._documents[key] for key in keys]
         if residual:
-            docs = [doc for doc in docs if filter_applies(residual, doc)]
+            docs = [doc for doc in docs if _applies(residual, doc)]
     if not docs:
         filter_applies(query, {})  # mongomock's validation of a filter on no documents
     if not _sort_in_place(docs, sort):
@@ -793,8 +794,12 @@ def _facet(self: Collection, matched: _Matched, stages: Any, session: Any) -> li
         return counted(matched.count, stages[0]["$count"])
     if kinds == ["$match", "$count"] and isinstance(stages[0]["$match"], dict):
         extra = helpers.patch_datetime_awareness_in_document(stages[0]["$match"])
-        found = sum(1 for doc in matched.every() if filter_applies(extra, doc))
+        found = sum(1 for doc in matched.every() if _applies(extra, doc))
         return counted(found, stages[1]["$count"])
+    if kinds == ["$group"]:
+        grouped = _counted_by(stages[0]["$group"], matched)
+        if grouped is not None:
+            return grouped
     start, stop, rest = 0, None, list(stages)
     if kinds[:1] == ["$skip"] and isinstance(stages[0]["$skip"], int):
         start, rest = stages[0]["$skip"], rest[1:]
@@ -802,6 +807,58 @@ def _facet(self: Collection, matched: _Matched, stages: Any, session: Any) -> li
         stop, rest = start + rest[0]["$limit"], rest[1:]
     page = copies(matched.window(start, stop))
     return list(aggregate.process_pipeline(page, self.database, rest, session))
+
+
+def _counted_by(group: Any, matched: _Matched) -> list[dict[str, Any]] | None:
+    """``{"$group": {"_id": "$field", "n": {"$sum": 1}}}`` (a list's tab counts) counted from
+    the stored documents without copying them; None for any other group, or unless every
+    value is null, missing or of one type of str and int (an array, a document, a date or
+    numbers of two types are left to mongomock's own grouping)."""
+    if not isinstance(group, dict) or "_id" not in group or len(group) != 2:
+        return None
+    key = group["_id"]
+    name, accumulator = next((k, v) for k, v in group.items() if k != "_id")
+    if accumulator != {"$sum": 1} or not isinstance(key, str) or not key.startswith("$"):
+        return None
+    field = key[1:]
+    if "." in field or field.startswith("$"):
+        return None
+    try:
+        counts = Counter(doc.get(field) for doc in matched.every())
+    except TypeError:  # an array or a document: no hashable key
+        return None
+    kinds = {type(value) for value in counts if value is not None}
+    if len(kinds) > 1 or not kinds <= {str, int}:
+        return None
+    return [{"_id": value, name: n} for value, n in counts.items()]
+
+
+def _applies(query: dict[str, Any], doc: dict[str, Any]) -> bool:
+    """``filter_applies`` for what a page filters on besides its index (an inbox's app, its
+    unread count), without mongomock's general matcher where a stored value is plainly equal
+    or not to a top-level equality or ``$ne``: null is equal to null or missing; a value of
+    the filter's own type compares as Python does. Anything else (arrays, documents, other
+    types, other operators) is left to mongomock."""
+    for field, wanted in query.items():
+        if not isinstance(field, str) or field.startswith("$") or "." in field:
+            return filter_applies(query, doc)
+        have = doc.get(field)
+        negated = isinstance(wanted, dict) and list(wanted) == ["$ne"]
+        value = wanted["$ne"] if negated else wanted
+        if isinstance(have, (list, dict)) or (isinstance(value, dict) and not negated):
+            equal = None
+        elif value is None:
+            equal = have is None
+        elif type(value) in _SORTABLE_VALUES and (have is None or type(have) is type(value)):
+            equal = have == value
+        else:
+            equal = None
+        if equal is None:
+            if not filter_applies({field: wanted}, doc):
+                return False
+        elif equal is negated:
+            return False
+    return True
 
 
 def _reindexing(apply: Callable[..., Any]) -> Callable[..., Any]:
