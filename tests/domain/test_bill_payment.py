@@ -176,7 +176,7 @@ def test_list_is_the_caller_lookup_and_one_query(svc: Services, world: SimpleNam
     with counted(svc) as sent:
         ok(list_bills(ALICE, status="unpaid"))
 
-    assert sent == ["accounts.find_one", "memberships.aggregate"]
+    assert sent == ["accounts.aggregate", "memberships.aggregate"]
 
 
 def test_list_needs_a_known_caller(world: SimpleNamespace) -> None:
@@ -232,7 +232,7 @@ def test_pay_reads_the_bills_and_who_may_pay_them_in_one_query(
         ok(pay(ALICE, world.oct_fee, world.oct_parking))
 
     assert sent == [
-        "accounts.find_one",  # the caller (a resident: no staff record to join)
+        "accounts.aggregate",  # the caller (a resident: no staff record to join)
         "bills.aggregate",  # the bills, their houses' members joined in
         # ICBC opens the WeChat Pay order; nothing is paid until the app pays with its answer
         "payment_orders.insert_one",  # the order, with what ICBC answered

@@ -470,7 +470,7 @@ def test_filing_checks_the_house_in_one_read_and_replies_from_what_it_stored(
 
     # The membership check also reads the community's admins; they are told in one write.
     assert commands == [
-        "accounts.find_one",
+        "accounts.aggregate",
         "memberships.aggregate",
         "rate_limits.bulk_write",  # issue 17.4: the daily create limits, one command for all
         "complaints.insert_one",

@@ -310,7 +310,7 @@ def test_subscribe_records_who_gave_the_consent_in_one_write_and_one_read(
         ok(subscribe("tmpl-complaint", "tmpl-visitor", "tmpl-notice"))
 
     assert calls == [
-        "accounts.find_one",  # the caller (a resident)
+        "accounts.aggregate",  # the caller (a resident)
         "subscription_consents.bulk_write",
         "subscription_consents.find",
     ]

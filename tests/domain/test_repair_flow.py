@@ -598,7 +598,7 @@ def test_create_checks_and_labels_the_house_in_one_read_and_writes_the_key_once(
         report(world.owner, world.house_101, request_id="once")
 
     assert calls == [
-        "accounts.find_one",  # the caller (a resident)
+        "accounts.aggregate",  # the caller (a resident)
         "memberships.aggregate",  # membership, house, community and its admins
         "idempotency_keys.insert_one",
         # issue 17.4: the daily create limits, after the key (a retry takes none)
@@ -714,7 +714,7 @@ def test_repairmen_of_a_scoped_admin_are_two_reads_after_the_caller(
     assert calls == ["accounts.aggregate", "staff.aggregate", "repairs.aggregate"]
 
 
-def test_my_list_reads_the_callers_owned_houses_then_one_page(
+def test_my_list_is_the_caller_lookup_with_its_owned_houses_and_one_page(
     services: Services, world: World
 ) -> None:
     report(world.family, world.house_101)
@@ -723,8 +723,6 @@ def test_my_list_reads_the_callers_owned_houses_then_one_page(
         assert ok(world.owner.call("my_list"))["total"] == 1
 
     assert calls == [
-        "accounts.find_one",  # the caller
-        # The houses the caller owns: an owner sees every repair of them (issue 15.5).
-        "memberships.find",
+        "accounts.aggregate",  # the caller, with the houses it owns (issue 15.5)
         "repairs.aggregate",  # the page and its total
     ]

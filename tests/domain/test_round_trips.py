@@ -192,7 +192,7 @@ def test_my_houses_reads_houses_and_community_names_in_one_command(
     estate: dict[str, Any], commands: list[str]
 ) -> None:
     items = ok(estate["owner"].call("bind_house", "my_houses"))["items"]
-    assert commands == ["accounts.find_one", "accounts.aggregate"]
+    assert commands == ["accounts.aggregate", "accounts.aggregate"]
     assert [(i["label"], i["community_name"], i["role"]) for i in items] == [
         ("1栋-1单元-101", "彩云花园", "owner")
     ]
@@ -205,7 +205,7 @@ def test_bind_replies_with_every_house_of_the_caller_from_the_one_read_of_the_ho
         estate["owner"].call("bind_house", "bind", **_address(estate["community_id"], "102"))
     )["items"]
     assert commands == [
-        "accounts.find_one",
+        "accounts.aggregate",
         "rate_limits.bulk_write",  # a try against the caller's and the house's limits
         "houses.aggregate",
         "rate_limits.bulk_write",  # a right try is given back: only wrong ones count
@@ -231,7 +231,7 @@ def test_members_reads_the_house_its_members_and_their_names_in_one_command(
         )
     )
     assert commands == [
-        "accounts.find_one",
+        "accounts.aggregate",
         "houses.aggregate",
         "rate_limits.bulk_write",  # issue 17.4: the daily create limits, one command for all
         "accounts.find_one_and_update",
@@ -239,7 +239,7 @@ def test_members_reads_the_house_its_members_and_their_names_in_one_command(
     ]
     commands.clear()
     items = ok(owner.call("bind_house", "members", house_id=house_id))["items"]
-    assert commands == ["accounts.find_one", "houses.aggregate"]
+    assert commands == ["accounts.aggregate", "houses.aggregate"]
     assert [(m["name"], m["phone"], m["role"]) for m in items] == [
         ("张三", "13800000001", "owner"),
         ("张小", "138****0009", "family"),
@@ -247,7 +247,7 @@ def test_members_reads_the_house_its_members_and_their_names_in_one_command(
     family = items[1]["account_id"]
     commands.clear()
     ok(owner.call("bind_house", "remove_member", house_id=house_id, account_id=family))
-    assert commands == ["accounts.find_one", "houses.aggregate", "memberships.delete_one"]
+    assert commands == ["accounts.aggregate", "houses.aggregate", "memberships.delete_one"]
 
 
 def test_house_tree_reads_the_community_only_when_it_has_no_house(
@@ -255,10 +255,10 @@ def test_house_tree_reads_the_community_only_when_it_has_no_house(
 ) -> None:
     owner = estate["owner"]
     tree = ok(owner.call("bind_house", "house_tree", community_id=estate["community_id"]))
-    assert commands == ["accounts.find_one", "houses.find"] and tree["buildings"]
+    assert commands == ["accounts.aggregate", "houses.find"] and tree["buildings"]
     commands.clear()
     assert refused(owner.call("bind_house", "house_tree", community_id="0" * 24)) == "NOT_FOUND"
-    assert commands == ["accounts.find_one", "houses.find", "communities.find_one"]
+    assert commands == ["accounts.aggregate", "houses.find", "communities.find_one"]
 
 
 def test_staff_are_told_their_communities_names_without_reading_them_again(

@@ -45,6 +45,8 @@ def by_phone(db: Any, phone: str) -> dict[str, Any] | None:
 
 # The key under which a caller's account carries the staff record joined in by the lookup.
 STAFF_JOINED = "_staff_record"
+# The key under which a resident caller's account carries the ids of the houses it owns.
+OWNED_JOINED = "_owned_house_ids"
 
 Caller = tuple[dict[str, Any] | None, dict[str, Any] | None]
 
@@ -92,12 +94,19 @@ def with_staff(db: Any, account_id: str) -> Caller:
 
 def _caller_in(db: Any, app: App, query: dict[str, Any]) -> Caller:
     # Staff rights come only through the staff app: in the resident app a staff member is a
-    # resident like any other, so the staff record is not even read.
+    # resident like any other, so the staff record is not even read; the houses the resident
+    # owns are joined in instead (their lists show what family and tenants filed there).
     if app == "staff":
         return _caller(db, query)
-    account = db[ACCOUNTS].find_one(query)
-    if account is None:
+    from caiyun.domain.memberships import MEMBERSHIPS
+
+    # By the memberships' account index; an account holds a handful.
+    links = {"from": MEMBERSHIPS, "localField": "_id", "foreignField": "account_id", "as": "_links"}
+    rows = list(db[ACCOUNTS].aggregate([{"$match": query}, {"$limit": 1}, {"$lookup": links}]))
+    if not rows:
         return None, None
+    account = rows[0]
+    account[OWNED_JOINED] = [m["house_id"] for m in account.pop("_links") if m["role"] == "owner"]
     account[STAFF_JOINED] = None
     return account, None
 

@@ -196,7 +196,7 @@ def my_list(
     def show(doc: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
         return {**item(doc, doc["account_id"] == me, names), "mine": doc["account_id"] == me}
 
-    query = memberships.filed_or_owned(services.db, me, "account_id")
+    query = memberships.filed_or_owned(services.db, account, "account_id")
     return _page(services, query, status, page, page_size, show)
 
 

@@ -31,14 +31,18 @@ def of_account(db: Any, account_id: str) -> list[dict[str, Any]]:
     return list(db[MEMBERSHIPS].find({"account_id": account_id}).sort("_id", 1))
 
 
-def filed_or_owned(db: Any, account_id: str, filer_field: str) -> dict[str, Any]:
+def filed_or_owned(db: Any, account: dict[str, Any], filer_field: str) -> dict[str, Any]:
     """The filter for records a resident may list: those they filed (``filer_field`` names
     them), and those filed by anyone for a house they own (an owner sees every repair,
-    complaint and visitor of their houses). One read of the caller's owned houses."""
-    owned = [
-        m["house_id"]
-        for m in db[MEMBERSHIPS].find({"account_id": account_id, "role": "owner"}, {"house_id": 1})
-    ]
+    complaint and visitor of their houses). The owned houses come with a resident caller's
+    lookup; otherwise they are read."""
+    from caiyun.domain.accounts import OWNED_JOINED
+
+    account_id = account["_id"]
+    owned = account.get(OWNED_JOINED)
+    if owned is None:
+        found = db[MEMBERSHIPS].find({"account_id": account_id, "role": "owner"}, {"house_id": 1})
+        owned = [m["house_id"] for m in found]
     mine = {filer_field: account_id}
     return {"$or": [mine, {"house_id": {"$in": owned}}]} if owned else mine
 

@@ -551,7 +551,7 @@ def my_list(
     filed by family or tenants, read-only), newest first; returns (items, total, counts by
     status)."""
     me = account["_id"]
-    query = memberships.filed_or_owned(services.db, me, "reporter_id")
+    query = memberships.filed_or_owned(services.db, account, "reporter_id")
     docs, total, counts = _page(services.db, query, status, page, page_size)
     return [{**views.summary(d), "mine": d["reporter_id"] == me} for d in docs], total, counts
 

@@ -319,7 +319,7 @@ def history(
     house the caller owns (``mine`` false: registered by family or a tenant, phone and plate
     masked), newest first."""
     me = account["_id"]
-    query = memberships.filed_or_owned(services.db, me, "host_id")
+    query = memberships.filed_or_owned(services.db, account, "host_id")
     docs, total, _ = paging.page(
         services.db[VISITORS], query, [("_id", DESCENDING)], page, page_size
     )
