@@ -80,7 +80,7 @@ def run(n: int = 2_000, latency: float = 0.1) -> dict[str, Any]:
     rows = [
         ["pushes", f"{n:,}"],
         ["WeChat latency", fmt_s(latency)],
-        ["action: inbox + outbox writes", fmt_s(queued_s)],
+        ["action: inbox write, pushes queued in it", fmt_s(queued_s)],
         ["before: sent inside the action (N × latency)", fmt_s(n * latency)],
         [f"sender: drain ({width} in flight)", f"{fmt_s(drain_s)} ({sent:,} sent)"],
         ["sender: per push", fmt_s(per_push)],
