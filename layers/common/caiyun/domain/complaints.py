@@ -28,6 +28,7 @@ from caiyun.domain import (
     messaging,
     staff,
 )
+from caiyun.domain.lifecycles import COMPLAINT
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
@@ -49,8 +50,6 @@ KIND_NAMES = labels.LABELS["complaint_kind"]
 STATUS_NAMES = labels.LABELS["complaint_status"]
 PAGE = "/pages/complaint/detail?id={}"
 
-# A reply may move a complaint only to a later state; ``resolved`` is final.
-_OPEN = ["submitted", "processing"]
 # Bounds the document: a complaint answered this often is better closed and filed anew.
 MAX_REPLIES = 50
 
@@ -317,7 +316,7 @@ def reply(
         "at": now,
     }
     update: dict[str, Any] = {
-        "$set": {"status": status, "updated_at": now},
+        "$set": {"status": COMPLAINT.target(f"reply_{status}"), "updated_at": now},
         "$push": {"replies": entry},
     }
     if status == "resolved":
@@ -328,7 +327,7 @@ def reply(
         {
             "_id": complaint_id,
             **staff.scope_query(admin),
-            "status": {"$in": _OPEN},
+            **COMPLAINT.expects(f"reply_{status}"),
             f"replies.{MAX_REPLIES - 1}": {"$exists": False},
         },
         update,

@@ -33,6 +33,7 @@ from caiyun.domain import (
     payment_issues,
     realname,
 )
+from caiyun.domain.lifecycles import ORDER
 from caiyun.errors import AppError
 from caiyun.money import yuan
 from caiyun.services import Services
@@ -418,11 +419,12 @@ def close(
 ) -> bool:
     """End a pending order without payment and release its bills; False if not pending (or,
     with ``amount_fen``, not of that amount)."""
-    query: dict[str, Any] = {"_id": order_no, "status": "pending"}
+    move = "decline" if status == "failed" else "close"
+    query: dict[str, Any] = {"_id": order_no, **ORDER.expects(move)}
     if amount_fen is not None:
         query["amount_fen"] = amount_fen
     ended = services.db[ORDERS].find_one_and_update(
-        query, {"$set": {"status": status, "ended_at": services.clock.now()}}
+        query, {"$set": {"status": ORDER.target(move), "ended_at": services.clock.now()}}
     )
     if ended is None:
         return False
@@ -472,10 +474,10 @@ def apply_result(services: Services, result: BankResult, notify_id: str | None =
     # One conditional update both finds the order and wins the transition; only when it
     # changes nothing is the order read, to tell a repeat from an unknown order or amount.
     won = db[ORDERS].find_one_and_update(
-        {"_id": result.order_no, "status": {"$ne": "paid"}, "amount_fen": result.amount_fen},
+        {"_id": result.order_no, **ORDER.expects("settle"), "amount_fen": result.amount_fen},
         {
             "$set": {
-                "status": "paid",
+                "status": ORDER.target("settle"),
                 "paid_at": result.paid_at or services.clock.now(),
                 "transaction_id": result.transaction_id,
                 "settled_by_notify": notify_id,

@@ -33,6 +33,7 @@ from caiyun.domain import (
     uploads,
 )
 from caiyun.domain import repair_views as views
+from caiyun.domain.lifecycles import REPAIR
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
@@ -301,9 +302,9 @@ def cancel(services: Services, account: dict[str, Any], repair_id: str) -> dict[
     db, now = services.db, services.clock.now()
     _require_reporter(db, account, repair_id)
     done = db[REPAIRS].find_one_and_update(
-        {"_id": repair_id, "reporter_id": account["_id"], "status": "pending"},
+        {"_id": repair_id, "reporter_id": account["_id"], **REPAIR.expects("cancel")},
         {
-            "$set": {"status": "cancelled", "cancelled_at": now, "updated_at": now},
+            "$set": {"status": REPAIR.target("cancel"), "cancelled_at": now, "updated_at": now},
             "$push": {
                 "timeline": _entry("cancelled", "cancelled", account["_id"], "resident", now)
             },
@@ -325,10 +326,10 @@ def rate(
     db, now = services.db, services.clock.now()
     _require_reporter(db, account, repair_id)
     done = db[REPAIRS].find_one_and_update(
-        {"_id": repair_id, "reporter_id": account["_id"], "status": "awaiting_rating"},
+        {"_id": repair_id, "reporter_id": account["_id"], **REPAIR.expects("rate")},
         {
             "$set": {
-                "status": "completed",
+                "status": REPAIR.target("rate"),
                 "auto_closed": False,
                 "closed_at": now,
                 "rating": {"stars": stars, "comment": comment, "at": now},
@@ -362,13 +363,14 @@ def _dispatching(
     admin: dict[str, Any],
     person: dict[str, Any],
     record: dict[str, Any],
-    event: str,
+    move: str,
     now: datetime,
 ) -> dict[str, Any]:
-    """The update that sends this repairman, with its timeline entry."""
+    """The update that sends this repairman (``move``: dispatch or redispatch), with its
+    timeline entry."""
     return {
         "$set": {
-            "status": "dispatched",
+            "status": REPAIR.target(move),
             "repairman_id": person["_id"],
             "repairman_name": record["name"],
             "repairman_phone": person.get("phone"),
@@ -378,7 +380,12 @@ def _dispatching(
         },
         "$push": {
             "timeline": _entry(
-                event, "dispatched", admin["_id"], "admin", now, f"维修员：{record['name']}"
+                f"{move}ed",
+                REPAIR.target(move),
+                admin["_id"],
+                "admin",
+                now,
+                f"维修员：{record['name']}",
             )
         },
     }
@@ -399,13 +406,14 @@ def dispatch(
     done, previous = None, None
     if person is not None and record is not None and record["role"] == "repairman":
         # The usual case, a first dispatch, is this one write: both scopes are in its filter.
-        first: dict[str, Any] = {"_id": repair_id, "status": "pending", "repairman_id": None}
+        first: dict[str, Any] = {"_id": repair_id, **REPAIR.expects("dispatch")}
+        first["repairman_id"] = None
         scopes = [scope for scope in (staff.scope_query(admin), staff.scope_query(record)) if scope]
         if scopes:
             first["$and"] = scopes
         done = db[REPAIRS].find_one_and_update(
             first,
-            _dispatching(admin, person, record, "dispatched", now),
+            _dispatching(admin, person, record, "dispatch", now),
             return_document=ReturnDocument.AFTER,
         )
     if done is None:
@@ -415,12 +423,12 @@ def dispatch(
         person, record = _require_repairman(person, record, doc["community_id"])
         if doc["status"] == "dispatched" and doc["repairman_id"] == repairman_id:
             return _shown(services, doc, admin["_id"])
-        if doc["status"] not in ("pending", "dispatched"):
+        move = "dispatch" if doc["status"] == "pending" else "redispatch"
+        if not REPAIR.allows(doc["status"], move, "admin"):
             raise _conflict(doc)
-        event = "dispatched" if doc["status"] == "pending" else "redispatched"
         done = db[REPAIRS].find_one_and_update(
             {"_id": repair_id, "status": doc["status"], "repairman_id": doc["repairman_id"]},
-            _dispatching(admin, person, record, event, now),
+            _dispatching(admin, person, record, move, now),
             return_document=ReturnDocument.AFTER,
         )
         if done is None:
@@ -459,13 +467,13 @@ def complete(
     done = db[REPAIRS].find_one_and_update(
         {
             "_id": repair_id,
-            "status": "dispatched",
+            **REPAIR.expects("finish"),
             "repairman_id": repairman["_id"],
             **staff.scope_query(repairman),
         },
         {
             "$set": {
-                "status": "awaiting_rating",
+                "status": REPAIR.target("finish"),
                 "awaiting_since": now,
                 "completion": {"photos": photos, "note": note, "at": now},
                 "updated_at": now,
@@ -683,7 +691,7 @@ def auto_close_due(
             for d in db[REPAIRS]
             .find(
                 {
-                    "status": "awaiting_rating",
+                    **REPAIR.expects("auto_close"),
                     "_id": {"$gt": last_id},
                     "awaiting_since": {"$lte": deadline},
                 },
@@ -699,12 +707,12 @@ def auto_close_due(
         db[REPAIRS].update_many(
             {
                 "_id": {"$in": due},
-                "status": "awaiting_rating",
+                **REPAIR.expects("auto_close"),
                 "awaiting_since": {"$lte": deadline},
             },
             {
                 "$set": {
-                    "status": "completed",
+                    "status": REPAIR.target("auto_close"),
                     "auto_closed": True,
                     "auto_close_run": run_id,
                     "closed_at": now,

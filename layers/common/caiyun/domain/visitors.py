@@ -35,6 +35,7 @@ from caiyun.domain import (
     messaging,
     staff,
 )
+from caiyun.domain.lifecycles import PASS
 from caiyun.errors import AppError
 from caiyun.services import Services
 
@@ -247,12 +248,12 @@ def verify(services: Services, guard: dict[str, Any], token: str) -> dict[str, A
         {
             "_id": visitor_id,
             **staff.scope_query(guard),
-            "status": "registered",
+            **PASS.expects("enter"),
             "valid_until": {"$gt": now},
         },
         {
             "$set": {
-                "status": "entered",
+                "status": PASS.target("enter"),
                 "entry": {"at": now, "by": guard["_id"], "by_name": guard.get("name")},
             }
         },
