@@ -18,6 +18,7 @@ from caiyun.contract.common import (
     ObjectKey,
     Option,
     OptionCode,
+    Page,
     PageRequest,
     Phone,
     Reply,
@@ -79,11 +80,8 @@ class ListStaff(PageRequest):
     role: StaffRoleName | None = None
 
 
-class StaffPage(Reply):
-    items: list[StaffMember]
-    total: int
-    page: int
-    page_size: int
+class StaffPage(Page[StaffMember]):
+    pass
 
 
 class RemoveStaff(Request):
@@ -248,11 +246,8 @@ class FailedRow(Reply):
     values: dict[str, str]
 
 
-class FailedRowsPage(Reply):
-    items: list[FailedRow]
-    total: int
-    page: int
-    page_size: int
+class FailedRowsPage(Page[FailedRow]):
+    pass
 
 
 class FailedRowsFile(Reply):

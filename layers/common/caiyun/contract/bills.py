@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictStr, StringConstraints
 
-from caiyun.contract.common import ObjectKey, PageRequest, Phone, Reply, Request
+from caiyun.contract.common import ObjectKey, Page, PageRequest, Phone, Reply, Request
 
 Period = Annotated[StrictStr, StringConstraints(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
 OrderNo = Annotated[StrictStr, StringConstraints(pattern=r"^CY[0-9A-F]{22}$")]
@@ -55,11 +55,7 @@ class HouseOwed(Reply):
     unpaid_fen: int
 
 
-class BillsReply(Reply):
-    items: list[Bill]
-    total: int
-    page: int
-    page_size: int
+class BillsReply(Page[Bill]):
     unpaid_total_fen: int
     houses: list[HouseOwed]
 
@@ -133,11 +129,8 @@ class OpenOrder(Order):
     bills: list[Bill]
 
 
-class OpenOrdersReply(Reply):
-    items: list[OpenOrder]
-    total: int
-    page: int
-    page_size: int
+class OpenOrdersReply(Page[OpenOrder]):
+    pass
 
 
 class GetOrder(Request):
@@ -200,11 +193,8 @@ class StaffBill(Bill):
     owner_phone: str | None
 
 
-class StaffListReply(Reply):
-    items: list[StaffBill]
-    total: int
-    page: int
-    page_size: int
+class StaffListReply(Page[StaffBill]):
+    pass
 
 
 class PaymentIssues(PageRequest):
@@ -229,11 +219,8 @@ class PaymentIssue(Reply):
     created_at: str
 
 
-class PaymentIssuesReply(Reply):
-    items: list[PaymentIssue]
-    total: int
-    page: int
-    page_size: int
+class PaymentIssuesReply(Page[PaymentIssue]):
+    pass
 
 
 HouseDuesStatus = Literal["unpaid", "paid"]
@@ -276,9 +263,5 @@ class HouseDues(Reply):
     paid_fen: int
 
 
-class StaffHousesReply(Reply):
-    items: list[HouseDues]
-    total: int
-    page: int
-    page_size: int
+class StaffHousesReply(Page[HouseDues]):
     counts: dict[HouseDuesStatus, int]

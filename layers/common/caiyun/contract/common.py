@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -74,6 +74,18 @@ class Reply(BaseModel):
     """Base of every reply model."""
 
     model_config = ConfigDict(extra="forbid", defer_build=True)
+
+
+ItemT = TypeVar("ItemT")
+
+
+class Page(Reply, Generic[ItemT]):
+    # A page of a list: what every paged reply starts with. No docstring on purpose: the API
+    # reference shows each reply's own.
+    items: list[ItemT]
+    total: int
+    page: int
+    page_size: int
 
 
 class Empty(Request):

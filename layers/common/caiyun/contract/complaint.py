@@ -16,6 +16,9 @@ from caiyun.contract.common import (
     Reply,
     Request,
 )
+from caiyun.contract.common import (
+    Page as Paged,
+)
 
 Kind = Literal["complaint", "suggestion"]
 Status = Literal["submitted", "processing", "resolved"]
@@ -94,11 +97,7 @@ class MyList(PageRequest):
     status: Status | None = None
 
 
-class Page(Reply):
-    items: list[Item]
-    total: int
-    page: int
-    page_size: int
+class Page(Paged[Item]):
     counts: dict[Status, int]
 
 
@@ -109,11 +108,7 @@ class MyItem(Item):
     mine: bool
 
 
-class MyPage(Reply):
-    items: list[MyItem]
-    total: int
-    page: int
-    page_size: int
+class MyPage(Paged[MyItem]):
     counts: dict[Status, int]
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field, StrictBool, StrictStr, StringConstraints
 
-from caiyun.contract.common import ObjectKey, PageRequest, Reply, Request
+from caiyun.contract.common import ObjectKey, Page, PageRequest, Reply, Request
 from caiyun.labels import MessageKind
 
 Title = Annotated[StrictStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
@@ -92,11 +92,7 @@ class Message(Reply):
     read: bool
 
 
-class MessagesPage(Reply):
-    items: list[Message]
-    total: int
-    page: int
-    page_size: int
+class MessagesPage(Page[Message]):
     unread: int
 
 

@@ -23,6 +23,7 @@ from caiyun.contract.common import (
     ObjectKey,
     Option,
     OptionCode,
+    Page,
     PageRequest,
     Phone,
     Reply,
@@ -147,19 +148,11 @@ class MyRepairItem(RepairSummary):
     mine: bool
 
 
-class RepairPage(Reply):
-    items: list[MyRepairItem]
-    total: int
-    page: int
-    page_size: int
+class RepairPage(Page[MyRepairItem]):
     counts: dict[RepairStatus, int]
 
 
-class StaffRepairPage(Reply):
-    items: list[StaffRepairItem]
-    total: int
-    page: int
-    page_size: int
+class StaffRepairPage(Page[StaffRepairItem]):
     counts: dict[RepairStatus, int]
 
 

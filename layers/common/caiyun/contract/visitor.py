@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, StrictInt, StrictStr, StringConstraints
 
 from caiyun.contract.bind_house import PersonName
-from caiyun.contract.common import ObjectKey, PageRequest, Phone, Reply, Request
+from caiyun.contract.common import ObjectKey, Page, PageRequest, Phone, Reply, Request
 
 # Province abbreviation, issuing-office letter (never I or O), then the serial: five characters
 # on a regular plate, six on a new-energy one (D/F-style letter first on small cars, last on
@@ -152,8 +152,5 @@ class VisitorDetail(HistoryItem):
     share_path: str | None
 
 
-class HistoryPage(Reply):
-    items: list[HistoryItem]
-    total: int
-    page: int
-    page_size: int
+class HistoryPage(Page[HistoryItem]):
+    pass
