@@ -30,10 +30,9 @@ from pymongo import (
 )
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from caiyun.catalog import ensure_indexes, open_database
 from caiyun.data import indexes
-from caiyun.data.connect import open_database
 from caiyun.data.embedded import EmbeddedEngine
-from caiyun.data.schema import ensure_indexes
 from caiyun.domain.accounts import bind_openid, ensure_account
 from caiyun.settings import Settings
 
@@ -402,7 +401,7 @@ def test_a_write_by_another_process_is_seen_on_the_next_call(
     script = textwrap.dedent(
         f"""
         from caiyun.data.embedded import EmbeddedEngine
-        from caiyun.data.schema import ensure_indexes
+        from caiyun.catalog import ensure_indexes
         db = EmbeddedEngine({str(data_dir)!r}).database
         ensure_indexes(db)
         db["accounts"].update_one({{"_id": "a1"}}, {{"$set": {{"name": "张三"}}}})

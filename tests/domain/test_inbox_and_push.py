@@ -14,6 +14,7 @@ from worlds import GARDEN, account_of, ok, owner_row, refused, staff_account
 
 from caiyun.domain import accounts, houses, memberships, messaging, pushes, scheduler, sessions
 from caiyun.domain.owner_import import import_owners
+from caiyun.labels import App
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.services import Services
 
@@ -287,7 +288,7 @@ def test_visitor_arrival_is_pushed_to_the_consenting_host(
 # ------------------------------------------------------------------------------ whose consent
 
 
-def complaint_note(account_id: str, app: accounts.App = "resident") -> messaging.Note:
+def complaint_note(account_id: str, app: App = "resident") -> messaging.Note:
     return messaging.Note(
         account_id,
         "complaint",

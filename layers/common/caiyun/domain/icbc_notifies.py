@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 
 from pymongo import IndexModel
 
+from caiyun.adapters.icbc import IcbcError
 from caiyun.data.schema import declare
 from caiyun.domain import payments, realname
 from caiyun.ids import new_id
@@ -53,8 +54,6 @@ def _parse_form(raw_body: str) -> dict[str, str] | None:
 
 def receive(services: Services, raw_body: str) -> NotifyOutcome:
     """Verify, audit and apply one notify body (form-encoded, as ICBC posts it)."""
-    from caiyun.adapters.icbc import IcbcError
-
     db, now = services.db, services.clock.now()
     audit_id = new_id()
     db[NOTIFIES].insert_one(

@@ -20,9 +20,9 @@ from caiyun import labels
 from caiyun.clock import iso
 from caiyun.data import paging
 from caiyun.data.schema import declare
-from caiyun.domain import accounts
 from caiyun.errors import AppError
 from caiyun.ids import new_id
+from caiyun.labels import App
 from caiyun.services import Services
 
 MESSAGES = declare(
@@ -75,7 +75,7 @@ def add_consents(
     services: Services,
     account_id: str,
     template_ids: list[str],
-    granted_by: tuple[accounts.App, str] | None = None,
+    granted_by: tuple[App, str] | None = None,
 ) -> dict[str, int]:
     """Record one more one-time consent per template; returns what is left per template.
 
@@ -104,7 +104,7 @@ def _record_consents(
     services: Services,
     account_id: str,
     ids: dict[str, str],
-    granted_by: tuple[accounts.App, str],
+    granted_by: tuple[App, str],
 ) -> None:
     app, openid = granted_by
     now = services.clock.now()
@@ -137,7 +137,7 @@ def _record_consents(
     services.db[CONSENTS].bulk_write(writes, ordered=True)
 
 
-def follow_bind(db: Any, account_id: str, app: accounts.App, openid: str) -> None:
+def follow_bind(db: Any, account_id: str, app: App, openid: str) -> None:
     """Consents follow ``openid`` being bound to the account for ``app``: only those this
     openid gave this account are spendable (again, after a sign-out), one write."""
     db[CONSENTS].bulk_write(
@@ -181,7 +181,7 @@ class Note:
     page: str
     push: Push | None = None
     # The mini-program whose inbox shows it and to which it is pushed.
-    app: accounts.App = "resident"
+    app: App = "resident"
     community_id: str | None = None
     key: str | None = None
 
@@ -309,7 +309,7 @@ def notify(
     body: str,
     page: str,
     push: Push | None = None,
-    app: accounts.App = "resident",
+    app: App = "resident",
     community_id: str | None = None,
     message_key: str | None = None,
 ) -> dict[str, int]:
@@ -323,7 +323,7 @@ def notify(
     )
 
 
-def _in_app(account_id: str, app: accounts.App) -> dict[str, Any]:
+def _in_app(account_id: str, app: App) -> dict[str, Any]:
     # Messages stored before inboxes were per app carry no app: they were the resident app's.
     return {"account_id": account_id, "app": "staff" if app == "staff" else {"$ne": "staff"}}
 
@@ -331,7 +331,7 @@ def _in_app(account_id: str, app: accounts.App) -> dict[str, Any]:
 def inbox(
     services: Services,
     account_id: str,
-    app: accounts.App,
+    app: App,
     unread_only: bool,
     page: int,
     page_size: int,
@@ -369,9 +369,7 @@ def view(message: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def mark_read(
-    services: Services, account_id: str, app: accounts.App, message_ids: list[str] | None
-) -> int:
+def mark_read(services: Services, account_id: str, app: App, message_ids: list[str] | None) -> int:
     """Mark the given messages (or all) of this account's ``app`` inbox read; returns how many
     changed."""
     query = {**_in_app(account_id, app), "read_at": None}

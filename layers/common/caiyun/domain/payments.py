@@ -23,10 +23,12 @@ from pymongo import DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from caiyun import labels
+from caiyun.adapters.icbc import IcbcError
 from caiyun.clock import SHANGHAI, business_date, iso
 from caiyun.data import paging
 from caiyun.data.schema import declare
 from caiyun.domain import (
+    accounts,
     autodebit,
     bills,
     memberships,
@@ -212,8 +214,6 @@ def _start_wechat(
     subject: str,
     client_ip: str | None,
 ) -> dict[str, Any]:
-    from caiyun.adapters.icbc import IcbcError
-
     client = services.icbc
     biz = client.pay_biz(
         order["_id"],
@@ -236,8 +236,6 @@ def _start_wechat(
 def _pay_from_account(
     services: Services, account: dict[str, Any], order: dict[str, Any], subject: str
 ) -> dict[str, Any]:
-    from caiyun.adapters.icbc import IcbcError
-
     try:
         status = services.icbc.pay_from_account(
             order["_id"],
@@ -267,8 +265,6 @@ def charge_autodebit(
 
     Bills that could not be charged are stamped for today so the daily run tries them once.
     """
-    from caiyun.adapters.icbc import IcbcError
-
     today = business_date(services.clock.now()).isoformat()
     services.db[bills.BILLS].update_many(
         {"_id": {"$in": [b["_id"] for b in found]}}, {"$set": {"autodebit_tried": today}}
@@ -318,8 +314,6 @@ def _decline(services: Services, order: dict[str, Any]) -> None:
 def run_autodebit(services: Services, batch_size: int = 200) -> dict[str, int]:
     """Charge the due bills of every account that signed the auto-debit agreement, one order
     per account and community."""
-    from caiyun.domain import accounts
-
     db = services.db
     now = services.clock.now()
     today = business_date(now).isoformat()
@@ -576,8 +570,6 @@ _BANK_CLOSES = ("revoked", "refunded")
 
 def reconcile(services: Services, order: dict[str, Any]) -> None:
     """Ask ICBC about a pending order and apply what it says; an expired unpaid one closes."""
-    from caiyun.adapters.icbc import IcbcError
-
     expired = order["expires_at"] <= services.clock.now()
     try:
         # ICBC's order query answers for every order we placed, whichever way it was paid;
