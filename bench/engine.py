@@ -2,10 +2,11 @@
 
 mongomock alone answers every query by scanning the whole collection and checks a unique index
 by scanning it again for every document written; the engine's hash indexes
-(``caiyun.data.indexes``) narrow both, so each row here should not grow with N. Each row below
-is one call on a collection of N documents (``bills``, which has a unique index); ``engine``
-goes through ``EmbeddedCollection`` (lock, journal), ``mongomock`` calls the mongomock
-collection underneath directly (the same indexed store), so the difference is the engine's own.
+(``caiyun.data.embedded_indexes``) narrow both, so each row here should not grow with N. Each
+row below is one call on a collection of N documents (``bills``, which has a unique index);
+``engine`` goes through ``EmbeddedCollection`` (lock, journal), ``mongomock`` calls the
+mongomock collection underneath directly (the same indexed store), so the difference is the
+engine's own.
 
 The second table reads the lists residents and staff page through (the domain's own list
 functions, page 1 of 20, median of ``LIST_REPEAT`` calls) in the demo world plus N records per

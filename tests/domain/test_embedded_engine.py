@@ -31,7 +31,7 @@ from pymongo import (
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from caiyun.catalog import ensure_indexes, open_database
-from caiyun.data import indexes
+from caiyun.data import embedded_indexes
 from caiyun.data.embedded import EmbeddedEngine
 from caiyun.domain.accounts import bind_openid, ensure_account
 from caiyun.settings import Settings
@@ -716,9 +716,9 @@ def test_a_write_checks_unique_rules_from_the_indexes_not_by_reading_every_accou
         [{"_id": f"a{i}", "phone": f"1380000{i:04d}", "wx": {}} for i in range(2000)]
     )
     examined = []
-    real = indexes.filter_applies
+    real = embedded_indexes.filter_applies
     monkeypatch.setattr(
-        indexes, "filter_applies", lambda *args: examined.append(args[1]) or real(*args)
+        embedded_indexes, "filter_applies", lambda *args: examined.append(args[1]) or real(*args)
     )
 
     account, created = ensure_account(db, "13900000000", TEST_START)
