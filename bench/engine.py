@@ -112,7 +112,7 @@ def _list_world(n: int, one_account: bool) -> tuple[Any, dict[str, Callable[[], 
         fields.update(contact_phone="13800000001", content=f"噪音 {i}", images=[])
         complaints.create(services, owner, fields, None)
         note_ = messaging.Note(owner["_id"], "repair", f"报修进度 {i}", "已受理", "pages/repair")
-        messaging.notify_many(services, [note_])
+        messaging.deliver_many(services, [note_])
     for name, filer in (("repairs", "reporter_id"), ("complaints", "account_id")):
         _load_copies(db, name, n, filer, owner["_id"] if one_account else None, garden)
     _load_copies(db, "messages", n, "account_id", owner["_id"] if one_account else None, garden)

@@ -219,7 +219,7 @@ def consents_joined(account_ids_field: str) -> list[dict[str, Any]]:
     """Aggregate stages that join, to a document holding account ids in
     ``account_ids_field``, those accounts' subscription consents (by the consents' account
     index); :func:`spendable_of` reads which can be spent. A caller that reads the people it is
-    about to tell anyway learns this in the same command, instead of :func:`notify_many`
+    about to tell anyway learns this in the same command, instead of :func:`deliver_many`
     trying to spend consents nobody gave."""
     return [
         {
@@ -239,7 +239,7 @@ def spendable_of(doc: dict[str, Any]) -> set[str]:
     return {c["_id"] for c in doc.pop("_consents", []) if c.get("held") and c["remaining"] > 0}
 
 
-def notify_many(
+def deliver_many(
     services: Services, notes: list[Note], spendable: set[str] | None = None
 ) -> dict[str, int]:
     """Put each note in its account's inbox and queue its WeChat push where a consent is left.
@@ -301,7 +301,7 @@ def _queue(services: Services, pushes: list[tuple[str, Note]]) -> None:
     services.db[PUSHES].bulk_write(writes, ordered=False)
 
 
-def notify(
+def deliver(
     services: Services,
     account_ids: list[str],
     kind: labels.MessageKind,
@@ -313,8 +313,8 @@ def notify(
     community_id: str | None = None,
     message_key: str | None = None,
 ) -> dict[str, int]:
-    """The same message to several accounts (see :func:`notify_many`)."""
-    return notify_many(
+    """The same message to several accounts (see :func:`deliver_many`)."""
+    return deliver_many(
         services,
         [
             Note(account_id, kind, title, body, page, push, app, community_id, message_key)

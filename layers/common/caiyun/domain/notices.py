@@ -142,7 +142,7 @@ def _deliver(services: Services, notice: dict[str, Any]) -> None:
     )
     told = 0
     for batch in _batches(links, DELIVERY_BATCH):
-        messaging.notify(
+        messaging.deliver(
             services,
             batch,
             "notice",

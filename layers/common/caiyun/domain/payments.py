@@ -299,7 +299,7 @@ def _decline(services: Services, order: dict[str, Any]) -> None:
     """End an auto-debit ICBC declined, and tell the resident."""
     if not close(services, order["_id"], "failed"):
         return
-    messaging.notify(
+    messaging.deliver(
         services,
         [order["account_id"]],
         "payment",
@@ -486,7 +486,7 @@ def _tell_paid(services: Services, order: dict[str, Any]) -> None:
         body = f"已按您签署的代扣协议（{version}版）从工行账户扣缴物业费 {amount} 元。"
     else:
         title, body = "缴费成功", f"您已成功缴纳物业费 {amount} 元。"
-    messaging.notify(
+    messaging.deliver(
         services,
         [order["account_id"]],
         "payment",

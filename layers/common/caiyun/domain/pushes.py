@@ -1,7 +1,7 @@
 """The WeChat push outbox: an action queues its pushes in one write; the sender drains them.
 
 Sending inside the action made a bill import of N rows wait for N calls to WeChat. Now
-:func:`caiyun.domain.messaging.notify_many` writes one outbox document per push beside the
+:func:`caiyun.domain.messaging.deliver_many` writes one outbox document per push beside the
 inbox messages (its ``_id`` is the inbox message's, so a note sent at most once by key is queued
 at most once) and :func:`drain`, run by the timer's
 ``pushes`` job, sends what is due with bounded concurrency.

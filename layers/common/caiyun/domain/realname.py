@@ -224,7 +224,7 @@ def apply_opening(services: Services, result: Any) -> bool:
             _finish(services, pending, result.account)
         return True
     db[TICKETS].delete_one({"_id": result.serial})
-    messaging.notify(
+    messaging.deliver(
         services,
         [pending["account_id"]],
         "payment",

@@ -212,7 +212,7 @@ def _send_run(services: Services, run: str) -> int:
     grouped = groupby(claims, key=lambda c: c["account_id"])
     notified = 0
     while notes := [_reminder(a, list(owed)) for a, owed in islice(grouped, BATCH)]:
-        messaging.notify_many(services, notes)
+        messaging.deliver_many(services, notes)
         notified += len(notes)
     return notified
 

@@ -89,7 +89,7 @@ def admins_joined() -> list[dict[str, Any]]:
 def admins_of(doc: dict[str, Any]) -> tuple[list[str], set[str]]:
     """The account ids of the admins covering the community of a document that went through
     :func:`admins_joined`, and the ids of the consents they have left for
-    ``messaging.notify_many`` (the joined fields are taken off the document)."""
+    ``messaging.deliver_many`` (the joined fields are taken off the document)."""
     doc.pop("_every", None)
     doc.pop("_staff_ids", None)
     found = [*doc.pop("_staff_here", []), *doc.pop("_staff_everywhere", [])]
