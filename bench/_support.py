@@ -253,8 +253,7 @@ def open_raw_db(settings: Any) -> Any:
     """A fresh, empty database with every declared index. The embedded engine expires TTL
     documents by the bench's clock: by the wall clock, records a bench writes to last until
     past ``BENCH_NOW`` (reminder claims, rate-limit counters) would vanish as they are written."""
-    from caiyun.data.connect import open_database
-    from caiyun.data.schema import ensure_indexes
+    from caiyun.catalog import ensure_indexes, open_database
 
     db = open_database(settings, clock=FixedClock(BENCH_NOW))
     if mongo_uri():

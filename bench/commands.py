@@ -514,9 +514,9 @@ def _call(world: World, step: Step, event: dict[str, Any]) -> tuple[float, float
 def _component_costs(repeat: int) -> list[list[str]]:
     """What the pieces of the runtime cost on their own, per call."""
     from caiyun.contract.common import Empty
+    from caiyun.logs import log_call
     from caiyun.runtime.events import parse_event
-    from caiyun.runtime.logs import log_call
-    from caiyun.runtime.validation import validate
+    from caiyun.validation import validate
 
     event = {"action": "categories", "userInfo": {"openId": OWNER, "appId": "wx-sandbox-resident"}}
     line = {

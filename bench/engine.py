@@ -2,10 +2,11 @@
 
 mongomock alone answers every query by scanning the whole collection and checks a unique index
 by scanning it again for every document written; the engine's hash indexes
-(``caiyun.data.indexes``) narrow both, so each row here should not grow with N. Each row below
-is one call on a collection of N documents (``bills``, which has a unique index); ``engine``
-goes through ``EmbeddedCollection`` (lock, journal), ``mongomock`` calls the mongomock
-collection underneath directly (the same indexed store), so the difference is the engine's own.
+(``caiyun.data.embedded_indexes``) narrow both, so each row here should not grow with N. Each
+row below is one call on a collection of N documents (``bills``, which has a unique index);
+``engine`` goes through ``EmbeddedCollection`` (lock, journal), ``mongomock`` calls the
+mongomock collection underneath directly (the same indexed store), so the difference is the
+engine's own.
 
 The second table reads the lists residents and staff page through (the domain's own list
 functions, page 1 of 20, median of ``LIST_REPEAT`` calls) in the demo world plus N records per
@@ -111,7 +112,7 @@ def _list_world(n: int, one_account: bool) -> tuple[Any, dict[str, Callable[[], 
         fields.update(contact_phone="13800000001", content=f"噪音 {i}", images=[])
         complaints.create(services, owner, fields, None)
         note_ = messaging.Note(owner["_id"], "repair", f"报修进度 {i}", "已受理", "pages/repair")
-        messaging.notify_many(services, [note_])
+        messaging.deliver_many(services, [note_])
     for name, filer in (("repairs", "reporter_id"), ("complaints", "account_id")):
         _load_copies(db, name, n, filer, owner["_id"] if one_account else None, garden)
     _load_copies(db, "messages", n, "account_id", owner["_id"] if one_account else None, garden)

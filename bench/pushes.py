@@ -2,7 +2,7 @@
 timer's sender takes to deliver them against a WeChat that answers in ``--latency`` seconds.
 
 The data: N accounts, each holding one consent for the bill template from its own openid. The
-action's share is ``messaging.notify_many`` of one bill note per account with the consents
+action's share is ``messaging.deliver_many`` of one bill note per account with the consents
 already read (as the bill import passes them): one inbox write and one outbox write, whatever
 WeChat's latency. The sender is ``pushes.drain`` against the fake WeChat server with a send
 latency, ``push_concurrency`` calls in flight. Before the outbox, the action itself made those
@@ -68,7 +68,7 @@ def run(n: int = 2_000, latency: float = 0.1) -> dict[str, Any]:
             for a in accounts
         ]
         started = time.perf_counter()
-        messaging.notify_many(services, notes, spendable=set(consents))
+        messaging.deliver_many(services, notes, spendable=set(consents))
         queued_s = time.perf_counter() - started
         started = time.perf_counter()
         counts = pushes.drain(services)

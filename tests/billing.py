@@ -268,6 +268,13 @@ def billed_world(
     )
 
 
+@pytest.fixture
+def world(svc: Services) -> SimpleNamespace:
+    """Residents of two communities with bills to pay (``billed_world``); a test module that
+    needs another world defines its own ``world``, which wins over this one."""
+    return billed_world(svc)
+
+
 # ------------------------------------------------------------------------------ calls
 
 

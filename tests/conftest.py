@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from caiyun.catalog import open_database
 from caiyun.clock import SHANGHAI, OffsetClock
 from caiyun.sandbox.functions import handler
 from caiyun.services import Services, build_services, current_services, install_services
@@ -47,10 +48,11 @@ def make_settings(**overrides: Any) -> Settings:
 def fresh_services(settings: Settings) -> Iterator[Services]:
     """Services on ``settings`` with an empty database and a clock the test can move, installed
     for the functions until the test is done: a fixture's body, as ``yield from``."""
-    svc = build_services(settings, clock=fixed_clock())
+    clock = fixed_clock()
+    svc = build_services(settings, clock=clock, db=open_database(settings, clock))
     if os.environ.get("MONGODB_URI"):
         svc.db.client.drop_database(svc.db.name)
-        from caiyun.data.schema import ensure_indexes
+        from caiyun.catalog import ensure_indexes
 
         ensure_indexes(svc.db)
     install_services(svc)
@@ -73,7 +75,7 @@ def invoke(
     """A CloudBase call, as ``wx.cloud.callFunction`` from a WeChat user with ``openid`` in the
     mini-program ``app`` (the platform names its appid, as the installed settings know it)."""
     if openid is not None:
-        settings = current_services().settings
+        settings = current_services(open_database).settings
         appid = settings.wechat_staff_appid if app == "staff" else settings.wechat_appid
         event = {**event, "userInfo": {"openId": openid, "appId": appid}}
     return handler(function)(event, {"request_id": "test"})
@@ -114,7 +116,8 @@ def unreachable_sms() -> Iterator[Services]:
         sms_sign_name="彩云居家",
         sms_template_code="100001",
     )
-    svc = build_services(settings, clock=fixed_clock())
+    clock = fixed_clock()
+    svc = build_services(settings, clock=clock, db=open_database(settings, clock))
     install_services(svc)
     yield svc
     install_services(None)

@@ -15,6 +15,7 @@ from conftest import invoke
 
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.domain import accounts, memberships, staff
+from caiyun.labels import APPS
 from caiyun.services import Services
 
 GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
@@ -37,7 +38,7 @@ def refused(reply: dict[str, Any]) -> str:
 def account_of(db: Any, openid: str) -> dict[str, Any] | None:
     """The account an openid of either mini-program is bound to (a test's look-up: a call is
     resolved in one app only)."""
-    return db[accounts.ACCOUNTS].find_one({"$or": [{f"wx.{app}": openid} for app in accounts.APPS]})
+    return db[accounts.ACCOUNTS].find_one({"$or": [{f"wx.{app}": openid} for app in APPS]})
 
 
 def owner_row(room: Any, name: str, phone: str, building: Any = 1, unit: Any = 1) -> dict[str, Any]:

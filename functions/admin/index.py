@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 from dataclasses import asdict
 
-from caiyun.domain import appconfig, overview, staff_admin
+from caiyun.domain import appconfig, overview, staff_management
 from caiyun.runtime import Action, Call, CloudFunction, admin_only, lazy_import, page_reply
 
 api = lazy_import("caiyun.contract.admin")
@@ -105,21 +105,21 @@ def community_overview(call: Call, req: api.Overview) -> api.OverviewReply:
 
 
 def add_staff(call: Call, req: api.AddStaff) -> api.StaffMember:
-    added = staff_admin.add_staff(
+    added = staff_management.add_staff(
         call.services, call.require_staff("admin"), req.phone, req.name, req.role, req.community_ids
     )
     return api.StaffMember.model_validate(added)
 
 
 def list_staff(call: Call, req: api.ListStaff) -> api.StaffPage:
-    items, total = staff_admin.list_staff(
+    items, total = staff_management.list_staff(
         call.services, call.require_staff("admin"), req.role, req.page, req.page_size
     )
     return page_reply(api.StaffPage, req, items, total)
 
 
 def remove_staff(call: Call, req: api.RemoveStaff) -> api.RemoveStaffReply:
-    staff_admin.remove_staff(call.services, call.require_staff("admin"), req.account_id)
+    staff_management.remove_staff(call.services, call.require_staff("admin"), req.account_id)
     return api.RemoveStaffReply(removed=True)
 
 

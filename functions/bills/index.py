@@ -15,7 +15,7 @@ show the owners' phones in full, for calls about unpaid fees.
 
 from __future__ import annotations
 
-from caiyun.domain import billing_staff, bills, idempotency, payment_issues, payments
+from caiyun.domain import bill_reports, bills, idempotency, payment_issues, payments
 from caiyun.runtime import (
     Action,
     Call,
@@ -66,14 +66,14 @@ def open_orders(call: Call, req: api.OpenOrders) -> api.OpenOrdersReply:
 
 
 def staff_summary(call: Call, req: api.StaffSummary) -> api.SummaryReply:
-    totals = billing_staff.summary(
+    totals = bill_reports.summary(
         call.services, call.require_staff("admin"), req.community_id, req.period
     )
     return api.SummaryReply.model_validate(totals)
 
 
 def staff_list(call: Call, req: api.StaffList) -> api.StaffListReply:
-    items, total = billing_staff.listing(
+    items, total = bill_reports.listing(
         call.services,
         call.require_staff("admin"),
         req.community_id,
@@ -92,7 +92,7 @@ def staff_payment_issues(call: Call, req: api.PaymentIssues) -> api.PaymentIssue
 
 
 def staff_houses(call: Call, req: api.StaffHouses) -> api.StaffHousesReply:
-    items, total, counts = billing_staff.houses_page(
+    items, total, counts = bill_reports.houses_page(
         call.services,
         call.require_staff("admin"),
         req.community_id,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from caiyun.domain import communities, households, houses
+from caiyun.domain import communities, house_binding, houses
 from caiyun.runtime import Action, Call, CloudFunction, lazy_import, signed_in
 
 api = lazy_import("caiyun.contract.bind_house")
@@ -20,7 +20,7 @@ def house_tree(call: Call, req: api.HouseTree) -> api.HouseTreeReply:
 
 
 def bind(call: Call, req: api.Bind) -> api.MyHousesReply:
-    items = households.bind_owner(
+    items = house_binding.bind_owner(
         call.services,
         call.require_account(),
         req.community_id,
@@ -32,24 +32,24 @@ def bind(call: Call, req: api.Bind) -> api.MyHousesReply:
 
 
 def my_houses(call: Call, req: common.Empty) -> api.MyHousesReply:
-    items = households.my_houses(call.services, call.require_account())
+    items = house_binding.my_houses(call.services, call.require_account())
     return api.MyHousesReply.model_validate({"items": items})
 
 
 def members(call: Call, req: api.Members) -> api.MembersReply:
-    items = households.members(call.services, call.require_account(), req.house_id)
+    items = house_binding.members(call.services, call.require_account(), req.house_id)
     return api.MembersReply.model_validate({"house_id": req.house_id, "items": items})
 
 
 def add_member(call: Call, req: api.AddMember) -> api.Member:
-    added = households.add_member(
+    added = house_binding.add_member(
         call.services, call.require_account(), req.house_id, req.name, req.phone, req.role
     )
     return api.Member.model_validate(added)
 
 
 def remove_member(call: Call, req: api.RemoveMember) -> api.RemoveMemberReply:
-    households.remove_member(call.services, call.require_account(), req.house_id, req.account_id)
+    house_binding.remove_member(call.services, call.require_account(), req.house_id, req.account_id)
     return api.RemoveMemberReply(removed=True)
 
 

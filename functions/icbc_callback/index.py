@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from caiyun.domain import icbc_notifies
 from caiyun.runtime import Call, CloudFunction
-from caiyun.runtime.actions import HttpResponse
+from caiyun.runtime.dispatch import HttpResponse
 
 
 def notify(call: Call) -> HttpResponse:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from caiyun.catalog import declared_collections
 from caiyun.cli import main
 from caiyun.data.embedded import EmbeddedEngine
-from caiyun.data.schema import declared_collections
 from caiyun.domain import staff
 from caiyun.domain.accounts import ACCOUNTS
 

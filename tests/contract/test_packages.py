@@ -133,7 +133,7 @@ def test_the_layer_holds_our_runtime_code_at_its_root_and_nothing_else(built: Pa
         names = layer.namelist()
         contents = b"".join(layer.read(name) for name in names)
     assert "caiyun/__init__.py" in names
-    assert "caiyun/runtime/actions.py" in names
+    assert "caiyun/runtime/dispatch.py" in names
     assert not any(name.startswith("python/") for name in names), "SCF does not path /opt/python"
     assert all(name.startswith("caiyun/") for name in names), "--no-wheels: our code only"
     for name in names:

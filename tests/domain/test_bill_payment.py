@@ -19,7 +19,6 @@ from billing import (
     NOBODY,
     NOTIFY_URL,
     bill_status,
-    billed_world,
     card_number,
     charges,
     get_order,
@@ -42,12 +41,6 @@ from caiyun.services import Services
 
 # A card of another bank, linked to an e-wallet.
 BOB_CARD = card_number("6228480000")
-
-
-@pytest.fixture
-def world(svc: Services) -> SimpleNamespace:
-    """Residents of two communities with bills to pay (see ``billing.billed_world``)."""
-    return billed_world(svc)
 
 
 # ------------------------------------------------------------------------------ list

@@ -10,6 +10,7 @@ from conftest import invoke
 from round_trips import counted, own
 from worlds import BAY, GARDEN, account_of, ok, refused, resident_account, staff_account
 
+from caiyun.catalog import open_database
 from caiyun.domain import complaints, houses, messaging
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services, current_services
@@ -17,7 +18,7 @@ from caiyun.services import Services, current_services
 
 def image_of(openid: str) -> str:
     """A complaint image uploaded by the account behind ``openid`` (uploads sit under it)."""
-    account = account_of(current_services().db, openid)
+    account = account_of(current_services(open_database).db, openid)
     return f"sandbox://files/complaint/{account['_id'] if account else 'nobody'}/a1.jpg"
 
 

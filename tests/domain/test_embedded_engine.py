@@ -30,10 +30,9 @@ from pymongo import (
 )
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from caiyun.data import indexes
-from caiyun.data.connect import open_database
+from caiyun.catalog import ensure_indexes, open_database
+from caiyun.data import embedded_indexes
 from caiyun.data.embedded import EmbeddedEngine
-from caiyun.data.schema import ensure_indexes
 from caiyun.domain.accounts import bind_openid, ensure_account
 from caiyun.settings import Settings
 
@@ -402,7 +401,7 @@ def test_a_write_by_another_process_is_seen_on_the_next_call(
     script = textwrap.dedent(
         f"""
         from caiyun.data.embedded import EmbeddedEngine
-        from caiyun.data.schema import ensure_indexes
+        from caiyun.catalog import ensure_indexes
         db = EmbeddedEngine({str(data_dir)!r}).database
         ensure_indexes(db)
         db["accounts"].update_one({{"_id": "a1"}}, {{"$set": {{"name": "张三"}}}})
@@ -717,9 +716,9 @@ def test_a_write_checks_unique_rules_from_the_indexes_not_by_reading_every_accou
         [{"_id": f"a{i}", "phone": f"1380000{i:04d}", "wx": {}} for i in range(2000)]
     )
     examined = []
-    real = indexes.filter_applies
+    real = embedded_indexes.filter_applies
     monkeypatch.setattr(
-        indexes, "filter_applies", lambda *args: examined.append(args[1]) or real(*args)
+        embedded_indexes, "filter_applies", lambda *args: examined.append(args[1]) or real(*args)
     )
 
     account, created = ensure_account(db, "13900000000", TEST_START)
@@ -854,7 +853,7 @@ def test_a_pages_extra_count_matches_as_mongomock_does(
 ) -> None:
     from mongomock.filtering import filter_applies
 
-    assert indexes._applies(query, doc) == filter_applies(query, doc)
+    assert embedded_indexes._applies(query, doc) == filter_applies(query, doc)
 
 
 @settings(max_examples=200, deadline=None)
@@ -865,9 +864,9 @@ def test_a_lists_tab_counts_group_as_mongomock_does(docs: list[dict[str, Any]]) 
     if docs:
         plain.insert_many([{**d, "_id": i} for i, d in enumerate(docs)])
     expected = list(plain.aggregate([{"$group": group}]))
-    matched = indexes._Matched(len(docs), lambda: iter(docs), lambda a, b: docs[a:b])
+    matched = embedded_indexes._Matched(len(docs), lambda: iter(docs), lambda a, b: docs[a:b])
 
-    counted = indexes._counted_by(group, matched)
+    counted = embedded_indexes._counted_by(group, matched)
 
     if counted is not None:  # None: left to mongomock, which gives `expected` itself
         pairs = sorted((repr(g["_id"]), g["n"]) for g in counted)

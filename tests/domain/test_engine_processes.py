@@ -17,9 +17,8 @@ from conftest import TEST_START
 from pymongo.errors import DuplicateKeyError
 
 from caiyun import cli
-from caiyun.data.connect import open_database
+from caiyun.catalog import ensure_indexes, open_database
 from caiyun.data.embedded import DatabaseBusy, EmbeddedEngine
-from caiyun.data.schema import ensure_indexes
 from caiyun.domain.accounts import ensure_account
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.server import open_sandbox
@@ -35,7 +34,7 @@ _WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from caiyun.data.connect import open_database
+    from caiyun.catalog import open_database
     from caiyun.domain.accounts import ensure_account
     from caiyun.settings import Settings
     data_dir, start_line, me = sys.argv[1], Path(sys.argv[2]), sys.argv[3]

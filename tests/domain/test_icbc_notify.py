@@ -24,7 +24,6 @@ from billing import (
     RESIDENT_APPID,
     as_paid,
     bank_order,
-    billed_world,
     charges,
     get_order,
     list_bills,
@@ -46,13 +45,6 @@ from caiyun.domain import payments
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services, build_services, install_services
-
-
-@pytest.fixture
-def world(svc: Services) -> SimpleNamespace:
-    """Residents of two communities with bills to pay (see ``billing.billed_world``)."""
-    return billed_world(svc)
-
 
 # ------------------------------------------------------------------------------ success
 

@@ -14,6 +14,7 @@ from worlds import GARDEN, account_of, ok, owner_row, refused, staff_account
 
 from caiyun.domain import accounts, houses, memberships, messaging, pushes, scheduler, sessions
 from caiyun.domain.owner_import import import_owners
+from caiyun.labels import App
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.services import Services
 
@@ -287,7 +288,7 @@ def test_visitor_arrival_is_pushed_to_the_consenting_host(
 # ------------------------------------------------------------------------------ whose consent
 
 
-def complaint_note(account_id: str, app: accounts.App = "resident") -> messaging.Note:
+def complaint_note(account_id: str, app: App = "resident") -> messaging.Note:
     return messaging.Note(
         account_id,
         "complaint",
@@ -350,7 +351,7 @@ def test_a_note_spends_its_consent_directly_and_pushes_to_the_openid_that_gave_i
     ok(subscribe("tmpl-complaint"))
 
     with counting(services) as (recording, calls):
-        counts = messaging.notify_many(recording, [complaint_note(world["alice"])])
+        counts = messaging.deliver_many(recording, [complaint_note(world["alice"])])
 
     # The action queues the push in its inbox write, whatever WeChat's latency.
     assert counts == {"inbox": 1, "queued": 1}
@@ -371,7 +372,7 @@ def test_a_big_batch_reads_the_consents_once_and_spends_only_those_left(
 
     notes = [complaint_note(a) for a in [*others, world["alice"]]]
     with counting(services) as (recording, calls):
-        counts = messaging.notify_many(recording, notes)
+        counts = messaging.deliver_many(recording, notes)
 
     assert counts == {"inbox": 4, "queued": 1}
     assert calls == ["subscription_consents.find", "messages.insert_many"]
@@ -435,9 +436,9 @@ def test_a_consent_given_in_one_app_is_not_spent_on_a_message_for_the_other(
     ok(invoke("notify", event, world["admin"], "staff"))
     assert consent(services, admin_id, "tmpl-complaint")["app"] == "staff"
 
-    messaging.notify_many(services, [complaint_note(admin_id, "resident")])
+    messaging.deliver_many(services, [complaint_note(admin_id, "resident")])
     resident_side = pushes.drain(services)
-    messaging.notify_many(services, [complaint_note(admin_id, "staff")])
+    messaging.deliver_many(services, [complaint_note(admin_id, "staff")])
     staff_side = pushes.drain(services)
 
     assert (resident_side["pushes_sent"], staff_side["pushes_sent"]) == (0, 1)
@@ -488,7 +489,7 @@ def queue_for_alice(services: Services, world: dict[str, Any], n: int, consents:
     for _ in range(consents):
         ok(subscribe("tmpl-complaint"))
     for _ in range(n):
-        messaging.notify_many(services, [complaint_note(world["alice"])])
+        messaging.deliver_many(services, [complaint_note(world["alice"])])
 
 
 def push_states(services: Services) -> list[str]:
@@ -596,7 +597,7 @@ def test_the_timer_sends_what_the_actions_queued(
 
 def fill_inbox(services: Services, world: dict[str, Any], n: int) -> None:
     for i in range(n):
-        messaging.notify(services, [world["alice"]], "notice", f"通知{i}", "正文", "/pages/x")
+        messaging.deliver(services, [world["alice"]], "notice", f"通知{i}", "正文", "/pages/x")
         services.clock.advance(1)
 
 
@@ -647,7 +648,7 @@ def test_mark_read_never_touches_another_accounts_messages(
     services: Services, world: dict[str, Any]
 ) -> None:
     admin_id = account_of(services.db, world["admin"])["_id"]
-    messaging.notify(services, [admin_id], "repair", "派单", "正文", "/pages/x", app="staff")
+    messaging.deliver(services, [admin_id], "repair", "派单", "正文", "/pages/x", app="staff")
     theirs = messaging.inbox(services, admin_id, "staff", False, 1, 20)[0][0]["_id"]
 
     reply = invoke("notify", {"action": "mark_read", "message_ids": [theirs]}, RESIDENT_OPENID)
@@ -664,8 +665,8 @@ def test_each_app_shows_its_own_inbox_and_marks_only_its_own_read(
     # bills the resident app only (the matrix's admin in the resident app found the leak).
     admin_id = account_of(services.db, world["admin"])["_id"]
     page = "/pages/repair/detail?id=r1"
-    messaging.notify(services, [admin_id], "repair_filed", "新的报修", "正文", page, app="staff")
-    messaging.notify(services, [admin_id], "bill", "新账单", "正文", "/pages/bills/index")
+    messaging.deliver(services, [admin_id], "repair_filed", "新的报修", "正文", page, app="staff")
+    messaging.deliver(services, [admin_id], "bill", "新账单", "正文", "/pages/bills/index")
 
     def titles(app: str) -> list[str]:
         return [m["title"] for m in messaging.inbox(services, admin_id, app, False, 1, 20)[0]]

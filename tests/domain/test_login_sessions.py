@@ -14,6 +14,7 @@ from round_trips import counted
 from worlds import BAY, GARDEN
 
 from caiyun.adapters.sms import sandbox_outbox
+from caiyun.catalog import open_database
 from caiyun.domain import accounts as account_store
 from caiyun.domain import sessions, staff
 from caiyun.domain.accounts import ensure_account
@@ -32,7 +33,8 @@ def services() -> Iterator[Services]:
     (The SMS rules themselves are proven in test_sms_code_rules.py; here a second login must
     not need the clock moved, so that every token is issued at the wall-clock time.)
     """
-    svc = build_services(make_settings(sms_resend_s=0), clock=fixed_clock())
+    settings, clock = make_settings(sms_resend_s=0), fixed_clock()
+    svc = build_services(settings, clock=clock, db=open_database(settings, clock))
     install_services(svc)
     yield svc
     install_services(None)

@@ -39,10 +39,10 @@ from caiyun.adapters.icbc_protocol import generate_private_key_pem
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.adapters.storage import SandboxStorage
 from caiyun.apidoc import documented_errors
+from caiyun.catalog import ensure_indexes
 from caiyun.clock import business_date
 from caiyun.crypto import mask_phone
 from caiyun.data.embedded import EmbeddedEngine
-from caiyun.data.schema import ensure_indexes
 from caiyun.domain import (
     accounts,
     bill_import,

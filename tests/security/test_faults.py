@@ -197,19 +197,6 @@ def keys() -> dict[str, str]:
 
 
 @pytest.fixture
-def bank(services: Services, keys: dict[str, str]) -> Iterator[FakeIcbc]:
-    fake = FakeIcbc(
-        services.db,
-        services.clock,
-        gateway_private_key=keys["gateway"],
-        merchant_private_key=keys["merchant"],
-    )
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def wechat() -> Iterator[FakeWeChat]:
     fake = FakeWeChat({RESIDENT_APPID: RESIDENT_SECRET, STAFF_APPID: STAFF_SECRET})
     fake.start()

@@ -51,10 +51,10 @@ from test_authorization_matrix import (
 )
 
 from caiyun.apidoc import documented_errors
+from caiyun.catalog import ensure_indexes
 from caiyun.data.embedded import EmbeddedEngine
-from caiyun.data.schema import ensure_indexes
 from caiyun.errors import AppError
-from caiyun.runtime.actions import Action, Call
+from caiyun.runtime.dispatch import Action, Call
 from caiyun.runtime.events import MAX_BODY_BYTES, Invocation
 from caiyun.sandbox.functions import function_names, handler
 from caiyun.services import Services

@@ -10,14 +10,12 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
-import pytest
 from billing import (
     ADMIN,
     ALICE,
     BOB,
     ERIN,
     NOTIFY_URL,
-    billed_world,
     charges,
     get_order,
     list_bills,
@@ -36,12 +34,6 @@ from worlds import ok
 from caiyun.domain import payments
 from caiyun.sandbox.icbc import OPENING_BALANCE_FEN, FakeIcbc
 from caiyun.services import Services
-
-
-@pytest.fixture
-def world(svc: Services) -> SimpleNamespace:
-    """Residents of two communities with bills to pay (see ``billing.billed_world``)."""
-    return billed_world(svc)
 
 
 def race(calls: list[Callable[[], Any]], workers: int) -> list[Any]:

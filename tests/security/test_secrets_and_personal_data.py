@@ -4,7 +4,7 @@ production profile that would weaken them refuses to start.
 The journey (login, bind, real-name, pay, notify, repair, visitor, the timer, and refusals and a
 crash on the way) runs once per module through the real ``main_handler`` against a running
 FakeIcbc and FakeWeChat; every record of the ``caiyun`` logger (and of the root logger) is kept.
-``caiyun.runtime.logs`` writes to its own stdout handler and does not propagate, so the test
+``caiyun.logs`` writes to its own stdout handler and does not propagate, so the test
 attaches a handler of its own. What tests/security/test_input_rejection.py already proves for the
 login function alone (its log lines, a crash's log line, an SMS sender's crash) is not repeated.
 """
@@ -33,6 +33,7 @@ from pymongo.errors import WriteError
 from caiyun import crypto
 from caiyun.adapters.icbc_protocol import generate_private_key_pem, public_key_pem
 from caiyun.adapters.sms import sandbox_outbox
+from caiyun.catalog import open_database
 from caiyun.clock import business_date
 from caiyun.domain import accounts, staff
 from caiyun.domain.owner_import import import_owners
@@ -304,7 +305,8 @@ def _run_journey(svc: Services, bank: FakeIcbc, errors: list[str]) -> dict[str, 
 @pytest.fixture(scope="module")
 def journey() -> Iterator[Journey]:
     clock = fixed_clock()
-    base = build_services(make_settings(), clock=clock)
+    settings = make_settings()
+    base = build_services(settings, clock=clock, db=open_database(settings, clock))
     bank = FakeIcbc(
         base.db,
         clock,

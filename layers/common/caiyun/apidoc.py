@@ -16,7 +16,7 @@ from typing import Any
 from caiyun import labels
 from caiyun.deeplinks import DEEP_LINKS
 from caiyun.errors import DETAILS, ERROR_CODES
-from caiyun.runtime.actions import Action, CloudFunction
+from caiyun.runtime.dispatch import Action, CloudFunction
 from caiyun.sandbox.functions import function_names, handler
 
 _CONVENTIONS = """\

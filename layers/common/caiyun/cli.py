@@ -429,7 +429,7 @@ def _open_database(data_dir: str | None) -> tuple[Any, str]:
     embedded database, so a missing variable can never make a production command touch a
     local file instead.
     """
-    from caiyun.data.connect import open_database
+    from caiyun.catalog import open_database
     from caiyun.settings import Settings
 
     if data_dir is not None:
@@ -481,7 +481,7 @@ def _close_database(db: Any) -> None:
 
 def _database_failure(exc: Exception) -> CliError:
     # pymongo's messages name hosts, never the password; redact() masks anything else.
-    from caiyun.runtime.logs import redact
+    from caiyun.logs import redact
 
     first_line = str(exc).splitlines()[0] if str(exc) else ""
     # A server-selection timeout goes on to list its timeouts and topology: keep the cause.
@@ -495,7 +495,7 @@ def _database_failure(exc: Exception) -> CliError:
 def _ensure_indexes(args: argparse.Namespace) -> int:
     from pymongo.errors import PyMongoError
 
-    from caiyun.data.schema import ensure_indexes
+    from caiyun.catalog import ensure_indexes
 
     db, where = _open_database(args.data_dir)
     try:
@@ -729,7 +729,7 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc} / {type(exc).__name__}"
     # Unexpected: name it so it can be reported, without a traceback or personal data.
-    from caiyun.runtime.logs import redact
+    from caiyun.logs import redact
 
     return f"内部错误 / internal error: {type(exc).__name__}: {redact(str(exc))}"
 

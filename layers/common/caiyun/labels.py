@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+# The two mini-programs (each with its own appid and openids).
+App = Literal["resident", "staff"]
+APPS: tuple[App, ...] = ("resident", "staff")
+
 # What an inbox message is about: the domain writes these and the contract sends them.
 MessageKind = Literal[
     "bill",

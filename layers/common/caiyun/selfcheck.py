@@ -165,7 +165,7 @@ class Journey:
     def listening(self) -> Iterator[None]:
         """Collect the functions' log lines while the journey runs, instead of printing them:
         the table is the output."""
-        from caiyun.runtime import logs
+        from caiyun import logs
 
         # Let the runtime add its stdout handler now, so that it is set aside below.
         logs._ensure_handler()
@@ -183,7 +183,7 @@ class JourneyStopped(Exception):
 
 
 def _first_line(exc: BaseException) -> str:
-    from caiyun.runtime.logs import redact
+    from caiyun.logs import redact
 
     details = getattr(exc, "details", None)
     if isinstance(details, dict) and details.get("errmsg"):
@@ -510,7 +510,7 @@ def _kept(step: Any) -> Iterator[None]:
 
 def check_database(db: Any, services_for: Callable[[Any], Any], where: str) -> Report:
     """Indexes, demo data and every journey on ``db`` (a fresh, empty database)."""
-    from caiyun.data.schema import ensure_indexes
+    from caiyun.catalog import ensure_indexes
     from caiyun.sandbox.seed import seed_demo
     from caiyun.services import install_services
 

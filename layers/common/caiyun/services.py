@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,16 +37,16 @@ _current: Services | None = None
 _lock = threading.Lock()
 
 
-def build_services(settings: Settings, clock: Clock | None = None, db: Any = None) -> Services:
-    """Assemble the services a settings profile asks for (real or sandbox adapters)."""
+def build_services(settings: Settings, clock: Clock | None = None, *, db: Any) -> Services:
+    """Assemble the services a settings profile asks for (real or sandbox adapters) over ``db``
+    (``caiyun.catalog.open_database`` opens the one the settings name)."""
+    # Late: every domain module imports this one, and the clients load at the first call.
     from caiyun.adapters.icbc import IcbcClient
     from caiyun.adapters.sms import SandboxSms, TencentSms
     from caiyun.adapters.storage import build_storage
     from caiyun.adapters.wechat import WeChatClient
-    from caiyun.data.connect import open_database
 
     clock = clock or SystemClock()
-    db = db if db is not None else open_database(settings, clock)
     sms: SmsSender = (
         TencentSms(settings) if settings.sms_provider == "tencent" else SandboxSms(db, clock)
     )
@@ -61,15 +62,18 @@ def build_services(settings: Settings, clock: Clock | None = None, db: Any = Non
     )
 
 
-def current_services() -> Services:
-    """This container's services, created on first use (the cold start)."""
+def current_services(open_database: Callable[[Settings], Any]) -> Services:
+    """This container's services, created on first use (the cold start) over the database
+    ``open_database`` opens for the settings."""
     global _current
     if _current is None:
         with _lock:
             if _current is None:
+                # Late: the Settings model is built at the first call, not at import.
                 from caiyun.settings import get_settings
 
-                _current = build_services(get_settings())
+                settings = get_settings()
+                _current = build_services(settings, db=open_database(settings))
     return _current
 
 

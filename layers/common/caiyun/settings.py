@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from caiyun.adapters.icbc_protocol import aes_problems, key_problems
+from caiyun.adapters.secrets import SecretStoreError, read_settings_secret
 from caiyun.errors import SettingsUnavailable
 
 # Used only in the sandbox profile so `caiyun dev` works with no set-up; production rejects them.
@@ -305,14 +307,10 @@ class Settings(BaseSettings):
         if self.storage_provider == "sandbox":
             problems.append("CAIYUN_STORAGE_PROVIDER must be cloudbase or cos")
         if self.icbc_private_key.get_secret_value() and self.icbc_gateway_public_key:
-            from caiyun.adapters.icbc_protocol import key_problems
-
             problems += key_problems(
                 self.icbc_private_key.get_secret_value(), self.icbc_gateway_public_key
             )
         if self.icbc_aes_key.get_secret_value():
-            from caiyun.adapters.icbc_protocol import aes_problems
-
             problems += aes_problems(self.icbc_aes_key.get_secret_value())
         return problems + self._missing_storage_settings()
 
@@ -376,8 +374,6 @@ def _secret_store_values() -> dict[str, Any]:
     """Settings kept in Tencent Cloud Secrets Manager, when the environment names a secret."""
     if not os.environ.get("CAIYUN_SSM_SECRET"):
         return {}
-    from caiyun.adapters.secrets import SecretStoreError, read_settings_secret
-
     try:
         values = read_settings_secret()
     except SecretStoreError as exc:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from caiyun.adapters.wechat import WeChatError
 from caiyun.errors import AppError
 
 if TYPE_CHECKING:
@@ -225,8 +226,6 @@ class CloudBaseStorage(Storage):
 
     def _urls(self, file_ids: list[str]) -> dict[str, str | None]:
         """Temporary URLs from WeChat, ``BATCH`` ids per call, kept for half their lifetime."""
-        from caiyun.adapters.wechat import WeChatError
-
         now = self._now()
         found: dict[str, str | None] = {}
         with self._lock:

@@ -1,9 +1,8 @@
-"""Collections and their indexes, declared next to the domain module that owns each collection."""
+"""Collections and their indexes, declared next to the module that owns each collection."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,21 +29,16 @@ def declare(name: str, *indexes: IndexModel) -> str:
     return name
 
 
-def declared_collections() -> list[CollectionSpec]:
-    """Every declared collection, after importing every domain and adapter module."""
-    import caiyun.adapters
-    import caiyun.domain
-
-    for package in (caiyun.domain, caiyun.adapters):
-        for module in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
-            importlib.import_module(module.name)
+def declared_so_far() -> list[CollectionSpec]:
+    """The collections declared by the modules imported so far (``caiyun.catalog`` imports
+    every declaring module first)."""
     return sorted(_DECLARED.values(), key=lambda spec: spec.name)
 
 
-def ensure_indexes(db: Any) -> dict[str, list[str]]:
-    """Create every declared index; safe to run again (existing indexes are kept)."""
+def create_indexes(db: Any, specs: Iterable[CollectionSpec]) -> dict[str, list[str]]:
+    """Create these collections' indexes; safe to run again (existing indexes are kept)."""
     created: dict[str, list[str]] = {}
-    for spec in declared_collections():
+    for spec in specs:
         for model in spec.indexes:
             # One create_index per model with its options spelled out: mongomock's
             # create_indexes drops options such as partialFilterExpression.

@@ -8,16 +8,17 @@ sessions per app (``sessions_by_app.<app>``), so signing in to one app never tou
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pymongo import IndexModel, ReturnDocument, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from caiyun.data.schema import declare
+from caiyun.domain.memberships import MEMBERSHIPS, OWNED_JOINED
+from caiyun.domain.messaging import follow_bind, follow_unbind
+from caiyun.domain.staff import STAFF, STAFF_JOINED
 from caiyun.ids import new_id
-
-App = Literal["resident", "staff"]
-APPS: tuple[App, ...] = ("resident", "staff")
+from caiyun.labels import App
 
 # An openid belongs to one account at a time; each app (resident, staff) has its own openids.
 ACCOUNTS = declare(
@@ -43,19 +44,12 @@ def by_phone(db: Any, phone: str) -> dict[str, Any] | None:
     return db[ACCOUNTS].find_one({"phone": phone})
 
 
-# The key under which a caller's account carries the staff record joined in by the lookup.
-STAFF_JOINED = "_staff_record"
-# The key under which a resident caller's account carries the ids of the houses it owns.
-OWNED_JOINED = "_owned_house_ids"
-
 Caller = tuple[dict[str, Any] | None, dict[str, Any] | None]
 
 
 def _with_staff(db: Any, query: dict[str, Any], *joins: dict[str, Any]) -> dict[str, Any] | None:
     # One command for an account and, joined in, its staff record (and any further
     # ``$lookup``s), so a staff action does not spend a second round trip before its own work.
-    from caiyun.domain.staff import STAFF
-
     rows = list(
         db[ACCOUNTS].aggregate(
             [
@@ -98,8 +92,6 @@ def _caller_in(db: Any, app: App, query: dict[str, Any]) -> Caller:
     # owns are joined in instead (their lists show what family and tenants filed there).
     if app == "staff":
         return _caller(db, query)
-    from caiyun.domain.memberships import MEMBERSHIPS
-
     # By the memberships' account index; an account holds a handful.
     links = {"from": MEMBERSHIPS, "localField": "_id", "foreignField": "account_id", "as": "_links"}
     rows = list(db[ACCOUNTS].aggregate([{"$match": query}, {"$limit": 1}, {"$lookup": links}]))
@@ -139,8 +131,6 @@ def app_for_appid(settings: Any, appid: str | None) -> App:
 def for_login(db: Any, phone: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The account for ``phone`` with its staff record joined in, and its house memberships
     (oldest first): everything a login checks and replies with, in one command."""
-    from caiyun.domain.memberships import MEMBERSHIPS
-
     account = _with_staff(
         db,
         {"phone": phone},
@@ -244,8 +234,6 @@ def bind_openid(db: Any, account_id: str, app: App, openid: str) -> None:
 
     Subscription consents follow: only those this openid gave this account stay spendable.
     """
-    from caiyun.domain.messaging import follow_bind
-
     field = f"wx.{app}"
     # Consents first: dying between the two writes then leaves the openid's consents for its
     # previous account unspendable, never spendable for an account it has left.
@@ -276,8 +264,6 @@ def unbind_openid(db: Any, account: dict[str, Any], app: App, openid: str) -> No
     """Unbind ``openid`` from this account's ``app`` if it is bound there (the other app's
     binding stays); its consents stop being spendable (they are kept for a later sign-in by
     the same WeChat user)."""
-    from caiyun.domain.messaging import follow_unbind
-
     if account.get("wx", {}).get(app) == openid:
         unbound = db[ACCOUNTS].update_one(
             {"_id": account["_id"], f"wx.{app}": openid}, {"$unset": {f"wx.{app}": ""}}

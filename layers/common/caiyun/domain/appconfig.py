@@ -25,6 +25,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from caiyun import labels
 from caiyun.clock import business_date, iso
 from caiyun.data.schema import declare
+from caiyun.domain import communities
 from caiyun.errors import AppError
 from caiyun.services import Services
 
@@ -359,8 +360,6 @@ def for_app(services: Services, app: str) -> dict[str, Any]:
         "labels": _labels(config),
     }
     if app == "resident":
-        from caiyun.domain import communities
-
         shown["agreements"] = [_agreement_doc(a) for a in config.agreements]
         shown["regions"] = communities.regions(services.db)
     return shown

@@ -15,6 +15,7 @@ import secrets
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from caiyun.adapters.icbc import IcbcError
 from caiyun.clock import business_date
 from caiyun.crypto import mask_phone
 from caiyun.domain import accounts, appconfig, realname
@@ -34,8 +35,6 @@ def _agreement_end(now: datetime) -> date:
 def start(services: Services, account: dict[str, Any]) -> dict[str, Any]:
     """Begin signing the auto-debit agreement: ICBC texts a code to the bank phone. Returns
     the ticket and the terms the resident is agreeing to."""
-    from caiyun.adapters.icbc import IcbcError
-
     number = realname.account_no(services, account)
     if account.get("autodebit", {}).get("enabled"):
         raise AppError("CONFLICT", "已开通自动扣缴")
@@ -96,8 +95,6 @@ def _sign(
     sms_code: str | None,
     agreements: list[str],
 ) -> dict[str, Any]:
-    from caiyun.adapters.icbc import IcbcError
-
     config = appconfig.current(services)
     missing = (config.missing_agreements("autodebit", agreements) or {}).get("fields", {})
     if not ticket:
@@ -159,8 +156,6 @@ def _sign(
 def _turn_off(
     services: Services, account: dict[str, Any], current: dict[str, Any]
 ) -> dict[str, Any]:
-    from caiyun.adapters.icbc import IcbcError
-
     now = services.clock.now()
     off = {**current, "enabled": False, "changed_at": now, "cancel_pending": False}
     # Off before the bank is asked: from this write on the timer never charges the account.

@@ -292,9 +292,9 @@ def _announce(services: Services, community_id: str, fresh: dict[str, _Fresh]) -
             for account_id in dict.fromkeys(entry.members)
         )
         if len(notes) >= BATCH:
-            messaging.notify_many(services, notes)
+            messaging.deliver_many(services, notes)
             notes = []
-    messaging.notify_many(services, notes)
+    messaging.deliver_many(services, notes)
 
 
 def import_bills(

@@ -134,7 +134,7 @@ def create(
             "resolved_at": None,
         }
         filed.append(idempotency.insert_once(db[COMPLAINTS], doc))
-        messaging.notify_many(services, _filed_notes(filed[-1], admin_ids), spendable)
+        messaging.deliver_many(services, _filed_notes(filed[-1], admin_ids), spendable)
         return {"complaint_id": filed[-1]["_id"]}
 
     def stored(record_id: str) -> dict[str, Any] | None:
@@ -352,7 +352,7 @@ def _refusal(db: Any, admin: dict[str, Any], complaint_id: str) -> AppError:
 def _tell_reporter(services: Services, doc: dict[str, Any], text: str, now: datetime) -> None:
     kind = KIND_NAMES[doc["kind"]]
     status = STATUS_NAMES[doc["status"]]
-    messaging.notify(
+    messaging.deliver(
         services,
         [doc["account_id"]],
         "complaint",

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 from pymongo import IndexModel
 
+from caiyun.adapters.icbc import IcbcError
 from caiyun.data.schema import declare
 from caiyun.domain import payments, realname
 from caiyun.ids import new_id
@@ -94,8 +95,6 @@ def _keep(
 
 def _act(services: Services, raw_body: str, notify_id: str) -> tuple[NotifyOutcome, dict[str, Any]]:
     """What the notify does, and the fields its record keeps beside the outcome."""
-    from caiyun.adapters.icbc import IcbcError
-
     form = _parse_form(raw_body)
     if form is None:
         return NotifyOutcome(False, "", "malformed", outcome="malformed"), {}

@@ -37,6 +37,8 @@ from caiyun import labels
 from caiyun.adapters.storage import SHEET_TYPES, UploadTarget
 from caiyun.clock import iso
 from caiyun.data.schema import declare
+from caiyun.domain import bill_import, owner_import, staff
+from caiyun.domain.owner_import import COLUMN_LABELS
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.imports.files import BILL_COLUMNS, OWNER_COLUMNS, read_rows
@@ -119,8 +121,6 @@ def start(
     column), FORBIDDEN, NOT_FOUND (no such community). A file already started (the same start
     sent twice) gets its job back; started for another kind or community, CONFLICT.
     """
-    from caiyun.domain import bill_import, owner_import
-
     services.storage.check_file_ids([file_id], "file_id", uploader)
     created = False
     if kind == "owners":
@@ -177,8 +177,6 @@ def _started(
 def get(services: Services, importer: dict[str, Any] | None, job_id: str) -> dict[str, Any]:
     """The job, if it exists and its community is the admin's; else NOT_FOUND (an admin cannot
     tell other communities' jobs from none)."""
-    from caiyun.domain import staff
-
     job = services.db[IMPORT_JOBS].find_one({"_id": job_id})
     if job is None or (importer is not None and not staff.covers(importer, job["community_id"])):
         raise AppError("NOT_FOUND", "导入任务不存在")
@@ -286,8 +284,6 @@ def _import(
     job: dict[str, Any],
     rows: Iterator[dict[str, Any]],
 ) -> list[Any]:
-    from caiyun.domain import bill_import, owner_import
-
     if job["kind"] == "owners":
         return owner_import.import_owners(services, job["community"], rows, importer).rows
     return bill_import.import_bills(services, job["community_id"], rows, importer)
@@ -312,8 +308,6 @@ def failed_rows_workbook(services: Services, job: dict[str, Any]) -> tuple[bytes
     and its line in the original file (columns the import ignores), ready to correct and
     import again; and how many rows it holds (at most ``MAX_FAILED_ROWS_FILE``)."""
     from openpyxl import Workbook
-
-    from caiyun.domain.owner_import import COLUMN_LABELS
 
     fields = list(_COLUMNS[job["kind"]])
     book = Workbook(write_only=True)

@@ -26,6 +26,11 @@ MEMBERSHIPS = declare(
 )
 
 
+# The key under which a resident caller's account carries the ids of the houses it owns
+# (caiyun.domain.accounts joins them into the caller's lookup).
+OWNED_JOINED = "_owned_house_ids"
+
+
 def of_account(db: Any, account_id: str) -> list[dict[str, Any]]:
     """Every house membership of an account, oldest first."""
     return list(db[MEMBERSHIPS].find({"account_id": account_id}).sort("_id", 1))
@@ -36,8 +41,6 @@ def filed_or_owned(db: Any, account: dict[str, Any], filer_field: str) -> dict[s
     them), and those filed by anyone for a house they own (an owner sees every repair,
     complaint and visitor of their houses). The owned houses come with a resident caller's
     lookup; otherwise they are read."""
-    from caiyun.domain.accounts import OWNED_JOINED
-
     account_id = account["_id"]
     owned = account.get(OWNED_JOINED)
     if owned is None:

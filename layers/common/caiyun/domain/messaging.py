@@ -21,9 +21,9 @@ from caiyun import labels
 from caiyun.clock import iso
 from caiyun.data import paging
 from caiyun.data.schema import declare
-from caiyun.domain import accounts
 from caiyun.errors import AppError
 from caiyun.ids import new_id
+from caiyun.labels import App
 from caiyun.services import Services
 
 MESSAGES = declare(
@@ -80,7 +80,7 @@ def add_consents(
     services: Services,
     account_id: str,
     template_ids: list[str],
-    granted_by: tuple[accounts.App, str] | None = None,
+    granted_by: tuple[App, str] | None = None,
 ) -> dict[str, int]:
     """Record one more one-time consent per template; returns what is left per template.
 
@@ -109,7 +109,7 @@ def _record_consents(
     services: Services,
     account_id: str,
     ids: dict[str, str],
-    granted_by: tuple[accounts.App, str],
+    granted_by: tuple[App, str],
 ) -> None:
     app, openid = granted_by
     now = services.clock.now()
@@ -142,7 +142,7 @@ def _record_consents(
     services.db[CONSENTS].bulk_write(writes, ordered=True)
 
 
-def follow_bind(db: Any, account_id: str, app: accounts.App, openid: str) -> None:
+def follow_bind(db: Any, account_id: str, app: App, openid: str) -> None:
     """Consents follow ``openid`` being bound to the account for ``app``: only those this
     openid gave this account are spendable (again, after a sign-out), one write."""
     db[CONSENTS].bulk_write(
@@ -186,7 +186,7 @@ class Note:
     page: str
     push: Push | None = None
     # The mini-program whose inbox shows it and to which it is pushed.
-    app: accounts.App = "resident"
+    app: App = "resident"
     community_id: str | None = None
     key: str | None = None
 
@@ -244,7 +244,7 @@ def consents_joined(account_ids_field: str) -> list[dict[str, Any]]:
     """Aggregate stages that join, to a document holding account ids in
     ``account_ids_field``, those accounts' subscription consents (by the consents' account
     index); :func:`spendable_of` reads which can be spent. A caller that reads the people it is
-    about to tell anyway learns this in the same command, instead of :func:`notify_many`
+    about to tell anyway learns this in the same command, instead of :func:`deliver_many`
     trying to spend consents nobody gave."""
     return [
         {
@@ -264,7 +264,7 @@ def spendable_of(doc: dict[str, Any]) -> set[str]:
     return {c["_id"] for c in doc.pop("_consents", []) if c.get("held") and c["remaining"] > 0}
 
 
-def notify_many(
+def deliver_many(
     services: Services, notes: list[Note], spendable: set[str] | None = None
 ) -> dict[str, int]:
     """Put each note in its account's inbox with its WeChat push queued where a consent is left.
@@ -297,7 +297,7 @@ def notify_many(
     return {"inbox": len(fresh), "queued": sum(i in wanted for i in fresh)}
 
 
-def notify(
+def deliver(
     services: Services,
     account_ids: list[str],
     kind: labels.MessageKind,
@@ -305,12 +305,12 @@ def notify(
     body: str,
     page: str,
     push: Push | None = None,
-    app: accounts.App = "resident",
+    app: App = "resident",
     community_id: str | None = None,
     message_key: str | None = None,
 ) -> dict[str, int]:
-    """The same message to several accounts (see :func:`notify_many`)."""
-    return notify_many(
+    """The same message to several accounts (see :func:`deliver_many`)."""
+    return deliver_many(
         services,
         [
             Note(account_id, kind, title, body, page, push, app, community_id, message_key)
@@ -319,7 +319,7 @@ def notify(
     )
 
 
-def _in_app(account_id: str, app: accounts.App) -> dict[str, Any]:
+def _in_app(account_id: str, app: App) -> dict[str, Any]:
     # Messages stored before inboxes were per app carry no app: they were the resident app's.
     return {"account_id": account_id, "app": "staff" if app == "staff" else {"$ne": "staff"}}
 
@@ -327,7 +327,7 @@ def _in_app(account_id: str, app: accounts.App) -> dict[str, Any]:
 def inbox(
     services: Services,
     account_id: str,
-    app: accounts.App,
+    app: App,
     unread_only: bool,
     page: int,
     page_size: int,
@@ -365,9 +365,7 @@ def view(message: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def mark_read(
-    services: Services, account_id: str, app: accounts.App, message_ids: list[str] | None
-) -> int:
+def mark_read(services: Services, account_id: str, app: App, message_ids: list[str] | None) -> int:
     """Mark the given messages (or all) of this account's ``app`` inbox read; returns how many
     changed."""
     query = {**_in_app(account_id, app), "read_at": None}

@@ -150,7 +150,7 @@ def _deliver(
     )
     told = notice.get("inbox_count", 0)
     for batch in _batches(links, size):
-        messaging.notify(
+        messaging.deliver(
             services,
             batch,
             "notice",

@@ -20,8 +20,8 @@ from caiyun.contract.common import PHONE_PATTERN
 from caiyun.domain import accounts, communities, houses, memberships, staff
 from caiyun.errors import AppError
 from caiyun.ids import new_id
-from caiyun.runtime.validation import invalid_argument
 from caiyun.services import Services
+from caiyun.validation import invalid_argument
 
 RowStatus = Literal["created", "updated", "unchanged", "error"]
 

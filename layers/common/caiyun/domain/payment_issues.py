@@ -67,7 +67,7 @@ def flag(
     except DuplicateKeyError:
         return False
     if kind in REFUND_DUE:
-        messaging.notify(
+        messaging.deliver(
             services,
             [order["account_id"]],
             "payment",

@@ -21,10 +21,12 @@ from typing import Any, Literal
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 
 from caiyun import labels
+from caiyun.adapters.icbc import IcbcError
 from caiyun.clock import SHANGHAI, business_date, iso
 from caiyun.data import paging
 from caiyun.data.schema import declare
 from caiyun.domain import (
+    accounts,
     autodebit,
     bills,
     job_runs,
@@ -235,8 +237,6 @@ def _start_wechat(
     it is never paid and expires with ``order_ttl_s``. If ICBC fails, the order is kept as
     failed (the payer can look it up) and no bill was ever locked.
     """
-    from caiyun.adapters.icbc import IcbcError
-
     client = services.icbc
     order = _new_order(services, account, found, "wechat")
     biz = client.pay_biz(
@@ -261,8 +261,6 @@ def _start_wechat(
 def _pay_from_account(
     services: Services, account: dict[str, Any], order: dict[str, Any], subject: str
 ) -> dict[str, Any]:
-    from caiyun.adapters.icbc import IcbcError
-
     try:
         status = services.icbc.pay_from_account(
             order["_id"],
@@ -292,8 +290,6 @@ def charge_autodebit(
 
     Bills that could not be charged are stamped for today so the daily run tries them once.
     """
-    from caiyun.adapters.icbc import IcbcError
-
     today = business_date(services.clock.now()).isoformat()
     services.db[bills.BILLS].update_many(
         {"_id": {"$in": [b["_id"] for b in found]}}, {"$set": {"autodebit_tried": today}}
@@ -328,7 +324,7 @@ def _decline(services: Services, order: dict[str, Any]) -> None:
     """End an auto-debit ICBC declined, and tell the resident."""
     if not close(services, order["_id"], "failed"):
         return
-    messaging.notify(
+    messaging.deliver(
         services,
         [order["account_id"]],
         "payment",
@@ -346,8 +342,6 @@ def run_autodebit(
     """Charge the due bills of every account that signed the auto-debit agreement, one order
     per account and community; once per business day, resumed where it stopped when the clock
     passed ``until`` (``unfinished`` in the counts)."""
-    from caiyun.domain import accounts
-
     db = services.db
     today = business_date(services.clock.now()).isoformat()
     counts = {"autodebit_accounts": 0, "autodebit_paid": 0, "autodebit_failed": 0}
@@ -521,7 +515,7 @@ def _tell_paid(services: Services, order: dict[str, Any]) -> None:
         body = f"已按您签署的代扣协议（{version}版）从工行账户扣缴物业费 {amount} 元。"
     else:
         title, body = "缴费成功", f"您已成功缴纳物业费 {amount} 元。"
-    messaging.notify(
+    messaging.deliver(
         services,
         [order["account_id"]],
         "payment",
@@ -605,8 +599,6 @@ _BANK_CLOSES = ("revoked", "refunded")
 
 def reconcile(services: Services, order: dict[str, Any]) -> None:
     """Ask ICBC about a pending order and apply what it says; an expired unpaid one closes."""
-    from caiyun.adapters.icbc import IcbcError
-
     expired = order["expires_at"] <= services.clock.now()
     try:
         # ICBC's order query answers for every order we placed, whichever way it was paid;

@@ -2,7 +2,7 @@
 messages; the sender drains them.
 
 Sending inside the action made a bill import of N rows wait for N calls to WeChat. Now
-:func:`caiyun.domain.messaging.notify_many` queues each push in its inbox message (a ``push``
+:func:`caiyun.domain.messaging.deliver_many` queues each push in its inbox message (a ``push``
 field: one document, so the action pays no extra command, and a note sent at most once by key
 is queued at most once) and :func:`drain`, run by the timer's ``pushes`` job, sends what is due
 with bounded concurrency. A finished push stays on its message (state, attempts, WeChat's last

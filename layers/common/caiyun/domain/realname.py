@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pymongo import IndexModel
 
 from caiyun import crypto, labels
+from caiyun.adapters.icbc import IcbcError, Person, corp_serial
 from caiyun.data.schema import declare
 from caiyun.domain import accounts, appconfig, messaging
 from caiyun.errors import AppError
@@ -89,8 +90,6 @@ def start(
     ``details``: ``name``, ``id_number``, ``card_no``, ``bank_phone``, ``occupation`` and
     ``id_valid_until`` (a date, or None for an ID valid for life).
     """
-    from caiyun.adapters.icbc import IcbcError, Person, corp_serial
-
     if account.get("realname_verified"):
         raise AppError("CONFLICT", "已完成实名认证")
     name, id_number, card_no = details["name"], details["id_number"], details["card_no"]
@@ -160,8 +159,6 @@ def _awaiting(services: Services, account: dict[str, Any], ticket: str) -> dict[
 
 def resend(services: Services, account: dict[str, Any], ticket: str) -> str:
     """Have ICBC text the verification code again; returns the ticket."""
-    from caiyun.adapters.icbc import IcbcError
-
     _awaiting(services, account, ticket)
     try:
         send_no = services.icbc.resend_opening_code(ticket)
@@ -181,8 +178,6 @@ def confirm(
     """Send ICBC the code it texted and sign the agreements. Returns ``{status, wallet}``
     (``verified`` with the wallet summary, or ``pending`` until ICBC's notify opens it) and
     the verified account (None while pending)."""
-    from caiyun.adapters.icbc import IcbcError
-
     pending = _awaiting(services, account, ticket)
     config = appconfig.current(services)
     missing = config.missing_agreements(pending["method"], agreements)
@@ -229,7 +224,7 @@ def apply_opening(services: Services, result: Any) -> bool:
             _finish(services, pending, result.account)
         return True
     db[TICKETS].delete_one({"_id": result.serial})
-    messaging.notify(
+    messaging.deliver(
         services,
         [pending["account_id"]],
         "payment",
@@ -328,8 +323,6 @@ def account_no(services: Services, account: dict[str, Any]) -> str:
 
 def bank_person(services: Services, account: dict[str, Any]) -> Any:
     """The verified person as ICBC knows them (name, ID number, bank phone)."""
-    from caiyun.adapters.icbc import Person
-
     realname = account["realname"]
     id_number = crypto.decrypt(services.settings, realname["id_number"], "id_number")
     return Person(realname["name"], id_number, realname["bank_phone"])
@@ -337,8 +330,6 @@ def bank_person(services: Services, account: dict[str, Any]) -> Any:
 
 def wallet(services: Services, account: dict[str, Any]) -> dict[str, Any]:
     """Wallet summary with its balance from ICBC."""
-    from caiyun.adapters.icbc import IcbcError
-
     number = account_no(services, account)
     try:
         balance = services.icbc.account_balance(number)
@@ -351,8 +342,6 @@ def transactions(
     services: Services, account: dict[str, Any], page: int, page_size: int
 ) -> tuple[list[dict[str, Any]], int]:
     """A page of ICBC's transaction details for the account."""
-    from caiyun.adapters.icbc import IcbcError
-
     number = account_no(services, account)
     try:
         return services.icbc.account_transactions(number, page, page_size)

@@ -272,7 +272,7 @@ def remind(services: Services, match: dict[str, Any]) -> dict[str, int]:
         counts["houses_unpaid"] += len(batch)
         _claim_batch(services, run, batch, names, counts)
     for notes, _ in _send_batches(services, run):
-        messaging.notify_many(services, notes)
+        messaging.deliver_many(services, notes)
         counts["accounts_notified"] += len(notes)
     return counts
 
@@ -331,7 +331,7 @@ def remind_overdue(services: Services, until: datetime | None = None) -> dict[st
         state = {**state, "phase": "send", "after": ""}
         job_runs.save(services, job, state)
     for notes, last in _send_batches(services, state["run"], state["after"], size):
-        messaging.notify_many(services, notes)
+        messaging.deliver_many(services, notes)
         counts["accounts_notified"] += len(notes)
         state["after"] = last
         if out_of_time():

@@ -277,7 +277,7 @@ def create(
             "timeline": [_entry("created", "pending", account["_id"], "resident", now)],
         }
         stored = idempotency.insert_once(db[REPAIRS], doc)
-        messaging.notify_many(services, _filed_notes(stored, admin_ids), spendable)
+        messaging.deliver_many(services, _filed_notes(stored, admin_ids), spendable)
         return _shown(services, stored, account["_id"])
 
     def stored(record_id: str) -> dict[str, Any] | None:
@@ -440,7 +440,7 @@ def dispatch(
     ]
     if previous:
         notes.append(_reassigned_note(done, previous))
-    messaging.notify_many(services, notes)
+    messaging.deliver_many(services, notes)
     return _shown(services, done, admin["_id"])
 
 
@@ -489,7 +489,7 @@ def complete(
     if done is None:
         raise _conflict(_require_assigned(db, repairman, repair_id))
     remark = f"请在{views.RATING_WINDOW.days}天内评价"
-    messaging.notify_many(services, [_resident_note(done, "维修已完成，请评价", remark)])
+    messaging.deliver_many(services, [_resident_note(done, "维修已完成，请评价", remark)])
     return _shown(services, done, repairman["_id"])
 
 
@@ -730,7 +730,7 @@ def auto_close_due(
             )
         ]
         closed += len(notes)
-        messaging.notify_many(services, notes)
+        messaging.deliver_many(services, notes)
         last_id = due[-1]
         if len(due) < size:
             break

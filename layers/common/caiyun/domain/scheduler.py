@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from caiyun.domain import notices, payments, pushes, reminders, repairs
-from caiyun.runtime.logs import log_call
+from caiyun.logs import log_call
 from caiyun.services import Services
 
 # The count a job returns when it stopped at a checkpoint with more to do; the reply lists the

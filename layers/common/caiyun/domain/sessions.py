@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from caiyun.domain import accounts
+from caiyun.labels import APPS, App
 from caiyun.services import Services
 
 _ISSUER = "caiyun"
@@ -29,9 +30,7 @@ class Session:
     expires_at: datetime
 
 
-def open_session(
-    services: Services, account_id: str, app: accounts.App
-) -> tuple[Session, dict[str, Any]]:
+def open_session(services: Services, account_id: str, app: App) -> tuple[Session, dict[str, Any]]:
     """Open a session of ``app`` for the account; returns it with the account as it was before.
 
     The token names the app: a call over HTTP acts in that app (staff rights only in the staff
@@ -81,7 +80,7 @@ def claims(services: Services, token: str) -> dict[str, Any] | None:
         return None
     if not isinstance(data.get("sub"), str) or not isinstance(data.get("sid"), str):
         return None
-    if data["app"] not in accounts.APPS:
+    if data["app"] not in APPS:
         return None
     if data["exp"] <= services.clock.now().timestamp():
         return None
@@ -90,7 +89,7 @@ def claims(services: Services, token: str) -> dict[str, Any] | None:
 
 def caller_for_token(
     services: Services, token: str
-) -> tuple[accounts.App | None, dict[str, Any] | None, dict[str, Any] | None]:
+) -> tuple[App | None, dict[str, Any] | None, dict[str, Any] | None]:
     """The app a live session token was opened in, and the account (and, in the staff app,
     staff record) it belongs to; (None, None, None) for a dead or forged token."""
     data = claims(services, token)

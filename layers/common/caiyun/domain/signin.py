@@ -18,6 +18,7 @@ from caiyun.domain import (
     staff,
 )
 from caiyun.errors import AppError
+from caiyun.labels import App
 from caiyun.services import Services
 
 
@@ -95,7 +96,7 @@ class SignedIn:
     first_login: bool
 
 
-def _openid_from_js_code(services: Services, app: accounts.App, js_code: str) -> str:
+def _openid_from_js_code(services: Services, app: App, js_code: str) -> str:
     try:
         return services.wechat.code2session(app, js_code).openid
     except WeChatUnavailable:
@@ -108,9 +109,7 @@ def _openid_from_js_code(services: Services, app: accounts.App, js_code: str) ->
         ) from None
 
 
-def signing_in_app(
-    requested: accounts.App | None, platform_app: accounts.App | None
-) -> accounts.App:
+def signing_in_app(requested: App | None, platform_app: App | None) -> App:
     """The mini-program a login is for: the one the platform names (CloudBase), else the one the
     request names (HTTP), else the resident app. A request naming another app than the platform
     is refused: binding a staff-app openid as the resident app's (or the reverse) would sign the
@@ -128,7 +127,7 @@ def login(
     services: Services,
     phone: str,
     code: str,
-    app: accounts.App,
+    app: App,
     openid: str | None,
     js_code: str | None,
 ) -> SignedIn:
@@ -167,7 +166,7 @@ def login(
 def logout(
     services: Services,
     account: dict[str, Any],
-    app: accounts.App,
+    app: App,
     openid: str | None,
     token: str | None,
 ) -> None:

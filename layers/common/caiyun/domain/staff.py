@@ -15,11 +15,16 @@ from pymongo import IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from caiyun.data.schema import declare
+from caiyun.domain.communities import names
+from caiyun.domain.messaging import consents_joined, spendable_of
 from caiyun.errors import AppError
 
 StaffRole = Literal["admin", "repairman", "guard"]
 STAFF_ROLES: tuple[StaffRole, ...] = ("admin", "repairman", "guard")
 
+# The key under which a caller's account carries its staff record, joined in by the lookup
+# in ``accounts.caller_by_openid``.
+STAFF_JOINED = "_staff_record"
 STAFF = declare(
     "staff",
     IndexModel([("community_ids", 1), ("role", 1)]),
@@ -35,8 +40,6 @@ def get(db: Any, account_id: str) -> dict[str, Any] | None:
 
 def of_account(db: Any, account: dict[str, Any]) -> dict[str, Any] | None:
     """The staff record of an account; a caller's account already carries it (no read)."""
-    from caiyun.domain.accounts import STAFF_JOINED
-
     if STAFF_JOINED in account:
         return account[STAFF_JOINED]
     return get(db, account["_id"])
@@ -60,8 +63,6 @@ def admins_joined() -> list[dict[str, Any]]:
     consents; :func:`admins_of` reads the admins among them and the consents they have left.
     Every join is served by an index and brings back a handful of records.
     """
-    from caiyun.domain.messaging import consents_joined
-
     return [
         {
             "$lookup": {
@@ -88,9 +89,7 @@ def admins_joined() -> list[dict[str, Any]]:
 def admins_of(doc: dict[str, Any]) -> tuple[list[str], set[str]]:
     """The account ids of the admins covering the community of a document that went through
     :func:`admins_joined`, and the ids of the consents they have left for
-    ``messaging.notify_many`` (the joined fields are taken off the document)."""
-    from caiyun.domain.messaging import spendable_of
-
+    ``messaging.deliver_many`` (the joined fields are taken off the document)."""
     doc.pop("_every", None)
     doc.pop("_staff_ids", None)
     found = [*doc.pop("_staff_here", []), *doc.pop("_staff_everywhere", [])]
@@ -115,8 +114,6 @@ def upsert(
     now: datetime,
 ) -> dict[str, Any]:
     """Make the account staff with this role and scope (``None`` scope = every community)."""
-    from caiyun.domain.communities import names
-
     return db[STAFF].find_one_and_update(
         {"_id": account_id},
         {

@@ -273,7 +273,7 @@ def verify(services: Services, guard: dict[str, Any], token: str) -> dict[str, A
 
 def _tell_host(services: Services, doc: dict[str, Any], community_name: str) -> None:
     arrived = doc["entry"]["at"].astimezone(SHANGHAI)
-    messaging.notify(
+    messaging.deliver(
         services,
         [doc["host_id"]],
         "visitor",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from caiyun.runtime.actions import Call
+    from caiyun.runtime.dispatch import Call
 
 
 @dataclass(frozen=True)

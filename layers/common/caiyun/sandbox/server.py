@@ -30,15 +30,17 @@ from pydantic import SecretStr
 
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.adapters.storage import CONTENT_TYPES, SandboxStorage
+from caiyun.catalog import open_database
 from caiyun.clock import OffsetClock, iso
-from caiyun.data.connect import open_database
+from caiyun.data.embedded import EmbeddedDatabase, clash_report
 from caiyun.errors import ERROR_CODES, AppError, ErrorCode
+from caiyun.logs import redact
 from caiyun.runtime.events import MAX_BODY_BYTES, parse_http_json
-from caiyun.runtime.logs import redact
 from caiyun.sandbox import icbc as icbc_sandbox
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.sandbox.functions import function_names, handler
 from caiyun.sandbox.icbc import FakeIcbc
+from caiyun.sandbox.seed import seed_demo
 from caiyun.services import Services, build_services, install_services
 from caiyun.settings import Settings
 
@@ -143,8 +145,6 @@ def _is_seconds(value: Any) -> bool:
 
 
 def _close_database(db: Any) -> None:
-    from caiyun.data.embedded import EmbeddedDatabase
-
     if isinstance(db, EmbeddedDatabase):
         db.engine.close()
 
@@ -191,8 +191,6 @@ def _wechat_apps(settings: Settings | None) -> dict[str, str]:
 def warn_clashes(db: Any) -> None:
     """Tell the operator on stderr about documents breaking a unique rule (a data directory
     written before those rules held across processes), and how to remove them."""
-    from caiyun.data.embedded import clash_report
-
     for line in clash_report(db):
         print(f"警告 / warning: {line}", file=sys.stderr)
 
@@ -397,8 +395,6 @@ def create_server(
     try:
         seeded = False
         if seed:
-            from caiyun.sandbox.seed import seed_demo
-
             seeded = seed_demo(sandbox.services)
         server = SandboxServer(sandbox, host, port, seeded)
     except BaseException:

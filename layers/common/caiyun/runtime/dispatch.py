@@ -11,18 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import ConnectionFailure
 
+from caiyun.catalog import open_database
 from caiyun.clock import iso
+from caiyun.domain import accounts, sessions
 from caiyun.errors import AppError, ErrorCode, SettingsUnavailable
+from caiyun.logs import log_call
 from caiyun.runtime.events import Invocation, parse_event, parse_http_json
-from caiyun.runtime.logs import log_call
 from caiyun.runtime.policies import Policy
-from caiyun.runtime.validation import validate
 from caiyun.services import Services, current_services
+from caiyun.validation import validate
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from caiyun.domain.accounts import App
+    from caiyun.labels import App
 
 _UNSET = object()
 _NOT_CONFIGURED = "服务配置未完成，暂时无法使用，请联系物业"
@@ -42,8 +44,6 @@ class Call:
 
     def _resolve(self) -> None:
         # One lookup answers who the caller is, in which app, and whether they are staff there.
-        from caiyun.domain import accounts, sessions
-
         inv = self.invocation
         app, account, staff = None, None, None
         if inv.kind == "cloudbase" and inv.openid:
@@ -57,8 +57,6 @@ class Call:
     def platform_app(self) -> App | None:
         """The mini-program the platform says this call comes from (CloudBase's appid), or None
         off the platform (HTTP, timer)."""
-        from caiyun.domain import accounts
-
         if self.invocation.kind != "cloudbase":
             return None
         return accounts.app_for_appid(self.services.settings, self.invocation.appid)
@@ -202,7 +200,7 @@ class CloudFunction:
         try:
             invocation = parse_event(event, context)
             log.update(request_id=invocation.request_id, via=invocation.kind)
-            call = Call(current_services(), invocation)
+            call = Call(current_services(open_database), invocation)
             if invocation.kind == "http" and self.http is not None:
                 status, headers, body = self.http(call)
                 log.update(call.log_fields, code="OK" if status < 400 else f"HTTP_{status}")
