@@ -122,60 +122,24 @@ BANK_ERRORS = ("REALNAME_REQUIRED", "UNAVAILABLE")
 
 def actions() -> dict[str, Action]:
     return {
-        "profile": Action(common.Empty, signed_in, profile, api.Profile),
-        "update_profile": Action(api.UpdateProfile, signed_in, update_profile, api.Profile),
-        "change_phone": Action(
-            api.ChangePhone,
-            signed_in,
-            change_phone,
-            api.Profile,
-            ("CODE_INVALID", "CONFLICT"),
-        ),
-        "upload_url": Action(
-            api.UploadUrl, signed_in, upload_url, common.UploadUrlReply, ("RATE_LIMITED",)
-        ),
+        "profile": Action(signed_in, profile),
+        "update_profile": Action(signed_in, update_profile),
+        "change_phone": Action(signed_in, change_phone, ("CODE_INVALID", "CONFLICT")),
+        "upload_url": Action(signed_in, upload_url, ("RATE_LIMITED",)),
         "realname_start": Action(
-            wallet_api.RealnameStart,
-            signed_in,
-            realname_start,
-            wallet_api.RealnameStartReply,
-            ("NOT_ICBC_CARD", "CONFLICT", "UNAVAILABLE"),
+            signed_in, realname_start, ("NOT_ICBC_CARD", "CONFLICT", "UNAVAILABLE")
         ),
         "realname_resend": Action(
-            wallet_api.RealnameResend,
-            signed_in,
-            realname_resend,
-            wallet_api.RealnameStartReply,
-            ("NOT_FOUND", "CONFLICT", "UNAVAILABLE"),
+            signed_in, realname_resend, ("NOT_FOUND", "CONFLICT", "UNAVAILABLE")
         ),
         "realname_confirm": Action(
-            wallet_api.RealnameConfirm,
-            signed_in,
-            realname_confirm,
-            wallet_api.RealnameResult,
-            ("CODE_INVALID", "NOT_FOUND", "CONFLICT", "UNAVAILABLE"),
+            signed_in, realname_confirm, ("CODE_INVALID", "NOT_FOUND", "CONFLICT", "UNAVAILABLE")
         ),
-        "wallet": Action(common.Empty, signed_in, wallet, wallet_api.Wallet, BANK_ERRORS),
-        "wallet_transactions": Action(
-            wallet_api.WalletTransactions,
-            signed_in,
-            wallet_transactions,
-            wallet_api.TransactionsReply,
-            BANK_ERRORS,
-        ),
-        "autodebit_start": Action(
-            common.Empty,
-            signed_in,
-            autodebit_start,
-            wallet_api.AutodebitTicket,
-            (*BANK_ERRORS, "CONFLICT"),
-        ),
+        "wallet": Action(signed_in, wallet, BANK_ERRORS),
+        "wallet_transactions": Action(signed_in, wallet_transactions, BANK_ERRORS),
+        "autodebit_start": Action(signed_in, autodebit_start, (*BANK_ERRORS, "CONFLICT")),
         "set_autodebit": Action(
-            wallet_api.SetAutodebit,
-            signed_in,
-            set_autodebit,
-            wallet_api.WalletSummary,
-            (*BANK_ERRORS, "CODE_INVALID", "NOT_FOUND", "CONFLICT"),
+            signed_in, set_autodebit, (*BANK_ERRORS, "CODE_INVALID", "NOT_FOUND", "CONFLICT")
         ),
     }
 

@@ -135,71 +135,21 @@ def update_config(call: Call, req: api.UpdateConfig) -> api.ConfigReply:
 
 def actions() -> dict[str, Action]:
     return {
-        "import_owners": Action(
-            api.ImportOwners, admin_only, import_owners, api.ImportOwnersReply, ("FORBIDDEN",)
-        ),
-        "import_bills": Action(
-            api.ImportBills,
-            admin_only,
-            import_bills,
-            api.ImportBillsReply,
-            ("FORBIDDEN", "NOT_FOUND"),
-        ),
-        "import_upload_url": Action(
-            api.ImportUploadUrl, admin_only, import_upload_url, common.UploadUrlReply
-        ),
-        "start_import": Action(
-            api.StartImport,
-            admin_only,
-            start_import,
-            api.ImportJob,
-            ("FORBIDDEN", "NOT_FOUND", "CONFLICT"),
-        ),
-        "run_import": Action(
-            api.ImportJobRef, admin_only, run_import, api.ImportJob, ("NOT_FOUND",)
-        ),
-        "import_job": Action(
-            api.ImportJobRef, admin_only, import_job, api.ImportJob, ("NOT_FOUND",)
-        ),
-        "import_failed_rows": Action(
-            api.ImportFailedRowsPage,
-            admin_only,
-            import_failed_rows,
-            api.FailedRowsPage,
-            ("NOT_FOUND",),
-        ),
-        "import_failed_file": Action(
-            api.ImportJobRef, admin_only, import_failed_file, api.FailedRowsFile, ("NOT_FOUND",)
-        ),
-        "overview": Action(
-            api.Overview,
-            admin_only,
-            community_overview,
-            api.OverviewReply,
-            ("FORBIDDEN", "NOT_FOUND"),
-        ),
+        "import_owners": Action(admin_only, import_owners, ("FORBIDDEN",)),
+        "import_bills": Action(admin_only, import_bills, ("FORBIDDEN", "NOT_FOUND")),
+        "import_upload_url": Action(admin_only, import_upload_url),
+        "start_import": Action(admin_only, start_import, ("FORBIDDEN", "NOT_FOUND", "CONFLICT")),
+        "run_import": Action(admin_only, run_import, ("NOT_FOUND",)),
+        "import_job": Action(admin_only, import_job, ("NOT_FOUND",)),
+        "import_failed_rows": Action(admin_only, import_failed_rows, ("NOT_FOUND",)),
+        "import_failed_file": Action(admin_only, import_failed_file, ("NOT_FOUND",)),
+        "overview": Action(admin_only, community_overview, ("FORBIDDEN", "NOT_FOUND")),
         "add_staff": Action(
-            api.AddStaff,
-            admin_only,
-            add_staff,
-            api.StaffMember,
-            ("FORBIDDEN", "NOT_FOUND", "CONFLICT", "RATE_LIMITED"),
+            admin_only, add_staff, ("FORBIDDEN", "NOT_FOUND", "CONFLICT", "RATE_LIMITED")
         ),
-        "list_staff": Action(api.ListStaff, admin_only, list_staff, api.StaffPage),
-        "remove_staff": Action(
-            api.RemoveStaff,
-            admin_only,
-            remove_staff,
-            api.RemoveStaffReply,
-            ("FORBIDDEN", "NOT_FOUND", "CONFLICT"),
-        ),
-        "update_config": Action(
-            api.UpdateConfig,
-            admin_only,
-            update_config,
-            api.ConfigReply,
-            ("FORBIDDEN", "CONFLICT"),
-        ),
+        "list_staff": Action(admin_only, list_staff),
+        "remove_staff": Action(admin_only, remove_staff, ("FORBIDDEN", "NOT_FOUND", "CONFLICT")),
+        "update_config": Action(admin_only, update_config, ("FORBIDDEN", "CONFLICT")),
     }
 
 

@@ -58,33 +58,13 @@ MANAGE_ERRORS = ("NOT_FOUND", "FORBIDDEN")
 
 def actions() -> dict[str, Action]:
     return {
-        "communities": Action(api.Communities, signed_in, list_communities, api.CommunitiesReply),
-        "house_tree": Action(
-            api.HouseTree, signed_in, house_tree, api.HouseTreeReply, ("NOT_FOUND",)
-        ),
-        "bind": Action(
-            api.Bind,
-            signed_in,
-            bind,
-            api.MyHousesReply,
-            ("OWNER_MISMATCH", "NOT_FOUND", "RATE_LIMITED"),
-        ),
-        "my_houses": Action(common.Empty, signed_in, my_houses, api.MyHousesReply),
-        "members": Action(api.Members, signed_in, members, api.MembersReply, MANAGE_ERRORS),
-        "add_member": Action(
-            api.AddMember,
-            signed_in,
-            add_member,
-            api.Member,
-            (*MANAGE_ERRORS, "CONFLICT", "RATE_LIMITED"),
-        ),
-        "remove_member": Action(
-            api.RemoveMember,
-            signed_in,
-            remove_member,
-            api.RemoveMemberReply,
-            (*MANAGE_ERRORS, "CONFLICT"),
-        ),
+        "communities": Action(signed_in, list_communities),
+        "house_tree": Action(signed_in, house_tree, ("NOT_FOUND",)),
+        "bind": Action(signed_in, bind, ("OWNER_MISMATCH", "NOT_FOUND", "RATE_LIMITED")),
+        "my_houses": Action(signed_in, my_houses),
+        "members": Action(signed_in, members, MANAGE_ERRORS),
+        "add_member": Action(signed_in, add_member, (*MANAGE_ERRORS, "CONFLICT", "RATE_LIMITED")),
+        "remove_member": Action(signed_in, remove_member, (*MANAGE_ERRORS, "CONFLICT")),
     }
 
 

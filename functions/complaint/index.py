@@ -81,24 +81,16 @@ def reply(call: Call, req: api.ReplyRequest) -> api.Detail:
 
 def actions() -> dict[str, Action]:
     return {
-        "types": Action(common.Empty, signed_in, types, api.TypesReply),
+        "types": Action(signed_in, types),
         "create": Action(
-            api.Create,
             signed_in,
             create,
-            api.Detail,
             ("HOUSE_NOT_BOUND", "FORBIDDEN", "NOT_FOUND", "CONFLICT", "RATE_LIMITED"),
         ),
-        "my_list": Action(api.MyList, signed_in, my_list, api.MyPage),
-        "detail": Action(api.DetailRequest, signed_in, detail, api.Detail, ("NOT_FOUND",)),
-        "staff_list": Action(api.StaffList, admin_only, staff_list, api.Page, ("FORBIDDEN",)),
-        "reply": Action(
-            api.ReplyRequest,
-            admin_only,
-            reply,
-            api.Detail,
-            ("NOT_FOUND", "FORBIDDEN", "CONFLICT"),
-        ),
+        "my_list": Action(signed_in, my_list),
+        "detail": Action(signed_in, detail, ("NOT_FOUND",)),
+        "staff_list": Action(admin_only, staff_list, ("FORBIDDEN",)),
+        "reply": Action(admin_only, reply, ("NOT_FOUND", "FORBIDDEN", "CONFLICT")),
     }
 
 

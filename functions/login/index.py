@@ -69,14 +69,10 @@ def staff_config(call: Call, req: common.Empty) -> api.StaffConfig:
 
 def actions() -> dict[str, Action]:
     return {
-        "check_account": Action(
-            api.CheckAccount, anyone, check_account, api.CheckAccountReply, ("RATE_LIMITED",)
-        ),
+        "check_account": Action(anyone, check_account, ("RATE_LIMITED",)),
         "send_code": Action(
-            api.SendCode,
             anyone,
             send_code,
-            api.SendCodeReply,
             (
                 "ACCOUNT_NOT_FOUND",
                 "UNAUTHENTICATED",
@@ -86,17 +82,11 @@ def actions() -> dict[str, Action]:
                 "UNAVAILABLE",
             ),
         ),
-        "login": Action(
-            api.Login,
-            anyone,
-            login,
-            api.LoginReply,
-            ("ACCOUNT_NOT_FOUND", "CODE_INVALID", "FORBIDDEN"),
-        ),
-        "logout": Action(common.Empty, signed_in, logout, api.LogoutReply),
-        "me": Action(common.Empty, signed_in, me, api.AccountSummary),
-        "config": Action(common.Empty, anyone, config, api.ResidentConfig),
-        "staff_config": Action(common.Empty, anyone, staff_config, api.StaffConfig),
+        "login": Action(anyone, login, ("ACCOUNT_NOT_FOUND", "CODE_INVALID", "FORBIDDEN")),
+        "logout": Action(signed_in, logout),
+        "me": Action(signed_in, me),
+        "config": Action(anyone, config),
+        "staff_config": Action(anyone, staff_config),
     }
 
 

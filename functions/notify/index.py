@@ -97,23 +97,15 @@ def remind_unpaid(call: Call, req: api.RemindUnpaid) -> api.RemindReply:
 
 def actions() -> dict[str, Action]:
     return {
-        "notices": Action(api.Notices, signed_in, list_notices, api.NoticesReply, ("FORBIDDEN",)),
-        "notice_detail": Action(
-            api.NoticeDetailRequest, signed_in, notice_detail, api.NoticeDetail, ("NOT_FOUND",)
-        ),
+        "notices": Action(signed_in, list_notices, ("FORBIDDEN",)),
+        "notice_detail": Action(signed_in, notice_detail, ("NOT_FOUND",)),
         "publish_notice": Action(
-            api.PublishNotice,
-            admin_only,
-            publish_notice,
-            api.NoticeDetail,
-            ("FORBIDDEN", "NOT_FOUND", "CONFLICT", "RATE_LIMITED"),
+            admin_only, publish_notice, ("FORBIDDEN", "NOT_FOUND", "CONFLICT", "RATE_LIMITED")
         ),
-        "messages": Action(api.Messages, signed_in, messages, api.MessagesPage),
-        "mark_read": Action(api.MarkRead, signed_in, mark_read, api.MarkReadReply),
-        "subscribe": Action(api.Subscribe, signed_in, subscribe, api.SubscribeReply),
-        "remind_unpaid": Action(
-            api.RemindUnpaid, admin_only, remind_unpaid, api.RemindReply, ("FORBIDDEN",)
-        ),
+        "messages": Action(signed_in, messages),
+        "mark_read": Action(signed_in, mark_read),
+        "subscribe": Action(signed_in, subscribe),
+        "remind_unpaid": Action(admin_only, remind_unpaid, ("FORBIDDEN",)),
     }
 
 

@@ -123,36 +123,22 @@ MOVE_ERRORS = ("NOT_FOUND", "CONFLICT")
 
 def actions() -> dict[str, Action]:
     return {
-        "categories": Action(common.Empty, signed_in, categories, api.CategoriesReply),
-        "upload_url": Action(
-            api.UploadUrl, signed_in, upload_url, common.UploadUrlReply, ("RATE_LIMITED",)
-        ),
+        "categories": Action(signed_in, categories),
+        "upload_url": Action(signed_in, upload_url, ("RATE_LIMITED",)),
         "create": Action(
-            api.Create,
             signed_in,
             create,
-            api.RepairDetail,
             ("HOUSE_NOT_BOUND", "FORBIDDEN", "NOT_FOUND", "CONFLICT", "RATE_LIMITED"),
         ),
-        "my_list": Action(api.MyList, signed_in, my_list, api.RepairPage),
-        "detail": Action(api.RepairRef, signed_in, detail, api.RepairDetail, READ_ERRORS),
-        "cancel": Action(
-            api.RepairRef, signed_in, cancel, api.RepairDetail, ("FORBIDDEN", *MOVE_ERRORS)
-        ),
-        "rate": Action(api.Rate, signed_in, rate, api.RepairDetail, ("FORBIDDEN", *MOVE_ERRORS)),
-        "staff_list": Action(
-            api.StaffList, admin_only, staff_list, api.StaffRepairPage, ("FORBIDDEN",)
-        ),
-        "repairmen": Action(
-            api.Repairmen, admin_only, repairmen, api.RepairmenReply, ("FORBIDDEN", "NOT_FOUND")
-        ),
-        "dispatch": Action(
-            api.Dispatch, admin_only, dispatch, api.RepairDetail, ("FORBIDDEN", *MOVE_ERRORS)
-        ),
-        "assigned": Action(api.Assigned, repairman_only, assigned, api.StaffRepairPage),
-        "complete": Action(
-            api.Complete, repairman_only, complete, api.RepairDetail, ("FORBIDDEN", *MOVE_ERRORS)
-        ),
+        "my_list": Action(signed_in, my_list),
+        "detail": Action(signed_in, detail, READ_ERRORS),
+        "cancel": Action(signed_in, cancel, ("FORBIDDEN", *MOVE_ERRORS)),
+        "rate": Action(signed_in, rate, ("FORBIDDEN", *MOVE_ERRORS)),
+        "staff_list": Action(admin_only, staff_list, ("FORBIDDEN",)),
+        "repairmen": Action(admin_only, repairmen, ("FORBIDDEN", "NOT_FOUND")),
+        "dispatch": Action(admin_only, dispatch, ("FORBIDDEN", *MOVE_ERRORS)),
+        "assigned": Action(repairman_only, assigned),
+        "complete": Action(repairman_only, complete, ("FORBIDDEN", *MOVE_ERRORS)),
     }
 
 

@@ -133,13 +133,46 @@ HttpResponse = tuple[int, dict[str, str], str]
 
 @dataclass(frozen=True)
 class Action:
-    """One row of a function's action table."""
+    """One row of a function's action table: who may call it (``allow``), its handler and the
+    error codes it may answer beyond the common ones.
 
-    request: type[BaseModel]
+    The request and reply models are the handler's own annotations, read once when the row is
+    made, as FastAPI reads a path operation's signature and Powertools' event handler its
+    route's: the request is the type of the handler's second parameter, the reply its return
+    type when that is a model (a handler returning a plain mapping has none). Declared once, in
+    the handler; a function's table is built on its first dispatch, so reading them imports the
+    contract module then, not at cold start.
+    """
+
     allow: Policy
     run: Handler
-    reply: type[BaseModel] | None = None
-    errors: tuple[ErrorCode, ...] = field(default_factory=tuple)
+    errors: tuple[ErrorCode, ...] = ()
+    request: type[BaseModel] = field(init=False)
+    reply: type[BaseModel] | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        request, reply = _models_of(self.run)
+        object.__setattr__(self, "request", request)
+        object.__setattr__(self, "reply", reply)
+
+
+def _models_of(handler: Handler) -> tuple[type[BaseModel], type[BaseModel] | None]:
+    from pydantic import BaseModel
+
+    # The annotations are strings (``from __future__ import annotations``): evaluated in the
+    # handler's module, where ``api`` is its contract module.
+    names = handler.__globals__
+    annotations = handler.__annotations__
+    params = [k for k in annotations if k != "return"]
+    request = eval(annotations[params[1]], names) if len(params) > 1 else None
+    if not (isinstance(request, type) and issubclass(request, BaseModel)):
+        raise TypeError(f"{handler.__qualname__}: its second parameter is not a request model")
+    try:
+        reply = eval(annotations.get("return", "None"), names)
+    except NameError:
+        reply = None  # a plain mapping, annotated with names only the type checker sees
+    is_model = isinstance(reply, type) and issubclass(reply, BaseModel)
+    return request, reply if is_model else None
 
 
 def _data(result: BaseModel | Mapping[str, Any] | None) -> Any:
