@@ -24,35 +24,35 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from caiyun.domain import autodebit, profiles, realname, uploads
-from caiyun.runtime import Action, Call, CloudFunction, lazy_import, page_reply, signed_in
+from caiyun.runtime import Action, Call, Caller, CloudFunction, lazy_import, page_reply, signed_in
 
 api = lazy_import("caiyun.contract.account")
 wallet_api = lazy_import("caiyun.contract.wallet")
 common = lazy_import("caiyun.contract.common")
 
 
-def profile(call: Call, req: common.Empty) -> api.Profile:
-    return api.Profile.model_validate(profiles.profile(call.services, call.require_account()))
+def profile(call: Call, req: common.Empty, account: Caller) -> api.Profile:
+    return api.Profile.model_validate(profiles.profile(call.services, account))
 
 
-def update_profile(call: Call, req: api.UpdateProfile) -> api.Profile:
-    updated = profiles.update_profile(
-        call.services, call.require_account(), req.nickname, req.avatar
-    )
+def update_profile(call: Call, req: api.UpdateProfile, account: Caller) -> api.Profile:
+    updated = profiles.update_profile(call.services, account, req.nickname, req.avatar)
     return api.Profile.model_validate(updated)
 
 
-def change_phone(call: Call, req: api.ChangePhone) -> api.Profile:
+def change_phone(call: Call, req: api.ChangePhone, account: Caller) -> api.Profile:
     changed = profiles.change_phone(
-        call.services, call.require_account(), req.old_code, req.new_phone, req.new_code
+        call.services, account, req.old_code, req.new_phone, req.new_code
     )
     return api.Profile.model_validate(changed)
 
 
-def realname_start(call: Call, req: wallet_api.RealnameStart) -> wallet_api.RealnameStartReply:
+def realname_start(
+    call: Call, req: wallet_api.RealnameStart, account: Caller
+) -> wallet_api.RealnameStartReply:
     ticket = realname.start(
         call.services,
-        call.require_account(),
+        account,
         req.method,
         req.wallet_class,
         {
@@ -68,42 +68,46 @@ def realname_start(call: Call, req: wallet_api.RealnameStart) -> wallet_api.Real
     return wallet_api.RealnameStartReply(ticket=ticket)
 
 
-def realname_resend(call: Call, req: wallet_api.RealnameResend) -> wallet_api.RealnameStartReply:
-    ticket = realname.resend(call.services, call.require_account(), req.ticket)
+def realname_resend(
+    call: Call, req: wallet_api.RealnameResend, account: Caller
+) -> wallet_api.RealnameStartReply:
+    ticket = realname.resend(call.services, account, req.ticket)
     return wallet_api.RealnameStartReply(ticket=ticket)
 
 
-def realname_confirm(call: Call, req: wallet_api.RealnameConfirm) -> wallet_api.RealnameResult:
+def realname_confirm(
+    call: Call, req: wallet_api.RealnameConfirm, account: Caller
+) -> wallet_api.RealnameResult:
     result, verified = realname.confirm(
-        call.services, call.require_account(), req.ticket, req.sms_code, list(req.agreements)
+        call.services, account, req.ticket, req.sms_code, list(req.agreements)
     )
     if req.autodebit and verified is not None:
         result["autodebit_ticket"] = autodebit.start(call.services, verified)["ticket"]
     return wallet_api.RealnameResult.model_validate(result)
 
 
-def wallet(call: Call, req: common.Empty) -> wallet_api.Wallet:
-    return wallet_api.Wallet.model_validate(realname.wallet(call.services, call.require_account()))
+def wallet(call: Call, req: common.Empty, account: Caller) -> wallet_api.Wallet:
+    return wallet_api.Wallet.model_validate(realname.wallet(call.services, account))
 
 
 def wallet_transactions(
-    call: Call, req: wallet_api.WalletTransactions
+    call: Call, req: wallet_api.WalletTransactions, account: Caller
 ) -> wallet_api.TransactionsReply:
-    items, total = realname.transactions(
-        call.services, call.require_account(), req.page, req.page_size
-    )
+    items, total = realname.transactions(call.services, account, req.page, req.page_size)
     return page_reply(wallet_api.TransactionsReply, req, items, total)
 
 
-def autodebit_start(call: Call, req: common.Empty) -> wallet_api.AutodebitTicket:
-    started = autodebit.start(call.services, call.require_account())
+def autodebit_start(call: Call, req: common.Empty, account: Caller) -> wallet_api.AutodebitTicket:
+    started = autodebit.start(call.services, account)
     return wallet_api.AutodebitTicket.model_validate(started)
 
 
-def set_autodebit(call: Call, req: wallet_api.SetAutodebit) -> wallet_api.WalletSummary:
+def set_autodebit(
+    call: Call, req: wallet_api.SetAutodebit, account: Caller
+) -> wallet_api.WalletSummary:
     summary = autodebit.set_enabled(
         call.services,
-        call.require_account(),
+        account,
         req.enabled,
         req.ticket,
         req.sms_code,
@@ -112,8 +116,8 @@ def set_autodebit(call: Call, req: wallet_api.SetAutodebit) -> wallet_api.Wallet
     return wallet_api.WalletSummary.model_validate(summary)
 
 
-def upload_url(call: Call, req: api.UploadUrl) -> common.UploadUrlReply:
-    target = uploads.target(call.services, call.require_account(), req.purpose, req.filename)
+def upload_url(call: Call, req: api.UploadUrl, account: Caller) -> common.UploadUrlReply:
+    target = uploads.target(call.services, account, req.purpose, req.filename)
     return common.UploadUrlReply.model_validate(asdict(target))
 
 

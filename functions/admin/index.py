@@ -12,7 +12,7 @@ import base64
 from dataclasses import asdict
 
 from caiyun.domain import appconfig, overview, staff_management
-from caiyun.runtime import Action, Call, CloudFunction, admin_only, lazy_import, page_reply
+from caiyun.runtime import Action, Call, Caller, CloudFunction, admin_only, lazy_import, page_reply
 
 api = lazy_import("caiyun.contract.admin")
 common = lazy_import("caiyun.contract.common")
@@ -22,10 +22,8 @@ owner_import = lazy_import("caiyun.domain.owner_import")
 import_jobs = lazy_import("caiyun.domain.import_jobs")
 
 
-def import_owners(call: Call, req: api.ImportOwners) -> api.ImportOwnersReply:
-    report = owner_import.import_owners(
-        call.services, req.community, req.rows, importer=call.require_staff("admin")
-    )
+def import_owners(call: Call, req: api.ImportOwners, staff: Caller) -> api.ImportOwnersReply:
+    report = owner_import.import_owners(call.services, req.community, req.rows, importer=staff)
     return api.ImportOwnersReply.model_validate(
         {
             "community_id": report.community_id,
@@ -36,10 +34,8 @@ def import_owners(call: Call, req: api.ImportOwners) -> api.ImportOwnersReply:
     )
 
 
-def import_bills(call: Call, req: api.ImportBills) -> api.ImportBillsReply:
-    results = bill_import.import_bills(
-        call.services, req.community_id, req.rows, importer=call.require_staff("admin")
-    )
+def import_bills(call: Call, req: api.ImportBills, staff: Caller) -> api.ImportBillsReply:
+    results = bill_import.import_bills(call.services, req.community_id, req.rows, importer=staff)
     return api.ImportBillsReply.model_validate(
         {
             "community_id": req.community_id,
@@ -50,44 +46,45 @@ def import_bills(call: Call, req: api.ImportBills) -> api.ImportBillsReply:
 
 
 def import_upload_url(call: Call, req: api.ImportUploadUrl) -> common.UploadUrlReply:
-    call.require_staff("admin")
     target = import_jobs.upload_target(call.services, call.require_account(), req.filename)
     return common.UploadUrlReply.model_validate(asdict(target))
 
 
-def start_import(call: Call, req: api.StartImport) -> api.ImportJob:
+def start_import(call: Call, req: api.StartImport, staff: Caller) -> api.ImportJob:
     job = import_jobs.start(
         call.services,
-        call.require_staff("admin"),
+        staff,
         req.kind,
         req.file_id,
         filename=req.filename or "",
         community_id=req.community_id,
         community=req.community,
-        uploader=call.require_account()["_id"],
+        uploader=staff["_id"],
     )
     return api.ImportJob.model_validate(import_jobs.view(job))
 
 
-def run_import(call: Call, req: api.ImportJobRef) -> api.ImportJob:
-    job = import_jobs.run_chunk(call.services, call.require_staff("admin"), req.job_id)
+def run_import(call: Call, req: api.ImportJobRef, staff: Caller) -> api.ImportJob:
+    job = import_jobs.run_chunk(call.services, staff, req.job_id)
     return api.ImportJob.model_validate(import_jobs.view(job))
 
 
-def import_job(call: Call, req: api.ImportJobRef) -> api.ImportJob:
-    job = import_jobs.get(call.services, call.require_staff("admin"), req.job_id)
+def import_job(call: Call, req: api.ImportJobRef, staff: Caller) -> api.ImportJob:
+    job = import_jobs.get(call.services, staff, req.job_id)
     return api.ImportJob.model_validate(import_jobs.view(job))
 
 
-def import_failed_rows(call: Call, req: api.ImportFailedRowsPage) -> api.FailedRowsPage:
-    job = import_jobs.get(call.services, call.require_staff("admin"), req.job_id)
+def import_failed_rows(
+    call: Call, req: api.ImportFailedRowsPage, staff: Caller
+) -> api.FailedRowsPage:
+    job = import_jobs.get(call.services, staff, req.job_id)
     skip = (req.page - 1) * req.page_size
     rows, total = import_jobs.failed_rows(call.services, job, skip, req.page_size)
     return page_reply(api.FailedRowsPage, req, [import_jobs.row_view(r) for r in rows], total)
 
 
-def import_failed_file(call: Call, req: api.ImportJobRef) -> api.FailedRowsFile:
-    job = import_jobs.get(call.services, call.require_staff("admin"), req.job_id)
+def import_failed_file(call: Call, req: api.ImportJobRef, staff: Caller) -> api.FailedRowsFile:
+    job = import_jobs.get(call.services, staff, req.job_id)
     content, rows = import_jobs.failed_rows_workbook(call.services, job)
     return api.FailedRowsFile(
         filename=f"导入失败的行-{job['_id']}.xlsx",
@@ -97,36 +94,34 @@ def import_failed_file(call: Call, req: api.ImportJobRef) -> api.FailedRowsFile:
     )
 
 
-def community_overview(call: Call, req: api.Overview) -> api.OverviewReply:
-    found = overview.community_overview(
-        call.services, call.require_staff("admin"), req.community_id
-    )
+def community_overview(call: Call, req: api.Overview, staff: Caller) -> api.OverviewReply:
+    found = overview.community_overview(call.services, staff, req.community_id)
     return api.OverviewReply.model_validate(found)
 
 
-def add_staff(call: Call, req: api.AddStaff) -> api.StaffMember:
+def add_staff(call: Call, req: api.AddStaff, staff: Caller) -> api.StaffMember:
     added = staff_management.add_staff(
-        call.services, call.require_staff("admin"), req.phone, req.name, req.role, req.community_ids
+        call.services, staff, req.phone, req.name, req.role, req.community_ids
     )
     return api.StaffMember.model_validate(added)
 
 
-def list_staff(call: Call, req: api.ListStaff) -> api.StaffPage:
+def list_staff(call: Call, req: api.ListStaff, staff: Caller) -> api.StaffPage:
     items, total = staff_management.list_staff(
-        call.services, call.require_staff("admin"), req.role, req.page, req.page_size
+        call.services, staff, req.role, req.page, req.page_size
     )
     return page_reply(api.StaffPage, req, items, total)
 
 
-def remove_staff(call: Call, req: api.RemoveStaff) -> api.RemoveStaffReply:
-    staff_management.remove_staff(call.services, call.require_staff("admin"), req.account_id)
+def remove_staff(call: Call, req: api.RemoveStaff, staff: Caller) -> api.RemoveStaffReply:
+    staff_management.remove_staff(call.services, staff, req.account_id)
     return api.RemoveStaffReply(removed=True)
 
 
-def update_config(call: Call, req: api.UpdateConfig) -> api.ConfigReply:
+def update_config(call: Call, req: api.UpdateConfig, staff: Caller) -> api.ConfigReply:
     saved = appconfig.update(
         call.services,
-        call.require_staff("admin"),
+        staff,
         req.model_dump(exclude={"revision"}, exclude_none=True),
         req.revision,
     )

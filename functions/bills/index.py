@@ -19,6 +19,7 @@ from caiyun.domain import bill_reports, bills, idempotency, payment_issues, paym
 from caiyun.runtime import (
     Action,
     Call,
+    Caller,
     CloudFunction,
     admin_only,
     lazy_import,
@@ -29,15 +30,14 @@ from caiyun.runtime import (
 api = lazy_import("caiyun.contract.bills")
 
 
-def list_bills(call: Call, req: api.ListBills) -> api.BillsReply:
+def list_bills(call: Call, req: api.ListBills, account: Caller) -> api.BillsReply:
     items, total, unpaid, houses = bills.resident_bills(
-        call.services, call.require_account(), req.house_id, req.status, req.page, req.page_size
+        call.services, account, req.house_id, req.status, req.page, req.page_size
     )
     return page_reply(api.BillsReply, req, items, total, unpaid_total_fen=unpaid, houses=houses)
 
 
-def pay(call: Call, req: api.Pay) -> api.Order:
-    account = call.require_account()
+def pay(call: Call, req: api.Pay, account: Caller) -> api.Order:
     order = idempotency.once(
         call.services,
         "bills.pay",
@@ -53,29 +53,25 @@ def pay(call: Call, req: api.Pay) -> api.Order:
     return api.Order.model_validate(order)
 
 
-def order(call: Call, req: api.GetOrder) -> api.Order:
-    found = payments.payer_order(call.services, call.require_account(), req.order_no)
+def order(call: Call, req: api.GetOrder, account: Caller) -> api.Order:
+    found = payments.payer_order(call.services, account, req.order_no)
     return api.Order.model_validate(payments.view(found))
 
 
-def open_orders(call: Call, req: api.OpenOrders) -> api.OpenOrdersReply:
-    items, total = payments.open_orders(
-        call.services, call.require_account(), req.page, req.page_size
-    )
+def open_orders(call: Call, req: api.OpenOrders, account: Caller) -> api.OpenOrdersReply:
+    items, total = payments.open_orders(call.services, account, req.page, req.page_size)
     return page_reply(api.OpenOrdersReply, req, items, total)
 
 
-def staff_summary(call: Call, req: api.StaffSummary) -> api.SummaryReply:
-    totals = bill_reports.summary(
-        call.services, call.require_staff("admin"), req.community_id, req.period
-    )
+def staff_summary(call: Call, req: api.StaffSummary, staff: Caller) -> api.SummaryReply:
+    totals = bill_reports.summary(call.services, staff, req.community_id, req.period)
     return api.SummaryReply.model_validate(totals)
 
 
-def staff_list(call: Call, req: api.StaffList) -> api.StaffListReply:
+def staff_list(call: Call, req: api.StaffList, staff: Caller) -> api.StaffListReply:
     items, total = bill_reports.listing(
         call.services,
-        call.require_staff("admin"),
+        staff,
         req.community_id,
         req.model_dump(include={"status", "building", "house_id", "period"}),
         req.page,
@@ -84,17 +80,19 @@ def staff_list(call: Call, req: api.StaffList) -> api.StaffListReply:
     return page_reply(api.StaffListReply, req, items, total)
 
 
-def staff_payment_issues(call: Call, req: api.PaymentIssues) -> api.PaymentIssuesReply:
+def staff_payment_issues(
+    call: Call, req: api.PaymentIssues, staff: Caller
+) -> api.PaymentIssuesReply:
     items, total = payment_issues.listing(
-        call.services, call.require_staff("admin"), req.community_id, req.page, req.page_size
+        call.services, staff, req.community_id, req.page, req.page_size
     )
     return page_reply(api.PaymentIssuesReply, req, items, total)
 
 
-def staff_houses(call: Call, req: api.StaffHouses) -> api.StaffHousesReply:
+def staff_houses(call: Call, req: api.StaffHouses, staff: Caller) -> api.StaffHousesReply:
     items, total, counts = bill_reports.houses_page(
         call.services,
-        call.require_staff("admin"),
+        staff,
         req.community_id,
         req.model_dump(
             include={"status", "building", "unit", "room", "owner_name", "owner_phone", "period"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from caiyun.domain import communities, house_binding, houses
-from caiyun.runtime import Action, Call, CloudFunction, lazy_import, signed_in
+from caiyun.runtime import Action, Call, Caller, CloudFunction, lazy_import, signed_in
 
 api = lazy_import("caiyun.contract.bind_house")
 common = lazy_import("caiyun.contract.common")
@@ -19,10 +19,10 @@ def house_tree(call: Call, req: api.HouseTree) -> api.HouseTreeReply:
     return api.HouseTreeReply.model_validate({"community_id": req.community_id, "buildings": tree})
 
 
-def bind(call: Call, req: api.Bind) -> api.MyHousesReply:
+def bind(call: Call, req: api.Bind, account: Caller) -> api.MyHousesReply:
     items = house_binding.bind_owner(
         call.services,
-        call.require_account(),
+        account,
         req.community_id,
         (req.building, req.unit, req.room),
         req.owner_name,
@@ -31,25 +31,25 @@ def bind(call: Call, req: api.Bind) -> api.MyHousesReply:
     return api.MyHousesReply.model_validate({"items": items})
 
 
-def my_houses(call: Call, req: common.Empty) -> api.MyHousesReply:
-    items = house_binding.my_houses(call.services, call.require_account())
+def my_houses(call: Call, req: common.Empty, account: Caller) -> api.MyHousesReply:
+    items = house_binding.my_houses(call.services, account)
     return api.MyHousesReply.model_validate({"items": items})
 
 
-def members(call: Call, req: api.Members) -> api.MembersReply:
-    items = house_binding.members(call.services, call.require_account(), req.house_id)
+def members(call: Call, req: api.Members, account: Caller) -> api.MembersReply:
+    items = house_binding.members(call.services, account, req.house_id)
     return api.MembersReply.model_validate({"house_id": req.house_id, "items": items})
 
 
-def add_member(call: Call, req: api.AddMember) -> api.Member:
+def add_member(call: Call, req: api.AddMember, account: Caller) -> api.Member:
     added = house_binding.add_member(
-        call.services, call.require_account(), req.house_id, req.name, req.phone, req.role
+        call.services, account, req.house_id, req.name, req.phone, req.role
     )
     return api.Member.model_validate(added)
 
 
-def remove_member(call: Call, req: api.RemoveMember) -> api.RemoveMemberReply:
-    house_binding.remove_member(call.services, call.require_account(), req.house_id, req.account_id)
+def remove_member(call: Call, req: api.RemoveMember, account: Caller) -> api.RemoveMemberReply:
+    house_binding.remove_member(call.services, account, req.house_id, req.account_id)
     return api.RemoveMemberReply(removed=True)
 
 

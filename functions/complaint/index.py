@@ -23,6 +23,7 @@ from caiyun.domain import complaints
 from caiyun.runtime import (
     Action,
     Call,
+    Caller,
     CloudFunction,
     admin_only,
     lazy_import,
@@ -38,32 +39,32 @@ def types(call: Call, req: common.Empty) -> api.TypesReply:
     return api.TypesReply.model_validate({"items": complaints.types(call.services)})
 
 
-def create(call: Call, req: api.Create) -> api.Detail:
+def create(call: Call, req: api.Create, account: Caller) -> api.Detail:
     filed = complaints.create(
         call.services,
-        call.require_account(),
+        account,
         req.model_dump(exclude={"request_id"}),
         req.request_id,
     )
     return api.Detail.model_validate(filed)
 
 
-def my_list(call: Call, req: api.MyList) -> api.MyPage:
+def my_list(call: Call, req: api.MyList, account: Caller) -> api.MyPage:
     items, total, counts = complaints.my_list(
-        call.services, call.require_account(), req.status, req.page, req.page_size
+        call.services, account, req.status, req.page, req.page_size
     )
     return page_reply(api.MyPage, req, items, total, counts=counts)
 
 
-def detail(call: Call, req: api.DetailRequest) -> api.Detail:
-    found = complaints.detail(call.services, call.require_account(), req.complaint_id)
+def detail(call: Call, req: api.DetailRequest, account: Caller) -> api.Detail:
+    found = complaints.detail(call.services, account, req.complaint_id)
     return api.Detail.model_validate(found)
 
 
-def staff_list(call: Call, req: api.StaffList) -> api.Page:
+def staff_list(call: Call, req: api.StaffList, staff: Caller) -> api.Page:
     items, total, counts = complaints.staff_list(
         call.services,
-        call.require_staff("admin"),
+        staff,
         req.community_id,
         req.model_dump(include={"status", "kind", "type"}),
         req.page,
@@ -72,10 +73,8 @@ def staff_list(call: Call, req: api.StaffList) -> api.Page:
     return page_reply(api.Page, req, items, total, counts=counts)
 
 
-def reply(call: Call, req: api.ReplyRequest) -> api.Detail:
-    answered = complaints.reply(
-        call.services, call.require_staff("admin"), req.complaint_id, req.reply, req.status
-    )
+def reply(call: Call, req: api.ReplyRequest, staff: Caller) -> api.Detail:
+    answered = complaints.reply(call.services, staff, req.complaint_id, req.reply, req.status)
     return api.Detail.model_validate(answered)
 
 

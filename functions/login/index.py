@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from caiyun.clock import iso
 from caiyun.domain import appconfig, signin
-from caiyun.runtime import Action, Call, CloudFunction, anyone, lazy_import, signed_in
+from caiyun.runtime import Action, Call, Caller, CloudFunction, anyone, lazy_import, signed_in
 
 api = lazy_import("caiyun.contract.login")
 common = lazy_import("caiyun.contract.common")
@@ -48,15 +48,14 @@ def login(call: Call, req: api.Login) -> api.LoginReply:
     )
 
 
-def logout(call: Call, req: common.Empty) -> api.LogoutReply:
-    account = call.require_account()
+def logout(call: Call, req: common.Empty, account: Caller) -> api.LogoutReply:
     inv = call.invocation
     signin.logout(call.services, account, call.app, inv.openid, inv.bearer)
     return api.LogoutReply(logged_out=True)
 
 
-def me(call: Call, req: common.Empty) -> api.AccountSummary:
-    return api.AccountSummary(**signin.summary(call.services, call.require_account()))
+def me(call: Call, req: common.Empty, account: Caller) -> api.AccountSummary:
+    return api.AccountSummary(**signin.summary(call.services, account))
 
 
 def config(call: Call, req: common.Empty) -> api.ResidentConfig:

@@ -24,6 +24,7 @@ from caiyun.domain import messaging, notices, reminders
 from caiyun.runtime import (
     Action,
     Call,
+    Caller,
     CloudFunction,
     admin_only,
     lazy_import,
@@ -34,22 +35,20 @@ from caiyun.runtime import (
 api = lazy_import("caiyun.contract.notify")
 
 
-def list_notices(call: Call, req: api.Notices) -> api.NoticesReply:
-    groups = notices.for_resident(
-        call.services, call.require_account(), req.community_id, req.page, req.page_size
-    )
+def list_notices(call: Call, req: api.Notices, account: Caller) -> api.NoticesReply:
+    groups = notices.for_resident(call.services, account, req.community_id, req.page, req.page_size)
     return api.NoticesReply.model_validate({"groups": groups})
 
 
-def notice_detail(call: Call, req: api.NoticeDetailRequest) -> api.NoticeDetail:
-    found = notices.detail(call.services, call.require_account(), req.notice_id)
+def notice_detail(call: Call, req: api.NoticeDetailRequest, account: Caller) -> api.NoticeDetail:
+    found = notices.detail(call.services, account, req.notice_id)
     return api.NoticeDetail.model_validate(found)
 
 
-def publish_notice(call: Call, req: api.PublishNotice) -> api.NoticeDetail:
+def publish_notice(call: Call, req: api.PublishNotice, staff: Caller) -> api.NoticeDetail:
     published = notices.publish(
         call.services,
-        call.require_staff("admin"),
+        staff,
         req.community_id,
         req.title,
         req.content,
@@ -58,8 +57,7 @@ def publish_notice(call: Call, req: api.PublishNotice) -> api.NoticeDetail:
     return api.NoticeDetail.model_validate(published)
 
 
-def messages(call: Call, req: api.Messages) -> api.MessagesPage:
-    account = call.require_account()
+def messages(call: Call, req: api.Messages, account: Caller) -> api.MessagesPage:
     items, total, unread = messaging.inbox(
         call.services,
         account["_id"],
@@ -73,25 +71,22 @@ def messages(call: Call, req: api.Messages) -> api.MessagesPage:
     )
 
 
-def mark_read(call: Call, req: api.MarkRead) -> api.MarkReadReply:
-    account = call.require_account()
+def mark_read(call: Call, req: api.MarkRead, account: Caller) -> api.MarkReadReply:
     marked = messaging.mark_read(
         call.services, account["_id"], call.app or "resident", req.message_ids
     )
     return api.MarkReadReply(marked=marked)
 
 
-def subscribe(call: Call, req: api.Subscribe) -> api.SubscribeReply:
+def subscribe(call: Call, req: api.Subscribe, account: Caller) -> api.SubscribeReply:
     left = messaging.add_consents(
-        call.services, call.require_account()["_id"], req.template_ids, call.wechat_user()
+        call.services, account["_id"], req.template_ids, call.wechat_user()
     )
     return api.SubscribeReply(remaining=left)
 
 
-def remind_unpaid(call: Call, req: api.RemindUnpaid) -> api.RemindReply:
-    counts = reminders.remind_community(
-        call.services, call.require_staff("admin"), req.community_id, req.house_ids
-    )
+def remind_unpaid(call: Call, req: api.RemindUnpaid, staff: Caller) -> api.RemindReply:
+    counts = reminders.remind_community(call.services, staff, req.community_id, req.house_ids)
     return api.RemindReply.model_validate(counts)
 
 

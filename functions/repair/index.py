@@ -18,6 +18,7 @@ from caiyun.domain import repairs
 from caiyun.runtime import (
     Action,
     Call,
+    Caller,
     CloudFunction,
     admin_only,
     lazy_import,
@@ -36,15 +37,15 @@ def categories(call: Call, req: common.Empty) -> api.CategoriesReply:
     return api.CategoriesReply.model_validate({"items": repairs.categories(call.services)})
 
 
-def upload_url(call: Call, req: api.UploadUrl) -> common.UploadUrlReply:
-    target = repairs.upload_target(call.services, call.require_account(), req.purpose, req.filename)
+def upload_url(call: Call, req: api.UploadUrl, account: Caller) -> common.UploadUrlReply:
+    target = repairs.upload_target(call.services, account, req.purpose, req.filename)
     return common.UploadUrlReply.model_validate(asdict(target))
 
 
-def create(call: Call, req: api.Create) -> api.RepairDetail:
+def create(call: Call, req: api.Create, account: Caller) -> api.RepairDetail:
     created = repairs.create(
         call.services,
-        call.require_account(),
+        account,
         req.house_id,
         req.category,
         req.description,
@@ -55,34 +56,32 @@ def create(call: Call, req: api.Create) -> api.RepairDetail:
     return api.RepairDetail.model_validate(created)
 
 
-def my_list(call: Call, req: api.MyList) -> api.RepairPage:
+def my_list(call: Call, req: api.MyList, account: Caller) -> api.RepairPage:
     items, total, counts = repairs.my_list(
-        call.services, call.require_account(), req.status, req.page, req.page_size
+        call.services, account, req.status, req.page, req.page_size
     )
     return page_reply(api.RepairPage, req, items, total, counts=counts)
 
 
-def detail(call: Call, req: api.RepairRef) -> api.RepairDetail:
-    found = repairs.detail(call.services, call.require_account(), req.repair_id)
+def detail(call: Call, req: api.RepairRef, account: Caller) -> api.RepairDetail:
+    found = repairs.detail(call.services, account, req.repair_id)
     return api.RepairDetail.model_validate(found)
 
 
-def cancel(call: Call, req: api.RepairRef) -> api.RepairDetail:
-    done = repairs.cancel(call.services, call.require_account(), req.repair_id)
+def cancel(call: Call, req: api.RepairRef, account: Caller) -> api.RepairDetail:
+    done = repairs.cancel(call.services, account, req.repair_id)
     return api.RepairDetail.model_validate(done)
 
 
-def rate(call: Call, req: api.Rate) -> api.RepairDetail:
-    done = repairs.rate(
-        call.services, call.require_account(), req.repair_id, req.stars, req.comment
-    )
+def rate(call: Call, req: api.Rate, account: Caller) -> api.RepairDetail:
+    done = repairs.rate(call.services, account, req.repair_id, req.stars, req.comment)
     return api.RepairDetail.model_validate(done)
 
 
-def staff_list(call: Call, req: api.StaffList) -> api.StaffRepairPage:
+def staff_list(call: Call, req: api.StaffList, staff: Caller) -> api.StaffRepairPage:
     items, total, counts = repairs.staff_list(
         call.services,
-        call.require_staff("admin"),
+        staff,
         req.community_id,
         req.status,
         req.page,
@@ -91,29 +90,25 @@ def staff_list(call: Call, req: api.StaffList) -> api.StaffRepairPage:
     return page_reply(api.StaffRepairPage, req, items, total, counts=counts)
 
 
-def repairmen(call: Call, req: api.Repairmen) -> api.RepairmenReply:
-    items = repairs.repairmen(call.services, call.require_staff("admin"), req.community_id)
+def repairmen(call: Call, req: api.Repairmen, staff: Caller) -> api.RepairmenReply:
+    items = repairs.repairmen(call.services, staff, req.community_id)
     return api.RepairmenReply.model_validate({"community_id": req.community_id, "items": items})
 
 
-def dispatch(call: Call, req: api.Dispatch) -> api.RepairDetail:
-    done = repairs.dispatch(
-        call.services, call.require_staff("admin"), req.repair_id, req.repairman_id
-    )
+def dispatch(call: Call, req: api.Dispatch, staff: Caller) -> api.RepairDetail:
+    done = repairs.dispatch(call.services, staff, req.repair_id, req.repairman_id)
     return api.RepairDetail.model_validate(done)
 
 
-def assigned(call: Call, req: api.Assigned) -> api.StaffRepairPage:
+def assigned(call: Call, req: api.Assigned, staff: Caller) -> api.StaffRepairPage:
     items, total, counts = repairs.assigned(
-        call.services, call.require_staff("repairman"), req.status, req.page, req.page_size
+        call.services, staff, req.status, req.page, req.page_size
     )
     return page_reply(api.StaffRepairPage, req, items, total, counts=counts)
 
 
-def complete(call: Call, req: api.Complete) -> api.RepairDetail:
-    done = repairs.complete(
-        call.services, call.require_staff("repairman"), req.repair_id, req.photos, req.note
-    )
+def complete(call: Call, req: api.Complete, staff: Caller) -> api.RepairDetail:
+    done = repairs.complete(call.services, staff, req.repair_id, req.photos, req.note)
     return api.RepairDetail.model_validate(done)
 
 

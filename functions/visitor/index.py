@@ -26,6 +26,7 @@ from caiyun.domain import visitors
 from caiyun.runtime import (
     Action,
     Call,
+    Caller,
     CloudFunction,
     anyone,
     lazy_import,
@@ -37,10 +38,10 @@ from caiyun.runtime import (
 api = lazy_import("caiyun.contract.visitor")
 
 
-def register(call: Call, req: api.Register) -> api.RegisterReply:
+def register(call: Call, req: api.Register, account: Caller) -> api.RegisterReply:
     issued = visitors.register(
         call.services,
-        call.require_account(),
+        account,
         req.house_id,
         req.model_dump(include={"name", "phone", "count", "plate"}),
         req.visit_date,
@@ -53,18 +54,18 @@ def show_pass(call: Call, req: api.PassRequest) -> api.PassView:
     return api.PassView.model_validate(visitors.pass_view(call.services, req.token))
 
 
-def verify(call: Call, req: api.PassRequest) -> api.VerifyReply:
-    checked = visitors.verify(call.services, call.require_staff("guard", "admin"), req.token)
+def verify(call: Call, req: api.PassRequest, staff: Caller) -> api.VerifyReply:
+    checked = visitors.verify(call.services, staff, req.token)
     return api.VerifyReply.model_validate(checked)
 
 
-def history(call: Call, req: api.History) -> api.HistoryPage:
-    items, total = visitors.history(call.services, call.require_account(), req.page, req.page_size)
+def history(call: Call, req: api.History, account: Caller) -> api.HistoryPage:
+    items, total = visitors.history(call.services, account, req.page, req.page_size)
     return page_reply(api.HistoryPage, req, items, total)
 
 
-def detail(call: Call, req: api.VisitorRef) -> api.VisitorDetail:
-    found = visitors.detail(call.services, call.require_account(), req.visitor_id)
+def detail(call: Call, req: api.VisitorRef, account: Caller) -> api.VisitorDetail:
+    found = visitors.detail(call.services, account, req.visitor_id)
     return api.VisitorDetail.model_validate(found)
 
 

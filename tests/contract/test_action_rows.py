@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from caiyun.contract import repair as api
-from caiyun.runtime import Action, Call, signed_in
+from caiyun.runtime import Action, Call, Caller, signed_in
 
 
 def takes_a_model(call: Call, req: api.UploadUrl) -> api.CategoriesReply:
@@ -28,3 +30,23 @@ def test_a_row_reads_its_models_from_the_handlers_signature() -> None:
 def test_a_handler_without_a_request_model_cannot_be_a_row() -> None:
     with pytest.raises(TypeError, match="takes_a_mapping"):
         Action(signed_in, takes_a_mapping)
+
+
+def takes_the_caller(call: Call, req: api.UploadUrl, account: Caller) -> api.CategoriesReply:
+    raise AssertionError("not called")
+
+
+def test_a_handler_naming_a_third_parameter_is_handed_the_checked_caller() -> None:
+    assert Action(signed_in, takes_the_caller).takes_caller is True
+    assert Action(signed_in, takes_a_model).takes_caller is False
+
+
+def test_every_handler_with_a_policy_takes_its_caller_instead_of_checking_again() -> None:
+    functions = Path(__file__).resolve().parents[2] / "functions"
+    checked_again = [
+        f"{path.parent.name}: line {node.lineno}"
+        for path in functions.glob("*/index.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Attribute) and node.attr == "require_staff"
+    ]
+    assert checked_again == []

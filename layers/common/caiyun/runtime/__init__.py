@@ -1,6 +1,6 @@
 """The entry machinery every cloud function shares: events, callers, actions, envelope, logs."""
 
-from caiyun.runtime.dispatch import Action, Call, CloudFunction
+from caiyun.runtime.dispatch import Action, Call, Caller, CloudFunction
 from caiyun.runtime.lazy import lazy_import
 from caiyun.runtime.pages import page_reply
 from caiyun.runtime.policies import admin_only, anyone, signed_in, staff_role
@@ -8,6 +8,7 @@ from caiyun.runtime.policies import admin_only, anyone, signed_in, staff_role
 __all__ = [
     "Action",
     "Call",
+    "Caller",
     "CloudFunction",
     "admin_only",
     "anyone",

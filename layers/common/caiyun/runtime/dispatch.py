@@ -127,7 +127,12 @@ class Call:
         return "anonymous"
 
 
-Handler = Callable[[Call, Any], "BaseModel | Mapping[str, Any] | None"]
+# A handler takes the call and its request, and the caller its policy checked when it names a
+# third parameter (see Action).
+Handler = Callable[..., "BaseModel | Mapping[str, Any] | None"]
+# The checked caller a policy hands to a handler: the account for a resident action, the staff
+# record (role and communities) for a staff action.
+Caller = dict[str, Any]
 HttpResponse = tuple[int, dict[str, str], str]
 
 
@@ -141,7 +146,9 @@ class Action:
     route's: the request is the type of the handler's second parameter, the reply its return
     type when that is a model (a handler returning a plain mapping has none). Declared once, in
     the handler; a function's table is built on its first dispatch, so reading them imports the
-    contract module then, not at cold start.
+    contract module then, not at cold start. A handler with a third parameter is handed the
+    caller ``allow`` checked (as FastAPI hands a dependency's result), so it never checks the
+    role again.
     """
 
     allow: Policy
@@ -149,11 +156,14 @@ class Action:
     errors: tuple[ErrorCode, ...] = ()
     request: type[BaseModel] = field(init=False)
     reply: type[BaseModel] | None = field(init=False)
+    takes_caller: bool = field(init=False)
 
     def __post_init__(self) -> None:
         request, reply = _models_of(self.run)
         object.__setattr__(self, "request", request)
         object.__setattr__(self, "reply", reply)
+        params = [k for k in self.run.__annotations__ if k != "return"]
+        object.__setattr__(self, "takes_caller", len(params) == 3)
 
 
 def _models_of(handler: Handler) -> tuple[type[BaseModel], type[BaseModel] | None]:
@@ -297,6 +307,8 @@ class CloudFunction:
         if action is None:
             raise AppError("UNKNOWN_ACTION")
         log["action"] = action_name
-        action.allow(call)
+        caller = action.allow(call)
         request = validate(action.request, payload)
+        if action.takes_caller:
+            return action.run(call, request, caller)
         return action.run(call, request)
