@@ -22,13 +22,21 @@ phone; the account, its houses and its sessions stay as they are.
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from caiyun.domain import autodebit, profiles, realname, uploads
+from caiyun.errors import ErrorCode
 from caiyun.runtime import Action, Call, Caller, CloudFunction, lazy_import, page_reply, signed_in
 
-api = lazy_import("caiyun.contract.account")
-wallet_api = lazy_import("caiyun.contract.wallet")
-common = lazy_import("caiyun.contract.common")
+# The type checker reads the modules themselves; at run time they load on first use.
+if TYPE_CHECKING:
+    from caiyun.contract import account as api
+    from caiyun.contract import common
+    from caiyun.contract import wallet as wallet_api
+else:
+    api = lazy_import("caiyun.contract.account")
+    wallet_api = lazy_import("caiyun.contract.wallet")
+    common = lazy_import("caiyun.contract.common")
 
 
 def profile(call: Call, req: common.Empty, account: Caller) -> api.Profile:
@@ -121,7 +129,7 @@ def upload_url(call: Call, req: api.UploadUrl, account: Caller) -> common.Upload
     return common.UploadUrlReply.model_validate(asdict(target))
 
 
-BANK_ERRORS = ("REALNAME_REQUIRED", "UNAVAILABLE")
+BANK_ERRORS: tuple[ErrorCode, ...] = ("REALNAME_REQUIRED", "UNAVAILABLE")
 
 
 def actions() -> dict[str, Action]:

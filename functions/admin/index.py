@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import base64
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from caiyun.domain import appconfig, overview, staff_management
 from caiyun.runtime import Action, Call, Caller, CloudFunction, admin_only, lazy_import, page_reply
 
-api = lazy_import("caiyun.contract.admin")
-common = lazy_import("caiyun.contract.common")
+# The type checker reads the modules themselves; at run time they load on first use.
+if TYPE_CHECKING:
+    from caiyun.contract import admin as api
+    from caiyun.contract import common
+    from caiyun.domain import bill_import, import_jobs, owner_import
+else:
+    api = lazy_import("caiyun.contract.admin")
+    common = lazy_import("caiyun.contract.common")
+    bill_import = lazy_import("caiyun.domain.bill_import")
+    owner_import = lazy_import("caiyun.domain.owner_import")
+    import_jobs = lazy_import("caiyun.domain.import_jobs")
 # The import row models are pydantic models too: loaded when an import is served.
-bill_import = lazy_import("caiyun.domain.bill_import")
-owner_import = lazy_import("caiyun.domain.owner_import")
-import_jobs = lazy_import("caiyun.domain.import_jobs")
 
 
 def import_owners(call: Call, req: api.ImportOwners, staff: Caller) -> api.ImportOwnersReply:

@@ -15,6 +15,8 @@ show the owners' phones in full, for calls about unpaid fees.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from caiyun.domain import bill_reports, bills, idempotency, payment_issues, payments
 from caiyun.runtime import (
     Action,
@@ -27,7 +29,11 @@ from caiyun.runtime import (
     signed_in,
 )
 
-api = lazy_import("caiyun.contract.bills")
+# The type checker reads the modules themselves; at run time they load on first use.
+if TYPE_CHECKING:
+    from caiyun.contract import bills as api
+else:
+    api = lazy_import("caiyun.contract.bills")
 
 
 def list_bills(call: Call, req: api.ListBills, account: Caller) -> api.BillsReply:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from caiyun.domain import communities, house_binding, houses
+from caiyun.errors import ErrorCode
 from caiyun.runtime import Action, Call, Caller, CloudFunction, lazy_import, signed_in
 
-api = lazy_import("caiyun.contract.bind_house")
-common = lazy_import("caiyun.contract.common")
+# The type checker reads the modules themselves; at run time they load on first use.
+if TYPE_CHECKING:
+    from caiyun.contract import bind_house as api
+    from caiyun.contract import common
+else:
+    api = lazy_import("caiyun.contract.bind_house")
+    common = lazy_import("caiyun.contract.common")
 
 
 def list_communities(call: Call, req: api.Communities) -> api.CommunitiesReply:
@@ -53,7 +61,7 @@ def remove_member(call: Call, req: api.RemoveMember, account: Caller) -> api.Rem
     return api.RemoveMemberReply(removed=True)
 
 
-MANAGE_ERRORS = ("NOT_FOUND", "FORBIDDEN")
+MANAGE_ERRORS: tuple[ErrorCode, ...] = ("NOT_FOUND", "FORBIDDEN")
 
 
 def actions() -> dict[str, Action]:

@@ -19,6 +19,8 @@ message where they consented).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from caiyun.domain import complaints
 from caiyun.runtime import (
     Action,
@@ -31,8 +33,13 @@ from caiyun.runtime import (
     signed_in,
 )
 
-api = lazy_import("caiyun.contract.complaint")
-common = lazy_import("caiyun.contract.common")
+# The type checker reads the modules themselves; at run time they load on first use.
+if TYPE_CHECKING:
+    from caiyun.contract import common
+    from caiyun.contract import complaint as api
+else:
+    api = lazy_import("caiyun.contract.complaint")
+    common = lazy_import("caiyun.contract.common")
 
 
 def types(call: Call, req: common.Empty) -> api.TypesReply:

@@ -16,12 +16,19 @@ types, subscription-message templates) and the labels of every code. Call them a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from caiyun.clock import iso
 from caiyun.domain import appconfig, signin
 from caiyun.runtime import Action, Call, Caller, CloudFunction, anyone, lazy_import, signed_in
 
-api = lazy_import("caiyun.contract.login")
-common = lazy_import("caiyun.contract.common")
+# The type checker reads the modules themselves; at run time they load on first use.
+if TYPE_CHECKING:
+    from caiyun.contract import common
+    from caiyun.contract import login as api
+else:
+    api = lazy_import("caiyun.contract.login")
+    common = lazy_import("caiyun.contract.common")
 
 
 def check_account(call: Call, req: api.CheckAccount) -> api.CheckAccountReply:
@@ -50,7 +57,7 @@ def login(call: Call, req: api.Login) -> api.LoginReply:
 
 def logout(call: Call, req: common.Empty, account: Caller) -> api.LogoutReply:
     inv = call.invocation
-    signin.logout(call.services, account, call.app, inv.openid, inv.bearer)
+    signin.logout(call.services, account, call.require_app(), inv.openid, inv.bearer)
     return api.LogoutReply(logged_out=True)
 
 

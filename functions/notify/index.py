@@ -20,6 +20,8 @@ to the WeChat user who gave it, while that user is still signed in to the accoun
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from caiyun.domain import messaging, notices, reminders
 from caiyun.runtime import (
     Action,
@@ -32,7 +34,11 @@ from caiyun.runtime import (
     signed_in,
 )
 
-api = lazy_import("caiyun.contract.notify")
+# The type checker reads the modules themselves; at run time they load on first use.
+if TYPE_CHECKING:
+    from caiyun.contract import notify as api
+else:
+    api = lazy_import("caiyun.contract.notify")
 
 
 def list_notices(call: Call, req: api.Notices, account: Caller) -> api.NoticesReply:

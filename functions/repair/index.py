@@ -13,8 +13,10 @@ back as ``{file_id, url}`` with a short-lived display URL.
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from caiyun.domain import repairs
+from caiyun.errors import ErrorCode
 from caiyun.runtime import (
     Action,
     Call,
@@ -27,8 +29,13 @@ from caiyun.runtime import (
     staff_role,
 )
 
-api = lazy_import("caiyun.contract.repair")
-common = lazy_import("caiyun.contract.common")
+# The type checker reads the modules themselves; at run time they load on first use.
+if TYPE_CHECKING:
+    from caiyun.contract import common
+    from caiyun.contract import repair as api
+else:
+    api = lazy_import("caiyun.contract.repair")
+    common = lazy_import("caiyun.contract.common")
 
 repairman_only = staff_role("repairman")
 
@@ -112,8 +119,8 @@ def complete(call: Call, req: api.Complete, staff: Caller) -> api.RepairDetail:
     return api.RepairDetail.model_validate(done)
 
 
-READ_ERRORS = ("NOT_FOUND",)
-MOVE_ERRORS = ("NOT_FOUND", "CONFLICT")
+READ_ERRORS: tuple[ErrorCode, ...] = ("NOT_FOUND",)
+MOVE_ERRORS: tuple[ErrorCode, ...] = ("NOT_FOUND", "CONFLICT")
 
 
 def actions() -> dict[str, Action]:

@@ -22,6 +22,8 @@ shared once more. At most 50 registrations per account per day.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from caiyun.domain import visitors
 from caiyun.runtime import (
     Action,
@@ -35,7 +37,11 @@ from caiyun.runtime import (
     staff_role,
 )
 
-api = lazy_import("caiyun.contract.visitor")
+# The type checker reads the modules themselves; at run time they load on first use.
+if TYPE_CHECKING:
+    from caiyun.contract import visitor as api
+else:
+    api = lazy_import("caiyun.contract.visitor")
 
 
 def register(call: Call, req: api.Register, account: Caller) -> api.RegisterReply:

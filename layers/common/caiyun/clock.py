@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Protocol
+from typing import Protocol, overload
 from zoneinfo import ZoneInfo
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -78,8 +78,16 @@ def end_of_business_day(day: date) -> datetime:
     return datetime.combine(day + timedelta(days=1), time(0), tzinfo=SHANGHAI)
 
 
+@overload
+def iso(moment: datetime) -> str: ...
+@overload
+def iso(moment: None) -> None: ...
+@overload
+def iso(moment: datetime | None) -> str | None: ...
+
+
 def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 with the Shanghai offset, as the contract shows times."""
+    """ISO 8601 with the Shanghai offset, as the contract shows times (None stays None)."""
     if moment is None:
         return None
     if moment.tzinfo is None:

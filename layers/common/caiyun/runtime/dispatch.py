@@ -69,6 +69,13 @@ class Call:
             self._resolve()
         return self._app if self._account is not None else None
 
+    def require_app(self) -> App:
+        """The mini-program a signed-in caller acts in, or UNAUTHENTICATED."""
+        app = self.app
+        if app is None:
+            raise AppError("UNAUTHENTICATED")
+        return app
+
     @property
     def account(self) -> dict[str, Any] | None:
         """The caller's account document, resolved on first use (None when anonymous)."""
