@@ -42,6 +42,7 @@ from caiyun.domain import (
     accounts,
     bill_import,
     houses,
+    icbc_notifies,
     memberships,
     payments,
     pushes,
@@ -712,3 +713,34 @@ def test_database_failing_at_any_point_of_a_notify_is_mended_by_icbcs_resend(
                 f"payer told {told} time(s)"
             )
     assert problems == [], "\n".join(problems)
+
+
+class _FailsOnce(FlakyDb):
+    """The database failing one call (``fail_from``) and back at once."""
+
+    def run(self, what: str, call: Callable[[], Any]) -> Any:
+        try:
+            return super().run(what, call)
+        except AutoReconnect:
+            self.heal()
+            raise
+
+
+def test_a_notify_the_database_fails_part_way_is_kept_as_an_error_and_the_resend_settles_it(
+    svc: Services, bank: FakeIcbc, world: SimpleNamespace
+) -> None:
+    order_no = ok(pay(ALICE, new_bills(svc, world)))["order_no"]
+    body = urlencode(bank.notify_form(bank.settle(order_no, "success"), NOTIFY_URL))
+    # The order's update (call 1) goes through; settling its bills (call 2) fails.
+    install_services(dataclasses.replace(svc, db=_FailsOnce(svc.db, fail_from=2)))
+    try:
+        failed = post_notify(body)
+    finally:
+        install_services(svc)
+
+    assert not acknowledged(failed, bank)  # ICBC is not told success: it sends it again
+    kept = svc.db[icbc_notifies.NOTIFIES].find_one({"outcome": "error"})
+    assert kept is not None and kept["body"] == body
+    assert acknowledged(post_notify(body), bank)
+    assert svc.db[payments.ORDERS].find_one({"_id": order_no})["status"] == "paid"
+    assert charges(svc, order_no) == 1

@@ -10,12 +10,14 @@ the call's log line carries too.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 from pymongo import IndexModel
+from pymongo.errors import PyMongoError
 
 from caiyun.adapters.icbc import IcbcError
 from caiyun.data.schema import declare
@@ -57,18 +59,20 @@ def receive(services: Services, raw_body: str) -> NotifyOutcome:
     """Verify, apply and keep one notify body (form-encoded, as ICBC posts it).
 
     The record is written once, when the outcome is known: one command, not a record first and
-    its outcome after. Nothing is lost by it: a notify is acted on only through the order's
+    its outcome after. Nothing is lost by it: a payment notify acts through the order's
     conditional update, which names this record's id (``settled_by_notify``), so a notify that
-    changed anything is on file from that moment; one that changed nothing before the function
-    died was answered with no success, so ICBC sends it again; and one that raised is kept
-    with the outcome ``error`` before the error goes on to the log.
+    moved money is on file from that moment; one whose function died before answering was not
+    told success, so ICBC sends it again; and one that raised is kept with the outcome ``error``
+    (when the database takes it) before the error goes on to the log.
     """
     notify_id = new_id()
     received_at = services.clock.now()
     try:
         outcome, fields = _act(services, raw_body, notify_id)
     except Exception:
-        _keep(services, notify_id, received_at, raw_body, "error", {})
+        # The database may be what failed: then the error itself is what the log must show.
+        with contextlib.suppress(PyMongoError):
+            _keep(services, notify_id, received_at, raw_body, "error", {})
         raise
     _keep(services, notify_id, received_at, raw_body, outcome.outcome, fields)
     return outcome
