@@ -312,7 +312,7 @@ def test_a_publisher_dying_before_delivery_leaves_it_to_the_timer(
         raise RuntimeError("container recycled")
 
     with monkeypatch.context() as patched:
-        patched.setattr(messaging, "notify", dies)
+        patched.setattr(messaging, "deliver", dies)
         assert refused(publish(world, "garden_id", "停气通知")) == "INTERNAL"
     services.clock.advance(6 * 60)
     later = invoke("scheduler", {"Type": "Timer", "TriggerName": "t"}, openid=None)
