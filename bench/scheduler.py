@@ -224,7 +224,8 @@ def _fresh(n: int) -> tuple[Any, Any, CommandLog]:
     return raw, services, log
 
 
-def _run_jobs(services: Any, log: CommandLog) -> dict[str, Any]:
+def timed_jobs(services: Any, log: CommandLog) -> dict[str, Any]:
+    """One timer invocation (``run_jobs``) with each job's time, commands and error recorded."""
     from caiyun.domain.scheduler import JOBS, Job, run_jobs
 
     per_job: dict[str, dict[str, Any]] = {}
@@ -357,7 +358,7 @@ def child(n: int, memory: bool) -> None:
         install_wire_listener(_LOG)
     raw, services, log = _fresh(n)
     with RssSampler() as rss:
-        timed = _run_jobs(services, log)
+        timed = timed_jobs(services, log)
     commands, breakdown = log.count, log.breakdown(limit=10)
     drop_raw_db(raw)
 
@@ -371,7 +372,7 @@ def child(n: int, memory: bool) -> None:
     if memory:
         raw, services, log = _fresh(n)
         tracemalloc.start()
-        traced_s = _run_jobs(services, log)["s"]
+        traced_s = timed_jobs(services, log)["s"]
         current, peak = tracemalloc.get_traced_memory()
         peak_mb, held_mb = peak / 1e6, current / 1e6
         tracemalloc.stop()

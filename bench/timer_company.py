@@ -33,7 +33,7 @@ from bench._support import (
     open_raw_db,
     print_table,
 )
-from bench.scheduler import _run_jobs, load
+from bench.scheduler import load, timed_jobs
 
 
 class RunningClock:
@@ -77,7 +77,7 @@ def run(
     with RssSampler() as working:
         while len(invocations) < 100:
             log.reset()
-            result = _run_jobs(services, log)
+            result = timed_jobs(services, log)
             result["commands"] = log.count
             invocations.append(result)
             counts = result["counts"]

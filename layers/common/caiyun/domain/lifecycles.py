@@ -47,10 +47,6 @@ class Lifecycle:
         found = self.moves.get(move)
         return found is not None and state in found.sources and by in found.by
 
-    def moves_from(self, state: str) -> list[str]:
-        """The moves a record in ``state`` may still make (none: the state is final)."""
-        return [name for name, move in self.moves.items() if state in move.sources]
-
 
 def _one(*roles: str) -> frozenset[str]:
     return frozenset(roles)

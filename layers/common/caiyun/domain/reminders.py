@@ -51,6 +51,16 @@ def _window(services: Services) -> int:
     return int(services.clock.now().timestamp() // services.settings.reminder_window_s)
 
 
+def _owing(match: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stages that turn the bills matching ``match`` into owing houses, by house id, with
+    the count and sum of what each still owes."""
+    return [
+        {"$match": {**match, "status": {"$in": ["unpaid", "locked"]}}},
+        {"$group": {"_id": "$house_id", "total": {"$sum": "$amount_fen"}, "count": {"$sum": 1}}},
+        {"$sort": {"_id": 1}},
+    ]
+
+
 def _unpaid_houses(
     services: Services, match: dict[str, Any], size: int = BATCH
 ) -> Iterator[list[dict[str, Any]]]:
@@ -59,21 +69,7 @@ def _unpaid_houses(
     The aggregate's cursor is consumed batch by batch, so memory stays bounded however many
     houses owe.
     """
-    cursor = services.db[bills.BILLS].aggregate(
-        [
-            {"$match": {**match, "status": {"$in": ["unpaid", "locked"]}}},
-            {
-                "$group": {
-                    "_id": "$house_id",
-                    "total": {"$sum": "$amount_fen"},
-                    "count": {"$sum": 1},
-                }
-            },
-            {"$sort": {"_id": 1}},
-        ],
-        batchSize=size,
-    )
-    iterator = iter(cursor)
+    iterator = iter(services.db[bills.BILLS].aggregate(_owing(match), batchSize=size))
     while batch := list(islice(iterator, size)):
         yield batch
 
@@ -96,25 +92,7 @@ def _unpaid_houses_after(
         ]
         if not page:
             return
-        owing = db[bills.BILLS].aggregate(
-            [
-                {
-                    "$match": {
-                        **match,
-                        "house_id": {"$in": page},
-                        "status": {"$in": ["unpaid", "locked"]},
-                    }
-                },
-                {
-                    "$group": {
-                        "_id": "$house_id",
-                        "total": {"$sum": "$amount_fen"},
-                        "count": {"$sum": 1},
-                    }
-                },
-                {"$sort": {"_id": 1}},
-            ]
-        )
+        owing = db[bills.BILLS].aggregate(_owing({**match, "house_id": {"$in": page}}))
         after = page[-1]
         yield list(owing), after
 
