@@ -29,6 +29,7 @@ RANKS: dict[str, int] = {
     "caiyun.runtime": 60,  # events, callers, the action dispatcher
     "caiyun.catalog": 50,  # every record's collection, collected above the records
     "caiyun.domain": 40,  # the business rules
+    "caiyun.stores": 35,  # each record's collection: its fields, indexes, queries, guarded moves
     "caiyun.services": 30,  # the container of outside-world clients the domain is handed
     "caiyun.adapters": 20,  # SMS, WeChat, ICBC, storage clients
     "caiyun.data": 15,  # the database: connection, embedded engine, index declarations

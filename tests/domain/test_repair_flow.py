@@ -13,8 +13,8 @@ from worlds import BAY, GARDEN, ok, owner_row, refused, resident_account, staff_
 
 from caiyun.domain import houses, memberships, messaging, staff
 from caiyun.domain.owner_import import import_owners
-from caiyun.domain.repairs import REPAIRS
 from caiyun.services import Services
+from caiyun.stores.repairs import REPAIRS
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.server import create_server
 from caiyun.services import Services, install_services
+from caiyun.stores.repairs import REPAIRS
 
 DAY = 24 * 3600
 OWNER_OPENID = "o-res-owner"
@@ -112,7 +113,7 @@ def fire_timer() -> dict[str, Any]:
 
 
 def doc(services: Services, rid: str) -> dict[str, Any]:
-    found = services.db[repairs.REPAIRS].find_one({"_id": rid})
+    found = services.db[REPAIRS].find_one({"_id": rid})
     assert found is not None
     return found
 
@@ -238,9 +239,7 @@ class BatchWriteHook:
 
     def __getitem__(self, name: str) -> Any:
         collection = self._db[name]
-        return (
-            _HookedCollection(collection, self._before) if name == repairs.REPAIRS else collection
-        )
+        return _HookedCollection(collection, self._before) if name == REPAIRS else collection
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._db, attr)

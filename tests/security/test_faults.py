@@ -52,11 +52,11 @@ from caiyun.domain import (
 from caiyun.domain.idempotency import IDEMPOTENCY
 from caiyun.domain.owner_import import import_owners
 from caiyun.domain.realname import TICKETS
-from caiyun.domain.repairs import REPAIRS
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services, build_services, install_services
+from caiyun.stores.repairs import REPAIRS
 
 GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
 NOTIFY_URL = "https://caiyun.example.com/icbc/notify"

@@ -16,10 +16,11 @@ from worlds import BAY, GARDEN, log_in, ok, owner_row, staff_account
 from worlds import refused as code
 
 from caiyun.clock import OffsetClock
-from caiyun.domain import accounts, houses, memberships, repairs, staff
+from caiyun.domain import accounts, houses, memberships, staff
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.functions import handler
 from caiyun.services import Services
+from caiyun.stores.repairs import REPAIRS
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def scene(services: Services) -> Scene:
 
 
 def stored(services: Services, repair_id: str) -> dict[str, Any]:
-    found = services.db[repairs.REPAIRS].find_one({"_id": repair_id})
+    found = services.db[REPAIRS].find_one({"_id": repair_id})
     assert found is not None
     return found
 

@@ -38,10 +38,10 @@ DECLARING_MODULES: tuple[str, ...] = (
     "caiyun.domain.rate_limits",
     "caiyun.domain.realname",
     "caiyun.domain.reminders",
-    "caiyun.domain.repairs",
     "caiyun.domain.sms_codes",
     "caiyun.domain.staff",
     "caiyun.domain.visitors",
+    "caiyun.stores.repairs",
 )
 
 

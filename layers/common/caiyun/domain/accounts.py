@@ -86,6 +86,33 @@ def with_staff(db: Any, account_id: str) -> Caller:
     return _caller(db, {"_id": account_id})
 
 
+def repairmen_covering(db: Any, community_id: str) -> list[dict[str, Any]]:
+    """The staff records of the repairmen who cover a community (its own and company-wide
+    ones), each with ``account``: a list holding its account's phone (empty if the account is
+    gone). One command."""
+    return list(
+        db[STAFF].aggregate(
+            [
+                {
+                    "$match": {
+                        "role": "repairman",
+                        "$or": [{"community_ids": community_id}, {"all_communities": True}],
+                    }
+                },
+                {
+                    "$lookup": {
+                        "from": ACCOUNTS,
+                        "localField": "_id",
+                        "foreignField": "_id",
+                        "as": "account",
+                    }
+                },
+                {"$project": {"name": 1, "community_ids": 1, "account.phone": 1}},
+            ]
+        )
+    )
+
+
 def _caller_in(db: Any, app: App, query: dict[str, Any]) -> Caller:
     # Staff rights come only through the staff app: in the resident app a staff member is a
     # resident like any other, so the staff record is not even read; the houses the resident

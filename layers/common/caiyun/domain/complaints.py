@@ -17,6 +17,7 @@ from caiyun import labels
 from caiyun.clock import SHANGHAI, iso
 from caiyun.crypto import mask_phone
 from caiyun.data import paging
+from caiyun.data.inserts import insert_once
 from caiyun.data.schema import declare
 from caiyun.domain import (
     appconfig,
@@ -133,7 +134,7 @@ def create(
             "updated_at": now,
             "resolved_at": None,
         }
-        filed.append(idempotency.insert_once(db[COMPLAINTS], doc))
+        filed.append(insert_once(db[COMPLAINTS], doc))
         messaging.deliver_many(services, _filed_notes(filed[-1], admin_ids), spendable)
         return {"complaint_id": filed[-1]["_id"]}
 

@@ -9,6 +9,7 @@ from pymongo import IndexModel
 from caiyun.data.schema import declare
 from caiyun.domain import communities
 from caiyun.errors import AppError
+from caiyun.stores.places import Place
 
 HOUSES = declare(
     "houses",
@@ -21,7 +22,7 @@ def label(house: dict[str, Any]) -> str:
     return f"{house['building']}-{house['unit']}-{house['room']}"
 
 
-def where(house: dict[str, Any], community: dict[str, Any] | None) -> dict[str, Any]:
+def where(house: dict[str, Any], community: dict[str, Any] | None) -> Place:
     """The fields a record about this house keeps so it can be listed and shown without
     reading the house or its community again."""
     return {

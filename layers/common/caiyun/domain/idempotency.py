@@ -5,8 +5,8 @@ record must have. A retry that arrives while the first is still running is told 
 (CONFLICT, retryable); one that arrives after gets the stored result, or the result rebuilt from
 the record for a create that can do that. A first call refused by a rule releases the key at
 once. One that died with its outcome unknown (the database went away) keeps it for a short
-lease; then a retry takes over with the same record id, and :func:`insert_once` makes sure the
-record is not created twice.
+lease; then a retry takes over with the same record id, and ``data.inserts.insert_once`` makes
+sure the record is not created twice.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def once(
 ) -> dict[str, Any]:
     """Run ``create(record_id)`` once per (scope, caller, request_id); without a request_id,
     just run it. ``create`` should store its record under ``record_id`` with
-    :func:`insert_once`.
+    ``data.inserts.insert_once``.
 
     ``existing(record_id)`` (the first call's result rebuilt from the record stored under that
     id, or None) saves a write: the outcome is not written on the key, a retry answers from the
@@ -122,16 +122,3 @@ def once(
     with contextlib.suppress(PyMongoError):
         db[IDEMPOTENCY].update_one({"_id": key}, {"$set": {"state": "done", "result": result}})
     return result
-
-
-def insert_once(collection: Any, doc: dict[str, Any]) -> dict[str, Any]:
-    """Insert ``doc``, or return the record already stored under its ``_id`` (a retry of the
-    same request that took over after the first died)."""
-    try:
-        collection.insert_one(doc)
-        return doc
-    except DuplicateKeyError:
-        existing = collection.find_one({"_id": doc["_id"]})
-        if existing is None:
-            raise
-        return existing

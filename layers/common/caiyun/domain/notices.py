@@ -21,6 +21,7 @@ from pymongo import DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from caiyun.clock import iso
+from caiyun.data.inserts import insert_once
 from caiyun.data.schema import declare
 from caiyun.domain import communities, create_limits, idempotency, memberships, messaging, staff
 from caiyun.errors import AppError
@@ -75,7 +76,7 @@ def publish(
             "sending_since": now,
             "inbox_count": 0,
         }
-        stored = idempotency.insert_once(db[NOTICES], doc)
+        stored = insert_once(db[NOTICES], doc)
         if stored is doc:
             born.append(doc)
         return {"notice_id": stored["_id"]}

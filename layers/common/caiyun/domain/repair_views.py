@@ -10,6 +10,7 @@ from typing import Any
 from caiyun import labels
 from caiyun.clock import iso
 from caiyun.crypto import mask_phone
+from caiyun.stores.repairs import Repair, TimelineEntry
 
 STATUS_NAMES: dict[str, str] = labels.LABELS["repair_status"]
 
@@ -17,21 +18,22 @@ STATUS_NAMES: dict[str, str] = labels.LABELS["repair_status"]
 RATING_WINDOW = timedelta(days=3)
 
 
-def category_name(doc: dict[str, Any]) -> str:
+def category_name(doc: Repair) -> str:
     """The category's label as the repair was filed (older repairs: the default label)."""
     return doc.get("category_name") or labels.name("repair_category", doc["category"])
 
 
-def file_ids(doc: dict[str, Any]) -> list[str]:
+def file_ids(doc: Repair) -> list[str]:
     """Every stored image a repair's detail shows: the report's, then the completion photos."""
-    return [*doc.get("images", []), *(doc.get("completion") or {}).get("photos", [])]
+    completion = doc.get("completion")
+    return [*doc.get("images", []), *(completion["photos"] if completion else [])]
 
 
 def _images(ids: list[str], urls: Mapping[str, str | None]) -> list[dict[str, Any]]:
     return [{"file_id": fid, "url": urls.get(fid)} for fid in ids]
 
 
-def summary(doc: dict[str, Any]) -> dict[str, Any]:
+def summary(doc: Repair) -> dict[str, Any]:
     """A repair as a list shows it to the resident: no phones, no timeline."""
     return {
         "repair_id": doc["_id"],
@@ -50,7 +52,7 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def staff_item(doc: dict[str, Any]) -> dict[str, Any]:
+def staff_item(doc: Repair) -> dict[str, Any]:
     """A repair as the staff lists show it: the contact phone masked, the repairman named."""
     return {
         **summary(doc),
@@ -60,7 +62,7 @@ def staff_item(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _entry(entry: dict[str, Any]) -> dict[str, Any]:
+def _entry(entry: TimelineEntry) -> dict[str, Any]:
     return {
         "event": entry["event"],
         "event_name": labels.name("repair_event", entry["event"]),
@@ -73,7 +75,7 @@ def _entry(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def detail(doc: dict[str, Any], viewer_id: str, urls: Mapping[str, str | None]) -> dict[str, Any]:
+def detail(doc: Repair, viewer_id: str, urls: Mapping[str, str | None]) -> dict[str, Any]:
     """Everything about a repair, for its reporter and the staff working on it; ``mine`` says
     whether ``viewer_id`` reported it, ``urls`` are the display URLs of its images
     (:func:`file_ids`).

@@ -10,16 +10,12 @@ allowed now answers CONFLICT and changes nothing.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
-
-from pymongo import DESCENDING, IndexModel, ReturnDocument
+from typing import Any
 
 from caiyun import labels
 from caiyun.adapters.storage import UploadTarget
 from caiyun.clock import SHANGHAI
 from caiyun.crypto import mask_phone
-from caiyun.data import paging
-from caiyun.data.schema import declare
 from caiyun.domain import (
     accounts,
     appconfig,
@@ -37,23 +33,8 @@ from caiyun.domain.lifecycles import REPAIR
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
-
-ActorRole = Literal["resident", "admin", "repairman", "system"]
-
-# Lists page newest first by _id (ids are time-ordered), so every list query has an index
-# that both filters and sorts; the last one also serves the auto-close scan.
-REPAIRS = declare(
-    "repairs",
-    IndexModel([("reporter_id", 1), ("_id", DESCENDING)]),
-    IndexModel([("reporter_id", 1), ("status", 1), ("_id", DESCENDING)]),
-    # Every repair of the houses an owner owns.
-    IndexModel([("house_id", 1), ("_id", DESCENDING)]),
-    IndexModel([("community_id", 1), ("_id", DESCENDING)]),
-    IndexModel([("community_id", 1), ("status", 1), ("_id", DESCENDING)]),
-    IndexModel([("repairman_id", 1), ("_id", DESCENDING)]),
-    IndexModel([("repairman_id", 1), ("status", 1), ("_id", DESCENDING)]),
-    IndexModel([("status", 1), ("_id", 1), ("awaiting_since", 1)]),
-)
+from caiyun.stores import repairs as store
+from caiyun.stores.repairs import Repair
 
 # Where a message opens; the page has the same path in the resident and the staff app.
 REPAIR_PAGE = "/pages/repair/detail?id={}"
@@ -65,32 +46,14 @@ def categories(services: Services) -> list[dict[str, str]]:
     return [{"code": code, "name": name} for code, name in options.items()]
 
 
-def _shown(services: Services, doc: dict[str, Any], viewer_id: str) -> dict[str, Any]:
+def _shown(services: Services, doc: Repair, viewer_id: str) -> dict[str, Any]:
     """The repair's detail as ``viewer_id`` sees it, its images with display URLs."""
     urls = services.storage.display_urls(views.file_ids(doc))
     return views.detail(doc, viewer_id, urls)
 
 
-def _entry(
-    event: str,
-    status: str,
-    actor_id: str | None,
-    actor_role: ActorRole,
-    now: datetime,
-    note: str | None = None,
-) -> dict[str, Any]:
-    return {
-        "event": event,
-        "status": status,
-        "actor_id": actor_id,
-        "actor_role": actor_role,
-        "at": now,
-        "note": note,
-    }
-
-
-def _get(db: Any, repair_id: str) -> dict[str, Any]:
-    doc = db[REPAIRS].find_one({"_id": repair_id})
+def _get(db: Any, repair_id: str) -> Repair:
+    doc = store.get(db, repair_id)
     if doc is None:
         raise AppError("NOT_FOUND", "报修单不存在")
     return doc
@@ -99,15 +62,15 @@ def _get(db: Any, repair_id: str) -> dict[str, Any]:
 def _require_reporter(db: Any, account: dict[str, Any], repair_id: str) -> None:
     # Someone else's repair answers as if it did not exist: ids reveal nothing. The owner of
     # its house sees it, read-only: moving it is the reporter's.
-    doc = db[REPAIRS].find_one({"_id": repair_id}, {"reporter_id": 1, "house_id": 1})
-    if doc is not None and doc["reporter_id"] == account["_id"]:
+    parties = store.parties(db, repair_id)
+    if parties is not None and parties[0] == account["_id"]:
         return
-    if doc is not None and memberships.owns(db, account["_id"], doc["house_id"]):
+    if parties is not None and memberships.owns(db, account["_id"], parties[1]):
         raise AppError("FORBIDDEN", "只有报修人可以操作此报修单")
     raise AppError("NOT_FOUND", "报修单不存在")
 
 
-def _conflict(doc: dict[str, Any] | None) -> AppError:
+def _conflict(doc: Repair | None) -> AppError:
     status = None if doc is None else views.STATUS_NAMES[doc["status"]]
     message = f"报修单当前为{status}，不能进行此操作" if status else None
     return AppError("CONFLICT", message)
@@ -117,7 +80,7 @@ def _time(moment: datetime) -> str:
     return moment.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
 
 
-def _resident_note(doc: dict[str, Any], title: str, remark: str) -> messaging.Note:
+def _resident_note(doc: Repair, title: str, remark: str) -> messaging.Note:
     """The reporter's inbox message, with the ``repair`` subscription message.
 
     Template keys: thing1 category, phrase2 status, time3 when, thing4 remark.
@@ -143,7 +106,7 @@ def _resident_note(doc: dict[str, Any], title: str, remark: str) -> messaging.No
 
 
 def _staff_note(
-    doc: dict[str, Any],
+    doc: Repair,
     account_id: str,
     kind: labels.MessageKind,
     title: str,
@@ -179,14 +142,15 @@ def _staff_note(
     )
 
 
-def _repairman_note(doc: dict[str, Any]) -> messaging.Note:
+def _repairman_note(doc: Repair) -> messaging.Note:
     """The assigned repairman's message (``repair_assigned``)."""
+    assert doc["repairman_id"] is not None, "a dispatched repair names its repairman"
     return _staff_note(
         doc, doc["repairman_id"], "repair", "新的维修工单", "repair_assigned", doc["updated_at"]
     )
 
 
-def _reassigned_note(doc: dict[str, Any], previous_id: str) -> messaging.Note:
+def _reassigned_note(doc: Repair, previous_id: str) -> messaging.Note:
     """The inbox message of the repairman the work was taken from (nothing to push)."""
     return messaging.Note(
         account_id=previous_id,
@@ -199,7 +163,7 @@ def _reassigned_note(doc: dict[str, Any], previous_id: str) -> messaging.Note:
     )
 
 
-def _filed_notes(doc: dict[str, Any], admin_ids: list[str]) -> list[messaging.Note]:
+def _filed_notes(doc: Repair, admin_ids: list[str]) -> list[messaging.Note]:
     """The community's admins' messages about a new repair (``repair_filed``); keyed by the
     repair, so a retried create tells nobody twice."""
     return [
@@ -214,22 +178,6 @@ def _filed_notes(doc: dict[str, Any], admin_ids: list[str]) -> list[messaging.No
         )
         for admin_id in admin_ids
     ]
-
-
-# What create writes besides the state (pending, nobody assigned, the first timeline entry).
-_CREATED_FIELDS = (
-    "community_id",
-    "community_name",
-    "house_id",
-    "house_label",
-    "reporter_id",
-    "category",
-    "category_name",
-    "description",
-    "contact_phone",
-    "images",
-    "created_at",
-)
 
 
 def create(
@@ -261,7 +209,7 @@ def create(
 
     def make(record_id: str) -> dict[str, Any]:
         now = services.clock.now()
-        doc = {
+        doc: Repair = {
             "_id": record_id,
             **houses.where(house, community),
             "reporter_id": account["_id"],
@@ -274,20 +222,20 @@ def create(
             "repairman_id": None,
             "created_at": now,
             "updated_at": now,
-            "timeline": [_entry("created", "pending", account["_id"], "resident", now)],
+            "timeline": [
+                store.entry(
+                    "created", "pending", actor_id=account["_id"], actor_role="resident", at=now
+                )
+            ],
         }
-        stored = idempotency.insert_once(db[REPAIRS], doc)
+        stored = store.insert(db, doc)
         messaging.deliver_many(services, _filed_notes(stored, admin_ids), spendable)
         return _shown(services, stored, account["_id"])
 
     def stored(record_id: str) -> dict[str, Any] | None:
         # The reply as the first call gave it, whatever happened to the repair since.
-        as_created = {**dict.fromkeys(_CREATED_FIELDS, 1), "timeline": {"$slice": 1}}
-        doc = db[REPAIRS].find_one({"_id": record_id}, as_created)
-        if doc is None:
-            return None
-        first = {**doc, "status": "pending", "repairman_id": None, "updated_at": doc["created_at"]}
-        return _shown(services, first, account["_id"])
+        first = store.as_filed(db, record_id)
+        return None if first is None else _shown(services, first, account["_id"])
 
     def limit() -> None:
         create_limits.take_daily(services, "repairs", account["_id"], house_id)
@@ -301,18 +249,18 @@ def cancel(services: Services, account: dict[str, Any], repair_id: str) -> dict[
     """The reporter withdraws a repair nobody has been sent to yet (CONFLICT afterwards)."""
     db, now = services.db, services.clock.now()
     _require_reporter(db, account, repair_id)
-    done = db[REPAIRS].find_one_and_update(
-        {"_id": repair_id, "reporter_id": account["_id"], **REPAIR.expects("cancel")},
-        {
-            "$set": {"status": REPAIR.target("cancel"), "cancelled_at": now, "updated_at": now},
-            "$push": {
-                "timeline": _entry("cancelled", "cancelled", account["_id"], "resident", now)
-            },
-        },
-        return_document=ReturnDocument.AFTER,
+    done = store.move(
+        db,
+        repair_id,
+        expects={"reporter_id": account["_id"], **REPAIR.expects("cancel")},
+        to=REPAIR.target("cancel"),
+        entry=store.entry(
+            "cancelled", "cancelled", actor_id=account["_id"], actor_role="resident", at=now
+        ),
+        fields={"cancelled_at": now},
     )
     if done is None:
-        raise _conflict(db[REPAIRS].find_one({"_id": repair_id}))
+        raise _conflict(store.get(db, repair_id))
     return _shown(services, done, account["_id"])
 
 
@@ -325,26 +273,27 @@ def rate(
     """
     db, now = services.db, services.clock.now()
     _require_reporter(db, account, repair_id)
-    done = db[REPAIRS].find_one_and_update(
-        {"_id": repair_id, "reporter_id": account["_id"], **REPAIR.expects("rate")},
-        {
-            "$set": {
-                "status": REPAIR.target("rate"),
-                "auto_closed": False,
-                "closed_at": now,
-                "rating": {"stars": stars, "comment": comment, "at": now},
-                "updated_at": now,
-            },
-            "$push": {
-                "timeline": _entry(
-                    "rated", "completed", account["_id"], "resident", now, f"{stars}星"
-                )
-            },
+    done = store.move(
+        db,
+        repair_id,
+        expects={"reporter_id": account["_id"], **REPAIR.expects("rate")},
+        to=REPAIR.target("rate"),
+        entry=store.entry(
+            "rated",
+            "completed",
+            actor_id=account["_id"],
+            actor_role="resident",
+            at=now,
+            note=f"{stars}星",
+        ),
+        fields={
+            "auto_closed": False,
+            "closed_at": now,
+            "rating": {"stars": stars, "comment": comment, "at": now},
         },
-        return_document=ReturnDocument.AFTER,
     )
     if done is None:
-        raise _conflict(db[REPAIRS].find_one({"_id": repair_id}))
+        raise _conflict(store.get(db, repair_id))
     return _shown(services, done, account["_id"])
 
 
@@ -360,35 +309,39 @@ def _require_repairman(
 
 
 def _dispatching(
+    db: Any,
+    repair_id: str,
+    expects: dict[str, Any],
+    *,
     admin: dict[str, Any],
     person: dict[str, Any],
     record: dict[str, Any],
     move: str,
     now: datetime,
-) -> dict[str, Any]:
-    """The update that sends this repairman (``move``: dispatch or redispatch), with its
-    timeline entry."""
-    return {
-        "$set": {
-            "status": REPAIR.target(move),
+) -> Repair | None:
+    """Send this repairman (``move``: dispatch or redispatch) if the repair still matches
+    ``expects``; the repair after, or None."""
+    return store.move(
+        db,
+        repair_id,
+        expects=expects,
+        to=REPAIR.target(move),
+        entry=store.entry(
+            f"{move}ed",
+            REPAIR.target(move),
+            actor_id=admin["_id"],
+            actor_role="admin",
+            at=now,
+            note=f"维修员：{record['name']}",
+        ),
+        fields={
             "repairman_id": person["_id"],
             "repairman_name": record["name"],
             "repairman_phone": person.get("phone"),
             "dispatched_at": now,
             "dispatched_by": admin["_id"],
-            "updated_at": now,
         },
-        "$push": {
-            "timeline": _entry(
-                f"{move}ed",
-                REPAIR.target(move),
-                admin["_id"],
-                "admin",
-                now,
-                f"维修员：{record['name']}",
-            )
-        },
-    }
+    )
 
 
 def dispatch(
@@ -406,15 +359,19 @@ def dispatch(
     done, previous = None, None
     if person is not None and record is not None and record["role"] == "repairman":
         # The usual case, a first dispatch, is this one write: both scopes are in its filter.
-        first: dict[str, Any] = {"_id": repair_id, **REPAIR.expects("dispatch")}
-        first["repairman_id"] = None
+        first: dict[str, Any] = {**REPAIR.expects("dispatch"), "repairman_id": None}
         scopes = [scope for scope in (staff.scope_query(admin), staff.scope_query(record)) if scope]
         if scopes:
             first["$and"] = scopes
-        done = db[REPAIRS].find_one_and_update(
+        done = _dispatching(
+            db,
+            repair_id,
             first,
-            _dispatching(admin, person, record, "dispatch", now),
-            return_document=ReturnDocument.AFTER,
+            admin=admin,
+            person=person,
+            record=record,
+            move="dispatch",
+            now=now,
         )
     if done is None:
         # Anything else is decided on the repair as read, in the order the rules are told.
@@ -426,10 +383,9 @@ def dispatch(
         move = "dispatch" if doc["status"] == "pending" else "redispatch"
         if not REPAIR.allows(doc["status"], move, "admin"):
             raise _conflict(doc)
-        done = db[REPAIRS].find_one_and_update(
-            {"_id": repair_id, "status": doc["status"], "repairman_id": doc["repairman_id"]},
-            _dispatching(admin, person, record, move, now),
-            return_document=ReturnDocument.AFTER,
+        as_read = {"status": doc["status"], "repairman_id": doc["repairman_id"]}
+        done = _dispatching(
+            db, repair_id, as_read, admin=admin, person=person, record=record, move=move, now=now
         )
         if done is None:
             raise AppError("CONFLICT", "报修单状态已变化，请刷新后重试")
@@ -464,27 +420,24 @@ def complete(
         _require_assigned(db, repairman, repair_id)
         raise
     # Who may complete it is part of the update's filter: no read before it when all is well.
-    done = db[REPAIRS].find_one_and_update(
-        {
-            "_id": repair_id,
+    done = store.move(
+        db,
+        repair_id,
+        expects={
             **REPAIR.expects("finish"),
             "repairman_id": repairman["_id"],
             **staff.scope_query(repairman),
         },
-        {
-            "$set": {
-                "status": REPAIR.target("finish"),
-                "awaiting_since": now,
-                "completion": {"photos": photos, "note": note, "at": now},
-                "updated_at": now,
-            },
-            "$push": {
-                "timeline": _entry(
-                    "work_done", "awaiting_rating", repairman["_id"], "repairman", now, note or None
-                )
-            },
-        },
-        return_document=ReturnDocument.AFTER,
+        to=REPAIR.target("finish"),
+        entry=store.entry(
+            "work_done",
+            "awaiting_rating",
+            actor_id=repairman["_id"],
+            actor_role="repairman",
+            at=now,
+            note=note or None,
+        ),
+        fields={"awaiting_since": now, "completion": {"photos": photos, "note": note, "at": now}},
     )
     if done is None:
         raise _conflict(_require_assigned(db, repairman, repair_id))
@@ -493,7 +446,7 @@ def complete(
     return _shown(services, done, repairman["_id"])
 
 
-def _require_assigned(db: Any, repairman: dict[str, Any], repair_id: str) -> dict[str, Any]:
+def _require_assigned(db: Any, repairman: dict[str, Any], repair_id: str) -> Repair:
     """The repair if it is assigned to this repairman in a community they cover; else
     NOT_FOUND or FORBIDDEN."""
     doc = _get(db, repair_id)
@@ -511,9 +464,7 @@ def detail(services: Services, account: dict[str, Any], repair_id: str) -> dict[
     Anyone else is told it does not exist.
     """
     db = services.db
-    doc = db[REPAIRS].find_one({"_id": repair_id})
-    if doc is None:
-        raise AppError("NOT_FOUND", "报修单不存在")
+    doc = _get(db, repair_id)
     if doc["reporter_id"] == account["_id"]:
         return _shown(services, doc, account["_id"])
     record = staff.of_account(db, account)
@@ -536,19 +487,12 @@ def detail(services: Services, account: dict[str, Any], repair_id: str) -> dict[
 Page = tuple[list[dict[str, Any]], int, dict[str, int]]
 
 
-def _page(db: Any, query: dict[str, Any], status: str | None, page: int, page_size: int) -> Page:
-    """(documents, total, counts): the page of ``status`` (any), newest first, and how many
-    repairs ``query`` holds in each status (every status present)."""
-    docs, total, counts = paging.tabbed(
-        db[REPAIRS],
-        query,
-        "status",
-        status,
-        [("_id", DESCENDING)],
-        page,
-        page_size,
-        {"timeline": 0},
-    )
+def _page(
+    db: Any, scope: dict[str, Any], status: str | None, page: int, page_size: int
+) -> tuple[list[Repair], int, dict[str, int]]:
+    """(repairs, total, counts): the page of ``status`` (any), newest first, and how many
+    repairs ``scope`` holds in each status (every status present)."""
+    docs, total, counts = store.page(db, scope, status, page, page_size)
     return docs, total, {s: counts.get(s, 0) for s in labels.LABELS["repair_status"]}
 
 
@@ -601,27 +545,7 @@ def repairmen(services: Services, admin: dict[str, Any], community_id: str) -> l
     """
     db = services.db
     staff.require_scope(admin, community_id)
-    records = list(
-        db[staff.STAFF].aggregate(
-            [
-                {
-                    "$match": {
-                        "role": "repairman",
-                        "$or": [{"community_ids": community_id}, {"all_communities": True}],
-                    }
-                },
-                {
-                    "$lookup": {
-                        "from": accounts.ACCOUNTS,
-                        "localField": "_id",
-                        "foreignField": "_id",
-                        "as": "account",
-                    }
-                },
-                {"$project": {"name": 1, "community_ids": 1, "account.phone": 1}},
-            ]
-        )
-    )
+    records = accounts.repairmen_covering(db, community_id)
     # Scopes are checked to name existing communities when given, so the community is read
     # only when neither the admin's nor any repairman's scope names it.
     named = not admin.get("all_communities") or any(
@@ -629,24 +553,7 @@ def repairmen(services: Services, admin: dict[str, Any], community_id: str) -> l
     )
     if not named and communities.get(db, community_id) is None:
         raise AppError("NOT_FOUND", "小区不存在")
-    open_repairs = (
-        {
-            row["_id"]: row["n"]
-            for row in db[REPAIRS].aggregate(
-                [
-                    {
-                        "$match": {
-                            "repairman_id": {"$in": [r["_id"] for r in records]},
-                            "status": "dispatched",
-                        }
-                    },
-                    {"$group": {"_id": "$repairman_id", "n": {"$sum": 1}}},
-                ]
-            )
-        }
-        if records
-        else {}
-    )
+    open_repairs = store.count_by_repairman(db, [r["_id"] for r in records], "dispatched")
     items = [
         {
             "account_id": r["_id"],
@@ -685,49 +592,26 @@ def auto_close_due(
     run_id = new_id()
     closed, last_id = 0, ""
     note = f"超过{views.RATING_WINDOW.days}天未评价，已自动完成"
+    unrated = {**REPAIR.expects("auto_close"), "awaiting_since": {"$lte": deadline}}
     while True:
-        due = [
-            d["_id"]
-            for d in db[REPAIRS]
-            .find(
-                {
-                    **REPAIR.expects("auto_close"),
-                    "_id": {"$gt": last_id},
-                    "awaiting_since": {"$lte": deadline},
-                },
-                {"_id": 1},
-            )
-            .sort("_id", 1)
-            .limit(size)
-        ]
+        due = store.ids_after(db, last_id, matching=unrated, limit=size)
         if not due:
             break
         # One update for the whole batch: every repair gets the same change, and each document
         # is still updated atomically under the conditions, as a rating racing it needs.
-        db[REPAIRS].update_many(
-            {
-                "_id": {"$in": due},
-                **REPAIR.expects("auto_close"),
-                "awaiting_since": {"$lte": deadline},
-            },
-            {
-                "$set": {
-                    "status": REPAIR.target("auto_close"),
-                    "auto_closed": True,
-                    "auto_close_run": run_id,
-                    "closed_at": now,
-                    "updated_at": now,
-                },
-                "$push": {
-                    "timeline": _entry("auto_closed", "completed", None, "system", now, note)
-                },
-            },
+        store.move_many(
+            db,
+            due,
+            expects=unrated,
+            to=REPAIR.target("auto_close"),
+            entry=store.entry(
+                "auto_closed", "completed", actor_id=None, actor_role="system", at=now, note=note
+            ),
+            fields={"auto_closed": True, "auto_close_run": run_id, "closed_at": now},
         )
         notes = [
             _resident_note(doc, "报修已自动完成", note)
-            for doc in db[REPAIRS].find(
-                {"_id": {"$in": due}, "auto_close_run": run_id}, {"timeline": 0}
-            )
+            for doc in store.among(db, due, matching={"auto_close_run": run_id})
         ]
         closed += len(notes)
         messaging.deliver_many(services, notes)

@@ -25,6 +25,7 @@ from caiyun import labels
 from caiyun.clock import SHANGHAI, business_date, end_of_business_day, iso
 from caiyun.crypto import mask_phone
 from caiyun.data import paging
+from caiyun.data.inserts import insert_once
 from caiyun.data.schema import declare
 from caiyun.domain import (
     communities,
@@ -137,7 +138,7 @@ def register(
             "entry": None,
             "created_at": now,
         }
-        doc = idempotency.insert_once(db[VISITORS], doc)
+        doc = insert_once(db[VISITORS], doc)
         valid_until = doc["valid_until"]
         return {
             "visitor_id": doc["_id"],

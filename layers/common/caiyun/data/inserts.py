@@ -1,0 +1,23 @@
+"""Inserting a record under an id a retry may already have used."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pymongo.errors import DuplicateKeyError
+
+Doc = TypeVar("Doc", bound=Mapping[str, Any])
+
+
+def insert_once(collection: Any, doc: Doc) -> Doc:
+    """Insert ``doc``, or return the record already stored under its ``_id`` (a retry of the
+    same request that took over after the first died: see ``domain.idempotency``)."""
+    try:
+        collection.insert_one(doc)
+        return doc
+    except DuplicateKeyError:
+        existing = collection.find_one({"_id": doc["_id"]})
+        if existing is None:
+            raise
+        return existing
