@@ -11,9 +11,11 @@ from round_trips import counted, own
 from worlds import BAY, GARDEN, account_of, ok, refused, resident_account, staff_account
 
 from caiyun.catalog import open_database
-from caiyun.domain import complaints, houses, messaging
+from caiyun.domain import houses, messaging
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services, current_services
+from caiyun.stores import complaints as complaint_store
+from caiyun.stores.complaints import COMPLAINTS
 
 
 def image_of(openid: str) -> str:
@@ -124,7 +126,7 @@ def test_member_files_a_complaint_that_starts_submitted(
     assert data["images"][0]["url"].startswith("http://127.0.0.1:8787/files/complaint/")
     assert data["replies"] == [] and data["reply_count"] == 0
     assert data["created_at"].endswith("+08:00")
-    stored = services.db[complaints.COMPLAINTS].find_one({"_id": data["complaint_id"]})
+    stored = services.db[COMPLAINTS].find_one({"_id": data["complaint_id"]})
     assert stored["community_id"] == house["community_id"]
     assert stored["account_id"] == account_id(services, world["alice"])
 
@@ -140,7 +142,7 @@ def test_caller_without_any_house_is_told_to_bind_one(
 def test_house_of_someone_else_is_forbidden(services: Services, world: dict[str, Any]) -> None:
     assert refused(file(world["alice"], world["garden"][1]["_id"])) == "FORBIDDEN"
     assert refused(file(world["alice"], "no-such-house")) == "FORBIDDEN"
-    assert services.db[complaints.COMPLAINTS].count_documents({}) == 0
+    assert services.db[COMPLAINTS].count_documents({}) == 0
 
 
 def test_anonymous_caller_is_unauthenticated(world: dict[str, Any]) -> None:
@@ -167,7 +169,7 @@ def test_bad_fields_are_refused_and_nothing_is_filed(
 
     assert refused(reply) == "INVALID_ARGUMENT"
     assert field in reply["error"]["details"]["fields"]
-    assert services.db[complaints.COMPLAINTS].count_documents({}) == 0
+    assert services.db[COMPLAINTS].count_documents({}) == 0
 
 
 def test_same_request_id_files_once(services: Services, world: dict[str, Any]) -> None:
@@ -179,7 +181,7 @@ def test_same_request_id_files_once(services: Services, world: dict[str, Any]) -
 
     assert again["complaint_id"] == first["complaint_id"]
     assert other["complaint_id"] != first["complaint_id"]
-    assert services.db[complaints.COMPLAINTS].count_documents({}) == 2
+    assert services.db[COMPLAINTS].count_documents({}) == 2
 
 
 def test_a_request_id_costs_one_claim_and_the_retry_answers_from_the_complaint(
@@ -361,7 +363,7 @@ def test_replies_move_it_forward_and_are_kept_for_the_resident(
         ("已清理完毕", "resolved", "王经理"),
     ]
     assert seen["replies"][0]["replied_at"] < seen["replies"][1]["replied_at"]
-    stored = services.db[complaints.COMPLAINTS].find_one({"_id": complaint_id})
+    stored = services.db[COMPLAINTS].find_one({"_id": complaint_id})
     assert stored["replies"][0]["staff_id"] == account_id(services, world["admin"])
 
 
@@ -394,7 +396,7 @@ def test_resolved_takes_no_more_replies(services: Services, world: dict[str, Any
 
     assert refused(answer(world, complaint_id, "补充说明", "processing")) == "CONFLICT"
     assert refused(answer(world, complaint_id, "再次确认", "resolved")) == "CONFLICT"
-    stored = services.db[complaints.COMPLAINTS].find_one({"_id": complaint_id})
+    stored = services.db[COMPLAINTS].find_one({"_id": complaint_id})
     assert stored["status"] == "resolved" and len(stored["replies"]) == 1
 
 
@@ -413,20 +415,20 @@ def test_admin_of_another_community_cannot_reply(services: Services, world: dict
 
     assert refused(answer(world, complaint_id, "越权", "resolved", who="bay_admin")) == "FORBIDDEN"
     assert refused(answer(world, "missing", "无", "resolved")) == "NOT_FOUND"
-    stored = services.db[complaints.COMPLAINTS].find_one({"_id": complaint_id})
+    stored = services.db[COMPLAINTS].find_one({"_id": complaint_id})
     assert stored["status"] == "submitted" and stored["replies"] == []
 
 
 def test_replies_are_bounded(
     monkeypatch: pytest.MonkeyPatch, services: Services, world: dict[str, Any]
 ) -> None:
-    monkeypatch.setattr(complaints, "MAX_REPLIES", 2)
+    monkeypatch.setattr(complaint_store, "MAX_REPLIES", 2)
     complaint_id = ok(file(world["alice"], world["garden"][0]["_id"]))["complaint_id"]
     ok(answer(world, complaint_id, "第一次", "processing"))
     ok(answer(world, complaint_id, "第二次", "processing"))
 
     assert refused(answer(world, complaint_id, "第三次", "processing")) == "CONFLICT"
-    assert len(services.db[complaints.COMPLAINTS].find_one({"_id": complaint_id})["replies"]) == 2
+    assert len(services.db[COMPLAINTS].find_one({"_id": complaint_id})["replies"]) == 2
 
 
 def test_two_admins_resolving_at_once_make_one_resolution(
@@ -448,7 +450,7 @@ def test_two_admins_resolving_at_once_make_one_resolution(
 
     assert sorted(r["ok"] for r in results) == [False, True]
     assert [r["error"]["code"] for r in results if not r["ok"]] == ["CONFLICT"]
-    assert len(services.db[complaints.COMPLAINTS].find_one({"_id": complaint_id})["replies"]) == 1
+    assert len(services.db[COMPLAINTS].find_one({"_id": complaint_id})["replies"]) == 1
 
 
 # ------------------------------------------------------------------------------ round trips
@@ -508,9 +510,7 @@ def test_a_complaint_stored_before_names_were_kept_still_shows_its_community(
     services: Services, world: dict[str, Any]
 ) -> None:
     complaint_id = ok(file(world["alice"], world["garden"][0]["_id"]))["complaint_id"]
-    services.db[complaints.COMPLAINTS].update_one(
-        {"_id": complaint_id}, {"$unset": {"community_name": ""}}
-    )
+    services.db[COMPLAINTS].update_one({"_id": complaint_id}, {"$unset": {"community_name": ""}})
 
     seen = call(world, "alice", {"action": "detail", "complaint_id": complaint_id})
     listed = call(world, "alice", {"action": "my_list"})

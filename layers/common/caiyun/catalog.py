@@ -24,7 +24,6 @@ DECLARING_MODULES: tuple[str, ...] = (
     "caiyun.domain.appconfig",
     "caiyun.domain.bills",
     "caiyun.domain.communities",
-    "caiyun.domain.complaints",
     "caiyun.domain.houses",
     "caiyun.domain.icbc_notifies",
     "caiyun.domain.idempotency",
@@ -41,6 +40,7 @@ DECLARING_MODULES: tuple[str, ...] = (
     "caiyun.domain.sms_codes",
     "caiyun.domain.staff",
     "caiyun.domain.visitors",
+    "caiyun.stores.complaints",
     "caiyun.stores.repairs",
 )
 

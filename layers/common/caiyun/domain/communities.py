@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -70,7 +71,7 @@ def names(db: Any, community_ids: list[str]) -> dict[str, str]:
     }
 
 
-def name_on(db: Any, doc: dict[str, Any]) -> str:
+def name_on(db: Any, doc: Mapping[str, Any]) -> str:
     """The name of the community a document belongs to: the copy it carries when it was
     written with one (a community's name never changes: it is part of its unique key), else
     looked up."""

@@ -11,14 +11,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from pymongo import DESCENDING, IndexModel, ReturnDocument
-
 from caiyun import labels
 from caiyun.clock import SHANGHAI, iso
 from caiyun.crypto import mask_phone
-from caiyun.data import paging
-from caiyun.data.inserts import insert_once
-from caiyun.data.schema import declare
 from caiyun.domain import (
     appconfig,
     communities,
@@ -33,26 +28,12 @@ from caiyun.domain.lifecycles import COMPLAINT
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
-
-# Lists are newest first by ``_id`` (time-ordered and unique, so pages never overlap).
-COMPLAINTS = declare(
-    "complaints",
-    IndexModel([("account_id", 1), ("_id", DESCENDING)]),
-    IndexModel([("account_id", 1), ("status", 1), ("_id", DESCENDING)]),
-    # Every complaint of the houses an owner owns.
-    IndexModel([("house_id", 1), ("_id", DESCENDING)]),
-    IndexModel([("community_id", 1), ("_id", DESCENDING)]),
-    IndexModel([("community_id", 1), ("status", 1), ("_id", DESCENDING)]),
-    # A company-wide admin's list across every community.
-    IndexModel([("status", 1), ("_id", DESCENDING)]),
-)
+from caiyun.stores import complaints as store
+from caiyun.stores.complaints import Complaint, Reply
 
 KIND_NAMES = labels.LABELS["complaint_kind"]
 STATUS_NAMES = labels.LABELS["complaint_status"]
 PAGE = "/pages/complaint/detail?id={}"
-
-# Bounds the document: a complaint answered this often is better closed and filed anew.
-MAX_REPLIES = 50
 
 
 def types(services: Services) -> list[dict[str, str]]:
@@ -61,7 +42,7 @@ def types(services: Services) -> list[dict[str, str]]:
     return [{"code": code, "name": name} for code, name in options.items()]
 
 
-def _filed_notes(doc: dict[str, Any], admin_ids: list[str]) -> list[messaging.Note]:
+def _filed_notes(doc: Complaint, admin_ids: list[str]) -> list[messaging.Note]:
     """The community's admins' inbox messages about a new complaint or suggestion, with the
     staff app's ``complaint_filed`` subscription message; keyed by the complaint, so a retried
     create tells nobody twice.
@@ -114,11 +95,11 @@ def create(
     admin_ids, spendable = staff.admins_of(membership)
     type_name = appconfig.option_name(services, "complaint_types", fields["type"], "type")
     images = services.storage.check_file_ids(fields["images"], uploader=account["_id"])
-    filed: list[dict[str, Any]] = []
+    filed: list[Complaint] = []
 
     def file(record_id: str) -> dict[str, Any]:
         now = services.clock.now()
-        doc = {
+        doc: Complaint = {
             "_id": record_id,
             **houses.where(house, community),
             "account_id": account["_id"],
@@ -134,14 +115,13 @@ def create(
             "updated_at": now,
             "resolved_at": None,
         }
-        filed.append(insert_once(db[COMPLAINTS], doc))
+        filed.append(store.insert(db, doc))
         messaging.deliver_many(services, _filed_notes(filed[-1], admin_ids), spendable)
         return {"complaint_id": filed[-1]["_id"]}
 
     def stored(record_id: str) -> dict[str, Any] | None:
         # The first call's complaint, if it got as far as storing it.
-        found = db[COMPLAINTS].find_one({"_id": record_id}, {"_id": 1})
-        return {"complaint_id": record_id} if found is not None else None
+        return {"complaint_id": record_id} if store.exists(db, record_id) else None
 
     def limit() -> None:
         create_limits.take_daily(services, "complaints", account["_id"], fields["house_id"])
@@ -164,21 +144,19 @@ def _page(
     status: str | None,
     page: int,
     page_size: int,
-    show: Callable[[dict[str, Any], dict[str, str]], dict[str, Any]],
+    show: Callable[[Complaint, dict[str, str]], dict[str, Any]],
 ) -> Page:
     """(items, total, counts): the page of ``status`` (any), newest first, each complaint as
     ``show`` makes it from the document and community names, and how many complaints
     ``query`` holds in each status (every status present)."""
     db = services.db
-    docs, total, counts = paging.tabbed(
-        db[COMPLAINTS], query, "status", status, [("_id", DESCENDING)], page, page_size
-    )
+    docs, total, counts = store.page(db, query, status, page, page_size)
     names = _community_names(db, docs)
     items = [show(doc, names) for doc in docs]
     return items, total, {s: counts.get(s, 0) for s in STATUS_NAMES}
 
 
-def _community_names(db: Any, docs: list[dict[str, Any]]) -> dict[str, str]:
+def _community_names(db: Any, docs: list[Complaint]) -> dict[str, str]:
     # Complaints filed since names are kept carry their community's; older ones are looked up,
     # all in one read, only if the page holds any.
     missing = sorted({d["community_id"] for d in docs if "community_name" not in d})
@@ -193,7 +171,7 @@ def my_list(
     counts by status."""
     me = account["_id"]
 
-    def show(doc: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    def show(doc: Complaint, names: dict[str, str]) -> dict[str, Any]:
         return {**item(doc, doc["account_id"] == me, names), "mine": doc["account_id"] == me}
 
     query = memberships.filed_or_owned(services.db, account, "account_id")
@@ -240,7 +218,7 @@ def detail(services: Services, account: dict[str, Any], complaint_id: str) -> di
     Anyone else is told it does not exist, so ids cannot be probed for existence.
     """
     db, me = services.db, account["_id"]
-    doc = db[COMPLAINTS].find_one({"_id": complaint_id})
+    doc = store.get(db, complaint_id)
     if doc is None:
         raise AppError("NOT_FOUND", "投诉建议不存在")
     if doc["account_id"] == me or staff.is_admin_of(
@@ -253,7 +231,7 @@ def detail(services: Services, account: dict[str, Any], complaint_id: str) -> di
 
 
 def _detail(
-    services: Services, doc: dict[str, Any], viewer_id: str, reveal_phone: bool = True
+    services: Services, doc: Complaint, viewer_id: str, reveal_phone: bool = True
 ) -> dict[str, Any]:
     names = {doc["community_id"]: communities.name_on(services.db, doc)}
     urls = services.storage.display_urls(doc["images"])
@@ -275,7 +253,7 @@ def _detail(
     }
 
 
-def item(doc: dict[str, Any], reveal_phone: bool, names: dict[str, str]) -> dict[str, Any]:
+def item(doc: Complaint, reveal_phone: bool, names: dict[str, str]) -> dict[str, Any]:
     """A complaint as a list shows it; ``names`` are community names for complaints that do
     not carry theirs."""
     return {
@@ -308,7 +286,7 @@ def reply(
     """
     db = services.db
     now = services.clock.now()
-    entry = {
+    entry: Reply = {
         "reply_id": new_id(),
         "staff_id": admin["_id"],
         "staff_name": admin.get("name") or "物业管理员",
@@ -316,23 +294,14 @@ def reply(
         "status": status,
         "at": now,
     }
-    update: dict[str, Any] = {
-        "$set": {"status": COMPLAINT.target(f"reply_{status}"), "updated_at": now},
-        "$push": {"replies": entry},
-    }
-    if status == "resolved":
-        update["$set"]["resolved_at"] = now
     # The admin's scope is part of the condition, so the write is the only command when the
     # reply is allowed; why it was not is read only when it was not.
-    doc = db[COMPLAINTS].find_one_and_update(
-        {
-            "_id": complaint_id,
-            **staff.scope_query(admin),
-            **COMPLAINT.expects(f"reply_{status}"),
-            f"replies.{MAX_REPLIES - 1}": {"$exists": False},
-        },
-        update,
-        return_document=ReturnDocument.AFTER,
+    doc = store.answer(
+        db,
+        complaint_id,
+        expects={**staff.scope_query(admin), **COMPLAINT.expects(f"reply_{status}")},
+        to=COMPLAINT.target(f"reply_{status}"),
+        reply=entry,
     )
     if doc is None:
         raise _refusal(db, admin, complaint_id)
@@ -341,16 +310,17 @@ def reply(
 
 
 def _refusal(db: Any, admin: dict[str, Any], complaint_id: str) -> AppError:
-    latest = db[COMPLAINTS].find_one({"_id": complaint_id}, {"community_id": 1, "status": 1})
+    latest = store.where_and_state(db, complaint_id)
     if latest is None:
         return AppError("NOT_FOUND", "投诉建议不存在")
-    staff.require_scope(admin, latest["community_id"])
-    if latest["status"] == "resolved":
+    community_id, status = latest
+    staff.require_scope(admin, community_id)
+    if status == "resolved":
         return AppError("CONFLICT", "该投诉建议已解决，不能再回复")
     return AppError("CONFLICT", "回复次数已达上限，请处理完毕后结案")
 
 
-def _tell_reporter(services: Services, doc: dict[str, Any], text: str, now: datetime) -> None:
+def _tell_reporter(services: Services, doc: Complaint, text: str, now: datetime) -> None:
     kind = KIND_NAMES[doc["kind"]]
     status = STATUS_NAMES[doc["status"]]
     messaging.deliver(
