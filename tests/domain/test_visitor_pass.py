@@ -19,6 +19,7 @@ from caiyun.clock import SHANGHAI, business_date
 from caiyun.domain import accounts, houses, memberships, messaging, sessions, staff, visitors
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services
+from caiyun.stores.visitors import VISITORS
 
 HOST_PHONE = "13800000001"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -118,7 +119,7 @@ def test_registration_returns_a_signed_pass_with_a_qr_code(
     assert share.path == "/pages/visitor/pass"
     assert parse_qs(share.query)["token"] == [data["pass_token"]]
     assert visitors.open_token(services.settings, data["pass_token"]) == data["visitor_id"]
-    stored = services.db[visitors.VISITORS].find_one({"_id": data["visitor_id"]})
+    stored = services.db[VISITORS].find_one({"_id": data["visitor_id"]})
     assert stored["plate"] == "粤B12345"
     assert stored["community_id"] == world["house"]["community_id"]
 
@@ -161,7 +162,7 @@ def test_visit_date_outside_the_coming_week_is_refused(
 
     assert refused(reply) == "INVALID_ARGUMENT"
     assert "visit_date" in reply["error"]["details"]["fields"]
-    assert services.db[visitors.VISITORS].count_documents({}) == 0
+    assert services.db[VISITORS].count_documents({}) == 0
 
 
 @pytest.mark.parametrize(
@@ -202,7 +203,7 @@ def test_caller_without_a_house_or_with_another_house_is_refused(
 
     assert refused(register(world, who="stranger")) == "HOUSE_NOT_BOUND"
     assert refused(register(world, who="neighbour")) == "FORBIDDEN"
-    assert services.db[visitors.VISITORS].count_documents({}) == 0
+    assert services.db[VISITORS].count_documents({}) == 0
 
 
 def test_same_request_id_registers_once(services: Services, world: dict[str, Any]) -> None:
@@ -210,7 +211,7 @@ def test_same_request_id_registers_once(services: Services, world: dict[str, Any
     again = ok(register(world, request_id="visit-1"))
 
     assert again == first
-    assert services.db[visitors.VISITORS].count_documents({}) == 1
+    assert services.db[VISITORS].count_documents({}) == 1
 
 
 def test_registrations_per_day_are_limited(services: Services, world: dict[str, Any]) -> None:
@@ -221,8 +222,7 @@ def test_registrations_per_day_are_limited(services: Services, world: dict[str, 
 
     assert refused(register(world)) == "RATE_LIMITED"
     assert (
-        services.db[visitors.VISITORS].count_documents({})
-        == services.settings.visitors_per_account_per_day
+        services.db[VISITORS].count_documents({}) == services.settings.visitors_per_account_per_day
     )
 
 
@@ -300,7 +300,7 @@ def test_guard_admits_a_pass_once_and_records_the_entry(
     assert first["visitor"]["visitor_name"] == "王芳" and first["visitor"]["count"] == 2
     assert second["result"] == "used"
     assert second["visitor"]["entered_at"] == first["visitor"]["entered_at"]
-    stored = services.db[visitors.VISITORS].find_one({"_id": data["visitor_id"]})
+    stored = services.db[VISITORS].find_one({"_id": data["visitor_id"]})
     assert stored["status"] == "entered"
     assert stored["entry"]["by"] == account_of(services.db, world["guard"])["_id"]
     assert ok(show(data["pass_token"]))["status"] == "used"
@@ -327,7 +327,7 @@ def test_pass_expires_at_the_end_of_its_day(services: Services, world: dict[str,
     assert checked["result"] == "expired"
     assert checked["visitor"]["entered_at"] is None
     assert ok(show(data["pass_token"]))["status"] == "expired"
-    stored = services.db[visitors.VISITORS].find_one({"_id": data["visitor_id"]})
+    stored = services.db[VISITORS].find_one({"_id": data["visitor_id"]})
     assert stored["status"] == "registered" and stored["entry"] is None
 
 
@@ -342,7 +342,7 @@ def test_forged_pass_is_reported_forged_and_records_nothing(
             "result_name": "无效通行证",
             "visitor": None,
         }, forged
-    assert services.db[visitors.VISITORS].find_one({})["status"] == "registered"
+    assert services.db[VISITORS].find_one({})["status"] == "registered"
 
 
 def test_only_staff_of_that_community_may_verify(services: Services, world: dict[str, Any]) -> None:
@@ -353,7 +353,7 @@ def test_only_staff_of_that_community_may_verify(services: Services, world: dict
     assert refused(invoke("visitor", {"action": "verify", "token": token}, None)) == (
         "UNAUTHENTICATED"
     )
-    assert services.db[visitors.VISITORS].find_one({})["status"] == "registered"
+    assert services.db[VISITORS].find_one({})["status"] == "registered"
     assert ok(verify(world, token))["result"] == "valid"
 
 
@@ -535,7 +535,7 @@ def test_a_pass_stored_before_names_were_kept_still_shows_its_community(
     services: Services, world: dict[str, Any]
 ) -> None:
     data = ok(register(world))
-    services.db[visitors.VISITORS].update_one(
+    services.db[VISITORS].update_one(
         {"_id": data["visitor_id"]}, {"$unset": {"community_name": ""}}
     )
 

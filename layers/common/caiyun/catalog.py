@@ -39,9 +39,9 @@ DECLARING_MODULES: tuple[str, ...] = (
     "caiyun.domain.reminders",
     "caiyun.domain.sms_codes",
     "caiyun.domain.staff",
-    "caiyun.domain.visitors",
     "caiyun.stores.complaints",
     "caiyun.stores.repairs",
+    "caiyun.stores.visitors",
 )
 
 

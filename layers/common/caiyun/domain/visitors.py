@@ -19,14 +19,9 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-from pymongo import DESCENDING, IndexModel, ReturnDocument
-
 from caiyun import labels
 from caiyun.clock import SHANGHAI, business_date, end_of_business_day, iso
 from caiyun.crypto import mask_phone
-from caiyun.data import paging
-from caiyun.data.inserts import insert_once
-from caiyun.data.schema import declare
 from caiyun.domain import (
     communities,
     create_limits,
@@ -39,18 +34,13 @@ from caiyun.domain import (
 from caiyun.domain.lifecycles import PASS
 from caiyun.errors import AppError
 from caiyun.services import Services
+from caiyun.stores import visitors as store
+from caiyun.stores.visitors import Visit
 
 if TYPE_CHECKING:
     from caiyun.settings import Settings
 
 PassStatus = Literal["valid", "used", "expired"]
-
-VISITORS = declare(
-    "visitors",
-    IndexModel([("host_id", 1), ("_id", DESCENDING)]),
-    # Every visit to the houses an owner owns.
-    IndexModel([("house_id", 1), ("_id", DESCENDING)]),
-)
 
 _KEY_PURPOSE = b"caiyun/visitor-pass/v1"
 # 128 bits of HMAC-SHA256 cannot be guessed, and a shorter token makes a QR code that scans
@@ -124,7 +114,7 @@ def register(
     def make(record_id: str) -> dict[str, Any]:
         now = services.clock.now()
         valid_until = end_of_business_day(day)
-        doc = {
+        doc: Visit = {
             "_id": record_id,
             **houses.where(house, community),
             "host_id": account["_id"],
@@ -138,8 +128,7 @@ def register(
             "entry": None,
             "created_at": now,
         }
-        doc = insert_once(db[VISITORS], doc)
-        valid_until = doc["valid_until"]
+        doc = store.insert(db, doc)
         return {
             "visitor_id": doc["_id"],
             **_pass(services.settings, doc),
@@ -155,7 +144,7 @@ def register(
     )
 
 
-def _pass(settings: Settings, doc: dict[str, Any]) -> dict[str, str]:
+def _pass(settings: Settings, doc: Visit) -> dict[str, str]:
     """The pass of a registration: its token (the same every time it is made), a QR code of it
     and the page to share it with."""
     token = _sign(settings, doc["_id"], int(doc["valid_until"].timestamp()))
@@ -166,13 +155,13 @@ def _pass(settings: Settings, doc: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _status(doc: dict[str, Any], now: datetime) -> PassStatus:
+def _status(doc: Visit, now: datetime) -> PassStatus:
     if doc["status"] == "entered":
         return "used"
     return "expired" if now >= doc["valid_until"] else "valid"
 
 
-def _named_status(doc: dict[str, Any], now: datetime) -> dict[str, str]:
+def _named_status(doc: Visit, now: datetime) -> dict[str, str]:
     status = _status(doc, now)
     return {"status": status, "status_name": labels.name("pass_status", status)}
 
@@ -188,11 +177,11 @@ def _mask_plate(plate: str | None) -> str | None:
     return plate[:2] + "*" * (len(plate) - 4) + plate[-2:]
 
 
-def _genuine(services: Services, token: str) -> dict[str, Any] | None:
+def _genuine(services: Services, token: str) -> Visit | None:
     visitor_id = open_token(services.settings, token)
     if visitor_id is None:
         return None
-    return services.db[VISITORS].find_one({"_id": visitor_id})
+    return store.get(services.db, visitor_id)
 
 
 def pass_view(services: Services, token: str) -> dict[str, Any]:
@@ -216,8 +205,12 @@ def pass_view(services: Services, token: str) -> dict[str, Any]:
     }
 
 
-def _gate_view(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
-    entry = doc.get("entry") or {}
+def _entered_at(doc: Visit) -> str | None:
+    entry = doc.get("entry")
+    return None if entry is None else iso(entry["at"])
+
+
+def _gate_view(services: Services, doc: Visit) -> dict[str, Any]:
     return {
         "visitor_id": doc["_id"],
         "visitor_name": doc["name"],
@@ -227,7 +220,7 @@ def _gate_view(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
         "valid_until": iso(doc["valid_until"]),
         "community_name": communities.name_on(services.db, doc),
         "house_label": doc["house_label"],
-        "entered_at": iso(entry.get("at")),
+        "entered_at": _entered_at(doc),
     }
 
 
@@ -245,24 +238,16 @@ def verify(services: Services, guard: dict[str, Any], token: str) -> dict[str, A
     now = services.clock.now()
     # The guard's scope is part of the condition, so admitting a valid pass is this one write;
     # why a pass was not admitted is read only when it was not.
-    entered = services.db[VISITORS].find_one_and_update(
-        {
-            "_id": visitor_id,
-            **staff.scope_query(guard),
-            **PASS.expects("enter"),
-            "valid_until": {"$gt": now},
-        },
-        {
-            "$set": {
-                "status": PASS.target("enter"),
-                "entry": {"at": now, "by": guard["_id"], "by_name": guard.get("name")},
-            }
-        },
-        return_document=ReturnDocument.AFTER,
+    entered = store.admit(
+        services.db,
+        visitor_id,
+        expects={**staff.scope_query(guard), **PASS.expects("enter")},
+        to=PASS.target("enter"),
+        entry={"at": now, "by": guard["_id"], "by_name": guard.get("name")},
     )
     if entered is None:
         # Out of scope (nothing recorded), already used by another scan, or past its day.
-        latest = services.db[VISITORS].find_one({"_id": visitor_id})
+        latest = store.get(services.db, visitor_id)
         if latest is None:
             return _result("forged", None)
         staff.require_scope(guard, latest["community_id"])
@@ -272,7 +257,8 @@ def verify(services: Services, guard: dict[str, Any], token: str) -> dict[str, A
     return _result("valid", view)
 
 
-def _tell_host(services: Services, doc: dict[str, Any], community_name: str) -> None:
+def _tell_host(services: Services, doc: Visit, community_name: str) -> None:
+    assert doc["entry"] is not None, "told only once the party is in"
     arrived = doc["entry"]["at"].astimezone(SHANGHAI)
     messaging.deliver(
         services,
@@ -294,7 +280,7 @@ def _tell_host(services: Services, doc: dict[str, Any], community_name: str) -> 
     )
 
 
-def _record(doc: dict[str, Any], now: datetime, viewer_id: str) -> dict[str, Any]:
+def _record(doc: Visit, now: datetime, viewer_id: str) -> dict[str, Any]:
     # The person who registered the visit sees the phone and plate they typed in; the owner of
     # the house, reading a visit family or a tenant registered, sees them masked.
     mine = doc["host_id"] == viewer_id
@@ -309,7 +295,7 @@ def _record(doc: dict[str, Any], now: datetime, viewer_id: str) -> dict[str, Any
         "visit_date": doc["visit_date"],
         "registered_at": iso(doc["created_at"]),
         **_named_status(doc, now),
-        "entered_at": iso((doc.get("entry") or {}).get("at")),
+        "entered_at": _entered_at(doc),
         "mine": mine,
     }
 
@@ -322,9 +308,7 @@ def history(
     masked), newest first."""
     me = account["_id"]
     query = memberships.filed_or_owned(services.db, account, "host_id")
-    docs, total, _ = paging.page(
-        services.db[VISITORS], query, [("_id", DESCENDING)], page, page_size
-    )
+    docs, total = store.page(services.db, query, page, page_size)
     now = services.clock.now()
     return [_record(doc, now, me) for doc in docs], total
 
@@ -333,7 +317,7 @@ def detail(services: Services, account: dict[str, Any], visitor_id: str) -> dict
     """One registration, for the person who made it (with the pass to share again while it is
     valid) or the owner of its house (read-only: masked, no pass). NOT_FOUND for anyone else."""
     db, me = services.db, account["_id"]
-    doc = db[VISITORS].find_one({"_id": visitor_id})
+    doc = store.get(db, visitor_id)
     if doc is None or (doc["host_id"] != me and not memberships.owns(db, me, doc["house_id"])):
         raise AppError("NOT_FOUND", "访客记录不存在")
     now = services.clock.now()
