@@ -15,6 +15,7 @@ from worlds import BAY, GARDEN, account_of, ok, refused, resident_account, staff
 from caiyun.domain import houses, messaging, notices
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services
+from caiyun.stores.notices import NOTICES, READS
 
 HOST = "13700000000"
 
@@ -182,7 +183,7 @@ def test_reading_a_notice_marks_it_read_for_that_reader_only(
     assert (garden["unread"], bay["unread"]) == (1, 1)
     assert {n["title"]: n["read"] for n in garden["items"]} == {"停水通知": True, "电梯检修": False}
     assert groups(world, "garden_only")[0]["unread"] == 2
-    assert services.db[notices.READS].count_documents({}) == 1
+    assert services.db[READS].count_documents({}) == 1
 
 
 def test_two_reads_of_a_notice_at_once_keep_one_record(
@@ -203,7 +204,7 @@ def test_two_reads_of_a_notice_at_once_keep_one_record(
         thread.join()
 
     assert [r["ok"] for r in replies] == [True] * 4
-    assert services.db[notices.READS].count_documents({}) == 1
+    assert services.db[READS].count_documents({}) == 1
     assert groups(world, "both")[0]["unread"] == 0
 
 
@@ -228,7 +229,7 @@ def test_publishing_is_for_admins_of_that_community(
     assert refused(publish(world, "garden_id", "住户通知", who="both")) == "FORBIDDEN"
     world["nowhere"] = "no-such-community"
     assert refused(publish(world, "nowhere", "空通知", who="boss")) == "NOT_FOUND"
-    assert services.db[notices.NOTICES].count_documents({}) == 0
+    assert services.db[NOTICES].count_documents({}) == 0
 
 
 @pytest.mark.parametrize(
@@ -260,7 +261,7 @@ def test_publishing_tells_each_resident_of_the_community_once(
         assert [(m["kind"], m["title"]) for m in inbox(who)] == [("notice", "停水通知")], who
         assert notice_id in inbox(who)[0]["page"]
     assert inbox("bay_only") == []
-    stored = services.db[notices.NOTICES].find_one({"_id": notice_id})
+    stored = services.db[NOTICES].find_one({"_id": notice_id})
     assert (stored["inbox"], stored["inbox_count"]) == ("sent", 2)
 
 
@@ -272,7 +273,7 @@ def test_a_delivery_cut_short_is_finished_by_the_timer_without_repeats(
     both = account_id(services, world["both"])
     # As if the sender died after reaching "both" but before "garden_only".
     services.db[messaging.MESSAGES].delete_many({"account_id": garden_only})
-    services.db[notices.NOTICES].update_one(
+    services.db[NOTICES].update_one(
         {"_id": notice_id}, {"$set": {"inbox": "sending", "sending_since": services.clock.now()}}
     )
 
@@ -284,7 +285,7 @@ def test_a_delivery_cut_short_is_finished_by_the_timer_without_repeats(
     assert later["data"]["notices_resumed"] == 1
     for who in (garden_only, both):
         assert messaging.inbox(services, who, "resident", False, 1, 20)[1] == 1, who
-    assert services.db[notices.NOTICES].find_one({"_id": notice_id})["inbox"] == "sent"
+    assert services.db[NOTICES].find_one({"_id": notice_id})["inbox"] == "sent"
 
 
 def test_same_request_id_publishes_and_delivers_once(
@@ -294,7 +295,7 @@ def test_same_request_id_publishes_and_delivers_once(
     again = ok(publish(world, "garden_id", "停水通知", request_id="notice-1"))
 
     assert again == first
-    assert services.db[notices.NOTICES].count_documents({}) == 1
+    assert services.db[NOTICES].count_documents({}) == 1
     garden_only = account_id(services, world["garden_only"])
     assert messaging.inbox(services, garden_only, "resident", False, 1, 20)[1] == 1
 
@@ -324,14 +325,14 @@ def test_a_publisher_dying_before_delivery_leaves_it_to_the_timer(
     assert [
         m["title"] for m in messaging.inbox(services, garden_only, "resident", False, 1, 20)[0]
     ] == ["停气通知"]
-    assert services.db[notices.NOTICES].find_one({})["inbox"] == "sent"
+    assert services.db[NOTICES].find_one({})["inbox"] == "sent"
 
 
 def test_a_notice_stored_before_names_were_kept_still_shows_its_community(
     services: Services, world: dict[str, Any]
 ) -> None:
     notice_id = ok(publish(world, "garden_id", "停水通知"))["notice_id"]
-    services.db[notices.NOTICES].update_one({"_id": notice_id}, {"$unset": {"community_name": ""}})
+    services.db[NOTICES].update_one({"_id": notice_id}, {"$unset": {"community_name": ""}})
 
     for reader in ("both", "admin"):
         seen = call(world, reader, {"action": "notice_detail", "notice_id": notice_id})
@@ -393,7 +394,7 @@ def test_a_delivery_the_budget_cuts_short_is_carried_on_by_the_next_run_from_whe
     # As if the publisher died before telling anyone.
     services.db[messaging.MESSAGES].delete_many({"account_id": {"$in": readers}})
     stale = services.clock.now() - timedelta(minutes=6)
-    services.db[notices.NOTICES].update_one(
+    services.db[NOTICES].update_one(
         {"_id": notice_id}, {"$set": {"inbox": "sending", "sending_since": stale}}
     )
     one_at_a_time = dataclasses.replace(
@@ -402,7 +403,7 @@ def test_a_delivery_the_budget_cuts_short_is_carried_on_by_the_next_run_from_whe
     spent = services.clock.now()  # the budget is over once a batch is done
 
     first = notices.resume_deliveries(one_at_a_time, until=spent)
-    halfway = services.db[notices.NOTICES].find_one({"_id": notice_id})
+    halfway = services.db[NOTICES].find_one({"_id": notice_id})
     second = notices.resume_deliveries(one_at_a_time, until=spent)
     third = notices.resume_deliveries(one_at_a_time, until=spent)
 
@@ -411,4 +412,4 @@ def test_a_delivery_the_budget_cuts_short_is_carried_on_by_the_next_run_from_whe
     assert third == {"notices_resumed": 1}
     for reader in readers:
         assert messaging.inbox(services, reader, "resident", False, 1, 20)[1] == 1, reader
-    assert services.db[notices.NOTICES].find_one({"_id": notice_id})["inbox"] == "sent"
+    assert services.db[NOTICES].find_one({"_id": notice_id})["inbox"] == "sent"

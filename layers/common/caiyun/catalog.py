@@ -31,7 +31,6 @@ DECLARING_MODULES: tuple[str, ...] = (
     "caiyun.domain.job_runs",
     "caiyun.domain.memberships",
     "caiyun.domain.messaging",
-    "caiyun.domain.notices",
     "caiyun.domain.payment_issues",
     "caiyun.domain.payments",
     "caiyun.domain.rate_limits",
@@ -40,6 +39,7 @@ DECLARING_MODULES: tuple[str, ...] = (
     "caiyun.domain.sms_codes",
     "caiyun.domain.staff",
     "caiyun.stores.complaints",
+    "caiyun.stores.notices",
     "caiyun.stores.repairs",
     "caiyun.stores.visitors",
 )

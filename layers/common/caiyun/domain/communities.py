@@ -71,6 +71,26 @@ def names(db: Any, community_ids: list[str]) -> dict[str, str]:
     }
 
 
+def as_group_row(db: Any, community_id: str, then: list[dict[str, Any]]) -> Any:
+    """Rows for one community shaped ``{_id, since, community: [{name}]}`` (a list groups by
+    community in that shape), run on through the stages ``then``. One command."""
+    return db[COMMUNITIES].aggregate(
+        [
+            {"$match": {"_id": community_id}},
+            {"$project": {"_id": 1, "since": "$_id"}},
+            {
+                "$lookup": {
+                    "from": COMMUNITIES,
+                    "localField": "_id",
+                    "foreignField": "_id",
+                    "as": "community",
+                }
+            },
+            *then,
+        ]
+    )
+
+
 def name_on(db: Any, doc: Mapping[str, Any]) -> str:
     """The name of the community a document belongs to: the copy it carries when it was
     written with one (a community's name never changes: it is part of its unique key), else

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal
 
@@ -48,6 +49,41 @@ def filed_or_owned(db: Any, account: dict[str, Any], filer_field: str) -> dict[s
         owned = [m["house_id"] for m in found]
     mine = {filer_field: account_id}
     return {"$or": [mine, {"house_id": {"$in": owned}}]} if owned else mine
+
+
+def communities_of(
+    db: Any, account_id: str, community_id: str | None, then: list[dict[str, Any]]
+) -> Any:
+    """One row per community where the account holds a house (or just ``community_id``, if it
+    does), shaped ``{_id, since, community: [{name}]}`` in the order the account first joined
+    each, run on through the stages ``then``. One command."""
+    mine: dict[str, Any] = {"account_id": account_id}
+    if community_id is not None:
+        mine["community_id"] = community_id
+    return db[MEMBERSHIPS].aggregate(
+        [
+            {"$match": mine},
+            {"$group": {"_id": "$community_id", "since": {"$min": "$_id"}}},
+            {
+                "$lookup": {
+                    "from": COMMUNITIES,
+                    "localField": "_id",
+                    "foreignField": "_id",
+                    "as": "community",
+                }
+            },
+            *then,
+        ]
+    )
+
+
+def bound_in(db: Any, community_id: str, after: str) -> Iterator[str]:
+    """The account ids bound to a house of the community, past ``after``, in id order: an
+    account bound to several houses there comes once after another (a caller skips the
+    repeats without holding every id seen)."""
+    bound = {"community_id": community_id, "account_id": {"$gt": after}}
+    links = db[MEMBERSHIPS].find(bound, {"account_id": 1, "_id": 0}).sort("account_id", 1)
+    return (link["account_id"] for link in links)
 
 
 def owns(db: Any, account_id: str, house_id: str) -> bool:

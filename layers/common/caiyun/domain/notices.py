@@ -17,23 +17,13 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import DESCENDING, IndexModel, ReturnDocument
-from pymongo.errors import DuplicateKeyError
-
 from caiyun.clock import iso
-from caiyun.data.inserts import insert_once
-from caiyun.data.schema import declare
 from caiyun.domain import communities, create_limits, idempotency, memberships, messaging, staff
 from caiyun.errors import AppError
 from caiyun.services import Services
+from caiyun.stores import notices as store
+from caiyun.stores.notices import Notice
 
-NOTICES = declare(
-    "notices",
-    IndexModel([("community_id", 1), ("_id", DESCENDING)]),
-    IndexModel([("inbox", 1), ("sending_since", 1)]),
-)
-# Who has read which notice: one record per (notice, account), found by (account, community).
-READS = declare("notice_reads", IndexModel("reader"))
 # How long a delivery may run before another sender may take it over.
 _DELIVERY_LEASE = timedelta(minutes=5)
 
@@ -58,11 +48,11 @@ def publish(
     community = communities.get(db, community_id)
     if community is None:
         raise AppError("NOT_FOUND", "小区不存在")
-    born: list[dict[str, Any]] = []
+    born: list[Notice] = []
 
     def make(record_id: str) -> dict[str, Any]:
         now = services.clock.now()
-        doc = {
+        doc: Notice = {
             "_id": record_id,
             "community_id": community_id,
             "community_name": community["name"],
@@ -76,7 +66,7 @@ def publish(
             "sending_since": now,
             "inbox_count": 0,
         }
-        stored = insert_once(db[NOTICES], doc)
+        stored = store.insert(db, doc)
         if stored is doc:
             born.append(doc)
         return {"notice_id": stored["_id"]}
@@ -90,40 +80,30 @@ def publish(
     notice = born[0] if born else _claim(services, created["notice_id"])
     if notice is None:
         # A repeated request whose delivery is done or under way elsewhere.
-        notice = db[NOTICES].find_one({"_id": created["notice_id"]})
+        notice = store.get(db, created["notice_id"])
+        assert notice is not None, "a published notice is never deleted"
     else:
         _deliver(services, notice)
     return _detail(db, notice)
 
 
-def _claim(services: Services, notice_id: str) -> dict[str, Any] | None:
+def _claim(services: Services, notice_id: str) -> Notice | None:
     # One sender at a time; a delivery cut short is taken over once its claim is stale (by a
     # retried publish or the timer), and the fixed message ids make the second pass skip
-    # everyone the first pass reached. "pending" is how notices were stored before they were
-    # born claimed.
+    # everyone the first pass reached.
     now = services.clock.now()
-    return services.db[NOTICES].find_one_and_update(
-        {
-            "_id": notice_id,
-            "$or": [
-                {"inbox": "pending"},
-                {"inbox": "sending", "sending_since": {"$lte": now - _DELIVERY_LEASE}},
-            ],
-        },
-        {"$set": {"inbox": "sending", "sending_since": now}},
-        return_document=ReturnDocument.AFTER,
-    )
+    return store.claim_delivery(services.db, notice_id, now=now, lease=_DELIVERY_LEASE)
 
 
-def _batches(links: Iterator[dict[str, Any]], size: int) -> Iterator[list[str]]:
-    # The links come sorted by account, so an account bound to several houses of the
-    # community is seen once, without holding every account seen so far.
+def _batches(account_ids: Iterator[str], size: int) -> Iterator[list[str]]:
+    # The ids come sorted, so an account bound to several houses of the community is seen
+    # once, without holding every account seen so far.
     batch: list[str] = []
     last = None
-    for link in links:
-        if link["account_id"] == last:
+    for account_id in account_ids:
+        if account_id == last:
             continue
-        last = link["account_id"]
+        last = account_id
         batch.append(last)
         if len(batch) == size:
             yield batch
@@ -134,7 +114,7 @@ def _batches(links: Iterator[dict[str, Any]], size: int) -> Iterator[list[str]]:
 
 def _deliver(
     services: Services,
-    notice: dict[str, Any],
+    notice: Notice,
     until: datetime | None = None,
     size: int = DELIVERY_BATCH,
 ) -> bool:
@@ -144,13 +124,9 @@ def _deliver(
     returns whether the delivery is complete."""
     db = services.db
     notice_id, community_id = notice["_id"], notice["community_id"]
-    after = notice.get("delivered_after", "")
-    bound = {"community_id": community_id, "account_id": {"$gt": after}}
-    links = (
-        db[memberships.MEMBERSHIPS].find(bound, {"account_id": 1, "_id": 0}).sort("account_id", 1)
-    )
+    bound = memberships.bound_in(db, community_id, notice.get("delivered_after", ""))
     told = notice.get("inbox_count", 0)
-    for batch in _batches(links, size):
+    for batch in _batches(bound, size):
         messaging.deliver(
             services,
             batch,
@@ -164,10 +140,9 @@ def _deliver(
         told += len(batch)
         if until is not None and services.clock.now() >= until:
             stale = services.clock.now() - _DELIVERY_LEASE
-            got_to = {"delivered_after": batch[-1], "inbox_count": told, "sending_since": stale}
-            db[NOTICES].update_one({"_id": notice_id}, {"$set": got_to})
+            store.pause_delivery(db, notice_id, after=batch[-1], told=told, stale=stale)
             return False
-    db[NOTICES].update_one({"_id": notice_id}, {"$set": {"inbox": "sent", "inbox_count": told}})
+    store.finish_delivery(db, notice_id, told=told)
     return True
 
 
@@ -176,12 +151,8 @@ def resume_deliveries(services: Services, until: datetime | None = None) -> dict
     (``unfinished`` in the counts when the clock passed ``until`` first)."""
     stale = services.clock.now() - _DELIVERY_LEASE
     resumed = 0
-    for doc in (
-        services.db[NOTICES]
-        .find({"inbox": "sending", "sending_since": {"$lte": stale}}, {"_id": 1})
-        .limit(100)
-    ):
-        notice = _claim(services, doc["_id"])
+    for notice_id in store.stale_deliveries(services.db, since=stale, limit=100):
+        notice = _claim(services, notice_id)
         if notice is None:
             continue
         resumed += 1
@@ -190,7 +161,7 @@ def resume_deliveries(services: Services, until: datetime | None = None) -> dict
     return {"notices_resumed": resumed}
 
 
-def _detail(db: Any, doc: dict[str, Any]) -> dict[str, Any]:
+def _detail(db: Any, doc: Notice) -> dict[str, Any]:
     return {
         "notice_id": doc["_id"],
         "community_id": doc["community_id"],
@@ -199,72 +170,6 @@ def _detail(db: Any, doc: dict[str, Any]) -> dict[str, Any]:
         "content": doc["content"],
         "published_at": iso(doc["published_at"]),
     }
-
-
-def _community_page(account_id: str, skip: int, limit: int) -> list[dict[str, Any]]:
-    """Stages that turn rows of ``{_id: community id, since, community: [{name}]}`` into one
-    group each: the community's notices counted, a page of them (newest first), and this
-    account's reads there (to tell each item's read state and the unread count)."""
-    return [
-        {
-            "$lookup": {
-                "from": NOTICES,
-                "localField": "_id",
-                "foreignField": "community_id",
-                "as": "notice",
-            }
-        },
-        # Right after the $lookup, MongoDB unwinds inside the join (no array of every notice is
-        # built); a community without notices stays, as one row without one.
-        {"$unwind": {"path": "$notice", "preserveNullAndEmptyArrays": True}},
-        # The sort holds every notice of the communities: without their contents it stays far
-        # inside the server's 100 MB in-memory sort limit.
-        {
-            "$project": {
-                "since": 1,
-                "community.name": 1,
-                "notice._id": 1,
-                "notice.title": 1,
-                "notice.published_at": 1,
-            }
-        },
-        {"$sort": {"since": 1, "notice._id": DESCENDING}},
-        {
-            "$group": {
-                "_id": "$_id",
-                "since": {"$first": "$since"},
-                "community": {"$first": "$community"},
-                "total": {"$sum": {"$cond": [{"$ifNull": ["$notice._id", False]}, 1, 0]}},
-                "items": {
-                    "$push": {
-                        "notice_id": "$notice._id",
-                        "title": "$notice.title",
-                        "published_at": "$notice.published_at",
-                    }
-                },
-            }
-        },
-        {"$sort": {"since": 1}},
-        {
-            "$project": {
-                "community.name": 1,
-                "total": 1,
-                "items": {"$slice": ["$items", skip, limit]},
-            }
-        },
-        # The account's reads in each community: one indexed join on their (account, community)
-        # key, as many as the notices it has read there.
-        {"$set": {"_reader": {"$concat": [{"$literal": account_id}, ":", "$_id"]}}},
-        {
-            "$lookup": {
-                "from": READS,
-                "localField": "_reader",
-                "foreignField": "reader",
-                "as": "_reads",
-            }
-        },
-        {"$project": {"community.name": 1, "total": 1, "items": 1, "_reads.notice_id": 1}},
-    ]
 
 
 def _groups(rows: Any, page: int, page_size: int) -> list[dict[str, Any]]:
@@ -310,73 +215,19 @@ def for_resident(
     time, whether the caller has read it), its ``total`` and its ``unread`` count. One command.
     """
     db, me = services.db, account["_id"]
-    window = _community_page(me, (page - 1) * page_size, page_size)
+    window = store.community_page_stages(me, (page - 1) * page_size, page_size)
     record = staff.of_account(db, account)
     if community_id is not None and staff.covers(record, community_id):
         # Staff read the notices of the communities they cover, house or no house.
-        rows = db[communities.COMMUNITIES].aggregate(
-            [
-                {"$match": {"_id": community_id}},
-                {"$project": {"_id": 1, "since": "$_id"}},
-                {
-                    "$lookup": {
-                        "from": communities.COMMUNITIES,
-                        "localField": "_id",
-                        "foreignField": "_id",
-                        "as": "community",
-                    }
-                },
-                *window,
-            ]
-        )
+        rows = communities.as_group_row(db, community_id, window)
         return _groups(rows, page, page_size)
-    mine: dict[str, Any] = {"account_id": me}
-    if community_id is not None:
-        mine["community_id"] = community_id
     # From the caller's memberships: each community with its name, its notices and the
     # caller's reads joined in.
-    rows = db[memberships.MEMBERSHIPS].aggregate(
-        [
-            {"$match": mine},
-            # In the order the caller first joined each community.
-            {"$group": {"_id": "$community_id", "since": {"$min": "$_id"}}},
-            {
-                "$lookup": {
-                    "from": communities.COMMUNITIES,
-                    "localField": "_id",
-                    "foreignField": "_id",
-                    "as": "community",
-                }
-            },
-            *window,
-        ]
-    )
+    rows = memberships.communities_of(db, me, community_id, window)
     groups = _groups(rows, page, page_size)
     if community_id is not None and not groups:
         raise AppError("FORBIDDEN", "您在该小区没有房屋")
     return groups
-
-
-def _mark_read(db: Any, account_id: str, doc: dict[str, Any], now: datetime) -> None:
-    # One upsert keyed by (notice, account): reading again, or twice at once, keeps one record
-    # and the first moment.
-    try:
-        db[READS].update_one(
-            {"_id": f"{doc['_id']}:{account_id}"},
-            {
-                "$setOnInsert": {
-                    "notice_id": doc["_id"],
-                    "account_id": account_id,
-                    "community_id": doc["community_id"],
-                    "reader": f"{account_id}:{doc['community_id']}",
-                    "read_at": now,
-                }
-            },
-            upsert=True,
-        )
-    except DuplicateKeyError:
-        # Two first reads raced on the upsert: the other one recorded it.
-        return
 
 
 def detail(services: Services, account: dict[str, Any], notice_id: str) -> dict[str, Any]:
@@ -384,38 +235,17 @@ def detail(services: Services, account: dict[str, Any], notice_id: str) -> dict[
     reading it marks it read for the caller."""
     db = services.db
     doc = _readable(db, account, notice_id)
-    _mark_read(db, account["_id"], doc, services.clock.now())
+    store.mark_read(db, doc, account["_id"], services.clock.now())
     return _detail(db, doc)
 
 
-def _readable(db: Any, account: dict[str, Any], notice_id: str) -> dict[str, Any]:
+def _readable(db: Any, account: dict[str, Any], notice_id: str) -> Notice:
     record = staff.of_account(db, account)
     if record is not None:
-        doc = db[NOTICES].find_one({"_id": notice_id, **staff.scope_query(record)})
+        doc = store.get(db, notice_id, matching=staff.scope_query(record))
         if doc is not None:
             return doc
-    # A resident's read: the notice with the caller's membership of its community joined in.
-    # MongoDB folds an $unwind and a $match on the joined field into the $lookup before them,
-    # so the join fetches the caller's membership alone (an index lookup), not the
-    # community's every membership.
-    rows = db[NOTICES].aggregate(
-        [
-            {"$match": {"_id": notice_id}},
-            {
-                "$lookup": {
-                    "from": memberships.MEMBERSHIPS,
-                    "localField": "community_id",
-                    "foreignField": "community_id",
-                    "as": "_member",
-                }
-            },
-            {"$unwind": "$_member"},
-            {"$match": {"_member.account_id": account["_id"]}},
-            {"$limit": 1},
-            {"$project": {"_member": 0}},
-        ]
-    )
-    doc = next(iter(rows), None)
+    doc = store.for_member(db, notice_id, account["_id"], members=memberships.MEMBERSHIPS)
     if doc is None:
         raise AppError("NOT_FOUND", "公告不存在")
     return doc
