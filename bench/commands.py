@@ -351,7 +351,7 @@ def build_world() -> World:
     from caiyun.adapters.icbc_protocol import generate_private_key_pem
     from caiyun.adapters.sms import sandbox_outbox
     from caiyun.clock import OffsetClock
-    from caiyun.domain import accounts, appconfig, bills, communities, houses, staff, uploads
+    from caiyun.domain import accounts, appconfig, communities, houses, staff, uploads
     from caiyun.sandbox import seed
     from caiyun.sandbox.fake_wechat import FakeWeChat
     from caiyun.sandbox.functions import load_function
@@ -363,6 +363,7 @@ def build_world() -> World:
         SANDBOX_STAFF_SECRET,
     )
     from caiyun.services import build_services, install_services
+    from caiyun.stores.bills import BILLS
 
     log = CommandLog()
     if mongo_uri():
@@ -410,7 +411,7 @@ def build_world() -> World:
     repairman = seeded(accounts.by_phone(db, "13900000003"), "repairman 13900000003")
     assert staff.get(db, repairman["_id"]) is not None
     unpaid = seeded(
-        db[bills.BILLS].find_one({"house_id": h101["_id"], "status": "unpaid"}), "an unpaid bill"
+        db[BILLS].find_one({"house_id": h101["_id"], "status": "unpaid"}), "an unpaid bill"
     )
 
     log_counted = CountingDatabase(raw_db, log)

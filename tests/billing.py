@@ -28,11 +28,12 @@ from caiyun.adapters.icbc_protocol import (
 )
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import business_date
-from caiyun.domain import houses, icbc_notifies, payments
+from caiyun.domain import houses, icbc_notifies
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services, build_services, install_services
+from caiyun.stores.orders import ORDERS
 
 NOTIFY_URL = "https://caiyun.example.com/icbc/notify"
 # The resident mini-program's WeChat appid: ICBC's shop_appid for WeChat Pay.
@@ -406,16 +407,14 @@ def charges(svc: Services, order_no: str | None = None) -> int:
     about = {} if order_no is None else {"order_no": order_no}
     paid = {"status": "paid"} if order_no is None else {"_id": order_no, "status": "paid"}
     extra = {"kind": "extra_settlement", **about}
-    return svc.db[payments.ORDERS].count_documents(paid) + svc.db["payment_issues"].count_documents(
-        extra
-    )
+    return svc.db[ORDERS].count_documents(paid) + svc.db["payment_issues"].count_documents(extra)
 
 
 def snapshot(svc: Services) -> dict[str, Any]:
     """What a notify may change: orders, bills, charges and payment messages."""
     db = svc.db
     return {
-        "orders": sorted(db[payments.ORDERS].find({}), key=lambda d: d["_id"]),
+        "orders": sorted(db[ORDERS].find({}), key=lambda d: d["_id"]),
         "bills": sorted(db["bills"].find({}), key=lambda d: d["_id"]),
         "charges": charges(svc),
         "messages": db["messages"].count_documents({"kind": "payment"}),

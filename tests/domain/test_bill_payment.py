@@ -38,6 +38,7 @@ from caiyun.domain import houses, memberships, payments
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services
+from caiyun.stores.orders import ORDERS
 
 # A card of another bank, linked to an e-wallet.
 BOB_CARD = card_number("6228480000")
@@ -184,7 +185,7 @@ def test_pay_before_real_name_verification_is_refused(
 ) -> None:
     assert refused(pay(ALICE, world.oct_fee)) == "REALNAME_REQUIRED"
     assert bill_status(svc, world.oct_fee) == "unpaid"
-    assert svc.db[payments.ORDERS].count_documents({}) == 0
+    assert svc.db[ORDERS].count_documents({}) == 0
 
 
 def test_verified_resident_pays_several_bills_with_wechat_pay_through_icbc(
@@ -310,7 +311,7 @@ def test_a_balance_too_small_is_a_clear_error_and_nothing_is_paid(
     assert len(transactions_of(ALICE)) == details
     assert status_of(ALICE, world.oct_fee) == "unpaid"
     assert status_of(ALICE, world.oct_parking) == "unpaid"
-    assert svc.db[payments.ORDERS].find_one({})["status"] == "failed"
+    assert svc.db[ORDERS].find_one({})["status"] == "failed"
     bank.set_balance(wallet["wallet_no"], 17000)
     assert ok(pay(ALICE, world.oct_fee, world.oct_parking, method="wallet"))["status"] == "paid"
     assert bank.balance(wallet["wallet_no"]) == 0
@@ -383,7 +384,7 @@ def test_bill_already_in_a_live_order_is_not_payable(svc: Services, world: Simpl
     assert refused(pay(ERIN, world.oct_parking, world.oct_fee)) == "BILL_NOT_PAYABLE"
     # The refused attempt locked nothing: the other bill is still free to pay.
     assert bill_status(svc, world.oct_parking) == "unpaid"
-    assert svc.db[payments.ORDERS].count_documents({"status": "pending"}) == 1
+    assert svc.db[ORDERS].count_documents({"status": "pending"}) == 1
     assert svc.db["bills"].find_one({"_id": world.oct_fee})["order_no"] == first["order_no"]
 
 
@@ -395,7 +396,7 @@ def test_paid_bill_is_not_payable(svc: Services, bank: FakeIcbc, world: SimpleNa
     assert status_of(ALICE, world.oct_fee) == "paid"
 
     assert refused(pay(ALICE, world.oct_fee)) == "BILL_NOT_PAYABLE"
-    assert svc.db[payments.ORDERS].count_documents({}) == 1
+    assert svc.db[ORDERS].count_documents({}) == 1
 
 
 def test_someone_elses_bill_is_forbidden(svc: Services, world: SimpleNamespace) -> None:
@@ -406,7 +407,7 @@ def test_someone_elses_bill_is_forbidden(svc: Services, world: SimpleNamespace) 
     assert refused(pay(ALICE, world.dave_fee)) == "FORBIDDEN"
     assert bill_status(svc, world.bob_fee) == "unpaid"
     assert bill_status(svc, world.oct_fee) == "unpaid"
-    assert svc.db[payments.ORDERS].count_documents({}) == 0
+    assert svc.db[ORDERS].count_documents({}) == 0
 
 
 def test_unknown_bill_is_not_found(svc: Services, world: SimpleNamespace) -> None:
@@ -430,7 +431,7 @@ def test_pay_refuses_bad_arguments(svc: Services, world: SimpleNamespace) -> Non
     assert refused(empty) == "INVALID_ARGUMENT" and "bill_ids" in str(empty["error"]["details"])
     assert refused(cash) == "INVALID_ARGUMENT" and "method" in cash["error"]["details"]["fields"]
     assert refused(injected) == "INVALID_ARGUMENT"
-    assert svc.db[payments.ORDERS].count_documents({}) == 0
+    assert svc.db[ORDERS].count_documents({}) == 0
 
 
 def test_order_of_another_payer_is_not_found(svc: Services, world: SimpleNamespace) -> None:
@@ -558,7 +559,7 @@ def test_a_refund_icbc_reports_is_recorded_and_shown_to_staff(
     assert (first, second) == (1 if ends == "closed" else 0, 0)
     assert ok(get_order(ALICE, order["order_no"]))["status"] == ends
     assert status_of(ALICE, world.oct_fee) == ("unpaid" if ends == "closed" else "paying")
-    assert svc.db[payments.ORDERS].find_one({})["bank_status"] == bank_status
+    assert svc.db[ORDERS].find_one({})["bank_status"] == bank_status
     community = world.h101["community_id"]
     summary = ok(
         invoke("bills", {"action": "staff_summary", "community_id": community}, ADMIN, "staff")
@@ -610,7 +611,7 @@ def test_bank_unavailable_at_pay_releases_the_bills(
     assert refused(reply) == "UNAVAILABLE"
     assert reply["error"]["details"]["retryable"] is True
     assert bill_status(svc, world.oct_fee) == "unpaid"
-    assert svc.db[payments.ORDERS].find_one({})["status"] == "failed"
+    assert svc.db[ORDERS].find_one({})["status"] == "failed"
     assert ok(pay(ALICE, world.oct_fee))["status"] == "pending"  # the retry works
 
 
@@ -664,4 +665,4 @@ def test_pay_retried_with_the_same_request_id_returns_the_first_order(
 
     assert ok(first)["status"] == "pending"
     assert ok(retry)["order_no"] == first["data"]["order_no"]
-    assert svc.db[payments.ORDERS].count_documents({}) == 1
+    assert svc.db[ORDERS].count_documents({}) == 1

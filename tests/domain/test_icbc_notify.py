@@ -45,6 +45,7 @@ from caiyun.domain import payments
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services, build_services, install_services
+from caiyun.stores.orders import ORDERS
 
 # ------------------------------------------------------------------------------ success
 
@@ -69,7 +70,7 @@ def test_valid_success_notify_settles_the_order_once_and_tells_the_payer(
     assert status_of(ALICE, world.nov_fee) == "unpaid"
     assert ok(list_bills(ALICE))["unpaid_total_fen"] == 12500
     # The order is the ledger of the charge that paid it, and names the notify that said so.
-    stored = svc.db[payments.ORDERS].find_one({"_id": order["order_no"]})
+    stored = svc.db[ORDERS].find_one({"_id": order["order_no"]})
     assert (stored["amount_fen"], stored["account_id"]) == (17000, world.ids[ALICE.openid])
     assert stored["transaction_id"] == biz["order_id"]
     assert charges(svc) == 1
@@ -186,7 +187,7 @@ def test_twenty_second_payments_for_a_settled_order_are_flagged_never_settled(
     assert sorted(f["transaction_id"] for f in flagged) == [f"EXTRA{n:02d}ICBC" for n in range(20)]
     assert all(f["order_no"] == order["order_no"] and f["amount_fen"] == 17000 for f in flagged)
     assert sorted(svc.db["bills"].find({}), key=lambda b: b["_id"]) == bills_after_first
-    assert svc.db[payments.ORDERS].find_one({})["transaction_id"] == settled["order_id"]
+    assert svc.db[ORDERS].find_one({})["transaction_id"] == settled["order_id"]
     assert charges(svc) == 21  # every charge is on record
     titles = [m["title"] for m in messages(ALICE, "payment")]
     assert titles.count("缴费成功") == 1 and titles.count("多付款项将退还") == 20
@@ -576,10 +577,10 @@ def test_late_success_for_bills_paid_meanwhile_never_settles_them_twice(
     assert bill["status"] == "paid"
     assert bill["order_no"] == second["order_no"]
     assert bill["paid_at"] == settled["paid_at"]
-    first_order = svc.db[payments.ORDERS].find_one({"_id": first["order_no"]})
+    first_order = svc.db[ORDERS].find_one({"_id": first["order_no"]})
     assert first_order["status"] == "paid"
     assert first_order["needs_refund"] is True
-    assert svc.db[payments.ORDERS].find_one({"_id": second["order_no"]}).get("needs_refund") is None
+    assert svc.db[ORDERS].find_one({"_id": second["order_no"]}).get("needs_refund") is None
 
 
 def test_late_success_for_bills_now_in_another_live_order_is_flagged_for_refund(
@@ -605,7 +606,7 @@ def test_late_success_for_bills_now_in_another_live_order_is_flagged_for_refund(
     bill = svc.db["bills"].find_one({"_id": world.oct_fee})
     assert bill["status"] == "paid"
     for order_no in (first["order_no"], second["order_no"]):
-        order = svc.db[payments.ORDERS].find_one({"_id": order_no})
+        order = svc.db[ORDERS].find_one({"_id": order_no})
         assert order["status"] == "paid"
         settled_here = bill["order_no"] == order_no
         assert settled_here or order.get("needs_refund") is True, (

@@ -45,6 +45,7 @@ from caiyun.domain import accounts, appconfig, houses, job_runs, payments, realn
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.icbc import OPENING_BALANCE_FEN, FakeIcbc
 from caiyun.services import Services
+from caiyun.stores.orders import ORDERS
 
 OTHER_BANK_CARD = card_number("6228480000")  # Agricultural Bank, not ICBC
 
@@ -709,7 +710,7 @@ def test_autodebit_charges_under_the_signed_agreement_and_tells_the_resident(
     assert bill_by_item(svc, world.h101, "水费")["status"] == "unpaid"  # not due yet
     assert bill_by_item(svc, world.h102, "物业费")["status"] == "unpaid"  # BOB never signed
     assert ok(wallet_of(ALICE))["balance_fen"] == OPENING_BALANCE_FEN - 17000
-    order = svc.db[payments.ORDERS].find_one({"method": "autodebit"})
+    order = svc.db[ORDERS].find_one({"method": "autodebit"})
     assert order["status"] == "paid" and order["amount_fen"] == 17000
     agreement = account_doc(svc, ALICE)["autodebit"]
     assert order["consent"] == {
@@ -742,8 +743,8 @@ def test_autodebit_runs_once_a_day_and_a_decline_is_told(
     assert first == {"autodebit_accounts": 1, "autodebit_paid": 0, "autodebit_failed": 1}
     assert second["autodebit_accounts"] == 0  # not charged twice the same day
     assert bill_by_item(svc, world.h101, "物业费")["status"] == "unpaid"
-    assert svc.db[payments.ORDERS].count_documents({}) == 1
-    assert svc.db[payments.ORDERS].find_one({})["status"] == "failed"
+    assert svc.db[ORDERS].count_documents({}) == 1
+    assert svc.db[ORDERS].find_one({})["status"] == "failed"
     assert ok(wallet_of(ALICE))["balance_fen"] == 100
     assert [m["title"] for m in messages(ALICE, "payment")] == ["自动扣缴未成功"]
 
@@ -859,7 +860,7 @@ def test_autodebit_cut_short_by_the_budget_resumes_and_charges_each_account_once
     assert [r["autodebit_paid"] for r in runs] == [1, 1, 0, 0]
     assert bill_by_item(svc, world.h101, "物业费")["status"] == "paid"
     assert bill_by_item(svc, world.h102, "物业费")["status"] == "paid"
-    assert svc.db[payments.ORDERS].count_documents({"method": "autodebit"}) == 2
+    assert svc.db[ORDERS].count_documents({"method": "autodebit"}) == 2
     assert charges(svc) == 2
 
 

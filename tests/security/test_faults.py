@@ -44,7 +44,6 @@ from caiyun.domain import (
     houses,
     icbc_notifies,
     memberships,
-    payments,
     pushes,
     scheduler,
     staff,
@@ -56,6 +55,7 @@ from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services, build_services, install_services
+from caiyun.stores.orders import ORDERS
 from caiyun.stores.repairs import REPAIRS
 
 GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
@@ -347,7 +347,7 @@ def bill_states(svc: Services, bill_ids: list[str]) -> dict[str, str]:
 
 def pending_orders(svc: Services, bill_ids: list[str]) -> list[dict[str, Any]]:
     query = {"status": "pending", "bill_ids": {"$in": bill_ids}}
-    return list(svc.db[payments.ORDERS].find(query))
+    return list(svc.db[ORDERS].find(query))
 
 
 def expire_everything(svc: Services) -> dict[str, Any]:
@@ -404,7 +404,7 @@ def test_icbc_failing_during_pay_is_retryable_fails_the_order_and_frees_the_bill
     assert error["code"] == "UNAVAILABLE"
     assert error["details"]["retryable"] is True
     assert CHINESE.search(error["message"])
-    [order] = svc.db[payments.ORDERS].find({"bill_ids": bill_ids[0]})
+    [order] = svc.db[ORDERS].find({"bill_ids": bill_ids[0]})
     assert order["status"] == "failed"
     assert bill_states(svc, bill_ids) == dict.fromkeys(bill_ids, "unpaid")
     order_no = order["_id"]
@@ -434,7 +434,7 @@ def test_icbc_down_when_the_timer_reconciles_keeps_the_order_until_the_next_run(
     assert bill_states(svc, bill_ids) == dict.fromkeys(bill_ids, "locked")
     counts = scheduler.run_jobs(svc)
     assert counts["orders_ended"] == 1
-    assert svc.db[payments.ORDERS].find_one({"_id": order_no})["status"] == "closed"
+    assert svc.db[ORDERS].find_one({"_id": order_no})["status"] == "closed"
     assert bill_states(svc, bill_ids) == dict.fromkeys(bill_ids, "unpaid")
 
 
@@ -535,7 +535,7 @@ def test_wechat_down_when_a_payment_settles_still_acknowledges_and_tells_the_pay
     wechat.stop()
 
     assert acknowledged(post_notify(body), bank)
-    assert svc.db[payments.ORDERS].find_one({"_id": order_no})["status"] == "paid"
+    assert svc.db[ORDERS].find_one({"_id": order_no})["status"] == "paid"
     assert len(inbox(svc, ALICE.openid, kind="payment")) == 1
 
 
@@ -628,7 +628,7 @@ def test_database_failing_at_any_point_of_pay_leaves_nothing_the_timer_does_not_
                 f"and {len(live)} order(s) still pending"
             )
             # Start the next point from unpaid bills and no live order.
-            svc.db[payments.ORDERS].update_many(
+            svc.db[ORDERS].update_many(
                 {"bill_ids": {"$in": bill_ids}, "status": "pending"}, {"$set": {"status": "closed"}}
             )
             svc.db["bills"].update_many(
@@ -703,7 +703,7 @@ def test_database_failing_at_any_point_of_a_notify_is_mended_by_icbcs_resend(
         if not acknowledged(post_notify(body), bank):
             problems.append(f"{where}: the resent notify was not acknowledged")
             continue
-        order = svc.db[payments.ORDERS].find_one({"_id": order_no})
+        order = svc.db[ORDERS].find_one({"_id": order_no})
         states = set(bill_states(svc, order["bill_ids"]).values())
         told = svc.db["messages"].count_documents({"kind": "payment", "page": {"$regex": order_no}})
         kept = charges(svc, order_no)
@@ -742,5 +742,5 @@ def test_a_notify_the_database_fails_part_way_is_kept_as_an_error_and_the_resend
     kept = svc.db[icbc_notifies.NOTIFIES].find_one({"outcome": "error"})
     assert kept is not None and kept["body"] == body
     assert acknowledged(post_notify(body), bank)
-    assert svc.db[payments.ORDERS].find_one({"_id": order_no})["status"] == "paid"
+    assert svc.db[ORDERS].find_one({"_id": order_no})["status"] == "paid"
     assert charges(svc, order_no) == 1

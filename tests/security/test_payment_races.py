@@ -34,6 +34,7 @@ from worlds import ok
 from caiyun.domain import payments
 from caiyun.sandbox.icbc import OPENING_BALANCE_FEN, FakeIcbc
 from caiyun.services import Services
+from caiyun.stores.orders import ORDERS
 
 
 def race(calls: list[Callable[[], Any]], workers: int) -> list[Any]:
@@ -83,7 +84,7 @@ def test_payers_racing_for_one_bill_make_exactly_one_order(
     won = [r for r in replies if r["ok"]]
     assert len(won) == 1
     assert {r["error"]["code"] for r in replies if not r["ok"]} == {"BILL_NOT_PAYABLE"}
-    live = list(svc.db[payments.ORDERS].find({"status": "pending"}))
+    live = list(svc.db[ORDERS].find({"status": "pending"}))
     assert [o["_id"] for o in live] == [won[0]["data"]["order_no"]]
     bill = svc.db["bills"].find_one({"_id": world.oct_fee})
     assert bill["status"] == "locked"
@@ -91,7 +92,7 @@ def test_payers_racing_for_one_bill_make_exactly_one_order(
     # A loser may have had ICBC open its WeChat Pay order before losing the bills: that order is
     # on our file, closed, and its answer never reached the app, so nobody can pay it.
     asked = {o["_id"] for o in svc.db["sandbox_icbc_orders"].find({})}
-    ours = {o["_id"]: o["status"] for o in svc.db[payments.ORDERS].find({})}
+    ours = {o["_id"]: o["status"] for o in svc.db[ORDERS].find({})}
     assert asked <= set(ours)
     assert sorted(ours.values()) == ["closed"] * (len(ours) - 1) + ["pending"]
 
@@ -114,7 +115,7 @@ def test_overlapping_payments_never_leave_the_losers_other_bill_locked(
         assert len(won) == 1, replies
         locked = {b["_id"]: b.get("order_no") for b in svc.db["bills"].find({"status": "locked"})}
         assert locked == dict.fromkeys(won[0]["bill_ids"], won[0]["order_no"])
-        assert svc.db[payments.ORDERS].count_documents({"status": "pending"}) == 1
+        assert svc.db[ORDERS].count_documents({"status": "pending"}) == 1
         # Let the winner's order lapse so the next round starts from unpaid bills.
         svc.clock.advance(svc.settings.order_ttl_s + 1)
         payments.expire_orders(svc)
@@ -127,7 +128,7 @@ def test_double_tap_on_pay_makes_one_order(svc: Services, world: SimpleNamespace
     replies = race([lambda: pay(ALICE, world.oct_fee, world.nov_fee)] * 4, 4)
 
     assert sum(r["ok"] for r in replies) == 1
-    assert svc.db[payments.ORDERS].count_documents({"status": "pending"}) == 1
+    assert svc.db[ORDERS].count_documents({"status": "pending"}) == 1
 
 
 def test_notify_racing_the_expiry_job_and_the_order_query_settles_once(
@@ -165,7 +166,7 @@ def test_expiry_jobs_running_twice_at_once_release_each_order_once(
     for who, order, bill in ((ALICE, alice, world.oct_fee), (BOB, bob, world.bob_fee)):
         assert ok(get_order(who, order["order_no"]))["status"] == "closed"
         assert status_of(who, bill) == "unpaid"
-    assert svc.db[payments.ORDERS].count_documents({"status": "pending"}) == 0
+    assert svc.db[ORDERS].count_documents({"status": "pending"}) == 0
 
 
 def test_autodebit_runs_at_once_charge_each_bill_once(
@@ -177,10 +178,10 @@ def test_autodebit_runs_at_once_charge_each_bill_once(
 
     race([lambda: payments.run_autodebit(svc)] * 4, 4)
 
-    paid = list(svc.db[payments.ORDERS].find({"status": "paid"}))
+    paid = list(svc.db[ORDERS].find({"status": "paid"}))
     assert len(paid) == 1
     assert paid[0]["amount_fen"] == 12000 + 5000 + 12500
-    assert svc.db[payments.ORDERS].count_documents({"status": "pending"}) == 0
+    assert svc.db[ORDERS].count_documents({"status": "pending"}) == 0
     balance = ok(invoke("account", {"action": "wallet"}, ALICE.openid))["balance_fen"]
     assert balance == OPENING_BALANCE_FEN - 29500
     assert charges(svc) == 1

@@ -86,6 +86,21 @@ def with_staff(db: Any, account_id: str) -> Caller:
     return _caller(db, {"_id": account_id})
 
 
+def with_autodebit_signed(db: Any, *, after: str, limit: int) -> list[dict[str, Any]]:
+    """At most ``limit`` accounts with ids past ``after``, in id order, whose owner signed the
+    auto-debit agreement and left it on."""
+    found = db[ACCOUNTS].find(
+        {
+            # Only an agreement signed through autodebit.set_enabled carries signed_at: an
+            # account switched on any other way is never charged.
+            "autodebit.enabled": True,
+            "autodebit.signed_at": {"$exists": True},
+            "_id": {"$gt": after},
+        }
+    )
+    return list(found.sort("_id", 1).limit(limit))
+
+
 def repairmen_covering(db: Any, community_id: str) -> list[dict[str, Any]]:
     """The staff records of the repairmen who cover a community (its own and company-wide
     ones), each with ``account``: a list holding its account's phone (empty if the account is

@@ -19,11 +19,12 @@ from pydantic import (
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
-from caiyun.domain import bills, communities, houses, memberships, messaging, staff
+from caiyun.domain import communities, houses, memberships, messaging, staff
 from caiyun.domain.owner_import import AddressRow, RowResult, RowStatus, row_error
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
+from caiyun.stores.bills import BILLS
 
 
 class BillRow(AddressRow):
@@ -147,7 +148,7 @@ def _insert_new(batch: _Batch, docs: dict[_Key, dict[str, Any]]) -> set[_Key]:
         return set()
     keys = list(docs)
     try:
-        batch.services.db[bills.BILLS].insert_many(list(docs.values()), ordered=False)
+        batch.services.db[BILLS].insert_many(list(docs.values()), ordered=False)
         return set()
     except BulkWriteError as exc:
         errors = exc.details.get("writeErrors", [])
@@ -160,7 +161,7 @@ def _stored(batch: _Batch, keys: set[_Key]) -> dict[_Key, dict[str, Any]]:
     """The stored bills of these keys, in one command (by house, period and item)."""
     if not keys:
         return {}
-    found = batch.services.db[bills.BILLS].find(
+    found = batch.services.db[BILLS].find(
         {
             "house_id": {"$in": sorted({k[0] for k in keys})},
             "period": {"$in": sorted({k[1] for k in keys})},
@@ -243,7 +244,7 @@ def _flush(batch: _Batch) -> None:
         batch.record(result)
         if status == "updated":
             updated.append((result, key, terms))
-    if updates and db[bills.BILLS].bulk_write(updates).modified_count < len(updates):
+    if updates and db[BILLS].bulk_write(updates).modified_count < len(updates):
         _recheck(batch, updated)
     batch.rows.clear()
 

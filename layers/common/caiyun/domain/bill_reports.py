@@ -9,6 +9,7 @@ from caiyun import labels
 from caiyun.data import paging
 from caiyun.domain import bills, communities, houses, payment_issues, staff
 from caiyun.services import Services
+from caiyun.stores.bills import BILLS
 
 
 def summary(
@@ -20,7 +21,7 @@ def summary(
     match: dict[str, Any] = {"community_id": community_id}
     if period:
         match["period"] = period
-    rows = services.db[bills.BILLS].aggregate(
+    rows = services.db[BILLS].aggregate(
         [
             {"$match": match},
             {
@@ -78,7 +79,7 @@ def listing(
     # Each bill of the page joins its house (label, owner) and community (name) in the same
     # command.
     found, total, _ = paging.page(
-        db[bills.BILLS],
+        db[BILLS],
         query,
         [("building", 1), ("house_id", 1), ("period", -1)],
         page,
@@ -147,7 +148,7 @@ def houses_page(
         {"$project": {"building": 1, "unit": 1, "room": 1, "owner_name": 1, "owner_phone": 1}},
         {
             "$lookup": {
-                "from": bills.BILLS,
+                "from": BILLS,
                 "localField": "_id",
                 "foreignField": "house_id",
                 "as": "bill",

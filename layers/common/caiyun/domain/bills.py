@@ -1,24 +1,20 @@
-"""Bills (账单): one row per house, period and fee item, in integer fen.
-
-A bill is ``unpaid``, ``locked`` into one live payment order, or ``paid``. Locking and paying are
-conditional updates, so a bill can be in one live order at a time and is settled once.
-"""
+"""Bills (账单) as residents see them: what a status filter means, a bill's view, and the
+bills of a resident's houses with what each owes. The record and its locking and settling
+are :mod:`caiyun.stores.bills`'s."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-from pymongo import IndexModel
+from collections.abc import Mapping
+from typing import Any
 
 from caiyun import labels
 from caiyun.clock import iso
 from caiyun.data import paging
-from caiyun.data.schema import declare
 from caiyun.domain import communities, houses, memberships
 from caiyun.errors import AppError
 from caiyun.services import Services
+from caiyun.stores.bills import BILLS
 
-BillStatus = Literal["unpaid", "locked", "paid"]
 # Bills a resident still owes: not yet paid, or in a payment not yet finished.
 UNPAID = ["unpaid", "locked"]
 # In an aggregate where each row has joined one ``bill``: whether that bill is still owed.
@@ -31,19 +27,9 @@ STATUS_FILTERS: dict[str, Any] = {
     "paid": "paid",
 }
 
-BILLS = declare(
-    "bills",
-    IndexModel([("house_id", 1), ("period", 1), ("item", 1)], unique=True),
-    IndexModel([("house_id", 1), ("status", 1), ("due_date", 1)]),
-    IndexModel([("community_id", 1), ("status", 1), ("building", 1)]),
-    IndexModel([("community_id", 1), ("period", 1), ("status", 1)]),
-    IndexModel([("status", 1), ("due_date", 1)]),
-    IndexModel("order_no"),
-)
-
 
 def view(
-    bill: dict[str, Any], house: dict[str, Any] | None = None, community_name: str = ""
+    bill: Mapping[str, Any], house: dict[str, Any] | None = None, community_name: str = ""
 ) -> dict[str, Any]:
     """A bill as the apps show it; ``locked`` shows as ``paying`` (支付中)."""
     status = "paying" if bill["status"] == "locked" else bill["status"]
@@ -171,55 +157,3 @@ def resident_bills(
 
 def _name_of(joined: list[dict[str, Any]]) -> str:
     return joined[0]["name"] if joined else ""
-
-
-def lock_for_order(db: Any, found: list[dict[str, Any]], order_no: str) -> bool:
-    """Lock every bill into the order, or none of them (False if any was taken or changed).
-
-    Each bill is locked only at the amount the order was priced from: a re-import that changed
-    an unpaid bill meanwhile makes the lock fail instead of undercharging.
-    """
-    result = db[BILLS].update_many(
-        {
-            "$or": [{"_id": b["_id"], "amount_fen": b["amount_fen"]} for b in found],
-            "status": "unpaid",
-        },
-        {"$set": {"status": "locked", "order_no": order_no}},
-    )
-    if result.modified_count == len(found):
-        return True
-    release(db, order_no)
-    return False
-
-
-def release(db: Any, order_no: str) -> int:
-    """Give the bills of an order that will not be paid back to ``unpaid``."""
-    result = db[BILLS].update_many(
-        {"order_no": order_no, "status": "locked"},
-        {"$set": {"status": "unpaid"}, "$unset": {"order_no": ""}},
-    )
-    return result.modified_count
-
-
-def settle(db: Any, bill_ids: list[str], order_no: str, paid_at: Any) -> int:
-    """Mark the order's bills paid; safe to repeat with the order's ``paid_at``. Returns how
-    many of them it could not settle (paid by, or locked in, another order meanwhile), so the
-    order can be refunded.
-
-    A bill released by an expired order and still unpaid is settled too (the money arrived
-    late).
-    """
-    result = db[BILLS].update_many(
-        {
-            "_id": {"$in": bill_ids},
-            # Bills this order already paid match too (and are left as they are), so the
-            # update's own match count says how many the order now holds, with no second read.
-            "$or": [
-                {"status": "locked", "order_no": order_no},
-                {"status": "unpaid"},
-                {"status": "paid", "order_no": order_no},
-            ],
-        },
-        {"$set": {"status": "paid", "order_no": order_no, "paid_at": paid_at}},
-    )
-    return len(bill_ids) - result.matched_count

@@ -16,6 +16,7 @@ The payer is told of the money due back (:data:`REFUND_DUE`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pymongo import DESCENDING, IndexModel
@@ -45,7 +46,7 @@ def flag(
     services: Services,
     kind: IssueKind,
     key: str,
-    order: dict[str, Any],
+    order: Mapping[str, Any],
     amount_fen: int,
     **details: Any,
 ) -> bool:

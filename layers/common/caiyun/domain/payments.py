@@ -16,15 +16,11 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
-
-from pymongo import DESCENDING, IndexModel, ReturnDocument
+from typing import Any, Literal, cast
 
 from caiyun import labels
 from caiyun.adapters.icbc import IcbcError
 from caiyun.clock import SHANGHAI, business_date, iso
-from caiyun.data import paging
-from caiyun.data.schema import declare
 from caiyun.domain import (
     accounts,
     autodebit,
@@ -39,15 +35,11 @@ from caiyun.domain.lifecycles import ORDER
 from caiyun.errors import AppError
 from caiyun.money import yuan
 from caiyun.services import Services
+from caiyun.stores import bills as bill_store
+from caiyun.stores import orders as store
+from caiyun.stores.bills import Bill
+from caiyun.stores.orders import Order, OrderStatus, PayMethod
 
-PayMethod = Literal["wechat", "wallet", "card", "autodebit"]
-OrderStatus = Literal["pending", "paid", "failed", "closed"]
-
-ORDERS = declare(
-    "payment_orders",
-    IndexModel([("status", 1), ("_id", 1)]),
-    IndexModel([("account_id", 1), ("created_at", DESCENDING)]),
-)
 MAX_BILLS_PER_ORDER = 50
 
 
@@ -76,9 +68,9 @@ def _bank_unavailable() -> AppError:
     return AppError("UNAVAILABLE", "银行服务暂时不可用，请稍后重试", {"retryable": True})
 
 
-def view(order: dict[str, Any]) -> dict[str, Any]:
+def view(order: Order) -> dict[str, Any]:
     """An order as the payer sees it, with what the app does next (``icbc.pay_with``)."""
-    icbc = order.get("icbc") or {}
+    icbc: dict[str, Any] = order.get("icbc") or {}
     pay_with, kind = icbc.get("pay_with", "account"), icbc.get("account_kind")
     return {
         "order_no": order["_id"],
@@ -101,25 +93,9 @@ def view(order: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _payable_bills(
-    services: Services, account: dict[str, Any], bill_ids: list[str]
-) -> list[dict[str, Any]]:
+def _payable_bills(services: Services, account: dict[str, Any], bill_ids: list[str]) -> list[Bill]:
     # The bills with their houses' members joined in: who may pay them, in the same command.
-    found = list(
-        services.db[bills.BILLS].aggregate(
-            [
-                {"$match": {"_id": {"$in": bill_ids}}},
-                {
-                    "$lookup": {
-                        "from": memberships.MEMBERSHIPS,
-                        "localField": "house_id",
-                        "foreignField": "house_id",
-                        "as": "_members",
-                    }
-                },
-            ]
-        )
-    )
+    found = bill_store.with_members(services.db, bill_ids, members=memberships.MEMBERSHIPS)
     if len(found) != len(bill_ids):
         raise AppError("NOT_FOUND", "账单不存在")
     payers = [{m["account_id"] for m in b.pop("_members")} for b in found]
@@ -131,19 +107,19 @@ def _payable_bills(
         raise AppError(
             "INVALID_ARGUMENT", "一次只能支付同一小区的账单", {"fields": {"bill_ids": "跨小区"}}
         )
-    return found
+    return cast(list[Bill], found)
 
 
 def _new_order(
     services: Services,
     account: dict[str, Any],
-    found: list[dict[str, Any]],
+    found: list[Bill],
     method: PayMethod,
     **extra: Any,
-) -> dict[str, Any]:
+) -> Order:
     """The order for ``found`` (with ``extra`` fields), not yet written."""
     now = services.clock.now()
-    return {
+    order: Order = {
         "_id": _new_order_no(now),
         "account_id": account["_id"],
         "community_id": found[0]["community_id"],
@@ -154,26 +130,26 @@ def _new_order(
         "status": "pending",
         "created_at": now,
         "expires_at": now + timedelta(seconds=services.settings.order_ttl_s),
-        **extra,
     }
+    return cast(Order, {**order, **extra})
 
 
-def _place(services: Services, order: dict[str, Any], found: list[dict[str, Any]]) -> None:
+def _place(services: Services, order: Order, found: list[Bill]) -> None:
     """Write the order, then lock its bills into it (all or none)."""
     db = services.db
-    db[ORDERS].insert_one(order)
-    if not bills.lock_for_order(db, found, order["_id"]):
-        db[ORDERS].update_one({"_id": order["_id"]}, {"$set": {"status": "closed"}})
+    store.insert(db, order)
+    if not bill_store.lock_for_order(db, found, order["_id"]):
+        close(services, order["_id"], "closed")
         raise AppError("BILL_NOT_PAYABLE", "账单正在被其他人支付")
 
 
 def _place_order(
     services: Services,
     account: dict[str, Any],
-    found: list[dict[str, Any]],
+    found: list[Bill],
     method: PayMethod,
     **extra: Any,
-) -> dict[str, Any]:
+) -> Order:
     """Write the order (with ``extra`` fields) and lock its bills into it, before ICBC is asked
     to take money: a debit happens in ICBC's answer, so the bills must be held first."""
     order = _new_order(services, account, found, method, **extra)
@@ -206,7 +182,7 @@ def open_order(
     bill_ids: list[str],
     method: Literal["wechat", "wallet", "card"],
     client_ip: str | None = None,
-) -> dict[str, Any]:
+) -> Order:
     """Lock the bills into a new order and have ICBC take the payment: a WeChat Pay order the
     app then pays, or a debit of the payer's ICBC account, settled at once."""
     if not account.get("realname_verified"):
@@ -224,10 +200,10 @@ def open_order(
 def _start_wechat(
     services: Services,
     account: dict[str, Any],
-    found: list[dict[str, Any]],
+    found: list[Bill],
     subject: str,
     client_ip: str | None,
-) -> dict[str, Any]:
+) -> Order:
     """Have ICBC open the WeChat Pay order first and write ours with its answer after.
 
     Nothing is paid until the app pays with what this returns, so the order and its bill lock
@@ -250,8 +226,7 @@ def _start_wechat(
     try:
         placed = client.create_wechat_payment(biz)
     except IcbcError:
-        ended = {"status": "failed", "ended_at": services.clock.now()}
-        services.db[ORDERS].insert_one({**order, **ended})
+        store.insert(services.db, {**order, "status": "failed", "ended_at": services.clock.now()})
         raise _bank_unavailable() from None
     order["icbc"] = {"pay_with": "wechat", **placed}
     _place(services, order, found)
@@ -259,8 +234,8 @@ def _start_wechat(
 
 
 def _pay_from_account(
-    services: Services, account: dict[str, Any], order: dict[str, Any], subject: str
-) -> dict[str, Any]:
+    services: Services, account: dict[str, Any], order: Order, subject: str
+) -> Order:
     try:
         status = services.icbc.pay_from_account(
             order["_id"],
@@ -279,21 +254,23 @@ def _pay_from_account(
     result = BankResult.of(status)
     if apply_result(services, result) == "applied" and result.status == "paid":
         return {**order, "status": "paid", "paid_at": result.paid_at or services.clock.now()}
-    return services.db[ORDERS].find_one({"_id": order["_id"]})
+    return _reread(services, order["_id"])
 
 
-def charge_autodebit(
-    services: Services, account: dict[str, Any], found: list[dict[str, Any]]
-) -> str:
+def _reread(services: Services, order_no: str) -> Order:
+    order = store.get(services.db, order_no)
+    assert order is not None, "orders are never deleted"
+    return order
+
+
+def charge_autodebit(services: Services, account: dict[str, Any], found: list[Bill]) -> str:
     """Charge due bills under the account's signed auto-debit agreement; returns the order
     status. The order records the agreement it relied on; the resident is told the outcome.
 
     Bills that could not be charged are stamped for today so the daily run tries them once.
     """
     today = business_date(services.clock.now()).isoformat()
-    services.db[bills.BILLS].update_many(
-        {"_id": {"$in": [b["_id"] for b in found]}}, {"$set": {"autodebit_tried": today}}
-    )
+    bill_store.stamp_autodebit_tried(services.db, [b["_id"] for b in found], today=today)
     consent = autodebit.consent(account)
     try:
         order = _place_order(
@@ -320,7 +297,7 @@ def charge_autodebit(
     return status.status
 
 
-def _decline(services: Services, order: dict[str, Any]) -> None:
+def _decline(services: Services, order: Order) -> None:
     """End an auto-debit ICBC declined, and tell the resident."""
     if not close(services, order["_id"], "failed"):
         return
@@ -353,20 +330,7 @@ def run_autodebit(
     last_id = run.state.get("after", "")
     size = batch_size or services.settings.scheduler_batch_size
     while True:
-        batch = list(
-            db[accounts.ACCOUNTS]
-            # Only an agreement signed through autodebit.set_enabled carries signed_at: an account
-            # switched on any other way is never charged.
-            .find(
-                {
-                    "autodebit.enabled": True,
-                    "autodebit.signed_at": {"$exists": True},
-                    "_id": {"$gt": last_id},
-                }
-            )
-            .sort("_id", 1)
-            .limit(size)
-        )
+        batch = accounts.with_autodebit_signed(db, after=last_id, limit=size)
         for account in batch:
             _charge_account(services, account, today, counts)
         if len(batch) < size:
@@ -385,15 +349,8 @@ def _charge_account(
     # A bill is stamped as tried today before it is charged, so a run resumed after a crash
     # never charges it twice.
     house_ids = [m["house_id"] for m in memberships.of_account(services.db, account["_id"])]
-    due = services.db[bills.BILLS].find(
-        {
-            "house_id": {"$in": house_ids},
-            "status": "unpaid",
-            "due_date": {"$lte": today},
-            "autodebit_tried": {"$ne": today},
-        }
-    )
-    by_community: dict[str, list[dict[str, Any]]] = {}
+    due = bill_store.due_for_autodebit(services.db, house_ids, today=today)
+    by_community: dict[str, list[Bill]] = {}
     for bill in due:
         by_community.setdefault(bill["community_id"], []).append(bill)
     for group in by_community.values():
@@ -414,24 +371,26 @@ def close(
     """End a pending order without payment and release its bills; False if not pending (or,
     with ``amount_fen``, not of that amount)."""
     move = "decline" if status == "failed" else "close"
-    query: dict[str, Any] = {"_id": order_no, **ORDER.expects(move)}
-    if amount_fen is not None:
-        query["amount_fen"] = amount_fen
-    ended = services.db[ORDERS].find_one_and_update(
-        query, {"$set": {"status": ORDER.target(move), "ended_at": services.clock.now()}}
+    ended = store.end(
+        services.db,
+        order_no,
+        expects=ORDER.expects(move),
+        to=ORDER.target(move),
+        at=services.clock.now(),
+        amount_fen=amount_fen,
     )
     if ended is None:
         return False
-    bills.release(services.db, order_no)
+    bill_store.release(services.db, order_no)
     return True
 
 
 Applied = Literal["applied", "duplicate", "extra_settlement", "unknown_order", "amount_mismatch"]
 
 
-def _not_applied(db: Any, result: BankResult) -> tuple[Applied, dict[str, Any] | None]:
+def _not_applied(db: Any, result: BankResult) -> tuple[Applied, Order | None]:
     """Why ICBC's word changed nothing: no such order, another amount, or already applied."""
-    order = db[ORDERS].find_one({"_id": result.order_no})
+    order = store.get(db, result.order_no)
     if order is None:
         return "unknown_order", None
     if order["amount_fen"] != result.amount_fen:
@@ -439,7 +398,7 @@ def _not_applied(db: Any, result: BankResult) -> tuple[Applied, dict[str, Any] |
     return "duplicate", order
 
 
-def _another_payment(order: dict[str, Any], result: BankResult) -> bool:
+def _another_payment(order: Order, result: BankResult) -> bool:
     # A success naming a bank transaction other than the one that settled the order is a
     # second payment, not the same notify again.
     first = order.get("transaction_id")
@@ -467,21 +426,18 @@ def apply_result(services: Services, result: BankResult, notify_id: str | None =
         return _not_applied(db, result)[0]
     # One conditional update both finds the order and wins the transition; only when it
     # changes nothing is the order read, to tell a repeat from an unknown order or amount.
-    won = db[ORDERS].find_one_and_update(
-        {"_id": result.order_no, **ORDER.expects("settle"), "amount_fen": result.amount_fen},
-        {
-            "$set": {
-                "status": ORDER.target("settle"),
-                "paid_at": result.paid_at or services.clock.now(),
-                "transaction_id": result.transaction_id,
-                "settled_by_notify": notify_id,
-            }
-        },
-        return_document=ReturnDocument.AFTER,
+    order = store.settle(
+        db,
+        result.order_no,
+        expects=ORDER.expects("settle"),
+        to=ORDER.target("settle"),
+        amount_fen=result.amount_fen,
+        paid_at=result.paid_at or services.clock.now(),
+        transaction_id=result.transaction_id,
+        notify_id=notify_id,
     )
     outcome: Applied = "applied"
-    order = won
-    if won is None:
+    if order is None:
         outcome, order = _not_applied(db, result)
         if order is None or outcome != "duplicate":
             return outcome
@@ -497,15 +453,15 @@ def apply_result(services: Services, result: BankResult, notify_id: str | None =
             return "extra_settlement"
     # Repeated on every success so a crash between the two writes is mended by the next notify;
     # with the order's own paid_at, a repeat leaves the bills it already paid as they are.
-    elsewhere = bills.settle(db, order["bill_ids"], order["_id"], order["paid_at"])
+    elsewhere = bill_store.settle(db, order["bill_ids"], order["_id"], order["paid_at"])
     if elsewhere:
-        db[ORDERS].update_one({"_id": order["_id"]}, {"$set": {"needs_refund": True}})
+        store.note(db, order["_id"], {"needs_refund": True})
         payment_issues.flag(services, "bills_paid_elsewhere", "late", order, result.amount_fen)
     _tell_paid(services, order)
     return outcome
 
 
-def _tell_paid(services: Services, order: dict[str, Any]) -> None:
+def _tell_paid(services: Services, order: Order) -> None:
     # Sent on every success, duplicates included: the message has a fixed id, so the payer is
     # told once even when the first notify died between marking the order and telling them.
     amount = yuan(order["amount_fen"])
@@ -540,55 +496,28 @@ def open_orders(
 ) -> tuple[list[dict[str, Any]], int]:
     """A page of the caller's unfinished payment orders, newest first, each with the bills it
     holds (what a bill shown as ``paying`` is waiting for)."""
-    found, total, _ = paging.page(
-        services.db[ORDERS],
-        {"account_id": account["_id"], "status": "pending"},
-        [("created_at", -1)],
-        page,
-        page_size,
-        item_stages=[
-            {
-                "$lookup": {
-                    "from": bills.BILLS,
-                    "localField": "_id",
-                    "foreignField": "order_no",
-                    "as": "_bills",
-                }
-            }
-        ],
-    )
+    found, total = store.open_page(services.db, account["_id"], page, page_size)
     items = []
     for order in found:
         held = [bills.view(b) for b in order.pop("_bills") if b["status"] == "locked"]
-        items.append({**view(order), "bills": held})
+        items.append({**view(cast(Order, order)), "bills": held})
     return items, total
 
 
-def payer_order(services: Services, account: dict[str, Any], order_no: str) -> dict[str, Any]:
+def payer_order(services: Services, account: dict[str, Any], order_no: str) -> Order:
     """The caller's own order, reconciled with ICBC when its notify is overdue."""
     db = services.db
-    order = db[ORDERS].find_one({"_id": order_no, "account_id": account["_id"]})
+    order = store.get(db, order_no, payer=account["_id"])
     if order is None:
         raise AppError("NOT_FOUND", "订单不存在")
     now, after = services.clock.now(), services.settings.order_query_after_s
     if order["status"] != "pending" or (now - order["created_at"]).total_seconds() < after:
         return order
     # An app polling every second asks ICBC at most once per interval, however many polls race.
-    due = db[ORDERS].find_one_and_update(
-        {
-            "_id": order_no,
-            "status": "pending",
-            "$or": [
-                {"queried_at": {"$exists": False}},
-                {"queried_at": {"$lte": now - timedelta(seconds=after)}},
-            ],
-        },
-        {"$set": {"queried_at": now}},
-    )
-    if due is None:
+    if not store.claim_query(db, order_no, now=now, every=timedelta(seconds=after)):
         return order
     reconcile(services, order)
-    return db[ORDERS].find_one({"_id": order_no})
+    return _reread(services, order_no)
 
 
 # The order query's statuses 3-7 on a pending order: money ICBC took and gave (or is giving)
@@ -597,7 +526,7 @@ _BANK_REFUNDS = ("revoked", "revoking", "refunded", "partly_refunded", "refundin
 _BANK_CLOSES = ("revoked", "refunded")
 
 
-def reconcile(services: Services, order: dict[str, Any]) -> None:
+def reconcile(services: Services, order: Order) -> None:
     """Ask ICBC about a pending order and apply what it says; an expired unpaid one closes."""
     expired = order["expires_at"] <= services.clock.now()
     try:
@@ -612,9 +541,10 @@ def reconcile(services: Services, order: dict[str, Any]) -> None:
         return
     if status.status == "paid" and status.amount_fen != order["amount_fen"]:
         # ICBC holds money that does not match the order: never settle, never close quietly.
-        services.db[ORDERS].update_one(
-            {"_id": order["_id"]},
-            {"$set": {"needs_review": True, "bank_amount_fen": status.amount_fen}},
+        store.note(
+            services.db,
+            order["_id"],
+            {"needs_review": True, "bank_amount_fen": status.amount_fen},
         )
         payment_issues.flag(
             services, "amount_mismatch", str(status.amount_fen), order, status.amount_fen
@@ -624,9 +554,7 @@ def reconcile(services: Services, order: dict[str, Any]) -> None:
         apply_result(services, BankResult.of(status))
         return
     if status.status in _BANK_REFUNDS:
-        services.db[ORDERS].update_one(
-            {"_id": order["_id"]}, {"$set": {"bank_status": status.status}}
-        )
+        store.note(services.db, order["_id"], {"bank_status": status.status})
         payment_issues.flag(
             services,
             "bank_refund",
@@ -656,17 +584,12 @@ def expire_orders(
     now = services.clock.now()
     size = batch_size or services.settings.scheduler_batch_size
     while True:
-        due = list(
-            db[ORDERS]
-            .find({"status": "pending", "expires_at": {"$lte": now}, "_id": {"$gt": last_id}})
-            .sort("_id", 1)
-            .limit(size)
-        )
+        due = store.expired_pending(db, now=now, after=last_id, limit=size)
         for order in due:
             reconcile(services, order)
         if due:
             ids = [o["_id"] for o in due]
-            ended += db[ORDERS].count_documents({"_id": {"$in": ids}, "status": {"$ne": "pending"}})
+            ended += store.count_ended(db, ids)
             last_id = ids[-1]
         if len(due) < size:
             return {"orders_ended": ended}

@@ -25,10 +25,11 @@ from pymongo.errors import BulkWriteError
 
 from caiyun.clock import SHANGHAI, business_date
 from caiyun.data.schema import declare
-from caiyun.domain import bills, communities, houses, job_runs, memberships, messaging, staff
+from caiyun.domain import communities, houses, job_runs, memberships, messaging, staff
 from caiyun.ids import new_id
 from caiyun.money import yuan
 from caiyun.services import Services
+from caiyun.stores.bills import BILLS
 
 REMINDERS = declare(
     "payment_reminders",
@@ -69,7 +70,7 @@ def _unpaid_houses(
     The aggregate's cursor is consumed batch by batch, so memory stays bounded however many
     houses owe.
     """
-    iterator = iter(services.db[bills.BILLS].aggregate(_owing(match), batchSize=size))
+    iterator = iter(services.db[BILLS].aggregate(_owing(match), batchSize=size))
     while batch := list(islice(iterator, size)):
         yield batch
 
@@ -92,7 +93,7 @@ def _unpaid_houses_after(
         ]
         if not page:
             return
-        owing = db[bills.BILLS].aggregate(_owing({**match, "house_id": {"$in": page}}))
+        owing = db[BILLS].aggregate(_owing({**match, "house_id": {"$in": page}}))
         after = page[-1]
         yield list(owing), after
 
