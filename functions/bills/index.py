@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from caiyun.domain import bill_reports, bills, idempotency, payment_issues, payments
+from caiyun.domain import bill_reports, bills, payment_issues, payments
 from caiyun.runtime import (
     Action,
     Call,
     Caller,
     CloudFunction,
+    Key,
     admin_only,
     lazy_import,
     page_reply,
@@ -43,18 +44,9 @@ def list_bills(call: Call, req: api.ListBills, account: Caller) -> api.BillsRepl
     return page_reply(api.BillsReply, req, items, total, unpaid_total_fen=unpaid, houses=houses)
 
 
-def pay(call: Call, req: api.Pay, account: Caller) -> api.Order:
-    order = idempotency.once(
-        call.services,
-        "bills.pay",
-        account["_id"],
-        req.request_id,
-        # The order number is made by open_order (ICBC's format), not from the record id.
-        lambda _record_id: payments.view(
-            payments.open_order(
-                call.services, account, req.bill_ids, req.method, call.invocation.source_ip
-            )
-        ),
+def pay(call: Call, req: api.Pay, account: Caller, once: Key | None) -> api.Order:
+    order = payments.pay(
+        call.services, account, req.bill_ids, req.method, call.invocation.source_ip, once
     )
     return api.Order.model_validate(order)
 
@@ -123,6 +115,7 @@ def actions() -> dict[str, Action]:
                 "FORBIDDEN",
                 "UNAVAILABLE",
             ),
+            once="bills.pay",
         ),
         "order": Action(signed_in, order, ("NOT_FOUND",)),
         "open_orders": Action(signed_in, open_orders),

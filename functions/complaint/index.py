@@ -27,6 +27,7 @@ from caiyun.runtime import (
     Call,
     Caller,
     CloudFunction,
+    Key,
     admin_only,
     lazy_import,
     page_reply,
@@ -46,12 +47,12 @@ def types(call: Call, req: common.Empty) -> api.TypesReply:
     return api.TypesReply.model_validate({"items": complaints.types(call.services)})
 
 
-def create(call: Call, req: api.Create, account: Caller) -> api.Detail:
+def create(call: Call, req: api.Create, account: Caller, once: Key | None) -> api.Detail:
     filed = complaints.create(
         call.services,
         account,
         req.model_dump(exclude={"request_id"}),
-        req.request_id,
+        once,
     )
     return api.Detail.model_validate(filed)
 
@@ -92,6 +93,7 @@ def actions() -> dict[str, Action]:
             signed_in,
             create,
             ("HOUSE_NOT_BOUND", "FORBIDDEN", "NOT_FOUND", "CONFLICT", "RATE_LIMITED"),
+            once="complaint.create",
         ),
         "my_list": Action(signed_in, my_list),
         "detail": Action(signed_in, detail, ("NOT_FOUND",)),

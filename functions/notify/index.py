@@ -28,6 +28,7 @@ from caiyun.runtime import (
     Call,
     Caller,
     CloudFunction,
+    Key,
     admin_only,
     lazy_import,
     page_reply,
@@ -51,14 +52,16 @@ def notice_detail(call: Call, req: api.NoticeDetailRequest, account: Caller) -> 
     return api.NoticeDetail.model_validate(found)
 
 
-def publish_notice(call: Call, req: api.PublishNotice, staff: Caller) -> api.NoticeDetail:
+def publish_notice(
+    call: Call, req: api.PublishNotice, staff: Caller, once: Key | None
+) -> api.NoticeDetail:
     published = notices.publish(
         call.services,
         staff,
         req.community_id,
         req.title,
         req.content,
-        req.request_id,
+        once,
     )
     return api.NoticeDetail.model_validate(published)
 
@@ -101,7 +104,10 @@ def actions() -> dict[str, Action]:
         "notices": Action(signed_in, list_notices, ("FORBIDDEN",)),
         "notice_detail": Action(signed_in, notice_detail, ("NOT_FOUND",)),
         "publish_notice": Action(
-            admin_only, publish_notice, ("FORBIDDEN", "NOT_FOUND", "CONFLICT", "RATE_LIMITED")
+            admin_only,
+            publish_notice,
+            ("FORBIDDEN", "NOT_FOUND", "CONFLICT", "RATE_LIMITED"),
+            once="notice.publish",
         ),
         "messages": Action(signed_in, messages),
         "mark_read": Action(signed_in, mark_read),

@@ -22,6 +22,7 @@ from caiyun.runtime import (
     Call,
     Caller,
     CloudFunction,
+    Key,
     admin_only,
     lazy_import,
     page_reply,
@@ -49,7 +50,7 @@ def upload_url(call: Call, req: api.UploadUrl, account: Caller) -> common.Upload
     return common.UploadUrlReply.model_validate(asdict(target))
 
 
-def create(call: Call, req: api.Create, account: Caller) -> api.RepairDetail:
+def create(call: Call, req: api.Create, account: Caller, once: Key | None) -> api.RepairDetail:
     created = repairs.create(
         call.services,
         account,
@@ -58,7 +59,7 @@ def create(call: Call, req: api.Create, account: Caller) -> api.RepairDetail:
         req.description,
         req.contact_phone,
         req.images,
-        req.request_id,
+        once,
     )
     return api.RepairDetail.model_validate(created)
 
@@ -131,6 +132,7 @@ def actions() -> dict[str, Action]:
             signed_in,
             create,
             ("HOUSE_NOT_BOUND", "FORBIDDEN", "NOT_FOUND", "CONFLICT", "RATE_LIMITED"),
+            once="repair.create",
         ),
         "my_list": Action(signed_in, my_list),
         "detail": Action(signed_in, detail, READ_ERRORS),

@@ -30,6 +30,7 @@ from caiyun.runtime import (
     Call,
     Caller,
     CloudFunction,
+    Key,
     anyone,
     lazy_import,
     page_reply,
@@ -44,14 +45,14 @@ else:
     api = lazy_import("caiyun.contract.visitor")
 
 
-def register(call: Call, req: api.Register, account: Caller) -> api.RegisterReply:
+def register(call: Call, req: api.Register, account: Caller, once: Key | None) -> api.RegisterReply:
     issued = visitors.register(
         call.services,
         account,
         req.house_id,
         req.model_dump(include={"name", "phone", "count", "plate"}),
         req.visit_date,
-        req.request_id,
+        once,
     )
     return api.RegisterReply.model_validate(issued)
 
@@ -81,6 +82,7 @@ def actions() -> dict[str, Action]:
             signed_in,
             register,
             ("HOUSE_NOT_BOUND", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED", "CONFLICT"),
+            once="visitor.register",
         ),
         "pass": Action(anyone, show_pass, ("NOT_FOUND",)),
         "verify": Action(staff_role("guard", "admin"), verify, ("FORBIDDEN",)),

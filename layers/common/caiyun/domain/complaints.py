@@ -79,12 +79,12 @@ def create(
     services: Services,
     account: dict[str, Any],
     fields: dict[str, Any],
-    request_id: str | None,
+    once: idempotency.Key | None = None,
 ) -> dict[str, Any]:
     """File a complaint or suggestion about one of the caller's houses; returns its detail.
 
     ``fields`` holds house_id, kind, type (a complaint type in force), contact_phone, content
-    and images (file ids of this deployment's storage). The same ``request_id`` from the same
+    and images (file ids of this deployment's storage). The same request (``once``) from the same
     caller returns the first complaint instead of filing again. The community's admins are
     told (inbox, and WeChat where they consented).
     """
@@ -126,9 +126,7 @@ def create(
     def limit() -> None:
         create_limits.take_daily(services, "complaints", account["_id"], fields["house_id"])
 
-    created = idempotency.once(
-        services, "complaint.create", account["_id"], request_id, file, stored, limit
-    )
+    created = idempotency.once(services, once, file, stored, limit)
     if filed:
         return _detail(services, filed[-1], account["_id"])
     # A repeated request answered from the first one's result: its complaint is read back.

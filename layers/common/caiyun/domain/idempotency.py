@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -28,6 +29,20 @@ IDEMPOTENCY = declare("idempotency_keys", IndexModel("expires_at", expireAfterSe
 
 _KEEP = timedelta(days=1)
 _LEASE = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class Key:
+    """What makes two calls the same request: the action's scope (declared once, in the
+    action's row: ``Action(..., once="repair.create")``), the caller, and the ``request_id``
+    the app sent. The dispatcher hands it to the action; no ``request_id``, no key."""
+
+    scope: str
+    caller_id: str
+    request_id: str
+
+    def __str__(self) -> str:
+        return f"{self.scope}:{self.caller_id}:{self.request_id}"
 
 
 def _busy() -> AppError:
@@ -79,16 +94,13 @@ def _claim(services: Services, key: str, existing: Existing | None) -> tuple[dic
 
 def once(
     services: Services,
-    scope: str,
-    caller_id: str,
-    request_id: str | None,
+    key: Key | None,
     create: Callable[[str], dict[str, Any]],
     existing: Existing | None = None,
     limit: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``create(record_id)`` once per (scope, caller, request_id); without a request_id,
-    just run it. ``create`` should store its record under ``record_id`` with
-    ``data.inserts.insert_once``.
+    """Run ``create(record_id)`` once per ``key``; without a key, just run it. ``create``
+    should store its record under ``record_id`` with ``data.inserts.insert_once``.
 
     ``existing(record_id)`` (the first call's result rebuilt from the record stored under that
     id, or None) saves a write: the outcome is not written on the key, a retry answers from the
@@ -98,13 +110,12 @@ def once(
     request: before ``create`` on the call that claims the key, never on a retry (answered from
     the first result, or taking over a first call that died after taking its unit).
     """
-    if request_id is None:
+    if key is None:
         if limit is not None:
             limit()
         return create(new_id())
-    key = f"{scope}:{caller_id}:{request_id}"
     db = services.db
-    claim, claimed_here = _claim(services, key, existing)
+    claim, claimed_here = _claim(services, str(key), existing)
     if claim.get("state") == "done":
         return claim["result"]
     try:
@@ -114,11 +125,11 @@ def once(
     except AppError:
         # Refused by a rule: nothing was created, so the same request may be sent again now.
         with contextlib.suppress(PyMongoError):
-            db[IDEMPOTENCY].delete_one({"_id": key, "state": "running"})
+            db[IDEMPOTENCY].delete_one({"_id": str(key), "state": "running"})
         raise
     if existing is not None:
         return result
     # Best effort: if this write is lost, a retry after the lease finds the record by its id.
     with contextlib.suppress(PyMongoError):
-        db[IDEMPOTENCY].update_one({"_id": key}, {"$set": {"state": "done", "result": result}})
+        db[IDEMPOTENCY].update_one({"_id": str(key)}, {"$set": {"state": "done", "result": result}})
     return result

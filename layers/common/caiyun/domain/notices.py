@@ -40,7 +40,7 @@ def publish(
     community_id: str,
     title: str,
     content: str,
-    request_id: str | None,
+    once: idempotency.Key | None = None,
 ) -> dict[str, Any]:
     """Publish a notice to a community the admin covers and tell its residents' inboxes."""
     staff.require_scope(admin, community_id)
@@ -74,9 +74,7 @@ def publish(
     def limit() -> None:
         create_limits.take_daily(services, "notices", admin["_id"])
 
-    created = idempotency.once(
-        services, "notice.publish", admin["_id"], request_id, make, limit=limit
-    )
+    created = idempotency.once(services, once, make, limit=limit)
     notice = born[0] if born else _claim(services, created["notice_id"])
     if notice is None:
         # A repeated request whose delivery is done or under way elsewhere.

@@ -25,6 +25,7 @@ from caiyun.domain import (
     accounts,
     autodebit,
     bills,
+    idempotency,
     job_runs,
     memberships,
     messaging,
@@ -195,6 +196,24 @@ def open_order(
     icbc = {"pay_with": "account", "account_kind": method}
     order = _place_order(services, account, found, method, icbc=icbc)
     return _pay_from_account(services, account, order, subject)
+
+
+def pay(
+    services: Services,
+    account: dict[str, Any],
+    bill_ids: list[str],
+    method: Literal["wechat", "wallet", "card"],
+    client_ip: str | None,
+    once: idempotency.Key | None,
+) -> dict[str, Any]:
+    """:func:`open_order` once per request (``once``): the same request again answers with
+    the first order as it was shown, and opens nothing."""
+    # The order number is made by open_order (ICBC's format), not from the claim's record id.
+    return idempotency.once(
+        services,
+        once,
+        lambda _record_id: view(open_order(services, account, bill_ids, method, client_ip)),
+    )
 
 
 def _start_wechat(

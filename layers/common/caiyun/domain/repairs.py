@@ -188,14 +188,15 @@ def create(
     description: str,
     contact_phone: str,
     images: list[str],
-    request_id: str | None = None,
+    once: idempotency.Key | None = None,
 ) -> dict[str, Any]:
     """Report a repair for a house the caller lives in; returns its detail.
 
     HOUSE_NOT_BOUND when the caller has no house at all, FORBIDDEN for a house that is not
     theirs, INVALID_ARGUMENT for a category not in force or an image not in this deployment's
-    storage. The same ``request_id`` again returns the first result and creates nothing (the
-    result is rebuilt from the repair, so the key needs no second write). The community's
+    storage. The same request again (``once``: the key its action declares) returns the first
+    result and creates nothing (the result is rebuilt from the repair, so the key needs no
+    second write). The community's
     admins are told (inbox, and WeChat where they consented); the membership check reads who
     they are in the same command.
     """
@@ -240,9 +241,7 @@ def create(
     def limit() -> None:
         create_limits.take_daily(services, "repairs", account["_id"], house_id)
 
-    return idempotency.once(
-        services, "repair.create", account["_id"], request_id, make, stored, limit
-    )
+    return idempotency.once(services, once, make, stored, limit)
 
 
 def cancel(services: Services, account: dict[str, Any], repair_id: str) -> dict[str, Any]:

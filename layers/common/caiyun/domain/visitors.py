@@ -93,7 +93,7 @@ def register(
     house_id: str,
     visitor: dict[str, Any],
     visit_date: str | None,
-    request_id: str | None,
+    once: idempotency.Key | None = None,
 ) -> dict[str, Any]:
     """Register a visitor (name, phone, count, plate) to one of the caller's houses.
 
@@ -139,9 +139,7 @@ def register(
     def limit() -> None:
         create_limits.take_daily(services, "visitors", account["_id"], house_id)
 
-    return idempotency.once(
-        services, "visitor.register", account["_id"], request_id, make, limit=limit
-    )
+    return idempotency.once(services, once, make, limit=limit)
 
 
 def _pass(settings: Settings, doc: Visit) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """The entry machinery every cloud function shares: events, callers, actions, envelope, logs."""
 
+from caiyun.domain.idempotency import Key
 from caiyun.runtime.dispatch import Action, Call, Caller, CloudFunction
 from caiyun.runtime.lazy import lazy_import
 from caiyun.runtime.pages import page_reply
@@ -10,6 +11,7 @@ __all__ = [
     "Call",
     "Caller",
     "CloudFunction",
+    "Key",
     "admin_only",
     "anyone",
     "lazy_import",

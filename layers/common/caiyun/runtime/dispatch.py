@@ -14,6 +14,7 @@ from pymongo.errors import ConnectionFailure
 from caiyun.catalog import open_database
 from caiyun.clock import iso
 from caiyun.domain import accounts, sessions
+from caiyun.domain.idempotency import Key
 from caiyun.errors import AppError, ErrorCode, SettingsUnavailable
 from caiyun.logs import log_call
 from caiyun.runtime.events import Invocation, parse_event, parse_http_json
@@ -156,11 +157,18 @@ class Action:
     contract module then, not at cold start. A handler with a third parameter is handed the
     caller ``allow`` checked (as FastAPI hands a dependency's result), so it never checks the
     role again.
+
+    A create that is safe to retry declares it here, once: ``once`` names its idempotency scope
+    (as Powertools' ``@idempotent`` names its key), its request carries ``request_id``, and its
+    handler takes a parameter ``once``, handed the request's :class:`Key` (None when the app
+    sent no ``request_id``); the domain claims the key where its rules allow (after the checks
+    that refuse without spending the caller's daily limit).
     """
 
     allow: Policy
     run: Handler
     errors: tuple[ErrorCode, ...] = ()
+    once: str | None = None
     request: type[BaseModel] = field(init=False)
     reply: type[BaseModel] | None = field(init=False)
     takes_caller: bool = field(init=False)
@@ -170,7 +178,12 @@ class Action:
         object.__setattr__(self, "request", request)
         object.__setattr__(self, "reply", reply)
         params = [k for k in self.run.__annotations__ if k != "return"]
-        object.__setattr__(self, "takes_caller", len(params) == 3)
+        object.__setattr__(self, "takes_caller", len(params) >= 3 and params[2] != "once")
+        name = self.run.__qualname__
+        if (self.once is not None) != ("once" in params):
+            raise TypeError(f"{name}: an action declaring `once` takes `once`, and only then")
+        if self.once is not None and "request_id" not in request.model_fields:
+            raise TypeError(f"{name}: an idempotent action's request carries request_id")
 
 
 def _models_of(handler: Handler) -> tuple[type[BaseModel], type[BaseModel] | None]:
@@ -316,6 +329,10 @@ class CloudFunction:
         log["action"] = action_name
         caller = action.allow(call)
         request = validate(action.request, payload)
-        if action.takes_caller:
-            return action.run(call, request, caller)
-        return action.run(call, request)
+        args = (call, request, caller) if action.takes_caller else (call, request)
+        if action.once is None:
+            return action.run(*args)
+        request_id = getattr(request, "request_id", None)
+        caller_id = call.require_account()["_id"]
+        key = None if request_id is None else Key(action.once, caller_id, request_id)
+        return action.run(*args, once=key)
