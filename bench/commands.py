@@ -395,7 +395,10 @@ def build_world() -> World:
     now = clock.now()
     db = raw_db
     garden = communities.find(db, {"name": seed.CAIYUN_GARDEN})[0]["_id"]
-    h101 = seeded(houses.by_address(db, garden, "1栋", "1单元", "101"), "house 1栋-1单元-101")
+    h101 = seeded(
+        houses.by_address(db, garden, building="1栋", unit="1单元", room="101"),
+        "house 1栋-1单元-101",
+    )
     owner = seeded(accounts.by_phone(db, "13800000001"), "owner 13800000001")
     accounts.bind_openid(db, owner["_id"], "resident", OWNER)
     db[accounts.ACCOUNTS].update_one({"_id": owner["_id"]}, {"$set": {"realname_verified": True}})

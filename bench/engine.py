@@ -102,12 +102,22 @@ def _list_world(n: int, one_account: bool) -> tuple[Any, dict[str, Callable[[], 
     seed.seed_demo(services)
     db = services.db
     garden = communities.find(db, {"name": seed.CAIYUN_GARDEN})[0]["_id"]
-    house = seeded(houses.by_address(db, garden, "1栋", "1单元", "101"), "1栋-1单元-101")["_id"]
+    house = seeded(
+        houses.by_address(db, garden, building="1栋", unit="1单元", room="101"), "1栋-1单元-101"
+    )["_id"]
     owner = seeded(accounts.by_phone(db, "13800000001"), "owner 13800000001")
     admin_account = seeded(accounts.by_phone(db, "13900000002"), "admin 13900000002")
     admin = seeded(staff.get(db, admin_account["_id"]), "彩云花园's admin")
     for i in range(10):
-        repairs.create(services, owner, house, "water_electric", f"漏水 {i}", "13800000001", [])
+        repairs.create(
+            services,
+            owner,
+            house_id=house,
+            category="water_electric",
+            description=f"漏水 {i}",
+            contact_phone="13800000001",
+            images=[],
+        )
         fields = {"house_id": house, "kind": "complaint", "type": "engineering"}
         fields.update(contact_phone="13800000001", content=f"噪音 {i}", images=[])
         complaints.create(services, owner, fields, None)

@@ -50,7 +50,11 @@ def update_profile(call: Call, req: api.UpdateProfile, account: Caller) -> api.P
 
 def change_phone(call: Call, req: api.ChangePhone, account: Caller) -> api.Profile:
     changed = profiles.change_phone(
-        call.services, account, req.old_code, req.new_phone, req.new_code
+        call.services,
+        account,
+        old_code=req.old_code,
+        new_phone=req.new_phone,
+        new_code=req.new_code,
     )
     return api.Profile.model_validate(changed)
 

@@ -51,7 +51,7 @@ def members(call: Call, req: api.Members, account: Caller) -> api.MembersReply:
 
 def add_member(call: Call, req: api.AddMember, account: Caller) -> api.Member:
     added = house_binding.add_member(
-        call.services, account, req.house_id, req.name, req.phone, req.role
+        call.services, account, house_id=req.house_id, name=req.name, phone=req.phone, role=req.role
     )
     return api.Member.model_validate(added)
 

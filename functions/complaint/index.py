@@ -82,7 +82,9 @@ def staff_list(call: Call, req: api.StaffList, staff: Caller) -> api.Page:
 
 
 def reply(call: Call, req: api.ReplyRequest, staff: Caller) -> api.Detail:
-    answered = complaints.reply(call.services, staff, req.complaint_id, req.reply, req.status)
+    answered = complaints.reply(
+        call.services, staff, complaint_id=req.complaint_id, text=req.reply, status=req.status
+    )
     return api.Detail.model_validate(answered)
 
 

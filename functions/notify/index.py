@@ -58,10 +58,10 @@ def publish_notice(
     published = notices.publish(
         call.services,
         staff,
-        req.community_id,
-        req.title,
-        req.content,
-        once,
+        community_id=req.community_id,
+        title=req.title,
+        content=req.content,
+        once=once,
     )
     return api.NoticeDetail.model_validate(published)
 

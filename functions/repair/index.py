@@ -54,12 +54,12 @@ def create(call: Call, req: api.Create, account: Caller, once: Key | None) -> ap
     created = repairs.create(
         call.services,
         account,
-        req.house_id,
-        req.category,
-        req.description,
-        req.contact_phone,
-        req.images,
-        once,
+        house_id=req.house_id,
+        category=req.category,
+        description=req.description,
+        contact_phone=req.contact_phone,
+        images=req.images,
+        once=once,
     )
     return api.RepairDetail.model_validate(created)
 

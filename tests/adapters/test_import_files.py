@@ -286,7 +286,9 @@ def test_rows_from_a_spreadsheet_import_with_bare_numbers_as_building_and_unit(s
     assert [r.status for r in report.rows] == ["created", "created", "error"]
     assert [r.label for r in report.rows[:2]] == ["3栋-2单元-1201", "3栋-2单元-1202"]
     assert "房号" in (report.rows[2].reason or "")
-    house = houses.by_address(services.db, report.community_id, "3栋", "2单元", "1201")
+    house = houses.by_address(
+        services.db, report.community_id, building="3栋", unit="2单元", room="1201"
+    )
     assert house is not None and house["owner_phone"] == "13800000001"
 
 

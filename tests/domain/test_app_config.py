@@ -227,12 +227,28 @@ def test_a_category_added_is_accepted_at_once_and_one_taken_out_refused_once_kno
     account = services.db["accounts"].find_one({"phone": "13800000001"})
 
     # A code it does not know is looked up before it is refused: accepted there at once.
-    filed = repairs.create(other, account, world["house_id"], "gas", "燃气灶", "13800000001", [])
+    filed = repairs.create(
+        other,
+        account,
+        house_id=world["house_id"],
+        category="gas",
+        description="燃气灶",
+        contact_phone="13800000001",
+        images=[],
+    )
     assert filed["category_name"] == "燃气维修"
     # A code taken out is refused once the container's copy is renewed.
     services.clock.advance(61)
     with pytest.raises(AppError) as refusal:
-        repairs.create(other, account, world["house_id"], "door_window", "门", "13800000001", [])
+        repairs.create(
+            other,
+            account,
+            house_id=world["house_id"],
+            category="door_window",
+            description="门",
+            contact_phone="13800000001",
+            images=[],
+        )
     assert refusal.value.details == {"fields": {"category": "不在可选范围内"}}
     assert refused(report(services, world, "door_window")) == "INVALID_ARGUMENT"
 

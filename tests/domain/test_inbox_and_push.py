@@ -597,7 +597,9 @@ def test_the_timer_sends_what_the_actions_queued(
 
 def fill_inbox(services: Services, world: dict[str, Any], n: int) -> None:
     for i in range(n):
-        messaging.deliver(services, [world["alice"]], "notice", f"通知{i}", "正文", "/pages/x")
+        messaging.deliver(
+            services, [world["alice"]], "notice", title=f"通知{i}", body="正文", page="/pages/x"
+        )
         services.clock.advance(1)
 
 
@@ -648,7 +650,9 @@ def test_mark_read_never_touches_another_accounts_messages(
     services: Services, world: dict[str, Any]
 ) -> None:
     admin_id = account_of(services.db, world["admin"])["_id"]
-    messaging.deliver(services, [admin_id], "repair", "派单", "正文", "/pages/x", app="staff")
+    messaging.deliver(
+        services, [admin_id], "repair", title="派单", body="正文", page="/pages/x", app="staff"
+    )
     theirs = messaging.inbox(services, admin_id, "staff", False, 1, 20)[0][0]["_id"]
 
     reply = invoke("notify", {"action": "mark_read", "message_ids": [theirs]}, RESIDENT_OPENID)
@@ -665,8 +669,12 @@ def test_each_app_shows_its_own_inbox_and_marks_only_its_own_read(
     # bills the resident app only (the matrix's admin in the resident app found the leak).
     admin_id = account_of(services.db, world["admin"])["_id"]
     page = "/pages/repair/detail?id=r1"
-    messaging.deliver(services, [admin_id], "repair_filed", "新的报修", "正文", page, app="staff")
-    messaging.deliver(services, [admin_id], "bill", "新账单", "正文", "/pages/bills/index")
+    messaging.deliver(
+        services, [admin_id], "repair_filed", title="新的报修", body="正文", page=page, app="staff"
+    )
+    messaging.deliver(
+        services, [admin_id], "bill", title="新账单", body="正文", page="/pages/bills/index"
+    )
 
     def titles(app: str) -> list[str]:
         return [m["title"] for m in messaging.inbox(services, admin_id, app, False, 1, 20)[0]]

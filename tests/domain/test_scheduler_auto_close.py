@@ -83,7 +83,13 @@ def awaiting_rating(services: Services, world: World, count: int) -> list[str]:
     ids = []
     for i in range(count):
         created = repairs.create(
-            services, world.owner, world.house_id, "other", f"问题{i}", "13800000101", []
+            services,
+            world.owner,
+            house_id=world.house_id,
+            category="other",
+            description=f"问题{i}",
+            contact_phone="13800000101",
+            images=[],
         )
         rid = created["repair_id"]
         repairs.dispatch(services, world.admin, rid, world.fixer["_id"])
@@ -200,7 +206,13 @@ def test_the_three_days_count_from_the_finished_work_not_the_report(
     services: Services, world: World
 ) -> None:
     created = repairs.create(
-        services, world.owner, world.house_id, "other", "旧问题", "13800000101", []
+        services,
+        world.owner,
+        house_id=world.house_id,
+        category="other",
+        description="旧问题",
+        contact_phone="13800000101",
+        images=[],
     )
     rid = created["repair_id"]
     advance(services, 5 * DAY)  # pending for days: not a rating window

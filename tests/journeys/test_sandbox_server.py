@@ -481,7 +481,9 @@ def test_the_seeded_database_holds_exactly_the_documented_demo_data(sandbox: Run
             community.houses
         )
         for house in community.houses:
-            found = houses.by_address(db, doc["_id"], house.building, house.unit, house.room)
+            found = houses.by_address(
+                db, doc["_id"], building=house.building, unit=house.unit, room=house.room
+            )
             assert found is not None and found["owner_phone"] == house.owner_phone
             assert accounts.by_phone(db, house.owner_phone) is not None
     for member in DEMO_STAFF:

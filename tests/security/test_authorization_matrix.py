@@ -467,7 +467,15 @@ def build_world(svc: Services, bank: FakeIcbc, wallets: dict[str, dict[str, Any]
 
     def new_repair(who: str, house_id: str, text: str) -> str:
         phone = PEOPLE[who].phone
-        made = repairs.create(svc, account(who), house_id, "water_electric", text, phone, [])
+        made = repairs.create(
+            svc,
+            account(who),
+            house_id=house_id,
+            category="water_electric",
+            description=text,
+            contact_phone=phone,
+            images=[],
+        )
         return made["repair_id"]
 
     r_pending = new_repair("owner", h1, REPAIR_TEXT)
@@ -511,7 +519,14 @@ def build_world(svc: Services, bank: FakeIcbc, wallets: dict[str, dict[str, Any]
     bill = {(b["house_id"], b["period"]): b["_id"] for b in db["bills"].find({})}
     order = payments.open_order(svc, account("owner"), [bill[(h1, "2026-10")]], "wechat")
 
-    notice = notices.publish(svc, admin, community["garden"], NOTICE_TITLE, "周六上午停水", None)
+    notice = notices.publish(
+        svc,
+        admin,
+        community_id=community["garden"],
+        title=NOTICE_TITLE,
+        content="周六上午停水",
+        once=None,
+    )
     job = import_jobs.start(
         svc, admin, "bills", bills_file(svc, ids["admin"]), community_id=community["garden"]
     )

@@ -275,7 +275,7 @@ def item(doc: Complaint, reveal_phone: bool, names: dict[str, str]) -> dict[str,
 
 
 def reply(
-    services: Services, admin: dict[str, Any], complaint_id: str, text: str, status: str
+    services: Services, admin: dict[str, Any], *, complaint_id: str, text: str, status: str
 ) -> dict[str, Any]:
     """Answer a complaint and move it to ``status``; returns the detail.
 
@@ -325,9 +325,9 @@ def _tell_reporter(services: Services, doc: Complaint, text: str, now: datetime)
         services,
         [doc["account_id"]],
         "complaint",
-        f"您的{kind}{status}",
-        text,
-        PAGE.format(doc["_id"]),
+        title=f"您的{kind}{status}",
+        body=text,
+        page=PAGE.format(doc["_id"]),
         # Keys of the 投诉处理结果通知 template: content, progress, reply, time.
         push=messaging.Push(
             template="complaint",

@@ -260,6 +260,7 @@ def members(services: Services, account: dict[str, Any], house_id: str) -> list[
 def add_member(
     services: Services,
     account: dict[str, Any],
+    *,
     house_id: str,
     name: str,
     phone: str,

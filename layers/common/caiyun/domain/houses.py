@@ -39,7 +39,7 @@ def get(db: Any, house_id: str) -> dict[str, Any] | None:
 
 
 def by_address(
-    db: Any, community_id: str, building: str, unit: str, room: str
+    db: Any, community_id: str, *, building: str, unit: str, room: str
 ) -> dict[str, Any] | None:
     """The house at this address."""
     return db[HOUSES].find_one(at_address(community_id, building, unit, room))

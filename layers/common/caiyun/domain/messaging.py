@@ -301,6 +301,7 @@ def deliver(
     services: Services,
     account_ids: list[str],
     kind: labels.MessageKind,
+    *,
     title: str,
     body: str,
     page: str,

@@ -37,6 +37,7 @@ _SUMMARY_CHARS = 60
 def publish(
     services: Services,
     admin: dict[str, Any],
+    *,
     community_id: str,
     title: str,
     content: str,
@@ -129,9 +130,9 @@ def _deliver(
             services,
             batch,
             "notice",
-            notice["title"],
-            notice["content"][:_SUMMARY_CHARS],
-            f"/pages/notice/detail?id={notice_id}",
+            title=notice["title"],
+            body=notice["content"][:_SUMMARY_CHARS],
+            page=f"/pages/notice/detail?id={notice_id}",
             community_id=community_id,
             message_key=f"notice-{notice_id}",
         )

@@ -72,9 +72,12 @@ def flag(
             services,
             [order["account_id"]],
             "payment",
-            "多付款项将退还",
-            f"订单 {order['_id']} 收到一笔多余的付款 {yuan(amount_fen)} 元，物业将为您办理退款。",
-            f"/pages/bills/order?order_no={order['_id']}",
+            title="多付款项将退还",
+            body=(
+                f"订单 {order['_id']} 收到一笔多余的付款 {yuan(amount_fen)} 元，"
+                "物业将为您办理退款。"
+            ),
+            page=f"/pages/bills/order?order_no={order['_id']}",
             community_id=order["community_id"],
             message_key=f"refund-{issue['_id']}",
         )

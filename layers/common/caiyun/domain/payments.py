@@ -324,9 +324,9 @@ def _decline(services: Services, order: Order) -> None:
         services,
         [order["account_id"]],
         "payment",
-        "自动扣缴未成功",
-        f"物业费 {yuan(order['amount_fen'])} 元未能从您的工行账户自动扣缴，请充值或手动缴费。",
-        "/pages/bills/index",
+        title="自动扣缴未成功",
+        body=f"物业费 {yuan(order['amount_fen'])} 元未能从您的工行账户自动扣缴，请充值或手动缴费。",
+        page="/pages/bills/index",
         community_id=order["community_id"],
         message_key=f"autodebit-declined-{order['_id']}",
     )
@@ -494,10 +494,10 @@ def _tell_paid(services: Services, order: Order) -> None:
         services,
         [order["account_id"]],
         "payment",
-        title,
-        body,
-        f"/pages/bills/order?order_no={order['_id']}",
-        messaging.Push(
+        title=title,
+        body=body,
+        page=f"/pages/bills/order?order_no={order['_id']}",
+        push=messaging.Push(
             "payment",
             {
                 "character_string1": order["_id"],

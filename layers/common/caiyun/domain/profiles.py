@@ -58,7 +58,7 @@ def update_profile(
 
 
 def change_phone(
-    services: Services, account: dict[str, Any], old_code: str, new_phone: str, new_code: str
+    services: Services, account: dict[str, Any], *, old_code: str, new_phone: str, new_code: str
 ) -> dict[str, Any]:
     """Move the account to ``new_phone`` once both numbers prove themselves by SMS code.
 

@@ -228,9 +228,9 @@ def apply_opening(services: Services, result: Any) -> bool:
         services,
         [pending["account_id"]],
         "payment",
-        "实名认证未通过",
-        "工商银行未能为您开立账户，请核对信息后重新认证。",
-        "/pages/realname/index",
+        title="实名认证未通过",
+        body="工商银行未能为您开立账户，请核对信息后重新认证。",
+        page="/pages/realname/index",
         message_key=f"realname-refused-{result.serial}",
     )
     return True

@@ -183,6 +183,7 @@ def _filed_notes(doc: Repair, admin_ids: list[str]) -> list[messaging.Note]:
 def create(
     services: Services,
     account: dict[str, Any],
+    *,
     house_id: str,
     category: str,
     description: str,

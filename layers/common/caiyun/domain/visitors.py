@@ -262,9 +262,9 @@ def _tell_host(services: Services, doc: Visit, community_name: str) -> None:
         services,
         [doc["host_id"]],
         "visitor",
-        "访客已到达",
-        f"{doc['name']}一行{doc['count']}人已于{arrived:%H:%M}进入{community_name}",
-        "/pages/visitor/history",
+        title="访客已到达",
+        body=f"{doc['name']}一行{doc['count']}人已于{arrived:%H:%M}进入{community_name}",
+        page="/pages/visitor/history",
         # Keys of the 访客到访提醒 template: visitor, arrival time, house.
         push=messaging.Push(
             template="visitor",
