@@ -25,14 +25,7 @@ import pytest
 import requests
 
 from caiyun.adapters import icbc_sheets
-from caiyun.adapters.icbc import (
-    IcbcClient,
-    NotifyPayload,
-    OpeningResult,
-    PaymentStatus,
-    Person,
-    corp_serial,
-)
+from caiyun.adapters.icbc import IcbcClient
 from caiyun.adapters.icbc_protocol import (
     IcbcError,
     IcbcSignatureError,
@@ -41,6 +34,13 @@ from caiyun.adapters.icbc_protocol import (
     public_key_pem,
     sign_params,
     verify_response,
+)
+from caiyun.adapters.icbc_values import (
+    NotifyPayload,
+    OpeningResult,
+    PaymentStatus,
+    Person,
+    corp_serial,
 )
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.data.embedded import EmbeddedEngine

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from hypothesis import given
 from hypothesis import strategies as st
 
-from caiyun.adapters.icbc import IcbcClient, NotifyPayload
+from caiyun.adapters.icbc import IcbcClient
 from caiyun.adapters.icbc_protocol import (
     IcbcError,
     IcbcMalformed,
@@ -38,6 +38,7 @@ from caiyun.adapters.icbc_protocol import (
     signing_string,
     verify_response,
 )
+from caiyun.adapters.icbc_values import NotifyPayload
 from caiyun.settings import Settings
 
 PAY_PATH = "/api/cardbusiness/aggregatepay/b2c/online/consumepurchase/V1"

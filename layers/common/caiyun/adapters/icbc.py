@@ -1,5 +1,6 @@
 """ICBC Open Platform (工行 API 开放平台): the client of one app, and the notifies it receives.
 
+The values it returns and the codes it maps are :mod:`caiyun.adapters.icbc_values`.
 The wire protocol (signatures, AES, the signed JSON) is :mod:`caiyun.adapters.icbc_protocol`;
 the fields of every interface are :mod:`caiyun.adapters.icbc_sheets`, which the local bank
 enforces. What we call:
@@ -8,9 +9,9 @@ enforces. What we call:
   ``pay_mode`` 9, ``access_type`` 9, the mini-program's appid as ``shop_appid``, the payer's
   openid, ``mer_prtcl_no``, ``expire_time`` in seconds. ICBC answers with ``wx_data_package``,
   which becomes the arguments of the mini-program's ``wx.requestPayment``
-  (:func:`request_payment_of`; public clients read it as ``appid``, ``timestamp``,
-  ``noncestr``, ``package``, ``signType``, ``sign``). The order query maps every documented
-  ``pay_status`` (0–7).
+  (:func:`caiyun.adapters.icbc_values.request_payment_of`; public clients read it as ``appid``,
+  ``timestamp``, ``noncestr``, ``package``, ``signType``, ``sign``). The order query maps every
+  documented ``pay_status`` (0–7).
 * The ICBC account itself (a Class I card, or a JFT Class II/III e-wallet): opened and verified
   through ``openacct/V2`` → (``openacctsendmsg`` to text the code again) → ``checksms``, whose
   result may also come as an asynchronous notify; paid from through ``walletorderfin/V1``;
@@ -25,12 +26,9 @@ makes payment calls idempotent at ICBC, so a retried charge never pays twice.
 
 from __future__ import annotations
 
-import json
 import secrets
-from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from caiyun.adapters import icbc_sheets as sheets
@@ -58,35 +56,32 @@ from caiyun.adapters.icbc_protocol import (
     signing_string,
     verify_response,
 )
-from caiyun.clock import SHANGHAI, Clock, iso
+from caiyun.adapters.icbc_values import (
+    ACCESS_TYPE_MINIPROGRAM,
+    PAY_MODE_WECHAT,
+    PAY_STATUS,
+    AccountClass,
+    Notice,
+    NoticeKind,
+    NotifyPayload,
+    OpeningResult,
+    PaymentStatus,
+    Person,
+    account_of,
+    corp_serial,
+    gender_of,
+    pay_amount_fen,
+    pay_amount_text,
+    request_payment_of,
+    transaction_of,
+)
+from caiyun.clock import SHANGHAI, Clock
 
 if TYPE_CHECKING:
     import requests
 
     from caiyun.settings import Settings
 
-PaymentState = Literal[
-    "pending", "paid", "failed", "revoked", "revoking", "refunded", "partly_refunded", "refunding"
-]
-AccountClass = Literal["I", "II", "III"]
-NoticeKind = Literal["payment", "wallet_payment", "wallet_open"]
-
-PAY_MODE_WECHAT = "9"
-ACCESS_TYPE_MINIPROGRAM = "9"
-# The order query's pay_status, every documented value.
-PAY_STATUS: dict[str, PaymentState] = {
-    "0": "pending",
-    "1": "paid",
-    "2": "failed",
-    "3": "revoked",
-    "4": "revoking",
-    "5": "refunded",
-    "6": "partly_refunded",
-    "7": "refunding",
-}
-ACCOUNT_LEVELS: dict[str, AccountClass] = {"1": "I", "2": "II", "3": "III"}
-# trx_type of an account transaction (ours).
-TRX_DIRECTIONS: dict[str, str] = {"1": "in", "2": "out"}
 ENTRUST_SIGN = "0"
 ENTRUST_CANCEL = "1"
 # JFT fixed codes, as the samples send them.
@@ -96,106 +91,7 @@ CHECK_SERVICE = "scodeverify"
 RESEND_TYPE = "5"
 CHANNEL_NOT_APP = "2"
 ID_CARD = "0"
-_SERIAL_CHARS = 16
 _DEVICE_ID_CHARS = 32
-
-
-@dataclass(frozen=True)
-class PaymentStatus:
-    """ICBC's word on one order."""
-
-    order_no: str
-    status: PaymentState
-    amount_fen: int
-    transaction_id: str | None
-    paid_at: datetime | None
-
-
-@dataclass(frozen=True)
-class AccountInfo:
-    """The ICBC account a verified person pays from: a JFT e-wallet (Class II or III, its own
-    number) or their ICBC Class I card (no separate number: ``wallet_no`` is None)."""
-
-    wallet_no: str | None
-    account_class: AccountClass
-    bound_card_masked: str | None
-
-
-@dataclass(frozen=True)
-class OpeningResult:
-    """The outcome of an opening: ``opened`` (with the account), ``pending`` (ICBC's notify
-    will tell) or ``refused``."""
-
-    serial: str
-    status: Literal["opened", "pending", "refused"]
-    account: AccountInfo | None
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class Notice:
-    """A verified notify: which of our interfaces it reports on and its ``biz_content``."""
-
-    kind: NoticeKind
-    msg_id: str
-    biz: dict[str, Any]
-    encrypted: bool
-
-
-@dataclass(frozen=True)
-class NotifyPayload:
-    """A verified payment result: ``success`` is a paid order; ``raw`` is biz_content."""
-
-    msg_id: str
-    order_no: str
-    amount_fen: int
-    success: bool
-    transaction_id: str | None
-    paid_at: datetime | None
-    raw: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Person:
-    """Who an opening or an agreement is for, as the bank must see them."""
-
-    name: str
-    id_number: str
-    phone: str
-
-
-def corp_serial(app_id: str) -> str:
-    """A new JFT ``corpSerno``: the 20-digit app id and a serial of ours (36 at most)."""
-    return app_id + secrets.token_hex(_SERIAL_CHARS // 2).upper()
-
-
-def gender_of(id_number: str) -> int:
-    """1 (male) or 2 (female), from the 17th digit of a resident ID number (GB 11643)."""
-    return 1 if int(id_number[16]) % 2 else 2
-
-
-def request_payment_of(package_text: str) -> dict[str, str]:
-    """The arguments of ``wx.requestPayment`` from ICBC's ``wx_data_package``."""
-    try:
-        package = json.loads(package_text)
-    except ValueError:
-        raise IcbcMalformed("ICBC's wx_data_package is not JSON") from None
-    if not isinstance(package, dict):
-        raise IcbcMalformed("ICBC's wx_data_package is not an object")
-    spellings = {
-        "timeStamp": ("timeStamp", "timestamp"),
-        "nonceStr": ("nonceStr", "noncestr"),
-        "package": ("package",),
-        "signType": ("signType", "signtype", "sign_type"),
-        "paySign": ("paySign", "sign"),
-    }
-    found = {}
-    for name, keys in spellings.items():
-        value = next((package[k] for k in keys if package.get(k) not in (None, "")), None)
-        if value is None:
-            raise IcbcMalformed(f"ICBC's wx_data_package has no {name}")
-        found[name] = str(value)
-    return found
 
 
 class IcbcClient:
@@ -356,7 +252,7 @@ class IcbcClient:
             raise IcbcMalformed("ICBC answered about another opening")
         if reply.get("openStatus") == "2":
             return OpeningResult(serial, "pending", None)
-        return OpeningResult(serial, "opened", _account(reply))
+        return OpeningResult(serial, "opened", account_of(reply))
 
     # Paying from the account.
 
@@ -417,7 +313,7 @@ class IcbcClient:
         if not isinstance(records, list):
             raise IcbcMalformed("ICBC sent no records")
         total = fen_value(reply.get("totalNum"), "totalNum")
-        return [_transaction(record) for record in records], total
+        return [transaction_of(record) for record in records], total
 
     # Auto-debit (代扣): the entrusted-debit agreement and the debit under it.
 
@@ -591,7 +487,7 @@ class IcbcClient:
         biz = notice.biz
         serial = required_text(biz, "corpSerno")
         if biz.get("openStatus") == "0":
-            return OpeningResult(serial, "opened", _account(biz))
+            return OpeningResult(serial, "opened", account_of(biz))
         return OpeningResult(serial, "refused", None, optional_text(biz, "failReason"))
 
     def notify_reply(self, success: bool, msg_id: str, message: str, encrypted: bool) -> str:
@@ -700,24 +596,6 @@ class IcbcClient:
         return reply
 
 
-def pay_amount_text(amount_fen: int, style: sheets.PayStyle) -> str:
-    """An amount as the wallet-pay style writes it: fen digits, or yuan with two decimals."""
-    if sheets.PAY_STYLES[style]["amount"] == "fen":
-        return str(amount_fen)
-    return f"{Decimal(amount_fen) / 100:.2f}"
-
-
-def pay_amount_fen(value: Any, style: sheets.PayStyle) -> int:
-    """The fen of an amount written in the wallet-pay style."""
-    if sheets.PAY_STYLES[style]["amount"] == "fen":
-        return fen_value(value, "tranAmt")
-    if not isinstance(value, str) or sheets.problems(
-        {"tranAmt": sheets.req("yuan")}, {"tranAmt": value}, style
-    ):
-        raise IcbcMalformed("ICBC sent no valid tranAmt")
-    return int(Decimal(value) * 100)
-
-
 def _positive(value: int, name: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{name} must be a positive number of fen")
@@ -727,34 +605,3 @@ def _same_order(reply: dict[str, Any], order_no: str) -> None:
     echoed = reply.get("out_trade_no")
     if echoed not in (None, "", order_no):
         raise IcbcMalformed("ICBC answered about another order")
-
-
-def _account(biz: dict[str, Any]) -> AccountInfo:
-    account_class = ACCOUNT_LEVELS.get(str(biz.get("acctLevel")))
-    if account_class is None:
-        raise IcbcMalformed("ICBC sent no valid acctLevel")
-    wallet_no = optional_text(biz, "acctNo")
-    if account_class != "I" and wallet_no is None:
-        raise IcbcMalformed("ICBC opened an e-wallet without its number")
-    return AccountInfo(
-        wallet_no=wallet_no if account_class != "I" else None,
-        account_class=account_class,
-        bound_card_masked=optional_text(biz, "bindMedium"),
-    )
-
-
-def _transaction(record: Any) -> dict[str, Any]:
-    if not isinstance(record, dict):
-        raise IcbcMalformed("ICBC sent a transaction that is not an object")
-    direction = TRX_DIRECTIONS.get(str(record.get("trxType")))
-    if direction is None:
-        raise IcbcMalformed("ICBC sent a transaction without a valid trxType")
-    summary = record.get("summary")
-    return {
-        "transaction_id": required_text(record, "trxSerno"),
-        "direction": direction,
-        "amount_fen": fen_value(record.get("trxAmt"), "trxAmt"),
-        "balance_fen": fen_value(record.get("balance"), "balance"),
-        "summary": summary if isinstance(summary, str) else "",
-        "occurred_at": iso(parse_icbc_time(record.get("trxTime"))),
-    }

@@ -15,7 +15,7 @@ import secrets
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from caiyun.adapters.icbc import IcbcError
+from caiyun.adapters.icbc_protocol import IcbcError
 from caiyun.clock import business_date
 from caiyun.crypto import mask_phone
 from caiyun.domain import accounts, appconfig, realname

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 from pymongo import IndexModel
 from pymongo.errors import PyMongoError
 
-from caiyun.adapters.icbc import IcbcError
+from caiyun.adapters.icbc_protocol import IcbcError
 from caiyun.data.schema import declare
 from caiyun.domain import payments, realname
 from caiyun.ids import new_id

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
 from caiyun import labels
-from caiyun.adapters.icbc import IcbcError
+from caiyun.adapters.icbc_protocol import IcbcError
 from caiyun.clock import SHANGHAI, business_date, iso
 from caiyun.domain import (
     accounts,

@@ -25,7 +25,8 @@ from typing import Any, Literal
 from pymongo import IndexModel
 
 from caiyun import crypto, labels
-from caiyun.adapters.icbc import IcbcError, Person, corp_serial
+from caiyun.adapters.icbc_protocol import IcbcError
+from caiyun.adapters.icbc_values import Person, corp_serial
 from caiyun.data.schema import declare
 from caiyun.domain import accounts, appconfig, messaging
 from caiyun.errors import AppError
@@ -212,7 +213,7 @@ def confirm(
 
 
 def apply_opening(services: Services, result: Any) -> bool:
-    """Apply ICBC's notify about an opening (:class:`caiyun.adapters.icbc.OpeningResult`);
+    """Apply ICBC's notify about an opening (:class:`caiyun.adapters.icbc_values.OpeningResult`);
     False when it is about no opening we await. Repeating it changes nothing more."""
     db = services.db
     pending = db[TICKETS].find_one({"_id": result.serial})

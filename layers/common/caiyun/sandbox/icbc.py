@@ -45,14 +45,6 @@ from pymongo import IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from caiyun.adapters import icbc_sheets as sheets
-from caiyun.adapters.icbc import (
-    ACCESS_TYPE_MINIPROGRAM,
-    ACCOUNT_LEVELS,
-    PAY_MODE_WECHAT,
-    PAY_STATUS,
-    pay_amount_fen,
-    pay_amount_text,
-)
 from caiyun.adapters.icbc_protocol import (
     CHARSET,
     ENCRYPT_AES,
@@ -74,6 +66,14 @@ from caiyun.adapters.icbc_protocol import (
     rsa_verify,
     sign_params,
     signing_string,
+)
+from caiyun.adapters.icbc_values import (
+    ACCESS_TYPE_MINIPROGRAM,
+    ACCOUNT_LEVELS,
+    PAY_MODE_WECHAT,
+    PAY_STATUS,
+    pay_amount_fen,
+    pay_amount_text,
 )
 from caiyun.adapters.sms import SandboxSms
 from caiyun.checksums import luhn_valid, resident_id_valid
