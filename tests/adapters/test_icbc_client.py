@@ -46,7 +46,8 @@ from caiyun.adapters.sms import sandbox_outbox
 from caiyun.data.embedded import EmbeddedEngine
 from caiyun.errors import AppError
 from caiyun.sandbox import icbc as sandbox_icbc
-from caiyun.sandbox.icbc import OPENING_BALANCE_FEN, FakeIcbc
+from caiyun.sandbox.icbc import FakeIcbc
+from caiyun.sandbox.icbc_bank import OPENING_BALANCE_FEN
 from caiyun.settings import Settings
 
 ICBC_CARD = "6222020000000000000"  # Luhn-valid, ICBC Class I

@@ -43,7 +43,8 @@ from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import business_date
 from caiyun.domain import accounts, appconfig, houses, job_runs, payments, realname
 from caiyun.domain.owner_import import import_owners
-from caiyun.sandbox.icbc import OPENING_BALANCE_FEN, FakeIcbc
+from caiyun.sandbox.icbc import FakeIcbc
+from caiyun.sandbox.icbc_bank import OPENING_BALANCE_FEN
 from caiyun.services import Services
 from caiyun.stores.orders import ORDERS
 

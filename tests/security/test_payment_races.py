@@ -32,7 +32,8 @@ from conftest import invoke
 from worlds import ok
 
 from caiyun.domain import payments
-from caiyun.sandbox.icbc import OPENING_BALANCE_FEN, FakeIcbc
+from caiyun.sandbox.icbc import FakeIcbc
+from caiyun.sandbox.icbc_bank import OPENING_BALANCE_FEN
 from caiyun.services import Services
 from caiyun.stores.orders import ORDERS
 

@@ -9,14 +9,15 @@ default, as in every ICBC sample) with SHA1withRSA, encrypted for the JFT interf
 with the fields its sheets list. Its notifies are signed with ``sign_type=RSA`` (SHA1), as the
 live gateway signs them, over the notify URL's path.
 
-The bank behind it: cards beginning ``6222`` are ICBC Class I debit cards; other Luhn-valid
+The bank behind it is :class:`caiyun.sandbox.icbc_bank.SandboxBank` (its accounts, openings
+and transactions): cards beginning ``6222`` are ICBC Class I debit cards; other Luhn-valid
 cards belong to other banks; ID numbers carry a valid GB 11643 check digit. Opening texts a code
 to the bank phone (the sandbox SMS outbox); a Class I card holder verifies with the card, which
 is then the account paid from; a Class II or III e-wallet gets a number of its own. Every new
-account holds :data:`OPENING_BALANCE_FEN`. Paying from the account (``wallet_pay``) and debits
-under an agreement move the balance and appear in the account's details; a WeChat Pay order is
-settled by :meth:`FakeIcbc.complete` (the payer's WeChat balance is not the bank's). An unpaid
-WeChat order closes at its ``expire_time`` on the sandbox clock.
+account holds the bank's ``OPENING_BALANCE_FEN``. Paying from the account (``wallet_pay``) and
+debits under an agreement move the balance and appear in the account's details; a WeChat Pay
+order is settled by :meth:`FakeIcbc.complete` (the payer's WeChat balance is not the bank's).
+An unpaid WeChat order closes at its ``expire_time`` on the sandbox clock.
 
 State lives in the ``sandbox_icbc_*`` collections of the database passed in, so it persists
 with the sandbox. Like our own collections they never hold a card, ID or account number in
@@ -26,15 +27,13 @@ aside), cards and ID numbers as hashes and masks.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
 import secrets
-import string
 import threading
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -80,29 +79,33 @@ from caiyun.checksums import luhn_valid, resident_id_valid
 from caiyun.clock import SHANGHAI, Clock, business_date
 from caiyun.data.schema import declare
 from caiyun.errors import AppError
-from caiyun.ids import new_id
+from caiyun.sandbox.icbc_bank import (
+    CODE_TTL,
+    ICBC_CARD_PREFIX,
+    MAX_CODE_TRIES,
+    Refusal,
+    SandboxBank,
+    aware,
+    compact_time,
+    digest,
+    digits,
+    ensure_indexes,
+)
 from caiyun.sandbox.loopback import LoopbackService
 from caiyun.settings import Settings
 
 Reply = dict[str, Any]
 
 _ORDER_INDEXES = (IndexModel([("status", 1), ("expires_at", 1)]),)
-_ACCOUNT_INDEXES = (IndexModel([("id_hash", 1), ("account_class", 1)]),)
 _AGREEMENT_INDEXES = (IndexModel("protocol_no", sparse=True),)
-_TRANSACTION_INDEXES = (IndexModel([("account_key", 1), ("at", -1)]),)
 
 ORDERS = declare("sandbox_icbc_orders", *_ORDER_INDEXES)
-ACCOUNTS = declare("sandbox_icbc_accounts", *_ACCOUNT_INDEXES)
-OPENINGS = declare("sandbox_icbc_openings")
 AGREEMENTS = declare("sandbox_icbc_agreements", *_AGREEMENT_INDEXES)
-TRANSACTIONS = declare("sandbox_icbc_transactions", *_TRANSACTION_INDEXES)
 MESSAGES = declare("sandbox_icbc_messages")
 
 _INDEXES: dict[str, tuple[IndexModel, ...]] = {
     ORDERS: _ORDER_INDEXES,
-    ACCOUNTS: _ACCOUNT_INDEXES,
     AGREEMENTS: _AGREEMENT_INDEXES,
-    TRANSACTIONS: _TRANSACTION_INDEXES,
 }
 
 SANDBOX_APP_ID = "10000000000000008888"
@@ -113,15 +116,11 @@ SANDBOX_PROJECT_ID = "PJ140014011000008888"
 SANDBOX_BUSI_CODE = "10002"
 # A sandbox AES key (base64 of 16 bytes): the JFT samples' keys are AES-128.
 SANDBOX_AES_KEY = "Y2FpeXVuLXNhbmRib3gtIQ=="
-ICBC_CARD_PREFIX = "6222"
-OPENING_BALANCE_FEN = 500_000
 NOTIFY_PATH = "/icbc/notify"
 GATEWAY_KEY_BITS = 1024
 
 _GATEWAY_KEY_FILE = "gateway_private.pem"
 _MERCHANT_KEY_FILE = "merchant_private.pem"
-_CODE_TTL = timedelta(minutes=5)
-_MAX_CODE_TRIES = 5
 _NOTIFY_TIMEOUT_S = 10.0
 _REQUIRED_FIELDS = ("app_id", "msg_id", "format", "charset", "sign_type", "timestamp", "sign")
 # The bank's own states of an order, by the query's pay_status; an unpaid order closed at its
@@ -160,15 +159,6 @@ def complete(
     if fake is None:
         raise AppError("NOT_FOUND", "工行沙箱未运行")
     return fake.complete(server_base_url, order_no, result)
-
-
-class _Refusal(Exception):
-    """A business refusal, answered as a signed reply with its return_code."""
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(name)
-        self.return_code = RETURN_CODE_OF[name]
-        self.message = message
 
 
 class FakeIcbc(LoopbackService):
@@ -233,6 +223,7 @@ class FakeIcbc(LoopbackService):
         self.gateway_public_key = public_key_pem(self._gateway_key)
         self.merchant_public_key = public_key_pem(self._merchant_key)
         self._sms = SandboxSms(db, clock)
+        self.bank = SandboxBank(db, clock, self._sms)
         endpoints: dict[str, Callable[[Reply], Reply]] = {
             "pay": self._pay,
             "query": self._query,
@@ -249,7 +240,7 @@ class FakeIcbc(LoopbackService):
         self._routes = {self.paths[s.name]: (s, endpoints[s.name]) for s in sheets.SHEETS}
         self._failures: list[tuple[str, str | None]] = []
         self._lock = threading.RLock()
-        _ensure_indexes(db)
+        ensure_indexes(db, _INDEXES)
 
     # Wiring.
 
@@ -297,18 +288,11 @@ class FakeIcbc(LoopbackService):
 
     def set_balance(self, account_no: str, balance_fen: int) -> None:
         """Set an account's balance (to make a payment or an auto-debit decline, say)."""
-        updated = self.db[ACCOUNTS].update_one(
-            {"_id": _digest(account_no)}, {"$set": {"balance_fen": balance_fen}}
-        )
-        if updated.matched_count == 0:
-            raise KeyError(account_no)
+        self.bank.set_balance(account_no, balance_fen)
 
     def balance(self, account_no: str) -> int:
         """An account's balance in fen."""
-        account = self.db[ACCOUNTS].find_one({"_id": _digest(account_no)})
-        if account is None:
-            raise KeyError(account_no)
-        return int(account["balance_fen"])
+        return self.bank.balance(account_no)
 
     def set_status(self, order_no: str, status: str) -> None:
         """Put an order in any documented state (a refund or a revocation made at the bank's
@@ -360,11 +344,11 @@ class FakeIcbc(LoopbackService):
             "ecoupon_amt": "0",
             "mer_disc_amt": "0",
             "mer_id": self.merchant_id,
-            "msg_id": _digits(27),
+            "msg_id": digits(27),
             "open_id": order.get("open_id") or "",
             "order_id": order["order_id"],
             "out_trade_no": order["_id"],
-            "pay_time": _compact(paid_at) if paid and paid_at else "",
+            "pay_time": compact_time(paid_at) if paid and paid_at else "",
             "pay_type": PAY_MODE_WECHAT,
             "payment_amt": amount,
             "point_amt": "0",
@@ -427,12 +411,12 @@ class FakeIcbc(LoopbackService):
     def opening_notify(self, serial: str, notify_url: str) -> dict[str, str]:
         """Open the account of a confirmed opening left pending; the signed, AES-encrypted
         form ICBC posts to ``notify_url`` with the result."""
-        opening = self.db[OPENINGS].find_one({"_id": serial, "used": True})
+        opening = self.bank.confirmed_opening(serial)
         if opening is None:
             raise AppError("NOT_FOUND", "工行沙箱中没有这笔已验证的开户")
-        account = self._open(opening)
+        account = self.bank.open(opening)
         biz = {
-            "msg_id": _digits(27),
+            "msg_id": digits(27),
             "appId": self.app_id,
             "corpSerno": serial,
             "openStatus": "0",
@@ -529,7 +513,7 @@ class FakeIcbc(LoopbackService):
                 reply = endpoint(biz)
             reply = {"return_code": 0, "return_msg": "success", **reply, "msg_id": msg_id}
             self._own_fields(sheet.response, reply, f"{sheet.name} answer")
-        except _Refusal as refusal:
+        except Refusal as refusal:
             reply = {"return_code": refusal.return_code, "return_msg": refusal.message}
             reply["msg_id"] = msg_id
         return 200, self._signed(reply, encrypted)
@@ -551,39 +535,39 @@ class FakeIcbc(LoopbackService):
     def _authenticate(self, path: str, sheet: sheets.Sheet, params: dict[str, str]) -> Reply:
         missing = [name for name in (*_REQUIRED_FIELDS, "biz_content") if not params.get(name)]
         if missing:
-            raise _Refusal("REQUEST_INVALID", "missing " + ",".join(missing))
+            raise Refusal("REQUEST_INVALID", "missing " + ",".join(missing))
         if params["app_id"] != self.app_id:
-            raise _Refusal("APP_UNKNOWN", "app_id not registered")
+            raise Refusal("APP_UNKNOWN", "app_id not registered")
         if params["sign_type"] != self.registered_sign_type:
-            raise _Refusal(
+            raise Refusal(
                 "SIGNATURE_REJECTED",
                 f"sign_type must be {self.registered_sign_type}, as the app is registered",
             )
         text = signing_string(path, params)
         alg = SIGN_ALGS[self.registered_sign_type]
         if not rsa_verify(text, params["sign"], self.merchant_public_key, alg):
-            raise _Refusal("SIGNATURE_REJECTED", "sign verify failed")
+            raise Refusal("SIGNATURE_REJECTED", "sign verify failed")
         if params["format"] != FORMAT or params["charset"] != CHARSET:
-            raise _Refusal("REQUEST_INVALID", "format must be json and charset UTF-8")
+            raise Refusal("REQUEST_INVALID", "format must be json and charset UTF-8")
         if parse_icbc_time(params["timestamp"]) is None or len(params["timestamp"]) != 19:
-            raise _Refusal("REQUEST_INVALID", "timestamp must be yyyy-MM-dd HH:mm:ss")
+            raise Refusal("REQUEST_INVALID", "timestamp must be yyyy-MM-dd HH:mm:ss")
         try:
             self.db[MESSAGES].insert_one({"_id": params["msg_id"], "at": self.clock.now()})
         except DuplicateKeyError:
-            raise _Refusal("MSG_ID_REPEATED", "msg_id already used") from None
+            raise Refusal("MSG_ID_REPEATED", "msg_id already used") from None
         biz = self._biz(sheet, params)
         found = sheets.problems(sheet.request, biz, self.wallet_pay_style)
         if found:
-            raise _Refusal("REQUEST_INVALID", "; ".join(found))
+            raise Refusal("REQUEST_INVALID", "; ".join(found))
         self._ours(biz)
         return biz
 
     def _biz(self, sheet: sheets.Sheet, params: dict[str, str]) -> Reply:
         encrypt_type = params.get("encrypt_type", "")
         if sheet.encrypted and encrypt_type != ENCRYPT_AES:
-            raise _Refusal("REQUEST_INVALID", "biz_content must be AES-encrypted")
+            raise Refusal("REQUEST_INVALID", "biz_content must be AES-encrypted")
         if not sheet.encrypted and encrypt_type:
-            raise _Refusal("REQUEST_INVALID", "this interface takes biz_content in clear")
+            raise Refusal("REQUEST_INVALID", "this interface takes biz_content in clear")
         text = params["biz_content"]
         try:
             if sheet.encrypted:
@@ -592,7 +576,7 @@ class FakeIcbc(LoopbackService):
         except (IcbcError, ValueError):
             biz = None
         if not isinstance(biz, dict):
-            raise _Refusal("REQUEST_INVALID", "biz_content is not a JSON object")
+            raise Refusal("REQUEST_INVALID", "biz_content is not a JSON object")
         return biz
 
     def _ours(self, biz: Reply) -> None:
@@ -607,13 +591,13 @@ class FakeIcbc(LoopbackService):
         }
         for name, value in expected.items():
             if name in biz and biz[name] != value:
-                raise _Refusal("REQUEST_INVALID", f"{name} not registered for this app")
+                raise Refusal("REQUEST_INVALID", f"{name} not registered for this app")
 
     def _injected_failure(self, path: str) -> None:
         for i, (name, only) in enumerate(self._failures):
             if only is None or only == path:
                 del self._failures[i]
-                raise _Refusal(name, "injected failure")
+                raise Refusal(name, "injected failure")
 
     # WeChat Pay orders.
 
@@ -627,7 +611,7 @@ class FakeIcbc(LoopbackService):
 
     def _pay(self, biz: Reply) -> Reply:
         if biz["pay_mode"] != PAY_MODE_WECHAT or biz["access_type"] != ACCESS_TYPE_MINIPROGRAM:
-            raise _Refusal("REQUEST_INVALID", "this merchant takes WeChat Pay in a mini-program")
+            raise Refusal("REQUEST_INVALID", "this merchant takes WeChat Pay in a mini-program")
         order_no, amount = biz["out_trade_no"], int(biz["total_fee"])
         now = self.clock.now()
         order = {
@@ -655,7 +639,7 @@ class FakeIcbc(LoopbackService):
                 or existing["amount_fen"] != amount
                 or existing["status"] != "pending"
             ):
-                raise _Refusal("ORDER_CONFLICT", "out_trade_no already used") from None
+                raise Refusal("ORDER_CONFLICT", "out_trade_no already used") from None
             order = existing
         package = {
             "appid": biz["shop_appid"],
@@ -680,7 +664,7 @@ class FakeIcbc(LoopbackService):
         order_no = biz.get("out_trade_no")
         order = self._current_order(order_no) if order_no else None
         if order is None:
-            raise _Refusal("ORDER_NOT_FOUND", "order not found")
+            raise Refusal("ORDER_NOT_FOUND", "order not found")
         paid_at = order.get("paid_at")
         answer = {
             "out_trade_no": order["_id"],
@@ -689,7 +673,7 @@ class FakeIcbc(LoopbackService):
             "total_amt": str(order["amount_fen"]),
             "payment_amt": str(order["amount_fen"]),
             "mer_id": self.merchant_id,
-            "pay_time": _compact(paid_at) if paid_at else "",
+            "pay_time": compact_time(paid_at) if paid_at else "",
         }
         if order["channel"] == "wechat":
             answer |= {"access_type": ACCESS_TYPE_MINIPROGRAM, "pay_type": PAY_MODE_WECHAT}
@@ -700,84 +684,45 @@ class FakeIcbc(LoopbackService):
     def _class_of(self, flag: str) -> str:
         classes = [name for name, value in self.user_pro_flags.items() if value == flag]
         if not classes:
-            raise _Refusal("REQUEST_INVALID", "userProFlag opens no account for this app")
+            raise Refusal("REQUEST_INVALID", "userProFlag opens no account for this app")
         return classes[0]
 
     def _wallet_open(self, biz: Reply) -> Reply:
         account_class = self._class_of(biz["userProFlag"])
         id_number, card_no = biz["certNo"], biz["bindMedium"]
         if not resident_id_valid(id_number):
-            raise _Refusal("ID_NUMBER_INVALID", "certNo invalid")
+            raise Refusal("ID_NUMBER_INVALID", "certNo invalid")
         if not luhn_valid(card_no):
-            raise _Refusal("CARD_INVALID", "bindMedium invalid")
+            raise Refusal("CARD_INVALID", "bindMedium invalid")
         if account_class == "I" and not card_no.startswith(ICBC_CARD_PREFIX):
-            raise _Refusal("NOT_ICBC_CARD", "not an ICBC class I debit card")
+            raise Refusal("NOT_ICBC_CARD", "not an ICBC class I debit card")
         now = self.clock.now()
         opening = {
             "_id": biz["corpSerno"],
             "account_class": account_class,
             "name": biz["custName"],
-            "id_hash": _digest(id_number),
-            "card_hash": _digest(card_no),
+            "id_hash": digest(id_number),
+            "card_hash": digest(card_no),
             "card_masked": f"{card_no[:4]}********{card_no[-4:]}",
             "phone": biz["mobileNo"],
             "notify_addr": biz["notifyAddr"],
             "used": False,
             "created_at": now,
         }
-        try:
-            self.db[OPENINGS].insert_one(opening)
-        except DuplicateKeyError:
-            raise _Refusal("REQUEST_INVALID", "corpSerno already used") from None
-        return {"corpSerno": opening["_id"], "smsSendNo": self._text_code(opening["_id"])}
-
-    def _text_code(self, serial: str) -> str:
-        code, send_no = _digits(6), _digits(6)
-        opening = self.db[OPENINGS].find_one_and_update(
-            {"_id": serial},
-            {
-                "$set": {
-                    "send_no": send_no,
-                    "code_hash": _digest(serial + code),
-                    "tries": 0,
-                    "expires_at": self.clock.now() + _CODE_TTL,
-                }
-            },
-            return_document=ReturnDocument.AFTER,
-        )
-        self._sms.send(opening["phone"], "icbc_realname", [code])
-        return send_no
+        return {"corpSerno": opening["_id"], "smsSendNo": self.bank.begin_opening(opening)}
 
     def _wallet_sendmsg(self, biz: Reply) -> Reply:
         serial = biz["corpSernoOriginal"]
-        if self.db[OPENINGS].find_one({"_id": serial, "used": False}) is None:
-            raise _Refusal("REQUEST_INVALID", "corpSernoOriginal is no opening awaiting a code")
-        return {"smsSendNo": self._text_code(serial)}
+        if not self.bank.awaits_code(serial):
+            raise Refusal("REQUEST_INVALID", "corpSernoOriginal is no opening awaiting a code")
+        return {"smsSendNo": self.bank.text_code(serial)}
 
     def _wallet_checksms(self, biz: Reply) -> Reply:
-        serial, send_no = biz["corpSernoOriginal"], biz["smsSendNo"]
-        opening = self.db[OPENINGS].find_one_and_update(
-            {
-                "_id": serial,
-                "send_no": send_no,
-                "used": False,
-                "expires_at": {"$gt": self.clock.now()},
-                "tries": {"$lt": _MAX_CODE_TRIES},
-            },
-            {"$inc": {"tries": 1}},
-            return_document=ReturnDocument.AFTER,
-        )
-        code_hash = _digest(serial + biz["smsScode"])
-        if opening is None or not hmac.compare_digest(opening["code_hash"], code_hash):
-            raise _Refusal("SMS_CODE_INVALID", "sms code wrong, expired or used up")
-        used = self.db[OPENINGS].find_one_and_update(
-            {"_id": serial, "used": False}, {"$set": {"used": True}}
-        )
-        if used is None:
-            raise _Refusal("SMS_CODE_INVALID", "sms code already used")
+        serial = biz["corpSernoOriginal"]
+        opening = self.bank.confirm_opening(serial, biz["smsSendNo"], biz["smsScode"])
         if self.openings_pending:
             return {"corpSernoOriginal": serial, "openStatus": "2"}
-        account = self._open(opening)
+        account = self.bank.open(opening)
         return {
             "corpSernoOriginal": serial,
             "openStatus": "0",
@@ -786,63 +731,18 @@ class FakeIcbc(LoopbackService):
             "bindMedium": account["bound_card_masked"],
         }
 
-    def _open(self, opening: dict[str, Any]) -> dict[str, Any]:
-        account_class = opening["account_class"]
-        wallet_no = None
-        if account_class == "I":
-            # The Class I card is the account: verifying it opens nothing new.
-            key = opening["card_hash"]
-        else:
-            # One person, one e-wallet of a class: verifying again hands back the one opened.
-            existing = self.db[ACCOUNTS].find_one(
-                {"id_hash": opening["id_hash"], "account_class": account_class}
-            )
-            if existing is not None:
-                return cast(dict[str, Any], existing)
-            wallet_no = "6212" + "".join(secrets.choice(string.digits) for _ in range(15))
-            key = _digest(wallet_no)
-        account = {
-            "_id": key,
-            "wallet_no": wallet_no,
-            "id_hash": opening["id_hash"],
-            "name": opening["name"],
-            "account_class": account_class,
-            "bound_card_masked": opening["card_masked"],
-            "balance_fen": OPENING_BALANCE_FEN,
-            "created_at": self.clock.now(),
-        }
-        try:
-            self.db[ACCOUNTS].insert_one(account)
-        except DuplicateKeyError:
-            return cast(dict[str, Any], self.db[ACCOUNTS].find_one({"_id": key}))
-        self._record(key, "1", OPENING_BALANCE_FEN, OPENING_BALANCE_FEN, "沙箱开户存入")
-        return account
-
-    def _account(self, number: str) -> dict[str, Any]:
-        account = self.db[ACCOUNTS].find_one({"_id": _digest(number)})
-        if account is None:
-            raise _Refusal("ACCOUNT_NOT_FOUND", "account not found")
-        return cast(dict[str, Any], account)
-
     def _wallet_balance(self, biz: Reply) -> Reply:
-        account = self._account(biz["acctNo"])
+        account = self.bank.account(biz["acctNo"])
         return {"acctNo": biz["acctNo"], "balance": str(account["balance_fen"])}
 
     def _wallet_transactions(self, biz: Reply) -> Reply:
-        account = self._account(biz["acctNo"])
+        account = self.bank.account(biz["acctNo"])
         page, page_size = int(biz["pageNo"]), int(biz["pageSize"])
         if page < 1 or not 1 <= page_size <= 100:
-            raise _Refusal("REQUEST_INVALID", "pageNo from 1, pageSize 1 to 100")
-        query = {"account_key": account["_id"]}
-        records = (
-            self.db[TRANSACTIONS]
-            .find(query)
-            .sort([("at", -1), ("_id", -1)])
-            .skip((page - 1) * page_size)
-            .limit(page_size)
-        )
+            raise Refusal("REQUEST_INVALID", "pageNo from 1, pageSize 1 to 100")
+        records, total = self.bank.transactions(account["_id"], page, page_size)
         return {
-            "totalNum": str(self.db[TRANSACTIONS].count_documents(query)),
+            "totalNum": str(total),
             "records": [
                 {
                     "trxSerno": r["_id"],
@@ -850,57 +750,28 @@ class FakeIcbc(LoopbackService):
                     "trxAmt": str(r["amount_fen"]),
                     "balance": str(r["balance_fen"]),
                     "summary": r["summary"],
-                    "trxTime": icbc_time(_aware(r["at"])),
+                    "trxTime": icbc_time(aware(r["at"])),
                 }
                 for r in records
             ],
         }
-
-    def _record(
-        self, account_key: str, trx_type: str, amount: int, balance: int, summary: str
-    ) -> str:
-        # Time-ordered (an ObjectId after the time), so details of one second keep their order.
-        serial = _compact(self.clock.now()) + new_id().upper()
-        self.db[TRANSACTIONS].insert_one(
-            {
-                "_id": serial,
-                "account_key": account_key,
-                "trx_type": trx_type,
-                "amount_fen": amount,
-                "balance_fen": balance,
-                "summary": summary,
-                "at": self.clock.now(),
-            }
-        )
-        return serial
-
-    def _debit(self, account_key: str, amount: int, summary: str) -> str | None:
-        """Take ``amount`` from the account if its balance covers it; the serial, or None."""
-        debited = self.db[ACCOUNTS].find_one_and_update(
-            {"_id": account_key, "balance_fen": {"$gte": amount}},
-            {"$inc": {"balance_fen": -amount}},
-            return_document=ReturnDocument.AFTER,
-        )
-        if debited is None:
-            return None
-        return self._record(account_key, "2", amount, debited["balance_fen"], summary)
 
     # Paying from the account.
 
     def _wallet_pay(self, biz: Reply) -> Reply:
         order_no = biz["orderId"]
         amount = pay_amount_fen(biz["tranAmt"], self.wallet_pay_style)
-        key = self._account(biz["baseAcctNo"])["_id"]
+        key = self.bank.account(biz["baseAcctNo"])["_id"]
         existing = self.db[ORDERS].find_one({"_id": order_no})
         if existing is not None:
             # A retried payment answers with the first outcome and never debits twice.
             if existing.get("account_key") != key or existing["amount_fen"] != amount:
-                raise _Refusal("ORDER_CONFLICT", "orderId already used")
+                raise Refusal("ORDER_CONFLICT", "orderId already used")
             return self._wallet_answer(existing)
         now = self.clock.now()
-        serial = self._debit(key, amount, biz["orderName"])
+        serial = self.bank.debit(key, amount, biz["orderName"])
         if serial is None:
-            raise _Refusal("BALANCE_INSUFFICIENT", "balance too small for this payment")
+            raise Refusal("BALANCE_INSUFFICIENT", "balance too small for this payment")
         order = {
             "_id": order_no,
             "order_id": serial,
@@ -922,31 +793,25 @@ class FakeIcbc(LoopbackService):
             "payStatus": "1" if order["status"] == "paid" else "2",
             "trxSerno": order["order_id"],
             "tranAmt": pay_amount_text(order["amount_fen"], self.wallet_pay_style),
-            "payTime": _compact(order["paid_at"]) if order.get("paid_at") else "",
+            "payTime": compact_time(order["paid_at"]) if order.get("paid_at") else "",
         }
 
     # Auto-debit.
 
-    def _holder(self, number: str, id_number: str, name: str) -> dict[str, Any]:
-        account = self._account(number)
-        if account["id_hash"] != _digest(id_number) or account["name"] != name:
-            raise _Refusal("NAME_MISMATCH", "the account belongs to someone else")
-        return account
-
     def _autodebit_sms(self, biz: Reply) -> Reply:
-        key = self._holder(biz["acctNo"], biz["idNo"], biz["acctName"])["_id"]
+        key = self.bank.holder(biz["acctNo"], biz["idNo"], biz["acctName"])["_id"]
         end = date.fromisoformat(biz["protocolEndDate"])
         if end < business_date(self.clock.now()):
-            raise _Refusal("REQUEST_INVALID", "protocolEndDate is in the past")
-        code, send_no = _digits(6), _digits(6)
+            raise Refusal("REQUEST_INVALID", "protocolEndDate is in the past")
+        code, send_no = digits(6), digits(6)
         agreement = {
             "account_key": key,
             "limit_fen": int(biz["protocolLimitAmount"]),
             "end_date": end.isoformat(),
             "send_no": send_no,
-            "code_hash": _digest(biz["srVid"] + code),
+            "code_hash": digest(biz["srVid"] + code),
             "tries": 0,
-            "expires_at": self.clock.now() + _CODE_TTL,
+            "expires_at": self.clock.now() + CODE_TTL,
         }
         updated = self.db[AGREEMENTS].find_one_and_update(
             {"_id": biz["srVid"], "status": {"$ne": "active"}},
@@ -955,7 +820,7 @@ class FakeIcbc(LoopbackService):
             return_document=ReturnDocument.AFTER,
         )
         if updated is None:
-            raise _Refusal("REQUEST_INVALID", "srVid already signed")
+            raise Refusal("REQUEST_INVALID", "srVid already signed")
         self._sms.send(biz["mobile"], "icbc_autodebit", [code])
         return {"sendNo": send_no}
 
@@ -968,9 +833,9 @@ class FakeIcbc(LoopbackService):
                 return_document=ReturnDocument.AFTER,
             )
             if cancelled is None:
-                raise _Refusal("AGREEMENT_INVALID", "agreement not found")
+                raise Refusal("AGREEMENT_INVALID", "agreement not found")
             return {"srVid": agreement_id, "protocolNo": cancelled.get("protocol_no") or ""}
-        key = self._holder(biz["accountNo"], biz["idNo"], biz["accountName"])["_id"]
+        key = self.bank.holder(biz["accountNo"], biz["idNo"], biz["accountName"])["_id"]
         draft = self.db[AGREEMENTS].find_one_and_update(
             {
                 "_id": agreement_id,
@@ -978,14 +843,14 @@ class FakeIcbc(LoopbackService):
                 "send_no": biz["sendNo"],
                 "account_key": key,
                 "expires_at": {"$gt": self.clock.now()},
-                "tries": {"$lt": _MAX_CODE_TRIES},
+                "tries": {"$lt": MAX_CODE_TRIES},
             },
             {"$inc": {"tries": 1}},
             return_document=ReturnDocument.AFTER,
         )
-        code_hash = _digest(agreement_id + biz["verifyCode"])
+        code_hash = digest(agreement_id + biz["verifyCode"])
         if draft is None or not hmac.compare_digest(draft["code_hash"], code_hash):
-            raise _Refusal("SMS_CODE_INVALID", "verifyCode wrong, expired or used up")
+            raise Refusal("SMS_CODE_INVALID", "verifyCode wrong, expired or used up")
         protocol_no = "PRT" + secrets.token_hex(10).upper()
         signed = self.db[AGREEMENTS].find_one_and_update(
             {"_id": agreement_id, "status": "draft"},
@@ -1000,7 +865,7 @@ class FakeIcbc(LoopbackService):
             },
         )
         if signed is None:
-            raise _Refusal("SMS_CODE_INVALID", "verifyCode already used")
+            raise Refusal("SMS_CODE_INVALID", "verifyCode already used")
         return {"srVid": agreement_id, "protocolNo": protocol_no}
 
     def _autodebit_pay(self, biz: Reply) -> Reply:
@@ -1010,18 +875,18 @@ class FakeIcbc(LoopbackService):
         if existing is not None:
             # A retried charge answers with the first outcome and never debits twice.
             if existing.get("prtcl_no") != agreement_no or existing["amount_fen"] != amount:
-                raise _Refusal("ORDER_CONFLICT", "out_trade_no already used")
+                raise Refusal("ORDER_CONFLICT", "out_trade_no already used")
             return self._debit_answer(existing)
         today = business_date(self.clock.now()).isoformat()
         agreement = self.db[AGREEMENTS].find_one(
             {"protocol_no": agreement_no, "status": "active", "end_date": {"$gte": today}}
         )
         if agreement is None:
-            raise _Refusal("AGREEMENT_INVALID", "agreement cancelled, lapsed or unknown")
+            raise Refusal("AGREEMENT_INVALID", "agreement cancelled, lapsed or unknown")
         if amount > agreement["limit_fen"]:
-            raise _Refusal("AUTODEBIT_LIMIT_EXCEEDED", "amount over the agreement's limit")
+            raise Refusal("AUTODEBIT_LIMIT_EXCEEDED", "amount over the agreement's limit")
         now = self.clock.now()
-        serial = self._debit(agreement["account_key"], amount, biz["body"] or "代扣")
+        serial = self.bank.debit(agreement["account_key"], amount, biz["body"] or "代扣")
         order = {
             "_id": order_no,
             "order_id": serial or _icbc_order_id(now),
@@ -1045,7 +910,7 @@ class FakeIcbc(LoopbackService):
             "order_id": order["order_id"],
             "pay_status": "1" if order["status"] == "paid" else "2",
             "total_amt": str(order["amount_fen"]),
-            "pay_time": _compact(paid_at) if paid_at else "",
+            "pay_time": compact_time(paid_at) if paid_at else "",
         }
 
 
@@ -1072,14 +937,6 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def _ensure_indexes(db: Any) -> None:
-    # The sandbox's collections are not among the domain's, so the fake creates its own.
-    for name, indexes in _INDEXES.items():
-        for model in indexes:
-            options = {k: v for k, v in model.document.items() if k != "key"}
-            db[name].create_index(list(model.document["key"].items()), **options)
-
-
 def _load_or_create_key(folder: Path | None, filename: str, bits: int) -> str:
     if folder is not None and (folder / filename).exists():
         return (folder / filename).read_text(encoding="ascii")
@@ -1099,34 +956,17 @@ def _form(body: bytes) -> dict[str, str]:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise _Refusal("REQUEST_INVALID", "body is not UTF-8") from None
+        raise Refusal("REQUEST_INVALID", "body is not UTF-8") from None
     form: dict[str, str] = {}
     for key, value in parse_qsl(text, keep_blank_values=True):
         if key in form:
-            raise _Refusal("REQUEST_INVALID", f"field {key} repeated")
+            raise Refusal("REQUEST_INVALID", f"field {key} repeated")
         form[key] = value
     return form
 
 
 def _icbc_order_id(now: datetime) -> str:
     return now.astimezone(SHANGHAI).strftime("%Y%m%d%H%M%S") + secrets.token_hex(6).upper()
-
-
-def _compact(moment: datetime) -> str:
-    return _aware(moment).astimezone(SHANGHAI).strftime("%Y%m%d%H%M%S")
-
-
-def _digits(count: int) -> str:
-    return "".join(secrets.choice(string.digits) for _ in range(count))
-
-
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
-
-
-def _aware(moment: datetime) -> datetime:
-    # A MongoDB client opened without tz_aware hands back naive UTC datetimes.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
 FakeIcbc.handler_class = _Handler
