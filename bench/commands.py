@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -325,10 +326,12 @@ class _RunClock:
         self.seconds = self.db_seconds = 0.0
 
     def wrap(self, run: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(*args: Any) -> Any:
+        # functools.wraps: an action row reads its models from the handler it wraps.
+        @functools.wraps(run)
+        def timed(*args: Any, **kwargs: Any) -> Any:
             started, db_before = time.perf_counter(), self.log.seconds
             try:
-                return run(*args)
+                return run(*args, **kwargs)
             finally:
                 self.seconds += time.perf_counter() - started
                 self.db_seconds += self.log.seconds - db_before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,20 @@ def takes_the_caller(call: Call, req: api.UploadUrl, account: Caller) -> api.Cat
 def test_a_handler_naming_a_third_parameter_is_handed_the_checked_caller() -> None:
     assert Action(signed_in, takes_the_caller).takes_caller is True
     assert Action(signed_in, takes_a_model).takes_caller is False
+
+
+def test_a_wrapped_handler_keeps_the_models_and_the_caller_of_the_one_it_wraps() -> None:
+    @functools.wraps(takes_the_caller)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        return takes_the_caller(*args, **kwargs)
+
+    row = Action(signed_in, timed)
+
+    assert (row.request, row.reply, row.takes_caller) == (
+        api.UploadUrl,
+        api.CategoriesReply,
+        True,
+    )
 
 
 def test_every_handler_with_a_policy_takes_its_caller_instead_of_checking_again() -> None:

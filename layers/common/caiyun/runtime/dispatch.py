@@ -174,16 +174,25 @@ class Action:
     takes_caller: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        request, reply = _models_of(self.run)
+        handler = _unwrapped(self.run)
+        request, reply = _models_of(handler)
         object.__setattr__(self, "request", request)
         object.__setattr__(self, "reply", reply)
-        params = [k for k in self.run.__annotations__ if k != "return"]
+        params = [k for k in handler.__annotations__ if k != "return"]
         object.__setattr__(self, "takes_caller", len(params) >= 3 and params[2] != "once")
-        name = self.run.__qualname__
+        name = handler.__qualname__
         if (self.once is not None) != ("once" in params):
             raise TypeError(f"{name}: an action declaring `once` takes `once`, and only then")
         if self.once is not None and "request_id" not in request.model_fields:
             raise TypeError(f"{name}: an idempotent action's request carries request_id")
+
+
+def _unwrapped(handler: Handler) -> Handler:
+    # A handler wrapped with functools.wraps (a timer, a tracer) keeps the signature of the one
+    # it wraps; its annotations name models of that handler's module.
+    while hasattr(handler, "__wrapped__"):
+        handler = handler.__wrapped__
+    return handler
 
 
 def _models_of(handler: Handler) -> tuple[type[BaseModel], type[BaseModel] | None]:
