@@ -31,7 +31,7 @@ from pymongo import (
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from caiyun.catalog import ensure_indexes, open_database
-from caiyun.data import embedded_indexes
+from caiyun.data import embedded_indexes, embedded_patches
 from caiyun.data.embedded import EmbeddedEngine
 from caiyun.domain.accounts import bind_openid, ensure_account
 from caiyun.settings import Settings
@@ -717,9 +717,10 @@ def test_a_write_checks_unique_rules_from_the_indexes_not_by_reading_every_accou
     )
     examined = []
     real = embedded_indexes.filter_applies
-    monkeypatch.setattr(
-        embedded_indexes, "filter_applies", lambda *args: examined.append(args[1]) or real(*args)
-    )
+    for module in (embedded_indexes, embedded_patches):
+        monkeypatch.setattr(
+            module, "filter_applies", lambda *args: examined.append(args[1]) or real(*args)
+        )
 
     account, created = ensure_account(db, "13900000000", TEST_START)
     bind_openid(db, account["_id"], "resident", "o-new")
@@ -853,7 +854,7 @@ def test_a_pages_extra_count_matches_as_mongomock_does(
 ) -> None:
     from mongomock.filtering import filter_applies
 
-    assert embedded_indexes._applies(query, doc) == filter_applies(query, doc)
+    assert embedded_patches._applies(query, doc) == filter_applies(query, doc)
 
 
 @settings(max_examples=200, deadline=None)
@@ -864,9 +865,9 @@ def test_a_lists_tab_counts_group_as_mongomock_does(docs: list[dict[str, Any]]) 
     if docs:
         plain.insert_many([{**d, "_id": i} for i, d in enumerate(docs)])
     expected = list(plain.aggregate([{"$group": group}]))
-    matched = embedded_indexes._Matched(len(docs), lambda: iter(docs), lambda a, b: docs[a:b])
+    matched = embedded_patches._Matched(len(docs), lambda: iter(docs), lambda a, b: docs[a:b])
 
-    counted = embedded_indexes._counted_by(group, matched)
+    counted = embedded_patches._counted_by(group, matched)
 
     if counted is not None:  # None: left to mongomock, which gives `expected` itself
         pairs = sorted((repr(g["_id"]), g["n"]) for g in counted)

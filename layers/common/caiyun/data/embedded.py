@@ -8,7 +8,8 @@ adds the two missing pieces:
 * durability: every document a call writes is written through to SQLite (one row per document,
   BSON-encoded) and committed before the call returns, so `caiyun dev` keeps its data across
   restarts; the store journals what it is given and what mongomock changes in place
-  (``caiyun.data.embedded_indexes`` sees both, to keep its hash indexes);
+  (``caiyun.data.embedded_indexes`` sees both, to keep its hash indexes, and
+  ``caiyun.data.embedded_patches`` answers through them);
 * atomicity: every collection call runs under one engine-wide lock, so a conditional update is
   atomic against other threads, as a single-document write is on a MongoDB server.
 
@@ -41,6 +42,8 @@ from mongomock.collection import BulkOperationBuilder
 from mongomock.store import CollectionStore, DatabaseStore, ServerStore
 from pymongo.errors import OperationFailure
 
+# Imported for what it does: mongomock's collections answer through the indexes from then on.
+import caiyun.data.embedded_patches  # noqa: F401
 from caiyun.data.embedded_indexes import Clash, IndexedStore, unique_clashes
 from caiyun.errors import AppError
 

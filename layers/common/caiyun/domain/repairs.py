@@ -14,7 +14,6 @@ from typing import Any
 
 from caiyun import labels
 from caiyun.adapters.storage import UploadTarget
-from caiyun.clock import SHANGHAI
 from caiyun.crypto import mask_phone
 from caiyun.domain import (
     accounts,
@@ -28,6 +27,7 @@ from caiyun.domain import (
     staff,
     uploads,
 )
+from caiyun.domain import repair_notes as tell
 from caiyun.domain import repair_views as views
 from caiyun.domain.lifecycles import REPAIR
 from caiyun.errors import AppError
@@ -35,9 +35,6 @@ from caiyun.ids import new_id
 from caiyun.services import Services
 from caiyun.stores import repairs as store
 from caiyun.stores.repairs import Repair
-
-# Where a message opens; the page has the same path in the resident and the staff app.
-REPAIR_PAGE = "/pages/repair/detail?id={}"
 
 
 def categories(services: Services) -> list[dict[str, str]]:
@@ -74,110 +71,6 @@ def _conflict(doc: Repair | None) -> AppError:
     status = None if doc is None else views.STATUS_NAMES[doc["status"]]
     message = f"报修单当前为{status}，不能进行此操作" if status else None
     return AppError("CONFLICT", message)
-
-
-def _time(moment: datetime) -> str:
-    return moment.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
-
-
-def _resident_note(doc: Repair, title: str, remark: str) -> messaging.Note:
-    """The reporter's inbox message, with the ``repair`` subscription message.
-
-    Template keys: thing1 category, phrase2 status, time3 when, thing4 remark.
-    """
-    category = views.category_name(doc)
-    return messaging.Note(
-        account_id=doc["reporter_id"],
-        kind="repair",
-        title=title,
-        body=f"{category}（{doc['house_label']}）：{remark}",
-        page=REPAIR_PAGE.format(doc["_id"]),
-        push=messaging.Push(
-            template="repair",
-            data={
-                "thing1": category,
-                "phrase2": views.STATUS_NAMES[doc["status"]],
-                "time3": _time(doc["updated_at"]),
-                "thing4": remark,
-            },
-        ),
-        community_id=doc["community_id"],
-    )
-
-
-def _staff_note(
-    doc: Repair,
-    account_id: str,
-    kind: labels.MessageKind,
-    title: str,
-    template: str,
-    when: datetime,
-    key: str | None = None,
-) -> messaging.Note:
-    """A staff member's inbox message about the work a repair asks for, with the staff app's
-    subscription message ``template``.
-
-    Template keys: thing1 category, thing2 where, time3 when, thing4 the resident's words.
-    """
-    category = views.category_name(doc)
-    where = f"{doc['community_name']}{doc['house_label']}"
-    return messaging.Note(
-        account_id=account_id,
-        kind=kind,
-        title=title,
-        body=f"{where}：{category}，{doc['description']}",
-        page=REPAIR_PAGE.format(doc["_id"]),
-        push=messaging.Push(
-            template=template,
-            data={
-                "thing1": category,
-                "thing2": where,
-                "time3": _time(when),
-                "thing4": doc["description"],
-            },
-        ),
-        app="staff",
-        community_id=doc["community_id"],
-        key=key,
-    )
-
-
-def _repairman_note(doc: Repair) -> messaging.Note:
-    """The assigned repairman's message (``repair_assigned``)."""
-    assert doc["repairman_id"] is not None, "a dispatched repair names its repairman"
-    return _staff_note(
-        doc, doc["repairman_id"], "repair", "新的维修工单", "repair_assigned", doc["updated_at"]
-    )
-
-
-def _reassigned_note(doc: Repair, previous_id: str) -> messaging.Note:
-    """The inbox message of the repairman the work was taken from (nothing to push)."""
-    return messaging.Note(
-        account_id=previous_id,
-        kind="repair",
-        title="工单已改派",
-        body=f"{doc['community_name']}{doc['house_label']}的维修工单已改派他人",
-        page=REPAIR_PAGE.format(doc["_id"]),
-        app="staff",
-        community_id=doc["community_id"],
-    )
-
-
-def _filed_notes(doc: Repair, admin_ids: list[str]) -> list[messaging.Note]:
-    """The community's admins' messages about a new repair (``repair_filed``); keyed by the
-    repair, so a retried create tells nobody twice."""
-    return [
-        _staff_note(
-            doc,
-            admin_id,
-            "repair_filed",
-            "新的报修",
-            "repair_filed",
-            doc["created_at"],
-            key=f"repair-filed-{doc['_id']}",
-        )
-        for admin_id in admin_ids
-    ]
 
 
 def create(
@@ -231,7 +124,7 @@ def create(
             ],
         }
         stored = store.insert(db, doc)
-        messaging.deliver_many(services, _filed_notes(stored, admin_ids), spendable)
+        messaging.deliver_many(services, tell.to_admins(stored, admin_ids), spendable)
         return _shown(services, stored, account["_id"])
 
     def stored(record_id: str) -> dict[str, Any] | None:
@@ -391,11 +284,11 @@ def dispatch(
             raise AppError("CONFLICT", "报修单状态已变化，请刷新后重试")
         previous = doc["repairman_id"]
     notes = [
-        _resident_note(done, "报修已派单", f"已安排维修员{done['repairman_name']}上门"),
-        _repairman_note(done),
+        tell.to_reporter(done, "报修已派单", f"已安排维修员{done['repairman_name']}上门"),
+        tell.to_repairman(done),
     ]
     if previous:
-        notes.append(_reassigned_note(done, previous))
+        notes.append(tell.to_previous_repairman(done, previous))
     messaging.deliver_many(services, notes)
     return _shown(services, done, admin["_id"])
 
@@ -442,7 +335,7 @@ def complete(
     if done is None:
         raise _conflict(_require_assigned(db, repairman, repair_id))
     remark = f"请在{views.RATING_WINDOW.days}天内评价"
-    messaging.deliver_many(services, [_resident_note(done, "维修已完成，请评价", remark)])
+    messaging.deliver_many(services, [tell.to_reporter(done, "维修已完成，请评价", remark)])
     return _shown(services, done, repairman["_id"])
 
 
@@ -610,7 +503,7 @@ def auto_close_due(
             fields={"auto_closed": True, "auto_close_run": run_id, "closed_at": now},
         )
         notes = [
-            _resident_note(doc, "报修已自动完成", note)
+            tell.to_reporter(doc, "报修已自动完成", note)
             for doc in store.among(db, due, matching={"auto_close_run": run_id})
         ]
         closed += len(notes)
