@@ -41,7 +41,14 @@ from worlds import GARDEN, ok, owner_row, refused, staff_account
 
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import business_date
-from caiyun.domain import accounts, appconfig, houses, job_runs, payments, realname
+from caiyun.domain import (
+    accounts,
+    appconfig,
+    autodebit_charges,
+    houses,
+    job_runs,
+    realname,
+)
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.sandbox.icbc_bank import OPENING_BALANCE_FEN
@@ -573,7 +580,7 @@ def test_auto_debit_cannot_be_turned_on_without_signing_the_agreement(
         "agreements.autodebit",
     }
     assert account_doc(svc, ALICE)["autodebit"]["enabled"] is False
-    assert payments.run_autodebit(svc)["autodebit_accounts"] == 0
+    assert autodebit_charges.run_autodebit(svc)["autodebit_accounts"] == 0
     assert bank.balance(ALICE.card) == OPENING_BALANCE_FEN
 
 
@@ -587,7 +594,7 @@ def test_an_enabled_flag_without_a_signed_agreement_is_never_charged(
         {"phone": ALICE.phone}, {"$set": {"autodebit": {"enabled": True, "agreement_no": "X"}}}
     )
 
-    assert payments.run_autodebit(svc)["autodebit_accounts"] == 0
+    assert autodebit_charges.run_autodebit(svc)["autodebit_accounts"] == 0
     assert bank.balance(ALICE.card) == OPENING_BALANCE_FEN
 
 
@@ -655,7 +662,7 @@ def test_off_is_immediate_even_when_icbc_cannot_cancel_yet(
     assert ok(set_autodebit(ALICE, False))["autodebit"] is False
 
     assert account_doc(svc, ALICE)["autodebit"]["cancel_pending"] is True
-    assert payments.run_autodebit(svc)["autodebit_accounts"] == 0
+    assert autodebit_charges.run_autodebit(svc)["autodebit_accounts"] == 0
     ok(set_autodebit(ALICE, False))  # the next change retries the cancellation
     assert account_doc(svc, ALICE)["autodebit"]["cancel_pending"] is False
     assert svc.db["sandbox_icbc_agreements"].find_one({"_id": agreement_id})["status"] == (
@@ -703,7 +710,7 @@ def test_autodebit_charges_under_the_signed_agreement_and_tells_the_resident(
     sign_autodebit(svc, ALICE)
     verify(svc, BOB)  # verified, but never signed
 
-    counts = payments.run_autodebit(svc)
+    counts = autodebit_charges.run_autodebit(svc)
 
     assert counts == {"autodebit_accounts": 1, "autodebit_paid": 1, "autodebit_failed": 0}
     assert bill_by_item(svc, world.h101, "物业费")["status"] == "paid"
@@ -738,8 +745,8 @@ def test_autodebit_runs_once_a_day_and_a_decline_is_told(
     sign_autodebit(svc, ALICE)
     bank.set_balance(ALICE.card, 100)  # not enough: ICBC declines
 
-    first = payments.run_autodebit(svc)
-    second = payments.run_autodebit(svc)
+    first = autodebit_charges.run_autodebit(svc)
+    second = autodebit_charges.run_autodebit(svc)
 
     assert first == {"autodebit_accounts": 1, "autodebit_paid": 0, "autodebit_failed": 1}
     assert second["autodebit_accounts"] == 0  # not charged twice the same day
@@ -751,8 +758,8 @@ def test_autodebit_runs_once_a_day_and_a_decline_is_told(
 
     bank.set_balance(ALICE.card, 50_000)
     svc.clock.advance(24 * 3600)
-    third = payments.run_autodebit(svc)
-    fourth = payments.run_autodebit(svc)
+    third = autodebit_charges.run_autodebit(svc)
+    fourth = autodebit_charges.run_autodebit(svc)
 
     assert third == {"autodebit_accounts": 1, "autodebit_paid": 1, "autodebit_failed": 0}
     assert fourth["autodebit_accounts"] == 0
@@ -769,7 +776,7 @@ def test_autodebit_skips_bills_the_resident_is_paying(
     bill = bill_by_item(svc, world.h101, "物业费")
     order = ok(pay(ALICE, bill["_id"]))
 
-    counts = payments.run_autodebit(svc)
+    counts = autodebit_charges.run_autodebit(svc)
 
     assert counts["autodebit_paid"] == 0
     assert ok(wallet_of(ALICE))["balance_fen"] == OPENING_BALANCE_FEN
@@ -782,7 +789,7 @@ def test_autodebit_stops_after_consent_is_withdrawn(svc: Services, world: Simple
     sign_autodebit(svc, ALICE)
     ok(set_autodebit(ALICE, False))
 
-    counts = payments.run_autodebit(svc)
+    counts = autodebit_charges.run_autodebit(svc)
 
     assert counts["autodebit_accounts"] == 0
     assert bill_by_item(svc, world.h101, "物业费")["status"] == "unpaid"
@@ -795,10 +802,10 @@ def test_wallet_transactions_page_through_icbcs_details(
     import_due_bills(svc, world, (101, "物业费", 12000, -1))
     verify(svc, ALICE)
     sign_autodebit(svc, ALICE)
-    payments.run_autodebit(svc)  # one charge on top of the opening deposit
+    autodebit_charges.run_autodebit(svc)  # one charge on top of the opening deposit
     import_due_bills(svc, world, (101, "停车费", 5000, 0))
     svc.clock.advance(24 * 3600)
-    payments.run_autodebit(svc)  # and a second one the next day
+    autodebit_charges.run_autodebit(svc)  # and a second one the next day
 
     first = ok(transactions(ALICE, 1, 2))
     second = ok(transactions(ALICE, 2, 2))
@@ -855,7 +862,7 @@ def test_autodebit_cut_short_by_the_budget_resumes_and_charges_each_account_once
         sign_autodebit(svc, who)
     spent = svc.clock.now()  # the budget is over before the first batch ends
 
-    runs = [payments.run_autodebit(svc, until=spent, batch_size=1) for _ in range(4)]
+    runs = [autodebit_charges.run_autodebit(svc, until=spent, batch_size=1) for _ in range(4)]
 
     assert [r.get("unfinished", 0) for r in runs] == [1, 1, 0, 0]
     assert [r["autodebit_paid"] for r in runs] == [1, 1, 0, 0]
@@ -875,8 +882,8 @@ def test_an_autodebit_run_held_by_another_invocation_is_left_to_it(
     held = job_runs.begin(svc, f"autodebit:{today}", keep_s=3600)
     assert held is not None
 
-    assert payments.run_autodebit(svc)["autodebit_accounts"] == 0  # the other one is at it
+    assert autodebit_charges.run_autodebit(svc)["autodebit_accounts"] == 0  # the other one is at it
 
     svc.clock.advance(svc.settings.scheduler_budget_s + 1)  # it died: its hold lapses
-    assert payments.run_autodebit(svc)["autodebit_paid"] == 1
+    assert autodebit_charges.run_autodebit(svc)["autodebit_paid"] == 1
     assert bill_by_item(svc, world.h101, "物业费")["status"] == "paid"

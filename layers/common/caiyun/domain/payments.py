@@ -4,11 +4,12 @@ The order is written to the database before ICBC is called, so a late or repeate
 finds it. A resident pays with WeChat Pay acquired by ICBC (the app opens WeChat's payment with
 what ICBC returned, and ICBC's notify settles the order) or from their ICBC account (the
 e-wallet, or the Class I card they verified with: ICBC debits it at once); the timer charges
-accounts whose owner signed the auto-debit agreement. An order is settled by ICBC's notify, by
-ICBC's immediate answer, or, when neither came, by asking ICBC again; all go through
-:func:`apply_result`, whose first step is one conditional update that only one caller can win
-however many notifies race. A second successful payment for a settled order settles nothing
-more: it is flagged for refund (:mod:`caiyun.domain.payment_issues`).
+accounts whose owner signed the auto-debit agreement (:mod:`caiyun.domain.autodebit_charges`).
+An order is settled by ICBC's notify, by ICBC's immediate answer, or, when neither came, by
+asking ICBC again; all go through :func:`apply_result`, whose first step is one conditional
+update that only one caller can win however many notifies race. A second successful payment for
+a settled order settles nothing more: it is flagged for refund
+(:mod:`caiyun.domain.payment_issues`).
 """
 
 from __future__ import annotations
@@ -20,13 +21,10 @@ from typing import Any, Literal, cast
 
 from caiyun import labels
 from caiyun.adapters.icbc_protocol import IcbcError
-from caiyun.clock import SHANGHAI, business_date, iso
+from caiyun.clock import SHANGHAI, iso
 from caiyun.domain import (
-    accounts,
-    autodebit,
     bills,
     idempotency,
-    job_runs,
     memberships,
     messaging,
     payment_issues,
@@ -144,7 +142,7 @@ def _place(services: Services, order: Order, found: list[Bill]) -> None:
         raise AppError("BILL_NOT_PAYABLE", "账单正在被其他人支付")
 
 
-def _place_order(
+def place_order(
     services: Services,
     account: dict[str, Any],
     found: list[Bill],
@@ -194,7 +192,7 @@ def open_order(
     if method == "wechat":
         return _start_wechat(services, account, found, subject, client_ip)
     icbc = {"pay_with": "account", "account_kind": method}
-    order = _place_order(services, account, found, method, icbc=icbc)
+    order = place_order(services, account, found, method, icbc=icbc)
     return _pay_from_account(services, account, order, subject)
 
 
@@ -280,105 +278,6 @@ def _reread(services: Services, order_no: str) -> Order:
     order = store.get(services.db, order_no)
     assert order is not None, "orders are never deleted"
     return order
-
-
-def charge_autodebit(services: Services, account: dict[str, Any], found: list[Bill]) -> str:
-    """Charge due bills under the account's signed auto-debit agreement; returns the order
-    status. The order records the agreement it relied on; the resident is told the outcome.
-
-    Bills that could not be charged are stamped for today so the daily run tries them once.
-    """
-    today = business_date(services.clock.now()).isoformat()
-    bill_store.stamp_autodebit_tried(services.db, [b["_id"] for b in found], today=today)
-    consent = autodebit.consent(account)
-    try:
-        order = _place_order(
-            services, account, found, "autodebit", consent=consent, icbc={"pay_with": "autodebit"}
-        )
-    except AppError:
-        return "skipped"
-    try:
-        status = services.icbc.autodebit_charge(
-            consent["agreement_no"],
-            order["_id"],
-            order["amount_fen"],
-            f"物业费自动扣缴 {len(found)} 笔",
-        )
-    except IcbcError as exc:
-        if not exc.retryable:
-            _decline(services, order)
-            return "failed"
-        return "pending"  # the expiry run asks ICBC what happened
-    if status.status == "paid":
-        apply_result(services, BankResult.of(status))
-    else:
-        _decline(services, order)
-    return status.status
-
-
-def _decline(services: Services, order: Order) -> None:
-    """End an auto-debit ICBC declined, and tell the resident."""
-    if not close(services, order["_id"], "failed"):
-        return
-    messaging.deliver(
-        services,
-        [order["account_id"]],
-        "payment",
-        title="自动扣缴未成功",
-        body=f"物业费 {yuan(order['amount_fen'])} 元未能从您的工行账户自动扣缴，请充值或手动缴费。",
-        page="/pages/bills/index",
-        community_id=order["community_id"],
-        message_key=f"autodebit-declined-{order['_id']}",
-    )
-
-
-def run_autodebit(
-    services: Services, until: datetime | None = None, batch_size: int | None = None
-) -> dict[str, int]:
-    """Charge the due bills of every account that signed the auto-debit agreement, one order
-    per account and community; once per business day, resumed where it stopped when the clock
-    passed ``until`` (``unfinished`` in the counts)."""
-    db = services.db
-    today = business_date(services.clock.now()).isoformat()
-    counts = {"autodebit_accounts": 0, "autodebit_paid": 0, "autodebit_failed": 0}
-    # Once per business day: the timer fires every minute, and every run after the day's
-    # finished one would only re-read every consenting account to find nothing to charge.
-    run = job_runs.begin(services, f"autodebit:{today}", keep_s=2 * 24 * 3600)
-    if run is None:
-        return counts
-    last_id = run.state.get("after", "")
-    size = batch_size or services.settings.scheduler_batch_size
-    while True:
-        batch = accounts.with_autodebit_signed(db, after=last_id, limit=size)
-        for account in batch:
-            _charge_account(services, account, today, counts)
-        if len(batch) < size:
-            job_runs.finish(services, run)
-            return counts
-        last_id = batch[-1]["_id"]
-        if until is not None and services.clock.now() >= until:
-            job_runs.pause(services, run, {"after": last_id})
-            return {**counts, "unfinished": 1}
-        job_runs.save(services, run, {"after": last_id})
-
-
-def _charge_account(
-    services: Services, account: dict[str, Any], today: str, counts: dict[str, int]
-) -> None:
-    # A bill is stamped as tried today before it is charged, so a run resumed after a crash
-    # never charges it twice.
-    house_ids = [m["house_id"] for m in memberships.of_account(services.db, account["_id"])]
-    due = bill_store.due_for_autodebit(services.db, house_ids, today=today)
-    by_community: dict[str, list[Bill]] = {}
-    for bill in due:
-        by_community.setdefault(bill["community_id"], []).append(bill)
-    for group in by_community.values():
-        counts["autodebit_accounts"] += 1
-        outcome = charge_autodebit(services, account, group)
-        if outcome == "paid":
-            counts["autodebit_paid"] += 1
-        elif outcome == "failed":
-            counts["autodebit_failed"] += 1
 
 
 def close(

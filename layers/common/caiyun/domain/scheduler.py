@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from caiyun.domain import notices, payments, pushes, reminders, repairs
+from caiyun.domain import autodebit_charges, notices, payments, pushes, reminders, repairs
 from caiyun.logs import log_call
 from caiyun.services import Services
 
@@ -49,7 +49,7 @@ def _remind_overdue(services: Services, until: datetime) -> dict[str, int]:
 JOBS: tuple[Job, ...] = (
     Job("repairs_auto_close", repairs.auto_close_due),
     Job("orders_expire", payments.expire_orders),
-    Job("autodebit", payments.run_autodebit),
+    Job("autodebit", autodebit_charges.run_autodebit),
     Job("payment_reminders", _remind_overdue),
     Job("notice_deliveries", notices.resume_deliveries),
     # Last: it sends what the jobs before it queued.
