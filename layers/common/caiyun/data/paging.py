@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -70,11 +71,13 @@ def tabbed(
     page_size: int,
     projection: dict[str, Any] | None = None,
     shaping: list[dict[str, Any]] | None = None,
+    tabs: Iterable[Any] = (),
 ) -> tuple[list[dict[str, Any]], int, dict[Any, int]]:
     """A page as :func:`page` gives it, of the documents matching ``query`` whose ``tab_field``
     is ``tab`` (any, when ``tab`` is None), with how many match ``query`` per value of
     ``tab_field``: the counts a list's tabs show. One command. ``shaping`` stages run between
-    the match and the sort (to make the rows listed out of the documents matched).
+    the match and the sort (to make the rows listed out of the documents matched). Every value
+    in ``tabs`` is counted, 0 when no document holds it (a list shows every tab).
 
     Returns ``(items, total, counts)``; ``total`` counts the tab's documents.
     """
@@ -93,4 +96,5 @@ def tabbed(
     result: dict[str, Any] = next(iter(collection.aggregate(pipeline)), {})
     total = (result.get("total") or [{"n": 0}])[0]["n"]
     counts = {row["_id"]: row["n"] for row in result.get("tabs", [])}
+    counts = {**dict.fromkeys(tabs, 0), **counts}
     return list(result.get("items", [])), total, counts

@@ -179,6 +179,7 @@ def houses_page(
         page,
         page_size,
         shaping=shaping,
+        tabs=labels.LABELS["house_dues"],
     )
     items = [
         {
@@ -195,4 +196,4 @@ def houses_page(
         }
         for h in found
     ]
-    return items, total, {tab: counts.get(tab, 0) for tab in labels.LABELS["house_dues"]}
+    return items, total, counts

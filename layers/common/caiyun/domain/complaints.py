@@ -151,7 +151,7 @@ def _page(
     docs, total, counts = store.page(db, query, status, page, page_size)
     names = _community_names(db, docs)
     items = [show(doc, names) for doc in docs]
-    return items, total, {s: counts.get(s, 0) for s in STATUS_NAMES}
+    return items, total, counts
 
 
 def _community_names(db: Any, docs: list[Complaint]) -> dict[str, str]:

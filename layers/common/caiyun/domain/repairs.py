@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from caiyun import labels
 from caiyun.adapters.storage import UploadTarget
 from caiyun.crypto import mask_phone
 from caiyun.domain import (
@@ -380,15 +379,6 @@ def detail(services: Services, account: dict[str, Any], repair_id: str) -> dict[
 Page = tuple[list[dict[str, Any]], int, dict[str, int]]
 
 
-def _page(
-    db: Any, scope: dict[str, Any], status: str | None, page: int, page_size: int
-) -> tuple[list[Repair], int, dict[str, int]]:
-    """(repairs, total, counts): the page of ``status`` (any), newest first, and how many
-    repairs ``scope`` holds in each status (every status present)."""
-    docs, total, counts = store.page(db, scope, status, page, page_size)
-    return docs, total, {s: counts.get(s, 0) for s in labels.LABELS["repair_status"]}
-
-
 def my_list(
     services: Services, account: dict[str, Any], status: str | None, page: int, page_size: int
 ) -> Page:
@@ -397,7 +387,7 @@ def my_list(
     status)."""
     me = account["_id"]
     query = memberships.filed_or_owned(services.db, account, "reporter_id")
-    docs, total, counts = _page(services.db, query, status, page, page_size)
+    docs, total, counts = store.page(services.db, query, status, page, page_size)
     return [{**views.summary(d), "mine": d["reporter_id"] == me} for d in docs], total, counts
 
 
@@ -417,7 +407,7 @@ def staff_list(
         query["community_id"] = community_id
     else:
         query.update(staff.scope_query(admin))
-    docs, total, counts = _page(services.db, query, status, page, page_size)
+    docs, total, counts = store.page(services.db, query, status, page, page_size)
     return [views.staff_item(d) for d in docs], total, counts
 
 
@@ -425,7 +415,7 @@ def assigned(
     services: Services, repairman: dict[str, Any], status: str | None, page: int, page_size: int
 ) -> Page:
     """The repairs assigned to this repairman now, newest first, with counts by status."""
-    docs, total, counts = _page(
+    docs, total, counts = store.page(
         services.db, {"repairman_id": repairman["_id"]}, status, page, page_size
     )
     return [views.staff_item(d) for d in docs], total, counts

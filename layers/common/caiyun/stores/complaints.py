@@ -14,6 +14,7 @@ from typing import Any, TypedDict, cast
 
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 
+from caiyun import labels
 from caiyun.data import paging
 from caiyun.data.inserts import insert_once
 from caiyun.data.schema import declare
@@ -119,8 +120,15 @@ def answer(
 def page(db: Any, scope: Mapping[str, Any], status: str | None, page: int, page_size: int) -> Page:
     """(complaints, total, counts): page ``page`` of the complaints in ``scope`` whose status
     is ``status`` (any when None), newest first; and how many complaints ``scope`` holds in
-    each status present. One command."""
+    each status (every status, 0 for none). One command."""
     docs, total, counts = paging.tabbed(
-        db[COMPLAINTS], dict(scope), "status", status, [("_id", DESCENDING)], page, page_size
+        db[COMPLAINTS],
+        dict(scope),
+        "status",
+        status,
+        [("_id", DESCENDING)],
+        page,
+        page_size,
+        tabs=labels.LABELS["complaint_status"],
     )
     return cast(list[Complaint], docs), total, counts

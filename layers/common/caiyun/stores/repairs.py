@@ -15,6 +15,7 @@ from typing import Any, Literal, TypedDict, cast
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 from typing_extensions import NotRequired
 
+from caiyun import labels
 from caiyun.data import paging
 from caiyun.data.inserts import insert_once
 from caiyun.data.schema import declare
@@ -215,7 +216,7 @@ def among(db: Any, repair_ids: list[str], *, matching: Mapping[str, Any]) -> lis
 def page(db: Any, scope: Mapping[str, Any], status: str | None, page: int, page_size: int) -> Page:
     """(repairs, total, counts): page ``page`` of the repairs in ``scope`` whose status is
     ``status`` (any when None), newest first, without timelines; and how many repairs
-    ``scope`` holds in each status present. One command."""
+    ``scope`` holds in each status (every status, 0 for none). One command."""
     docs, total, counts = paging.tabbed(
         db[REPAIRS],
         dict(scope),
@@ -225,6 +226,7 @@ def page(db: Any, scope: Mapping[str, Any], status: str | None, page: int, page_
         page,
         page_size,
         {"timeline": 0},
+        tabs=labels.LABELS["repair_status"],
     )
     return cast(list[Repair], docs), total, counts
 
