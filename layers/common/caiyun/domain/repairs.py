@@ -117,7 +117,7 @@ def create(
             "created_at": now,
             "updated_at": now,
             "timeline": [
-                store.entry(
+                store.entry_of(
                     "created", "pending", actor_id=account["_id"], actor_role="resident", at=now
                 )
             ],
@@ -146,9 +146,7 @@ def cancel(services: Services, account: dict[str, Any], repair_id: str) -> dict[
         repair_id,
         expects={"reporter_id": account["_id"], **REPAIR.expects("cancel")},
         to=REPAIR.target("cancel"),
-        entry=store.entry(
-            "cancelled", "cancelled", actor_id=account["_id"], actor_role="resident", at=now
-        ),
+        step=store.Step(event="cancelled", actor_id=account["_id"], actor_role="resident", at=now),
         fields={"cancelled_at": now},
     )
     if done is None:
@@ -170,9 +168,8 @@ def rate(
         repair_id,
         expects={"reporter_id": account["_id"], **REPAIR.expects("rate")},
         to=REPAIR.target("rate"),
-        entry=store.entry(
-            "rated",
-            "completed",
+        step=store.Step(
+            event="rated",
             actor_id=account["_id"],
             actor_role="resident",
             at=now,
@@ -218,9 +215,8 @@ def _dispatching(
         repair_id,
         expects=expects,
         to=REPAIR.target(move),
-        entry=store.entry(
-            f"{move}ed",
-            REPAIR.target(move),
+        step=store.Step(
+            event=f"{move}ed",
             actor_id=admin["_id"],
             actor_role="admin",
             at=now,
@@ -321,9 +317,8 @@ def complete(
             **staff.scope_query(repairman),
         },
         to=REPAIR.target("finish"),
-        entry=store.entry(
-            "work_done",
-            "awaiting_rating",
+        step=store.Step(
+            event="work_done",
             actor_id=repairman["_id"],
             actor_role="repairman",
             at=now,
@@ -487,8 +482,8 @@ def auto_close_due(
             due,
             expects=unrated,
             to=REPAIR.target("auto_close"),
-            entry=store.entry(
-                "auto_closed", "completed", actor_id=None, actor_role="system", at=now, note=note
+            step=store.Step(
+                event="auto_closed", actor_id=None, actor_role="system", at=now, note=note
             ),
             fields={"auto_closed": True, "auto_close_run": run_id, "closed_at": now},
         )

@@ -113,7 +113,7 @@ _AS_FILED = (
 Page = tuple[list[Repair], int, dict[str, int]]
 
 
-def entry(
+def entry_of(
     event: str,
     status: str,
     *,
@@ -122,7 +122,7 @@ def entry(
     at: datetime,
     note: str | None = None,
 ) -> TimelineEntry:
-    """A timeline entry, as a move appends it."""
+    """A timeline entry: what happened, the state it left, who, when."""
     return {
         "event": event,
         "status": status,
@@ -161,21 +161,31 @@ def as_filed(db: Any, repair_id: str) -> Repair | None:
     return cast(Repair, first)
 
 
+class Step(TypedDict):
+    """A move as its timeline entry tells it: the event, who made it and when, a note."""
+
+    event: str
+    actor_id: str | None
+    actor_role: ActorRole
+    at: datetime
+    note: NotRequired[str | None]
+
+
 def move(
     db: Any,
     repair_id: str,
     *,
     expects: Mapping[str, Any],
     to: str,
-    entry: TimelineEntry,
+    step: Step,
     fields: Mapping[str, Any] | None = None,
 ) -> Repair | None:
     """Move one repair to ``to`` if it still matches ``expects``, setting ``fields`` and
-    appending ``entry`` (whose moment is the update's); the repair after, or None when it did
-    not match (nothing changed)."""
+    appending the timeline entry of ``step`` (its moment is the update's); the repair after, or
+    None when it did not match (nothing changed)."""
     return db[REPAIRS].find_one_and_update(
         {"_id": repair_id, **expects},
-        _moving(to, entry, fields),
+        _moving(to, step, fields),
         return_document=ReturnDocument.AFTER,
     )
 
@@ -186,17 +196,26 @@ def move_many(
     *,
     expects: Mapping[str, Any],
     to: str,
-    entry: TimelineEntry,
+    step: Step,
     fields: Mapping[str, Any] | None = None,
 ) -> None:
     """:func:`move` for many repairs in one command; each repair is still updated atomically
     under ``expects``, so one that moved meanwhile is left as it is."""
-    db[REPAIRS].update_many({"_id": {"$in": repair_ids}, **expects}, _moving(to, entry, fields))
+    db[REPAIRS].update_many({"_id": {"$in": repair_ids}, **expects}, _moving(to, step, fields))
 
 
-def _moving(to: str, entry: TimelineEntry, fields: Mapping[str, Any] | None) -> dict[str, Any]:
+def _moving(to: str, step: Step, fields: Mapping[str, Any] | None) -> dict[str, Any]:
+    # The entry records the state the move left, so it is the move's target by construction.
+    entry = entry_of(
+        step["event"],
+        to,
+        actor_id=step["actor_id"],
+        actor_role=step["actor_role"],
+        at=step["at"],
+        note=step.get("note"),
+    )
     return {
-        "$set": {"status": to, **(fields or {}), "updated_at": entry["at"]},
+        "$set": {"status": to, **(fields or {}), "updated_at": step["at"]},
         "$push": {"timeline": entry},
     }
 
