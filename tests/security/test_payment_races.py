@@ -31,7 +31,7 @@ from billing import (
 from conftest import invoke
 from worlds import ok
 
-from caiyun.domain import payments
+from caiyun.domain import autodebit_charges, payments
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.sandbox.icbc_bank import OPENING_BALANCE_FEN
 from caiyun.services import Services
@@ -177,7 +177,7 @@ def test_autodebit_runs_at_once_charge_each_bill_once(
     sign_autodebit(svc, ALICE)
     svc.clock.advance(11 * 24 * 3600)  # the world's bills are now due
 
-    race([lambda: payments.run_autodebit(svc)] * 4, 4)
+    race([lambda: autodebit_charges.run_autodebit(svc)] * 4, 4)
 
     paid = list(svc.db[ORDERS].find({"status": "paid"}))
     assert len(paid) == 1

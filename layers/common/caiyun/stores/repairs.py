@@ -50,6 +50,16 @@ class TimelineEntry(TypedDict):
     note: str | None
 
 
+class Step(TypedDict):
+    """A move as its timeline entry tells it: the event, who made it and when, a note."""
+
+    event: str
+    actor_id: str | None
+    actor_role: ActorRole
+    at: datetime
+    note: NotRequired[str | None]
+
+
 class Completion(TypedDict):
     """The repairman's report of the work done."""
 
@@ -159,16 +169,6 @@ def as_filed(db: Any, repair_id: str) -> Repair | None:
         return None
     first = {**doc, "status": "pending", "repairman_id": None, "updated_at": doc["created_at"]}
     return cast(Repair, first)
-
-
-class Step(TypedDict):
-    """A move as its timeline entry tells it: the event, who made it and when, a note."""
-
-    event: str
-    actor_id: str | None
-    actor_role: ActorRole
-    at: datetime
-    note: NotRequired[str | None]
 
 
 def move(
