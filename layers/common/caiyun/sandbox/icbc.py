@@ -9,8 +9,10 @@ default, as in every ICBC sample) with SHA1withRSA, encrypted for the JFT interf
 with the fields its sheets list. Its notifies are signed with ``sign_type=RSA`` (SHA1), as the
 live gateway signs them, over the notify URL's path.
 
-The bank behind it is :class:`caiyun.sandbox.icbc_bank.SandboxBank` (its accounts, openings
-and transactions): cards beginning ``6222`` are ICBC Class I debit cards; other Luhn-valid
+This module holds the gateway and its WeChat Pay interfaces; the account and auto-debit
+interfaces are :mod:`caiyun.sandbox.icbc_accounts`, and the bank behind them all is
+:class:`caiyun.sandbox.icbc_bank.SandboxBank` (accounts, openings, transactions, orders,
+agreements): cards beginning ``6222`` are ICBC Class I debit cards; other Luhn-valid
 cards belong to other banks; ID numbers carry a valid GB 11643 check digit. Opening texts a code
 to the bank phone (the sandbox SMS outbox); a Class I card holder verifies with the card, which
 is then the account paid from; a Class II or III e-wallet gets a number of its own. Every new
@@ -27,20 +29,19 @@ aside), cards and ID numbers as hashes and masks.
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import secrets
 import threading
 from collections.abc import Callable
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import SecretStr
-from pymongo import IndexModel, ReturnDocument
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from caiyun.adapters import icbc_sheets as sheets
@@ -68,45 +69,29 @@ from caiyun.adapters.icbc_protocol import (
 )
 from caiyun.adapters.icbc_values import (
     ACCESS_TYPE_MINIPROGRAM,
-    ACCOUNT_LEVELS,
     PAY_MODE_WECHAT,
     PAY_STATUS,
-    pay_amount_fen,
-    pay_amount_text,
 )
 from caiyun.adapters.sms import SandboxSms
-from caiyun.checksums import luhn_valid, resident_id_valid
-from caiyun.clock import SHANGHAI, Clock, business_date
+from caiyun.clock import Clock
 from caiyun.data.schema import declare
 from caiyun.errors import AppError
+from caiyun.sandbox.icbc_accounts import LEVEL_CODES, AccountInterfaces
 from caiyun.sandbox.icbc_bank import (
-    CODE_TTL,
-    ICBC_CARD_PREFIX,
-    MAX_CODE_TRIES,
+    ORDERS,
     Refusal,
     SandboxBank,
-    aware,
     compact_time,
-    digest,
     digits,
-    ensure_indexes,
+    order_id_at,
 )
 from caiyun.sandbox.loopback import LoopbackService
 from caiyun.settings import Settings
 
 Reply = dict[str, Any]
 
-_ORDER_INDEXES = (IndexModel([("status", 1), ("expires_at", 1)]),)
-_AGREEMENT_INDEXES = (IndexModel("protocol_no", sparse=True),)
-
-ORDERS = declare("sandbox_icbc_orders", *_ORDER_INDEXES)
-AGREEMENTS = declare("sandbox_icbc_agreements", *_AGREEMENT_INDEXES)
+# Each msg_id is taken once: a replayed request is refused.
 MESSAGES = declare("sandbox_icbc_messages")
-
-_INDEXES: dict[str, tuple[IndexModel, ...]] = {
-    ORDERS: _ORDER_INDEXES,
-    AGREEMENTS: _AGREEMENT_INDEXES,
-}
 
 SANDBOX_APP_ID = "10000000000000008888"
 SANDBOX_MERCHANT_ID = "020000000000888"
@@ -129,7 +114,6 @@ _STATUS_CODES: dict[str, str] = {
     **{state: code for code, state in PAY_STATUS.items()},
     "closed": "2",
 }
-_LEVEL_CODES: dict[str, str] = {level: code for code, level in ACCOUNT_LEVELS.items()}
 
 _running: dict[str, FakeIcbc] = {}
 _running_lock = threading.Lock()
@@ -224,23 +208,28 @@ class FakeIcbc(LoopbackService):
         self.merchant_public_key = public_key_pem(self._merchant_key)
         self._sms = SandboxSms(db, clock)
         self.bank = SandboxBank(db, clock, self._sms)
+        self._accounts = AccountInterfaces(
+            self.bank,
+            user_pro_flags=self.user_pro_flags,
+            wallet_pay_style=wallet_pay_style,
+            openings_pending=openings_pending,
+        )
         endpoints: dict[str, Callable[[Reply], Reply]] = {
             "pay": self._pay,
             "query": self._query,
-            "wallet_open": self._wallet_open,
-            "wallet_sendmsg": self._wallet_sendmsg,
-            "wallet_checksms": self._wallet_checksms,
-            "wallet_pay": self._wallet_pay,
-            "wallet_balance": self._wallet_balance,
-            "wallet_transactions": self._wallet_transactions,
-            "autodebit_sms": self._autodebit_sms,
-            "autodebit_agreement": self._autodebit_agreement,
-            "autodebit_pay": self._autodebit_pay,
+            "wallet_open": self._accounts.wallet_open,
+            "wallet_sendmsg": self._accounts.wallet_sendmsg,
+            "wallet_checksms": self._accounts.wallet_checksms,
+            "wallet_pay": self._accounts.wallet_pay,
+            "wallet_balance": self._accounts.wallet_balance,
+            "wallet_transactions": self._accounts.wallet_transactions,
+            "autodebit_sms": self._accounts.autodebit_sms,
+            "autodebit_agreement": self._accounts.autodebit_agreement,
+            "autodebit_pay": self._accounts.autodebit_pay,
         }
         self._routes = {self.paths[s.name]: (s, endpoints[s.name]) for s in sheets.SHEETS}
         self._failures: list[tuple[str, str | None]] = []
         self._lock = threading.RLock()
-        ensure_indexes(db, _INDEXES)
 
     # Wiring.
 
@@ -421,7 +410,7 @@ class FakeIcbc(LoopbackService):
             "corpSerno": serial,
             "openStatus": "0",
             "acctNo": account["wallet_no"] or "",
-            "acctLevel": _LEVEL_CODES[account["account_class"]],
+            "acctLevel": LEVEL_CODES[account["account_class"]],
             "bindMedium": account["bound_card_masked"],
         }
         self._own_fields(sheets.WALLET_OPEN_NOTIFY, biz, "opening notify")
@@ -616,7 +605,7 @@ class FakeIcbc(LoopbackService):
         now = self.clock.now()
         order = {
             "_id": order_no,
-            "order_id": _icbc_order_id(now),
+            "order_id": order_id_at(now),
             "channel": "wechat",
             "amount_fen": amount,
             "subject": biz["body"],
@@ -679,240 +668,6 @@ class FakeIcbc(LoopbackService):
             answer |= {"access_type": ACCESS_TYPE_MINIPROGRAM, "pay_type": PAY_MODE_WECHAT}
         return answer
 
-    # Opening and verifying an account (JFT).
-
-    def _class_of(self, flag: str) -> str:
-        classes = [name for name, value in self.user_pro_flags.items() if value == flag]
-        if not classes:
-            raise Refusal("REQUEST_INVALID", "userProFlag opens no account for this app")
-        return classes[0]
-
-    def _wallet_open(self, biz: Reply) -> Reply:
-        account_class = self._class_of(biz["userProFlag"])
-        id_number, card_no = biz["certNo"], biz["bindMedium"]
-        if not resident_id_valid(id_number):
-            raise Refusal("ID_NUMBER_INVALID", "certNo invalid")
-        if not luhn_valid(card_no):
-            raise Refusal("CARD_INVALID", "bindMedium invalid")
-        if account_class == "I" and not card_no.startswith(ICBC_CARD_PREFIX):
-            raise Refusal("NOT_ICBC_CARD", "not an ICBC class I debit card")
-        now = self.clock.now()
-        opening = {
-            "_id": biz["corpSerno"],
-            "account_class": account_class,
-            "name": biz["custName"],
-            "id_hash": digest(id_number),
-            "card_hash": digest(card_no),
-            "card_masked": f"{card_no[:4]}********{card_no[-4:]}",
-            "phone": biz["mobileNo"],
-            "notify_addr": biz["notifyAddr"],
-            "used": False,
-            "created_at": now,
-        }
-        return {"corpSerno": opening["_id"], "smsSendNo": self.bank.begin_opening(opening)}
-
-    def _wallet_sendmsg(self, biz: Reply) -> Reply:
-        serial = biz["corpSernoOriginal"]
-        if not self.bank.awaits_code(serial):
-            raise Refusal("REQUEST_INVALID", "corpSernoOriginal is no opening awaiting a code")
-        return {"smsSendNo": self.bank.text_code(serial)}
-
-    def _wallet_checksms(self, biz: Reply) -> Reply:
-        serial = biz["corpSernoOriginal"]
-        opening = self.bank.confirm_opening(serial, biz["smsSendNo"], biz["smsScode"])
-        if self.openings_pending:
-            return {"corpSernoOriginal": serial, "openStatus": "2"}
-        account = self.bank.open(opening)
-        return {
-            "corpSernoOriginal": serial,
-            "openStatus": "0",
-            "acctNo": account["wallet_no"] or "",
-            "acctLevel": _LEVEL_CODES[account["account_class"]],
-            "bindMedium": account["bound_card_masked"],
-        }
-
-    def _wallet_balance(self, biz: Reply) -> Reply:
-        account = self.bank.account(biz["acctNo"])
-        return {"acctNo": biz["acctNo"], "balance": str(account["balance_fen"])}
-
-    def _wallet_transactions(self, biz: Reply) -> Reply:
-        account = self.bank.account(biz["acctNo"])
-        page, page_size = int(biz["pageNo"]), int(biz["pageSize"])
-        if page < 1 or not 1 <= page_size <= 100:
-            raise Refusal("REQUEST_INVALID", "pageNo from 1, pageSize 1 to 100")
-        records, total = self.bank.transactions(account["_id"], page, page_size)
-        return {
-            "totalNum": str(total),
-            "records": [
-                {
-                    "trxSerno": r["_id"],
-                    "trxType": r["trx_type"],
-                    "trxAmt": str(r["amount_fen"]),
-                    "balance": str(r["balance_fen"]),
-                    "summary": r["summary"],
-                    "trxTime": icbc_time(aware(r["at"])),
-                }
-                for r in records
-            ],
-        }
-
-    # Paying from the account.
-
-    def _wallet_pay(self, biz: Reply) -> Reply:
-        order_no = biz["orderId"]
-        amount = pay_amount_fen(biz["tranAmt"], self.wallet_pay_style)
-        key = self.bank.account(biz["baseAcctNo"])["_id"]
-        existing = self.db[ORDERS].find_one({"_id": order_no})
-        if existing is not None:
-            # A retried payment answers with the first outcome and never debits twice.
-            if existing.get("account_key") != key or existing["amount_fen"] != amount:
-                raise Refusal("ORDER_CONFLICT", "orderId already used")
-            return self._wallet_answer(existing)
-        now = self.clock.now()
-        serial = self.bank.debit(key, amount, biz["orderName"])
-        if serial is None:
-            raise Refusal("BALANCE_INSUFFICIENT", "balance too small for this payment")
-        order = {
-            "_id": order_no,
-            "order_id": serial,
-            "channel": "account",
-            "account_key": key,
-            "amount_fen": amount,
-            "subject": biz["orderName"],
-            "status": "paid",
-            "created_at": now,
-            "expires_at": now,
-            "paid_at": now,
-        }
-        self.db[ORDERS].insert_one(order)
-        return self._wallet_answer(order)
-
-    def _wallet_answer(self, order: dict[str, Any]) -> Reply:
-        return {
-            "orderId": order["_id"],
-            "payStatus": "1" if order["status"] == "paid" else "2",
-            "trxSerno": order["order_id"],
-            "tranAmt": pay_amount_text(order["amount_fen"], self.wallet_pay_style),
-            "payTime": compact_time(order["paid_at"]) if order.get("paid_at") else "",
-        }
-
-    # Auto-debit.
-
-    def _autodebit_sms(self, biz: Reply) -> Reply:
-        key = self.bank.holder(biz["acctNo"], biz["idNo"], biz["acctName"])["_id"]
-        end = date.fromisoformat(biz["protocolEndDate"])
-        if end < business_date(self.clock.now()):
-            raise Refusal("REQUEST_INVALID", "protocolEndDate is in the past")
-        code, send_no = digits(6), digits(6)
-        agreement = {
-            "account_key": key,
-            "limit_fen": int(biz["protocolLimitAmount"]),
-            "end_date": end.isoformat(),
-            "send_no": send_no,
-            "code_hash": digest(biz["srVid"] + code),
-            "tries": 0,
-            "expires_at": self.clock.now() + CODE_TTL,
-        }
-        updated = self.db[AGREEMENTS].find_one_and_update(
-            {"_id": biz["srVid"], "status": {"$ne": "active"}},
-            {"$set": {**agreement, "status": "draft"}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-        if updated is None:
-            raise Refusal("REQUEST_INVALID", "srVid already signed")
-        self._sms.send(biz["mobile"], "icbc_autodebit", [code])
-        return {"sendNo": send_no}
-
-    def _autodebit_agreement(self, biz: Reply) -> Reply:
-        agreement_id = biz["srVid"]
-        if biz["dealFlag"] == "1":
-            cancelled = self.db[AGREEMENTS].find_one_and_update(
-                {"_id": agreement_id},
-                {"$set": {"status": "cancelled", "cancelled_at": self.clock.now()}},
-                return_document=ReturnDocument.AFTER,
-            )
-            if cancelled is None:
-                raise Refusal("AGREEMENT_INVALID", "agreement not found")
-            return {"srVid": agreement_id, "protocolNo": cancelled.get("protocol_no") or ""}
-        key = self.bank.holder(biz["accountNo"], biz["idNo"], biz["accountName"])["_id"]
-        draft = self.db[AGREEMENTS].find_one_and_update(
-            {
-                "_id": agreement_id,
-                "status": "draft",
-                "send_no": biz["sendNo"],
-                "account_key": key,
-                "expires_at": {"$gt": self.clock.now()},
-                "tries": {"$lt": MAX_CODE_TRIES},
-            },
-            {"$inc": {"tries": 1}},
-            return_document=ReturnDocument.AFTER,
-        )
-        code_hash = digest(agreement_id + biz["verifyCode"])
-        if draft is None or not hmac.compare_digest(draft["code_hash"], code_hash):
-            raise Refusal("SMS_CODE_INVALID", "verifyCode wrong, expired or used up")
-        protocol_no = "PRT" + secrets.token_hex(10).upper()
-        signed = self.db[AGREEMENTS].find_one_and_update(
-            {"_id": agreement_id, "status": "draft"},
-            {
-                "$set": {
-                    "status": "active",
-                    "protocol_no": protocol_no,
-                    "limit_fen": int(biz["protocolLimitAmount"]),
-                    "end_date": biz["protocolEndDate"],
-                    "signed_at": self.clock.now(),
-                }
-            },
-        )
-        if signed is None:
-            raise Refusal("SMS_CODE_INVALID", "verifyCode already used")
-        return {"srVid": agreement_id, "protocolNo": protocol_no}
-
-    def _autodebit_pay(self, biz: Reply) -> Reply:
-        agreement_no, order_no = biz["prtcl_no"], biz["out_trade_no"]
-        amount = int(biz["total_fee"])
-        existing = self.db[ORDERS].find_one({"_id": order_no})
-        if existing is not None:
-            # A retried charge answers with the first outcome and never debits twice.
-            if existing.get("prtcl_no") != agreement_no or existing["amount_fen"] != amount:
-                raise Refusal("ORDER_CONFLICT", "out_trade_no already used")
-            return self._debit_answer(existing)
-        today = business_date(self.clock.now()).isoformat()
-        agreement = self.db[AGREEMENTS].find_one(
-            {"protocol_no": agreement_no, "status": "active", "end_date": {"$gte": today}}
-        )
-        if agreement is None:
-            raise Refusal("AGREEMENT_INVALID", "agreement cancelled, lapsed or unknown")
-        if amount > agreement["limit_fen"]:
-            raise Refusal("AUTODEBIT_LIMIT_EXCEEDED", "amount over the agreement's limit")
-        now = self.clock.now()
-        serial = self.bank.debit(agreement["account_key"], amount, biz["body"] or "代扣")
-        order = {
-            "_id": order_no,
-            "order_id": serial or _icbc_order_id(now),
-            "channel": "passfree",
-            "prtcl_no": agreement_no,
-            "account_key": agreement["account_key"],
-            "amount_fen": amount,
-            "subject": biz["body"],
-            "status": "paid" if serial else "failed",
-            "created_at": now,
-            "expires_at": now,
-            "paid_at": now if serial else None,
-        }
-        self.db[ORDERS].insert_one(order)
-        return self._debit_answer(order)
-
-    def _debit_answer(self, order: dict[str, Any]) -> Reply:
-        paid_at = order.get("paid_at")
-        return {
-            "out_trade_no": order["_id"],
-            "order_id": order["order_id"],
-            "pay_status": "1" if order["status"] == "paid" else "2",
-            "total_amt": str(order["amount_fen"]),
-            "pay_time": compact_time(paid_at) if paid_at else "",
-        }
-
 
 class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
@@ -963,10 +718,6 @@ def _form(body: bytes) -> dict[str, str]:
             raise Refusal("REQUEST_INVALID", f"field {key} repeated")
         form[key] = value
     return form
-
-
-def _icbc_order_id(now: datetime) -> str:
-    return now.astimezone(SHANGHAI).strftime("%Y%m%d%H%M%S") + secrets.token_hex(6).upper()
 
 
 FakeIcbc.handler_class = _Handler

@@ -30,14 +30,22 @@ from caiyun.ids import new_id
 
 _ACCOUNT_INDEXES = (IndexModel([("id_hash", 1), ("account_class", 1)]),)
 _TRANSACTION_INDEXES = (IndexModel([("account_key", 1), ("at", -1)]),)
+_ORDER_INDEXES = (IndexModel([("status", 1), ("expires_at", 1)]),)
+_AGREEMENT_INDEXES = (IndexModel("protocol_no", sparse=True),)
 
 ACCOUNTS = declare("sandbox_icbc_accounts", *_ACCOUNT_INDEXES)
 OPENINGS = declare("sandbox_icbc_openings")
 TRANSACTIONS = declare("sandbox_icbc_transactions", *_TRANSACTION_INDEXES)
+# The bank's orders: WeChat Pay orders, payments from an account and auto-debit charges.
+ORDERS = declare("sandbox_icbc_orders", *_ORDER_INDEXES)
+# Entrusted-debit agreements, from the texted code to signed or cancelled.
+AGREEMENTS = declare("sandbox_icbc_agreements", *_AGREEMENT_INDEXES)
 
-INDEXES: dict[str, tuple[IndexModel, ...]] = {
+_INDEXES: dict[str, tuple[IndexModel, ...]] = {
     ACCOUNTS: _ACCOUNT_INDEXES,
     TRANSACTIONS: _TRANSACTION_INDEXES,
+    ORDERS: _ORDER_INDEXES,
+    AGREEMENTS: _AGREEMENT_INDEXES,
 }
 
 ICBC_CARD_PREFIX = "6222"
@@ -56,10 +64,9 @@ class Refusal(Exception):
         self.message = message
 
 
-def ensure_indexes(db: Any, indexes: dict[str, tuple[IndexModel, ...]]) -> None:
-    """Create these indexes: the sandbox's collections are not among the domain's, so the
-    fake creates its own."""
-    for name, models in indexes.items():
+def _ensure_indexes(db: Any) -> None:
+    # The sandbox's collections are not among the domain's, so the fake creates its own.
+    for name, models in _INDEXES.items():
         for model in models:
             options = {k: v for k, v in model.document.items() if k != "key"}
             db[name].create_index(list(model.document["key"].items()), **options)
@@ -93,7 +100,7 @@ class SandboxBank:
         self.db = db
         self.clock = clock
         self.sms = sms
-        ensure_indexes(db, INDEXES)
+        _ensure_indexes(db)
 
     def set_balance(self, account_no: str, balance_fen: int) -> None:
         """Set an account's balance (to make a payment or an auto-debit decline, say)."""
@@ -259,3 +266,8 @@ class SandboxBank:
         if debited is None:
             return None
         return self.record(account_key, "2", amount, debited["balance_fen"], summary)
+
+
+def order_id_at(now: datetime) -> str:
+    """A new ICBC order id: the Beijing time and a random tail."""
+    return now.astimezone(SHANGHAI).strftime("%Y%m%d%H%M%S") + secrets.token_hex(6).upper()
