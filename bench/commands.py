@@ -354,7 +354,7 @@ def build_world() -> World:
     from caiyun.adapters.icbc_protocol import generate_private_key_pem
     from caiyun.adapters.sms import sandbox_outbox
     from caiyun.clock import OffsetClock
-    from caiyun.domain import accounts, appconfig, communities, houses, staff, uploads
+    from caiyun.domain import accounts, appconfig, houses, staff, uploads
     from caiyun.sandbox import seed
     from caiyun.sandbox.fake_wechat import FakeWeChat
     from caiyun.sandbox.functions import load_function
@@ -366,6 +366,7 @@ def build_world() -> World:
         SANDBOX_STAFF_SECRET,
     )
     from caiyun.services import build_services, install_services
+    from caiyun.stores import communities as community_store
     from caiyun.stores.bills import BILLS
 
     log = CommandLog()
@@ -397,7 +398,7 @@ def build_world() -> World:
     seed.seed_demo(setup)
     now = clock.now()
     db = raw_db
-    garden = communities.find(db, {"name": seed.CAIYUN_GARDEN})[0]["_id"]
+    garden = community_store.find(db, {"name": seed.CAIYUN_GARDEN})[0]["_id"]
     h101 = seeded(
         houses.by_address(db, garden, building="1栋", unit="1单元", room="101"),
         "house 1栋-1单元-101",

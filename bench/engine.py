@@ -93,15 +93,16 @@ def measure(n: int) -> dict[str, float]:
 def _list_world(n: int, one_account: bool) -> tuple[Any, dict[str, Callable[[], Any]]]:
     """The demo world, a few records of the resident's own, and n more per collection."""
     from bench._support import BENCH_NOW, FixedClock, bench_settings, open_raw_db, seeded
-    from caiyun.domain import accounts, communities, complaints, houses, messaging, repairs, staff
+    from caiyun.domain import accounts, complaints, houses, messaging, repairs, staff
     from caiyun.sandbox import seed
     from caiyun.services import build_services
+    from caiyun.stores import communities as community_store
 
     settings = bench_settings()
     services = build_services(settings, clock=FixedClock(BENCH_NOW), db=open_raw_db(settings))
     seed.seed_demo(services)
     db = services.db
-    garden = communities.find(db, {"name": seed.CAIYUN_GARDEN})[0]["_id"]
+    garden = community_store.find(db, {"name": seed.CAIYUN_GARDEN})[0]["_id"]
     house = seeded(
         houses.by_address(db, garden, building="1栋", unit="1单元", room="101"), "1栋-1单元-101"
     )["_id"]

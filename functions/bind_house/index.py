@@ -18,8 +18,8 @@ else:
 
 
 def list_communities(call: Call, req: api.Communities) -> api.CommunitiesReply:
-    found = communities.find(call.services.db, req.model_dump())
-    return api.CommunitiesReply.model_validate({"items": [communities.view(c) for c in found]})
+    found = communities.in_region(call.services.db, req.model_dump())
+    return api.CommunitiesReply.model_validate({"items": found})
 
 
 def house_tree(call: Call, req: api.HouseTree) -> api.HouseTreeReply:

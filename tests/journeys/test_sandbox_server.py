@@ -26,7 +26,7 @@ from sandbox_client import (
 
 from caiyun import cli
 from caiyun.adapters.sms import sandbox_outbox
-from caiyun.domain import accounts, communities, houses, staff
+from caiyun.domain import accounts, houses, staff
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.sandbox.seed import DEMO_COMMUNITIES, DEMO_STAFF, seed_demo
 from caiyun.sandbox.server import (
@@ -39,6 +39,7 @@ from caiyun.sandbox.server import (
     open_sandbox,
 )
 from caiyun.settings import Settings
+from caiyun.stores.communities import COMMUNITIES
 
 OWNER = DEMO_COMMUNITIES[0].houses[0].owner_phone
 OTHER_OWNER = DEMO_COMMUNITIES[0].houses[1].owner_phone
@@ -46,7 +47,7 @@ OTHER_OWNER = DEMO_COMMUNITIES[0].houses[1].owner_phone
 
 def community_id(server: SandboxServer, name: str) -> str:
     """The id of a seeded community."""
-    return server.services.db[communities.COMMUNITIES].find_one({"name": name})["_id"]
+    return server.services.db[COMMUNITIES].find_one({"name": name})["_id"]
 
 
 def production_settings() -> Settings:
@@ -222,7 +223,7 @@ def test_the_sandbox_keeps_data_sessions_and_time_across_a_restart(data_dir: Pat
     try:
         assert second.server.seeded is False
         db = second.server.services.db
-        assert db[communities.COMMUNITIES].count_documents({}) == len(DEMO_COMMUNITIES)
+        assert db[COMMUNITIES].count_documents({}) == len(DEMO_COMMUNITIES)
 
         status, me = invoke(second.url, "login", {"action": "me"}, openid)
         assert (status, me["data"]["phone"]) == (200, OWNER)
@@ -472,7 +473,7 @@ def test_the_seeded_database_holds_exactly_the_documented_demo_data(sandbox: Run
     assert sandbox.server.seeded is True
     ids = {}
     for community in DEMO_COMMUNITIES:
-        doc = db[communities.COMMUNITIES].find_one(
+        doc = db[COMMUNITIES].find_one(
             {"province": community.province, "city": community.city, "name": community.name}
         )
         assert doc is not None and doc["district"] == community.district

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caiyun.clock import SHANGHAI
+from caiyun.stores import communities as community_store
 
 if TYPE_CHECKING:
     from caiyun.domain.import_jobs import ImportKind
@@ -155,9 +156,8 @@ def _add_staff(args: argparse.Namespace) -> int:
 
 
 def _community_id(db: Any, ref: str) -> str:
-    from caiyun.domain import communities
 
-    found = communities.by_id_or_name(db, ref)
+    found = community_store.by_id_or_name(db, ref)
     if found is None:
         raise CliError(
             f"找不到小区“{ref}”（或有同名小区，请用小区 id）/ "

@@ -19,11 +19,12 @@ from pydantic import (
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
-from caiyun.domain import communities, houses, memberships, messaging, staff
+from caiyun.domain import houses, memberships, messaging, staff
 from caiyun.domain.owner_import import AddressRow, RowResult, RowStatus, row_error
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
+from caiyun.stores import communities as community_store
 from caiyun.stores.bills import BILLS
 
 
@@ -270,7 +271,7 @@ def _recheck(batch: _Batch, updated: list[tuple[RowResult, _Key, dict[str, Any]]
 
 
 def _require_community(batch: _Batch) -> None:
-    if communities.get(batch.services.db, batch.community_id) is None:
+    if community_store.get(batch.services.db, batch.community_id) is None:
         raise AppError("NOT_FOUND", "小区不存在")
     batch.community_seen = True
 

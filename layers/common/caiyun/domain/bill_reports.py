@@ -7,9 +7,10 @@ from typing import Any
 
 from caiyun import labels
 from caiyun.data import paging
-from caiyun.domain import bills, communities, houses, payment_issues, staff
+from caiyun.domain import bills, houses, payment_issues, staff
 from caiyun.services import Services
 from caiyun.stores.bills import BILLS
+from caiyun.stores.communities import COMMUNITIES
 
 
 def summary(
@@ -95,7 +96,7 @@ def listing(
             },
             {
                 "$lookup": {
-                    "from": communities.COMMUNITIES,
+                    "from": COMMUNITIES,
                     "localField": "community_id",
                     "foreignField": "_id",
                     "as": "_community",

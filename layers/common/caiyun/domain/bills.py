@@ -10,10 +10,11 @@ from typing import Any
 from caiyun import labels
 from caiyun.clock import iso
 from caiyun.data import paging
-from caiyun.domain import communities, houses, memberships
+from caiyun.domain import houses, memberships
 from caiyun.errors import AppError
 from caiyun.services import Services
 from caiyun.stores.bills import BILLS
+from caiyun.stores.communities import COMMUNITIES
 
 # Bills a resident still owes: not yet paid, or in a payment not yet finished.
 UNPAID = ["unpaid", "locked"]
@@ -90,7 +91,7 @@ def resident_bills(
         },
         {
             "$lookup": {
-                "from": communities.COMMUNITIES,
+                "from": COMMUNITIES,
                 "localField": "community_id",
                 "foreignField": "_id",
                 "as": "community",

@@ -28,6 +28,7 @@ from caiyun.domain.lifecycles import COMPLAINT
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
+from caiyun.stores import communities as community_store
 from caiyun.stores import complaints as store
 from caiyun.stores.complaints import Complaint, Reply
 
@@ -158,7 +159,7 @@ def _community_names(db: Any, docs: list[Complaint]) -> dict[str, str]:
     # Complaints filed since names are kept carry their community's; older ones are looked up,
     # all in one read, only if the page holds any.
     missing = sorted({d["community_id"] for d in docs if "community_name" not in d})
-    return communities.names(db, missing) if missing else {}
+    return community_store.names(db, missing) if missing else {}
 
 
 def my_list(

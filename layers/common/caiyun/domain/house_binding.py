@@ -8,7 +8,6 @@ from caiyun import labels
 from caiyun.crypto import mask_phone
 from caiyun.domain import (
     accounts,
-    communities,
     create_limits,
     houses,
     memberships,
@@ -17,6 +16,7 @@ from caiyun.domain import (
 )
 from caiyun.errors import AppError
 from caiyun.services import Services
+from caiyun.stores.communities import COMMUNITIES
 
 
 def _bind_tries(
@@ -81,7 +81,7 @@ def bind_owner(
                 {"$limit": 1},
                 {
                     "$lookup": {
-                        "from": communities.COMMUNITIES,
+                        "from": COMMUNITIES,
                         "localField": "community_id",
                         "foreignField": "_id",
                         "as": "_community",
@@ -136,7 +136,7 @@ def _with_my_houses(account_id: str) -> list[dict[str, Any]]:
         },
         {
             "$lookup": {
-                "from": communities.COMMUNITIES,
+                "from": COMMUNITIES,
                 "localField": "_community_ids",
                 "foreignField": "_id",
                 "as": "_communities",

@@ -7,8 +7,8 @@ from typing import Any
 from pymongo import IndexModel
 
 from caiyun.data.schema import declare
-from caiyun.domain import communities
 from caiyun.errors import AppError
+from caiyun.stores import communities as community_store
 from caiyun.stores.places import Place
 
 HOUSES = declare(
@@ -62,7 +62,7 @@ def tree(db: Any, community_id: str) -> list[dict[str, Any]]:
     )
     # A house exists only in an existing community, so the community is read only when the
     # tree is empty (an empty community has an empty tree, an unknown one is NOT_FOUND).
-    if not found and communities.get(db, community_id) is None:
+    if not found and community_store.get(db, community_id) is None:
         raise AppError("NOT_FOUND", "小区不存在")
     buildings: dict[str, dict[str, list[dict[str, str]]]] = {}
     for house in found:

@@ -10,10 +10,10 @@ from pymongo import IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from caiyun.data.schema import declare
-from caiyun.domain.communities import COMMUNITIES
 from caiyun.domain.houses import HOUSES
 from caiyun.errors import AppError
 from caiyun.ids import new_id
+from caiyun.stores.communities import COMMUNITIES
 
 ResidentRole = Literal["owner", "family", "tenant"]
 

@@ -21,6 +21,7 @@ from caiyun.clock import iso
 from caiyun.domain import communities, create_limits, idempotency, memberships, messaging, staff
 from caiyun.errors import AppError
 from caiyun.services import Services
+from caiyun.stores import communities as community_store
 from caiyun.stores import notices as store
 from caiyun.stores.notices import Notice
 
@@ -46,7 +47,7 @@ def publish(
     """Publish a notice to a community the admin covers and tell its residents' inboxes."""
     staff.require_scope(admin, community_id)
     db = services.db
-    community = communities.get(db, community_id)
+    community = community_store.get(db, community_id)
     if community is None:
         raise AppError("NOT_FOUND", "小区不存在")
     born: list[Notice] = []
@@ -218,7 +219,7 @@ def for_resident(
     record = staff.of_account(db, account)
     if community_id is not None and staff.covers(record, community_id):
         # Staff read the notices of the communities they cover, house or no house.
-        rows = communities.as_group_row(db, community_id, window)
+        rows = community_store.as_group_row(db, community_id, window)
         return _groups(rows, page, page_size)
     # From the caller's memberships: each community with its name, its notices and the
     # caller's reads joined in.

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from caiyun.domain import communities, houses, memberships, staff
+from caiyun.domain import houses, memberships, staff
 from caiyun.errors import AppError
 from caiyun.services import Services
+from caiyun.stores import communities as community_store
 
 
 def community_overview(
@@ -17,7 +18,7 @@ def community_overview(
     so other communities' existence stays hidden), NOT_FOUND for no such community."""
     staff.require_scope(admin, community_id)
     db = services.db
-    community = communities.get(db, community_id)
+    community = community_store.get(db, community_id)
     if community is None:
         raise AppError("NOT_FOUND", "小区不存在")
     bound = list(

@@ -17,10 +17,12 @@ from pymongo.errors import BulkWriteError
 
 from caiyun import labels
 from caiyun.contract.common import PHONE_PATTERN
-from caiyun.domain import accounts, communities, houses, memberships, staff
+from caiyun.domain import accounts, houses, memberships, staff
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
+from caiyun.stores import communities as community_store
+from caiyun.stores.communities import COMMUNITIES
 from caiyun.validation import invalid_argument
 
 RowStatus = Literal["created", "updated", "unchanged", "error"]
@@ -261,7 +263,7 @@ def _check_importer(services: Services, importer: dict[str, Any], record: Commun
     if importer.get("all_communities"):
         return
     key = record.model_dump(include={"province", "city", "district", "name"})
-    existing = services.db[communities.COMMUNITIES].find_one(key, {"_id": 1})
+    existing = services.db[COMMUNITIES].find_one(key, {"_id": 1})
     if existing is None:
         raise AppError("FORBIDDEN", "只有总部管理员可以导入新小区")
     staff.require_scope(importer, existing["_id"])
@@ -291,7 +293,7 @@ def import_owners(
         raise invalid_argument(exc) from None
     if importer is not None:
         _check_importer(services, importer, record)
-    doc, created = communities.upsert(services.db, record.model_dump(), services.clock.now())
+    doc, created = community_store.upsert(services.db, record.model_dump(), services.clock.now())
     report = ImportReport(community_id=doc["_id"], community_created=created)
     results: list[RowResult | None] = []
     batch: list[tuple[int, OwnerRow]] = []

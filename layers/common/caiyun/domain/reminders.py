@@ -25,11 +25,12 @@ from pymongo.errors import BulkWriteError
 
 from caiyun.clock import SHANGHAI, business_date
 from caiyun.data.schema import declare
-from caiyun.domain import communities, houses, job_runs, memberships, messaging, staff
+from caiyun.domain import houses, job_runs, memberships, messaging, staff
 from caiyun.ids import new_id
 from caiyun.money import yuan
 from caiyun.services import Services
 from caiyun.stores.bills import BILLS
+from caiyun.stores.communities import COMMUNITIES
 
 REMINDERS = declare(
     "payment_reminders",
@@ -125,7 +126,7 @@ def _houses_with_payers(
         payers.setdefault(link["house_id"], []).append(link["account_id"])
     unnamed = sorted({h["community_id"] for h in found.values()} - names.keys())
     if unnamed:
-        for community in db[communities.COMMUNITIES].find({"_id": {"$in": unnamed}}, {"name": 1}):
+        for community in db[COMMUNITIES].find({"_id": {"$in": unnamed}}, {"name": 1}):
             names[community["_id"]] = community["name"]
     return found, payers
 

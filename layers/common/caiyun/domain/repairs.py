@@ -17,7 +17,6 @@ from caiyun.crypto import mask_phone
 from caiyun.domain import (
     accounts,
     appconfig,
-    communities,
     create_limits,
     houses,
     idempotency,
@@ -32,6 +31,7 @@ from caiyun.domain.lifecycles import REPAIR
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
+from caiyun.stores import communities as community_store
 from caiyun.stores import repairs as store
 from caiyun.stores.repairs import Repair
 
@@ -429,7 +429,7 @@ def repairmen(services: Services, admin: dict[str, Any], community_id: str) -> l
     named = not admin.get("all_communities") or any(
         community_id in r.get("community_ids", []) for r in records
     )
-    if not named and communities.get(db, community_id) is None:
+    if not named and community_store.get(db, community_id) is None:
         raise AppError("NOT_FOUND", "小区不存在")
     open_repairs = store.count_by_repairman(db, [r["_id"] for r in records], "dispatched")
     items = [

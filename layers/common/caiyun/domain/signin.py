@@ -9,7 +9,6 @@ from caiyun import labels
 from caiyun.adapters.wechat import WeChatError, WeChatUnavailable
 from caiyun.domain import (
     accounts,
-    communities,
     memberships,
     profiles,
     rate_limits,
@@ -20,6 +19,8 @@ from caiyun.domain import (
 from caiyun.errors import AppError
 from caiyun.labels import App
 from caiyun.services import Services
+from caiyun.stores import communities as community_store
+from caiyun.stores.communities import COMMUNITIES
 
 
 def check_account(services: Services, caller_key: str, phone: str) -> bool:
@@ -217,11 +218,11 @@ def summary(
 def _staff_summary(db: Any, record: dict[str, Any], names: dict[str, str] | None) -> dict[str, Any]:
     ids = record.get("community_ids", [])
     if names is None and record.get("all_communities"):
-        found = db[communities.COMMUNITIES].find({}, {"name": 1}).sort("name", 1)
+        found = db[COMMUNITIES].find({}, {"name": 1}).sort("name", 1)
         names = {c["_id"]: c["name"] for c in found}
     elif names is None:
         # Records written before names were kept look them up.
-        names = record.get("community_names") or communities.names(db, ids)
+        names = record.get("community_names") or community_store.names(db, ids)
         names = {cid: names.get(cid, "") for cid in ids}
     return {
         "role": record["role"],
@@ -238,7 +239,7 @@ def _every_community_and_links(
     # Every community's name, with the account's memberships joined to the one grouped row:
     # one command where reading both would be two. No community means no house either.
     rows = list(
-        db[communities.COMMUNITIES].aggregate(
+        db[COMMUNITIES].aggregate(
             [
                 {"$sort": {"name": 1}},
                 {"$group": {"_id": None, "found": {"$push": {"_id": "$_id", "name": "$name"}}}},

@@ -15,9 +15,9 @@ from pymongo import IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from caiyun.data.schema import declare
-from caiyun.domain.communities import names
 from caiyun.domain.messaging import consents_joined, spendable_of
 from caiyun.errors import AppError
+from caiyun.stores.communities import names
 
 StaffRole = Literal["admin", "repairman", "guard"]
 STAFF_ROLES: tuple[StaffRole, ...] = ("admin", "repairman", "guard")

@@ -7,9 +7,10 @@ from typing import Any
 from caiyun import labels
 from caiyun.crypto import mask_phone
 from caiyun.data import paging
-from caiyun.domain import accounts, communities, create_limits, staff
+from caiyun.domain import accounts, create_limits, staff
 from caiyun.errors import AppError
 from caiyun.services import Services
+from caiyun.stores import communities as community_store
 
 
 def _within_scope(admin: dict[str, Any], target: dict[str, Any]) -> bool:
@@ -35,7 +36,7 @@ def add_staff(
     db, now = services.db, services.clock.now()
     for community_id in community_ids:
         staff.require_scope(admin, community_id)
-    known = communities.names(db, community_ids)
+    known = community_store.names(db, community_ids)
     missing = [c for c in community_ids if c not in known]
     if missing:
         raise AppError("NOT_FOUND", "小区不存在", {"missing": missing})

@@ -12,13 +12,13 @@ from typing import Any
 from caiyun.domain import (
     accounts,
     bill_import,
-    communities,
     houses,
     memberships,
     owner_import,
     staff,
 )
 from caiyun.services import Services
+from caiyun.stores.communities import COMMUNITIES
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def needs_seed(db: Any) -> bool:
     Accounts alone do not count: ``caiyun admin add-staff`` may run before the first
     ``caiyun dev`` and must not cost the developer the demo set.
     """
-    return db[communities.COMMUNITIES].find_one({}, {"_id": 1}) is None
+    return db[COMMUNITIES].find_one({}, {"_id": 1}) is None
 
 
 def seed_demo(services: Services) -> bool:
