@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS_DIR = ROOT / "functions"
@@ -553,7 +553,10 @@ def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def seeded(doc: dict[str, Any] | None, what: str) -> dict[str, Any]:
+Seeded = TypeVar("Seeded")
+
+
+def seeded(doc: Seeded | None, what: str) -> Seeded:
     """A record of the demo data set the bench names; one missing is a broken seed."""
     if doc is None:
         raise RuntimeError(f"the demo data has no {what}")

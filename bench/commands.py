@@ -354,7 +354,7 @@ def build_world() -> World:
     from caiyun.adapters.icbc_protocol import generate_private_key_pem
     from caiyun.adapters.sms import sandbox_outbox
     from caiyun.clock import OffsetClock
-    from caiyun.domain import accounts, appconfig, houses, staff, uploads
+    from caiyun.domain import accounts, appconfig, staff, uploads
     from caiyun.sandbox import seed
     from caiyun.sandbox.fake_wechat import FakeWeChat
     from caiyun.sandbox.functions import load_function
@@ -367,6 +367,7 @@ def build_world() -> World:
     )
     from caiyun.services import build_services, install_services
     from caiyun.stores import communities as community_store
+    from caiyun.stores import houses as house_store
     from caiyun.stores.bills import BILLS
 
     log = CommandLog()
@@ -400,7 +401,7 @@ def build_world() -> World:
     db = raw_db
     garden = community_store.find(db, {"name": seed.CAIYUN_GARDEN})[0]["_id"]
     h101 = seeded(
-        houses.by_address(db, garden, building="1栋", unit="1单元", room="101"),
+        house_store.by_address(db, garden, building="1栋", unit="1单元", room="101"),
         "house 1栋-1单元-101",
     )
     owner = seeded(accounts.by_phone(db, "13800000001"), "owner 13800000001")

@@ -93,10 +93,11 @@ def measure(n: int) -> dict[str, float]:
 def _list_world(n: int, one_account: bool) -> tuple[Any, dict[str, Callable[[], Any]]]:
     """The demo world, a few records of the resident's own, and n more per collection."""
     from bench._support import BENCH_NOW, FixedClock, bench_settings, open_raw_db, seeded
-    from caiyun.domain import accounts, complaints, houses, messaging, repairs, staff
+    from caiyun.domain import accounts, complaints, messaging, repairs, staff
     from caiyun.sandbox import seed
     from caiyun.services import build_services
     from caiyun.stores import communities as community_store
+    from caiyun.stores import houses as house_store
 
     settings = bench_settings()
     services = build_services(settings, clock=FixedClock(BENCH_NOW), db=open_raw_db(settings))
@@ -104,7 +105,8 @@ def _list_world(n: int, one_account: bool) -> tuple[Any, dict[str, Callable[[], 
     db = services.db
     garden = community_store.find(db, {"name": seed.CAIYUN_GARDEN})[0]["_id"]
     house = seeded(
-        houses.by_address(db, garden, building="1栋", unit="1单元", room="101"), "1栋-1单元-101"
+        house_store.by_address(db, garden, building="1栋", unit="1单元", room="101"),
+        "1栋-1单元-101",
     )["_id"]
     owner = seeded(accounts.by_phone(db, "13800000001"), "owner 13800000001")
     admin_account = seeded(accounts.by_phone(db, "13900000002"), "admin 13900000002")
@@ -119,7 +121,7 @@ def _list_world(n: int, one_account: bool) -> tuple[Any, dict[str, Callable[[], 
             contact_phone="13800000001",
             images=[],
         )
-        fields = {"house_id": house, "kind": "complaint", "type": "engineering"}
+        fields: dict[str, Any] = {"house_id": house, "kind": "complaint", "type": "engineering"}
         fields.update(contact_phone="13800000001", content=f"噪音 {i}", images=[])
         complaints.create(services, owner, fields, None)
         note_ = messaging.Note(owner["_id"], "repair", f"报修进度 {i}", "已受理", "pages/repair")

@@ -28,11 +28,12 @@ from caiyun.adapters.icbc_protocol import (
 )
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import business_date
-from caiyun.domain import houses, icbc_notifies
+from caiyun.domain import icbc_notifies
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services, build_services, install_services
+from caiyun.stores import houses as house_store
 from caiyun.stores.orders import ORDERS
 
 NOTIFY_URL = "https://caiyun.example.com/icbc/notify"
@@ -158,14 +159,14 @@ def import_estate(svc: Services) -> SimpleNamespace:
         ],
     )
     maple = import_owners(svc, MAPLE, [owner_row(101, DAVE.name, DAVE.phone)])
-    h101, h102, h201 = (houses.get(svc.db, r.house_id) for r in garden.rows)
+    h101, h102, h201 = (house_store.get(svc.db, r.house_id) for r in garden.rows)
     return SimpleNamespace(
         garden=garden.community_id,
         maple=maple.community_id,
         h101=h101,
         h102=h102,
         h201=h201,
-        m101=houses.get(svc.db, maple.rows[0].house_id),
+        m101=house_store.get(svc.db, maple.rows[0].house_id),
     )
 
 

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from openpyxl import Workbook
 
-from caiyun.domain import houses, owner_import
+from caiyun.domain import owner_import
 from caiyun.imports.files import OWNER_COLUMNS, read_rows
+from caiyun.stores import houses as house_store
 
 COMMUNITY = {
     "province": "广东省",
@@ -286,7 +287,7 @@ def test_rows_from_a_spreadsheet_import_with_bare_numbers_as_building_and_unit(s
     assert [r.status for r in report.rows] == ["created", "created", "error"]
     assert [r.label for r in report.rows[:2]] == ["3栋-2单元-1201", "3栋-2单元-1202"]
     assert "房号" in (report.rows[2].reason or "")
-    house = houses.by_address(
+    house = house_store.by_address(
         services.db, report.community_id, building="3栋", unit="2单元", room="1201"
     )
     assert house is not None and house["owner_phone"] == "13800000001"

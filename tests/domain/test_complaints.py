@@ -15,6 +15,7 @@ from caiyun.domain import houses, messaging
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services, current_services
 from caiyun.stores import complaints as complaint_store
+from caiyun.stores import houses as house_store
 from caiyun.stores.complaints import COMPLAINTS
 
 
@@ -37,7 +38,7 @@ def community(services: Services, record: dict[str, str], rooms: list[str]) -> l
         for r in rooms
     ]
     report = import_owners(services, record, rows)
-    return [houses.get(services.db, row.house_id) for row in report.rows]
+    return [house_store.get(services.db, row.house_id) for row in report.rows]
 
 
 def resident(services: Services, phone: str, *homes: dict) -> str:

@@ -12,11 +12,12 @@ from conftest import fresh_services, http, invoke, make_settings
 from round_trips import counted, counting
 from worlds import GARDEN, account_of, ok, owner_row, refused, staff_account
 
-from caiyun.domain import accounts, houses, memberships, messaging, pushes, scheduler, sessions
+from caiyun.domain import accounts, memberships, messaging, pushes, scheduler, sessions
 from caiyun.domain.owner_import import import_owners
 from caiyun.labels import App
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.services import Services
+from caiyun.stores import houses as house_store
 
 RESIDENT_APPID, RESIDENT_SECRET = "wxresident", "resident-secret-0123456789abcdef"
 STAFF_APPID, STAFF_SECRET = "wxstaff", "staff-secret-0123456789abcdef"
@@ -61,7 +62,7 @@ def pushed(services: Services, fake: FakeWeChat) -> list[dict[str, Any]]:
 @pytest.fixture
 def world(services: Services) -> dict[str, Any]:
     report = import_owners(services, GARDEN, [owner_row(101, "张伟", "13800000001")])
-    house = houses.get(services.db, report.rows[0].house_id)
+    house = house_store.get(services.db, report.rows[0].house_id)
     db, now = services.db, services.clock.now()
     alice = accounts.by_phone(db, "13800000001")
     memberships.add(db, house, alice["_id"], "owner", now, alice["_id"])

@@ -12,9 +12,10 @@ from conftest import invoke
 from round_trips import counted, own
 from worlds import BAY, GARDEN, account_of, ok, refused, resident_account, staff_account
 
-from caiyun.domain import houses, messaging, notices
+from caiyun.domain import messaging, notices
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services
+from caiyun.stores import houses as house_store
 from caiyun.stores.notices import NOTICES, READS
 
 HOST = "13700000000"
@@ -26,7 +27,7 @@ def community(services: Services, record: dict[str, str], rooms: int) -> list[di
         for i in range(rooms)
     ]
     report = import_owners(services, record, rows)
-    return [houses.get(services.db, row.house_id) for row in report.rows]
+    return [house_store.get(services.db, row.house_id) for row in report.rows]
 
 
 def resident(services: Services, phone: str, *homes: dict[str, Any]) -> str:

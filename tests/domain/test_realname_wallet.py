@@ -45,7 +45,6 @@ from caiyun.domain import (
     accounts,
     appconfig,
     autodebit_charges,
-    houses,
     job_runs,
     realname,
 )
@@ -53,6 +52,7 @@ from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.sandbox.icbc_bank import OPENING_BALANCE_FEN
 from caiyun.services import Services
+from caiyun.stores import houses as house_store
 from caiyun.stores.orders import ORDERS
 
 OTHER_BANK_CARD = card_number("6228480000")  # Agricultural Bank, not ICBC
@@ -64,7 +64,7 @@ def world(svc: Services) -> SimpleNamespace:
     db, now = svc.db, svc.clock.now()
     rows = [owner_row(101, ALICE.name, ALICE.phone), owner_row(102, BOB.name, BOB.phone)]
     garden = import_owners(svc, GARDEN, rows)
-    h101, h102 = (houses.get(db, r.house_id) for r in garden.rows)
+    h101, h102 = (house_store.get(db, r.house_id) for r in garden.rows)
     ids = move_in(
         svc,
         now,

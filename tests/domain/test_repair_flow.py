@@ -11,9 +11,10 @@ from conftest import invoke
 from round_trips import counted
 from worlds import BAY, GARDEN, ok, owner_row, refused, resident_account, staff_account
 
-from caiyun.domain import houses, memberships, messaging, staff
+from caiyun.domain import memberships, messaging, staff
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services
+from caiyun.stores import houses as house_store
 from caiyun.stores.repairs import REPAIRS
 
 
@@ -67,7 +68,7 @@ def _staff(
 def _member(
     services: Services, person: Person, house_id: str, role: memberships.ResidentRole
 ) -> None:
-    house = houses.get(services.db, house_id)
+    house = house_store.get(services.db, house_id)
     assert house is not None
     memberships.add(services.db, house, person.account_id, role, services.clock.now(), "test")
 

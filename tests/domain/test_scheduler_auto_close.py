@@ -15,11 +15,12 @@ from conftest import TEST_START, fresh_services, invoke, make_settings
 from worlds import GARDEN
 
 from caiyun.clock import OffsetClock
-from caiyun.domain import accounts, houses, memberships, messaging, repairs, scheduler, staff
+from caiyun.domain import accounts, memberships, messaging, repairs, scheduler, staff
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.server import create_server
 from caiyun.services import Services, install_services
+from caiyun.stores import houses as house_store
 from caiyun.stores.repairs import REPAIRS
 
 DAY = 24 * 3600
@@ -55,7 +56,7 @@ def build_world(services: Services) -> World:
         }
     ]
     report = import_owners(services, GARDEN, rows)
-    house = houses.get(db, report.rows[0].house_id or "")
+    house = house_store.get(db, report.rows[0].house_id or "")
     assert house is not None
     owner = accounts.by_phone(db, "13800000101")
     assert owner is not None

@@ -19,6 +19,7 @@ from caiyun.clock import SHANGHAI, business_date
 from caiyun.domain import accounts, houses, memberships, messaging, sessions, staff, visitors
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services
+from caiyun.stores import houses as house_store
 from caiyun.stores.visitors import VISITORS
 
 HOST_PHONE = "13800000001"
@@ -28,7 +29,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def community(services: Services, record: dict[str, str], room: str) -> dict[str, Any]:
     row = {"building": 3, "unit": 2, "room": room, "owner_name": "业主", "owner_phone": HOST_PHONE}
     report = import_owners(services, record, [row])
-    return houses.get(services.db, report.rows[0].house_id)
+    return house_store.get(services.db, report.rows[0].house_id)
 
 
 def person(services: Services, phone: str, name: str) -> dict[str, Any]:

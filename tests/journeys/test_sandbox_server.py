@@ -26,7 +26,7 @@ from sandbox_client import (
 
 from caiyun import cli
 from caiyun.adapters.sms import sandbox_outbox
-from caiyun.domain import accounts, houses, staff
+from caiyun.domain import accounts, staff
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.sandbox.seed import DEMO_COMMUNITIES, DEMO_STAFF, seed_demo
 from caiyun.sandbox.server import (
@@ -39,7 +39,9 @@ from caiyun.sandbox.server import (
     open_sandbox,
 )
 from caiyun.settings import Settings
+from caiyun.stores import houses as house_store
 from caiyun.stores.communities import COMMUNITIES
+from caiyun.stores.houses import HOUSES
 
 OWNER = DEMO_COMMUNITIES[0].houses[0].owner_phone
 OTHER_OWNER = DEMO_COMMUNITIES[0].houses[1].owner_phone
@@ -478,11 +480,9 @@ def test_the_seeded_database_holds_exactly_the_documented_demo_data(sandbox: Run
         )
         assert doc is not None and doc["district"] == community.district
         ids[community.name] = doc["_id"]
-        assert db[houses.HOUSES].count_documents({"community_id": doc["_id"]}) == len(
-            community.houses
-        )
+        assert db[HOUSES].count_documents({"community_id": doc["_id"]}) == len(community.houses)
         for house in community.houses:
-            found = houses.by_address(
+            found = house_store.by_address(
                 db, doc["_id"], building=house.building, unit=house.unit, room=house.room
             )
             assert found is not None and found["owner_phone"] == house.owner_phone

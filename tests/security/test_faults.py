@@ -41,7 +41,6 @@ from caiyun.clock import business_date
 from caiyun.domain import (
     accounts,
     bill_import,
-    houses,
     icbc_notifies,
     memberships,
     pushes,
@@ -55,6 +54,7 @@ from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services, build_services, install_services
+from caiyun.stores import houses as house_store
 from caiyun.stores.orders import ORDERS
 from caiyun.stores.repairs import REPAIRS
 
@@ -290,7 +290,7 @@ def world(svc: Services) -> SimpleNamespace:
     garden = import_owners(svc, GARDEN, rows)
     ids = {}
     for who, result in zip((ALICE, BOB), garden.rows, strict=True):
-        house = houses.get(db, result.house_id or "")
+        house = house_store.get(db, result.house_id or "")
         account = accounts.by_phone(db, who.phone)
         memberships.add(db, house, account["_id"], "owner", now, account["_id"])
         accounts.bind_openid(db, account["_id"], "resident", who.openid)

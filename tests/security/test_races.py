@@ -32,9 +32,10 @@ import pytest
 from conftest import invoke
 
 from caiyun.clock import business_date
-from caiyun.domain import accounts, houses, memberships, staff
+from caiyun.domain import accounts, memberships, staff
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services
+from caiyun.stores import houses as house_store
 
 GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
 BAY = {"province": "广东省", "city": "广州市", "district": "天河区", "name": "星河湾"}
@@ -99,7 +100,7 @@ def world(services: Services) -> SimpleNamespace:
     house_ids = [r.house_id for r in garden.rows]
     for who, house_id in zip(OWNERS, house_ids, strict=True):
         account = accounts.by_phone(db, who.phone)
-        memberships.add(db, houses.get(db, house_id), account["_id"], "owner", now, "test")
+        memberships.add(db, house_store.get(db, house_id), account["_id"], "owner", now, "test")
         accounts.bind_openid(db, account["_id"], "resident", who.openid)
         ids[who.openid] = account["_id"]
     cid = garden.community_id

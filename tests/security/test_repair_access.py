@@ -16,10 +16,11 @@ from worlds import BAY, GARDEN, log_in, ok, owner_row, staff_account
 from worlds import refused as code
 
 from caiyun.clock import OffsetClock
-from caiyun.domain import accounts, houses, memberships, staff
+from caiyun.domain import accounts, memberships, staff
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.functions import handler
 from caiyun.services import Services
+from caiyun.stores import houses as house_store
 from caiyun.stores.repairs import REPAIRS
 
 
@@ -63,8 +64,8 @@ def scene(services: Services) -> Scene:
         [owner_row("101", "张三", "13800000101"), owner_row("102", "李四", "13800000102")],
     )
     bay = import_owners(services, BAY, [])
-    h101 = houses.get(db, garden.rows[0].house_id or "")
-    h102 = houses.get(db, garden.rows[1].house_id or "")
+    h101 = house_store.get(db, garden.rows[0].house_id or "")
+    h102 = house_store.get(db, garden.rows[1].house_id or "")
     assert h101 is not None and h102 is not None
     family_account, _ = accounts.ensure_account(db, "13800000111", now, "张小三")
     memberships.add(db, h101, family_account["_id"], "family", now, "test")

@@ -10,9 +10,10 @@ import pytest
 from conftest import http, invoke
 from worlds import BAY, GARDEN, ok, refused, resident_account, staff_account
 
-from caiyun.domain import accounts, houses, sessions, staff
+from caiyun.domain import accounts, sessions, staff
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services
+from caiyun.stores import houses as house_store
 
 ALICE_PHONE, BOB_PHONE, CAROL_PHONE = "13800000001", "13800000002", "13800000003"
 VISITOR_PHONE = "13612345678"
@@ -21,7 +22,7 @@ SECRET_CONTENT = "隔壁装修噪音从早上七点开始"
 
 def house_in(services: Services, record: dict[str, str], room: str, phone: str) -> dict:
     row = {"building": 2, "unit": 1, "room": room, "owner_name": "业主", "owner_phone": phone}
-    return houses.get(services.db, import_owners(services, record, [row]).rows[0].house_id)
+    return house_store.get(services.db, import_owners(services, record, [row]).rows[0].house_id)
 
 
 def resident(services: Services, phone: str, name: str, house: dict[str, Any]) -> dict:

@@ -26,6 +26,7 @@ from caiyun.ids import new_id
 from caiyun.services import Services
 from caiyun.stores import communities as community_store
 from caiyun.stores.bills import BILLS
+from caiyun.stores.houses import HOUSES
 
 
 class BillRow(AddressRow):
@@ -120,7 +121,7 @@ def _houses(batch: _Batch) -> dict[tuple[str, str, str], dict[str, Any]]:
 
 
 def _read_houses(batch: _Batch, wanted: list[tuple[str, str, str]]) -> Any:
-    return batch.services.db[houses.HOUSES].aggregate(
+    return batch.services.db[HOUSES].aggregate(
         [
             {
                 "$match": {

@@ -11,6 +11,7 @@ from caiyun.domain import bills, houses, payment_issues, staff
 from caiyun.services import Services
 from caiyun.stores.bills import BILLS
 from caiyun.stores.communities import COMMUNITIES
+from caiyun.stores.houses import HOUSES
 
 
 def summary(
@@ -88,7 +89,7 @@ def listing(
         item_stages=[
             {
                 "$lookup": {
-                    "from": houses.HOUSES,
+                    "from": HOUSES,
                     "localField": "house_id",
                     "foreignField": "_id",
                     "as": "_house",
@@ -172,7 +173,7 @@ def houses_page(
         {"$set": {"status": {"$cond": [{"$gt": ["$unpaid_count", 0]}, "unpaid", "paid"]}}},
     ]
     found, total, counts = paging.tabbed(
-        services.db[houses.HOUSES],
+        services.db[HOUSES],
         query,
         "status",
         narrow.get("status"),

@@ -15,6 +15,7 @@ from caiyun.errors import AppError
 from caiyun.services import Services
 from caiyun.stores.bills import BILLS
 from caiyun.stores.communities import COMMUNITIES
+from caiyun.stores.houses import HOUSES
 
 # Bills a resident still owes: not yet paid, or in a payment not yet finished.
 UNPAID = ["unpaid", "locked"]
@@ -83,7 +84,7 @@ def resident_bills(
         {"$project": {"house_id": 1, "community_id": 1}},
         {
             "$lookup": {
-                "from": houses.HOUSES,
+                "from": HOUSES,
                 "localField": "house_id",
                 "foreignField": "_id",
                 "as": "house",

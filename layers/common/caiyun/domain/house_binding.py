@@ -16,7 +16,9 @@ from caiyun.domain import (
 )
 from caiyun.errors import AppError
 from caiyun.services import Services
+from caiyun.stores import houses as house_store
 from caiyun.stores.communities import COMMUNITIES
+from caiyun.stores.houses import HOUSES
 
 
 def _bind_tries(
@@ -75,9 +77,9 @@ def bind_owner(
         )
     tries = _bind_tries(services, account["_id"], community_id, address)
     found = list(
-        db[houses.HOUSES].aggregate(
+        db[HOUSES].aggregate(
             [
-                {"$match": houses.at_address(community_id, *address)},
+                {"$match": house_store.at_address(community_id, *address)},
                 {"$limit": 1},
                 {
                     "$lookup": {
@@ -128,7 +130,7 @@ def _with_my_houses(account_id: str) -> list[dict[str, Any]]:
         {"$set": {"_house_ids": "$_links.house_id", "_community_ids": "$_links.community_id"}},
         {
             "$lookup": {
-                "from": houses.HOUSES,
+                "from": HOUSES,
                 "localField": "_house_ids",
                 "foreignField": "_id",
                 "as": "_houses",
@@ -223,7 +225,7 @@ def _managed_house(
             }
         }
     )
-    found = list(services.db[houses.HOUSES].aggregate(stages))
+    found = list(services.db[HOUSES].aggregate(stages))
     if not found:
         raise AppError("NOT_FOUND", "未找到该房屋")
     house = found[0]

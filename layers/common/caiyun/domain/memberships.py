@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -10,10 +10,10 @@ from pymongo import IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from caiyun.data.schema import declare
-from caiyun.domain.houses import HOUSES
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.stores.communities import COMMUNITIES
+from caiyun.stores.houses import HOUSES
 
 ResidentRole = Literal["owner", "family", "tenant"]
 
@@ -152,7 +152,7 @@ def require_member_house(
 
 def add(
     db: Any,
-    house: dict[str, Any],
+    house: Mapping[str, Any],
     account_id: str,
     role: ResidentRole,
     now: datetime,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from caiyun.domain import houses, memberships, staff
+from caiyun.domain import memberships, staff
 from caiyun.errors import AppError
 from caiyun.services import Services
 from caiyun.stores import communities as community_store
+from caiyun.stores.houses import HOUSES
 
 
 def community_overview(
@@ -33,6 +34,6 @@ def community_overview(
     return {
         "community_id": community_id,
         "community_name": community["name"],
-        "houses": db[houses.HOUSES].count_documents({"community_id": community_id}),
+        "houses": db[HOUSES].count_documents({"community_id": community_id}),
         "bound_houses": bound[0]["n"] if bound else 0,
     }

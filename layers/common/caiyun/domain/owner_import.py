@@ -7,13 +7,11 @@ changes nothing; a corrected row updates its house (a new owner replaces the old
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
-from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError
 
 from caiyun import labels
 from caiyun.contract.common import PHONE_PATTERN
@@ -22,7 +20,9 @@ from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
 from caiyun.stores import communities as community_store
+from caiyun.stores import houses as house_store
 from caiyun.stores.communities import COMMUNITIES
+from caiyun.stores.houses import Address, House
 from caiyun.validation import invalid_argument
 
 RowStatus = Literal["created", "updated", "unchanged", "error"]
@@ -133,24 +133,17 @@ def row_error(number: int, exc: ValidationError) -> RowResult:
 # itself is streamed.
 BATCH = 500
 
-_Address = tuple[str, str, str]  # building, unit, room
 
-
-def _address(row: AddressRow) -> _Address:
+def _address(row: AddressRow) -> Address:
     return (row.building, row.unit, row.room)
 
 
-def _stored_houses(db: Any, community_id: str, wanted: Iterable[_Address]) -> dict[_Address, Any]:
-    """These addresses' houses, in one command: one ``$or`` branch per address, each an exact
-    match on the houses' unique address index."""
-    branches = [houses.at_address(community_id, *address) for address in sorted(wanted)]
-    if not branches:
-        return {}
-    fields = {"building": 1, "unit": 1, "room": 1, "owner_name": 1, "owner_phone": 1}
-    return {_address_of(h): h for h in db[houses.HOUSES].find({"$or": branches}, fields)}
+def _stored_houses(db: Any, community_id: str, wanted: Iterable[Address]) -> dict[Address, Any]:
+    """These addresses' houses, by address, in one command."""
+    return {_address_of(h): h for h in house_store.at_addresses(db, community_id, wanted)}
 
 
-def _address_of(house: dict[str, Any]) -> _Address:
+def _address_of(house: Mapping[str, Any]) -> Address:
     return (house["building"], house["unit"], house["room"])
 
 
@@ -161,25 +154,25 @@ class _Plan:
 
     community_id: str
     now: Any
-    houses: dict[_Address, dict[str, Any]]
-    inserts: dict[_Address, dict[str, Any]] = field(default_factory=dict)
-    updates: set[_Address] = field(default_factory=set)
-    new_owner: set[_Address] = field(default_factory=set)
+    houses: dict[Address, House]
+    inserts: dict[Address, House] = field(default_factory=dict)
+    updates: set[Address] = field(default_factory=set)
+    new_owner: set[Address] = field(default_factory=set)
 
     def apply(self, number: int, row: OwnerRow) -> RowResult:
         address = _address(row)
         house = self.houses.get(address)
         if house is None:
-            house = {
+            new: House = {
                 "_id": new_id(),
-                **houses.at_address(self.community_id, *address),
+                **house_store.at_address(self.community_id, *address),
                 "owner_name": row.owner_name,
                 "owner_phone": row.owner_phone,
                 "created_at": self.now,
                 "updated_at": self.now,
             }
-            self.houses[address] = self.inserts[address] = house
-            return RowResult(number, "created", house["_id"], houses.label(house))
+            self.houses[address] = self.inserts[address] = new
+            return RowResult(number, "created", new["_id"], houses.label(new))
         if house["owner_name"] == row.owner_name and house["owner_phone"] == row.owner_phone:
             return RowResult(number, "unchanged", house["_id"], houses.label(house))
         if address not in self.inserts:
@@ -187,23 +180,14 @@ class _Plan:
             if house["owner_phone"] != row.owner_phone:
                 # A new owner: the previous owner's household no longer lives there.
                 self.new_owner.add(address)
-        house.update(owner_name=row.owner_name, owner_phone=row.owner_phone)
+        house["owner_name"], house["owner_phone"] = row.owner_name, row.owner_phone
         return RowResult(number, "updated", house["_id"], houses.label(house))
 
 
-def _insert_houses(db: Any, docs: dict[_Address, dict[str, Any]]) -> set[_Address]:
+def _insert_houses(db: Any, docs: dict[Address, House]) -> set[Address]:
     """Insert new houses; returns the addresses another import took meanwhile."""
-    if not docs:
-        return set()
     addresses = list(docs)
-    try:
-        db[houses.HOUSES].insert_many(list(docs.values()), ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != 11000 for e in errors):
-            raise
-        return {addresses[e["index"]] for e in errors}
-    return set()
+    return {addresses[i] for i in house_store.insert_new(db, list(docs.values()))}
 
 
 def _write_batch(
@@ -234,24 +218,7 @@ def _write_batch(
         plan.updates |= retry.updates
         plan.new_owner |= retry.new_owner
         plan.houses.update(retry.houses)
-    updates = [plan.houses[a] for a in sorted(plan.updates)]
-    if updates:
-        db[houses.HOUSES].bulk_write(
-            [
-                UpdateOne(
-                    {"_id": h["_id"]},
-                    {
-                        "$set": {
-                            "owner_name": h["owner_name"],
-                            "owner_phone": h["owner_phone"],
-                            "updated_at": now,
-                        }
-                    },
-                )
-                for h in updates
-            ],
-            ordered=False,
-        )
+    house_store.set_owners(db, [plan.houses[a] for a in sorted(plan.updates)], now)
     moved = [plan.houses[a] for a in sorted(plan.new_owner)]
     if moved:
         memberships.remove_all_except_owners(

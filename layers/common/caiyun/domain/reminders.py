@@ -31,6 +31,7 @@ from caiyun.money import yuan
 from caiyun.services import Services
 from caiyun.stores.bills import BILLS
 from caiyun.stores.communities import COMMUNITIES
+from caiyun.stores.houses import HOUSES
 
 REMINDERS = declare(
     "payment_reminders",
@@ -87,10 +88,7 @@ def _unpaid_houses_after(
     while True:
         page = [
             h["_id"]
-            for h in db[houses.HOUSES]
-            .find({"_id": {"$gt": after}}, {"_id": 1})
-            .sort("_id", 1)
-            .limit(size)
+            for h in db[HOUSES].find({"_id": {"$gt": after}}, {"_id": 1}).sort("_id", 1).limit(size)
         ]
         if not page:
             return
@@ -114,7 +112,7 @@ def _houses_with_payers(
     db = services.db
     found = {
         h["_id"]: h
-        for h in db[houses.HOUSES].find(
+        for h in db[HOUSES].find(
             {"_id": {"$in": house_ids}}, {"building": 1, "unit": 1, "room": 1, "community_id": 1}
         )
     }

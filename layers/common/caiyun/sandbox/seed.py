@@ -12,12 +12,12 @@ from typing import Any
 from caiyun.domain import (
     accounts,
     bill_import,
-    houses,
     memberships,
     owner_import,
     staff,
 )
 from caiyun.services import Services
+from caiyun.stores import houses as house_store
 from caiyun.stores.communities import COMMUNITIES
 
 
@@ -194,7 +194,7 @@ def seed_demo(services: Services) -> bool:
                 assert owner is not None  # the import made every owner's account
                 memberships.add(
                     services.db,
-                    houses.get(services.db, result.house_id) or {},
+                    house_store.get(services.db, result.house_id) or {},
                     owner["_id"],
                     "owner",
                     services.clock.now(),
