@@ -47,7 +47,7 @@ from caiyun.data.embedded import EmbeddedEngine
 from caiyun.errors import AppError
 from caiyun.sandbox import icbc as sandbox_icbc
 from caiyun.sandbox.icbc import FakeIcbc
-from caiyun.sandbox.icbc_bank import OPENING_BALANCE_FEN
+from caiyun.sandbox.icbc_bank import OPENING_BALANCE_FEN, ORDERS
 from caiyun.settings import Settings
 
 ICBC_CARD = "6222020000000000000"  # Luhn-valid, ICBC Class I
@@ -202,7 +202,7 @@ def test_a_wechat_pay_order_answers_what_wx_request_payment_needs(
 ) -> None:
     placed = wechat_order(client, "CY1", 12345)
 
-    at_bank = fake.db[sandbox_icbc.ORDERS].find_one({"_id": "CY1"})
+    at_bank = fake.db[ORDERS].find_one({"_id": "CY1"})
     assert placed["order_id"] == at_bank["order_id"]
     assert placed["request_payment"] == {
         "timeStamp": str(int(clock.now().timestamp())),
@@ -312,7 +312,7 @@ def test_the_bank_refuses_a_pay_order_that_breaks_its_sheet(
     refused = raw_call(fake, clock, icbc_sheets.PAY, biz, keys["merchant"])
 
     assert refused["return_code"] == 1003 and message in refused["return_msg"]
-    assert fake.db[sandbox_icbc.ORDERS].count_documents({}) == 0
+    assert fake.db[ORDERS].count_documents({}) == 0
 
 
 def test_the_bank_takes_only_the_sign_type_the_app_registered(
@@ -724,7 +724,7 @@ def test_fake_rejects_a_request_signed_with_the_wrong_key(
     refused = expect("SIGNATURE_REJECTED", lambda: wechat_order(impostor, "CY9", 100))
 
     assert not refused.retryable
-    assert fake.db[sandbox_icbc.ORDERS].find_one({"_id": "CY9"}) is None
+    assert fake.db[ORDERS].find_one({"_id": "CY9"}) is None
 
 
 # complete(): settle and deliver a real notify.

@@ -9,8 +9,9 @@ default, as in every ICBC sample) with SHA1withRSA, encrypted for the JFT interf
 with the fields its sheets list. Its notifies are signed with ``sign_type=RSA`` (SHA1), as the
 live gateway signs them, over the notify URL's path.
 
-This module holds the gateway and its WeChat Pay interfaces; the account and auto-debit
-interfaces are :mod:`caiyun.sandbox.icbc_accounts`, and the bank behind them all is
+This module holds the gateway and the notifies it sends; the WeChat Pay interfaces are
+:mod:`caiyun.sandbox.icbc_wechat_pay`, the account and auto-debit ones
+:mod:`caiyun.sandbox.icbc_accounts`, and the bank behind them all is
 :class:`caiyun.sandbox.icbc_bank.SandboxBank` (accounts, openings, transactions, orders,
 agreements): cards beginning ``6222`` are ICBC Class I debit cards; other Luhn-valid
 cards belong to other banks; ID numbers carry a valid GB 11643 check digit. Opening texts a code
@@ -31,17 +32,14 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import threading
 from collections.abc import Callable
-from datetime import timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import SecretStr
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from caiyun.adapters import icbc_sheets as sheets
@@ -67,24 +65,13 @@ from caiyun.adapters.icbc_protocol import (
     sign_params,
     signing_string,
 )
-from caiyun.adapters.icbc_values import (
-    ACCESS_TYPE_MINIPROGRAM,
-    PAY_MODE_WECHAT,
-    PAY_STATUS,
-)
 from caiyun.adapters.sms import SandboxSms
 from caiyun.clock import Clock
 from caiyun.data.schema import declare
 from caiyun.errors import AppError
 from caiyun.sandbox.icbc_accounts import LEVEL_CODES, AccountInterfaces
-from caiyun.sandbox.icbc_bank import (
-    ORDERS,
-    Refusal,
-    SandboxBank,
-    compact_time,
-    digits,
-    order_id_at,
-)
+from caiyun.sandbox.icbc_bank import Refusal, SandboxBank, digits
+from caiyun.sandbox.icbc_wechat_pay import WechatPayInterfaces
 from caiyun.sandbox.loopback import LoopbackService
 from caiyun.settings import Settings
 
@@ -108,13 +95,6 @@ _GATEWAY_KEY_FILE = "gateway_private.pem"
 _MERCHANT_KEY_FILE = "merchant_private.pem"
 _NOTIFY_TIMEOUT_S = 10.0
 _REQUIRED_FIELDS = ("app_id", "msg_id", "format", "charset", "sign_type", "timestamp", "sign")
-# The bank's own states of an order, by the query's pay_status; an unpaid order closed at its
-# expiry reads as a failed payment.
-_STATUS_CODES: dict[str, str] = {
-    **{state: code for code, state in PAY_STATUS.items()},
-    "closed": "2",
-}
-
 _running: dict[str, FakeIcbc] = {}
 _running_lock = threading.Lock()
 
@@ -214,9 +194,10 @@ class FakeIcbc(LoopbackService):
             wallet_pay_style=wallet_pay_style,
             openings_pending=openings_pending,
         )
+        self._wechat_pay = WechatPayInterfaces(self.bank, merchant_id=merchant_id)
         endpoints: dict[str, Callable[[Reply], Reply]] = {
-            "pay": self._pay,
-            "query": self._query,
+            "pay": self._wechat_pay.pay,
+            "query": self._wechat_pay.query,
             "wallet_open": self._accounts.wallet_open,
             "wallet_sendmsg": self._accounts.wallet_sendmsg,
             "wallet_checksms": self._accounts.wallet_checksms,
@@ -286,75 +267,21 @@ class FakeIcbc(LoopbackService):
     def set_status(self, order_no: str, status: str) -> None:
         """Put an order in any documented state (a refund or a revocation made at the bank's
         counter, say), as the order query will then report it."""
-        if status not in _STATUS_CODES:
-            raise ValueError(f"unknown status {status!r}")
-        updated = self.db[ORDERS].update_one({"_id": order_no}, {"$set": {"status": status}})
-        if updated.matched_count == 0:
-            raise KeyError(order_no)
+        self._wechat_pay.set_status(order_no, status)
 
     # Settling a WeChat Pay order and delivering its notify.
 
     def settle(self, order_no: str, result: Literal["success", "fail"]) -> dict[str, Any]:
         """Mark a pending WeChat Pay order paid or failed; repeating the same result is allowed
         (ICBC re-sends notifies). Raises AppError NOT_FOUND or CONFLICT."""
-        target = "paid" if result == "success" else "failed"
         with self._lock:
-            order = self._current_order(order_no)
-            if order is None or order["channel"] != "wechat":
-                raise AppError("NOT_FOUND", "工行沙箱中没有这笔待支付订单")
-            if order["status"] == "pending":
-                now = self.clock.now()
-                settled = self.db[ORDERS].find_one_and_update(
-                    {"_id": order_no, "status": "pending"},
-                    {"$set": {"status": target, "paid_at": now if target == "paid" else None}},
-                    return_document=ReturnDocument.AFTER,
-                )
-                order = settled or self.db[ORDERS].find_one({"_id": order_no})
-            if order["status"] != target:
-                raise AppError("CONFLICT", f"订单在工行沙箱中已是 {order['status']}")
-            return order
-
-    def payment_notify_biz(self, order: dict[str, Any]) -> dict[str, str]:
-        """The ``biz_content`` of the notify about a settled WeChat Pay order, with the fields
-        (all strings) of the notify captured from the live gateway."""
-        paid = order["status"] == "paid"
-        paid_at = order.get("paid_at")
-        amount = str(order["amount_fen"])
-        biz = {
-            "access_type": ACCESS_TYPE_MINIPROGRAM,
-            "attach": "",
-            "bank_disc_amt": "0",
-            "card_flag": "",
-            "card_kind": "",
-            "card_no": "",
-            "coupon_amt": "0",
-            "cust_id": "",
-            "decr_flag": "",
-            "ecoupon_amt": "0",
-            "mer_disc_amt": "0",
-            "mer_id": self.merchant_id,
-            "msg_id": digits(27),
-            "open_id": order.get("open_id") or "",
-            "order_id": order["order_id"],
-            "out_trade_no": order["_id"],
-            "pay_time": compact_time(paid_at) if paid and paid_at else "",
-            "pay_type": PAY_MODE_WECHAT,
-            "payment_amt": amount,
-            "point_amt": "0",
-            "return_code": "0" if paid else "1",
-            "return_msg": "交易成功" if paid else "交易失败",
-            "third_party_coupon_amt": "0",
-            "third_party_discount_amt": "0",
-            "third_trade_no": order.get("third_trade_no", ""),
-            "total_amt": amount,
-            "total_disc_amt": "0",
-        }
-        self._own_fields(sheets.PAY_NOTIFY, biz, "pay notify")
-        return biz
+            return self._wechat_pay.settle(order_no, result)
 
     def notify_form(self, order: dict[str, Any], notify_url: str) -> dict[str, str]:
         """The signed form ICBC posts to ``notify_url`` about a settled WeChat Pay order."""
-        return self.sign_notify(self.paths["pay"], self.payment_notify_biz(order), notify_url)
+        biz = self._wechat_pay.notify_biz(order)
+        self._own_fields(sheets.PAY_NOTIFY, biz, "pay notify")
+        return self.sign_notify(self.paths["pay"], biz, notify_url)
 
     def sign_notify(
         self, api: str, biz: dict[str, Any], notify_url: str, encrypted: bool = False
@@ -388,13 +315,7 @@ class FakeIcbc(LoopbackService):
         order = self.settle(order_no, result)
         notify_url = server_base_url.rstrip("/") + NOTIFY_PATH
         outcome = self.post_notify(notify_url, self.notify_form(order, notify_url))
-        self.db[ORDERS].update_one(
-            {"_id": order_no},
-            {
-                "$inc": {"notify_attempts": 1},
-                "$set": {"notify_acknowledged": outcome["acknowledged"]},
-            },
-        )
+        self._wechat_pay.notify_delivered(order_no, outcome["acknowledged"])
         return {"order_no": order_no, "status": order["status"], **outcome}
 
     def opening_notify(self, serial: str, notify_url: str) -> dict[str, str]:
@@ -587,86 +508,6 @@ class FakeIcbc(LoopbackService):
             if only is None or only == path:
                 del self._failures[i]
                 raise Refusal(name, "injected failure")
-
-    # WeChat Pay orders.
-
-    def _current_order(self, order_no: str) -> dict[str, Any] | None:
-        # An unpaid order closes at its expiry, on the sandbox clock.
-        self.db[ORDERS].update_one(
-            {"_id": order_no, "status": "pending", "expires_at": {"$lte": self.clock.now()}},
-            {"$set": {"status": "closed"}},
-        )
-        return self.db[ORDERS].find_one({"_id": order_no})
-
-    def _pay(self, biz: Reply) -> Reply:
-        if biz["pay_mode"] != PAY_MODE_WECHAT or biz["access_type"] != ACCESS_TYPE_MINIPROGRAM:
-            raise Refusal("REQUEST_INVALID", "this merchant takes WeChat Pay in a mini-program")
-        order_no, amount = biz["out_trade_no"], int(biz["total_fee"])
-        now = self.clock.now()
-        order = {
-            "_id": order_no,
-            "order_id": order_id_at(now),
-            "channel": "wechat",
-            "amount_fen": amount,
-            "subject": biz["body"],
-            "open_id": biz["open_id"],
-            "mer_url": biz["mer_url"],
-            "prepay_id": "wx" + secrets.token_hex(14),
-            "status": "pending",
-            "created_at": now,
-            "expires_at": now + timedelta(seconds=int(biz.get("expire_time") or 7200)),
-            "paid_at": None,
-        }
-        try:
-            self.db[ORDERS].insert_one(order)
-        except DuplicateKeyError:
-            # The same order placed again (a retry) gets the same answer; anything else clashes.
-            existing = self._current_order(order_no)
-            if (
-                existing is None
-                or existing["channel"] != "wechat"
-                or existing["amount_fen"] != amount
-                or existing["status"] != "pending"
-            ):
-                raise Refusal("ORDER_CONFLICT", "out_trade_no already used") from None
-            order = existing
-        package = {
-            "appid": biz["shop_appid"],
-            "timestamp": str(int(now.timestamp())),
-            "noncestr": secrets.token_hex(16),
-            "package": f"prepay_id={order['prepay_id']}",
-            "signType": "RSA",
-            "sign": secrets.token_urlsafe(48),
-        }
-        return {
-            "out_trade_no": order_no,
-            "order_id": order["order_id"],
-            "total_amt": str(amount),
-            "mer_id": self.merchant_id,
-            "pay_mode": PAY_MODE_WECHAT,
-            "access_type": ACCESS_TYPE_MINIPROGRAM,
-            "trade_type": "JSAPI",
-            "wx_data_package": compact_json(package),
-        }
-
-    def _query(self, biz: Reply) -> Reply:
-        order_no = biz.get("out_trade_no")
-        order = self._current_order(order_no) if order_no else None
-        if order is None:
-            raise Refusal("ORDER_NOT_FOUND", "order not found")
-        paid_at = order.get("paid_at")
-        answer = {
-            "out_trade_no": order["_id"],
-            "order_id": order["order_id"],
-            "pay_status": _STATUS_CODES[order["status"]],
-            "total_amt": str(order["amount_fen"]),
-            "payment_amt": str(order["amount_fen"]),
-            "mer_id": self.merchant_id,
-            "pay_time": compact_time(paid_at) if paid_at else "",
-        }
-        if order["channel"] == "wechat":
-            answer |= {"access_type": ACCESS_TYPE_MINIPROGRAM, "pay_type": PAY_MODE_WECHAT}
-        return answer
 
 
 class _Handler(BaseHTTPRequestHandler):
