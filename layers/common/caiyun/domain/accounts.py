@@ -13,6 +13,7 @@ from typing import Any
 from pymongo import IndexModel, ReturnDocument, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from caiyun.data.inserts import insert_new
 from caiyun.data.schema import declare
 from caiyun.domain.memberships import MEMBERSHIPS, OWNED_JOINED
 from caiyun.domain.messaging import follow_bind, follow_unbind
@@ -226,14 +227,7 @@ def ensure_named_accounts(db: Any, names: dict[str, str], now: datetime) -> dict
     found = {a["phone"]: a for a in db[ACCOUNTS].find({"phone": {"$in": list(names)}}, wanted)}
     fresh = [{"phone": p, **_new_account(new_id(), now, names[p])} for p in names if p not in found]
     if fresh:
-        taken: list[str] = []
-        try:
-            db[ACCOUNTS].insert_many(fresh, ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != 11000 for e in errors):
-                raise
-            taken = [fresh[e["index"]]["phone"] for e in errors]
+        taken = [fresh[i]["phone"] for i in insert_new(db[ACCOUNTS], fresh)]
         again = db[ACCOUNTS].find({"phone": {"$in": taken}}, wanted) if taken else []
         found.update({a["phone"]: a for a in fresh if a["phone"] not in taken})
         found.update({a["phone"]: a for a in again})

@@ -187,7 +187,7 @@ class _Plan:
 def _insert_houses(db: Any, docs: dict[Address, House]) -> set[Address]:
     """Insert new houses; returns the addresses another import took meanwhile."""
     addresses = list(docs)
-    return {addresses[i] for i in house_store.insert_new(db, list(docs.values()))}
+    return {addresses[i] for i in house_store.insert_all(db, list(docs.values()))}
 
 
 def _write_batch(

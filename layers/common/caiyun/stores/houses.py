@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any, TypedDict
 
 from pymongo import IndexModel, UpdateOne
-from pymongo.errors import BulkWriteError
 
+from caiyun.data.inserts import insert_new
 from caiyun.data.schema import declare
 
 HOUSES = declare(
@@ -76,19 +76,10 @@ def at_addresses(db: Any, community_id: str, addresses: Iterable[Address]) -> li
     return list(db[HOUSES].find({"$or": branches}, fields))
 
 
-def insert_new(db: Any, new: list[House]) -> list[int]:
+def insert_all(db: Any, new: list[House]) -> list[int]:
     """Insert these houses; the positions (in ``new``) of those whose address another import
     took meanwhile."""
-    if not new:
-        return []
-    try:
-        db[HOUSES].insert_many(new, ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != 11000 for e in errors):
-            raise
-        return [e["index"] for e in errors]
-    return []
+    return insert_new(db[HOUSES], new)
 
 
 def set_owners(db: Any, changed: list[House], now: datetime) -> None:
