@@ -354,7 +354,7 @@ def build_world() -> World:
     from caiyun.adapters.icbc_protocol import generate_private_key_pem
     from caiyun.adapters.sms import sandbox_outbox
     from caiyun.clock import OffsetClock
-    from caiyun.domain import accounts, appconfig, staff, uploads
+    from caiyun.domain import accounts, appconfig, uploads
     from caiyun.sandbox import seed
     from caiyun.sandbox.fake_wechat import FakeWeChat
     from caiyun.sandbox.functions import load_function
@@ -366,8 +366,10 @@ def build_world() -> World:
         SANDBOX_STAFF_SECRET,
     )
     from caiyun.services import build_services, install_services
+    from caiyun.stores import accounts as account_store
     from caiyun.stores import communities as community_store
     from caiyun.stores import houses as house_store
+    from caiyun.stores import staff
     from caiyun.stores.bills import BILLS
 
     log = CommandLog()
@@ -404,19 +406,21 @@ def build_world() -> World:
         house_store.by_address(db, garden, building="1栋", unit="1单元", room="101"),
         "house 1栋-1单元-101",
     )
-    owner = seeded(accounts.by_phone(db, "13800000001"), "owner 13800000001")
+    owner = seeded(account_store.by_phone(db, "13800000001"), "owner 13800000001")
     accounts.bind_openid(db, owner["_id"], "resident", OWNER)
-    db[accounts.ACCOUNTS].update_one({"_id": owner["_id"]}, {"$set": {"realname_verified": True}})
-    newcomer, _ = accounts.ensure_account(db, "13800000002", now, "李娜")
+    db[account_store.ACCOUNTS].update_one(
+        {"_id": owner["_id"]}, {"$set": {"realname_verified": True}}
+    )
+    newcomer, _ = account_store.ensure_account(db, "13800000002", now, "李娜")
     accounts.bind_openid(db, newcomer["_id"], "resident", NEWCOMER)
     for phone, openid in (
         ("13900000001", ADMIN),
         ("13900000003", REPAIRMAN),
         ("13900000004", GUARD),
     ):
-        member = seeded(accounts.by_phone(db, phone), f"staff {phone}")
+        member = seeded(account_store.by_phone(db, phone), f"staff {phone}")
         accounts.bind_openid(db, member["_id"], "staff", openid)
-    repairman = seeded(accounts.by_phone(db, "13900000003"), "repairman 13900000003")
+    repairman = seeded(account_store.by_phone(db, "13900000003"), "repairman 13900000003")
     assert staff.get(db, repairman["_id"]) is not None
     unpaid = seeded(
         db[BILLS].find_one({"house_id": h101["_id"], "status": "unpaid"}), "an unpaid bill"

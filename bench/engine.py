@@ -93,9 +93,10 @@ def measure(n: int) -> dict[str, float]:
 def _list_world(n: int, one_account: bool) -> tuple[Any, dict[str, Callable[[], Any]]]:
     """The demo world, a few records of the resident's own, and n more per collection."""
     from bench._support import BENCH_NOW, FixedClock, bench_settings, open_raw_db, seeded
-    from caiyun.domain import accounts, complaints, messaging, repairs, staff
+    from caiyun.domain import complaints, messaging, repairs
     from caiyun.sandbox import seed
     from caiyun.services import build_services
+    from caiyun.stores import accounts, staff
     from caiyun.stores import communities as community_store
     from caiyun.stores import houses as house_store
 

@@ -14,9 +14,11 @@ from typing import Any, TypeVar
 from conftest import invoke
 
 from caiyun.adapters.sms import sandbox_outbox
-from caiyun.domain import accounts, memberships, staff
+from caiyun.domain import accounts
 from caiyun.labels import APPS
 from caiyun.services import Services
+from caiyun.stores import accounts as account_store
+from caiyun.stores import memberships, staff
 
 GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
 BAY = {"province": "广东省", "city": "广州市", "district": "天河区", "name": "星河湾"}
@@ -38,7 +40,7 @@ def refused(reply: dict[str, Any]) -> str:
 def account_of(db: Any, openid: str) -> dict[str, Any] | None:
     """The account an openid of either mini-program is bound to (a test's look-up: a call is
     resolved in one app only)."""
-    return db[accounts.ACCOUNTS].find_one({"$or": [{f"wx.{app}": openid} for app in APPS]})
+    return db[account_store.ACCOUNTS].find_one({"$or": [{f"wx.{app}": openid} for app in APPS]})
 
 
 def owner_row(room: Any, name: str, phone: str, building: Any = 1, unit: Any = 1) -> dict[str, Any]:
@@ -64,7 +66,7 @@ def resident_account(
     """The account for ``phone``, a member of ``homes`` (added by itself) with the resident app
     bound to ``openid``."""
     db, now = services.db, now or services.clock.now()
-    account, _ = accounts.ensure_account(db, phone, now, name)
+    account, _ = account_store.ensure_account(db, phone, now, name)
     for house in homes:
         memberships.add(db, house, account["_id"], role, now, account["_id"])
     accounts.bind_openid(db, account["_id"], "resident", openid)
@@ -85,7 +87,7 @@ def staff_account(
     """The account for ``phone`` (named ``account_name``) made staff ``name`` with ``role`` in
     ``community_ids`` (None: every community), the staff app bound to ``openid`` if given."""
     db, now = services.db, now or services.clock.now()
-    account, _ = accounts.ensure_account(db, phone, now, account_name)
+    account, _ = account_store.ensure_account(db, phone, now, account_name)
     staff.upsert(db, account["_id"], name, role, community_ids, now)
     if openid is not None:
         accounts.bind_openid(db, account["_id"], "staff", openid)

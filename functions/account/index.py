@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from caiyun.domain import autodebit, profiles, realname, uploads
 from caiyun.errors import ErrorCode
-from caiyun.runtime import Action, Call, Caller, CloudFunction, lazy_import, page_reply, signed_in
+from caiyun.runtime import Account, Action, Call, CloudFunction, lazy_import, page_reply, signed_in
 
 # The type checker reads the modules themselves; at run time they load on first use.
 if TYPE_CHECKING:
@@ -39,16 +39,16 @@ else:
     common = lazy_import("caiyun.contract.common")
 
 
-def profile(call: Call, req: common.Empty, account: Caller) -> api.Profile:
+def profile(call: Call, req: common.Empty, account: Account) -> api.Profile:
     return api.Profile.model_validate(profiles.profile(call.services, account))
 
 
-def update_profile(call: Call, req: api.UpdateProfile, account: Caller) -> api.Profile:
+def update_profile(call: Call, req: api.UpdateProfile, account: Account) -> api.Profile:
     updated = profiles.update_profile(call.services, account, req.nickname, req.avatar)
     return api.Profile.model_validate(updated)
 
 
-def change_phone(call: Call, req: api.ChangePhone, account: Caller) -> api.Profile:
+def change_phone(call: Call, req: api.ChangePhone, account: Account) -> api.Profile:
     changed = profiles.change_phone(
         call.services,
         account,
@@ -60,7 +60,7 @@ def change_phone(call: Call, req: api.ChangePhone, account: Caller) -> api.Profi
 
 
 def realname_start(
-    call: Call, req: wallet_api.RealnameStart, account: Caller
+    call: Call, req: wallet_api.RealnameStart, account: Account
 ) -> wallet_api.RealnameStartReply:
     ticket = realname.start(
         call.services,
@@ -81,14 +81,14 @@ def realname_start(
 
 
 def realname_resend(
-    call: Call, req: wallet_api.RealnameResend, account: Caller
+    call: Call, req: wallet_api.RealnameResend, account: Account
 ) -> wallet_api.RealnameStartReply:
     ticket = realname.resend(call.services, account, req.ticket)
     return wallet_api.RealnameStartReply(ticket=ticket)
 
 
 def realname_confirm(
-    call: Call, req: wallet_api.RealnameConfirm, account: Caller
+    call: Call, req: wallet_api.RealnameConfirm, account: Account
 ) -> wallet_api.RealnameResult:
     result, verified = realname.confirm(
         call.services, account, req.ticket, req.sms_code, list(req.agreements)
@@ -98,24 +98,24 @@ def realname_confirm(
     return wallet_api.RealnameResult.model_validate(result)
 
 
-def wallet(call: Call, req: common.Empty, account: Caller) -> wallet_api.Wallet:
+def wallet(call: Call, req: common.Empty, account: Account) -> wallet_api.Wallet:
     return wallet_api.Wallet.model_validate(realname.wallet(call.services, account))
 
 
 def wallet_transactions(
-    call: Call, req: wallet_api.WalletTransactions, account: Caller
+    call: Call, req: wallet_api.WalletTransactions, account: Account
 ) -> wallet_api.TransactionsReply:
     items, total = realname.transactions(call.services, account, req.page, req.page_size)
     return page_reply(wallet_api.TransactionsReply, req, items, total)
 
 
-def autodebit_start(call: Call, req: common.Empty, account: Caller) -> wallet_api.AutodebitTicket:
+def autodebit_start(call: Call, req: common.Empty, account: Account) -> wallet_api.AutodebitTicket:
     started = autodebit.start(call.services, account)
     return wallet_api.AutodebitTicket.model_validate(started)
 
 
 def set_autodebit(
-    call: Call, req: wallet_api.SetAutodebit, account: Caller
+    call: Call, req: wallet_api.SetAutodebit, account: Account
 ) -> wallet_api.WalletSummary:
     summary = autodebit.set_enabled(
         call.services,
@@ -128,7 +128,7 @@ def set_autodebit(
     return wallet_api.WalletSummary.model_validate(summary)
 
 
-def upload_url(call: Call, req: api.UploadUrl, account: Caller) -> common.UploadUrlReply:
+def upload_url(call: Call, req: api.UploadUrl, account: Account) -> common.UploadUrlReply:
     target = uploads.target(call.services, account, req.purpose, req.filename)
     return common.UploadUrlReply.model_validate(asdict(target))
 

@@ -13,7 +13,15 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from caiyun.domain import appconfig, overview, staff_management
-from caiyun.runtime import Action, Call, Caller, CloudFunction, admin_only, lazy_import, page_reply
+from caiyun.runtime import (
+    Action,
+    Call,
+    CloudFunction,
+    StaffRecord,
+    admin_only,
+    lazy_import,
+    page_reply,
+)
 
 # The type checker reads the modules themselves; at run time they load on first use.
 if TYPE_CHECKING:
@@ -29,7 +37,7 @@ else:
 # The import row models are pydantic models too: loaded when an import is served.
 
 
-def import_owners(call: Call, req: api.ImportOwners, staff: Caller) -> api.ImportOwnersReply:
+def import_owners(call: Call, req: api.ImportOwners, staff: StaffRecord) -> api.ImportOwnersReply:
     report = owner_import.import_owners(call.services, req.community, req.rows, importer=staff)
     return api.ImportOwnersReply.model_validate(
         {
@@ -41,7 +49,7 @@ def import_owners(call: Call, req: api.ImportOwners, staff: Caller) -> api.Impor
     )
 
 
-def import_bills(call: Call, req: api.ImportBills, staff: Caller) -> api.ImportBillsReply:
+def import_bills(call: Call, req: api.ImportBills, staff: StaffRecord) -> api.ImportBillsReply:
     results = bill_import.import_bills(call.services, req.community_id, req.rows, importer=staff)
     return api.ImportBillsReply.model_validate(
         {
@@ -53,11 +61,11 @@ def import_bills(call: Call, req: api.ImportBills, staff: Caller) -> api.ImportB
 
 
 def import_upload_url(call: Call, req: api.ImportUploadUrl) -> common.UploadUrlReply:
-    target = import_jobs.upload_target(call.services, call.require_account(), req.filename)
+    target = import_jobs.upload_target(call.services, call.require_account()["_id"], req.filename)
     return common.UploadUrlReply.model_validate(asdict(target))
 
 
-def start_import(call: Call, req: api.StartImport, staff: Caller) -> api.ImportJob:
+def start_import(call: Call, req: api.StartImport, staff: StaffRecord) -> api.ImportJob:
     job = import_jobs.start(
         call.services,
         staff,
@@ -71,18 +79,18 @@ def start_import(call: Call, req: api.StartImport, staff: Caller) -> api.ImportJ
     return api.ImportJob.model_validate(import_jobs.view(job))
 
 
-def run_import(call: Call, req: api.ImportJobRef, staff: Caller) -> api.ImportJob:
+def run_import(call: Call, req: api.ImportJobRef, staff: StaffRecord) -> api.ImportJob:
     job = import_jobs.run_chunk(call.services, staff, req.job_id)
     return api.ImportJob.model_validate(import_jobs.view(job))
 
 
-def import_job(call: Call, req: api.ImportJobRef, staff: Caller) -> api.ImportJob:
+def import_job(call: Call, req: api.ImportJobRef, staff: StaffRecord) -> api.ImportJob:
     job = import_jobs.get(call.services, staff, req.job_id)
     return api.ImportJob.model_validate(import_jobs.view(job))
 
 
 def import_failed_rows(
-    call: Call, req: api.ImportFailedRowsPage, staff: Caller
+    call: Call, req: api.ImportFailedRowsPage, staff: StaffRecord
 ) -> api.FailedRowsPage:
     job = import_jobs.get(call.services, staff, req.job_id)
     skip = (req.page - 1) * req.page_size
@@ -90,7 +98,7 @@ def import_failed_rows(
     return page_reply(api.FailedRowsPage, req, [import_jobs.row_view(r) for r in rows], total)
 
 
-def import_failed_file(call: Call, req: api.ImportJobRef, staff: Caller) -> api.FailedRowsFile:
+def import_failed_file(call: Call, req: api.ImportJobRef, staff: StaffRecord) -> api.FailedRowsFile:
     job = import_jobs.get(call.services, staff, req.job_id)
     content, rows = import_jobs.failed_rows_workbook(call.services, job)
     return api.FailedRowsFile(
@@ -101,31 +109,31 @@ def import_failed_file(call: Call, req: api.ImportJobRef, staff: Caller) -> api.
     )
 
 
-def community_overview(call: Call, req: api.Overview, staff: Caller) -> api.OverviewReply:
+def community_overview(call: Call, req: api.Overview, staff: StaffRecord) -> api.OverviewReply:
     found = overview.community_overview(call.services, staff, req.community_id)
     return api.OverviewReply.model_validate(found)
 
 
-def add_staff(call: Call, req: api.AddStaff, staff: Caller) -> api.StaffMember:
+def add_staff(call: Call, req: api.AddStaff, staff: StaffRecord) -> api.StaffMember:
     added = staff_management.add_staff(
         call.services, staff, req.phone, req.name, req.role, req.community_ids
     )
     return api.StaffMember.model_validate(added)
 
 
-def list_staff(call: Call, req: api.ListStaff, staff: Caller) -> api.StaffPage:
+def list_staff(call: Call, req: api.ListStaff, staff: StaffRecord) -> api.StaffPage:
     items, total = staff_management.list_staff(
         call.services, staff, req.role, req.page, req.page_size
     )
     return page_reply(api.StaffPage, req, items, total)
 
 
-def remove_staff(call: Call, req: api.RemoveStaff, staff: Caller) -> api.RemoveStaffReply:
+def remove_staff(call: Call, req: api.RemoveStaff, staff: StaffRecord) -> api.RemoveStaffReply:
     staff_management.remove_staff(call.services, staff, req.account_id)
     return api.RemoveStaffReply(removed=True)
 
 
-def update_config(call: Call, req: api.UpdateConfig, staff: Caller) -> api.ConfigReply:
+def update_config(call: Call, req: api.UpdateConfig, staff: StaffRecord) -> api.ConfigReply:
     saved = appconfig.update(
         call.services,
         staff,

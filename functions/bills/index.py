@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING
 
 from caiyun.domain import bill_reports, bills, payment_issues, payments
 from caiyun.runtime import (
+    Account,
     Action,
     Call,
-    Caller,
     CloudFunction,
     Key,
+    StaffRecord,
     admin_only,
     lazy_import,
     page_reply,
@@ -37,36 +38,36 @@ else:
     api = lazy_import("caiyun.contract.bills")
 
 
-def list_bills(call: Call, req: api.ListBills, account: Caller) -> api.BillsReply:
+def list_bills(call: Call, req: api.ListBills, account: Account) -> api.BillsReply:
     items, total, unpaid, houses = bills.resident_bills(
         call.services, account, req.house_id, req.status, req.page, req.page_size
     )
     return page_reply(api.BillsReply, req, items, total, unpaid_total_fen=unpaid, houses=houses)
 
 
-def pay(call: Call, req: api.Pay, account: Caller, once: Key | None) -> api.Order:
+def pay(call: Call, req: api.Pay, account: Account, once: Key | None) -> api.Order:
     order = payments.pay(
         call.services, account, req.bill_ids, req.method, call.invocation.source_ip, once
     )
     return api.Order.model_validate(order)
 
 
-def order(call: Call, req: api.GetOrder, account: Caller) -> api.Order:
+def order(call: Call, req: api.GetOrder, account: Account) -> api.Order:
     found = payments.payer_order(call.services, account, req.order_no)
     return api.Order.model_validate(payments.view(found))
 
 
-def open_orders(call: Call, req: api.OpenOrders, account: Caller) -> api.OpenOrdersReply:
+def open_orders(call: Call, req: api.OpenOrders, account: Account) -> api.OpenOrdersReply:
     items, total = payments.open_orders(call.services, account, req.page, req.page_size)
     return page_reply(api.OpenOrdersReply, req, items, total)
 
 
-def staff_summary(call: Call, req: api.StaffSummary, staff: Caller) -> api.SummaryReply:
+def staff_summary(call: Call, req: api.StaffSummary, staff: StaffRecord) -> api.SummaryReply:
     totals = bill_reports.summary(call.services, staff, req.community_id, req.period)
     return api.SummaryReply.model_validate(totals)
 
 
-def staff_list(call: Call, req: api.StaffList, staff: Caller) -> api.StaffListReply:
+def staff_list(call: Call, req: api.StaffList, staff: StaffRecord) -> api.StaffListReply:
     items, total = bill_reports.listing(
         call.services,
         staff,
@@ -79,7 +80,7 @@ def staff_list(call: Call, req: api.StaffList, staff: Caller) -> api.StaffListRe
 
 
 def staff_payment_issues(
-    call: Call, req: api.PaymentIssues, staff: Caller
+    call: Call, req: api.PaymentIssues, staff: StaffRecord
 ) -> api.PaymentIssuesReply:
     items, total = payment_issues.listing(
         call.services, staff, req.community_id, req.page, req.page_size
@@ -87,7 +88,7 @@ def staff_payment_issues(
     return page_reply(api.PaymentIssuesReply, req, items, total)
 
 
-def staff_houses(call: Call, req: api.StaffHouses, staff: Caller) -> api.StaffHousesReply:
+def staff_houses(call: Call, req: api.StaffHouses, staff: StaffRecord) -> api.StaffHousesReply:
     items, total, counts = bill_reports.houses_page(
         call.services,
         staff,

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from caiyun.domain import communities, house_binding, houses
 from caiyun.errors import ErrorCode
-from caiyun.runtime import Action, Call, Caller, CloudFunction, lazy_import, signed_in
+from caiyun.runtime import Account, Action, Call, CloudFunction, lazy_import, signed_in
 
 # The type checker reads the modules themselves; at run time they load on first use.
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def house_tree(call: Call, req: api.HouseTree) -> api.HouseTreeReply:
     return api.HouseTreeReply.model_validate({"community_id": req.community_id, "buildings": tree})
 
 
-def bind(call: Call, req: api.Bind, account: Caller) -> api.MyHousesReply:
+def bind(call: Call, req: api.Bind, account: Account) -> api.MyHousesReply:
     items = house_binding.bind_owner(
         call.services,
         account,
@@ -39,24 +39,24 @@ def bind(call: Call, req: api.Bind, account: Caller) -> api.MyHousesReply:
     return api.MyHousesReply.model_validate({"items": items})
 
 
-def my_houses(call: Call, req: common.Empty, account: Caller) -> api.MyHousesReply:
+def my_houses(call: Call, req: common.Empty, account: Account) -> api.MyHousesReply:
     items = house_binding.my_houses(call.services, account)
     return api.MyHousesReply.model_validate({"items": items})
 
 
-def members(call: Call, req: api.Members, account: Caller) -> api.MembersReply:
+def members(call: Call, req: api.Members, account: Account) -> api.MembersReply:
     items = house_binding.members(call.services, account, req.house_id)
     return api.MembersReply.model_validate({"house_id": req.house_id, "items": items})
 
 
-def add_member(call: Call, req: api.AddMember, account: Caller) -> api.Member:
+def add_member(call: Call, req: api.AddMember, account: Account) -> api.Member:
     added = house_binding.add_member(
         call.services, account, house_id=req.house_id, name=req.name, phone=req.phone, role=req.role
     )
     return api.Member.model_validate(added)
 
 
-def remove_member(call: Call, req: api.RemoveMember, account: Caller) -> api.RemoveMemberReply:
+def remove_member(call: Call, req: api.RemoveMember, account: Account) -> api.RemoveMemberReply:
     house_binding.remove_member(call.services, account, req.house_id, req.account_id)
     return api.RemoveMemberReply(removed=True)
 

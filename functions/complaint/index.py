@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING
 
 from caiyun.domain import complaints
 from caiyun.runtime import (
+    Account,
     Action,
     Call,
-    Caller,
     CloudFunction,
     Key,
+    StaffRecord,
     admin_only,
     lazy_import,
     page_reply,
@@ -47,7 +48,7 @@ def types(call: Call, req: common.Empty) -> api.TypesReply:
     return api.TypesReply.model_validate({"items": complaints.types(call.services)})
 
 
-def create(call: Call, req: api.Create, account: Caller, once: Key | None) -> api.Detail:
+def create(call: Call, req: api.Create, account: Account, once: Key | None) -> api.Detail:
     filed = complaints.create(
         call.services,
         account,
@@ -57,19 +58,19 @@ def create(call: Call, req: api.Create, account: Caller, once: Key | None) -> ap
     return api.Detail.model_validate(filed)
 
 
-def my_list(call: Call, req: api.MyList, account: Caller) -> api.MyPage:
+def my_list(call: Call, req: api.MyList, account: Account) -> api.MyPage:
     items, total, counts = complaints.my_list(
         call.services, account, req.status, req.page, req.page_size
     )
     return page_reply(api.MyPage, req, items, total, counts=counts)
 
 
-def detail(call: Call, req: api.DetailRequest, account: Caller) -> api.Detail:
+def detail(call: Call, req: api.DetailRequest, account: Account) -> api.Detail:
     found = complaints.detail(call.services, account, req.complaint_id)
     return api.Detail.model_validate(found)
 
 
-def staff_list(call: Call, req: api.StaffList, staff: Caller) -> api.Page:
+def staff_list(call: Call, req: api.StaffList, staff: StaffRecord) -> api.Page:
     items, total, counts = complaints.staff_list(
         call.services,
         staff,
@@ -81,7 +82,7 @@ def staff_list(call: Call, req: api.StaffList, staff: Caller) -> api.Page:
     return page_reply(api.Page, req, items, total, counts=counts)
 
 
-def reply(call: Call, req: api.ReplyRequest, staff: Caller) -> api.Detail:
+def reply(call: Call, req: api.ReplyRequest, staff: StaffRecord) -> api.Detail:
     answered = complaints.reply(
         call.services, staff, complaint_id=req.complaint_id, text=req.reply, status=req.status
     )

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from caiyun.clock import iso
 from caiyun.domain import appconfig, signin
-from caiyun.runtime import Action, Call, Caller, CloudFunction, anyone, lazy_import, signed_in
+from caiyun.runtime import Account, Action, Call, CloudFunction, anyone, lazy_import, signed_in
 
 # The type checker reads the modules themselves; at run time they load on first use.
 if TYPE_CHECKING:
@@ -55,13 +55,13 @@ def login(call: Call, req: api.Login) -> api.LoginReply:
     )
 
 
-def logout(call: Call, req: common.Empty, account: Caller) -> api.LogoutReply:
+def logout(call: Call, req: common.Empty, account: Account) -> api.LogoutReply:
     inv = call.invocation
     signin.logout(call.services, account, call.require_app(), inv.openid, inv.bearer)
     return api.LogoutReply(logged_out=True)
 
 
-def me(call: Call, req: common.Empty, account: Caller) -> api.AccountSummary:
+def me(call: Call, req: common.Empty, account: Account) -> api.AccountSummary:
     return api.AccountSummary(**signin.summary(call.services, account))
 
 

@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING
 
 from caiyun.domain import messaging, notices, reminders
 from caiyun.runtime import (
+    Account,
     Action,
     Call,
-    Caller,
     CloudFunction,
     Key,
+    StaffRecord,
     admin_only,
     lazy_import,
     page_reply,
@@ -42,18 +43,18 @@ else:
     api = lazy_import("caiyun.contract.notify")
 
 
-def list_notices(call: Call, req: api.Notices, account: Caller) -> api.NoticesReply:
+def list_notices(call: Call, req: api.Notices, account: Account) -> api.NoticesReply:
     groups = notices.for_resident(call.services, account, req.community_id, req.page, req.page_size)
     return api.NoticesReply.model_validate({"groups": groups})
 
 
-def notice_detail(call: Call, req: api.NoticeDetailRequest, account: Caller) -> api.NoticeDetail:
+def notice_detail(call: Call, req: api.NoticeDetailRequest, account: Account) -> api.NoticeDetail:
     found = notices.detail(call.services, account, req.notice_id)
     return api.NoticeDetail.model_validate(found)
 
 
 def publish_notice(
-    call: Call, req: api.PublishNotice, staff: Caller, once: Key | None
+    call: Call, req: api.PublishNotice, staff: StaffRecord, once: Key | None
 ) -> api.NoticeDetail:
     published = notices.publish(
         call.services,
@@ -66,7 +67,7 @@ def publish_notice(
     return api.NoticeDetail.model_validate(published)
 
 
-def messages(call: Call, req: api.Messages, account: Caller) -> api.MessagesPage:
+def messages(call: Call, req: api.Messages, account: Account) -> api.MessagesPage:
     items, total, unread = messaging.inbox(
         call.services,
         account["_id"],
@@ -80,21 +81,21 @@ def messages(call: Call, req: api.Messages, account: Caller) -> api.MessagesPage
     )
 
 
-def mark_read(call: Call, req: api.MarkRead, account: Caller) -> api.MarkReadReply:
+def mark_read(call: Call, req: api.MarkRead, account: Account) -> api.MarkReadReply:
     marked = messaging.mark_read(
         call.services, account["_id"], call.app or "resident", req.message_ids
     )
     return api.MarkReadReply(marked=marked)
 
 
-def subscribe(call: Call, req: api.Subscribe, account: Caller) -> api.SubscribeReply:
+def subscribe(call: Call, req: api.Subscribe, account: Account) -> api.SubscribeReply:
     left = messaging.add_consents(
         call.services, account["_id"], req.template_ids, call.wechat_user()
     )
     return api.SubscribeReply(remaining=left)
 
 
-def remind_unpaid(call: Call, req: api.RemindUnpaid, staff: Caller) -> api.RemindReply:
+def remind_unpaid(call: Call, req: api.RemindUnpaid, staff: StaffRecord) -> api.RemindReply:
     counts = reminders.remind_community(call.services, staff, req.community_id, req.house_ids)
     return api.RemindReply.model_validate(counts)
 

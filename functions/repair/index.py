@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 from caiyun.domain import repairs
 from caiyun.errors import ErrorCode
 from caiyun.runtime import (
+    Account,
     Action,
     Call,
-    Caller,
     CloudFunction,
     Key,
+    StaffRecord,
     admin_only,
     lazy_import,
     page_reply,
@@ -45,12 +46,12 @@ def categories(call: Call, req: common.Empty) -> api.CategoriesReply:
     return api.CategoriesReply.model_validate({"items": repairs.categories(call.services)})
 
 
-def upload_url(call: Call, req: api.UploadUrl, account: Caller) -> common.UploadUrlReply:
+def upload_url(call: Call, req: api.UploadUrl, account: Account) -> common.UploadUrlReply:
     target = repairs.upload_target(call.services, account, req.purpose, req.filename)
     return common.UploadUrlReply.model_validate(asdict(target))
 
 
-def create(call: Call, req: api.Create, account: Caller, once: Key | None) -> api.RepairDetail:
+def create(call: Call, req: api.Create, account: Account, once: Key | None) -> api.RepairDetail:
     created = repairs.create(
         call.services,
         account,
@@ -64,29 +65,29 @@ def create(call: Call, req: api.Create, account: Caller, once: Key | None) -> ap
     return api.RepairDetail.model_validate(created)
 
 
-def my_list(call: Call, req: api.MyList, account: Caller) -> api.RepairPage:
+def my_list(call: Call, req: api.MyList, account: Account) -> api.RepairPage:
     items, total, counts = repairs.my_list(
         call.services, account, req.status, req.page, req.page_size
     )
     return page_reply(api.RepairPage, req, items, total, counts=counts)
 
 
-def detail(call: Call, req: api.RepairRef, account: Caller) -> api.RepairDetail:
+def detail(call: Call, req: api.RepairRef, account: Account) -> api.RepairDetail:
     found = repairs.detail(call.services, account, req.repair_id)
     return api.RepairDetail.model_validate(found)
 
 
-def cancel(call: Call, req: api.RepairRef, account: Caller) -> api.RepairDetail:
+def cancel(call: Call, req: api.RepairRef, account: Account) -> api.RepairDetail:
     done = repairs.cancel(call.services, account, req.repair_id)
     return api.RepairDetail.model_validate(done)
 
 
-def rate(call: Call, req: api.Rate, account: Caller) -> api.RepairDetail:
+def rate(call: Call, req: api.Rate, account: Account) -> api.RepairDetail:
     done = repairs.rate(call.services, account, req.repair_id, req.stars, req.comment)
     return api.RepairDetail.model_validate(done)
 
 
-def staff_list(call: Call, req: api.StaffList, staff: Caller) -> api.StaffRepairPage:
+def staff_list(call: Call, req: api.StaffList, staff: StaffRecord) -> api.StaffRepairPage:
     items, total, counts = repairs.staff_list(
         call.services,
         staff,
@@ -98,24 +99,24 @@ def staff_list(call: Call, req: api.StaffList, staff: Caller) -> api.StaffRepair
     return page_reply(api.StaffRepairPage, req, items, total, counts=counts)
 
 
-def repairmen(call: Call, req: api.Repairmen, staff: Caller) -> api.RepairmenReply:
+def repairmen(call: Call, req: api.Repairmen, staff: StaffRecord) -> api.RepairmenReply:
     items = repairs.repairmen(call.services, staff, req.community_id)
     return api.RepairmenReply.model_validate({"community_id": req.community_id, "items": items})
 
 
-def dispatch(call: Call, req: api.Dispatch, staff: Caller) -> api.RepairDetail:
+def dispatch(call: Call, req: api.Dispatch, staff: StaffRecord) -> api.RepairDetail:
     done = repairs.dispatch(call.services, staff, req.repair_id, req.repairman_id)
     return api.RepairDetail.model_validate(done)
 
 
-def assigned(call: Call, req: api.Assigned, staff: Caller) -> api.StaffRepairPage:
+def assigned(call: Call, req: api.Assigned, staff: StaffRecord) -> api.StaffRepairPage:
     items, total, counts = repairs.assigned(
         call.services, staff, req.status, req.page, req.page_size
     )
     return page_reply(api.StaffRepairPage, req, items, total, counts=counts)
 
 
-def complete(call: Call, req: api.Complete, staff: Caller) -> api.RepairDetail:
+def complete(call: Call, req: api.Complete, staff: StaffRecord) -> api.RepairDetail:
     done = repairs.complete(call.services, staff, req.repair_id, req.photos, req.note)
     return api.RepairDetail.model_validate(done)
 

@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING
 
 from caiyun.domain import visitors
 from caiyun.runtime import (
+    Account,
     Action,
     Call,
-    Caller,
     CloudFunction,
     Key,
+    StaffRecord,
     anyone,
     lazy_import,
     page_reply,
@@ -45,7 +46,9 @@ else:
     api = lazy_import("caiyun.contract.visitor")
 
 
-def register(call: Call, req: api.Register, account: Caller, once: Key | None) -> api.RegisterReply:
+def register(
+    call: Call, req: api.Register, account: Account, once: Key | None
+) -> api.RegisterReply:
     issued = visitors.register(
         call.services,
         account,
@@ -61,17 +64,17 @@ def show_pass(call: Call, req: api.PassRequest) -> api.PassView:
     return api.PassView.model_validate(visitors.pass_view(call.services, req.token))
 
 
-def verify(call: Call, req: api.PassRequest, staff: Caller) -> api.VerifyReply:
+def verify(call: Call, req: api.PassRequest, staff: StaffRecord) -> api.VerifyReply:
     checked = visitors.verify(call.services, staff, req.token)
     return api.VerifyReply.model_validate(checked)
 
 
-def history(call: Call, req: api.History, account: Caller) -> api.HistoryPage:
+def history(call: Call, req: api.History, account: Account) -> api.HistoryPage:
     items, total = visitors.history(call.services, account, req.page, req.page_size)
     return page_reply(api.HistoryPage, req, items, total)
 
 
-def detail(call: Call, req: api.VisitorRef, account: Caller) -> api.VisitorDetail:
+def detail(call: Call, req: api.VisitorRef, account: Account) -> api.VisitorDetail:
     found = visitors.detail(call.services, account, req.visitor_id)
     return api.VisitorDetail.model_validate(found)
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from caiyun.contract import repair as api
-from caiyun.runtime import Action, Call, Caller, signed_in
+from caiyun.runtime import Account, Action, Call, signed_in
 
 
 def takes_a_model(call: Call, req: api.UploadUrl) -> api.CategoriesReply:
@@ -33,7 +33,7 @@ def test_a_handler_without_a_request_model_cannot_be_a_row() -> None:
         Action(signed_in, takes_a_mapping)
 
 
-def takes_the_caller(call: Call, req: api.UploadUrl, account: Caller) -> api.CategoriesReply:
+def takes_the_caller(call: Call, req: api.UploadUrl, account: Account) -> api.CategoriesReply:
     raise AssertionError("not called")
 
 

@@ -15,8 +15,8 @@ import pytest
 from caiyun.catalog import declared_collections
 from caiyun.cli import main
 from caiyun.data.embedded import EmbeddedEngine
-from caiyun.domain import staff
-from caiyun.domain.accounts import ACCOUNTS
+from caiyun.stores import staff
+from caiyun.stores.accounts import ACCOUNTS
 
 PHONE = "13800007777"
 

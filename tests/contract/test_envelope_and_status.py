@@ -12,11 +12,11 @@ import pytest
 from conftest import fixed_clock, http, invoke, make_settings
 
 from caiyun.adapters.sms import sandbox_outbox
-from caiyun.domain.accounts import ensure_account
-from caiyun.domain.staff import upsert as make_staff
 from caiyun.errors import ERROR_CODES, AppError
 from caiyun.sandbox.functions import handler
 from caiyun.services import Services, build_services, install_services
+from caiyun.stores.accounts import ensure_account
+from caiyun.stores.staff import upsert as make_staff
 
 PHONE = "13800001111"
 OTHER_PHONE = "13900002222"

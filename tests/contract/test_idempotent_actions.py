@@ -8,7 +8,7 @@ import pytest
 
 from caiyun.contract import repair
 from caiyun.domain.idempotency import Key
-from caiyun.runtime import Action, Call, Caller
+from caiyun.runtime import Account, Action, Call
 from caiyun.sandbox.functions import function_names, handler
 
 
@@ -34,7 +34,7 @@ def test_every_action_taking_a_request_id_declares_its_idempotency_in_its_row() 
 
 
 def test_a_row_declaring_idempotency_whose_handler_takes_no_key_is_refused() -> None:
-    def create(call: Call, req: repair.Create, account: Caller) -> dict[str, Any]:
+    def create(call: Call, req: repair.Create, account: Account) -> dict[str, Any]:
         return {}
 
     with pytest.raises(TypeError, match="takes `once`"):
@@ -42,7 +42,7 @@ def test_a_row_declaring_idempotency_whose_handler_takes_no_key_is_refused() -> 
 
 
 def test_a_handler_taking_a_key_in_a_row_that_declares_none_is_refused() -> None:
-    def create(call: Call, req: repair.Create, account: Caller, once: Key | None) -> None:
+    def create(call: Call, req: repair.Create, account: Account, once: Key | None) -> None:
         return None
 
     with pytest.raises(TypeError, match="takes `once`"):
@@ -50,7 +50,7 @@ def test_a_handler_taking_a_key_in_a_row_that_declares_none_is_refused() -> None
 
 
 def test_an_idempotent_action_whose_request_has_no_request_id_is_refused() -> None:
-    def cancel(call: Call, req: repair.RepairRef, account: Caller, once: Key | None) -> None:
+    def cancel(call: Call, req: repair.RepairRef, account: Account, once: Key | None) -> None:
         return None
 
     with pytest.raises(TypeError, match="carries request_id"):

@@ -206,3 +206,45 @@ def test_a_module_that_declares_a_collection_is_in_the_catalog(module: str) -> N
     # The local ICBC's collections live in the sandbox's own database, not the deployment's.
     if declares and not module.startswith("caiyun.sandbox"):
         assert module in catalog.DECLARING_MODULES
+
+
+# The rules of the records whose store owns their collection: they decide, the store queries.
+RULES_OF_STORED_RECORDS = (
+    "caiyun.domain.accounts",
+    "caiyun.domain.autodebit",
+    "caiyun.domain.autodebit_charges",
+    "caiyun.domain.communities",
+    "caiyun.domain.complaints",
+    "caiyun.domain.houses",
+    "caiyun.domain.memberships",
+    "caiyun.domain.notices",
+    "caiyun.domain.payments",
+    "caiyun.domain.profiles",
+    "caiyun.domain.repair_notes",
+    "caiyun.domain.repair_views",
+    "caiyun.domain.repairs",
+    "caiyun.domain.sessions",
+    "caiyun.domain.staff",
+    "caiyun.domain.visitors",
+)
+
+
+def _touches_the_database(node: ast.AST) -> bool:
+    # ``db[...]`` / ``services.db[...]``: a collection opened by name.
+    if isinstance(node, ast.Subscript):
+        value = node.value
+        return (isinstance(value, ast.Name) and value.id == "db") or (
+            isinstance(value, ast.Attribute) and value.attr == "db"
+        )
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        names += [alias.name for alias in node.names]
+        return any(name.split(".")[0] == "pymongo" for name in names)
+    return False
+
+
+@pytest.mark.parametrize("module", RULES_OF_STORED_RECORDS)
+def test_the_rules_of_a_stored_record_never_query_its_collection_themselves(module: str) -> None:
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    found = [ast.unparse(n)[:60] for n in ast.walk(tree) if _touches_the_database(n)]
+    assert found == [], f"{module} opens a collection or imports pymongo: {found}"

@@ -34,10 +34,11 @@ from conftest import invoke
 from round_trips import counted
 from worlds import ok, refused
 
-from caiyun.domain import houses, memberships, payments
+from caiyun.domain import houses, payments
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services
+from caiyun.stores import memberships
 from caiyun.stores.orders import ORDERS
 
 # A card of another bank, linked to an e-wallet.

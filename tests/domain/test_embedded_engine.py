@@ -33,8 +33,9 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from caiyun.catalog import ensure_indexes, open_database
 from caiyun.data import embedded_indexes, embedded_patches
 from caiyun.data.embedded import EmbeddedEngine
-from caiyun.domain.accounts import bind_openid, ensure_account
+from caiyun.domain.accounts import bind_openid
 from caiyun.settings import Settings
+from caiyun.stores.accounts import ensure_account
 
 SHANGHAI_OFFSET = timezone(timedelta(hours=8))
 

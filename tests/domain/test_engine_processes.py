@@ -19,11 +19,11 @@ from pymongo.errors import DuplicateKeyError
 from caiyun import cli
 from caiyun.catalog import ensure_indexes, open_database
 from caiyun.data.embedded import DatabaseBusy, EmbeddedEngine
-from caiyun.domain.accounts import ensure_account
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.server import open_sandbox
 from caiyun.services import install_services
 from caiyun.settings import Settings
+from caiyun.stores.accounts import ensure_account
 
 PHONES = 150
 WRITERS = 3
@@ -35,7 +35,7 @@ _WRITER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from caiyun.catalog import open_database
-    from caiyun.domain.accounts import ensure_account
+    from caiyun.stores.accounts import ensure_account
     from caiyun.settings import Settings
     data_dir, start_line, me = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     phones, writers = int(sys.argv[4]), int(sys.argv[5])

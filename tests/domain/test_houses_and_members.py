@@ -12,8 +12,8 @@ import worlds
 from conftest import invoke
 from worlds import Person, make_staff, ok, refused, sign_in
 
-from caiyun.domain import accounts
 from caiyun.services import Services
+from caiyun.stores import accounts
 
 GARDEN = {**worlds.GARDEN, "address": "科技南路 1 号"}
 BAY = {**worlds.BAY, "address": "天河路 8 号"}

@@ -12,12 +12,14 @@ from conftest import fresh_services, http, invoke, make_settings
 from round_trips import counted, counting
 from worlds import GARDEN, account_of, ok, owner_row, refused, staff_account
 
-from caiyun.domain import accounts, memberships, messaging, pushes, scheduler, sessions
+from caiyun.domain import accounts, messaging, pushes, scheduler, sessions
 from caiyun.domain.owner_import import import_owners
 from caiyun.labels import App
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.services import Services
+from caiyun.stores import accounts as account_store
 from caiyun.stores import houses as house_store
+from caiyun.stores import memberships
 
 RESIDENT_APPID, RESIDENT_SECRET = "wxresident", "resident-secret-0123456789abcdef"
 STAFF_APPID, STAFF_SECRET = "wxstaff", "staff-secret-0123456789abcdef"
@@ -64,7 +66,7 @@ def world(services: Services) -> dict[str, Any]:
     report = import_owners(services, GARDEN, [owner_row(101, "张伟", "13800000001")])
     house = house_store.get(services.db, report.rows[0].house_id)
     db, now = services.db, services.clock.now()
-    alice = accounts.by_phone(db, "13800000001")
+    alice = account_store.by_phone(db, "13800000001")
     memberships.add(db, house, alice["_id"], "owner", now, alice["_id"])
     accounts.bind_openid(db, alice["_id"], "resident", RESIDENT_OPENID)
     scope = [house["community_id"]]
@@ -127,11 +129,11 @@ def test_a_new_complaint_is_pushed_to_the_admin_who_consented_in_the_staff_app(
         (STAFF_APPID, world["admin"], f"pages/complaint/detail?id={complaint_id}")
     ]
     assert filed[0]["data"]["thing1"]["value"] == "投诉·环境绿化"
-    admin_id = accounts.caller_by_openid(services.db, "staff", world["admin"])[0]["_id"]
+    admin_id = accounts.caller_by_openid(services.db, "staff", world["admin"])["_id"]
     titles = [m["title"] for m in messaging.inbox(services, admin_id, "staff", False, 1, 10)[0]]
     assert titles == ["新的投诉", "新的投诉"]
     # The guard of the same community is not an admin: nothing for him.
-    guard_id = accounts.caller_by_openid(services.db, "staff", world["guard"])[0]["_id"]
+    guard_id = accounts.caller_by_openid(services.db, "staff", world["guard"])["_id"]
     assert inbox_count(services, guard_id) == 0
 
 
@@ -211,7 +213,7 @@ def test_signed_out_resident_keeps_the_consent(
 ) -> None:
     complaint_id = complain(world)
     ok(subscribe("tmpl-complaint"))
-    alice = accounts.by_id(services.db, world["alice"])
+    alice = account_store.by_id(services.db, world["alice"])
     accounts.unbind_openid(services.db, alice, "resident", RESIDENT_OPENID)
 
     ok(reply(world, complaint_id))
@@ -367,7 +369,7 @@ def test_a_big_batch_reads_the_consents_once_and_spends_only_those_left(
 ) -> None:
     ok(subscribe("tmpl-complaint"))
     others = [
-        accounts.ensure_account(services.db, f"1370000000{i}", services.clock.now())[0]["_id"]
+        account_store.ensure_account(services.db, f"1370000000{i}", services.clock.now())[0]["_id"]
         for i in range(3)
     ]
 
@@ -403,7 +405,7 @@ def test_a_consent_whose_openid_now_belongs_to_another_account_is_not_spent(
 ) -> None:
     complaint_id = complain(world)
     ok(subscribe("tmpl-complaint"))
-    bob, _ = accounts.ensure_account(services.db, "13700000009", services.clock.now())
+    bob, _ = account_store.ensure_account(services.db, "13700000009", services.clock.now())
     accounts.bind_openid(services.db, bob["_id"], "resident", RESIDENT_OPENID)
 
     ok(reply(world, complaint_id))
@@ -417,7 +419,7 @@ def test_signing_back_in_with_the_same_openid_makes_the_kept_consent_spendable(
 ) -> None:
     complaint_id = complain(world)
     ok(subscribe("tmpl-complaint"))
-    alice = accounts.by_id(services.db, world["alice"])
+    alice = account_store.by_id(services.db, world["alice"])
     accounts.unbind_openid(services.db, alice, "resident", RESIDENT_OPENID)
     ok(reply(world, complaint_id))
     assert pushed(services, fake) == []

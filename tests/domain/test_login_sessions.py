@@ -15,11 +15,12 @@ from worlds import BAY, GARDEN
 
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.catalog import open_database
-from caiyun.domain import accounts as account_store
-from caiyun.domain import sessions, staff
-from caiyun.domain.accounts import ensure_account
+from caiyun.domain import sessions
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services, build_services, install_services
+from caiyun.stores import accounts as account_store
+from caiyun.stores import staff
+from caiyun.stores.accounts import ensure_account
 
 PHONE = "13800001111"
 OTHER_PHONE = "13900002222"

@@ -12,8 +12,9 @@ from worlds import ok, refused
 from worlds import owner_row as row
 
 from caiyun.contract.admin import MAX_IMPORT_ROWS
-from caiyun.domain import accounts, owner_import
+from caiyun.domain import owner_import
 from caiyun.services import Services
+from caiyun.stores import accounts
 
 GARDEN = {**worlds.GARDEN, "address": "科技南路 1 号"}
 ROWS = [

@@ -10,8 +10,10 @@ from conftest import http, invoke
 from worlds import ok, refused
 
 from caiyun.adapters.sms import sandbox_outbox
-from caiyun.domain import accounts, sessions, sms_codes, staff
+from caiyun.domain import accounts, sessions, sms_codes
 from caiyun.services import Services
+from caiyun.stores import accounts as account_store
+from caiyun.stores import staff
 
 PHONE = "13800001111"
 NEW_PHONE = "13900002222"
@@ -20,7 +22,7 @@ OPENID = "o-me"
 
 @pytest.fixture
 def me(services: Services) -> dict[str, Any]:
-    account, _ = accounts.ensure_account(services.db, PHONE, services.clock.now(), "张三")
+    account, _ = account_store.ensure_account(services.db, PHONE, services.clock.now(), "张三")
     accounts.bind_openid(services.db, account["_id"], "resident", OPENID)
     return account
 
@@ -48,7 +50,7 @@ def test_profile_of_a_new_account(me: dict[str, Any]) -> None:
 def test_profile_shows_the_wallet_to_its_owner_with_the_id_number_masked(
     services: Services, me: dict[str, Any]
 ) -> None:
-    services.db[accounts.ACCOUNTS].update_one(
+    services.db[account_store.ACCOUNTS].update_one(
         {"_id": me["_id"]},
         {
             "$set": {
@@ -122,7 +124,7 @@ def test_avatar_from_elsewhere_is_refused(
 
     assert refused(reply) == "INVALID_ARGUMENT"
     assert "avatar" in reply["error"]["details"]["fields"]
-    assert accounts.by_id(services.db, me["_id"])["avatar"] is None
+    assert account_store.by_id(services.db, me["_id"])["avatar"] is None
 
 
 @pytest.mark.parametrize(
@@ -162,8 +164,8 @@ def test_phone_moves_when_both_numbers_prove_themselves(
     data = ok(change(old_code, new_code))
 
     assert data["phone"] == NEW_PHONE and data["account_id"] == me["_id"]
-    assert accounts.by_phone(services.db, NEW_PHONE)["_id"] == me["_id"]
-    assert accounts.by_phone(services.db, PHONE) is None
+    assert account_store.by_phone(services.db, NEW_PHONE)["_id"] == me["_id"]
+    assert account_store.by_phone(services.db, PHONE) is None
     assert ok(call("profile"))["phone"] == NEW_PHONE
     # The new number now signs in to the same account.
     login_code = send(services, NEW_PHONE, "login", openid="o-other-phone")
@@ -189,7 +191,7 @@ def test_a_phone_change_keeps_both_apps_signed_in(services: Services, me: dict[s
     assert (on_staff["phone"], on_staff["staff"]["role"]) == (NEW_PHONE, "guard")
     for app, token in tokens.items():
         assert http("login", {"action": "me"}, token=token)[0] == 200, app
-    assert accounts.by_id(services.db, me["_id"])["wx"] == {
+    assert account_store.by_id(services.db, me["_id"])["wx"] == {
         "resident": OPENID,
         "staff": "o-me-staff",
     }
@@ -204,7 +206,7 @@ def test_wrong_code_changes_nothing(services: Services, me: dict[str, Any], bad:
         new_code = wrong(new_code)
 
     assert refused(change(old_code, new_code)) == "CODE_INVALID"
-    assert accounts.by_id(services.db, me["_id"])["phone"] == PHONE
+    assert account_store.by_id(services.db, me["_id"])["phone"] == PHONE
 
 
 def test_codes_of_another_purpose_do_not_count(services: Services, me: dict[str, Any]) -> None:
@@ -212,7 +214,7 @@ def test_codes_of_another_purpose_do_not_count(services: Services, me: dict[str,
     new_code = send(services, NEW_PHONE, "change_phone_new")
 
     assert refused(change(login_code, new_code)) == "CODE_INVALID"
-    assert accounts.by_id(services.db, me["_id"])["phone"] == PHONE
+    assert account_store.by_id(services.db, me["_id"])["phone"] == PHONE
 
 
 def test_codes_work_once(services: Services, me: dict[str, Any]) -> None:
@@ -227,10 +229,10 @@ def test_number_taken_meanwhile_is_a_conflict_and_spends_no_code(
     services: Services, me: dict[str, Any]
 ) -> None:
     old_code, new_code = codes(services)
-    accounts.ensure_account(services.db, NEW_PHONE, services.clock.now())
+    account_store.ensure_account(services.db, NEW_PHONE, services.clock.now())
 
     assert refused(change(old_code, new_code)) == "CONFLICT"
-    assert accounts.by_id(services.db, me["_id"])["phone"] == PHONE
+    assert account_store.by_id(services.db, me["_id"])["phone"] == PHONE
     live = services.db[sms_codes.SMS_CODES].count_documents({"used": False})
     assert live == 2
 
@@ -248,7 +250,7 @@ def test_a_change_racing_an_import_of_the_new_number_leaves_one_account_with_it(
 
     def import_it() -> None:
         start.wait()
-        accounts.ensure_account(services.db, NEW_PHONE, services.clock.now(), "新业主")
+        account_store.ensure_account(services.db, NEW_PHONE, services.clock.now(), "新业主")
 
     threads = [threading.Thread(target=change_it), threading.Thread(target=import_it)]
     for thread in threads:
@@ -256,13 +258,13 @@ def test_a_change_racing_an_import_of_the_new_number_leaves_one_account_with_it(
     for thread in threads:
         thread.join()
 
-    holders = list(services.db[accounts.ACCOUNTS].find({"phone": NEW_PHONE}))
+    holders = list(services.db[account_store.ACCOUNTS].find({"phone": NEW_PHONE}))
     assert len(holders) == 1
     if replies[0]["ok"]:
         assert holders[0]["_id"] == me["_id"]
     else:
         assert refused(replies[0]) == "CONFLICT"
-        assert accounts.by_id(services.db, me["_id"])["phone"] == PHONE
+        assert account_store.by_id(services.db, me["_id"])["phone"] == PHONE
 
 
 def test_same_number_is_refused(services: Services, me: dict[str, Any]) -> None:

@@ -41,17 +41,12 @@ from worlds import GARDEN, ok, owner_row, refused, staff_account
 
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import business_date
-from caiyun.domain import (
-    accounts,
-    appconfig,
-    autodebit_charges,
-    job_runs,
-    realname,
-)
+from caiyun.domain import appconfig, autodebit_charges, job_runs, realname
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.sandbox.icbc_bank import OPENING_BALANCE_FEN
 from caiyun.services import Services
+from caiyun.stores import accounts
 from caiyun.stores import houses as house_store
 from caiyun.stores.orders import ORDERS
 

@@ -32,10 +32,11 @@ from round_trips import counted
 from worlds import ok, refused
 
 from caiyun.clock import SHANGHAI
-from caiyun.domain import accounts, houses, memberships, reminders
+from caiyun.domain import houses, reminders
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services
+from caiyun.stores import accounts, memberships
 
 
 @pytest.fixture

@@ -11,10 +11,11 @@ from conftest import invoke
 from round_trips import counted
 from worlds import BAY, GARDEN, ok, owner_row, refused, resident_account, staff_account
 
-from caiyun.domain import memberships, messaging, staff
+from caiyun.domain import messaging
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services
 from caiyun.stores import houses as house_store
+from caiyun.stores import memberships, staff
 from caiyun.stores.repairs import REPAIRS
 
 

@@ -20,6 +20,7 @@ from caiyun.adapters.sms import sandbox_outbox
 from caiyun.domain import accounts, rate_limits
 from caiyun.errors import AppError
 from caiyun.services import Services
+from caiyun.stores import accounts as account_store
 
 PHONE = "13800005555"
 OPENID = "o-round-trips"
@@ -45,7 +46,7 @@ def _code_sent(services: Services, commands: list[str], phone: str = PHONE) -> s
 def test_send_code_counts_the_caller_and_takes_the_phones_limits_in_one_command(
     services: Services, commands: list[str]
 ) -> None:
-    accounts.ensure_account(services.db, PHONE, services.clock.now(), "王五")
+    account_store.ensure_account(services.db, PHONE, services.clock.now(), "王五")
     ok(invoke("login", {"action": "send_code", "phone": PHONE}, openid=None))
     assert commands == ["accounts.find_one", "rate_limits.bulk_write", "sms_codes.bulk_write"]
     counters = {d["_id"].split(":")[0] for d in services.db["rate_limits"].find()}
@@ -64,7 +65,7 @@ def test_a_refused_send_code_still_counts_against_the_callers_limit(
 def test_login_with_the_openid_already_bound_reads_once_and_writes_the_code_and_session(
     services: Services, commands: list[str]
 ) -> None:
-    account, _ = accounts.ensure_account(services.db, PHONE, services.clock.now(), "王五")
+    account, _ = account_store.ensure_account(services.db, PHONE, services.clock.now(), "王五")
     accounts.bind_openid(services.db, account["_id"], "resident", OPENID)
     code = _code_sent(services, commands)
     data = ok(invoke("login", {"action": "login", "phone": PHONE, "code": code}, OPENID))
@@ -79,8 +80,10 @@ def test_login_with_the_openid_already_bound_reads_once_and_writes_the_code_and_
 def test_login_binding_a_new_openid_moves_it_in_one_more_command(
     services: Services, commands: list[str]
 ) -> None:
-    account, _ = accounts.ensure_account(services.db, PHONE, services.clock.now(), "王五")
-    other, _ = accounts.ensure_account(services.db, "13800006666", services.clock.now(), "赵六")
+    account, _ = account_store.ensure_account(services.db, PHONE, services.clock.now(), "王五")
+    other, _ = account_store.ensure_account(
+        services.db, "13800006666", services.clock.now(), "赵六"
+    )
     accounts.bind_openid(services.db, other["_id"], "resident", OPENID)
     code = _code_sent(services, commands)
     ok(invoke("login", {"action": "login", "phone": PHONE, "code": code}, OPENID))
@@ -93,8 +96,8 @@ def test_login_binding_a_new_openid_moves_it_in_one_more_command(
         "accounts.bulk_write",
         "accounts.find_one_and_update",
     ]
-    assert accounts.by_id(services.db, account["_id"])["wx"]["resident"] == OPENID
-    assert "resident" not in accounts.by_id(services.db, other["_id"])["wx"]
+    assert account_store.by_id(services.db, account["_id"])["wx"]["resident"] == OPENID
+    assert "resident" not in account_store.by_id(services.db, other["_id"])["wx"]
 
 
 def test_login_reply_shows_houses_and_staff_role_without_reading_them_again(
@@ -113,7 +116,7 @@ def test_login_reply_shows_houses_and_staff_role_without_reading_them_again(
 def test_a_wrong_code_counts_a_try_and_spends_nothing(
     services: Services, commands: list[str]
 ) -> None:
-    accounts.ensure_account(services.db, PHONE, services.clock.now(), "王五")
+    account_store.ensure_account(services.db, PHONE, services.clock.now(), "王五")
     code = _code_sent(services, commands)
     wrong = f"{(int(code) + 1) % 10**6:06d}"
     assert refused(invoke("login", {"action": "login", "phone": PHONE, "code": wrong})) == (

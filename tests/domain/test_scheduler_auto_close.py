@@ -15,12 +15,14 @@ from conftest import TEST_START, fresh_services, invoke, make_settings
 from worlds import GARDEN
 
 from caiyun.clock import OffsetClock
-from caiyun.domain import accounts, memberships, messaging, repairs, scheduler, staff
+from caiyun.domain import accounts, messaging, repairs, scheduler
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.server import create_server
 from caiyun.services import Services, install_services
+from caiyun.stores import accounts as account_store
 from caiyun.stores import houses as house_store
+from caiyun.stores import memberships, staff
 from caiyun.stores.repairs import REPAIRS
 
 DAY = 24 * 3600
@@ -58,7 +60,7 @@ def build_world(services: Services) -> World:
     report = import_owners(services, GARDEN, rows)
     house = house_store.get(db, report.rows[0].house_id or "")
     assert house is not None
-    owner = accounts.by_phone(db, "13800000101")
+    owner = account_store.by_phone(db, "13800000101")
     assert owner is not None
     memberships.add(db, house, owner["_id"], "owner", now, "test")
     accounts.bind_openid(db, owner["_id"], "resident", OWNER_OPENID)
@@ -67,7 +69,7 @@ def build_world(services: Services) -> World:
         ("13700000001", "物业小王", "admin"),
         ("13700000002", "李师傅", "repairman"),
     ):
-        account, _ = accounts.ensure_account(db, phone, now, name)
+        account, _ = account_store.ensure_account(db, phone, now, name)
         people[role] = staff.upsert(db, account["_id"], name, role, [report.community_id], now)
     return World(house["_id"], owner, people["admin"], people["repairman"])
 

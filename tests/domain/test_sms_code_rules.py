@@ -20,8 +20,8 @@ from conftest import http, invoke, make_settings
 
 from caiyun.adapters.sms import SmsRateLimited, sandbox_outbox
 from caiyun.clock import SHANGHAI
-from caiyun.domain.accounts import ensure_account
 from caiyun.services import Services, build_services, install_services
+from caiyun.stores.accounts import ensure_account
 
 PHONE = "13800001111"
 OTHER_PHONE = "13900002222"

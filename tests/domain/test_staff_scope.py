@@ -11,9 +11,11 @@ from conftest import http, invoke
 from worlds import ok, owner_row, refused
 
 from caiyun.adapters.sms import sandbox_outbox
-from caiyun.domain import accounts, staff
+from caiyun.domain import staff
 from caiyun.errors import AppError
 from caiyun.services import Services
+from caiyun.stores import accounts
+from caiyun.stores import staff as staff_store
 
 GARDEN = {**worlds.GARDEN, "address": "科技南路 1 号"}
 BAY = {**worlds.BAY, "address": "天河路 8 号"}
@@ -332,28 +334,30 @@ def test_a_staff_change_lands_only_on_a_record_the_filter_still_allows(
     db, now = services.db, services.clock.now()
     person, _ = accounts.ensure_account(db, "13700000077", now, "周师傅")
     within_c1 = {"community_ids": {"$not": {"$elemMatch": {"$nin": ["c1"]}}}}
-    assert staff.change_where(
+    assert staff_store.change_where(
         db, person["_id"], within_c1, "周师傅", "repairman", {"c1": "一区"}, now
     )
-    staff.upsert(db, person["_id"], "周师傅", "guard", ["c2"], now)
+    staff_store.upsert(db, person["_id"], "周师傅", "guard", ["c2"], now)
 
     assert (
-        staff.change_where(db, person["_id"], within_c1, "周师傅", "repairman", {"c1": "一区"}, now)
+        staff_store.change_where(
+            db, person["_id"], within_c1, "周师傅", "repairman", {"c1": "一区"}, now
+        )
         is None
     )
-    assert db[staff.STAFF].count_documents({}) == 1
-    assert staff.get(db, person["_id"])["role"] == "guard"
-    assert staff.get(db, person["_id"])["community_ids"] == ["c2"]
+    assert db[staff_store.STAFF].count_documents({}) == 1
+    assert staff_store.get(db, person["_id"])["role"] == "guard"
+    assert staff_store.get(db, person["_id"])["community_ids"] == ["c2"]
 
 
 def test_a_staff_removal_made_on_a_stale_reading_is_refused(services: Services) -> None:
     db, now = services.db, services.clock.now()
     person, _ = accounts.ensure_account(db, "13700000077", now, "周师傅")
-    first = staff.upsert(db, person["_id"], "周师傅", "repairman", ["c1"], now)
-    staff.upsert(db, person["_id"], "周师傅", "guard", ["c1"], now)
+    first = staff_store.upsert(db, person["_id"], "周师傅", "repairman", ["c1"], now)
+    staff_store.upsert(db, person["_id"], "周师傅", "guard", ["c1"], now)
 
     with pytest.raises(AppError) as gone:
         staff.remove_checked(db, first)
 
     assert gone.value.code == "CONFLICT"
-    assert staff.get(db, person["_id"])["role"] == "guard"
+    assert staff_store.get(db, person["_id"])["role"] == "guard"

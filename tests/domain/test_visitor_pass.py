@@ -16,10 +16,12 @@ from round_trips import counted, own
 from worlds import BAY, GARDEN, account_of, ok, refused
 
 from caiyun.clock import SHANGHAI, business_date
-from caiyun.domain import accounts, houses, memberships, messaging, sessions, staff, visitors
+from caiyun.domain import accounts, houses, messaging, sessions, visitors
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services
+from caiyun.stores import accounts as account_store
 from caiyun.stores import houses as house_store
+from caiyun.stores import memberships, staff
 from caiyun.stores.visitors import VISITORS
 
 HOST_PHONE = "13800000001"
@@ -33,7 +35,7 @@ def community(services: Services, record: dict[str, str], room: str) -> dict[str
 
 
 def person(services: Services, phone: str, name: str) -> dict[str, Any]:
-    account, _ = accounts.ensure_account(services.db, phone, services.clock.now(), name)
+    account, _ = account_store.ensure_account(services.db, phone, services.clock.now(), name)
     return account
 
 
@@ -262,7 +264,7 @@ def forgeries(services: Services, token: str) -> list[str]:
     visitor_id, expires, _ = token.split(".")
     other_key = make_settings(token_secret="another-secret-0123456789abcdef-xyz")
     session = sessions.open_session(
-        services, accounts.by_phone(services.db, HOST_PHONE)["_id"], "resident"
+        services, account_store.by_phone(services.db, HOST_PHONE)["_id"], "resident"
     )
     return [
         tamper(token, 0),  # another registration

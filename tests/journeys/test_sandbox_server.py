@@ -26,7 +26,6 @@ from sandbox_client import (
 
 from caiyun import cli
 from caiyun.adapters.sms import sandbox_outbox
-from caiyun.domain import accounts, staff
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.sandbox.seed import DEMO_COMMUNITIES, DEMO_STAFF, seed_demo
 from caiyun.sandbox.server import (
@@ -39,6 +38,7 @@ from caiyun.sandbox.server import (
     open_sandbox,
 )
 from caiyun.settings import Settings
+from caiyun.stores import accounts, staff
 from caiyun.stores import houses as house_store
 from caiyun.stores.communities import COMMUNITIES
 from caiyun.stores.houses import HOUSES

@@ -48,14 +48,12 @@ from caiyun.domain import (
     bill_import,
     complaints,
     import_jobs,
-    memberships,
     notices,
     payments,
     realname,
     repairs,
     sessions,
     sms_codes,
-    staff,
     visitors,
 )
 from caiyun.domain.owner_import import import_owners
@@ -63,6 +61,8 @@ from caiyun.sandbox.functions import function_names, handler
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services, build_services, install_services
 from caiyun.settings import Settings
+from caiyun.stores import accounts as account_store
+from caiyun.stores import memberships, staff
 
 # ---------------------------------------------------------------------------------------------
 # The callers.
@@ -358,7 +358,7 @@ class World:
         return f"World(target house {self.h1})"
 
     def account(self, key: str) -> dict[str, Any]:
-        found = accounts.by_id(self.svc.db, self.ids[key])
+        found = account_store.by_id(self.svc.db, self.ids[key])
         assert found is not None
         return found
 
@@ -402,11 +402,11 @@ def wallets(bank: FakeIcbc) -> dict[str, dict[str, Any]]:
     found = {}
     for key in VERIFIED_PEOPLE:
         p = PEOPLE[key]
-        account, _ = accounts.ensure_account(svc.db, p.phone, svc.clock.now(), p.name)
+        account, _ = account_store.ensure_account(svc.db, p.phone, svc.clock.now(), p.name)
         ticket = realname.start(svc, account, "card", None, details(p), None)
         code = sandbox_outbox(bank.db, p.bank_phone)[0]["code"]
         realname.confirm(svc, account, ticket, code, ["wallet_service", "privacy"])
-        done = accounts.by_id(svc.db, account["_id"])
+        done = account_store.by_id(svc.db, account["_id"])
         assert done is not None and done["realname_verified"]
         found[key] = {k: done[k] for k in WALLET_FIELDS}
     return found
@@ -440,7 +440,7 @@ def build_world(svc: Services, bank: FakeIcbc, wallets: dict[str, dict[str, Any]
     }
     ids = {}
     for key, p in PEOPLE.items():
-        account, _ = accounts.ensure_account(db, p.phone, now, p.name)
+        account, _ = account_store.ensure_account(db, p.phone, now, p.name)
         ids[key] = account["_id"]
         if key in houses_of:
             house_id, role = houses_of[key]
@@ -460,7 +460,7 @@ def build_world(svc: Services, bank: FakeIcbc, wallets: dict[str, dict[str, Any]
         accounts.bind_openid(db, ids[key], "resident", openid_of(caller) or "")
 
     def account(key: str) -> dict[str, Any]:
-        return accounts.by_id(db, ids[key]) or {}
+        return account_store.by_id(db, ids[key]) or {}
 
     admin, repairman = staff.get(db, ids["admin"]), staff.get(db, ids["repairman"])
     assert admin is not None and repairman is not None

@@ -38,15 +38,7 @@ from worlds import account_of
 from caiyun.adapters.icbc_protocol import generate_private_key_pem
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.clock import business_date
-from caiyun.domain import (
-    accounts,
-    bill_import,
-    icbc_notifies,
-    memberships,
-    pushes,
-    scheduler,
-    staff,
-)
+from caiyun.domain import accounts, bill_import, icbc_notifies, pushes, scheduler
 from caiyun.domain.idempotency import IDEMPOTENCY
 from caiyun.domain.owner_import import import_owners
 from caiyun.domain.realname import TICKETS
@@ -54,7 +46,9 @@ from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.sandbox.functions import handler
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services, build_services, install_services
+from caiyun.stores import accounts as account_store
 from caiyun.stores import houses as house_store
+from caiyun.stores import memberships, staff
 from caiyun.stores.orders import ORDERS
 from caiyun.stores.repairs import REPAIRS
 
@@ -291,7 +285,7 @@ def world(svc: Services) -> SimpleNamespace:
     ids = {}
     for who, result in zip((ALICE, BOB), garden.rows, strict=True):
         house = house_store.get(db, result.house_id or "")
-        account = accounts.by_phone(db, who.phone)
+        account = account_store.by_phone(db, who.phone)
         memberships.add(db, house, account["_id"], "owner", now, account["_id"])
         accounts.bind_openid(db, account["_id"], "resident", who.openid)
         ids[who.openid] = account["_id"]
@@ -299,7 +293,7 @@ def world(svc: Services) -> SimpleNamespace:
         ("13900000001", "王经理", "admin", ADMIN),
         ("13900000002", "李师傅", "repairman", FIXER),
     ):
-        account, _ = accounts.ensure_account(db, phone, now, name)
+        account, _ = account_store.ensure_account(db, phone, now, name)
         staff.upsert(db, account["_id"], name, role, [garden.community_id], now)
         accounts.bind_openid(db, account["_id"], "staff", openid)
         ids[openid] = account["_id"]

@@ -15,9 +15,9 @@ import pytest
 from conftest import fixed_clock, http, invoke, make_settings
 
 from caiyun.adapters.sms import sandbox_outbox
-from caiyun.domain.accounts import ensure_account
 from caiyun.sandbox.functions import handler
 from caiyun.services import Services, build_services, install_services
+from caiyun.stores.accounts import ensure_account
 
 PHONE = "13800001111"
 OPENID = "o-bound"

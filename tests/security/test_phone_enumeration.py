@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 from conftest import fresh_services, invoke, make_settings
 
-from caiyun.domain import accounts
 from caiyun.services import Services
+from caiyun.stores import accounts
 
 PER_PHONE = 3
 GLOBAL = 10

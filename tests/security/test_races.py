@@ -32,10 +32,12 @@ import pytest
 from conftest import invoke
 
 from caiyun.clock import business_date
-from caiyun.domain import accounts, memberships, staff
+from caiyun.domain import accounts
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services
+from caiyun.stores import accounts as account_store
 from caiyun.stores import houses as house_store
+from caiyun.stores import memberships, staff
 
 GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
 BAY = {"province": "广东省", "city": "广州市", "district": "天河区", "name": "星河湾"}
@@ -81,7 +83,7 @@ def together(*calls: Callable[[], Any]) -> list[Any]:
 
 def _staff(svc: Services, phone: str, name: str, role: Any, scope: Any, openid: str) -> str:
     now = svc.clock.now()
-    account, _ = accounts.ensure_account(svc.db, phone, now, name)
+    account, _ = account_store.ensure_account(svc.db, phone, now, name)
     staff.upsert(svc.db, account["_id"], name, role, scope, now)
     accounts.bind_openid(svc.db, account["_id"], "staff", openid)
     return account["_id"]
@@ -99,7 +101,7 @@ def world(services: Services) -> SimpleNamespace:
     ids: dict[str, str] = {}
     house_ids = [r.house_id for r in garden.rows]
     for who, house_id in zip(OWNERS, house_ids, strict=True):
-        account = accounts.by_phone(db, who.phone)
+        account = account_store.by_phone(db, who.phone)
         memberships.add(db, house_store.get(db, house_id), account["_id"], "owner", now, "test")
         accounts.bind_openid(db, account["_id"], "resident", who.openid)
         ids[who.openid] = account["_id"]

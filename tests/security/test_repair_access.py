@@ -16,10 +16,10 @@ from worlds import BAY, GARDEN, log_in, ok, owner_row, staff_account
 from worlds import refused as code
 
 from caiyun.clock import OffsetClock
-from caiyun.domain import accounts, memberships, staff
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.functions import handler
 from caiyun.services import Services
+from caiyun.stores import accounts, memberships, staff
 from caiyun.stores import houses as house_store
 from caiyun.stores.repairs import REPAIRS
 

@@ -10,10 +10,12 @@ import pytest
 from conftest import http, invoke
 from worlds import BAY, GARDEN, ok, refused, resident_account, staff_account
 
-from caiyun.domain import accounts, sessions, staff
+from caiyun.domain import accounts, sessions
 from caiyun.domain.owner_import import import_owners
 from caiyun.services import Services
+from caiyun.stores import accounts as account_store
 from caiyun.stores import houses as house_store
+from caiyun.stores import staff
 
 ALICE_PHONE, BOB_PHONE, CAROL_PHONE = "13800000001", "13800000002", "13800000003"
 VISITOR_PHONE = "13612345678"
@@ -197,7 +199,7 @@ def test_other_communitys_guard_learns_nothing_from_a_pass(
     services: Services, world: dict[str, Any]
 ) -> None:
     now = services.clock.now()
-    guard, _ = accounts.ensure_account(services.db, "13900000003", now)
+    guard, _ = account_store.ensure_account(services.db, "13900000003", now)
     staff.upsert(
         services.db, guard["_id"], "门岗", "guard", [world["carol"]["house"]["community_id"]], now
     )

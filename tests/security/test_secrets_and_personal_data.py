@@ -35,7 +35,7 @@ from caiyun.adapters.icbc_protocol import generate_private_key_pem, public_key_p
 from caiyun.adapters.sms import sandbox_outbox
 from caiyun.catalog import open_database
 from caiyun.clock import business_date
-from caiyun.domain import accounts, staff
+from caiyun.domain import accounts
 from caiyun.domain.owner_import import import_owners
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.sandbox.functions import function_names, handler
@@ -48,6 +48,8 @@ from caiyun.settings import (
     _SANDBOX_TOKEN_SECRET,
     Settings,
 )
+from caiyun.stores import accounts as account_store
+from caiyun.stores import staff
 
 GARDEN = {"province": "广东省", "city": "深圳市", "district": "南山区", "name": "彩云花园"}
 NOTIFY_URL = "https://caiyun.example.com/icbc/notify"
@@ -175,7 +177,7 @@ def _run_journey(svc: Services, bank: FakeIcbc, errors: list[str]) -> dict[str, 
     house_id = report.rows[0].house_id
     people = {}
     for role, (phone, name, openid) in STAFF.items():
-        account, _ = accounts.ensure_account(db, phone, now, name)
+        account, _ = account_store.ensure_account(db, phone, now, name)
         staff.upsert(db, account["_id"], name, role, [report.community_id], now)
         accounts.bind_openid(db, account["_id"], "staff", openid)
         people[role] = account["_id"]
@@ -434,7 +436,7 @@ def test_even_at_debug_level_no_log_line_holds_the_wechat_secret_or_a_login_code
         )
         svc = build_services(settings, clock=services.clock, db=services.db)
         install_services(svc)
-        accounts.ensure_account(svc.db, OWNER.phone, svc.clock.now(), OWNER.name)
+        account_store.ensure_account(svc.db, OWNER.phone, svc.clock.now(), OWNER.name)
         ok(invoke("login", {"action": "send_code", "phone": OWNER.phone}))
         code = sandbox_outbox(svc.db, OWNER.phone)[0]["code"]
         js_code = "0c3Xk1ll2kYq8e4Zz0ml2Gd0Hq1Xk1lL"
@@ -492,7 +494,7 @@ def test_no_stored_document_in_any_collection_holds_an_id_or_card_number(
 
 def test_the_stored_id_and_card_numbers_are_sealed_with_the_data_key(journey: Journey) -> None:
     svc = journey.services
-    account = accounts.by_phone(svc.db, OWNER.phone)
+    account = account_store.by_phone(svc.db, OWNER.phone)
     sealed_id = account["realname"]["id_number"]
     sealed_card = account["wallet"]["card_no"]
     assert crypto.decrypt(svc.settings, sealed_id, "id_number") == OWNER.id_number
@@ -809,7 +811,7 @@ def test_no_cloud_function_has_a_dev_action(services: Services) -> None:
 def test_no_cloud_function_serves_a_dev_route_over_http(
     services: Services, method: str, path: str, body: str
 ) -> None:
-    accounts.ensure_account(services.db, OWNER.phone, services.clock.now(), OWNER.name)
+    account_store.ensure_account(services.db, OWNER.phone, services.clock.now(), OWNER.name)
     ok(invoke("login", {"action": "send_code", "phone": OWNER.phone}))
     code = sandbox_outbox(services.db, OWNER.phone)[0]["code"]
     offset = services.clock.offset_s

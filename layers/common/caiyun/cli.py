@@ -131,8 +131,8 @@ def _moment(text: str) -> datetime:
 
 
 def _add_staff(args: argparse.Namespace) -> int:
-    from caiyun.domain import accounts, staff
     from caiyun.sandbox.server import open_sandbox
+    from caiyun.stores import accounts, staff
 
     if not _PHONE.fullmatch(args.phone):
         raise CliError(f"手机号格式不正确 / not a mainland mobile number: {args.phone}")
@@ -167,7 +167,7 @@ def _community_id(db: Any, ref: str) -> str:
 
 
 def _add_admin(commands: argparse._SubParsersAction) -> None:
-    from caiyun.domain.staff import STAFF_ROLES
+    from caiyun.stores.staff import STAFF_ROLES
 
     parser = commands.add_parser("admin", help="运营工具 / operator tools")
     actions = parser.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
@@ -268,7 +268,7 @@ def _run_import_job(args: argparse.Namespace, kind: ImportKind, **target: Any) -
             target["community_id"] = _community_id(services.db, target["community_id"])
         storage = services.storage
         assert isinstance(storage, SandboxStorage)
-        file_id = import_jobs.upload_target(services, {"_id": "cli"}, path.name).file_id
+        file_id = import_jobs.upload_target(services, "cli", path.name).file_id
         assert file_id is not None
         storage.put(file_id, path.read_bytes())
         job = import_jobs.start(services, None, kind, file_id, filename=path.name, **target)
@@ -520,7 +520,7 @@ def _add_admin_account(args: argparse.Namespace) -> int:
     from pymongo.errors import PyMongoError
 
     from caiyun.clock import SystemClock
-    from caiyun.domain import accounts, staff
+    from caiyun.stores import accounts, staff
 
     if not _PHONE.fullmatch(args.phone):
         raise CliError(f"手机号格式不正确 / not a mainland mobile number: {args.phone}")
@@ -551,7 +551,7 @@ def _add_admin_account(args: argparse.Namespace) -> int:
 
 def _require_account_indexes(db: Any) -> None:
     """Refuse to write accounts into a MongoDB whose unique phone index is missing."""
-    from caiyun.domain.accounts import ACCOUNTS
+    from caiyun.stores.accounts import ACCOUNTS
 
     for spec in db[ACCOUNTS].index_information().values():
         if spec.get("unique") and [field for field, _ in spec["key"]] == ["phone"]:

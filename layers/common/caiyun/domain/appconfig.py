@@ -28,6 +28,7 @@ from caiyun.data.schema import declare
 from caiyun.domain import communities
 from caiyun.errors import AppError
 from caiyun.services import Services
+from caiyun.stores.staff import StaffRecord
 
 AgreementCode = Literal["wallet_service", "autodebit", "privacy"]
 # When an agreement must be signed: real-name verification by ICBC card, by opening a wallet,
@@ -195,7 +196,7 @@ def _next_version(previous: str, now: datetime) -> str:
     return f"{year}.1"
 
 
-def _check_admin(admin: dict[str, Any]) -> None:
+def _check_admin(admin: StaffRecord) -> None:
     if admin.get("role") != "admin" or not admin.get("all_communities"):
         raise AppError("FORBIDDEN", "只有总部管理员可以修改应用配置")
 
@@ -235,7 +236,7 @@ def _agreement_doc(agreement: Agreement) -> dict[str, Any]:
 
 def update(
     services: Services,
-    admin: dict[str, Any],
+    admin: StaffRecord,
     changes: dict[str, Any],
     expected_revision: int | None,
 ) -> AppConfig:

@@ -12,15 +12,18 @@ next time the resident changes the setting. Every debit records the agreement it
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from caiyun.adapters.icbc_protocol import IcbcError
 from caiyun.clock import business_date
 from caiyun.crypto import mask_phone
-from caiyun.domain import accounts, appconfig, realname
+from caiyun.domain import appconfig, realname
 from caiyun.errors import AppError
 from caiyun.services import Services
+from caiyun.stores import accounts as account_store
+from caiyun.stores.accounts import Account
 
 LIMIT_FEN = 500_000
 _YEARS = 3
@@ -32,7 +35,7 @@ def _agreement_end(now: datetime) -> date:
     return business_date(now) + timedelta(days=365 * _YEARS)
 
 
-def start(services: Services, account: dict[str, Any]) -> dict[str, Any]:
+def start(services: Services, account: Account) -> dict[str, Any]:
     """Begin signing the auto-debit agreement: ICBC texts a code to the bank phone. Returns
     the ticket and the terms the resident is agreeing to."""
     number = realname.account_no(services, account)
@@ -53,9 +56,7 @@ def start(services: Services, account: dict[str, Any]) -> dict[str, Any]:
         "end_date": end.isoformat(),
         "expires_at": now + _DRAFT_TTL,
     }
-    services.db[accounts.ACCOUNTS].update_one(
-        {"_id": account["_id"]}, {"$set": {"autodebit_draft": draft}}
-    )
+    account_store.save_autodebit_draft(services.db, account["_id"], draft)
     return {
         "ticket": agreement_id,
         "agreement": {
@@ -70,7 +71,7 @@ def start(services: Services, account: dict[str, Any]) -> dict[str, Any]:
 
 def set_enabled(
     services: Services,
-    account: dict[str, Any],
+    account: Account,
     enabled: bool,
     ticket: str | None,
     sms_code: str | None,
@@ -80,17 +81,18 @@ def set_enabled(
     (at once); returns the wallet summary."""
     realname.verified_wallet(account)
     current = account.get("autodebit") or {}
+    after: Mapping[str, Any] = account
     if enabled:
         if not current.get("enabled"):
-            account = _sign(services, account, ticket, sms_code, agreements)
+            after = _sign(services, account, ticket, sms_code, agreements)
     elif current.get("enabled") or current.get("cancel_pending"):
-        account = _turn_off(services, account, current)
-    return realname.wallet_summary(account) or {}
+        after = _turn_off(services, account, current)
+    return realname.wallet_summary(after) or {}
 
 
 def _sign(
     services: Services,
-    account: dict[str, Any],
+    account: Account,
     ticket: str | None,
     sms_code: str | None,
     agreements: list[str],
@@ -137,15 +139,8 @@ def _sign(
     signed = {"name": "autodebit", "version": version, "signed_at": now}
     # Conditional: of two signings racing, one wins; the loser cancels what it signed at the
     # bank so ICBC and our record never disagree.
-    written = services.db[accounts.ACCOUNTS].update_one(
-        {"_id": account["_id"], "autodebit.enabled": {"$ne": True}},
-        {
-            "$set": {"autodebit": autodebit},
-            "$unset": {"autodebit_draft": ""},
-            "$push": {"agreements": {**signed, "agreement_no": agreement_no}},
-        },
-    )
-    if written.matched_count == 0:
+    agreement = {**signed, "agreement_no": agreement_no}
+    if not account_store.sign_autodebit(services.db, account["_id"], autodebit, agreement):
         services.icbc.autodebit_cancel(
             draft["agreement_id"], number, person, draft["limit_fen"], end
         )
@@ -153,16 +148,11 @@ def _sign(
     return {**account, "autodebit": autodebit}
 
 
-def _turn_off(
-    services: Services, account: dict[str, Any], current: dict[str, Any]
-) -> dict[str, Any]:
+def _turn_off(services: Services, account: Account, current: dict[str, Any]) -> dict[str, Any]:
     now = services.clock.now()
     off = {**current, "enabled": False, "changed_at": now, "cancel_pending": False}
     # Off before the bank is asked: from this write on the timer never charges the account.
-    services.db[accounts.ACCOUNTS].update_one(
-        {"_id": account["_id"], "autodebit.agreement_id": current.get("agreement_id")},
-        {"$set": {"autodebit": off}},
-    )
+    account_store.replace_autodebit(services.db, account["_id"], current.get("agreement_id"), off)
     if "agreement_id" not in current:
         return {**account, "autodebit": off}  # switched on before agreements were signed
     try:
@@ -175,14 +165,13 @@ def _turn_off(
         )
     except IcbcError:
         off["cancel_pending"] = True
-        services.db[accounts.ACCOUNTS].update_one(
-            {"_id": account["_id"], "autodebit.agreement_id": current.get("agreement_id")},
-            {"$set": {"autodebit.cancel_pending": True}},
+        account_store.mark_autodebit_cancel_pending(
+            services.db, account["_id"], current.get("agreement_id")
         )
     return {**account, "autodebit": off}
 
 
-def consent(account: dict[str, Any]) -> dict[str, Any]:
+def consent(account: Account) -> dict[str, Any]:
     """The agreement an auto-debit of this account relies on, as the debit records it."""
     current = account["autodebit"]
     return {

@@ -9,20 +9,21 @@ The agreement itself (signing, cancelling, what the account records) is
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from caiyun.adapters.icbc_protocol import IcbcError
 from caiyun.clock import business_date
-from caiyun.domain import accounts, autodebit, job_runs, memberships, messaging, payments
+from caiyun.domain import autodebit, job_runs, messaging, payments
 from caiyun.errors import AppError
 from caiyun.money import yuan
 from caiyun.services import Services
+from caiyun.stores import accounts, memberships
 from caiyun.stores import bills as bill_store
+from caiyun.stores.accounts import Account
 from caiyun.stores.bills import Bill
 from caiyun.stores.orders import Order
 
 
-def charge_autodebit(services: Services, account: dict[str, Any], found: list[Bill]) -> str:
+def charge_autodebit(services: Services, account: Account, found: list[Bill]) -> str:
     """Charge due bills under the account's signed auto-debit agreement; returns the order
     status. The order records the agreement it relied on; the resident is told the outcome.
 
@@ -103,7 +104,7 @@ def run_autodebit(
 
 
 def _charge_account(
-    services: Services, account: dict[str, Any], today: str, counts: dict[str, int]
+    services: Services, account: Account, today: str, counts: dict[str, int]
 ) -> None:
     # A bill is stamped as tried today before it is charged, so a run resumed after a crash
     # never charges it twice.

@@ -19,14 +19,16 @@ from pydantic import (
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
-from caiyun.domain import houses, memberships, messaging, staff
+from caiyun.domain import houses, messaging, staff
 from caiyun.domain.owner_import import AddressRow, RowResult, RowStatus, row_error
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
 from caiyun.stores import communities as community_store
+from caiyun.stores import memberships as membership_store
 from caiyun.stores.bills import BILLS
 from caiyun.stores.houses import HOUSES
+from caiyun.stores.staff import StaffRecord
 
 
 class BillRow(AddressRow):
@@ -133,7 +135,7 @@ def _read_houses(batch: _Batch, wanted: list[tuple[str, str, str]]) -> Any:
             },
             {
                 "$lookup": {
-                    "from": memberships.MEMBERSHIPS,
+                    "from": membership_store.MEMBERSHIPS,
                     "localField": "_id",
                     "foreignField": "house_id",
                     "as": "members",
@@ -304,7 +306,7 @@ def import_bills(
     services: Services,
     community_id: str,
     rows: Iterable[Any],
-    importer: dict[str, Any] | None = None,
+    importer: StaffRecord | None = None,
     *,
     first_row: int = 1,
 ) -> list[RowResult]:

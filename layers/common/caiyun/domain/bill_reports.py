@@ -12,10 +12,11 @@ from caiyun.services import Services
 from caiyun.stores.bills import BILLS
 from caiyun.stores.communities import COMMUNITIES
 from caiyun.stores.houses import HOUSES
+from caiyun.stores.staff import StaffRecord
 
 
 def summary(
-    services: Services, admin: dict[str, Any], community_id: str, period: str | None
+    services: Services, admin: StaffRecord, community_id: str, period: str | None
 ) -> dict[str, Any]:
     """Paid and unpaid counts and sums for a community the admin covers, by building, with
     its open payment issues (refunds due, refunds ICBC reports)."""
@@ -57,7 +58,7 @@ def summary(
 
 def listing(
     services: Services,
-    admin: dict[str, Any],
+    admin: StaffRecord,
     community_id: str,
     narrow: dict[str, Any],
     page: int,
@@ -121,7 +122,7 @@ def listing(
 
 def houses_page(
     services: Services,
-    admin: dict[str, Any],
+    admin: StaffRecord,
     community_id: str,
     narrow: dict[str, Any],
     page: int,

@@ -10,9 +10,11 @@ from typing import Any
 from caiyun import labels
 from caiyun.clock import iso
 from caiyun.data import paging
-from caiyun.domain import houses, memberships
+from caiyun.domain import houses
 from caiyun.errors import AppError
 from caiyun.services import Services
+from caiyun.stores import memberships as membership_store
+from caiyun.stores.accounts import Account
 from caiyun.stores.bills import BILLS
 from caiyun.stores.communities import COMMUNITIES
 from caiyun.stores.houses import HOUSES
@@ -55,7 +57,7 @@ def view(
 
 def resident_bills(
     services: Services,
-    account: dict[str, Any],
+    account: Account,
     house_id: str | None,
     status: str | None,
     page: int,
@@ -131,7 +133,9 @@ def resident_bills(
             }
         },
     ]
-    found: dict[str, Any] = next(iter(services.db[memberships.MEMBERSHIPS].aggregate(pipeline)), {})
+    found: dict[str, Any] = next(
+        iter(services.db[membership_store.MEMBERSHIPS].aggregate(pipeline)), {}
+    )
     held = found.get("houses", [])
     if not held:
         raise AppError("HOUSE_NOT_BOUND")

@@ -30,7 +30,10 @@ from caiyun.ids import new_id
 from caiyun.services import Services
 from caiyun.stores import communities as community_store
 from caiyun.stores import complaints as store
+from caiyun.stores import memberships as membership_store
+from caiyun.stores.accounts import Account
 from caiyun.stores.complaints import Complaint, Reply
+from caiyun.stores.staff import StaffRecord
 
 KIND_NAMES = labels.LABELS["complaint_kind"]
 STATUS_NAMES = labels.LABELS["complaint_status"]
@@ -78,7 +81,7 @@ def _filed_notes(doc: Complaint, admin_ids: list[str]) -> list[messaging.Note]:
 
 def create(
     services: Services,
-    account: dict[str, Any],
+    account: Account,
     fields: dict[str, Any],
     once: idempotency.Key | None = None,
 ) -> dict[str, Any]:
@@ -163,7 +166,7 @@ def _community_names(db: Any, docs: list[Complaint]) -> dict[str, str]:
 
 
 def my_list(
-    services: Services, account: dict[str, Any], status: str | None, page: int, page_size: int
+    services: Services, account: Account, status: str | None, page: int, page_size: int
 ) -> Page:
     """A page of the caller's complaints, and of every complaint of the houses the caller owns
     (``mine`` false: filed by family or tenants, the contact phone masked), newest first, with
@@ -179,7 +182,7 @@ def my_list(
 
 def staff_list(
     services: Services,
-    admin: dict[str, Any],
+    admin: StaffRecord,
     community_id: str | None,
     narrow: dict[str, str | None],
     page: int,
@@ -210,7 +213,7 @@ def staff_list(
     )
 
 
-def detail(services: Services, account: dict[str, Any], complaint_id: str) -> dict[str, Any]:
+def detail(services: Services, account: Account, complaint_id: str) -> dict[str, Any]:
     """One complaint with its images and replies, for its reporter, an admin covering it, or
     the owner of its house (read-only, the contact phone masked).
 
@@ -224,7 +227,7 @@ def detail(services: Services, account: dict[str, Any], complaint_id: str) -> di
         staff.of_account(db, account), doc["community_id"]
     ):
         return _detail(services, doc, me)
-    if memberships.owns(db, me, doc["house_id"]):
+    if membership_store.owns(db, me, doc["house_id"]):
         return _detail(services, doc, me, reveal_phone=False)
     raise AppError("NOT_FOUND", "投诉建议不存在")
 
@@ -276,7 +279,7 @@ def item(doc: Complaint, reveal_phone: bool, names: dict[str, str]) -> dict[str,
 
 
 def reply(
-    services: Services, admin: dict[str, Any], *, complaint_id: str, text: str, status: str
+    services: Services, admin: StaffRecord, *, complaint_id: str, text: str, status: str
 ) -> dict[str, Any]:
     """Answer a complaint and move it to ``status``; returns the detail.
 
@@ -308,7 +311,7 @@ def reply(
     return _detail(services, doc, admin["_id"])
 
 
-def _refusal(db: Any, admin: dict[str, Any], complaint_id: str) -> AppError:
+def _refusal(db: Any, admin: StaffRecord, complaint_id: str) -> AppError:
     latest = store.where_and_state(db, complaint_id)
     if latest is None:
         return AppError("NOT_FOUND", "投诉建议不存在")

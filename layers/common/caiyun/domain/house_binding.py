@@ -6,17 +6,13 @@ from typing import Any
 
 from caiyun import labels
 from caiyun.crypto import mask_phone
-from caiyun.domain import (
-    accounts,
-    create_limits,
-    houses,
-    memberships,
-    rate_limits,
-    staff,
-)
+from caiyun.domain import create_limits, houses, memberships, rate_limits, staff
 from caiyun.errors import AppError
 from caiyun.services import Services
+from caiyun.stores import accounts as account_store
 from caiyun.stores import houses as house_store
+from caiyun.stores import memberships as membership_store
+from caiyun.stores.accounts import Account
 from caiyun.stores.communities import COMMUNITIES
 from caiyun.stores.houses import HOUSES
 
@@ -54,7 +50,7 @@ def _bind_tries(
 
 def bind_owner(
     services: Services,
-    account: dict[str, Any],
+    account: Account,
     community_id: str,
     address: tuple[str, str, str],
     owner_name: str,
@@ -99,12 +95,10 @@ def bind_owner(
     if house.get("owner_name") != owner_name or house.get("owner_phone") != owner_phone:
         raise AppError("OWNER_MISMATCH")
     rate_limits.undo_hits(db, tries)
-    membership, _ = memberships.add(db, house, account["_id"], "owner", now, account["_id"])
+    membership, _ = membership_store.add(db, house, account["_id"], "owner", now, account["_id"])
     if membership["role"] != "owner":
         # Someone added the owner as family first; the imported record says they own it.
-        db[memberships.MEMBERSHIPS].update_one(
-            {"_id": membership["_id"]}, {"$set": {"role": "owner"}}
-        )
+        membership_store.make_owner(db, membership["_id"])
     # The reply is the caller's houses as read with the house (one command), plus this one.
     links = [m for m in house["_links"] if m["house_id"] != house["_id"]]
     links.append({**membership, "role": "owner"})
@@ -121,7 +115,7 @@ def _with_my_houses(account_id: str) -> list[dict[str, Any]]:
         {"$set": {"_me": {"$literal": account_id}}},
         {
             "$lookup": {
-                "from": memberships.MEMBERSHIPS,
+                "from": membership_store.MEMBERSHIPS,
                 "localField": "_me",
                 "foreignField": "account_id",
                 "as": "_links",
@@ -170,10 +164,10 @@ def _houses_view(
     ]
 
 
-def my_houses(services: Services, account: dict[str, Any]) -> list[dict[str, Any]]:
+def my_houses(services: Services, account: Account) -> list[dict[str, Any]]:
     """The caller's houses with community, label, role and whether they manage members."""
     rows = list(
-        services.db[accounts.ACCOUNTS].aggregate(
+        services.db[account_store.ACCOUNTS].aggregate(
             [
                 {"$match": {"_id": account["_id"]}},
                 {"$project": {"_id": 1}},
@@ -187,7 +181,7 @@ def my_houses(services: Services, account: dict[str, Any]) -> list[dict[str, Any
 
 
 def _managed_house(
-    services: Services, account: dict[str, Any], house_id: str, people: bool = False
+    services: Services, account: Account, house_id: str, people: bool = False
 ) -> dict[str, Any]:
     # The house with its members (``_members``, owner first) and, if ``people``, their names
     # and phones (``_people``), in one command; the caller's role comes from the members.
@@ -195,7 +189,7 @@ def _managed_house(
         {"$match": {"_id": house_id}},
         {
             "$lookup": {
-                "from": memberships.MEMBERSHIPS,
+                "from": membership_store.MEMBERSHIPS,
                 "localField": "_id",
                 "foreignField": "house_id",
                 "as": "_members",
@@ -207,7 +201,7 @@ def _managed_house(
             {"$set": {"_member_ids": "$_members.account_id"}},
             {
                 "$lookup": {
-                    "from": accounts.ACCOUNTS,
+                    "from": account_store.ACCOUNTS,
                     "localField": "_member_ids",
                     "foreignField": "_id",
                     "as": "_people",
@@ -238,7 +232,7 @@ def _managed_house(
     raise AppError("FORBIDDEN", "只有业主或物业管理员可以管理房屋成员")
 
 
-def members(services: Services, account: dict[str, Any], house_id: str) -> list[dict[str, Any]]:
+def members(services: Services, account: Account, house_id: str) -> list[dict[str, Any]]:
     """The members of a house; phones of people other than the caller are masked."""
     house = _managed_house(services, account, house_id, people=True)
     people = {a["_id"]: a for a in house.get("_people", [])}
@@ -261,20 +255,20 @@ def members(services: Services, account: dict[str, Any], house_id: str) -> list[
 
 def add_member(
     services: Services,
-    account: dict[str, Any],
+    account: Account,
     *,
     house_id: str,
     name: str,
     phone: str,
-    role: memberships.ResidentRole,
+    role: membership_store.ResidentRole,
 ) -> dict[str, Any]:
     """Add family or a tenant; their account is created so they can log in by phone."""
     house = _managed_house(services, account, house_id)
     db, now = services.db, services.clock.now()
     # Before the first write: the account a new phone gets is itself a record created.
     create_limits.take_daily(services, "member_adds", account["_id"], house_id)
-    person, _ = accounts.ensure_account(db, phone, now, name)
-    membership, created = memberships.add(db, house, person["_id"], role, now, account["_id"])
+    person, _ = account_store.ensure_account(db, phone, now, name)
+    membership, created = membership_store.add(db, house, person["_id"], role, now, account["_id"])
     if not created:
         raise AppError("CONFLICT", "该手机号已是此房屋成员")
     return {
@@ -287,9 +281,7 @@ def add_member(
     }
 
 
-def remove_member(
-    services: Services, account: dict[str, Any], house_id: str, member_id: str
-) -> None:
+def remove_member(services: Services, account: Account, house_id: str, member_id: str) -> None:
     """Remove family or a tenant; they lose the house at once. Owners change by import."""
     house = _managed_house(services, account, house_id)
     role = next((m["role"] for m in house["_members"] if m["account_id"] == member_id), None)
@@ -298,5 +290,5 @@ def remove_member(
     if role == "owner":
         raise AppError("CONFLICT", "业主不能被移除，如需变更请联系物业")
     # Conditional on the role, so a member made owner since the read above stays.
-    if not memberships.remove(services.db, house_id, member_id, ("family", "tenant")):
+    if not membership_store.remove(services.db, house_id, member_id, ("family", "tenant")):
         raise AppError("NOT_FOUND", "该成员不在此房屋")

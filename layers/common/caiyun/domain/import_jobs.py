@@ -43,6 +43,7 @@ from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.imports.files import BILL_COLUMNS, OWNER_COLUMNS, read_rows
 from caiyun.services import Services
+from caiyun.stores.staff import StaffRecord
 
 ImportKind = Literal["owners", "bills"]
 
@@ -71,9 +72,9 @@ _LEASE_MARGIN_S = 60
 _END = object()
 
 
-def upload_target(services: Services, account: dict[str, Any], filename: str) -> UploadTarget:
+def upload_target(services: Services, admin_id: str, filename: str) -> UploadTarget:
     """An upload slot for an import file (.xlsx or .csv) under the admin's own prefix."""
-    return services.storage.upload_target(f"imports/{account['_id']}", filename, SHEET_TYPES)
+    return services.storage.upload_target(f"imports/{admin_id}", filename, SHEET_TYPES)
 
 
 @contextmanager
@@ -103,7 +104,7 @@ def _open_rows(path: Path, kind: str) -> Generator[dict[str, Any], None, None]:
 
 def start(
     services: Services,
-    importer: dict[str, Any] | None,
+    importer: StaffRecord | None,
     kind: ImportKind,
     file_id: str,
     *,
@@ -174,7 +175,7 @@ def _started(
     return job
 
 
-def get(services: Services, importer: dict[str, Any] | None, job_id: str) -> dict[str, Any]:
+def get(services: Services, importer: StaffRecord | None, job_id: str) -> dict[str, Any]:
     """The job, if it exists and its community is the admin's; else NOT_FOUND (an admin cannot
     tell other communities' jobs from none)."""
     job = services.db[IMPORT_JOBS].find_one({"_id": job_id})
@@ -198,7 +199,7 @@ def _take_lease(services: Services, job: dict[str, Any]) -> dict[str, Any] | Non
     )
 
 
-def run_chunk(services: Services, importer: dict[str, Any] | None, job_id: str) -> dict[str, Any]:
+def run_chunk(services: Services, importer: StaffRecord | None, job_id: str) -> dict[str, Any]:
     """Import the job's next chunk and return the job as it now stands. A job that is done, or
     whose chunk another call is importing right now, is returned as it is."""
     job = get(services, importer, job_id)
@@ -217,7 +218,7 @@ def run_chunk(services: Services, importer: dict[str, Any] | None, job_id: str) 
 
 
 def _import_chunk(
-    services: Services, importer: dict[str, Any] | None, job: dict[str, Any]
+    services: Services, importer: StaffRecord | None, job: dict[str, Any]
 ) -> dict[str, Any]:
     settings = services.settings
     deadline = time.monotonic() + settings.import_chunk_s
@@ -280,7 +281,7 @@ def _import_chunk(
 
 def _import(
     services: Services,
-    importer: dict[str, Any] | None,
+    importer: StaffRecord | None,
     job: dict[str, Any],
     rows: Iterator[dict[str, Any]],
 ) -> list[Any]:

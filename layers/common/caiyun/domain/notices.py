@@ -18,12 +18,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from caiyun.clock import iso
-from caiyun.domain import communities, create_limits, idempotency, memberships, messaging, staff
+from caiyun.domain import communities, create_limits, idempotency, messaging, staff
 from caiyun.errors import AppError
 from caiyun.services import Services
 from caiyun.stores import communities as community_store
+from caiyun.stores import memberships as membership_store
 from caiyun.stores import notices as store
+from caiyun.stores.accounts import Account
 from caiyun.stores.notices import Notice
+from caiyun.stores.staff import StaffRecord
 
 # How long a delivery may run before another sender may take it over.
 _DELIVERY_LEASE = timedelta(minutes=5)
@@ -37,7 +40,7 @@ _SUMMARY_CHARS = 60
 
 def publish(
     services: Services,
-    admin: dict[str, Any],
+    admin: StaffRecord,
     *,
     community_id: str,
     title: str,
@@ -124,7 +127,7 @@ def _deliver(
     returns whether the delivery is complete."""
     db = services.db
     notice_id, community_id = notice["_id"], notice["community_id"]
-    bound = memberships.bound_in(db, community_id, notice.get("delivered_after", ""))
+    bound = membership_store.bound_in(db, community_id, notice.get("delivered_after", ""))
     told = notice.get("inbox_count", 0)
     for batch in _batches(bound, size):
         messaging.deliver(
@@ -203,7 +206,7 @@ def _groups(rows: Any, page: int, page_size: int) -> list[dict[str, Any]]:
 
 def for_resident(
     services: Services,
-    account: dict[str, Any],
+    account: Account,
     community_id: str | None = None,
     page: int = 1,
     page_size: int = GROUP_LIMIT,
@@ -223,14 +226,14 @@ def for_resident(
         return _groups(rows, page, page_size)
     # From the caller's memberships: each community with its name, its notices and the
     # caller's reads joined in.
-    rows = memberships.communities_of(db, me, community_id, window)
+    rows = membership_store.communities_of(db, me, community_id, window)
     groups = _groups(rows, page, page_size)
     if community_id is not None and not groups:
         raise AppError("FORBIDDEN", "您在该小区没有房屋")
     return groups
 
 
-def detail(services: Services, account: dict[str, Any], notice_id: str) -> dict[str, Any]:
+def detail(services: Services, account: Account, notice_id: str) -> dict[str, Any]:
     """A notice of a community where the caller holds a house, or which the caller staffs;
     reading it marks it read for the caller."""
     db = services.db
@@ -239,13 +242,13 @@ def detail(services: Services, account: dict[str, Any], notice_id: str) -> dict[
     return _detail(db, doc)
 
 
-def _readable(db: Any, account: dict[str, Any], notice_id: str) -> Notice:
+def _readable(db: Any, account: Account, notice_id: str) -> Notice:
     record = staff.of_account(db, account)
     if record is not None:
         doc = store.get(db, notice_id, matching=staff.scope_query(record))
         if doc is not None:
             return doc
-    doc = store.for_member(db, notice_id, account["_id"], members=memberships.MEMBERSHIPS)
+    doc = store.for_member(db, notice_id, account["_id"], members=membership_store.MEMBERSHIPS)
     if doc is None:
         raise AppError("NOT_FOUND", "公告不存在")
     return doc

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from caiyun.domain import memberships, staff
+from caiyun.domain import staff
 from caiyun.errors import AppError
 from caiyun.services import Services
 from caiyun.stores import communities as community_store
+from caiyun.stores import memberships as membership_store
 from caiyun.stores.houses import HOUSES
+from caiyun.stores.staff import StaffRecord
 
 
-def community_overview(
-    services: Services, admin: dict[str, Any], community_id: str
-) -> dict[str, Any]:
+def community_overview(services: Services, admin: StaffRecord, community_id: str) -> dict[str, Any]:
     """How many houses the community has and how many have someone bound in the app (by the
     community index of each collection). FORBIDDEN outside the admin's scope (checked first,
     so other communities' existence stays hidden), NOT_FOUND for no such community."""
@@ -23,7 +23,7 @@ def community_overview(
     if community is None:
         raise AppError("NOT_FOUND", "小区不存在")
     bound = list(
-        db[memberships.MEMBERSHIPS].aggregate(
+        db[membership_store.MEMBERSHIPS].aggregate(
             [
                 {"$match": {"community_id": community_id}},
                 {"$group": {"_id": "$house_id"}},

@@ -15,14 +15,16 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, 
 
 from caiyun import labels
 from caiyun.contract.common import PHONE_PATTERN
-from caiyun.domain import accounts, houses, memberships, staff
+from caiyun.domain import houses, staff
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
+from caiyun.stores import accounts, memberships
 from caiyun.stores import communities as community_store
 from caiyun.stores import houses as house_store
 from caiyun.stores.communities import COMMUNITIES
 from caiyun.stores.houses import Address, House
+from caiyun.stores.staff import StaffRecord
 from caiyun.validation import invalid_argument
 
 RowStatus = Literal["created", "updated", "unchanged", "error"]
@@ -226,7 +228,7 @@ def _write_batch(
         )
 
 
-def _check_importer(services: Services, importer: dict[str, Any], record: CommunityRecord) -> None:
+def _check_importer(services: Services, importer: StaffRecord, record: CommunityRecord) -> None:
     if importer.get("all_communities"):
         return
     key = record.model_dump(include={"province", "city", "district", "name"})
@@ -240,7 +242,7 @@ def import_owners(
     services: Services,
     community: dict[str, Any],
     rows: Iterable[dict[str, Any]],
-    importer: dict[str, Any] | None = None,
+    importer: StaffRecord | None = None,
     *,
     first_row: int = 1,
 ) -> ImportReport:

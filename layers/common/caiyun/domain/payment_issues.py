@@ -29,6 +29,7 @@ from caiyun.data.schema import declare
 from caiyun.domain import messaging, staff
 from caiyun.money import yuan
 from caiyun.services import Services
+from caiyun.stores.staff import StaffRecord
 
 IssueKind = Literal["extra_settlement", "bills_paid_elsewhere", "bank_refund", "amount_mismatch"]
 
@@ -101,7 +102,7 @@ def view(issue: dict[str, Any]) -> dict[str, Any]:
 
 
 def listing(
-    services: Services, admin: dict[str, Any], community_id: str, page: int, page_size: int
+    services: Services, admin: StaffRecord, community_id: str, page: int, page_size: int
 ) -> tuple[list[dict[str, Any]], int]:
     """A page of a community's payment issues, newest first, for an admin who covers it."""
     staff.require_scope(admin, community_id)

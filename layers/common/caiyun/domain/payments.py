@@ -22,20 +22,15 @@ from typing import Any, Literal, cast
 from caiyun import labels
 from caiyun.adapters.icbc_protocol import IcbcError
 from caiyun.clock import SHANGHAI, iso
-from caiyun.domain import (
-    bills,
-    idempotency,
-    memberships,
-    messaging,
-    payment_issues,
-    realname,
-)
+from caiyun.domain import bills, idempotency, messaging, payment_issues, realname
 from caiyun.domain.lifecycles import ORDER
 from caiyun.errors import AppError
 from caiyun.money import yuan
 from caiyun.services import Services
 from caiyun.stores import bills as bill_store
+from caiyun.stores import memberships as membership_store
 from caiyun.stores import orders as store
+from caiyun.stores.accounts import Account
 from caiyun.stores.bills import Bill
 from caiyun.stores.orders import Order, OrderStatus, PayMethod
 
@@ -92,9 +87,9 @@ def view(order: Order) -> dict[str, Any]:
     }
 
 
-def _payable_bills(services: Services, account: dict[str, Any], bill_ids: list[str]) -> list[Bill]:
+def _payable_bills(services: Services, account: Account, bill_ids: list[str]) -> list[Bill]:
     # The bills with their houses' members joined in: who may pay them, in the same command.
-    found = bill_store.with_members(services.db, bill_ids, members=memberships.MEMBERSHIPS)
+    found = bill_store.with_members(services.db, bill_ids, members=membership_store.MEMBERSHIPS)
     if len(found) != len(bill_ids):
         raise AppError("NOT_FOUND", "账单不存在")
     payers = [{m["account_id"] for m in b.pop("_members")} for b in found]
@@ -111,7 +106,7 @@ def _payable_bills(services: Services, account: dict[str, Any], bill_ids: list[s
 
 def _new_order(
     services: Services,
-    account: dict[str, Any],
+    account: Account,
     found: list[Bill],
     method: PayMethod,
     **extra: Any,
@@ -144,7 +139,7 @@ def _place(services: Services, order: Order, found: list[Bill]) -> None:
 
 def place_order(
     services: Services,
-    account: dict[str, Any],
+    account: Account,
     found: list[Bill],
     method: PayMethod,
     **extra: Any,
@@ -156,7 +151,7 @@ def place_order(
     return order
 
 
-def _check_method(account: dict[str, Any], method: str) -> None:
+def _check_method(account: Account, method: str) -> None:
     if method == "wechat":
         if not account.get("wx", {}).get("resident"):
             raise AppError(
@@ -177,7 +172,7 @@ def _check_method(account: dict[str, Any], method: str) -> None:
 
 def open_order(
     services: Services,
-    account: dict[str, Any],
+    account: Account,
     bill_ids: list[str],
     method: Literal["wechat", "wallet", "card"],
     client_ip: str | None = None,
@@ -198,7 +193,7 @@ def open_order(
 
 def pay(
     services: Services,
-    account: dict[str, Any],
+    account: Account,
     bill_ids: list[str],
     method: Literal["wechat", "wallet", "card"],
     client_ip: str | None,
@@ -216,7 +211,7 @@ def pay(
 
 def _start_wechat(
     services: Services,
-    account: dict[str, Any],
+    account: Account,
     found: list[Bill],
     subject: str,
     client_ip: str | None,
@@ -250,9 +245,7 @@ def _start_wechat(
     return order
 
 
-def _pay_from_account(
-    services: Services, account: dict[str, Any], order: Order, subject: str
-) -> Order:
+def _pay_from_account(services: Services, account: Account, order: Order, subject: str) -> Order:
     try:
         status = services.icbc.pay_from_account(
             order["_id"],
@@ -410,7 +403,7 @@ def _tell_paid(services: Services, order: Order) -> None:
 
 
 def open_orders(
-    services: Services, account: dict[str, Any], page: int, page_size: int
+    services: Services, account: Account, page: int, page_size: int
 ) -> tuple[list[dict[str, Any]], int]:
     """A page of the caller's unfinished payment orders, newest first, each with the bills it
     holds (what a bill shown as ``paying`` is waiting for)."""
@@ -422,7 +415,7 @@ def open_orders(
     return items, total
 
 
-def payer_order(services: Services, account: dict[str, Any], order_no: str) -> Order:
+def payer_order(services: Services, account: Account, order_no: str) -> Order:
     """The caller's own order, reconciled with ICBC when its notify is overdue."""
     db = services.db
     order = store.get(db, order_no, payer=account["_id"])

@@ -5,19 +5,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
-
 from caiyun.domain import accounts, realname, sms_codes
 from caiyun.errors import AppError
 from caiyun.services import Services
+from caiyun.stores import accounts as account_store
+from caiyun.stores.accounts import Account
 
 # Avatars WeChat hands out (wx.getUserProfile's avatarUrl) live on qlogo.cn. Spelt out in full
 # so that no userinfo, port or backslash trick can make a browser fetch another host.
 _WECHAT_AVATAR = re.compile(r"^https://(?:[a-z0-9-]+\.)*qlogo\.cn/[A-Za-z0-9._~%/+=&?-]*$")
 
 
-def avatar_url(services: Services, account: dict[str, Any]) -> str | None:
+def avatar_url(services: Services, account: Account) -> str | None:
     """What an ``<image>`` shows for the account's avatar: a WeChat avatar URL as it is, a
     stored file by a short-lived display URL."""
     avatar = account.get("avatar")
@@ -26,7 +25,7 @@ def avatar_url(services: Services, account: dict[str, Any]) -> str | None:
     return services.storage.display_urls([avatar]).get(avatar)
 
 
-def profile(services: Services, account: dict[str, Any]) -> dict[str, Any]:
+def profile(services: Services, account: Account) -> dict[str, Any]:
     """The account as its 我的 page shows it, with the wallet summary once there is a wallet."""
     return {
         **accounts.identity(account, avatar_url(services, account)),
@@ -35,7 +34,7 @@ def profile(services: Services, account: dict[str, Any]) -> dict[str, Any]:
 
 
 def update_profile(
-    services: Services, account: dict[str, Any], nickname: str | None, avatar: str | None
+    services: Services, account: Account, nickname: str | None, avatar: str | None
 ) -> dict[str, Any]:
     """Set the nickname and/or avatar; the avatar is a file id of this deployment's storage or
     a WeChat avatar URL. Returns the profile."""
@@ -51,14 +50,12 @@ def update_profile(
                 {"fields": {"avatar": "不是本应用上传的文件或微信头像"}},
             )
         changes["avatar"] = avatar
-    updated = services.db[accounts.ACCOUNTS].find_one_and_update(
-        {"_id": account["_id"]}, {"$set": changes}, return_document=ReturnDocument.AFTER
-    )
+    updated = account_store.set_profile(services.db, account["_id"], changes)
     return profile(services, updated)
 
 
 def change_phone(
-    services: Services, account: dict[str, Any], *, old_code: str, new_phone: str, new_code: str
+    services: Services, account: Account, *, old_code: str, new_phone: str, new_code: str
 ) -> dict[str, Any]:
     """Move the account to ``new_phone`` once both numbers prove themselves by SMS code.
 
@@ -71,7 +68,7 @@ def change_phone(
         raise AppError(
             "INVALID_ARGUMENT", "新手机号与当前手机号相同", {"fields": {"new_phone": "与当前相同"}}
         )
-    if accounts.by_phone(db, new_phone) is not None:
+    if account_store.by_phone(db, new_phone) is not None:
         raise AppError("CONFLICT", "该手机号已被其他账号使用")
     # Both codes are checked before either is spent, so a mistyped new code can be retyped
     # without asking for a new code on the old phone.
@@ -80,12 +77,10 @@ def change_phone(
     sms_codes.spend(services, old_id)
     sms_codes.spend(services, new_id)
     try:
-        updated = db[accounts.ACCOUNTS].find_one_and_update(
-            {"_id": account["_id"], "phone": account["phone"]},
-            {"$set": {"phone": new_phone, "phone_changed_at": services.clock.now()}},
-            return_document=ReturnDocument.AFTER,
+        updated = account_store.move_phone(
+            db, account["_id"], old=account["phone"], new=new_phone, now=services.clock.now()
         )
-    except DuplicateKeyError:
+    except account_store.PhoneTaken:
         raise AppError("CONFLICT", "该手机号已被其他账号使用") from None
     if updated is None:
         # Another change of this account's phone won the race.

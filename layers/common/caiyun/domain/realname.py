@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import unicodedata
+from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any, Literal
 
@@ -28,9 +29,11 @@ from caiyun import crypto, labels
 from caiyun.adapters.icbc_protocol import IcbcError
 from caiyun.adapters.icbc_values import Person, corp_serial
 from caiyun.data.schema import declare
-from caiyun.domain import accounts, appconfig, messaging
+from caiyun.domain import appconfig, messaging
 from caiyun.errors import AppError
 from caiyun.services import Services
+from caiyun.stores import accounts as account_store
+from caiyun.stores.accounts import Account
 
 Method = Literal["card", "wallet"]
 WalletClass = Literal["II", "III"]
@@ -80,7 +83,7 @@ def _same_name(a: str, b: str) -> bool:
 
 def start(
     services: Services,
-    account: dict[str, Any],
+    account: Account,
     method: Method,
     wallet_class: WalletClass | None,
     details: dict[str, Any],
@@ -142,7 +145,7 @@ def start(
     return serial
 
 
-def _awaiting(services: Services, account: dict[str, Any], ticket: str) -> dict[str, Any]:
+def _awaiting(services: Services, account: Account, ticket: str) -> dict[str, Any]:
     if account.get("realname_verified"):
         raise AppError("CONFLICT", "已完成实名认证")
     pending = services.db[TICKETS].find_one(
@@ -158,7 +161,7 @@ def _awaiting(services: Services, account: dict[str, Any], ticket: str) -> dict[
     return pending
 
 
-def resend(services: Services, account: dict[str, Any], ticket: str) -> str:
+def resend(services: Services, account: Account, ticket: str) -> str:
     """Have ICBC text the verification code again; returns the ticket."""
     _awaiting(services, account, ticket)
     try:
@@ -171,11 +174,11 @@ def resend(services: Services, account: dict[str, Any], ticket: str) -> str:
 
 def confirm(
     services: Services,
-    account: dict[str, Any],
+    account: Account,
     ticket: str,
     sms_code: str,
     agreements: list[str],
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
+) -> tuple[dict[str, Any], Account | None]:
     """Send ICBC the code it texted and sign the agreements. Returns ``{status, wallet}``
     (``verified`` with the wallet summary, or ``pending`` until ICBC's notify opens it) and
     the verified account (None while pending)."""
@@ -218,7 +221,7 @@ def apply_opening(services: Services, result: Any) -> bool:
     db = services.db
     pending = db[TICKETS].find_one({"_id": result.serial})
     if pending is None:
-        return db[accounts.ACCOUNTS].count_documents({"realname.serial": result.serial}) > 0
+        return account_store.holds_opening(db, result.serial)
     if result.status == "opened":
         # Verified meanwhile through another opening: the first identity stays.
         with contextlib.suppress(AppError):
@@ -237,7 +240,7 @@ def apply_opening(services: Services, result: Any) -> bool:
     return True
 
 
-def _finish(services: Services, pending: dict[str, Any], opened: Any) -> dict[str, Any]:
+def _finish(services: Services, pending: dict[str, Any], opened: Any) -> Account:
     """Write the verified identity and its account to the account, once."""
     db, now = services.db, services.clock.now()
     is_card = pending["account_class"] == "I"
@@ -265,17 +268,14 @@ def _finish(services: Services, pending: dict[str, Any], opened: Any) -> dict[st
         "autodebit": {"enabled": False, "changed_at": now},
     }
     # Conditional: of two openings confirmed at once, only the first identity is kept.
-    written = db[accounts.ACCOUNTS].find_one_and_update(
-        {"_id": pending["account_id"], "realname_verified": {"$ne": True}},
-        {"$set": update},
-    )
+    written = account_store.verify_realname(db, pending["account_id"], update)
     db[TICKETS].delete_one({"_id": pending["_id"]})
     if written is None:
         raise AppError("CONFLICT", "已完成实名认证")
-    return {**written, **update}
+    return written
 
 
-def wallet_summary(account: dict[str, Any]) -> dict[str, Any] | None:
+def wallet_summary(account: Mapping[str, Any]) -> dict[str, Any] | None:
     """The ICBC account as the 我的 page shows it to its owner (no balance: that needs a bank
     call): the e-wallet number in full, the verified name, the ID number masked."""
     wallet = account.get("wallet")
@@ -301,19 +301,19 @@ def _kind(wallet: dict[str, Any]) -> str:
     return str(wallet.get("kind") or ("card" if wallet["wallet_class"] == "I" else "wallet"))
 
 
-def account_kind(account: dict[str, Any]) -> str:
+def account_kind(account: Account) -> str:
     """``card`` (an ICBC Class I card) or ``wallet`` (an e-wallet), or REALNAME_REQUIRED."""
     return _kind(verified_wallet(account))
 
 
-def verified_wallet(account: dict[str, Any]) -> dict[str, Any]:
+def verified_wallet(account: Account) -> dict[str, Any]:
     """The account's ICBC wallet record, or REALNAME_REQUIRED."""
     if not account.get("realname_verified") or not account.get("wallet"):
         raise AppError("REALNAME_REQUIRED")
     return account["wallet"]
 
 
-def account_no(services: Services, account: dict[str, Any]) -> str:
+def account_no(services: Services, account: Account) -> str:
     """The number of the ICBC account to debit or query: the e-wallet's, or the Class I card."""
     wallet = verified_wallet(account)
     if _kind(wallet) == "card":
@@ -322,14 +322,14 @@ def account_no(services: Services, account: dict[str, Any]) -> str:
     return str(wallet["wallet_no"])
 
 
-def bank_person(services: Services, account: dict[str, Any]) -> Any:
+def bank_person(services: Services, account: Account) -> Any:
     """The verified person as ICBC knows them (name, ID number, bank phone)."""
     realname = account["realname"]
     id_number = crypto.decrypt(services.settings, realname["id_number"], "id_number")
     return Person(realname["name"], id_number, realname["bank_phone"])
 
 
-def wallet(services: Services, account: dict[str, Any]) -> dict[str, Any]:
+def wallet(services: Services, account: Account) -> dict[str, Any]:
     """Wallet summary with its balance from ICBC."""
     number = account_no(services, account)
     try:
@@ -340,7 +340,7 @@ def wallet(services: Services, account: dict[str, Any]) -> dict[str, Any]:
 
 
 def transactions(
-    services: Services, account: dict[str, Any], page: int, page_size: int
+    services: Services, account: Account, page: int, page_size: int
 ) -> tuple[list[dict[str, Any]], int]:
     """A page of ICBC's transaction details for the account."""
     number = account_no(services, account)

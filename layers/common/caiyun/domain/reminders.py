@@ -25,13 +25,15 @@ from pymongo.errors import BulkWriteError
 
 from caiyun.clock import SHANGHAI, business_date
 from caiyun.data.schema import declare
-from caiyun.domain import houses, job_runs, memberships, messaging, staff
+from caiyun.domain import houses, job_runs, messaging, staff
 from caiyun.ids import new_id
 from caiyun.money import yuan
 from caiyun.services import Services
+from caiyun.stores import memberships as membership_store
 from caiyun.stores.bills import BILLS
 from caiyun.stores.communities import COMMUNITIES
 from caiyun.stores.houses import HOUSES
+from caiyun.stores.staff import StaffRecord
 
 REMINDERS = declare(
     "payment_reminders",
@@ -117,7 +119,7 @@ def _houses_with_payers(
         )
     }
     payers: dict[str, list[str]] = {}
-    for link in db[memberships.MEMBERSHIPS].find(
+    for link in db[membership_store.MEMBERSHIPS].find(
         {"house_id": {"$in": house_ids}, "role": {"$in": _payer_roles(services)}},
         {"house_id": 1, "account_id": 1},
     ):
@@ -256,7 +258,7 @@ def remind(services: Services, match: dict[str, Any]) -> dict[str, int]:
 
 
 def remind_community(
-    services: Services, admin: dict[str, Any], community_id: str, house_ids: list[str] | None
+    services: Services, admin: StaffRecord, community_id: str, house_ids: list[str] | None
 ) -> dict[str, int]:
     """An admin's 催交: unpaid houses of a community they cover (or the listed ones)."""
     staff.require_scope(admin, community_id)

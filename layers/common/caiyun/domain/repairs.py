@@ -15,7 +15,6 @@ from typing import Any
 from caiyun.adapters.storage import UploadTarget
 from caiyun.crypto import mask_phone
 from caiyun.domain import (
-    accounts,
     appconfig,
     create_limits,
     houses,
@@ -31,9 +30,13 @@ from caiyun.domain.lifecycles import REPAIR
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
+from caiyun.stores import accounts as account_store
 from caiyun.stores import communities as community_store
+from caiyun.stores import memberships as membership_store
 from caiyun.stores import repairs as store
+from caiyun.stores.accounts import STAFF_JOINED, Account
 from caiyun.stores.repairs import Repair
+from caiyun.stores.staff import StaffRecord
 
 
 def categories(services: Services) -> list[dict[str, str]]:
@@ -55,13 +58,13 @@ def _get(db: Any, repair_id: str) -> Repair:
     return doc
 
 
-def _require_reporter(db: Any, account: dict[str, Any], repair_id: str) -> None:
+def _require_reporter(db: Any, account: Account, repair_id: str) -> None:
     # Someone else's repair answers as if it did not exist: ids reveal nothing. The owner of
     # its house sees it, read-only: moving it is the reporter's.
     parties = store.parties(db, repair_id)
     if parties is not None and parties[0] == account["_id"]:
         return
-    if parties is not None and memberships.owns(db, account["_id"], parties[1]):
+    if parties is not None and membership_store.owns(db, account["_id"], parties[1]):
         raise AppError("FORBIDDEN", "只有报修人可以操作此报修单")
     raise AppError("NOT_FOUND", "报修单不存在")
 
@@ -74,7 +77,7 @@ def _conflict(doc: Repair | None) -> AppError:
 
 def create(
     services: Services,
-    account: dict[str, Any],
+    account: Account,
     *,
     house_id: str,
     category: str,
@@ -137,7 +140,7 @@ def create(
     return idempotency.once(services, once, make, stored, limit)
 
 
-def cancel(services: Services, account: dict[str, Any], repair_id: str) -> dict[str, Any]:
+def cancel(services: Services, account: Account, repair_id: str) -> dict[str, Any]:
     """The reporter withdraws a repair nobody has been sent to yet (CONFLICT afterwards)."""
     db, now = services.db, services.clock.now()
     _require_reporter(db, account, repair_id)
@@ -155,7 +158,7 @@ def cancel(services: Services, account: dict[str, Any], repair_id: str) -> dict[
 
 
 def rate(
-    services: Services, account: dict[str, Any], repair_id: str, stars: int, comment: str
+    services: Services, account: Account, repair_id: str, stars: int, comment: str
 ) -> dict[str, Any]:
     """The reporter rates the finished work: ``awaiting_rating`` → ``completed``.
 
@@ -187,8 +190,8 @@ def rate(
 
 
 def _require_repairman(
-    person: dict[str, Any] | None, record: dict[str, Any] | None, community_id: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
+    person: Account | None, record: StaffRecord | None, community_id: str
+) -> tuple[Account, StaffRecord]:
     """The repairman's account and staff record, if they may be sent to that community."""
     if person is None or record is None or record["role"] != "repairman":
         raise AppError("NOT_FOUND", "维修员不存在")
@@ -202,9 +205,9 @@ def _dispatching(
     repair_id: str,
     expects: dict[str, Any],
     *,
-    admin: dict[str, Any],
-    person: dict[str, Any],
-    record: dict[str, Any],
+    admin: StaffRecord,
+    person: Account,
+    record: StaffRecord,
     move: str,
     now: datetime,
 ) -> Repair | None:
@@ -233,7 +236,7 @@ def _dispatching(
 
 
 def dispatch(
-    services: Services, admin: dict[str, Any], repair_id: str, repairman_id: str
+    services: Services, admin: StaffRecord, repair_id: str, repairman_id: str
 ) -> dict[str, Any]:
     """Send a repairman of the repair's community: ``pending`` → ``dispatched``.
 
@@ -243,7 +246,8 @@ def dispatch(
     (or, if the winner sent someone else, re-dispatches after it).
     """
     db, now = services.db, services.clock.now()
-    person, record = accounts.with_staff(db, repairman_id)
+    person = account_store.with_staff(db, repairman_id)
+    record = None if person is None else person.get(STAFF_JOINED)
     done, previous = None, None
     if person is not None and record is not None and record["role"] == "repairman":
         # The usual case, a first dispatch, is this one write: both scopes are in its filter.
@@ -290,7 +294,7 @@ def dispatch(
 
 def complete(
     services: Services,
-    repairman: dict[str, Any],
+    repairman: StaffRecord,
     repair_id: str,
     photos: list[str],
     note: str,
@@ -333,7 +337,7 @@ def complete(
     return _shown(services, done, repairman["_id"])
 
 
-def _require_assigned(db: Any, repairman: dict[str, Any], repair_id: str) -> Repair:
+def _require_assigned(db: Any, repairman: StaffRecord, repair_id: str) -> Repair:
     """The repair if it is assigned to this repairman in a community they cover; else
     NOT_FOUND or FORBIDDEN."""
     doc = _get(db, repair_id)
@@ -344,7 +348,7 @@ def _require_assigned(db: Any, repairman: dict[str, Any], repair_id: str) -> Rep
     return doc
 
 
-def detail(services: Services, account: dict[str, Any], repair_id: str) -> dict[str, Any]:
+def detail(services: Services, account: Account, repair_id: str) -> dict[str, Any]:
     """A repair for its reporter, an admin of its community, its assigned repairman, or the
     owner of its house (read-only, the reporter's contact phone masked).
 
@@ -365,7 +369,7 @@ def detail(services: Services, account: dict[str, Any], repair_id: str) -> dict[
     )
     if working_on_it:
         return _shown(services, doc, account["_id"])
-    if memberships.owns(db, account["_id"], doc["house_id"]):
+    if membership_store.owns(db, account["_id"], doc["house_id"]):
         shown = _shown(services, doc, account["_id"])
         return {**shown, "contact_phone": mask_phone(doc["contact_phone"])}
     raise AppError("NOT_FOUND", "报修单不存在")
@@ -375,7 +379,7 @@ Page = tuple[list[dict[str, Any]], int, dict[str, int]]
 
 
 def my_list(
-    services: Services, account: dict[str, Any], status: str | None, page: int, page_size: int
+    services: Services, account: Account, status: str | None, page: int, page_size: int
 ) -> Page:
     """The caller's repairs, and every repair of the houses the caller owns (``mine`` false:
     filed by family or tenants, read-only), newest first; returns (items, total, counts by
@@ -388,7 +392,7 @@ def my_list(
 
 def staff_list(
     services: Services,
-    admin: dict[str, Any],
+    admin: StaffRecord,
     community_id: str | None,
     status: str | None,
     page: int,
@@ -407,7 +411,7 @@ def staff_list(
 
 
 def assigned(
-    services: Services, repairman: dict[str, Any], status: str | None, page: int, page_size: int
+    services: Services, repairman: StaffRecord, status: str | None, page: int, page_size: int
 ) -> Page:
     """The repairs assigned to this repairman now, newest first, with counts by status."""
     docs, total, counts = store.page(
@@ -416,14 +420,14 @@ def assigned(
     return [views.staff_item(d) for d in docs], total, counts
 
 
-def repairmen(services: Services, admin: dict[str, Any], community_id: str) -> list[dict[str, Any]]:
+def repairmen(services: Services, admin: StaffRecord, community_id: str) -> list[dict[str, Any]]:
     """The repairmen who cover a community, with how many repairs each has open to visit.
 
     Two reads: the repairmen with their accounts joined in, then their open repairs counted.
     """
     db = services.db
     staff.require_scope(admin, community_id)
-    records = accounts.repairmen_covering(db, community_id)
+    records = account_store.repairmen_covering(db, community_id)
     # Scopes are checked to name existing communities when given, so the community is read
     # only when neither the admin's nor any repairman's scope names it.
     named = not admin.get("all_communities") or any(
@@ -445,7 +449,7 @@ def repairmen(services: Services, admin: dict[str, Any], community_id: str) -> l
 
 
 def upload_target(
-    services: Services, account: dict[str, Any], purpose: str, filename: str
+    services: Services, account: Account, purpose: str, filename: str
 ) -> UploadTarget:
     """Where the caller uploads one repair image (``report``) or completion photo."""
     return uploads.target(services, account, f"repair/{purpose}", filename)

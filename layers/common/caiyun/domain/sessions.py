@@ -16,6 +16,8 @@ from typing import Any
 from caiyun.domain import accounts
 from caiyun.labels import APPS, App
 from caiyun.services import Services
+from caiyun.stores import accounts as account_store
+from caiyun.stores.accounts import Account
 
 _ISSUER = "caiyun"
 _ALGORITHM = "HS256"
@@ -30,7 +32,7 @@ class Session:
     expires_at: datetime
 
 
-def open_session(services: Services, account_id: str, app: App) -> tuple[Session, dict[str, Any]]:
+def open_session(services: Services, account_id: str, app: App) -> tuple[Session, Account]:
     """Open a session of ``app`` for the account; returns it with the account as it was before.
 
     The token names the app: a call over HTTP acts in that app (staff rights only in the staff
@@ -54,7 +56,7 @@ def open_session(services: Services, account_id: str, app: App) -> tuple[Session
         services.settings.token_secret.get_secret_value(),
         algorithm=_ALGORITHM,
     )
-    before = accounts.record_login(services.db, account_id, app, sid, now, expires_at)
+    before = account_store.record_login(services.db, account_id, app, sid, now, expires_at)
     return Session(sid=sid, token=token, expires_at=expires_at), before
 
 
@@ -87,15 +89,13 @@ def claims(services: Services, token: str) -> dict[str, Any] | None:
     return data
 
 
-def caller_for_token(
-    services: Services, token: str
-) -> tuple[App | None, dict[str, Any] | None, dict[str, Any] | None]:
-    """The app a live session token was opened in, and the account (and, in the staff app,
-    staff record) it belongs to; (None, None, None) for a dead or forged token."""
+def caller_for_token(services: Services, token: str) -> tuple[App | None, Account | None]:
+    """The app a live session token was opened in, and the account it belongs to (with, in the
+    staff app, its staff record joined in); (None, None) for a dead or forged token."""
     data = claims(services, token)
     if data is None:
-        return None, None, None
-    account, record = accounts.caller_with_session(
+        return None, None
+    account = accounts.caller_with_session(
         services.db, data["app"], data["sub"], data["sid"], services.clock.now()
     )
-    return data["app"], account, record
+    return data["app"], account

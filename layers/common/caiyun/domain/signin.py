@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from caiyun import labels
 from caiyun.adapters.wechat import WeChatError, WeChatUnavailable
-from caiyun.domain import (
-    accounts,
-    memberships,
-    profiles,
-    rate_limits,
-    sessions,
-    sms_codes,
-    staff,
-)
+from caiyun.domain import accounts, profiles, rate_limits, sessions, sms_codes, staff
 from caiyun.errors import AppError
 from caiyun.labels import App
 from caiyun.services import Services
+from caiyun.stores import accounts as account_store
 from caiyun.stores import communities as community_store
+from caiyun.stores import memberships as membership_store
+from caiyun.stores.accounts import Account
 from caiyun.stores.communities import COMMUNITIES
+from caiyun.stores.memberships import Membership
+from caiyun.stores.staff import StaffRecord
 
 
 def check_account(services: Services, caller_key: str, phone: str) -> bool:
@@ -43,13 +41,13 @@ def check_account(services: Services, caller_key: str, phone: str) -> bool:
         ],
         now,
     )
-    return accounts.by_phone(services.db, phone) is not None
+    return account_store.by_phone(services.db, phone) is not None
 
 
 def send_code(
     services: Services,
     caller_key: str,
-    caller: dict[str, Any] | None,
+    caller: Account | None,
     phone: str,
     purpose: sms_codes.Purpose,
 ) -> sms_codes.IssuedCode:
@@ -72,17 +70,17 @@ def send_code(
 
 
 def _send_refusal(
-    services: Services, caller: dict[str, Any] | None, phone: str, purpose: sms_codes.Purpose
+    services: Services, caller: Account | None, phone: str, purpose: sms_codes.Purpose
 ) -> AppError | None:
     if purpose == "login":
-        if accounts.by_phone(services.db, phone) is None:
+        if account_store.by_phone(services.db, phone) is None:
             return AppError("ACCOUNT_NOT_FOUND")
         return None
     if caller is None:
         return AppError("UNAUTHENTICATED")
     if purpose == "change_phone_old" and phone != caller["phone"]:
         return AppError("FORBIDDEN", "请使用当前绑定的手机号接收验证码")
-    if purpose == "change_phone_new" and accounts.by_phone(services.db, phone) is not None:
+    if purpose == "change_phone_new" and account_store.by_phone(services.db, phone) is not None:
         return AppError("CONFLICT", "该手机号已被其他账号使用")
     return None
 
@@ -91,8 +89,8 @@ def _send_refusal(
 class SignedIn:
     """The outcome of a successful login."""
 
-    account: dict[str, Any]
-    houses: list[dict[str, Any]]
+    account: Account
+    houses: list[Membership]
     session: sessions.Session
     first_login: bool
 
@@ -137,12 +135,12 @@ def login(
     Only ``app``'s openid and sessions change: the account stays signed in to the other app.
     """
     db = services.db
-    account, links = accounts.for_login(db, phone)
+    account, links = account_store.for_login(db, phone)
     if account is None:
         raise AppError("ACCOUNT_NOT_FOUND")
     # Checked before the code is spent, so a resident who opened the staff app by mistake can
     # still use the same code in the resident app.
-    if app == "staff" and account[accounts.STAFF_JOINED] is None:
+    if app == "staff" and account[account_store.STAFF_JOINED] is None:
         raise AppError("FORBIDDEN", "该账号不是物业工作人员")
     if openid is None and js_code is not None:
         openid = _openid_from_js_code(services, app, js_code)
@@ -155,9 +153,9 @@ def login(
     # The login changed only sessions and openids, none of which the reply shows: the account
     # as it was just before is current for the reply, so it is not read again. Staff rights
     # show only in the staff app.
-    record = account[accounts.STAFF_JOINED] if app == "staff" else None
+    record = account[account_store.STAFF_JOINED] if app == "staff" else None
     return SignedIn(
-        account={**before, accounts.STAFF_JOINED: record},
+        account={**before, account_store.STAFF_JOINED: record},
         houses=links,
         session=session,
         first_login=before.get("last_login_at") is None,
@@ -166,7 +164,7 @@ def login(
 
 def logout(
     services: Services,
-    account: dict[str, Any],
+    account: Account,
     app: App,
     openid: str | None,
     token: str | None,
@@ -178,11 +176,11 @@ def logout(
     if token is not None:
         data = sessions.claims(services, token)
         if data is not None and data["sub"] == account["_id"] and data["app"] == app:
-            accounts.end_session(services.db, account["_id"], app, data["sid"])
+            account_store.end_session(services.db, account["_id"], app, data["sid"])
 
 
 def summary(
-    services: Services, account: dict[str, Any], houses: list[dict[str, Any]] | None = None
+    services: Services, account: Account, houses: Sequence[Mapping[str, Any]] | None = None
 ) -> dict[str, Any]:
     """The account as the caller sees it: identity, houses with roles, staff role with the
     communities it covers (ids and names).
@@ -196,10 +194,11 @@ def summary(
     record = staff.of_account(db, account)
     everywhere = record is not None and bool(record.get("all_communities"))
     names: dict[str, str] | None = None
+    links: Sequence[Mapping[str, Any]]
     if houses is None and everywhere:
         names, links = _every_community_and_links(db, account["_id"])
     else:
-        links = memberships.of_account(db, account["_id"]) if houses is None else houses
+        links = membership_store.of_account(db, account["_id"]) if houses is None else houses
     return {
         **accounts.identity(account, profiles.avatar_url(services, account)),
         "houses": [
@@ -215,7 +214,7 @@ def summary(
     }
 
 
-def _staff_summary(db: Any, record: dict[str, Any], names: dict[str, str] | None) -> dict[str, Any]:
+def _staff_summary(db: Any, record: StaffRecord, names: dict[str, str] | None) -> dict[str, Any]:
     ids = record.get("community_ids", [])
     if names is None and record.get("all_communities"):
         found = db[COMMUNITIES].find({}, {"name": 1}).sort("name", 1)
@@ -246,7 +245,7 @@ def _every_community_and_links(
                 {"$set": {"_me": {"$literal": account_id}}},
                 {
                     "$lookup": {
-                        "from": memberships.MEMBERSHIPS,
+                        "from": membership_store.MEMBERSHIPS,
                         "localField": "_me",
                         "foreignField": "account_id",
                         "as": "links",

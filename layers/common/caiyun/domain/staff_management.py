@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from caiyun import labels
 from caiyun.crypto import mask_phone
 from caiyun.data import paging
-from caiyun.domain import accounts, create_limits, staff
+from caiyun.domain import create_limits, staff
 from caiyun.errors import AppError
 from caiyun.services import Services
+from caiyun.stores import accounts as account_store
 from caiyun.stores import communities as community_store
+from caiyun.stores import staff as staff_store
+from caiyun.stores.staff import StaffRecord
 
 
-def _within_scope(admin: dict[str, Any], target: dict[str, Any]) -> bool:
+def _within_scope(admin: StaffRecord, target: StaffRecord) -> bool:
     if admin.get("all_communities"):
         return True
     if target.get("all_communities"):
@@ -23,10 +27,10 @@ def _within_scope(admin: dict[str, Any], target: dict[str, Any]) -> bool:
 
 def add_staff(
     services: Services,
-    admin: dict[str, Any],
+    admin: StaffRecord,
     phone: str,
     name: str,
-    role: staff.StaffRole,
+    role: staff_store.StaffRole,
     community_ids: list[str],
 ) -> dict[str, Any]:
     """Make the person at ``phone`` staff of the given communities (creating their account).
@@ -43,10 +47,12 @@ def add_staff(
     if role == "admin" and not admin.get("all_communities"):
         raise AppError("FORBIDDEN", "只有总部管理员可以任命小区管理员")
     create_limits.take_daily(services, "staff_adds", admin["_id"])
-    account, _ = accounts.ensure_account(db, phone, now, name)
-    record = staff.change_where(db, account["_id"], _changeable_by(admin), name, role, known, now)
+    account, _ = account_store.ensure_account(db, phone, now, name)
+    record = staff_store.change_where(
+        db, account["_id"], _changeable_by(admin), name, role, known, now
+    )
     if record is None:
-        existing = staff.get(db, account["_id"])
+        existing = staff_store.get(db, account["_id"])
         if existing is not None and not _within_scope(admin, existing):
             raise AppError("CONFLICT", "该手机号已是其他小区的工作人员")
         if existing is not None and existing["role"] == "admin":
@@ -56,7 +62,7 @@ def add_staff(
     return view(record, phone)
 
 
-def _changeable_by(admin: dict[str, Any]) -> dict[str, Any]:
+def _changeable_by(admin: StaffRecord) -> dict[str, Any]:
     # :func:`_within_scope` and "only a company-wide admin changes an admin" as a filter on the
     # existing record, so the staff write checks them atomically instead of after a read.
     if admin.get("all_communities"):
@@ -68,7 +74,7 @@ def _changeable_by(admin: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def view(record: dict[str, Any], phone: str | None) -> dict[str, Any]:
+def view(record: Mapping[str, Any], phone: str | None) -> dict[str, Any]:
     """A staff record as the staff app lists it."""
     return {
         "account_id": record["_id"],
@@ -82,7 +88,7 @@ def view(record: dict[str, Any], phone: str | None) -> dict[str, Any]:
 
 
 def list_staff(
-    services: Services, admin: dict[str, Any], role: str | None, page: int, page_size: int
+    services: Services, admin: StaffRecord, role: str | None, page: int, page_size: int
 ) -> tuple[list[dict[str, Any]], int]:
     """Staff whose communities overlap the admin's (all staff for a company-wide admin)."""
     query: dict[str, Any] = {}
@@ -93,7 +99,7 @@ def list_staff(
     phone: list[dict[str, Any]] = [
         {
             "$lookup": {
-                "from": accounts.ACCOUNTS,
+                "from": account_store.ACCOUNTS,
                 "localField": "_id",
                 "foreignField": "_id",
                 "as": "_account",
@@ -103,16 +109,16 @@ def list_staff(
         {"$project": {"_account": 0}},
     ]
     records, total, _ = paging.page(
-        services.db[staff.STAFF], query, [("_id", 1)], page, page_size, item_stages=phone
+        services.db[staff_store.STAFF], query, [("_id", 1)], page, page_size, item_stages=phone
     )
     return [view(r, r.get("_phone")) for r in records], total
 
 
-def remove_staff(services: Services, admin: dict[str, Any], account_id: str) -> None:
+def remove_staff(services: Services, admin: StaffRecord, account_id: str) -> None:
     """Take the staff role away from someone within the admin's scope (never oneself)."""
     if account_id == admin["_id"]:
         raise AppError("CONFLICT", "不能移除自己")
-    target = staff.get(services.db, account_id)
+    target = staff_store.get(services.db, account_id)
     if target is None:
         raise AppError("NOT_FOUND", "该工作人员不存在")
     if not _within_scope(admin, target) or (

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from caiyun.adapters.storage import UploadTarget
 from caiyun.domain import create_limits
 from caiyun.services import Services
+from caiyun.stores.accounts import Account
 
 
-def target(services: Services, account: dict[str, Any], folder: str, filename: str) -> UploadTarget:
+def target(services: Services, account: Account, folder: str, filename: str) -> UploadTarget:
     """An upload slot in ``folder``, under the caller's own prefix so files never collide.
 
     Each slot counts against the caller's daily upload limit: storage is paid for by the byte.

@@ -34,7 +34,10 @@ from caiyun.domain import (
 from caiyun.domain.lifecycles import PASS
 from caiyun.errors import AppError
 from caiyun.services import Services
+from caiyun.stores import memberships as membership_store
 from caiyun.stores import visitors as store
+from caiyun.stores.accounts import Account
+from caiyun.stores.staff import StaffRecord
 from caiyun.stores.visitors import Visit
 
 if TYPE_CHECKING:
@@ -89,7 +92,7 @@ def qr_png_base64(text: str) -> str:
 
 def register(
     services: Services,
-    account: dict[str, Any],
+    account: Account,
     house_id: str,
     visitor: dict[str, Any],
     visit_date: str | None,
@@ -222,7 +225,7 @@ def _gate_view(services: Services, doc: Visit) -> dict[str, Any]:
     }
 
 
-def verify(services: Services, guard: dict[str, Any], token: str) -> dict[str, Any]:
+def verify(services: Services, guard: StaffRecord, token: str) -> dict[str, Any]:
     """A guard or admin checks a pass at the gate: ``valid`` (entry recorded), ``used``,
     ``expired`` or ``forged``.
 
@@ -299,7 +302,7 @@ def _record(doc: Visit, now: datetime, viewer_id: str) -> dict[str, Any]:
 
 
 def history(
-    services: Services, account: dict[str, Any], page: int, page_size: int
+    services: Services, account: Account, page: int, page_size: int
 ) -> tuple[list[dict[str, Any]], int]:
     """A page of the caller's registrations (phone and plate in full), and of every visit to a
     house the caller owns (``mine`` false: registered by family or a tenant, phone and plate
@@ -311,12 +314,12 @@ def history(
     return [_record(doc, now, me) for doc in docs], total
 
 
-def detail(services: Services, account: dict[str, Any], visitor_id: str) -> dict[str, Any]:
+def detail(services: Services, account: Account, visitor_id: str) -> dict[str, Any]:
     """One registration, for the person who made it (with the pass to share again while it is
     valid) or the owner of its house (read-only: masked, no pass). NOT_FOUND for anyone else."""
     db, me = services.db, account["_id"]
     doc = store.get(db, visitor_id)
-    if doc is None or (doc["host_id"] != me and not memberships.owns(db, me, doc["house_id"])):
+    if doc is None or (doc["host_id"] != me and not membership_store.owns(db, me, doc["house_id"])):
         raise AppError("NOT_FOUND", "访客记录不存在")
     now = services.clock.now()
     shown = {**_record(doc, now, me), "valid_until": iso(doc["valid_until"])}

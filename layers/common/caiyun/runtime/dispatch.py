@@ -20,6 +20,8 @@ from caiyun.logs import log_call
 from caiyun.runtime.events import Invocation, parse_event, parse_http_json
 from caiyun.runtime.policies import Policy
 from caiyun.services import Services, current_services
+from caiyun.stores.accounts import STAFF_JOINED, Account
+from caiyun.stores.staff import StaffRecord
 from caiyun.validation import validate
 
 if TYPE_CHECKING:
@@ -40,19 +42,19 @@ class Call:
         # Extra fields for this call's log line (an HTTP handler's outcome, say).
         self.log_fields: dict[str, Any] = {}
         self._account: Any = _UNSET
-        self._staff: Any = _UNSET
         self._app: App | None = None
 
     def _resolve(self) -> None:
         # One lookup answers who the caller is, in which app, and whether they are staff there.
         inv = self.invocation
-        app, account, staff = None, None, None
+        app: App | None = None
+        account: Account | None = None
         if inv.kind == "cloudbase" and inv.openid:
             app = accounts.app_for_appid(self.services.settings, inv.appid)
-            account, staff = accounts.caller_by_openid(self.services.db, app, inv.openid)
+            account = accounts.caller_by_openid(self.services.db, app, inv.openid)
         elif inv.kind == "http" and inv.bearer:
-            app, account, staff = sessions.caller_for_token(self.services, inv.bearer)
-        self._app, self._account, self._staff = app, account, staff
+            app, account = sessions.caller_for_token(self.services, inv.bearer)
+        self._app, self._account = app, account
 
     @property
     def platform_app(self) -> App | None:
@@ -78,13 +80,13 @@ class Call:
         return app
 
     @property
-    def account(self) -> dict[str, Any] | None:
+    def account(self) -> Account | None:
         """The caller's account document, resolved on first use (None when anonymous)."""
         if self._account is _UNSET:
             self._resolve()
         return self._account
 
-    def require_account(self) -> dict[str, Any]:
+    def require_account(self) -> Account:
         """The caller's account, or UNAUTHENTICATED."""
         account = self.account
         if account is None:
@@ -92,13 +94,13 @@ class Call:
         return account
 
     @property
-    def staff(self) -> dict[str, Any] | None:
-        """The caller's staff record (role and communities), if the caller is staff."""
-        if self._account is _UNSET:
-            self._resolve()
-        return self._staff
+    def staff(self) -> StaffRecord | None:
+        """The caller's staff record (role and communities), if the caller is staff in the app
+        it calls from (the lookup joined it into the account)."""
+        account = self.account
+        return None if account is None else account.get(STAFF_JOINED)
 
-    def require_staff(self, *roles: str) -> dict[str, Any]:
+    def require_staff(self, *roles: str) -> StaffRecord:
         """The caller's staff record if it has one of ``roles``; else FORBIDDEN (a staff member
         calling from the resident app has no staff record there)."""
         self.require_account()
@@ -138,9 +140,6 @@ class Call:
 # A handler takes the call and its request, and the caller its policy checked when it names a
 # third parameter (see Action).
 Handler = Callable[..., "BaseModel | Mapping[str, Any] | None"]
-# The checked caller a policy hands to a handler: the account for a resident action, the staff
-# record (role and communities) for a staff action.
-Caller = dict[str, Any]
 HttpResponse = tuple[int, dict[str, str], str]
 
 

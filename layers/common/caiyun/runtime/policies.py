@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from caiyun.runtime.dispatch import Call
+    from caiyun.stores.accounts import Account
+    from caiyun.stores.staff import StaffRecord
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ def _nobody_required(call: Call) -> None:
     return None
 
 
-def _account_required(call: Call) -> dict[str, Any]:
+def _account_required(call: Call) -> Account:
     return call.require_account()
 
 
@@ -37,7 +39,7 @@ signed_in = Policy("account", _account_required)
 def staff_role(*roles: str) -> Policy:
     """Only staff holding one of ``roles`` (their community scope is checked per request)."""
 
-    def check(call: Call) -> dict[str, Any]:
+    def check(call: Call) -> StaffRecord:
         return call.require_staff(*roles)
 
     return Policy("staff:" + "/".join(roles), check)

@@ -9,14 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from caiyun.domain import (
-    accounts,
-    bill_import,
-    memberships,
-    owner_import,
-    staff,
-)
+from caiyun.domain import bill_import, owner_import
 from caiyun.services import Services
+from caiyun.stores import accounts, memberships, staff
 from caiyun.stores import houses as house_store
 from caiyun.stores.communities import COMMUNITIES
 
