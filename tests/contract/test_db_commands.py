@@ -116,7 +116,8 @@ def test_a_data_dir_that_is_a_file_is_refused(
 
 
 def test_add_admin_refuses_a_database_without_the_unique_phone_index() -> None:
-    from caiyun.cli import CliError, _require_account_indexes
+    from caiyun.cli import CliError
+    from caiyun.cli.db import _require_account_indexes
 
     engine = EmbeddedEngine(None)  # no ensure_indexes: a MongoDB nobody has prepared
     try:
