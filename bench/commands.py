@@ -356,15 +356,15 @@ def build_world() -> World:
     from caiyun.clock import OffsetClock
     from caiyun.domain import accounts, appconfig, uploads
     from caiyun.sandbox import seed
-    from caiyun.sandbox.fake_wechat import FakeWeChat
-    from caiyun.sandbox.functions import load_function
-    from caiyun.sandbox.icbc import FakeIcbc
-    from caiyun.sandbox.server import (
+    from caiyun.sandbox.environment import (
         SANDBOX_APPID,
         SANDBOX_SECRET,
         SANDBOX_STAFF_APPID,
         SANDBOX_STAFF_SECRET,
     )
+    from caiyun.sandbox.fake_wechat import FakeWeChat
+    from caiyun.sandbox.functions import load_function
+    from caiyun.sandbox.icbc import FakeIcbc
     from caiyun.services import build_services, install_services
     from caiyun.stores import accounts as account_store
     from caiyun.stores import communities as community_store
@@ -489,7 +489,7 @@ def _event(step: Step, payload: dict[str, Any]) -> dict[str, Any]:
             "isBase64Encoded": False,
             "requestContext": {"sourceIp": "202.106.0.20", "requestId": "bench-notify"},
         }
-    from caiyun.sandbox.server import SANDBOX_APPID, SANDBOX_STAFF_APPID
+    from caiyun.sandbox.environment import SANDBOX_APPID, SANDBOX_STAFF_APPID
 
     event: dict[str, Any] = {"action": step.action, **payload}
     if step.caller is not None:

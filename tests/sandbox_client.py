@@ -12,12 +12,8 @@ import pytest
 import requests
 from conftest import TEST_START
 
-from caiyun.sandbox.server import (
-    SANDBOX_APPID,
-    SANDBOX_STAFF_APPID,
-    SandboxServer,
-    create_server,
-)
+from caiyun.sandbox.environment import SANDBOX_APPID, SANDBOX_STAFF_APPID
+from caiyun.sandbox.server import SandboxServer, create_server
 
 TIMEOUT_S = 10
 

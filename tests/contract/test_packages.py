@@ -17,7 +17,7 @@ import pytest
 
 from caiyun import packaging
 from caiyun.cli import main
-from caiyun.sandbox import server as sandbox_server
+from caiyun.sandbox import environment as sandbox_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = packaging.function_names(ROOT)
@@ -142,7 +142,7 @@ def test_the_layer_holds_our_runtime_code_at_its_root_and_nothing_else(built: Pa
         assert name.endswith((".py", "py.typed")), name
         assert parts[-1] not in {"cli.py", "apidoc.py", "packaging.py"}, name
     # The sandbox's fake-service credentials and any private key never travel to the cloud.
-    for secret in (sandbox_server.SANDBOX_SECRET, sandbox_server.SANDBOX_STAFF_SECRET):
+    for secret in (sandbox_environment.SANDBOX_SECRET, sandbox_environment.SANDBOX_STAFF_SECRET):
         assert secret.encode() not in contents
     assert b"PRIVATE KEY-----" not in contents
 

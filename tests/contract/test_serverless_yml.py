@@ -23,7 +23,7 @@ from deploy_values import (
 from pydantic import SecretStr, ValidationError
 
 from caiyun.packaging import DEFAULT_PYTHON_VERSION, function_names
-from caiyun.sandbox import server as sandbox_server
+from caiyun.sandbox import environment as sandbox_environment
 from caiyun.settings import Settings
 
 TEXT = SERVERLESS_YML.read_text(encoding="utf-8")
@@ -212,8 +212,8 @@ def test_no_secret_literal_is_in_the_file() -> None:
     forbidden = [
         "PRIVATE KEY",
         "PUBLIC KEY",
-        sandbox_server.SANDBOX_SECRET,
-        sandbox_server.SANDBOX_STAFF_SECRET,
+        sandbox_environment.SANDBOX_SECRET,
+        sandbox_environment.SANDBOX_STAFF_SECRET,
         "sandbox-token-secret",
         "sandbox-code-hash-key",
     ]

@@ -19,8 +19,8 @@ from pymongo.errors import DuplicateKeyError
 from caiyun import cli
 from caiyun.catalog import ensure_indexes, open_database
 from caiyun.data.embedded import DatabaseBusy, EmbeddedEngine
+from caiyun.sandbox.environment import open_sandbox
 from caiyun.sandbox.functions import handler
-from caiyun.sandbox.server import open_sandbox
 from caiyun.services import install_services
 from caiyun.settings import Settings
 from caiyun.stores.accounts import ensure_account

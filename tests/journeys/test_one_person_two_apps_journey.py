@@ -19,8 +19,8 @@ from sandbox_client import (
     send_code,
 )
 
+from caiyun.sandbox.environment import SANDBOX_STAFF_APPID
 from caiyun.sandbox.seed import CAIYUN_GARDEN, DEMO_COMMUNITIES, DEMO_STAFF
-from caiyun.sandbox.server import SANDBOX_STAFF_APPID
 
 STAFF = {member.name: member.phone for member in DEMO_STAFF}
 GARDEN = next(c for c in DEMO_COMMUNITIES if c.name == CAIYUN_GARDEN)

@@ -26,17 +26,15 @@ from sandbox_client import (
 
 from caiyun import cli
 from caiyun.adapters.sms import sandbox_outbox
-from caiyun.sandbox.fake_wechat import FakeWeChat
-from caiyun.sandbox.seed import DEMO_COMMUNITIES, DEMO_STAFF, seed_demo
-from caiyun.sandbox.server import (
-    MAX_BODY_BYTES,
+from caiyun.sandbox.environment import (
     SANDBOX_APPID,
     SANDBOX_STAFF_APPID,
     SandboxRefused,
-    SandboxServer,
-    create_server,
     open_sandbox,
 )
+from caiyun.sandbox.fake_wechat import FakeWeChat
+from caiyun.sandbox.seed import DEMO_COMMUNITIES, DEMO_STAFF, seed_demo
+from caiyun.sandbox.server import MAX_BODY_BYTES, SandboxServer, create_server
 from caiyun.settings import Settings
 from caiyun.stores import accounts, staff
 from caiyun.stores import houses as house_store

@@ -37,10 +37,11 @@ from caiyun.catalog import open_database
 from caiyun.clock import business_date
 from caiyun.domain import accounts
 from caiyun.domain.owner_import import import_owners
+from caiyun.sandbox.environment import SandboxRefused
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.sandbox.functions import function_names, handler
 from caiyun.sandbox.icbc import FakeIcbc
-from caiyun.sandbox.server import SandboxRefused, create_server
+from caiyun.sandbox.server import create_server
 from caiyun.services import Services, build_services, install_services
 from caiyun.settings import (
     _SANDBOX_CODE_KEY,

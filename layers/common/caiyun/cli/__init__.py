@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _describe(exc: Exception) -> str:
     from caiyun.errors import AppError
-    from caiyun.sandbox.server import SandboxError
+    from caiyun.sandbox.environment import SandboxError
 
     if isinstance(exc, CliError | SandboxError):
         return str(exc)

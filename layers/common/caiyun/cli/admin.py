@@ -8,7 +8,7 @@ from caiyun.cli.common import DEFAULT_DATA_DIR, CliError, community_id, staff_na
 
 
 def _add_staff(args: argparse.Namespace) -> int:
-    from caiyun.sandbox.server import open_sandbox
+    from caiyun.sandbox.environment import open_sandbox
     from caiyun.stores import accounts, staff
 
     name = staff_name(args.phone, args.name)

@@ -26,7 +26,7 @@ def _open_database(data_dir: str | None) -> tuple[Any, str]:
         if path.exists() and not path.is_dir():
             raise CliError(f"--data-dir 不是目录 / --data-dir is not a directory: {data_dir}")
         settings = Settings(env="sandbox", mongodb_uri=None, data_dir=str(path.resolve()))
-        from caiyun.sandbox.server import warn_clashes
+        from caiyun.sandbox.environment import warn_clashes
 
         db = open_database(settings)
         warn_clashes(db)
@@ -118,7 +118,7 @@ def _add_admin_account(args: argparse.Namespace) -> int:
             _require_account_indexes(db)
             now = SystemClock().now()
         else:
-            from caiyun.sandbox.server import load_clock
+            from caiyun.sandbox.environment import load_clock
 
             now = load_clock(args.data_dir).now()
         account, created = accounts.ensure_account(db, args.phone, now, name)

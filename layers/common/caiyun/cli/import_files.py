@@ -21,7 +21,7 @@ def _run_import_job(args: argparse.Namespace, kind: ImportKind, **target: Any) -
     in the sandbox's storage, then imported a chunk at a time, with progress on stderr."""
     from caiyun.adapters.storage import SandboxStorage
     from caiyun.domain import import_jobs
-    from caiyun.sandbox.server import open_sandbox
+    from caiyun.sandbox.environment import open_sandbox
 
     path = Path(args.file)
     label = "导入业主 / owners" if kind == "owners" else "导入账单 / bills"

@@ -12,8 +12,8 @@ from caiyun.cli.common import DEFAULT_DATA_DIR, CliError
 
 
 def _run(args: argparse.Namespace) -> int:
+    from caiyun.sandbox.environment import SANDBOX_APPID, SANDBOX_STAFF_APPID, open_sandbox
     from caiyun.sandbox.functions import function_names, handler
-    from caiyun.sandbox.server import SANDBOX_APPID, SANDBOX_STAFF_APPID, open_sandbox
     from caiyun.services import install_services
 
     if args.function not in function_names():

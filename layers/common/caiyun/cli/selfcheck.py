@@ -15,7 +15,7 @@ def _run(args: argparse.Namespace) -> int:
     import tempfile
 
     from caiyun import selfcheck
-    from caiyun.sandbox.server import open_sandbox
+    from caiyun.sandbox.environment import open_sandbox
     from caiyun.settings import Settings
 
     live = {name for group in args.live or [] for name in group.split(",") if name}
