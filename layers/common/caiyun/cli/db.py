@@ -60,7 +60,7 @@ def _remove_duplicate(args: argparse.Namespace) -> int:
 
 
 def _close_database(db: Any) -> None:
-    from caiyun.data.embedded import EmbeddedDatabase
+    from caiyun.data.embedded_handles import EmbeddedDatabase
 
     if isinstance(db, EmbeddedDatabase):
         db.engine.close()

@@ -23,7 +23,8 @@ from pydantic import SecretStr
 
 from caiyun.catalog import open_database
 from caiyun.clock import OffsetClock
-from caiyun.data.embedded import EmbeddedDatabase, clash_report
+from caiyun.data.embedded import clash_report
+from caiyun.data.embedded_handles import EmbeddedDatabase
 from caiyun.errors import AppError
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.sandbox.icbc import FakeIcbc
