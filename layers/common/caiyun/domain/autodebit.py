@@ -23,7 +23,7 @@ from caiyun.domain import appconfig, realname
 from caiyun.errors import AppError
 from caiyun.services import Services
 from caiyun.stores import accounts as account_store
-from caiyun.stores.accounts import Account
+from caiyun.stores.accounts import Account, Autodebit, AutodebitDraft, SignedAgreement
 
 LIMIT_FEN = 500_000
 _YEARS = 3
@@ -49,7 +49,7 @@ def start(services: Services, account: Account) -> dict[str, Any]:
         send_no = services.icbc.autodebit_send_code(agreement_id, number, person, LIMIT_FEN, end)
     except IcbcError as exc:
         raise realname.bank_error(exc) from None
-    draft = {
+    draft: AutodebitDraft = {
         "agreement_id": agreement_id,
         "send_no": send_no,
         "limit_fen": LIMIT_FEN,
@@ -80,12 +80,12 @@ def set_enabled(
     """Turn auto-debit on (signing the agreement with the code from :func:`start`) or off
     (at once); returns the wallet summary."""
     realname.verified_wallet(account)
-    current = account.get("autodebit") or {}
+    current = account.get("autodebit")
     after: Mapping[str, Any] = account
     if enabled:
-        if not current.get("enabled"):
+        if current is None or not current["enabled"]:
             after = _sign(services, account, ticket, sms_code, agreements)
-    elif current.get("enabled") or current.get("cancel_pending"):
+    elif current is not None and (current["enabled"] or current.get("cancel_pending")):
         after = _turn_off(services, account, current)
     return realname.wallet_summary(after) or {}
 
@@ -107,8 +107,8 @@ def _sign(
         raise AppError("INVALID_ARGUMENT", "开通自动扣缴须签署代扣协议", {"fields": missing})
     assert sms_code is not None  # refused above when missing
     now = services.clock.now()
-    draft = account.get("autodebit_draft") or {}
-    if draft.get("agreement_id") != ticket or draft["expires_at"] <= now:
+    draft = account.get("autodebit_draft")
+    if draft is None or draft["agreement_id"] != ticket or draft["expires_at"] <= now:
         raise AppError("NOT_FOUND", "代扣协议验证已过期，请重新获取验证码")
     number = realname.account_no(services, account)
     person = realname.bank_person(services, account)
@@ -126,7 +126,7 @@ def _sign(
     except IcbcError as exc:
         raise realname.bank_error(exc) from None
     version = config.agreement("autodebit").version
-    autodebit = {
+    autodebit: Autodebit = {
         "enabled": True,
         "agreement_id": draft["agreement_id"],
         "agreement_no": agreement_no,
@@ -136,10 +136,14 @@ def _sign(
         "end_date": draft["end_date"],
         "changed_at": now,
     }
-    signed = {"name": "autodebit", "version": version, "signed_at": now}
+    agreement: SignedAgreement = {
+        "name": "autodebit",
+        "version": version,
+        "signed_at": now,
+        "agreement_no": agreement_no,
+    }
     # Conditional: of two signings racing, one wins; the loser cancels what it signed at the
     # bank so ICBC and our record never disagree.
-    agreement = {**signed, "agreement_no": agreement_no}
     if not account_store.sign_autodebit(services.db, account["_id"], autodebit, agreement):
         services.icbc.autodebit_cancel(
             draft["agreement_id"], number, person, draft["limit_fen"], end
@@ -148,9 +152,9 @@ def _sign(
     return {**account, "autodebit": autodebit}
 
 
-def _turn_off(services: Services, account: Account, current: dict[str, Any]) -> dict[str, Any]:
+def _turn_off(services: Services, account: Account, current: Autodebit) -> dict[str, Any]:
     now = services.clock.now()
-    off = {**current, "enabled": False, "changed_at": now, "cancel_pending": False}
+    off: Autodebit = {**current, "enabled": False, "changed_at": now, "cancel_pending": False}
     # Off before the bank is asked: from this write on the timer never charges the account.
     account_store.replace_autodebit(services.db, account["_id"], current.get("agreement_id"), off)
     if "agreement_id" not in current:

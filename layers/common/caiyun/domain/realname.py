@@ -33,7 +33,7 @@ from caiyun.domain import appconfig, messaging
 from caiyun.errors import AppError
 from caiyun.services import Services
 from caiyun.stores import accounts as account_store
-from caiyun.stores.accounts import Account
+from caiyun.stores.accounts import Account, Wallet
 
 Method = Literal["card", "wallet"]
 WalletClass = Literal["II", "III"]
@@ -244,7 +244,7 @@ def _finish(services: Services, pending: dict[str, Any], opened: Any) -> Account
     """Write the verified identity and its account to the account, once."""
     db, now = services.db, services.clock.now()
     is_card = pending["account_class"] == "I"
-    wallet = {
+    wallet: Wallet = {
         "kind": "card" if is_card else "wallet",
         "wallet_no": None if is_card else opened.wallet_no,
         "wallet_class": opened.account_class,
@@ -296,7 +296,7 @@ def wallet_summary(account: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _kind(wallet: dict[str, Any]) -> str:
+def _kind(wallet: Mapping[str, Any]) -> str:
     # Accounts verified before the kind was recorded held a Class I card or an e-wallet.
     return str(wallet.get("kind") or ("card" if wallet["wallet_class"] == "I" else "wallet"))
 
@@ -306,7 +306,7 @@ def account_kind(account: Account) -> str:
     return _kind(verified_wallet(account))
 
 
-def verified_wallet(account: Account) -> dict[str, Any]:
+def verified_wallet(account: Account) -> Wallet:
     """The account's ICBC wallet record, or REALNAME_REQUIRED."""
     if not account.get("realname_verified") or not account.get("wallet"):
         raise AppError("REALNAME_REQUIRED")

@@ -51,11 +51,71 @@ class Session(TypedDict):
     expires_at: datetime
 
 
+class RealName(TypedDict):
+    """Who the bank verified the account holder to be: set once, by the first bank opening
+    confirmed (``caiyun.domain.realname``)."""
+
+    method: str
+    serial: str
+    name: str
+    # Encrypted with the settings' field key (``crypto.encrypt``), as the card number is.
+    id_number: str
+    id_masked: str
+    bank_phone: str
+    verified_at: datetime
+
+
+class Wallet(TypedDict):
+    """The ICBC account that pays: an e-wallet, or a Class I card itself."""
+
+    # Absent on accounts verified before the kind was kept (a Class I card or an e-wallet).
+    kind: NotRequired[str]
+    wallet_no: str | None
+    wallet_class: str
+    # The card debited when it is the account (encrypted); older card accounts kept it as
+    # ``linked_card``.
+    card_no: NotRequired[str | None]
+    linked_card: NotRequired[str]
+    linked_card_masked: str
+
+
+class SignedAgreement(TypedDict):
+    """An agreement the account holder accepted, at the version shown."""
+
+    name: str
+    version: str
+    signed_at: datetime
+    agreement_no: NotRequired[str]
+
+
+class Autodebit(TypedDict):
+    """The auto-debit switch and, once signed through ``caiyun.domain.autodebit``, the
+    agreement with ICBC it relies on."""
+
+    enabled: bool
+    changed_at: datetime
+    agreement_id: NotRequired[str]
+    agreement_no: NotRequired[str]
+    version: NotRequired[str]
+    signed_at: NotRequired[datetime]
+    limit_fen: NotRequired[int]
+    end_date: NotRequired[str]
+    # The bank has not yet confirmed a cancellation: the timer asks again.
+    cancel_pending: NotRequired[bool]
+
+
+class AutodebitDraft(TypedDict):
+    """An auto-debit agreement sent to ICBC whose SMS code has not come back yet."""
+
+    agreement_id: str
+    send_no: str
+    limit_fen: int
+    end_date: str
+    expires_at: datetime
+
+
 class Account(TypedDict):
-    """A person, keyed by a new id and unique by phone. The bank's parts (``realname``,
-    ``wallet``, ``agreements``, ``autodebit`` and its draft) are written by
-    ``caiyun.domain.realname`` and ``caiyun.domain.autodebit``, whose docstrings name their
-    fields."""
+    """A person, keyed by a new id and unique by phone, with what the bank verified of them."""
 
     _id: str
     phone: str
@@ -70,11 +130,11 @@ class Account(TypedDict):
     sessions_by_app: NotRequired[dict[str, list[Session]]]
     profile_updated_at: NotRequired[datetime]
     phone_changed_at: NotRequired[datetime]
-    realname: NotRequired[dict[str, Any]]
-    wallet: NotRequired[dict[str, Any]]
-    agreements: NotRequired[list[dict[str, Any]]]
-    autodebit: NotRequired[dict[str, Any]]
-    autodebit_draft: NotRequired[dict[str, Any]]
+    realname: NotRequired[RealName]
+    wallet: NotRequired[Wallet]
+    agreements: NotRequired[list[SignedAgreement]]
+    autodebit: NotRequired[Autodebit]
+    autodebit_draft: NotRequired[AutodebitDraft]
     # Joined in by the caller's lookup, never stored.
     _staff_record: NotRequired[StaffRecord | None]
     _owned_house_ids: NotRequired[list[str]]
@@ -353,13 +413,13 @@ def holds_opening(db: Any, serial: str) -> bool:
     return db[ACCOUNTS].count_documents({"realname.serial": serial}) > 0
 
 
-def save_autodebit_draft(db: Any, account_id: str, draft: dict[str, Any]) -> None:
+def save_autodebit_draft(db: Any, account_id: str, draft: AutodebitDraft) -> None:
     """Keep the auto-debit agreement being signed until its SMS code comes back."""
     db[ACCOUNTS].update_one({"_id": account_id}, {"$set": {"autodebit_draft": draft}})
 
 
 def sign_autodebit(
-    db: Any, account_id: str, autodebit: dict[str, Any], agreement: dict[str, Any]
+    db: Any, account_id: str, autodebit: Autodebit, agreement: SignedAgreement
 ) -> bool:
     """Turn auto-debit on with this signed agreement (kept among the account's agreements),
     dropping the draft, unless it is on already; whether it was turned on."""
@@ -375,7 +435,7 @@ def sign_autodebit(
 
 
 def replace_autodebit(
-    db: Any, account_id: str, agreement_id: str | None, autodebit: dict[str, Any]
+    db: Any, account_id: str, agreement_id: str | None, autodebit: Autodebit
 ) -> None:
     """Set the auto-debit state if it is still the one of agreement ``agreement_id``."""
     db[ACCOUNTS].update_one(
