@@ -83,9 +83,9 @@ def set_enabled(
     current = account.get("autodebit")
     after: Mapping[str, Any] = account
     if enabled:
-        if current is None or not current["enabled"]:
+        if current is None or not current.get("enabled"):
             after = _sign(services, account, ticket, sms_code, agreements)
-    elif current is not None and (current["enabled"] or current.get("cancel_pending")):
+    elif current is not None and (current.get("enabled") or current.get("cancel_pending")):
         after = _turn_off(services, account, current)
     return realname.wallet_summary(after) or {}
 
