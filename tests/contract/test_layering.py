@@ -248,3 +248,46 @@ def test_the_rules_of_a_stored_record_never_query_its_collection_themselves(modu
     tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
     found = [ast.unparse(n)[:60] for n in ast.walk(tree) if _touches_the_database(n)]
     assert found == [], f"{module} opens a collection or imports pymongo: {found}"
+
+
+def _store_collections() -> set[str]:
+    # The names the stores declare their collections under (``BILLS = declare("bills", ...)``).
+    names = set()
+    for module, path in MODULES.items():
+        if module.startswith("caiyun.stores."):
+            for node in ast.parse(path.read_text(encoding="utf-8")).body:
+                value = getattr(node, "value", None)
+                declares = isinstance(value, ast.Call) and ast.unparse(value.func) == "declare"
+                if isinstance(node, ast.Assign) and declares:
+                    names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
+
+
+STORE_COLLECTIONS = _store_collections()
+# How the domain may read a store's collection itself: a read model joining several records
+# (an aggregate with its ``$lookup``s, or a page of one through caiyun.data.paging).
+JOINED_READS = {"aggregate", "paging.page", "paging.tabbed"}
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("caiyun.domain.")))
+def test_the_domain_writes_and_queries_a_stores_collection_only_through_the_store(
+    module: str,
+) -> None:
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    found = []
+    for node in ast.walk(tree):
+        if not (_touches_the_database(node) and isinstance(node, ast.Subscript)):
+            continue
+        if ast.unparse(node.slice).split(".")[-1] not in STORE_COLLECTIONS:
+            continue
+        parent = parents[node]
+        if isinstance(parent, ast.Attribute):
+            use = parent.attr
+        elif isinstance(parent, ast.Call):
+            use = ast.unparse(parent.func)
+        else:
+            use = type(parent).__name__
+        if use not in JOINED_READS:
+            found.append(f"line {node.lineno}: {ast.unparse(node)} used by {use}")
+    assert found == [], f"{module} goes around a store: {found}"

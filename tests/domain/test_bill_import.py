@@ -38,6 +38,7 @@ from caiyun.errors import AppError
 from caiyun.sandbox.fake_wechat import FakeWeChat
 from caiyun.sandbox.icbc import FakeIcbc
 from caiyun.services import Services
+from caiyun.stores import bills as bill_store
 
 CHIEF = "o-staff-chief"
 RESIDENT_APPID, RESIDENT_SECRET = "wxresident", "resident-secret-0123456789abcdef"
@@ -429,14 +430,14 @@ def lock_after_the_batch_is_read(
     svc: Services, monkeypatch: pytest.MonkeyPatch, bill: dict[str, Any]
 ) -> None:
     """A payment locks ``bill`` just after the import has read its batch's bills."""
-    read = bill_import._stored
+    read = bill_store.terms_of
 
     def then_a_payment_locks_it(*args: Any) -> Any:
         found = read(*args)
         svc.db["bills"].update_one(bill, {"$set": {"status": "locked", "order_no": "CY-race"}})
         return found
 
-    monkeypatch.setattr(bill_import, "_stored", then_a_payment_locks_it)
+    monkeypatch.setattr(bill_store, "terms_of", then_a_payment_locks_it)
 
 
 def test_a_bill_locked_while_its_batch_is_written_is_reported_and_left_alone(

@@ -16,17 +16,16 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError
 
 from caiyun.domain import houses, messaging, staff
 from caiyun.domain.owner_import import AddressRow, RowResult, RowStatus, row_error
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
+from caiyun.stores import bills as bill_store
 from caiyun.stores import communities as community_store
 from caiyun.stores import memberships as membership_store
-from caiyun.stores.bills import BILLS
+from caiyun.stores.bills import Bill, BillKey
 from caiyun.stores.houses import HOUSES
 from caiyun.stores.staff import StaffRecord
 
@@ -62,7 +61,6 @@ class BillRow(AddressRow):
 BATCH = 500
 HOUSES_KEPT = 5_000
 
-_Key = tuple[str, str, str]  # house_id, period, item
 _PAID_OR_PAYING = "账单已缴费或正在支付，不能修改"
 
 
@@ -146,37 +144,6 @@ def _read_houses(batch: _Batch, wanted: list[tuple[str, str, str]]) -> Any:
     )
 
 
-def _insert_new(batch: _Batch, docs: dict[_Key, dict[str, Any]]) -> set[_Key]:
-    """Insert each key's bill; returns the keys that were already there."""
-    if not docs:
-        return set()
-    keys = list(docs)
-    try:
-        batch.services.db[BILLS].insert_many(list(docs.values()), ordered=False)
-        return set()
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if any(e.get("code") != 11000 for e in errors):
-            raise
-        return {keys[e["index"]] for e in errors}
-
-
-def _stored(batch: _Batch, keys: set[_Key]) -> dict[_Key, dict[str, Any]]:
-    """The stored bills of these keys, in one command (by house, period and item)."""
-    if not keys:
-        return {}
-    found = batch.services.db[BILLS].find(
-        {
-            "house_id": {"$in": sorted({k[0] for k in keys})},
-            "period": {"$in": sorted({k[1] for k in keys})},
-            "item": {"$in": sorted({k[2] for k in keys})},
-        },
-        {"house_id": 1, "period": 1, "item": 1, "amount_fen": 1, "due_date": 1, "status": 1},
-    )
-    stored = {(b["house_id"], b["period"], b["item"]): b for b in found}
-    return {k: b for k, b in stored.items() if k in keys}
-
-
 def _flush(batch: _Batch) -> None:
     """Write one batch of valid rows and fill in their results, in row order."""
     if not batch.rows:
@@ -187,8 +154,8 @@ def _flush(batch: _Batch) -> None:
         batch.community_seen = True
     elif not batch.community_seen:
         _require_community(batch)
-    planned: list[tuple[int, BillRow, dict[str, Any], _Key]] = []
-    new: dict[_Key, dict[str, Any]] = {}
+    planned: list[tuple[int, BillRow, dict[str, Any], BillKey]] = []
+    new: dict[BillKey, Bill] = {}
     for number, row in batch.rows:
         house = by_address.get((row.building, row.unit, row.room))
         if house is None:
@@ -212,12 +179,13 @@ def _flush(batch: _Batch) -> None:
                 "created_at": now,
                 "updated_at": now,
             }
-    existing = _insert_new(batch, new)
-    current = _stored(batch, existing)
+    keys = list(new)
+    existing = {keys[i] for i in bill_store.insert_all(db, list(new.values()))}
+    current = bill_store.terms_of(db, existing)
     labels = {h["_id"]: houses.label(h) for h in by_address.values()}
-    created: set[_Key] = set()
-    updates: list[UpdateOne] = []
-    updated: list[tuple[RowResult, _Key, dict[str, Any]]] = []
+    created: set[BillKey] = set()
+    updates: list[tuple[BillKey, dict[str, Any]]] = []
+    updated: list[tuple[RowResult, BillKey, dict[str, Any]]] = []
     for number, row, house, key in planned:
         terms = {"amount_fen": row.amount_fen, "due_date": row.due_date.isoformat()}
         label = labels[house["_id"]]
@@ -238,30 +206,25 @@ def _flush(batch: _Batch) -> None:
             status = "updated"
             bill.update(terms)
             # Only while unpaid: a bill locked for payment meanwhile is left as it is.
-            updates.append(
-                UpdateOne(
-                    {"house_id": key[0], "period": key[1], "item": key[2], "status": "unpaid"},
-                    {"$set": {**terms, "updated_at": now}},
-                )
-            )
+            updates.append((key, terms))
         result = RowResult(number, status, house["_id"], label)
         batch.record(result)
         if status == "updated":
             updated.append((result, key, terms))
-    if updates and db[BILLS].bulk_write(updates).modified_count < len(updates):
+    if bill_store.set_terms_while_unpaid(db, updates, now) < len(updates):
         _recheck(batch, updated)
     batch.rows.clear()
 
 
-def _recheck(batch: _Batch, updated: list[tuple[RowResult, _Key, dict[str, Any]]]) -> None:
+def _recheck(batch: _Batch, updated: list[tuple[RowResult, BillKey, dict[str, Any]]]) -> None:
     """Some updates found their bill no longer unpaid (a payment locked it after the batch was
     read): a row whose amount and date the bill does not now hold is reported as an error.
 
     A key's earlier rows in the file were overwritten by its last one, as if written one by
     one: they are errors only when the last one is (and the bill does not hold them either).
     """
-    now_stored = _stored(batch, {key for _, key, _ in updated})
-    last_failed: dict[_Key, bool] = {}
+    now_stored = bill_store.terms_of(batch.services.db, {key for _, key, _ in updated})
+    last_failed: dict[BillKey, bool] = {}
     for done, key, terms in reversed(updated):
         bill = now_stored.get(key, {})
         holds = all(bill.get(k) == v for k, v in terms.items())

@@ -8,8 +8,8 @@ from caiyun.domain import staff
 from caiyun.errors import AppError
 from caiyun.services import Services
 from caiyun.stores import communities as community_store
+from caiyun.stores import houses as house_store
 from caiyun.stores import memberships as membership_store
-from caiyun.stores.houses import HOUSES
 from caiyun.stores.staff import StaffRecord
 
 
@@ -22,18 +22,10 @@ def community_overview(services: Services, admin: StaffRecord, community_id: str
     community = community_store.get(db, community_id)
     if community is None:
         raise AppError("NOT_FOUND", "小区不存在")
-    bound = list(
-        db[membership_store.MEMBERSHIPS].aggregate(
-            [
-                {"$match": {"community_id": community_id}},
-                {"$group": {"_id": "$house_id"}},
-                {"$count": "n"},
-            ]
-        )
-    )
+    bound = membership_store.bound_house_count(db, community_id)
     return {
         "community_id": community_id,
         "community_name": community["name"],
-        "houses": db[HOUSES].count_documents({"community_id": community_id}),
-        "bound_houses": bound[0]["n"] if bound else 0,
+        "houses": house_store.count_in(db, community_id),
+        "bound_houses": bound,
     }

@@ -22,7 +22,6 @@ from caiyun.services import Services
 from caiyun.stores import accounts, memberships
 from caiyun.stores import communities as community_store
 from caiyun.stores import houses as house_store
-from caiyun.stores.communities import COMMUNITIES
 from caiyun.stores.houses import Address, House
 from caiyun.stores.staff import StaffRecord
 from caiyun.validation import invalid_argument
@@ -231,11 +230,16 @@ def _write_batch(
 def _check_importer(services: Services, importer: StaffRecord, record: CommunityRecord) -> None:
     if importer.get("all_communities"):
         return
-    key = record.model_dump(include={"province", "city", "district", "name"})
-    existing = services.db[COMMUNITIES].find_one(key, {"_id": 1})
+    existing = community_store.id_at(
+        services.db,
+        province=record.province,
+        city=record.city,
+        district=record.district,
+        name=record.name,
+    )
     if existing is None:
         raise AppError("FORBIDDEN", "只有总部管理员可以导入新小区")
-    staff.require_scope(importer, existing["_id"])
+    staff.require_scope(importer, existing)
 
 
 def import_owners(

@@ -29,10 +29,10 @@ from caiyun.domain import houses, job_runs, messaging, staff
 from caiyun.ids import new_id
 from caiyun.money import yuan
 from caiyun.services import Services
+from caiyun.stores import bills as bill_store
+from caiyun.stores import communities as community_store
+from caiyun.stores import houses as house_store
 from caiyun.stores import memberships as membership_store
-from caiyun.stores.bills import BILLS
-from caiyun.stores.communities import COMMUNITIES
-from caiyun.stores.houses import HOUSES
 from caiyun.stores.staff import StaffRecord
 
 REMINDERS = declare(
@@ -56,16 +56,6 @@ def _window(services: Services) -> int:
     return int(services.clock.now().timestamp() // services.settings.reminder_window_s)
 
 
-def _owing(match: dict[str, Any]) -> list[dict[str, Any]]:
-    """The stages that turn the bills matching ``match`` into owing houses, by house id, with
-    the count and sum of what each still owes."""
-    return [
-        {"$match": {**match, "status": {"$in": ["unpaid", "locked"]}}},
-        {"$group": {"_id": "$house_id", "total": {"$sum": "$amount_fen"}, "count": {"$sum": 1}}},
-        {"$sort": {"_id": 1}},
-    ]
-
-
 def _unpaid_houses(
     services: Services, match: dict[str, Any], size: int = BATCH
 ) -> Iterator[list[dict[str, Any]]]:
@@ -74,7 +64,7 @@ def _unpaid_houses(
     The aggregate's cursor is consumed batch by batch, so memory stays bounded however many
     houses owe.
     """
-    iterator = iter(services.db[BILLS].aggregate(_owing(match), batchSize=size))
+    iterator = bill_store.owing_by_house(services.db, match, batch_size=size)
     while batch := list(islice(iterator, size)):
         yield batch
 
@@ -88,13 +78,10 @@ def _unpaid_houses_after(
     bill first. Yields each page's owing houses with the page's last house id (the cursor)."""
     db = services.db
     while True:
-        page = [
-            h["_id"]
-            for h in db[HOUSES].find({"_id": {"$gt": after}}, {"_id": 1}).sort("_id", 1).limit(size)
-        ]
+        page = house_store.ids_after(db, after, size)
         if not page:
             return
-        owing = db[BILLS].aggregate(_owing({**match, "house_id": {"$in": page}}))
+        owing = bill_store.owing_by_house(db, {**match, "house_id": {"$in": page}})
         after = page[-1]
         yield list(owing), after
 
@@ -112,22 +99,11 @@ def _houses_with_payers(
     indexed reads; ``names`` caches community names across the run's batches (a community's
     name is read the first time one of its houses owes)."""
     db = services.db
-    found = {
-        h["_id"]: h
-        for h in db[HOUSES].find(
-            {"_id": {"$in": house_ids}}, {"building": 1, "unit": 1, "room": 1, "community_id": 1}
-        )
-    }
-    payers: dict[str, list[str]] = {}
-    for link in db[membership_store.MEMBERSHIPS].find(
-        {"house_id": {"$in": house_ids}, "role": {"$in": _payer_roles(services)}},
-        {"house_id": 1, "account_id": 1},
-    ):
-        payers.setdefault(link["house_id"], []).append(link["account_id"])
+    found = {h["_id"]: h for h in house_store.addresses_by_id(db, house_ids)}
+    payers = membership_store.accounts_holding(db, house_ids, _payer_roles(services))
     unnamed = sorted({h["community_id"] for h in found.values()} - names.keys())
     if unnamed:
-        for community in db[COMMUNITIES].find({"_id": {"$in": unnamed}}, {"name": 1}):
-            names[community["_id"]] = community["name"]
+        names.update(community_store.names(db, unnamed))
     return found, payers
 
 

@@ -217,8 +217,7 @@ def summary(
 def _staff_summary(db: Any, record: StaffRecord, names: dict[str, str] | None) -> dict[str, Any]:
     ids = record.get("community_ids", [])
     if names is None and record.get("all_communities"):
-        found = db[COMMUNITIES].find({}, {"name": 1}).sort("name", 1)
-        names = {c["_id"]: c["name"] for c in found}
+        names = community_store.every_name(db)
     elif names is None:
         # Records written before names were kept look them up.
         names = record.get("community_names") or community_store.names(db, ids)

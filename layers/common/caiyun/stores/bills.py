@@ -7,12 +7,14 @@ order at a time and is settled once, however many payers and notifies race.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal, TypedDict
 
-from pymongo import IndexModel
+from pymongo import IndexModel, UpdateOne
 from typing_extensions import NotRequired
 
+from caiyun.data.inserts import insert_new
 from caiyun.data.schema import declare
 
 BillStatus = Literal["unpaid", "locked", "paid"]
@@ -47,6 +49,68 @@ class Bill(TypedDict):
     paid_at: NotRequired[datetime]
     # The business day an auto-debit last tried it: tried once a day at most.
     autodebit_tried: NotRequired[str]
+
+
+# A bill's identity, as the unique index holds it: house id, period, item.
+BillKey = tuple[str, str, str]
+# What an import may change of an unpaid bill.
+TERMS = ("amount_fen", "due_date")
+
+
+def insert_all(db: Any, new: list[Bill]) -> list[int]:
+    """Insert these bills unordered; the positions (in ``new``) of those whose key another
+    import stored meanwhile (the unique house+period+item index refused them)."""
+    return insert_new(db[BILLS], new)
+
+
+def terms_of(db: Any, keys: set[BillKey]) -> dict[BillKey, dict[str, Any]]:
+    """The stored terms and status of the bills with these keys, in one command (by house,
+    period and item)."""
+    if not keys:
+        return {}
+    found = db[BILLS].find(
+        {
+            "house_id": {"$in": sorted({k[0] for k in keys})},
+            "period": {"$in": sorted({k[1] for k in keys})},
+            "item": {"$in": sorted({k[2] for k in keys})},
+        },
+        {"house_id": 1, "period": 1, "item": 1, "status": 1, **{term: 1 for term in TERMS}},
+    )
+    stored = {(b["house_id"], b["period"], b["item"]): b for b in found}
+    return {k: b for k, b in stored.items() if k in keys}
+
+
+def set_terms_while_unpaid(
+    db: Any, changes: list[tuple[BillKey, dict[str, Any]]], now: datetime
+) -> int:
+    """Set each bill's terms (``changes``: key and terms) if it is still unpaid: a bill
+    locked for payment meanwhile keeps what it is being paid for. How many changed; one
+    command."""
+    if not changes:
+        return 0
+    writes = [
+        UpdateOne(
+            {"house_id": house_id, "period": period, "item": item, "status": "unpaid"},
+            {"$set": {**terms, "updated_at": now}},
+        )
+        for (house_id, period, item), terms in changes
+    ]
+    return int(db[BILLS].bulk_write(writes).modified_count)
+
+
+def owing_by_house(
+    db: Any, match: dict[str, Any], *, batch_size: int | None = None
+) -> Iterator[Any]:
+    """The houses whose bills matching ``match`` are still owed (unpaid or locked for an
+    open order), by house id, each ``{_id, total, count}``: the sum and count it owes. One
+    aggregate, read ``batch_size`` houses at a time when given."""
+    stages = [
+        {"$match": {**match, "status": {"$in": ["unpaid", "locked"]}}},
+        {"$group": {"_id": "$house_id", "total": {"$sum": "$amount_fen"}, "count": {"$sum": 1}}},
+        {"$sort": {"_id": 1}},
+    ]
+    options = {} if batch_size is None else {"batchSize": batch_size}
+    return iter(db[BILLS].aggregate(stages, **options))
 
 
 def with_members(db: Any, bill_ids: list[str], *, members: str) -> list[dict[str, Any]]:

@@ -45,6 +45,19 @@ def find(db: Any, region: dict[str, str]) -> list[Community]:
     return list(found.sort([("province", 1), ("city", 1), ("district", 1), ("name", 1)]))
 
 
+def id_at(db: Any, *, province: str, city: str, district: str, name: str) -> str | None:
+    """The id of the community of that name in that region (the unique key), if there is one."""
+    key = {"province": province, "city": city, "district": district, "name": name}
+    found = db[COMMUNITIES].find_one(key, {"_id": 1})
+    return None if found is None else str(found["_id"])
+
+
+def every_name(db: Any) -> dict[str, str]:
+    """Every community's name by id, in name order."""
+    found = db[COMMUNITIES].find({}, {"name": 1}).sort("name", 1)
+    return {c["_id"]: c["name"] for c in found}
+
+
 def regions(db: Any) -> list[tuple[str, str, str]]:
     """Every (province, city, district) that has a community; one command, however many
     communities there are."""

@@ -59,6 +59,24 @@ def by_address(db: Any, community_id: str, *, building: str, unit: str, room: st
     return db[HOUSES].find_one(at_address(community_id, building, unit, room))
 
 
+def ids_after(db: Any, after: str, limit: int) -> list[str]:
+    """At most ``limit`` house ids past ``after``, in id order (a walk over every house that
+    can stop and resume)."""
+    found = db[HOUSES].find({"_id": {"$gt": after}}, {"_id": 1}).sort("_id", 1).limit(limit)
+    return [house["_id"] for house in found]
+
+
+def addresses_by_id(db: Any, house_ids: list[str]) -> list[dict[str, Any]]:
+    """These houses as ``{_id, community_id, building, unit, room}`` (no owner data)."""
+    fields = {"community_id": 1, "building": 1, "unit": 1, "room": 1}
+    return list(db[HOUSES].find({"_id": {"$in": house_ids}}, fields))
+
+
+def count_in(db: Any, community_id: str) -> int:
+    """How many houses the community has."""
+    return int(db[HOUSES].count_documents({"community_id": community_id}))
+
+
 def addresses_of(db: Any, community_id: str) -> list[dict[str, Any]]:
     """Every house of a community as ``{_id, building, unit, room}`` (no owner data), by
     address."""

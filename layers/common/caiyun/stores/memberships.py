@@ -85,6 +85,32 @@ def communities_of(
     )
 
 
+def accounts_holding(db: Any, house_ids: list[str], roles: list[str]) -> dict[str, list[str]]:
+    """For each of these houses that has any, the ids of the accounts holding one of
+    ``roles`` on it. One command."""
+    links = db[MEMBERSHIPS].find(
+        {"house_id": {"$in": house_ids}, "role": {"$in": roles}}, {"house_id": 1, "account_id": 1}
+    )
+    held: dict[str, list[str]] = {}
+    for link in links:
+        held.setdefault(link["house_id"], []).append(link["account_id"])
+    return held
+
+
+def bound_house_count(db: Any, community_id: str) -> int:
+    """How many houses of the community have anyone bound to them."""
+    counted = list(
+        db[MEMBERSHIPS].aggregate(
+            [
+                {"$match": {"community_id": community_id}},
+                {"$group": {"_id": "$house_id"}},
+                {"$count": "n"},
+            ]
+        )
+    )
+    return int(counted[0]["n"]) if counted else 0
+
+
 def bound_in(db: Any, community_id: str, after: str) -> Iterator[str]:
     """The account ids bound to a house of the community, past ``after``, in id order: an
     account bound to several houses there comes once after another (a caller skips the
