@@ -128,6 +128,10 @@ def test_every_function_imports_from_the_unpacked_layer_alone(
     assert Path(index_file).is_relative_to(code_dir)
 
 
+# The operator's packages of the layer: the sandbox, the command line, the self-check.
+OPERATOR_ONLY = ("sandbox", "cli", "selfcheck")
+
+
 def test_the_layer_holds_our_runtime_code_at_its_root_and_nothing_else(built: Path) -> None:
     with zipfile.ZipFile(built / "layer.zip") as layer:
         names = layer.namelist()
@@ -138,7 +142,9 @@ def test_the_layer_holds_our_runtime_code_at_its_root_and_nothing_else(built: Pa
     assert all(name.startswith("caiyun/") for name in names), "--no-wheels: our code only"
     for name in names:
         parts = name.split("/")
-        assert not {"tests", "test", "__pycache__", "sandbox", "cli"} & set(parts), name
+        assert not {"tests", "test", "__pycache__", "sandbox", "cli", "selfcheck"} & set(parts), (
+            name
+        )
         assert name.endswith((".py", "py.typed")), name
         assert parts[-1] not in {"cli.py", "apidoc.py", "packaging.py"}, name
     # The sandbox's fake-service credentials and any private key never travel to the cloud.

@@ -32,7 +32,7 @@ CONSOLE_DIR = "console"
 
 # Operator-only parts of the package and the console's static files; no cloud function imports
 # them.
-LAYER_EXCLUDED = ("sandbox", "cli", "apidoc.py", "packaging.py", "selfcheck.py", CONSOLE_DIR)
+LAYER_EXCLUDED = ("sandbox", "cli", "apidoc.py", "packaging.py", "selfcheck", CONSOLE_DIR)
 # Only these files are copied from our own code (an allowlist, so a stray key, database or
 # .env file in the source tree can never reach a package).
 _SOURCE_FILE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.py|py\.typed")

@@ -1,195 +1,22 @@
-"""`caiyun selfcheck`: every function's read and write path, once, on a real database.
-
-Run after the first deploy against the production MongoDB (``MONGODB_URI``), or on the embedded
-engine in a ``--data-dir``. It works in a throwaway database it creates and drops
-(``caiyun_selfcheck_<random>``; on the embedded engine a fresh folder inside the data
-directory), so nothing of the real data is read or changed: it ensures the indexes, loads the
-demo data set, then walks a short journey per function through the real ``main_handler`` of
-each, as the mini-programs and the timer call them, with the sandbox's fake WeChat, SMS and
-ICBC. What runs on the database is therefore exactly what production runs: aggregation
-stages, pipeline updates, partial unique indexes.
-
-Asked with ``--live``, it also calls the real outside services with the deploy's own settings:
-``sms`` texts a code to ``--phone``, ``wechat`` fetches each mini-program's access token,
-``icbc`` queries an order that does not exist and checks ICBC's signed answer.
-"""
+"""The self-check's journeys: one short journey per function on the demo data set, through the
+real ``main_handler`` of each, in an order the later ones build on (a bill is paid before the
+ICBC notify settles it, a repair is filed before it is dispatched)."""
 
 from __future__ import annotations
 
-import json
-import logging
-import shutil
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-LIVE_SERVICES = ("sms", "wechat", "icbc")
+from caiyun.selfcheck.journey import Journey, JourneyStopped, StepFailed, WeChatUser
+
 _OWNER = "13800000001"  # 张伟 in the demo data: bound to a house in each community
 _ADMIN, _REPAIRMAN, _GUARD = "13900000001", "13900000003", "13900000004"
 # 张伟's real-name details for the local bank: an ID number with its GB 11643 check digit and
 # an ICBC Class I card (6222…) with its Luhn digit.
 _OWNER_NAME, _OWNER_ID, _OWNER_CARD = "张伟", "440305199001010130", "622202000012345994"
 _BANK_PHONE = "13700000098"
-
-
-@dataclass
-class Check:
-    """One row of the table: what was checked, and the refusal or server error if it failed."""
-
-    function: str
-    step: str
-    ok: bool = True
-    detail: str = ""
-    ms: float = 0.0
-
-
-@dataclass
-class Report:
-    """Every check, and where they ran."""
-
-    where: str
-    checks: list[Check] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when every check passed."""
-        return all(check.ok for check in self.checks)
-
-    def table(self) -> str:
-        """The pass/fail table the command prints."""
-        width = max(len(f"{c.function}.{c.step}") for c in self.checks) if self.checks else 10
-        lines = [f"自检 / self-check: {self.where}", ""]
-        for check in self.checks:
-            mark = "通过 PASS" if check.ok else "失败 FAIL"
-            line = f"{mark}  {f'{check.function}.{check.step}':<{width}}  {check.ms:7.1f} ms"
-            lines.append(line + (f"  {check.detail}" if check.detail else ""))
-        failed = sum(not c.ok for c in self.checks)
-        lines += ["", f"{len(self.checks) - failed} 通过 passed, {failed} 失败 failed"]
-        return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class WeChatUser:
-    """A WeChat user in one of the two mini-programs: the same person has another openid in
-    each, and staff rights come only through the staff app."""
-
-    openid: str
-    app: str
-
-
-class StepFailed(Exception):
-    """A step's answer was not what the journey needs; the message says what came back."""
-
-
-class _LastLogLine(logging.Handler):
-    """Keeps the function's log line of the latest call: it names a server error."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.line: dict[str, Any] = {}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.line = json.loads(record.getMessage())
-        except ValueError:
-            self.line = {}
-
-
-class Journey:
-    """Calls the functions' handlers as the platform would, recording one check per step."""
-
-    def __init__(self, report: Report, services: Any) -> None:
-        self.report, self.services = report, services
-        self._log = _LastLogLine()
-
-    @contextmanager
-    def step(self, function: str, step: str) -> Iterator[None]:
-        """Time one step; an exception fails it (the journey goes on with the next function)."""
-        check = Check(function, step)
-        started = time.perf_counter()
-        try:
-            yield
-        except StepFailed as exc:
-            check.ok, check.detail = False, str(exc)
-        except Exception as exc:
-            check.ok, check.detail = False, f"{type(exc).__name__}: {_first_line(exc)}"
-        finally:
-            check.ms = (time.perf_counter() - started) * 1000
-            self.report.checks.append(check)
-        if not check.ok:
-            raise JourneyStopped
-
-    def call(self, function: str, payload: dict[str, Any], who: WeChatUser | None = None) -> Any:
-        """One call of a function as ``who``'s mini-program makes it (the platform names the
-        app's appid, as the settings know it); the data of an ok answer."""
-        from caiyun.sandbox.functions import handler
-
-        event = dict(payload)
-        if who is not None:
-            settings = self.services.settings
-            appid = settings.wechat_staff_appid if who.app == "staff" else settings.wechat_appid
-            event["userInfo"] = {"openId": who.openid, "appId": appid}
-        return self._answer(handler(function)(event, self._context(function)))
-
-    def http(self, function: str, event: dict[str, Any]) -> dict[str, Any]:
-        """One call through the function URL; the raw HTTP answer."""
-        from caiyun.sandbox.functions import handler
-
-        reply = handler(function)(event, self._context(function))
-        if reply.get("statusCode") != 200:
-            raise StepFailed(f"HTTP {reply.get('statusCode')}: {self._server_error()}")
-        return reply
-
-    def _context(self, function: str) -> dict[str, Any]:
-        return {"request_id": uuid.uuid4().hex, "function_name": function}
-
-    def _answer(self, envelope: Any) -> Any:
-        if isinstance(envelope, dict) and envelope.get("ok") is True:
-            return envelope["data"]
-        error = envelope.get("error", {}) if isinstance(envelope, dict) else {}
-        raise StepFailed(f"{error.get('code')}: {error.get('message')} {self._server_error()}")
-
-    def _server_error(self) -> str:
-        # The function's own log line names the exception (a database command's error, say).
-        line = self._log.line
-        if not line.get("error"):
-            return ""
-        return f"[{line.get('exception')}: {str(line['error']).splitlines()[0][:300]}]"
-
-    @contextmanager
-    def listening(self) -> Iterator[None]:
-        """Collect the functions' log lines while the journey runs, instead of printing them:
-        the table is the output."""
-        from caiyun import logs
-
-        # Let the runtime add its stdout handler now, so that it is set aside below.
-        logs._ensure_handler()
-        logger = logging.getLogger("caiyun")
-        kept = logger.handlers[:]
-        logger.handlers = [self._log]
-        try:
-            yield
-        finally:
-            logger.handlers = kept
-
-
-class JourneyStopped(Exception):
-    """The rest of this function's journey depends on the step that failed."""
-
-
-def _first_line(exc: BaseException) -> str:
-    from caiyun.logs import redact
-
-    details = getattr(exc, "details", None)
-    if isinstance(details, dict) and details.get("errmsg"):
-        return redact(f"{details.get('codeName') or details.get('code')}: {details['errmsg']}")
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return redact(text.split(", full error:", 1)[0])[:300]
 
 
 def _sms_code(services: Any, phone: str) -> str:
@@ -459,11 +286,8 @@ def walk(journey: Journey) -> None:
                 raise StepFailed(f"import refused the row: {report['rows']}")
 
     def scheduler() -> None:
-        from caiyun.sandbox.functions import handler
-
         with j.step("scheduler", "timer"):
-            event = {"Type": "Timer", "TriggerName": "selfcheck", "Time": "", "Message": ""}
-            j._answer(handler("scheduler")(event, j._context("scheduler")))
+            j.timer("scheduler")
 
     for steps in (
         login,
@@ -479,73 +303,3 @@ def walk(journey: Journey) -> None:
         scheduler,
     ):
         _run(steps)
-
-
-def live_checks(report: Report, services: Any, live: set[str], phone: str | None) -> None:
-    """The real outside services, called with the deploy's own settings."""
-    journey = Journey(report, services)
-    if "sms" in live:
-        with _kept(journey.step("live", f"sms: a code texted to {phone}")):
-            if not phone:
-                raise StepFailed("--phone is required with --live sms")
-            services.sms.send(phone, "code", ["000000", "5"])
-    if "wechat" in live:
-        for app in ("resident", "staff"):
-            with _kept(journey.step("live", f"wechat: {app} access token")):
-                services.wechat.access_token(app)
-    if "icbc" in live:
-        with _kept(journey.step("live", "icbc: signed answer to an order query")):
-            services.icbc.query_payment("SELFCHECK" + uuid.uuid4().hex[:12].upper())
-
-
-@contextmanager
-def _kept(step: Any) -> Iterator[None]:
-    # A failed live check does not stop the others.
-    try:
-        with step:
-            yield
-    except JourneyStopped:
-        pass
-
-
-def check_database(db: Any, services_for: Callable[[Any], Any], where: str) -> Report:
-    """Indexes, demo data and every journey on ``db`` (a fresh, empty database)."""
-    from caiyun.catalog import ensure_indexes
-    from caiyun.sandbox.seed import seed_demo
-    from caiyun.services import install_services
-
-    report = Report(where)
-    journey = Journey(report, None)
-    try:
-        with journey.step("database", "ensure_indexes"):
-            ensure_indexes(db)
-        services = services_for(db)
-        journey.services = services
-        with journey.step("database", "demo data (owners, houses, bills, staff)"):
-            seed_demo(services)
-    except JourneyStopped:
-        return report
-    install_services(services)
-    try:
-        with journey.listening():
-            walk(journey)
-    finally:
-        install_services(None)
-    return report
-
-
-def throwaway_name() -> str:
-    """A database name no deployment uses."""
-    return f"caiyun_selfcheck_{uuid.uuid4().hex[:12]}"
-
-
-def embedded_scratch(data_dir: Path) -> Path:
-    """A fresh folder for the throwaway embedded database inside ``data_dir``."""
-    scratch = data_dir / throwaway_name()
-    scratch.mkdir(parents=True)
-    return scratch
-
-
-def drop_embedded(scratch: Path) -> None:
-    """Remove the throwaway embedded database."""
-    shutil.rmtree(scratch, ignore_errors=True)
