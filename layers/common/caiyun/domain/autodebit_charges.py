@@ -16,8 +16,9 @@ from caiyun.domain import autodebit, job_runs, messaging, payments
 from caiyun.errors import AppError
 from caiyun.money import yuan
 from caiyun.services import Services
-from caiyun.stores import accounts, memberships
+from caiyun.stores import accounts as account_store
 from caiyun.stores import bills as bill_store
+from caiyun.stores import memberships as membership_store
 from caiyun.stores.accounts import Account
 from caiyun.stores.bills import Bill
 from caiyun.stores.orders import Order
@@ -90,7 +91,7 @@ def run_autodebit(
     last_id = run.state.get("after", "")
     size = batch_size or services.settings.scheduler_batch_size
     while True:
-        batch = accounts.with_autodebit_signed(db, after=last_id, limit=size)
+        batch = account_store.with_autodebit_signed(db, after=last_id, limit=size)
         for account in batch:
             _charge_account(services, account, today, counts)
         if len(batch) < size:
@@ -108,7 +109,7 @@ def _charge_account(
 ) -> None:
     # A bill is stamped as tried today before it is charged, so a run resumed after a crash
     # never charges it twice.
-    house_ids = [m["house_id"] for m in memberships.of_account(services.db, account["_id"])]
+    house_ids = [m["house_id"] for m in membership_store.of_account(services.db, account["_id"])]
     due = bill_store.due_for_autodebit(services.db, house_ids, today=today)
     by_community: dict[str, list[Bill]] = {}
     for bill in due:

@@ -19,9 +19,10 @@ from caiyun.domain import houses, staff
 from caiyun.errors import AppError
 from caiyun.ids import new_id
 from caiyun.services import Services
-from caiyun.stores import accounts, memberships
+from caiyun.stores import accounts as account_store
 from caiyun.stores import communities as community_store
 from caiyun.stores import houses as house_store
+from caiyun.stores import memberships as membership_store
 from caiyun.stores.houses import Address, House
 from caiyun.stores.staff import StaffRecord
 from caiyun.validation import invalid_argument
@@ -201,7 +202,7 @@ def _write_batch(
     """Write one batch of valid rows and fill in their results."""
     db, now = services.db, services.clock.now()
     # The last row naming a phone names its owner, as if the rows were written one by one.
-    owners = accounts.ensure_named_accounts(
+    owners = account_store.ensure_named_accounts(
         db, {row.owner_phone: row.owner_name for _, row in batch}, now
     )
     plan = _Plan(
@@ -222,7 +223,7 @@ def _write_batch(
     house_store.set_owners(db, [plan.houses[a] for a in sorted(plan.updates)], now)
     moved = [plan.houses[a] for a in sorted(plan.new_owner)]
     if moved:
-        memberships.remove_all_except_owners(
+        membership_store.remove_all_except_owners(
             db, {h["_id"]: owners[h["owner_phone"]] for h in moved}
         )
 
