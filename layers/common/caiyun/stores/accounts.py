@@ -150,33 +150,26 @@ def by_phone(db: Any, phone: str) -> Account | None:
     return db[ACCOUNTS].find_one({"phone": phone})
 
 
-def _with_staff(db: Any, query: dict[str, Any], *joins: dict[str, Any]) -> Account | None:
-    # One command for an account and, joined in, its staff record (and any further
-    # ``$lookup``s), so a staff action does not spend a second round trip before its own work.
-    rows = list(
-        db[ACCOUNTS].aggregate(
-            [
-                {"$match": query},
-                {"$limit": 1},
-                {
-                    "$lookup": {
-                        "from": STAFF,
-                        "localField": "_id",
-                        "foreignField": "_id",
-                        "as": "_staff",
-                    }
-                },
-                *({"$lookup": join} for join in joins),
-            ]
+def _with_staff(
+    db: Any, query: dict[str, Any], *, links: bool = False
+) -> tuple[Account | None, list[Membership]]:
+    # One command for an account and, joined in, its staff record (and, with ``links``, its
+    # memberships, oldest first), so a staff action does not spend a second round trip before
+    # its own work.
+    joins = [{"from": STAFF, "localField": "_id", "foreignField": "_id", "as": "_staff"}]
+    if links:
+        joins.append(
+            {"from": MEMBERSHIPS, "localField": "_id", "foreignField": "account_id", "as": "_links"}
         )
-    )
+    stages = [{"$match": query}, {"$limit": 1}, *({"$lookup": join} for join in joins)]
+    rows = list(db[ACCOUNTS].aggregate(stages))
     if not rows:
-        return None
+        return None, []
     account = rows[0]
     joined = account.pop("_staff")
     # Kept on the account, so the domain's staff checks need no second read.
     account[STAFF_JOINED] = joined[0] if joined else None
-    return account
+    return account, sorted(account.pop("_links", []), key=lambda m: m["_id"])
 
 
 def _with_owned(db: Any, query: dict[str, Any]) -> Account | None:
@@ -192,12 +185,12 @@ def _with_owned(db: Any, query: dict[str, Any]) -> Account | None:
 
 
 def _joined(db: Any, query: dict[str, Any], staff: bool) -> Account | None:
-    return _with_staff(db, query) if staff else _with_owned(db, query)
+    return _with_staff(db, query)[0] if staff else _with_owned(db, query)
 
 
 def with_staff(db: Any, account_id: str) -> Account | None:
     """The account with this id, its staff record joined in (``STAFF_JOINED``), in one read."""
-    return _with_staff(db, {"_id": account_id})
+    return _with_staff(db, {"_id": account_id})[0]
 
 
 def by_openid(db: Any, app: App, openid: str, *, staff: bool) -> Account | None:
@@ -218,15 +211,7 @@ def with_live_session(
 def for_login(db: Any, phone: str) -> tuple[Account | None, list[Membership]]:
     """The account for ``phone`` with its staff record joined in, and its house memberships
     (oldest first): everything a login checks and replies with, in one command."""
-    account = _with_staff(
-        db,
-        {"phone": phone},
-        {"from": MEMBERSHIPS, "localField": "_id", "foreignField": "account_id", "as": "_links"},
-    )
-    if account is None:
-        return None, []
-    links: list[Membership] = account.pop("_links")  # type: ignore[typeddict-item]
-    return account, sorted(links, key=lambda m: m["_id"])
+    return _with_staff(db, {"phone": phone}, links=True)
 
 
 def with_autodebit_signed(db: Any, *, after: str, limit: int) -> list[Account]:
